@@ -1,0 +1,107 @@
+/**
+ * Test harness: start a real Wharf process (the compiled CLI) on loopback and stop it again.
+ *
+ * Used by the conformance test, the real-client end-to-end tests and the memory tests. The server runs in its own
+ * process, exactly as an operator runs it, so what is measured and exercised is the product.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** dist/server/cli.js, found relative to this compiled file (dist/conformance/harness.js). */
+export const CLI_PATH = resolve(here, '..', 'server', 'cli.js');
+
+export interface RunningWharf {
+  /** Base URL, such as http://127.0.0.1:41234 */
+  url: string;
+  /** host:port, for clients that take a registry host (skopeo, docker). */
+  host: string;
+  /** The storage root directory (filesystem driver). */
+  rootDirectory: string;
+  process: ChildProcess;
+  /** Everything the server wrote to stdout/stderr so far. */
+  output(): string;
+  /** SIGTERM, wait for exit; removes the temporary directory unless keepData was set. */
+  stop(): Promise<number | null>;
+}
+
+export interface StartOptions {
+  /** Extra config merged over the defaults (plain object in registry:2 config.yml shape). */
+  config?: Record<string, any>;
+  /** Use this storage root instead of a fresh temporary directory (kept on stop). */
+  rootDirectory?: string;
+  /** Extra environment variables (e.g. REGISTRY_* overrides). */
+  env?: Record<string, string>;
+  /** Extra node flags, e.g. ['--max-old-space-size=128']. */
+  nodeArgs?: string[];
+}
+
+function deepMerge(a: Record<string, any>, b: Record<string, any>): Record<string, any> {
+  const out: Record<string, any> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    out[k] = v && typeof v === 'object' && !Array.isArray(v) && out[k] && typeof out[k] === 'object'
+      ? deepMerge(out[k], v)
+      : v;
+  }
+  return out;
+}
+
+export async function startWharf(options: StartOptions = {}): Promise<RunningWharf> {
+  const tmp = await mkdtemp(join(tmpdir(), 'wharf-test-'));
+  const rootDirectory = options.rootDirectory ?? join(tmp, 'data');
+  const config = deepMerge(
+    {
+      version: '0.1',
+      log: { level: 'warn' },
+      storage: { filesystem: { rootdirectory: rootDirectory }, delete: { enabled: true } },
+      http: { addr: '127.0.0.1:0', draintimeout: '5s' },
+    },
+    options.config ?? {},
+  );
+  const configPath = join(tmp, 'config.yml');
+  await writeFile(configPath, stringify(config));
+
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), CLI_PATH, 'serve', configPath], {
+    env: { ...process.env, ...options.env, WHARF_ANNOUNCE_LISTEN: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.setEncoding('utf8');
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (d: string) => { out += d; });
+
+  const url = await new Promise<string>((resolveUrl, reject) => {
+    const timer = setTimeout(() => reject(new Error(`wharf did not start within 30s:\n${out}`)), 30_000);
+    child.stdout!.on('data', (d: string) => {
+      out += d;
+      // The CLI announces `WHARF_LISTENING <url>` on its own line when WHARF_ANNOUNCE_LISTEN is set.
+      const m = /^WHARF_LISTENING (\S+)$/m.exec(out);
+      if (m) { clearTimeout(timer); resolveUrl(m[1]!); }
+    });
+    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`wharf exited with ${code}:\n${out}`)); });
+  });
+
+  let exited: Promise<number | null> | undefined;
+  return {
+    url,
+    host: new URL(url).host,
+    rootDirectory,
+    process: child,
+    output: () => out,
+    stop() {
+      exited ??= new Promise<number | null>((done) => {
+        if (child.exitCode !== null || child.signalCode !== null) return done(child.exitCode);
+        child.once('exit', (code) => done(code));
+        child.kill('SIGTERM');
+      }).then(async (code) => {
+        await rm(tmp, { recursive: true, force: true });
+        return code;
+      });
+      return exited;
+    },
+  };
+}

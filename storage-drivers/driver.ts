@@ -1,0 +1,165 @@
+/**
+ * The byte-level storage driver interface.
+ *
+ * A driver stores opaque bytes under slash-separated paths. It knows nothing of OCI: the registry layer
+ * (server/registry) decides what the paths mean. Every driver (filesystem, inmemory, s3) passes the same
+ * behaviour suite (storage-drivers/suite.ts), so the edge cases written here are the contract.
+ *
+ * Paths
+ *   - Absolute, '/'-separated, each component made of [A-Za-z0-9._-] and never '.' or '..'
+ *     (see `validatePath`). The root is '/'. A driver maps them under its own root directory or prefix.
+ *   - Drivers never receive an unvalidated path: `checkedDriver()` wraps every driver and rejects bad paths
+ *     with `InvalidPathError` before the driver sees them.
+ *
+ * Errors
+ *   - A missing path is always `PathNotFoundError` (never ENOENT, NoSuchKey or the like).
+ *   - A read past the end is `InvalidOffsetError`.
+ *   - Anything else the backend reports is wrapped in `StorageDriverError` with the driver's name.
+ */
+import type { Readable } from 'node:stream';
+
+export interface FileInfo {
+  /** The path asked about, as given. */
+  path: string;
+  /** Size in bytes; 0 for directories. */
+  size: number;
+  /** Last modification time (for directories, the driver's best estimate; may be the epoch). */
+  modTime: Date;
+  isDir: boolean;
+}
+
+/**
+ * An open, resumable writer. Bytes written become readable at `path` no later than `commit()`;
+ * drivers may make them visible earlier (the filesystem does), so callers write uploads to private paths and
+ * `move()` them into place.
+ */
+export interface FileWriter {
+  /** Append bytes. Resolves when the driver can accept more (backpressure). */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Bytes in the file so far, including those there before an append-mode open. */
+  readonly size: number;
+  /** Make all written bytes durable and visible; the writer is closed afterwards. */
+  commit(): Promise<void>;
+  /** Release resources without committing. Bytes already flushed may stay (resume with append). */
+  close(): Promise<void>;
+  /** Discard the file: everything written, including what was there before an append-mode open. */
+  cancel(): Promise<void>;
+}
+
+export interface WalkOptions {
+  /** Return false to not descend into a directory (it is still yielded). */
+  descend?: (dir: FileInfo) => boolean;
+  /** Start after this path in lexical order (used for paging listings). */
+  startAfter?: string;
+}
+
+export interface RedirectOptions {
+  method: 'GET' | 'HEAD';
+  /** Lifetime of the URL in seconds. */
+  expiresIn?: number;
+}
+
+export interface StorageDriver {
+  /** Short name, such as 'filesystem'. */
+  readonly name: string;
+
+  /** Whole content of a (small) file. PathNotFoundError when absent or a directory. */
+  getContent(path: string): Promise<Buffer>;
+
+  /**
+   * Replace the content of a file atomically: a concurrent reader sees either the old or the new bytes, never
+   * a mix or a partial file. Creates parent directories as needed.
+   */
+  putContent(path: string, content: Uint8Array | string): Promise<void>;
+
+  /**
+   * A stream of the file's bytes from `offset` (default 0), at most `length` bytes when given.
+   * PathNotFoundError when absent; InvalidOffsetError when offset is negative or beyond the size
+   * (offset === size yields an empty stream).
+   */
+  reader(path: string, offset?: number, length?: number): Promise<Readable>;
+
+  /**
+   * Open a writer. `append` false truncates (or creates); `append` true continues a file written earlier by a
+   * writer that was closed (its `size` starts at the bytes already there). Appending to a missing file is
+   * PathNotFoundError.
+   */
+  writer(path: string, append: boolean): Promise<FileWriter>;
+
+  /** Metadata. PathNotFoundError when neither a file nor a directory exists at path. */
+  stat(path: string): Promise<FileInfo>;
+
+  /**
+   * Direct children of a directory, as full paths, sorted lexically. PathNotFoundError when the directory
+   * does not exist (an existing empty directory gives []; the root always exists).
+   */
+  list(path: string): Promise<string[]>;
+
+  /**
+   * Move a file to a new path, replacing any file there. Atomic where the backend allows it (the filesystem
+   * renames). PathNotFoundError when the source is absent.
+   */
+  move(sourcePath: string, destPath: string): Promise<void>;
+
+  /** Delete a file or a whole directory tree. PathNotFoundError when absent. */
+  delete(path: string): Promise<void>;
+
+  /**
+   * A URL the client may fetch the bytes from directly (e.g. a presigned S3 URL), or null when the driver
+   * serves bytes itself.
+   */
+  redirectURL(path: string, options: RedirectOptions): Promise<string | null>;
+
+  /**
+   * Every file and directory below `path` (not `path` itself), depth-first in lexical order, so the output is
+   * sorted by path. PathNotFoundError when `path` does not exist.
+   */
+  walk(path: string, options?: WalkOptions): AsyncIterable<FileInfo>;
+}
+
+export class StorageError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+export class PathNotFoundError extends StorageError {
+  constructor(readonly path: string, readonly driver = '') {
+    super(`path not found: ${path}`);
+  }
+}
+
+export class InvalidPathError extends StorageError {
+  constructor(readonly path: string) {
+    super(`invalid path: ${JSON.stringify(path)}`);
+  }
+}
+
+export class InvalidOffsetError extends StorageError {
+  constructor(readonly path: string, readonly offset: number) {
+    super(`invalid offset ${offset} for ${path}`);
+  }
+}
+
+export class StorageDriverError extends StorageError {
+  constructor(readonly driver: string, message: string, cause?: unknown) {
+    super(`${driver}: ${message}`, { cause });
+  }
+}
+
+const COMPONENT = /^[A-Za-z0-9._-]+$/;
+
+/** True when `path` is an acceptable driver path (see the module comment). */
+export function isValidPath(path: string): boolean {
+  if (path === '/') return true;
+  if (typeof path !== 'string' || !path.startsWith('/') || path.endsWith('/')) return false;
+  for (const part of path.slice(1).split('/')) {
+    if (!COMPONENT.test(part) || part === '.' || part === '..') return false;
+  }
+  return true;
+}
+
+export function validatePath(path: string): void {
+  if (!isValidPath(path)) throw new InvalidPathError(path);
+}
