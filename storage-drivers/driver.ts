@@ -8,6 +8,12 @@
  * Paths
  *   - Absolute, '/'-separated, each component made of [A-Za-z0-9._-] and never '.' or '..'
  *     (see `validatePath`). The root is '/'. A driver maps them under its own root directory or prefix.
+ *   - At most MAX_COMPONENT_LENGTH characters per component (a file name limit on every common filesystem) and
+ *     MAX_PATH_LENGTH characters in all (S3's key limit is 1024 bytes).
+ *   - Path order: paths are ordered component by component (`comparePaths`), which is plain string order
+ *     except that '/' sorts before every other character. That is the order a depth-first walk over sorted
+ *     directory listings produces; it differs from raw string order because '-' and '.' sort before '/'
+ *     ('/a/b/c' comes before '/a/b-c').
  *   - Drivers never receive an unvalidated path: `checkedDriver()` wraps every driver and rejects bad paths
  *     with `InvalidPathError` before the driver sees them.
  *
@@ -47,9 +53,16 @@ export interface FileWriter {
 }
 
 export interface WalkOptions {
-  /** Return false to not descend into a directory (it is still yielded). */
+  /**
+   * Return false to not descend into a directory (it is still yielded if it comes after `startAfter`).
+   * Consulted before entering any directory, including one that is not yielded because `startAfter` lies
+   * inside it. An exception thrown here ends the walk and reaches the caller unchanged.
+   */
   descend?: (dir: FileInfo) => boolean;
-  /** Start after this path in lexical order (used for paging listings). */
+  /**
+   * Yield only entries that come after this path in path order (`comparePaths`); used for paging listings.
+   * It need not exist. Subtrees that lie entirely before it are skipped without being read where possible.
+   */
   startAfter?: string;
 }
 
@@ -111,8 +124,10 @@ export interface StorageDriver {
   redirectURL(path: string, options: RedirectOptions): Promise<string | null>;
 
   /**
-   * Every file and directory below `path` (not `path` itself), depth-first in lexical order, so the output is
-   * sorted by path. PathNotFoundError when `path` does not exist.
+   * Every file and directory below `path` (not `path` itself), depth-first with the children of each directory
+   * in lexical order, so the output is sorted by `comparePaths` and a directory comes right before its
+   * contents. PathNotFoundError when `path` does not exist or is a file. Entries that vanish during the walk
+   * are skipped; entries created during it may or may not be seen.
    */
   walk(path: string, options?: WalkOptions): AsyncIterable<FileInfo>;
 }
@@ -150,14 +165,48 @@ export class StorageDriverError extends StorageError {
 
 const COMPONENT = /^[A-Za-z0-9._-]+$/;
 
+/** Longest accepted path component. */
+export const MAX_COMPONENT_LENGTH = 255;
+/** Longest accepted path, in characters (all ASCII, so also bytes). */
+export const MAX_PATH_LENGTH = 1024;
+
 /** True when `path` is an acceptable driver path (see the module comment). */
 export function isValidPath(path: string): boolean {
   if (path === '/') return true;
-  if (typeof path !== 'string' || !path.startsWith('/') || path.endsWith('/')) return false;
+  if (typeof path !== 'string' || path.length > MAX_PATH_LENGTH) return false;
+  if (!path.startsWith('/') || path.endsWith('/')) return false;
   for (const part of path.slice(1).split('/')) {
-    if (!COMPONENT.test(part) || part === '.' || part === '..') return false;
+    if (part.length > MAX_COMPONENT_LENGTH || !COMPONENT.test(part) || part === '.' || part === '..') return false;
   }
   return true;
+}
+
+/**
+ * Path order (see the module comment): negative when `a` comes before `b`, 0 when equal, positive after.
+ * A directory comes before everything below it, and everything below it comes before its next sibling.
+ */
+export function comparePaths(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x === 0x2f) return -1; // '/' sorts before everything
+    if (y === 0x2f) return 1;
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
+/** True when `path` lies strictly below directory `dir` (`dir` itself is not below itself). */
+export function isBelow(path: string, dir: string): boolean {
+  if (dir === '/') return path !== '/' && path.startsWith('/');
+  return path.length > dir.length + 1 && path.startsWith(dir) && path.charCodeAt(dir.length) === 0x2f;
+}
+
+/** The driver path of `name` inside directory `dir`. */
+export function joinPath(dir: string, name: string): string {
+  return dir === '/' ? `/${name}` : `${dir}/${name}`;
 }
 
 export function validatePath(path: string): void {
