@@ -1,0 +1,407 @@
+/**
+ * The filesystem driver: driver path `/a/b` is the file `<rootDirectory>/a/b`, the same tree registry:2's
+ * filesystem driver writes, so either server can use the other's data directory.
+ *
+ * Atomicity and concurrency
+ *   - putContent writes a temporary file in the target's directory and renames it over the target, so readers
+ *     see the old or the new bytes, never a mix. Two concurrent putContents each use their own temporary file;
+ *     the last rename wins and the file is always one of the values, whole.
+ *   - move is a rename (atomic, replaces the destination); across devices it copies into a temporary file next
+ *     to the destination, renames that into place and then removes the source.
+ *   - Temporary files are named `.tmp-<random>`. The registry never uses names starting with '.', and list and
+ *     walk skip these names, so a crash can leave one behind but never makes it look like content.
+ *   - A writer writes in place (the bytes are visible as they are written, as the contract allows).
+ *   - Creating a parent directory can race with a concurrent delete of that directory; operations that create
+ *     parents retry a few times when their directory vanishes under them.
+ */
+import { constants, type Stats } from 'node:fs';
+import { copyFile, lstat, mkdir, open, readdir, readFile, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { dirname, join, resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import {
+  InvalidOffsetError,
+  PathNotFoundError,
+  StorageDriverError,
+  comparePaths,
+  isBelow,
+  joinPath,
+  type FileInfo,
+  type FileWriter,
+  type StorageDriver,
+  type WalkOptions,
+} from './driver.js';
+
+export interface FilesystemDriverOptions {
+  /** Directory under which everything is stored; created when missing. */
+  rootDirectory: string;
+  /**
+   * fsync files before they become visible through putContent/move-by-copy, and on writer commit
+   * (default true). Turning it off trades crash durability for speed (tests, caches).
+   */
+  fsync?: boolean;
+}
+
+/** Prefix of the temporary files this driver creates; list and walk never show such names. */
+export const TEMP_PREFIX = '.tmp-';
+/** Chunk size of reader streams. */
+export const READ_CHUNK = 1 << 20;
+/** How many times an operation is retried when a concurrent delete removes the directory it just created. */
+const PARENT_RETRIES = 5;
+
+const NAME = 'filesystem';
+
+function code(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | undefined)?.code;
+}
+
+function isNotFound(err: unknown): boolean {
+  const c = code(err);
+  return c === 'ENOENT' || c === 'ENOTDIR';
+}
+
+function tempName(): string {
+  return TEMP_PREFIX + randomBytes(12).toString('hex');
+}
+
+function toInfo(path: string, st: Stats): FileInfo {
+  const isDir = st.isDirectory();
+  return { path, size: isDir ? 0 : st.size, modTime: st.mtime, isDir };
+}
+
+export class FilesystemDriver implements StorageDriver {
+  readonly name = NAME;
+  readonly rootDirectory: string;
+  private readonly fsync: boolean;
+
+  constructor(options: FilesystemDriverOptions) {
+    if (!options.rootDirectory) throw new StorageDriverError(NAME, 'rootDirectory is required');
+    this.rootDirectory = resolve(options.rootDirectory);
+    this.fsync = options.fsync ?? true;
+  }
+
+  /** The OS path of a (validated) driver path. */
+  fullPath(path: string): string {
+    return path === '/' ? this.rootDirectory : join(this.rootDirectory, path);
+  }
+
+  async getContent(path: string): Promise<Buffer> {
+    try {
+      return await readFile(this.fullPath(path));
+    } catch (err) {
+      if (isNotFound(err) || code(err) === 'EISDIR') throw new PathNotFoundError(path, NAME);
+      throw err;
+    }
+  }
+
+  async putContent(path: string, content: Uint8Array | string): Promise<void> {
+    const target = this.fullPath(path);
+    await this.withParent(target, async () => {
+      const temp = join(dirname(target), tempName());
+      // 'wx': never reuse an existing file, even in the astronomically unlikely case of a name collision.
+      const handle = await open(temp, 'wx');
+      try {
+        try {
+          await handle.writeFile(content);
+          if (this.fsync) await handle.sync();
+        } finally {
+          await handle.close();
+        }
+        await rename(temp, target);
+      } catch (err) {
+        await unlink(temp).catch(() => {});
+        throw err;
+      }
+    });
+  }
+
+  async reader(path: string, offset = 0, length?: number): Promise<Readable> {
+    let handle: FileHandle;
+    try {
+      handle = await open(this.fullPath(path), 'r');
+    } catch (err) {
+      if (isNotFound(err)) throw new PathNotFoundError(path, NAME);
+      throw err;
+    }
+    try {
+      const st = await handle.stat();
+      if (st.isDirectory()) throw new PathNotFoundError(path, NAME);
+      if (offset < 0 || offset > st.size) throw new InvalidOffsetError(path, offset);
+      if (length === 0 || offset === st.size) {
+        await handle.close();
+        return Readable.from([], { objectMode: false });
+      }
+      // The stream owns the handle from here on and closes it when it ends or is destroyed. Without a length
+      // it reads to the end of the file as it is when read (a file being appended to may give more).
+      return handle.createReadStream({
+        start: offset,
+        end: length === undefined ? undefined : offset + length - 1,
+        highWaterMark: READ_CHUNK,
+      });
+    } catch (err) {
+      await handle.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  async writer(path: string, append: boolean): Promise<FileWriter> {
+    const target = this.fullPath(path);
+    if (append) {
+      let handle: FileHandle;
+      try {
+        handle = await open(target, constants.O_RDWR);
+      } catch (err) {
+        if (isNotFound(err)) throw new PathNotFoundError(path, NAME);
+        throw err;
+      }
+      try {
+        const st = await handle.stat();
+        return new FilesystemWriter(target, handle, st.size, this.fsync);
+      } catch (err) {
+        await handle.close().catch(() => {});
+        throw err;
+      }
+    }
+    const handle = await this.withParent(target, () => open(target, 'w'));
+    return new FilesystemWriter(target, handle, 0, this.fsync);
+  }
+
+  async stat(path: string): Promise<FileInfo> {
+    try {
+      return toInfo(path, await stat(this.fullPath(path)));
+    } catch (err) {
+      if (isNotFound(err)) throw new PathNotFoundError(path, NAME);
+      throw err;
+    }
+  }
+
+  async list(path: string): Promise<string[]> {
+    return (await this.children(path)).map((name) => joinPath(path, name));
+  }
+
+  async move(sourcePath: string, destPath: string): Promise<void> {
+    const source = this.fullPath(sourcePath);
+    const dest = this.fullPath(destPath);
+    // Checked first so that a missing source does not leave the destination's parent directories behind.
+    if (!(await exists(source))) throw new PathNotFoundError(sourcePath, NAME);
+    try {
+      await this.withParent(dest, () => rename(source, dest));
+    } catch (err) {
+      if (code(err) === 'EXDEV') return moveAcrossDevices(source, dest, this.fsync);
+      // ENOENT from rename may be about either side; withParent already retried for the destination's parent.
+      if (isNotFound(err) && !(await exists(source))) throw new PathNotFoundError(sourcePath, NAME);
+      throw err;
+    }
+  }
+
+  async delete(path: string): Promise<void> {
+    const full = this.fullPath(path);
+    if (path === '/') {
+      // The root always exists: empty it rather than remove it.
+      for (const name of await readdir(full)) await rm(join(full, name), { recursive: true, force: true });
+      return;
+    }
+    try {
+      await lstat(full);
+    } catch (err) {
+      if (isNotFound(err)) throw new PathNotFoundError(path, NAME);
+      throw err;
+    }
+    // force: a concurrent delete of the same tree (or part of it) is not an error once we saw it existed.
+    await rm(full, { recursive: true, force: true });
+  }
+
+  async redirectURL(): Promise<string | null> {
+    return null;
+  }
+
+  async *walk(path: string, options: WalkOptions = {}): AsyncIterable<FileInfo> {
+    const names = await this.children(path);
+    yield* this.walkDir(path, names, options);
+  }
+
+  /**
+   * Depth-first walk of `dir`, whose sorted entry names are `names`. A subdirectory is read only when it will
+   * be descended into and something in it can come after `startAfter`.
+   */
+  private async *walkDir(dir: string, names: string[], options: WalkOptions): AsyncGenerator<FileInfo> {
+    const { startAfter, descend } = options;
+    for (const name of names) {
+      const path = joinPath(dir, name);
+      // With startAfter beyond this entry and not inside it, the entry and its whole subtree are skipped.
+      if (startAfter !== undefined && comparePaths(path, startAfter) < 0 && !isBelow(startAfter, path)) continue;
+      let st: Stats;
+      try {
+        st = await stat(this.fullPath(path));
+      } catch (err) {
+        if (isNotFound(err)) continue; // deleted while we walk
+        throw err;
+      }
+      const info = toInfo(path, st);
+      if (startAfter === undefined || comparePaths(path, startAfter) > 0) yield info;
+      if (!info.isDir || (descend && !descend(info))) continue;
+      let childNames: string[];
+      try {
+        childNames = await this.children(path);
+      } catch (err) {
+        if (err instanceof PathNotFoundError) continue;
+        throw err;
+      }
+      yield* this.walkDir(path, childNames, options);
+    }
+  }
+
+  /** Sorted entry names of a directory, without temporary files. */
+  private async children(path: string): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.fullPath(path));
+    } catch (err) {
+      if (isNotFound(err)) throw new PathNotFoundError(path, NAME);
+      throw err;
+    }
+    return names.filter((n) => !n.startsWith(TEMP_PREFIX)).sort();
+  }
+
+  /**
+   * Create `target`'s parent directory and run `fn`; when `fn` fails because that directory vanished (a
+   * concurrent delete of the tree), create it again and retry.
+   */
+  private async withParent<T>(target: string, fn: () => Promise<T>): Promise<T> {
+    const parent = dirname(target);
+    for (let attempt = 1; ; attempt++) {
+      await mkdir(parent, { recursive: true });
+      try {
+        return await fn();
+      } catch (err) {
+        if (code(err) !== 'ENOENT' || attempt >= PARENT_RETRIES || (await exists(parent))) throw err;
+      }
+    }
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Move a file between filesystems: copy it to a temporary file beside `dest`, rename that into place (so
+ * `dest` is replaced atomically, as with a plain rename), then remove `source`. Exported for tests.
+ */
+export async function moveAcrossDevices(source: string, dest: string, fsync = true): Promise<void> {
+  const temp = join(dirname(dest), tempName());
+  try {
+    await copyFile(source, temp, constants.COPYFILE_EXCL);
+    if (fsync) {
+      const handle = await open(temp, 'r');
+      try {
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    }
+    await rename(temp, dest);
+  } catch (err) {
+    await unlink(temp).catch(() => {});
+    throw err;
+  }
+  await unlink(source).catch((err) => {
+    // A concurrent move of the same source finished first: the bytes are in place either way.
+    if (code(err) !== 'ENOENT') throw err;
+  });
+}
+
+type WriterState = 'open' | 'committed' | 'closed' | 'cancelled';
+
+/**
+ * Writes go straight to the file at increasing positions. Each write() resolves once the kernel has the bytes
+ * (nothing is buffered here); calls made without awaiting are queued and applied in order. After a failed write
+ * every later write and the commit fail too, so a gap in the file can never be committed.
+ */
+class FilesystemWriter implements FileWriter {
+  private state: WriterState = 'open';
+  private failure: { error: unknown } | undefined;
+  private queue: Promise<void> = Promise.resolve();
+  private written: number;
+
+  constructor(
+    private readonly file: string,
+    private readonly handle: FileHandle,
+    initialSize: number,
+    private readonly fsync: boolean,
+  ) {
+    this.written = initialSize;
+  }
+
+  get size(): number {
+    return this.written;
+  }
+
+  private notOpen(): StorageDriverError {
+    return new StorageDriverError(NAME, `writer is ${this.state}: ${this.file}`);
+  }
+
+  private failed(): StorageDriverError {
+    return new StorageDriverError(NAME, `an earlier write failed: ${this.file}`, this.failure?.error);
+  }
+
+  write(chunk: Uint8Array): Promise<void> {
+    if (this.state !== 'open') return Promise.reject(this.notOpen());
+    const run = this.queue.then(async () => {
+      if (this.failure) throw this.failed();
+      try {
+        let done = 0;
+        while (done < chunk.length) {
+          const { bytesWritten } = await this.handle.write(chunk, done, chunk.length - done, this.written);
+          done += bytesWritten;
+          this.written += bytesWritten;
+        }
+      } catch (error) {
+        this.failure = { error };
+        throw error;
+      }
+    });
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  async commit(): Promise<void> {
+    if (this.state !== 'open') throw this.notOpen();
+    this.state = 'committed';
+    await this.queue;
+    try {
+      if (this.failure) throw this.failed();
+      if (this.fsync) await this.handle.sync();
+    } finally {
+      await this.handle.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.state !== 'open') return;
+    this.state = 'closed';
+    await this.queue;
+    await this.handle.close();
+  }
+
+  async cancel(): Promise<void> {
+    if (this.state === 'cancelled') return;
+    if (this.state !== 'open') throw this.notOpen();
+    this.state = 'cancelled';
+    await this.queue;
+    const own = await this.handle.stat().catch(() => undefined);
+    await this.handle.close();
+    // Remove the file only if the path still names the file we wrote (it may have been moved or replaced).
+    const current = await stat(this.file).catch(() => undefined);
+    if (own && current && own.ino === current.ino && own.dev === current.dev) {
+      await unlink(this.file).catch((err) => {
+        if (code(err) !== 'ENOENT') throw err;
+      });
+    }
+  }
+}
