@@ -170,6 +170,8 @@ export class FilesystemDriver implements StorageDriver {
     try {
       return toInfo(path, await stat(this.fullPath(path)));
     } catch (err) {
+      // The root always exists, even before the first write creates its directory.
+      if (path === '/' && code(err) === 'ENOENT') return { path, size: 0, modTime: new Date(0), isDir: true };
       if (isNotFound(err)) throw new PathNotFoundError(path, NAME);
       throw err;
     }
@@ -198,7 +200,7 @@ export class FilesystemDriver implements StorageDriver {
     const full = this.fullPath(path);
     if (path === '/') {
       // The root always exists: empty it rather than remove it.
-      for (const name of await readdir(full)) await rm(join(full, name), { recursive: true, force: true });
+      for (const name of await this.children('/', true)) await rm(join(full, name), { recursive: true, force: true });
       return;
     }
     try {
@@ -251,16 +253,20 @@ export class FilesystemDriver implements StorageDriver {
     }
   }
 
-  /** Sorted entry names of a directory, without temporary files. */
-  private async children(path: string): Promise<string[]> {
+  /**
+   * Sorted entry names of a directory, without temporary files unless `withTemp`. A root directory that was
+   * not created yet is empty (the root always exists).
+   */
+  private async children(path: string, withTemp = false): Promise<string[]> {
     let names: string[];
     try {
       names = await readdir(this.fullPath(path));
     } catch (err) {
+      if (path === '/' && code(err) === 'ENOENT') return [];
       if (isNotFound(err)) throw new PathNotFoundError(path, NAME);
       throw err;
     }
-    return names.filter((n) => !n.startsWith(TEMP_PREFIX)).sort();
+    return (withTemp ? names : names.filter((n) => !n.startsWith(TEMP_PREFIX))).sort();
   }
 
   /**

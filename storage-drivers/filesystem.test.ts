@@ -1,0 +1,154 @@
+/** The filesystem driver against the shared behaviour suite, plus what only a real directory tree can show. */
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { checkedDriver } from './checked.js';
+import { PathNotFoundError, StorageDriverError, type FileInfo } from './driver.js';
+import { FilesystemDriver, TEMP_PREFIX, moveAcrossDevices } from './filesystem.js';
+import { driverSuite } from './suite.js';
+
+async function tempRoot(): Promise<{ dir: string; cleanup(): Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'wharf-fs-driver-'));
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+driverSuite('filesystem', async () => {
+  const { dir, cleanup } = await tempRoot();
+  return { driver: new FilesystemDriver({ rootDirectory: join(dir, 'root') }), cleanup };
+});
+
+async function setup(t: import('ava').ExecutionContext) {
+  const { dir, cleanup } = await tempRoot();
+  t.teardown(cleanup);
+  const root = join(dir, 'root');
+  return { dir, root, driver: checkedDriver(new FilesystemDriver({ rootDirectory: root })) };
+}
+
+async function collect(walk: AsyncIterable<FileInfo>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const info of walk) out.push(info.path);
+  return out;
+}
+
+test('filesystem: driver paths map to files under the root directory (registry:2 layout)', async (t) => {
+  const { root, driver } = await setup(t);
+  await driver.putContent('/docker/registry/v2/repositories/library/alpine/_layers/sha256/abc/link', 'sha256:abc');
+  t.is(
+    await readFile(join(root, 'docker/registry/v2/repositories/library/alpine/_layers/sha256/abc/link'), 'utf8'),
+    'sha256:abc',
+  );
+});
+
+test('filesystem: a file written by another process is seen', async (t) => {
+  const { root, driver } = await setup(t);
+  await driver.putContent('/seed', 'x'); // creates the root
+  const script = "require('fs').mkdirSync(process.argv[1] + '/other/dir', { recursive: true });" +
+    "require('fs').writeFileSync(process.argv[1] + '/other/dir/file', 'from another process')";
+  await promisify(execFile)(process.execPath, ['-e', script, root]);
+  t.is((await driver.getContent('/other/dir/file')).toString(), 'from another process');
+  t.deepEqual(await driver.list('/other/dir'), ['/other/dir/file']);
+  t.deepEqual(await collect(driver.walk('/other')), ['/other/dir', '/other/dir/file']);
+});
+
+test('filesystem: temporary files are never listed or walked, and none are left behind', async (t) => {
+  const { root, driver } = await setup(t);
+  await driver.putContent('/d/file', 'x');
+  // A leftover from a crash in the middle of putContent.
+  await writeFile(join(root, 'd', `${TEMP_PREFIX}0123456789abcdef`), 'partial');
+  t.deepEqual(await driver.list('/d'), ['/d/file']);
+  t.deepEqual(await collect(driver.walk('/')), ['/d', '/d/file']);
+
+  await rm(join(root, 'd', `${TEMP_PREFIX}0123456789abcdef`));
+  await Promise.all(Array.from({ length: 10 }, (_, i) => driver.putContent('/d/file', `value ${i}`)));
+  await driver.putContent('/d/other', 'y');
+  await driver.move('/d/other', '/d/moved');
+  t.deepEqual(await readdir(join(root, 'd')), ['file', 'moved']);
+});
+
+test('filesystem: a failed putContent leaves no temporary file', async (t) => {
+  const { root, driver } = await setup(t);
+  await driver.putContent('/d/dir/inner', 'x');
+  // Replacing a non-empty directory with a file is impossible; the error is a StorageDriverError.
+  await t.throwsAsync(driver.putContent('/d/dir', 'y'), { instanceOf: StorageDriverError });
+  t.deepEqual(await readdir(join(root, 'd')), ['dir']);
+  t.is((await driver.getContent('/d/dir/inner')).toString(), 'x');
+});
+
+test('filesystem: backend errors become StorageDriverError with the cause kept', async (t) => {
+  const { driver } = await setup(t);
+  await driver.putContent('/file', 'x');
+  // A file where a directory is needed.
+  const err = await t.throwsAsync(driver.putContent('/file/below', 'y'), { instanceOf: StorageDriverError });
+  t.is(err?.driver, 'filesystem');
+  t.truthy((err?.cause as NodeJS.ErrnoException | undefined)?.code);
+});
+
+test('filesystem: walk skips subtrees before startAfter without reading them', async (t) => {
+  const { root, driver } = await setup(t);
+  await driver.putContent('/w/b/file', 'x');
+  await driver.putContent('/w/c/file', 'x');
+  // '/w/a/loop' is a symlink to itself: stat() of it fails with ELOOP, so reaching it is an error.
+  await mkdir(join(root, 'w', 'a'));
+  await symlink('loop', join(root, 'w', 'a', 'loop'));
+  await t.throwsAsync(collect(driver.walk('/w')), { instanceOf: StorageDriverError });
+  // '/w/a' sorts before '/w/a0' and '/w/a0' is not inside it, so nothing below '/w/a' can be yielded.
+  t.deepEqual(await collect(driver.walk('/w', { startAfter: '/w/a0' })), ['/w/b', '/w/b/file', '/w/c', '/w/c/file']);
+  t.deepEqual(await collect(driver.walk('/w', { startAfter: '/w/b/file' })), ['/w/c', '/w/c/file']);
+});
+
+test('filesystem: an open writer resumes across driver instances (another replica)', async (t) => {
+  const { root, driver } = await setup(t);
+  const w = await driver.writer('/uploads/id/data', false);
+  await w.write(Buffer.from('part one, '));
+  await w.close();
+  const other = checkedDriver(new FilesystemDriver({ rootDirectory: root }));
+  const w2 = await other.writer('/uploads/id/data', true);
+  t.is(w2.size, 10);
+  await w2.write(Buffer.from('part two'));
+  await w2.commit();
+  t.is((await driver.getContent('/uploads/id/data')).toString(), 'part one, part two');
+});
+
+test('filesystem: cancel does not delete a file that replaced the writer\'s file', async (t) => {
+  const { driver } = await setup(t);
+  const w = await driver.writer('/f', false);
+  await w.write(Buffer.from('abandoned'));
+  await driver.putContent('/f', 'newer');
+  await w.cancel();
+  t.is((await driver.getContent('/f')).toString(), 'newer');
+});
+
+test('filesystem: moveAcrossDevices copies, replaces the destination atomically, and removes the source', async (t) => {
+  const a = await tempRoot();
+  t.teardown(a.cleanup);
+  // /dev/shm is usually another filesystem (tmpfs); the function is correct on one filesystem too.
+  const shm = await stat('/dev/shm').then(() => mkdtemp('/dev/shm/wharf-fs-driver-'), () => mkdtemp(join(tmpdir(), 'x-')));
+  t.teardown(() => rm(shm, { recursive: true, force: true }));
+  const source = join(shm, 'source');
+  const dest = join(a.dir, 'dest');
+  await writeFile(source, 'moved bytes');
+  await writeFile(dest, 'old');
+  await moveAcrossDevices(source, dest);
+  t.is(await readFile(dest, 'utf8'), 'moved bytes');
+  await t.throwsAsync(stat(source), { code: 'ENOENT' });
+  t.deepEqual(await readdir(a.dir), ['dest']);
+  await t.throwsAsync(moveAcrossDevices(join(shm, 'missing'), dest), { code: 'ENOENT' });
+  t.is(await readFile(dest, 'utf8'), 'moved bytes');
+  t.deepEqual(await readdir(a.dir), ['dest']);
+});
+
+test('filesystem: the root exists (empty) before its directory is created by the first write', async (t) => {
+  const { root, driver } = await setup(t);
+  await t.throwsAsync(stat(root), { code: 'ENOENT' });
+  t.true((await driver.stat('/')).isDir);
+  t.deepEqual(await driver.list('/'), []);
+  t.deepEqual(await collect(driver.walk('/')), []);
+  await driver.delete('/');
+  await t.throwsAsync(driver.getContent('/x'), { instanceOf: PathNotFoundError });
+  await driver.putContent('/x', 'y');
+  t.true((await stat(root)).isDirectory());
+  t.true((await driver.stat('/')).isDir);
+});
