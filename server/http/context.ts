@@ -1,0 +1,101 @@
+/**
+ * What every handler shares: the request context type, URL building for `Location` headers, query and header
+ * parsing with OCI errors, and empty responses.
+ */
+import type { Context } from 'koa';
+import type { Logger } from 'pino';
+import { RegistryError } from '../registry/errors.js';
+import type { Registry } from '../registry/registry.js';
+import type { RouteMatch } from './routes.js';
+
+export interface HttpOptions {
+  /** External base URL (registry:2 `http.host`), without a trailing slash. */
+  host?: string;
+  /** Path prefix the API is served under ('' or like '/registry'). */
+  prefix: string;
+  /** Answer relative Location headers (registry:2 `http.relativeurls`). */
+  relativeUrls: boolean;
+  deleteEnabled: boolean;
+  readOnly: boolean;
+  redirectEnabled: boolean;
+  manifestMaxSize: number;
+  /** Extra headers for every response (registry:2 `http.headers`). */
+  headers: Record<string, string[]>;
+  /** Largest `n` the catalog answers with in one page. */
+  catalogMaxEntries: number;
+}
+
+export interface AppDeps {
+  registry: Registry;
+  logger: Logger;
+  options: HttpOptions;
+  /** registry:2 `log.accesslog.disabled`. */
+  accessLogDisabled?: boolean;
+}
+
+export interface RegistryState {
+  match: RouteMatch;
+  deps: AppDeps;
+}
+
+export type RegistryContext = Context & { state: RegistryState };
+
+/** A URL for a registry path: absolute (http.host, else the request's scheme and host) unless relativeurls. */
+export function urlFor(ctx: RegistryContext, path: string): string {
+  const { host, prefix, relativeUrls } = ctx.state.deps.options;
+  const full = `${prefix}${path}`;
+  if (relativeUrls) return full;
+  return `${host ?? `${ctx.protocol}://${ctx.host}`}${full}`;
+}
+
+/** Finish with a status and no body (Content-Length: 0), keeping the headers already set. */
+export function respondEmpty(ctx: RegistryContext, status: number): void {
+  ctx.status = status;
+  ctx.body = Buffer.alloc(0);
+  ctx.remove('Content-Type');
+}
+
+/** The single value of a query parameter (the first when repeated), or undefined. */
+export function queryParam(ctx: RegistryContext, key: string): string | undefined {
+  const v = ctx.query[key];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Every value of a repeated query parameter. */
+export function queryParams(ctx: RegistryContext, key: string): string[] {
+  const v = ctx.query[key];
+  if (v === undefined) return [];
+  return Array.isArray(v) ? v : [v];
+}
+
+/** `Content-Length` as a number, undefined when absent; SIZE_INVALID when malformed. */
+export function contentLength(ctx: RegistryContext): number | undefined {
+  const raw = ctx.get('Content-Length');
+  if (raw === '') return undefined;
+  if (!/^\d+$/.test(raw)) throw new RegistryError('SIZE_INVALID', 'invalid Content-Length', { detail: { contentLength: raw } });
+  return Number(raw);
+}
+
+/** Whether the request carries a body (a non-zero Content-Length, or chunked transfer encoding). */
+export function hasBody(ctx: RegistryContext): boolean {
+  const length = contentLength(ctx);
+  if (length !== undefined) return length > 0;
+  return ctx.get('Transfer-Encoding') !== '';
+}
+
+/** Parse a pagination count `n`: a non-negative integer, capped at `max` when given. */
+export function paginationCount(ctx: RegistryContext, max?: number): number | undefined {
+  const raw = queryParam(ctx, 'n');
+  if (raw === undefined || raw === '') return max;
+  if (!/^\d{1,9}$/.test(raw)) {
+    throw new RegistryError('UNSUPPORTED', 'n must be a non-negative integer', { status: 400, detail: { n: raw } });
+  }
+  const n = Number(raw);
+  return max === undefined ? n : Math.min(n, max);
+}
+
+/** An RFC 5988 `Link` header for the next page of a listing. */
+export function nextLink(path: string, n: number, last: string): string {
+  const q = new URLSearchParams({ last, n: String(n) });
+  return `<${path}?${q.toString()}>; rel="next"`;
+}

@@ -1,0 +1,84 @@
+/**
+ * Manifest endpoints: GetManifest / HeadManifest (end-3), PutManifest (end-7a, and end-7b with `?tag=`),
+ * DeleteManifest (end-9).
+ */
+import { RegistryError } from '../registry/errors.js';
+import { parseReference } from '../registry/reference.js';
+import { contentLength, queryParams, respondEmpty, urlFor, type RegistryContext } from './context.js';
+
+/** The most `?tag=` parameters one PUT may carry (the spec asks for at least 10). */
+export const MAX_TAGS_PER_PUT = 100;
+
+export async function getManifest(ctx: RegistryContext): Promise<void> {
+  const { registry } = ctx.state.deps;
+  const manifest = await registry.manifests.get(ctx.state.match.name!, parseReference(ctx.state.match.param!));
+  ctx.set('Docker-Content-Digest', manifest.digest);
+  ctx.set('ETag', `"${manifest.digest}"`);
+  // Set verbatim: the spec asks for no parameters (such as a charset) on a manifest's Content-Type.
+  ctx.set('Content-Type', manifest.mediaType);
+  const etag = ctx.get('If-None-Match');
+  if (etag && etag.split(',').some((t) => t.trim() === `"${manifest.digest}"`)) {
+    ctx.status = 304;
+    return;
+  }
+  ctx.status = 200;
+  if (ctx.method === 'HEAD') {
+    ctx.length = manifest.content.byteLength;
+    return;
+  }
+  ctx.body = manifest.content;
+}
+
+/** Read a request body of at most `max` bytes; 413 as soon as it is known to be larger. */
+async function readLimited(ctx: RegistryContext, max: number): Promise<Buffer> {
+  const tooLarge = () =>
+    new RegistryError('MANIFEST_INVALID', `manifest is larger than the limit of ${max} bytes`, {
+      status: 413,
+      detail: { limit: max },
+    });
+  const length = contentLength(ctx);
+  if (length !== undefined && length > max) throw tooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+    size += chunk.byteLength;
+    if (size > max) throw tooLarge();
+    chunks.push(chunk);
+  }
+  if (length !== undefined && size !== length) {
+    throw new RegistryError('SIZE_INVALID', 'body length does not match Content-Length', { detail: { length, received: size } });
+  }
+  return Buffer.concat(chunks, size);
+}
+
+export async function putManifest(ctx: RegistryContext): Promise<void> {
+  const { registry, options } = ctx.state.deps;
+  const name = ctx.state.match.name!;
+  const ref = parseReference(ctx.state.match.param!);
+  const tags = queryParams(ctx, 'tag');
+  if (tags.length > 0 && ref.kind === 'tag') {
+    throw new RegistryError('MANIFEST_INVALID', 'tag query parameters are only accepted when pushing by digest', {
+      detail: { reference: ref.tag },
+    });
+  }
+  if (tags.length > MAX_TAGS_PER_PUT) {
+    throw new RegistryError('MANIFEST_INVALID', `at most ${MAX_TAGS_PER_PUT} tags per request`, { status: 414 });
+  }
+  const content = await readLimited(ctx, options.manifestMaxSize);
+  const result = await registry.manifests.put(name, ref, content, ctx.get('Content-Type') || undefined, tags);
+
+  ctx.set('Location', urlFor(ctx, `/v2/${name}/manifests/${result.digest}`));
+  ctx.set('Docker-Content-Digest', result.digest);
+  if (result.subject) ctx.set('OCI-Subject', result.subject);
+  if (tags.length > 0) ctx.set('OCI-Tag', result.tags.join(', '));
+  respondEmpty(ctx, 201);
+}
+
+export async function deleteManifest(ctx: RegistryContext): Promise<void> {
+  const { registry, options } = ctx.state.deps;
+  if (!options.deleteEnabled) {
+    throw new RegistryError('UNSUPPORTED', 'deletion is disabled (storage.delete.enabled)');
+  }
+  await registry.manifests.delete(ctx.state.match.name!, parseReference(ctx.state.match.param!));
+  respondEmpty(ctx, 202);
+}

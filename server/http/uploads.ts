@@ -1,0 +1,134 @@
+/**
+ * Blob upload endpoints: StartBlobUpload (end-4a/4b/4c and the mount, end-11), PatchBlobData (end-5),
+ * PutBlobUploadComplete (end-6), GetBlobUploadStatus (end-13), CancelBlobUpload (end-14).
+ *
+ * Request bodies are streamed straight from the socket into storage; nothing is buffered beyond a chunk.
+ */
+import { RegistryError } from '../registry/errors.js';
+import { isDigestAlgorithm, parseDigest, validateRepositoryName } from '../registry/reference.js';
+import { isValidUploadId, uploadRangeHeader, type ChunkRange } from '../registry/uploads.js';
+import {
+  contentLength,
+  hasBody,
+  queryParam,
+  respondEmpty,
+  urlFor,
+  type RegistryContext,
+} from './context.js';
+
+function uploadUrl(ctx: RegistryContext, name: string, id: string): string {
+  return urlFor(ctx, `/v2/${name}/blobs/uploads/${id}`);
+}
+
+function blobCreated(ctx: RegistryContext, name: string, digest: string): void {
+  ctx.set('Location', urlFor(ctx, `/v2/${name}/blobs/${digest}`));
+  ctx.set('Docker-Content-Digest', digest);
+  respondEmpty(ctx, 201);
+}
+
+function uploadAccepted(ctx: RegistryContext, name: string, id: string, offset: number, status: number): void {
+  ctx.set('Location', uploadUrl(ctx, name, id));
+  ctx.set('Docker-Upload-UUID', id);
+  ctx.set('Range', uploadRangeHeader(offset));
+  respondEmpty(ctx, status);
+}
+
+/** `Content-Range` of a chunk: `<start>-<end>` inclusive (tolerating a `bytes ` prefix and a `/total` suffix). */
+function chunkRange(ctx: RegistryContext): ChunkRange | undefined {
+  const raw = ctx.get('Content-Range');
+  if (raw === '') return undefined;
+  const m = /^(?:bytes[ =])?(\d+)-(\d+)(?:\/(?:\d+|\*))?$/.exec(raw.trim());
+  if (!m) {
+    throw new RegistryError('BLOB_UPLOAD_INVALID', 'invalid Content-Range', { status: 416, detail: { contentRange: raw } });
+  }
+  return { start: Number(m[1]), end: Number(m[2]) };
+}
+
+function uploadId(ctx: RegistryContext): string {
+  const id = ctx.state.match.param!;
+  if (!isValidUploadId(id)) {
+    throw new RegistryError('BLOB_UPLOAD_UNKNOWN', undefined, { detail: { uuid: id } });
+  }
+  return id;
+}
+
+/** The request body as a stream of chunks, or undefined when the request carries none. */
+function body(ctx: RegistryContext): AsyncIterable<Uint8Array> | undefined {
+  return hasBody(ctx) ? (ctx.req as AsyncIterable<Uint8Array>) : undefined;
+}
+
+/** An empty body, for requests that carry none. */
+async function* noBody(): AsyncIterable<Uint8Array> {}
+
+export async function startBlobUpload(ctx: RegistryContext): Promise<void> {
+  const { registry } = ctx.state.deps;
+  const name = ctx.state.match.name!;
+
+  const mount = queryParam(ctx, 'mount');
+  if (mount !== undefined) {
+    const digest = parseDigest(mount);
+    const from = queryParam(ctx, 'from');
+    if (from !== undefined) validateRepositoryName(from);
+    const mounted = await registry.mount(name, digest, from);
+    if (mounted) return blobCreated(ctx, name, mounted.digest);
+    // Not mountable: the spec asks for a new upload session instead (202).
+  }
+
+  const digestParam = mount === undefined ? queryParam(ctx, 'digest') : undefined;
+  if (digestParam !== undefined) {
+    // Single-request monolithic upload (end-4b).
+    const digest = parseDigest(digestParam);
+    const session = await registry.uploads.start(name, digest.algorithm);
+    const chunks = body(ctx) ?? noBody();
+    const desc = await registry.uploads.complete(name, session.id, digest, chunks, { length: contentLength(ctx) });
+    return blobCreated(ctx, name, desc.digest);
+  }
+
+  const algorithm = queryParam(ctx, 'digest-algorithm') ?? 'sha256';
+  if (!isDigestAlgorithm(algorithm)) {
+    throw new RegistryError('DIGEST_INVALID', `unsupported digest algorithm "${algorithm}"`, {
+      detail: { algorithm, supported: ['sha256', 'sha512'] },
+    });
+  }
+  const session = await registry.uploads.start(name, algorithm);
+  uploadAccepted(ctx, name, session.id, 0, 202);
+}
+
+export async function patchBlobData(ctx: RegistryContext): Promise<void> {
+  const { registry } = ctx.state.deps;
+  const name = ctx.state.match.name!;
+  const id = uploadId(ctx);
+  const range = chunkRange(ctx);
+  const status = await registry.uploads.append(name, id, body(ctx) ?? noBody(), { range, length: contentLength(ctx) });
+  uploadAccepted(ctx, name, id, status.offset, 202);
+}
+
+export async function putBlobUploadComplete(ctx: RegistryContext): Promise<void> {
+  const { registry } = ctx.state.deps;
+  const name = ctx.state.match.name!;
+  const id = uploadId(ctx);
+  const digestParam = queryParam(ctx, 'digest');
+  if (digestParam === undefined) {
+    throw new RegistryError('DIGEST_INVALID', 'the digest query parameter is required to complete an upload');
+  }
+  const digest = parseDigest(digestParam);
+  const chunks = body(ctx);
+  const desc = await registry.uploads.complete(name, id, digest, chunks, {
+    range: chunks ? chunkRange(ctx) : undefined,
+    length: chunks ? contentLength(ctx) : undefined,
+  });
+  blobCreated(ctx, name, desc.digest);
+}
+
+export async function getBlobUploadStatus(ctx: RegistryContext): Promise<void> {
+  const { registry } = ctx.state.deps;
+  const name = ctx.state.match.name!;
+  const status = await registry.uploads.status(name, uploadId(ctx));
+  uploadAccepted(ctx, name, status.id, status.offset, 204);
+}
+
+export async function cancelBlobUpload(ctx: RegistryContext): Promise<void> {
+  const { registry } = ctx.state.deps;
+  await registry.uploads.cancel(ctx.state.match.name!, uploadId(ctx));
+  respondEmpty(ctx, 204);
+}

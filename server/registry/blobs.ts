@@ -1,0 +1,105 @@
+/**
+ * Blobs as a repository sees them: a blob is served by a repository only when the repository links it
+ * (`_layers/<alg>/<hex>/link`, or a manifest revision link for manifests fetched through the blobs endpoint) and
+ * its bytes exist in the shared content store (`blobs/<alg>/<xx>/<hex>/data`).
+ */
+import type { Readable } from 'node:stream';
+import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
+import { RegistryError } from './errors.js';
+import * as layout from './layout.js';
+import type { Digest } from './reference.js';
+
+export interface BlobDescriptor {
+  digest: string;
+  size: number;
+}
+
+/** Treat a missing path as `undefined`; rethrow anything else. */
+export async function orUndefined<T>(p: Promise<T>): Promise<T | undefined> {
+  try {
+    return await p;
+  } catch (err) {
+    if (err instanceof PathNotFoundError) return undefined;
+    throw err;
+  }
+}
+
+export class BlobStore {
+  constructor(private readonly driver: StorageDriver) {}
+
+  /** Size of the blob in the shared content store, or undefined when its bytes are absent. */
+  async statContent(digest: Digest): Promise<BlobDescriptor | undefined> {
+    const info = await orUndefined(this.driver.stat(layout.blobDataPath(digest)));
+    if (!info || info.isDir) return undefined;
+    return { digest: digest.value, size: info.size };
+  }
+
+  /** True when the repository links the blob as a layer/config blob. */
+  async isLinked(name: string, digest: Digest): Promise<boolean> {
+    const link = await orUndefined(this.driver.getContent(layout.layerLinkPath(name, digest)));
+    return link !== undefined && link.toString('utf8').trim() === digest.value;
+  }
+
+  private async isManifestRevision(name: string, digest: Digest): Promise<boolean> {
+    const link = await orUndefined(this.driver.getContent(layout.revisionLinkPath(name, digest)));
+    return link !== undefined && link.toString('utf8').trim() === digest.value;
+  }
+
+  /**
+   * The blob as served by repository `name`: BLOB_UNKNOWN unless the repository links it and its bytes exist.
+   * Manifests pushed to the repository are blobs of it too, as in registry:2.
+   */
+  async stat(name: string, digest: Digest): Promise<BlobDescriptor> {
+    const linked = (await this.isLinked(name, digest)) || (await this.isManifestRevision(name, digest));
+    const desc = linked ? await this.statContent(digest) : undefined;
+    if (!desc) throw new RegistryError('BLOB_UNKNOWN', undefined, { detail: { digest: digest.value } });
+    return desc;
+  }
+
+  /** A stream of `length` bytes from `offset` of the blob's content (the caller has checked with `stat`). */
+  async open(digest: Digest, offset: number, length: number): Promise<Readable> {
+    try {
+      return await this.driver.reader(layout.blobDataPath(digest), offset, length);
+    } catch (err) {
+      if (err instanceof PathNotFoundError) {
+        throw new RegistryError('BLOB_UNKNOWN', undefined, { detail: { digest: digest.value } });
+      }
+      throw err;
+    }
+  }
+
+  /** A URL the client may fetch the content from directly, when the driver offers one. */
+  redirectURL(digest: Digest, method: 'GET' | 'HEAD'): Promise<string | null> {
+    return this.driver.redirectURL(layout.blobDataPath(digest), { method, expiresIn: 20 * 60 });
+  }
+
+  /** Let repository `name` serve the blob (its bytes must already be in the content store). */
+  async link(name: string, digest: Digest): Promise<void> {
+    await this.driver.putContent(layout.layerLinkPath(name, digest), digest.value);
+  }
+
+  /**
+   * Remove the repository's link to the blob (the bytes stay until the garbage collector finds them unreferenced,
+   * as in registry:2). BLOB_UNKNOWN when the repository does not link it.
+   */
+  async unlink(name: string, digest: Digest): Promise<void> {
+    if (!(await this.isLinked(name, digest))) {
+      throw new RegistryError('BLOB_UNKNOWN', undefined, { detail: { digest: digest.value } });
+    }
+    await orUndefined(this.driver.delete(`${layout.layersPath(name)}/${digest.algorithm}/${digest.hex}`));
+  }
+
+  /**
+   * Store small content (a manifest) under its digest, once. The content store is write-once: when the digest is
+   * already there its bytes are, by construction, the same.
+   */
+  async putContent(digest: Digest, content: Uint8Array): Promise<void> {
+    const existing = await this.statContent(digest);
+    if (existing && existing.size === content.byteLength) return;
+    await this.driver.putContent(layout.blobDataPath(digest), content);
+  }
+
+  async getContent(digest: Digest): Promise<Buffer | undefined> {
+    return orUndefined(this.driver.getContent(layout.blobDataPath(digest)));
+  }
+}

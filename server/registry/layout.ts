@@ -1,0 +1,108 @@
+/**
+ * The storage layout: every driver path the registry reads or writes is built here, and nowhere else.
+ *
+ * It is registry:2's tree, so a data directory or bucket written by registry:2 is served unchanged and one written
+ * by Wharf is readable by registry:2:
+ *
+ *   /docker/registry/v2/
+ *     blobs/<alg>/<hex[0:2]>/<hex>/data                                 content (blobs and manifests), written once
+ *     repositories/<name>/
+ *       _layers/<alg>/<hex>/link                                        this repository may serve this blob
+ *       _manifests/revisions/<alg>/<hex>/link                           a manifest pushed to this repository
+ *       _manifests/tags/<tag>/current/link                              the tag's current manifest digest
+ *       _manifests/tags/<tag>/index/<alg>/<hex>/link                    every digest the tag ever pointed to
+ *       _uploads/<id>/data                                              bytes of an in-flight upload
+ *       _uploads/<id>/startedat                                         RFC 3339 start time of that upload
+ *       _uploads/<id>/hashstates/<alg>/<offset>                         (registry:2 only; Wharf does not write these)
+ *       _referrers/<alg>/<subject hex>/<alg>/<referrer hex>/link        Wharf: manifests whose `subject` is the digest
+ *
+ * Every `link` file holds a digest string (`sha256:…`). registry:2 skips directories whose names start with `_` when
+ * it walks for repositories, so `_referrers` is invisible to it. Names and digests reaching these functions have
+ * been validated by ./reference.ts; the storage driver validates the final paths again.
+ */
+import type { Digest } from './reference.js';
+
+export const ROOT = '/docker/registry/v2';
+export const BLOBS_ROOT = `${ROOT}/blobs`;
+export const REPOSITORIES_ROOT = `${ROOT}/repositories`;
+
+export function blobDir(d: Digest): string {
+  return `${BLOBS_ROOT}/${d.algorithm}/${d.hex.slice(0, 2)}/${d.hex}`;
+}
+
+export function blobDataPath(d: Digest): string {
+  return `${blobDir(d)}/data`;
+}
+
+export function repositoryPath(name: string): string {
+  return `${REPOSITORIES_ROOT}/${name}`;
+}
+
+export function layersPath(name: string): string {
+  return `${repositoryPath(name)}/_layers`;
+}
+
+export function layerLinkPath(name: string, d: Digest): string {
+  return `${layersPath(name)}/${d.algorithm}/${d.hex}/link`;
+}
+
+export function manifestsPath(name: string): string {
+  return `${repositoryPath(name)}/_manifests`;
+}
+
+export function revisionsPath(name: string): string {
+  return `${manifestsPath(name)}/revisions`;
+}
+
+export function revisionLinkPath(name: string, d: Digest): string {
+  return `${revisionsPath(name)}/${d.algorithm}/${d.hex}/link`;
+}
+
+export function revisionDir(name: string, d: Digest): string {
+  return `${revisionsPath(name)}/${d.algorithm}/${d.hex}`;
+}
+
+export function tagsPath(name: string): string {
+  return `${manifestsPath(name)}/tags`;
+}
+
+export function tagPath(name: string, tag: string): string {
+  return `${tagsPath(name)}/${tag}`;
+}
+
+export function tagCurrentLinkPath(name: string, tag: string): string {
+  return `${tagPath(name, tag)}/current/link`;
+}
+
+export function tagIndexLinkPath(name: string, tag: string, d: Digest): string {
+  return `${tagPath(name, tag)}/index/${d.algorithm}/${d.hex}/link`;
+}
+
+export function uploadsPath(name: string): string {
+  return `${repositoryPath(name)}/_uploads`;
+}
+
+export function uploadDir(name: string, id: string): string {
+  return `${uploadsPath(name)}/${id}`;
+}
+
+export function uploadDataPath(name: string, id: string): string {
+  return `${uploadDir(name, id)}/data`;
+}
+
+export function uploadStartedAtPath(name: string, id: string): string {
+  return `${uploadDir(name, id)}/startedat`;
+}
+
+export function referrersPath(name: string, subject: Digest): string {
+  return `${repositoryPath(name)}/_referrers/${subject.algorithm}/${subject.hex}`;
+}
+
+export function referrerLinkPath(name: string, subject: Digest, referrer: Digest): string {
+  return `${referrersPath(name, subject)}/${referrer.algorithm}/${referrer.hex}/link`;
+}
+
+/** The last path component. */
+export function baseName(path: string): string {
+  return path.slice(path.lastIndexOf('/') + 1);
+}

@@ -1,0 +1,216 @@
+/**
+ * Manifest formats: which media types Wharf accepts, how a manifest's bytes are checked, and what it references.
+ * Pure functions over bytes; no storage.
+ */
+import { RegistryError } from './errors.js';
+import { parseDigest, type Digest } from './reference.js';
+
+export const MediaType = {
+  OCI_MANIFEST: 'application/vnd.oci.image.manifest.v1+json',
+  OCI_INDEX: 'application/vnd.oci.image.index.v1+json',
+  DOCKER_MANIFEST: 'application/vnd.docker.distribution.manifest.v2+json',
+  DOCKER_MANIFEST_LIST: 'application/vnd.docker.distribution.manifest.list.v2+json',
+  DOCKER_SCHEMA1: 'application/vnd.docker.distribution.manifest.v1+json',
+  DOCKER_SCHEMA1_SIGNED: 'application/vnd.docker.distribution.manifest.v1+prettyjws',
+  OCI_EMPTY: 'application/vnd.oci.empty.v1+json',
+} as const;
+
+/** The OCI empty descriptor's content (`{}`) and digest, which artifacts use as their config. */
+export const EMPTY_JSON = Buffer.from('{}');
+export const EMPTY_JSON_DIGEST = 'sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a';
+
+/** Layer media types whose content need not be in the registry (the spec calls them non-distributable). */
+const NON_DISTRIBUTABLE = [
+  'application/vnd.oci.image.layer.nondistributable.v1.tar',
+  'application/vnd.docker.image.rootfs.foreign.diff.tar',
+];
+
+export function isNonDistributable(mediaType: string): boolean {
+  return NON_DISTRIBUTABLE.some((t) => mediaType === t || mediaType.startsWith(`${t}+`) || mediaType.startsWith(`${t}.`));
+}
+
+export const MANIFEST_MEDIA_TYPES: readonly string[] = [
+  MediaType.OCI_MANIFEST,
+  MediaType.OCI_INDEX,
+  MediaType.DOCKER_MANIFEST,
+  MediaType.DOCKER_MANIFEST_LIST,
+];
+
+export function isIndexType(mediaType: string): boolean {
+  return mediaType === MediaType.OCI_INDEX || mediaType === MediaType.DOCKER_MANIFEST_LIST;
+}
+
+export interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  artifactType?: string;
+  annotations?: Record<string, string>;
+  urls?: string[];
+  platform?: unknown;
+}
+
+/** What the registry needs to know about a validated manifest. */
+export interface ParsedManifest {
+  mediaType: string;
+  /** Blobs that must exist in the repository: config and distributable layers (manifests only). */
+  blobs: Digest[];
+  /** Child manifests that must exist in the repository (indexes only). */
+  manifests: Digest[];
+  subject?: Descriptor & { parsed: Digest };
+  /** The value the referrers API shows for this manifest (artifactType, else the config's media type). */
+  artifactType?: string;
+  annotations?: Record<string, string>;
+  /** Whether the config is the OCI empty descriptor (artifacts), which the registry can supply itself. */
+  emptyConfig: boolean;
+}
+
+function invalid(message: string, detail?: unknown): RegistryError {
+  return new RegistryError('MANIFEST_INVALID', message, { detail });
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function checkAnnotations(v: unknown, where: string): Record<string, string> | undefined {
+  if (v === undefined) return undefined;
+  if (!isObject(v) || !Object.values(v).every((x) => typeof x === 'string')) {
+    throw invalid(`${where}: annotations must be a map of strings`);
+  }
+  return v as Record<string, string>;
+}
+
+function checkDescriptor(v: unknown, where: string): Descriptor & { parsed: Digest } {
+  if (!isObject(v)) throw invalid(`${where}: descriptor must be an object`);
+  const { mediaType, digest, size, artifactType, urls } = v;
+  if (typeof mediaType !== 'string' || mediaType === '') throw invalid(`${where}: mediaType must be a string`);
+  if (typeof digest !== 'string') throw invalid(`${where}: digest must be a string`);
+  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
+    throw invalid(`${where}: size must be a non-negative integer`);
+  }
+  if (artifactType !== undefined && typeof artifactType !== 'string') throw invalid(`${where}: artifactType must be a string`);
+  if (urls !== undefined && (!Array.isArray(urls) || !urls.every((u) => typeof u === 'string'))) {
+    throw invalid(`${where}: urls must be a list of strings`);
+  }
+  let parsed: Digest;
+  try {
+    parsed = parseDigest(digest);
+  } catch (err) {
+    throw new RegistryError('DIGEST_INVALID', `${where}: ${(err as Error).message}`, { detail: { digest } });
+  }
+  return {
+    mediaType,
+    digest,
+    size,
+    artifactType: artifactType as string | undefined,
+    annotations: checkAnnotations(v.annotations, where),
+    urls: urls as string[] | undefined,
+    parsed,
+  };
+}
+
+/** The media type without parameters, lower-cased; undefined when absent. */
+export function baseContentType(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  const t = header.split(';')[0]!.trim().toLowerCase();
+  return t === '' ? undefined : t;
+}
+
+/**
+ * Parse and validate a manifest pushed with `contentType`.
+ *
+ * The media type is the body's `mediaType` when present (and then the Content-Type must agree with it);
+ * otherwise the Content-Type when it names a manifest type; otherwise it is inferred from the structure, as
+ * registry:2 does for OCI manifests and indexes written without `mediaType`.
+ */
+export function parseManifest(content: Buffer, contentType: string | undefined): ParsedManifest {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(content.toString('utf8'));
+  } catch (err) {
+    throw invalid(`manifest is not valid JSON: ${(err as Error).message}`);
+  }
+  if (!isObject(doc)) throw invalid('manifest must be a JSON object');
+
+  const declared = doc.mediaType;
+  if (declared !== undefined && typeof declared !== 'string') throw invalid('mediaType must be a string');
+  const ct = baseContentType(contentType);
+  if (declared === MediaType.DOCKER_SCHEMA1 || declared === MediaType.DOCKER_SCHEMA1_SIGNED ||
+      ct === MediaType.DOCKER_SCHEMA1 || ct === MediaType.DOCKER_SCHEMA1_SIGNED || doc.schemaVersion === 1) {
+    throw invalid('Docker schema 1 manifests are not supported; push schema 2 or OCI');
+  }
+
+  let mediaType: string;
+  if (declared) {
+    if (ct && MANIFEST_MEDIA_TYPES.includes(ct) && ct !== declared) {
+      throw invalid(`mediaType "${declared}" does not match Content-Type "${ct}"`, { mediaType: declared, contentType: ct });
+    }
+    mediaType = declared;
+  } else if (ct && MANIFEST_MEDIA_TYPES.includes(ct)) {
+    mediaType = ct;
+  } else if (Array.isArray(doc.manifests)) {
+    mediaType = MediaType.OCI_INDEX;
+  } else if (isObject(doc.config)) {
+    mediaType = MediaType.OCI_MANIFEST;
+  } else {
+    throw invalid('cannot tell the manifest type: no mediaType, no manifest Content-Type');
+  }
+  if (!MANIFEST_MEDIA_TYPES.includes(mediaType)) {
+    throw invalid(`unsupported manifest media type "${mediaType}"`, { mediaType, supported: MANIFEST_MEDIA_TYPES });
+  }
+  if (doc.schemaVersion !== 2) throw invalid('schemaVersion must be 2');
+  if ((mediaType === MediaType.DOCKER_MANIFEST || mediaType === MediaType.DOCKER_MANIFEST_LIST) && !declared) {
+    throw invalid('Docker manifests must declare their mediaType');
+  }
+
+  const artifactType = doc.artifactType;
+  if (artifactType !== undefined && typeof artifactType !== 'string') throw invalid('artifactType must be a string');
+  const annotations = checkAnnotations(doc.annotations, 'manifest');
+  const subject = doc.subject === undefined ? undefined : checkDescriptor(doc.subject, 'subject');
+
+  if (isIndexType(mediaType)) {
+    if (!Array.isArray(doc.manifests)) throw invalid('an index must have a manifests list');
+    const manifests = doc.manifests.map((m, i) => checkDescriptor(m, `manifests[${i}]`));
+    return {
+      mediaType,
+      blobs: [],
+      manifests: manifests.map((m) => m.parsed),
+      subject,
+      artifactType: artifactType as string | undefined,
+      annotations,
+      emptyConfig: false,
+    };
+  }
+
+  if (Array.isArray(doc.manifests)) throw invalid('an image manifest must not have a manifests list');
+  const config = checkDescriptor(doc.config, 'config');
+  if (doc.layers !== undefined && !Array.isArray(doc.layers)) throw invalid('layers must be a list');
+  const layers = ((doc.layers as unknown[] | undefined) ?? []).map((l, i) => checkDescriptor(l, `layers[${i}]`));
+  const blobs = [config.parsed];
+  for (const layer of layers) {
+    if (!isNonDistributable(layer.mediaType)) blobs.push(layer.parsed);
+  }
+  return {
+    mediaType,
+    blobs,
+    manifests: [],
+    subject,
+    artifactType: (artifactType as string | undefined) ?? config.mediaType,
+    annotations,
+    emptyConfig: config.digest === EMPTY_JSON_DIGEST && config.size === EMPTY_JSON.byteLength,
+  };
+}
+
+/** The media type of stored manifest bytes (for GET): the same rules as on push, without a Content-Type. */
+export function storedMediaType(content: Buffer): string {
+  try {
+    const doc = JSON.parse(content.toString('utf8')) as Record<string, unknown>;
+    if (typeof doc.mediaType === 'string' && doc.mediaType) return doc.mediaType;
+    if (Array.isArray(doc.manifests)) return MediaType.OCI_INDEX;
+    if (doc.schemaVersion === 1) return doc.signatures ? MediaType.DOCKER_SCHEMA1_SIGNED : MediaType.DOCKER_SCHEMA1;
+    return MediaType.OCI_MANIFEST;
+  } catch {
+    return MediaType.OCI_MANIFEST;
+  }
+}

@@ -1,0 +1,287 @@
+/**
+ * Manifests, tags and referrers of a repository.
+ *
+ * A manifest's bytes live in the content store like any blob; the repository holds a revision link to it. A tag is
+ * a `current/link` holding a manifest digest (plus an index of every digest it ever held, as registry:2 keeps).
+ * A manifest with a `subject` is recorded under `_referrers/<subject>` so the referrers API is a directory listing.
+ */
+import type { StorageDriver } from '../../storage-drivers/driver.js';
+import { BlobStore, orUndefined } from './blobs.js';
+import { RegistryError } from './errors.js';
+import * as layout from './layout.js';
+import {
+  EMPTY_JSON,
+  EMPTY_JSON_DIGEST,
+  parseManifest,
+  storedMediaType,
+  type Descriptor,
+} from './manifest-format.js';
+import { digestOf, parseDigest, tryParseDigest, validateTag, type Digest, type Reference } from './reference.js';
+
+export interface StoredManifest {
+  digest: string;
+  mediaType: string;
+  content: Buffer;
+}
+
+export interface PutManifestResult {
+  digest: string;
+  /** The subject digest when the manifest has one (answered as `OCI-Subject`). */
+  subject?: string;
+  /** Tags set by this request. */
+  tags: string[];
+}
+
+export interface ManifestHooks {
+  /** Called for every digest a pushed manifest makes live (itself, blobs, children). */
+  onReferenced?(name: string, digests: string[]): Promise<void> | void;
+}
+
+export interface TagPage {
+  tags: string[];
+  /** Set when more tags follow the page: the last tag of this page. */
+  next?: string;
+}
+
+function manifestUnknown(name: string, reference: string): RegistryError {
+  return new RegistryError('MANIFEST_UNKNOWN', undefined, { detail: { name, reference } });
+}
+
+/** A cache of immutable manifest bytes by digest, bounded by total size (a manifest GET by tag is the hot path). */
+class ContentCache {
+  private readonly entries = new Map<string, Buffer>();
+  private bytes = 0;
+  constructor(private readonly maxBytes: number) {}
+
+  get(digest: string): Buffer | undefined {
+    const hit = this.entries.get(digest);
+    if (hit) {
+      this.entries.delete(digest);
+      this.entries.set(digest, hit);
+    }
+    return hit;
+  }
+
+  set(digest: string, content: Buffer): void {
+    if (content.byteLength > this.maxBytes / 4 || this.entries.has(digest)) return;
+    this.entries.set(digest, content);
+    this.bytes += content.byteLength;
+    for (const [key, value] of this.entries) {
+      if (this.bytes <= this.maxBytes) break;
+      this.entries.delete(key);
+      this.bytes -= value.byteLength;
+    }
+  }
+}
+
+export class ManifestStore {
+  private readonly cache = new ContentCache(32 * 1024 * 1024);
+
+  constructor(
+    private readonly driver: StorageDriver,
+    private readonly blobs: BlobStore,
+    private readonly hooks: ManifestHooks = {},
+  ) {}
+
+  private async readLink(path: string): Promise<Digest | undefined> {
+    const raw = await orUndefined(this.driver.getContent(path));
+    return raw === undefined ? undefined : tryParseDigest(raw.toString('utf8').trim());
+  }
+
+  /** The digest a tag points at, or undefined. */
+  async resolveTag(name: string, tag: string): Promise<Digest | undefined> {
+    return this.readLink(layout.tagCurrentLinkPath(name, tag));
+  }
+
+  async hasRevision(name: string, digest: Digest): Promise<boolean> {
+    const link = await this.readLink(layout.revisionLinkPath(name, digest));
+    return link?.value === digest.value;
+  }
+
+  private async content(digest: Digest): Promise<Buffer | undefined> {
+    const cached = this.cache.get(digest.value);
+    if (cached) return cached;
+    const content = await this.blobs.getContent(digest);
+    if (content) this.cache.set(digest.value, content);
+    return content;
+  }
+
+  /** The manifest a tag or digest names in the repository; MANIFEST_UNKNOWN when there is none. */
+  async get(name: string, ref: Reference): Promise<StoredManifest> {
+    const reference = ref.kind === 'tag' ? ref.tag : ref.digest.value;
+    const digest = ref.kind === 'tag' ? await this.resolveTag(name, ref.tag) : ref.digest;
+    if (!digest || !(await this.hasRevision(name, digest))) throw manifestUnknown(name, reference);
+    const content = await this.content(digest);
+    if (!content) throw manifestUnknown(name, reference);
+    return { digest: digest.value, mediaType: storedMediaType(content), content };
+  }
+
+  /**
+   * Store a manifest. `ref` is the tag or digest of the URL; `extraTags` come from `?tag=` (digest pushes only).
+   * Validation: JSON and media type (MANIFEST_INVALID), the URL digest matches the bytes (DIGEST_INVALID), every
+   * referenced blob and child manifest is in this repository (MANIFEST_BLOB_UNKNOWN). The subject need not exist.
+   */
+  async put(
+    name: string,
+    ref: Reference,
+    content: Buffer,
+    contentType: string | undefined,
+    extraTags: string[] = [],
+  ): Promise<PutManifestResult> {
+    const parsed = parseManifest(content, contentType);
+    const algorithm = ref.kind === 'digest' ? ref.digest.algorithm : 'sha256';
+    const digest = parseDigest(digestOf(content, algorithm));
+    if (ref.kind === 'digest' && ref.digest.value !== digest.value) {
+      throw new RegistryError('DIGEST_INVALID', 'manifest digest does not match the URL', {
+        detail: { expected: ref.digest.value, actual: digest.value },
+      });
+    }
+    const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...extraTags.map(validateTag)])];
+
+    const missing: string[] = [];
+    for (const blob of parsed.blobs) {
+      if ((await this.blobs.isLinked(name, blob)) && (await this.blobs.statContent(blob))) continue;
+      if (blob.value === EMPTY_JSON_DIGEST && parsed.emptyConfig) {
+        // Artifacts use the empty JSON `{}` as config; we know its bytes, so we can supply it.
+        await this.blobs.putContent(blob, EMPTY_JSON);
+        await this.blobs.link(name, blob);
+        continue;
+      }
+      missing.push(blob.value);
+    }
+    for (const child of parsed.manifests) {
+      if (!(await this.hasRevision(name, child))) missing.push(child.value);
+    }
+    if (missing.length > 0) {
+      throw new RegistryError('MANIFEST_BLOB_UNKNOWN', 'manifest references blobs or manifests unknown to this repository', {
+        detail: { missing },
+      });
+    }
+
+    await this.hooks.onReferenced?.(name, [digest.value, ...parsed.blobs.map((b) => b.value), ...parsed.manifests.map((m) => m.value)]);
+    await this.blobs.putContent(digest, content);
+    await this.driver.putContent(layout.revisionLinkPath(name, digest), digest.value);
+    if (parsed.subject) {
+      await this.driver.putContent(layout.referrerLinkPath(name, parsed.subject.parsed, digest), digest.value);
+    }
+    for (const tag of tags) await this.tag(name, tag, digest);
+    this.cache.set(digest.value, content);
+    return { digest: digest.value, subject: parsed.subject?.digest, tags };
+  }
+
+  /** Point a tag at a manifest revision. The current link is replaced atomically, so concurrent PUTs leave one. */
+  async tag(name: string, tag: string, digest: Digest): Promise<void> {
+    await this.driver.putContent(layout.tagIndexLinkPath(name, tag, digest), digest.value);
+    await this.driver.putContent(layout.tagCurrentLinkPath(name, tag), digest.value);
+  }
+
+  /**
+   * DELETE by tag removes the tag only. DELETE by digest removes the revision, every tag pointing at it, and its
+   * entry in the referrers index; the bytes stay for the garbage collector.
+   */
+  async delete(name: string, ref: Reference): Promise<void> {
+    if (ref.kind === 'tag') {
+      if (!(await this.resolveTag(name, ref.tag))) throw manifestUnknown(name, ref.tag);
+      await orUndefined(this.driver.delete(layout.tagPath(name, ref.tag)));
+      return;
+    }
+    const digest = ref.digest;
+    if (!(await this.hasRevision(name, digest))) throw manifestUnknown(name, digest.value);
+    const content = await this.content(digest);
+    for (const tag of await this.allTags(name)) {
+      const current = await this.resolveTag(name, tag);
+      if (current?.value === digest.value) await orUndefined(this.driver.delete(layout.tagPath(name, tag)));
+    }
+    if (content) {
+      try {
+        const subject = parseManifest(content, undefined).subject;
+        if (subject) await orUndefined(this.driver.delete(layout.referrerLinkPath(name, subject.parsed, digest).replace(/\/link$/, '')));
+      } catch {
+        // Bytes that no longer parse have no referrers entry we could have written.
+      }
+    }
+    await orUndefined(this.driver.delete(layout.revisionDir(name, digest)));
+  }
+
+  /** True when anything was ever stored for the repository. */
+  async repositoryExists(name: string): Promise<boolean> {
+    return (await orUndefined(this.driver.stat(layout.repositoryPath(name)))) !== undefined;
+  }
+
+  private async allTags(name: string): Promise<string[]> {
+    const entries = await orUndefined(this.driver.list(layout.tagsPath(name)));
+    return (entries ?? []).map(layout.baseName).sort();
+  }
+
+  /**
+   * Tags in ASCII order, `n` of them after `last` (both optional). NAME_UNKNOWN when the repository does not exist.
+   */
+  async listTags(name: string, n?: number, last?: string): Promise<TagPage> {
+    const entries = await orUndefined(this.driver.list(layout.tagsPath(name)));
+    if (!entries && !(await this.repositoryExists(name))) {
+      throw new RegistryError('NAME_UNKNOWN', undefined, { detail: { name } });
+    }
+    let tags = (entries ?? []).map(layout.baseName).sort();
+    if (last !== undefined) tags = tags.filter((t) => t > last);
+    if (n === undefined || tags.length <= n) return { tags };
+    const page = tags.slice(0, n);
+    return { tags: page, next: page.at(-1) };
+  }
+
+  /** The descriptor of a stored manifest as the referrers API shows it, and the manifest's subject. */
+  private describe(digest: Digest, content: Buffer): { desc: Descriptor; subject?: string } {
+    const parsed = parseManifest(content, undefined);
+    const desc: Descriptor = { mediaType: parsed.mediaType, digest: digest.value, size: content.byteLength };
+    if (parsed.artifactType) desc.artifactType = parsed.artifactType;
+    if (parsed.annotations) desc.annotations = parsed.annotations;
+    return { desc, subject: parsed.subject?.digest };
+  }
+
+  /**
+   * Manifests in the repository whose `subject` is `subject`, optionally only those of one artifactType.
+   * Includes manifests listed in a registry-maintained fallback tag (`<alg>-<hex>`, the spec's referrers tag
+   * schema) that clients wrote before this registry offered the API.
+   */
+  async referrers(name: string, subject: Digest, artifactType?: string): Promise<Descriptor[]> {
+    const found = new Map<string, Digest>();
+    const algDirs = await orUndefined(this.driver.list(layout.referrersPath(name, subject)));
+    for (const algDir of algDirs ?? []) {
+      for (const entry of (await orUndefined(this.driver.list(algDir))) ?? []) {
+        const d = tryParseDigest(`${layout.baseName(algDir)}:${layout.baseName(entry)}`);
+        if (d) found.set(d.value, d);
+      }
+    }
+    const fallback = await this.resolveTag(name, `${subject.algorithm}-${subject.hex.slice(0, 64)}`);
+    if (fallback) {
+      const index = await this.content(fallback);
+      try {
+        const doc = index ? (JSON.parse(index.toString('utf8')) as { manifests?: { digest?: string }[] }) : undefined;
+        for (const m of doc?.manifests ?? []) {
+          const d = typeof m.digest === 'string' ? tryParseDigest(m.digest) : undefined;
+          if (d) found.set(d.value, d);
+        }
+      } catch {
+        // Not an index: nothing to add.
+      }
+    }
+
+    const result: Descriptor[] = [];
+    for (const d of [...found.values()].sort((a, b) => (a.value < b.value ? -1 : 1))) {
+      if (!(await this.hasRevision(name, d))) continue;
+      const content = await this.content(d);
+      if (!content) continue;
+      let described: ReturnType<ManifestStore['describe']>;
+      try {
+        described = this.describe(d, content);
+      } catch {
+        continue;
+      }
+      const { desc } = described;
+      if (described.subject !== subject.value) continue;
+      if (artifactType !== undefined && desc.artifactType !== artifactType) continue;
+      result.push(desc);
+    }
+    return result;
+  }
+}
+

@@ -1,0 +1,80 @@
+/**
+ * The registry domain: one object giving the HTTP layer (and later the garbage collector and the pull-through
+ * cache) everything it needs over a storage driver. It knows OCI and the storage layout, nothing of HTTP.
+ */
+import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
+import { BlobStore, type BlobDescriptor } from './blobs.js';
+import * as layout from './layout.js';
+import { ManifestStore } from './manifests.js';
+import type { Digest } from './reference.js';
+import { UploadStore } from './uploads.js';
+
+export interface CatalogPage {
+  repositories: string[];
+  /** Set when more repositories follow: the last name of this page. */
+  next?: string;
+}
+
+export interface RegistryOptions {
+  /**
+   * Decides whether a mount without `from` may use a blob found in the content store. Given the repositories that
+   * could be asked about, it answers whether the caller may read the blob at all. Default: allowed (no access
+   * rules in force).
+   */
+  mayMountWithoutFrom?: (digest: Digest) => Promise<boolean> | boolean;
+}
+
+export class Registry {
+  readonly blobs: BlobStore;
+  readonly uploads: UploadStore;
+  readonly manifests: ManifestStore;
+
+  constructor(readonly driver: StorageDriver, private readonly options: RegistryOptions = {}) {
+    this.blobs = new BlobStore(driver);
+    this.uploads = new UploadStore(driver, this.blobs);
+    this.manifests = new ManifestStore(driver, this.blobs);
+  }
+
+  /**
+   * Cross-repository mount: link a blob that `from` serves into `name` without moving bytes. Without `from`, a blob
+   * present in the content store is mounted when `mayMountWithoutFrom` allows it. Returns undefined when the blob
+   * cannot be mounted (the caller then starts a normal upload, as the spec asks).
+   */
+  async mount(name: string, digest: Digest, from?: string): Promise<BlobDescriptor | undefined> {
+    let desc: BlobDescriptor | undefined;
+    if (from !== undefined) {
+      desc = (await this.blobs.isLinked(from, digest)) ? await this.blobs.statContent(digest) : undefined;
+    } else {
+      desc = await this.blobs.statContent(digest);
+      if (desc && !(await (this.options.mayMountWithoutFrom?.(digest) ?? true))) desc = undefined;
+    }
+    if (!desc) return undefined;
+    await this.blobs.link(name, digest);
+    return desc;
+  }
+
+  /**
+   * Repository names in ASCII order, `n` after `last`. A repository is a directory holding `_manifests` (as
+   * registry:2 decides); the walk never descends into `_layers`, `_manifests`, `_uploads` or other `_` folders.
+   */
+  async catalog(n?: number, last?: string): Promise<CatalogPage> {
+    const names: string[] = [];
+    const prefix = `${layout.REPOSITORIES_ROOT}/`;
+    try {
+      for await (const info of this.driver.walk(layout.REPOSITORIES_ROOT, {
+        descend: (dir) => !layout.baseName(dir.path).startsWith('_'),
+      })) {
+        if (info.isDir && layout.baseName(info.path) === '_manifests') {
+          names.push(info.path.slice(prefix.length, -'/_manifests'.length));
+        }
+      }
+    } catch (err) {
+      if (!(err instanceof PathNotFoundError)) throw err;
+    }
+    let repositories = names.sort();
+    if (last !== undefined) repositories = repositories.filter((r) => r > last);
+    if (n === undefined || repositories.length <= n) return { repositories };
+    const page = repositories.slice(0, n);
+    return { repositories: page, next: page.at(-1) };
+  }
+}

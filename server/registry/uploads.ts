@@ -1,0 +1,270 @@
+/**
+ * Blob upload sessions.
+ *
+ * State lives in storage (`_uploads/<id>/data` and `startedat`), so any replica can serve any request of a session
+ * and a restart loses nothing: the session's offset is the size storage reports for `data`.
+ *
+ * Hashing: each process keeps the running hash of the sessions it has served (the fast path). When a request lands
+ * where the hash is missing or behind what storage holds (another replica wrote, the process restarted, a write
+ * failed half-way), the hash is rebuilt by reading the stored bytes once. The digest is only ever compared against
+ * bytes that are in storage, and a blob becomes visible under a digest only after those bytes hashed to it.
+ */
+import { randomUUID, type Hash } from 'node:crypto';
+import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
+import { BlobStore, type BlobDescriptor, orUndefined } from './blobs.js';
+import { RegistryError } from './errors.js';
+import * as layout from './layout.js';
+import { newHash, type Digest, type DigestAlgorithm } from './reference.js';
+
+const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export function isValidUploadId(id: string): boolean {
+  return UPLOAD_ID_RE.test(id);
+}
+
+export interface UploadStatus {
+  id: string;
+  /** Bytes received so far. */
+  offset: number;
+}
+
+/** An inclusive byte range from a `Content-Range` request header. */
+export interface ChunkRange {
+  start: number;
+  end: number;
+}
+
+export interface AppendOptions {
+  /** The `Content-Range` of the chunk, when the client sent one (chunked upload). */
+  range?: ChunkRange;
+  /** The `Content-Length` of the body, when the client sent one. */
+  length?: number;
+}
+
+interface HashState {
+  algorithm: DigestAlgorithm;
+  hash: Hash;
+  /** Bytes fed into `hash`; valid only while it equals the stored size. */
+  offset: number;
+}
+
+/** The `Range` header value for an upload holding `offset` bytes (registry:2 and the spec: `0-<last byte>`). */
+export function uploadRangeHeader(offset: number): string {
+  return `0-${Math.max(offset - 1, 0)}`;
+}
+
+/** Hooks the registry uses to learn about commits (the garbage collector's live set listens here later). */
+export interface UploadHooks {
+  onBlobLinked?(name: string, digest: string): Promise<void> | void;
+}
+
+export class UploadStore {
+  private readonly states = new Map<string, HashState>();
+  /** Sessions with a request in progress in this process; a second concurrent request is refused. */
+  private readonly busy = new Set<string>();
+
+  constructor(
+    private readonly driver: StorageDriver,
+    private readonly blobs: BlobStore,
+    private readonly hooks: UploadHooks = {},
+  ) {}
+
+  private key(name: string, id: string): string {
+    return `${name}\u0000${id}`;
+  }
+
+  private unknown(id: string): RegistryError {
+    return new RegistryError('BLOB_UPLOAD_UNKNOWN', undefined, { detail: { uuid: id } });
+  }
+
+  async start(name: string, algorithm: DigestAlgorithm = 'sha256'): Promise<UploadStatus> {
+    const id = randomUUID();
+    await this.driver.putContent(layout.uploadStartedAtPath(name, id), new Date().toISOString());
+    await this.driver.putContent(layout.uploadDataPath(name, id), new Uint8Array(0));
+    this.states.set(this.key(name, id), { algorithm, hash: newHash(algorithm), offset: 0 });
+    return { id, offset: 0 };
+  }
+
+  async status(name: string, id: string): Promise<UploadStatus> {
+    if (!isValidUploadId(id)) throw this.unknown(id);
+    const info = await orUndefined(this.driver.stat(layout.uploadDataPath(name, id)));
+    if (!info || info.isDir) throw this.unknown(id);
+    return { id, offset: info.size };
+  }
+
+  /** Run `fn` while holding the session; a concurrent request for the same session is refused with 416. */
+  private async exclusive<T>(name: string, id: string, fn: (offset: number) => Promise<T>): Promise<T> {
+    const { offset } = await this.status(name, id);
+    const key = this.key(name, id);
+    if (this.busy.has(key)) {
+      throw new RegistryError('BLOB_UPLOAD_INVALID', 'another request is writing to this upload', {
+        status: 416,
+        headers: { Range: uploadRangeHeader(offset) },
+        detail: { uuid: id },
+      });
+    }
+    this.busy.add(key);
+    try {
+      // Re-read the offset now that the session is ours.
+      const current = await this.status(name, id);
+      return await fn(current.offset);
+    } finally {
+      this.busy.delete(key);
+    }
+  }
+
+  /**
+   * Append a request body to the session (PATCH). With a range, the chunk must start where the stored bytes end
+   * (else 416 with the current Range) and carry exactly `end - start + 1` bytes.
+   */
+  append(name: string, id: string, body: AsyncIterable<Uint8Array>, options: AppendOptions = {}): Promise<UploadStatus> {
+    return this.exclusive(name, id, async (offset) => {
+      const written = await this.write(name, id, offset, body, options);
+      return { id, offset: offset + written };
+    });
+  }
+
+  private checkRange(id: string, offset: number, options: AppendOptions): number | undefined {
+    const { range, length } = options;
+    if (range) {
+      if (range.start !== offset || range.end < range.start) {
+        throw new RegistryError('BLOB_UPLOAD_INVALID', 'chunk out of order', {
+          status: 416,
+          headers: { Range: uploadRangeHeader(offset) },
+          detail: { uuid: id, expectedStart: offset, range: `${range.start}-${range.end}` },
+        });
+      }
+      const expected = range.end - range.start + 1;
+      if (length !== undefined && length !== expected) {
+        throw new RegistryError('SIZE_INVALID', 'Content-Length does not match Content-Range', {
+          detail: { contentLength: length, contentRange: `${range.start}-${range.end}` },
+        });
+      }
+      return expected;
+    }
+    return length;
+  }
+
+  /** Stream `body` to the end of the session's data, hashing as it goes. Returns the bytes written. */
+  private async write(
+    name: string,
+    id: string,
+    offset: number,
+    body: AsyncIterable<Uint8Array>,
+    options: AppendOptions,
+  ): Promise<number> {
+    const expected = this.checkRange(id, offset, options);
+    const key = this.key(name, id);
+    let state = this.states.get(key);
+    if (state && state.offset !== offset) {
+      this.states.delete(key);
+      state = undefined;
+    }
+    if (!state && offset === 0) {
+      // A session started elsewhere (another replica): nothing to rebuild yet, so hash from here on.
+      state = { algorithm: 'sha256', hash: newHash('sha256'), offset: 0 };
+      this.states.set(key, state);
+    }
+    const writer = await this.driver.writer(layout.uploadDataPath(name, id), true);
+    let written = 0;
+    try {
+      for await (const chunk of body) {
+        if (chunk.byteLength === 0) continue;
+        if (expected !== undefined && written + chunk.byteLength > expected) {
+          throw new RegistryError('SIZE_INVALID', 'request body is longer than announced', {
+            detail: { expected },
+          });
+        }
+        await writer.write(chunk);
+        written += chunk.byteLength;
+        if (state) {
+          state.hash.update(chunk);
+          state.offset += chunk.byteLength;
+        }
+      }
+      if (expected !== undefined && written !== expected) {
+        throw new RegistryError('SIZE_INVALID', 'request body is shorter than announced', {
+          detail: { expected, received: written },
+        });
+      }
+    } catch (err) {
+      // The stored bytes and our hash may now disagree: drop the hash; it is rebuilt from storage when needed.
+      this.states.delete(key);
+      throw err;
+    } finally {
+      await writer.close();
+    }
+    return written;
+  }
+
+  /** The digest of the session's stored bytes with `algorithm`, from the running hash or by reading them. */
+  private async digestOfStored(name: string, id: string, offset: number, algorithm: DigestAlgorithm): Promise<string> {
+    const key = this.key(name, id);
+    const state = this.states.get(key);
+    if (state && state.algorithm === algorithm && state.offset === offset) {
+      return `${algorithm}:${state.hash.copy().digest('hex')}`;
+    }
+    const hash = newHash(algorithm);
+    let read = 0;
+    if (offset > 0) {
+      const stream = await this.driver.reader(layout.uploadDataPath(name, id), 0, offset);
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        hash.update(chunk);
+        read += chunk.byteLength;
+      }
+    }
+    if (read !== offset) {
+      throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload data changed while it was read', { detail: { uuid: id } });
+    }
+    this.states.set(key, { algorithm, hash: hash.copy(), offset });
+    return `${algorithm}:${hash.digest('hex')}`;
+  }
+
+  /**
+   * Finish the session (PUT ?digest=): append the optional final chunk, verify the digest of everything stored,
+   * move the bytes into the content store and link the blob into the repository. On a digest mismatch the session
+   * is discarded and nothing becomes visible.
+   */
+  complete(
+    name: string,
+    id: string,
+    digest: Digest,
+    body?: AsyncIterable<Uint8Array>,
+    options: AppendOptions = {},
+  ): Promise<BlobDescriptor> {
+    return this.exclusive(name, id, async (offset) => {
+      let size = offset;
+      if (body) size += await this.write(name, id, offset, body, options);
+      const actual = await this.digestOfStored(name, id, size, digest.algorithm);
+      if (actual !== digest.value) {
+        await this.discard(name, id);
+        throw new RegistryError('DIGEST_INVALID', 'provided digest did not match uploaded content', {
+          detail: { digest: digest.value, actual },
+        });
+      }
+      const existing = await this.blobs.statContent(digest);
+      if (!existing || existing.size !== size) {
+        await this.driver.move(layout.uploadDataPath(name, id), layout.blobDataPath(digest));
+      }
+      await this.blobs.link(name, digest);
+      await this.hooks.onBlobLinked?.(name, digest.value);
+      await this.discard(name, id);
+      return { digest: digest.value, size };
+    });
+  }
+
+  /** Cancel the session (DELETE). BLOB_UPLOAD_UNKNOWN when there is none. */
+  async cancel(name: string, id: string): Promise<void> {
+    await this.status(name, id);
+    await this.discard(name, id);
+  }
+
+  private async discard(name: string, id: string): Promise<void> {
+    this.states.delete(this.key(name, id));
+    try {
+      await this.driver.delete(layout.uploadDir(name, id));
+    } catch (err) {
+      if (!(err instanceof PathNotFoundError)) throw err;
+    }
+  }
+}
