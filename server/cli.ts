@@ -1,0 +1,89 @@
+#!/usr/bin/env node
+/**
+ * The `wharf` command: one binary, subcommands.
+ *
+ *   wharf serve [config.yml]          run the registry (no file: the embedded default, filesystem under ./data)
+ *   wharf config check <config.yml>   validate a configuration file and print its warnings
+ *
+ * Exit codes: 0 success, 1 runtime failure, 2 invalid usage or configuration.
+ */
+import { ConfigError, loadConfig, type WharfConfig } from './config/index.js';
+import { createLogger, startServer } from './main.js';
+
+const USAGE = `usage:
+  wharf serve [config.yml]
+  wharf config check <config.yml>
+`;
+
+async function load(path: string | undefined): Promise<{ config: WharfConfig; warnings: string[] }> {
+  try {
+    return await loadConfig({ path, env: process.env });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`wharf: invalid configuration: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+}
+
+async function serve(path: string | undefined): Promise<void> {
+  const { config, warnings } = await load(path);
+  const logger = createLogger(config);
+  for (const warning of warnings) logger.warn({ config: path ?? 'embedded default' }, warning);
+  const running = await startServer(config, logger);
+  if (process.env.WHARF_ANNOUNCE_LISTEN) process.stdout.write(`WHARF_LISTENING ${running.url}\n`);
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down: draining in-flight requests');
+    running.close().then(
+      () => {
+        logger.info('stopped');
+        logger.flush?.();
+        process.exit(0);
+      },
+      (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function configCheck(path: string | undefined): Promise<void> {
+  if (!path) {
+    process.stderr.write(USAGE);
+    process.exit(2);
+  }
+  const { warnings } = await load(path);
+  for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
+  process.stderr.write(`configuration OK: ${path}\n`);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'serve':
+      return serve(rest[0]);
+    case 'config':
+      if (rest[0] === 'check') return configCheck(rest[1]);
+      break;
+    case '--help':
+    case '-h':
+    case 'help':
+      process.stdout.write(USAGE);
+      return;
+  }
+  process.stderr.write(USAGE);
+  process.exit(2);
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  process.stderr.write(`wharf: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});
