@@ -139,15 +139,12 @@ export class ManifestStore {
     const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...extraTags.map(validateTag)])];
 
     const missing: string[] = [];
+    let supplyEmptyConfig: Digest | undefined;
     for (const blob of parsed.blobs) {
       if ((await this.blobs.isLinked(name, blob)) && (await this.blobs.statContent(blob))) continue;
-      if (blob.value === EMPTY_JSON_DIGEST && parsed.emptyConfig) {
-        // Artifacts use the empty JSON `{}` as config; we know its bytes, so we can supply it.
-        await this.blobs.putContent(blob, EMPTY_JSON);
-        await this.blobs.link(name, blob);
-        continue;
-      }
-      missing.push(blob.value);
+      // Artifacts use the empty JSON `{}` as config; we know its bytes, so we can supply it when it was not pushed.
+      if (blob.value === EMPTY_JSON_DIGEST && parsed.emptyConfig) supplyEmptyConfig = blob;
+      else missing.push(blob.value);
     }
     for (const child of parsed.manifests) {
       if (!(await this.hasRevision(name, child))) missing.push(child.value);
@@ -158,6 +155,10 @@ export class ManifestStore {
       });
     }
 
+    if (supplyEmptyConfig) {
+      await this.blobs.putContent(supplyEmptyConfig, EMPTY_JSON);
+      await this.blobs.link(name, supplyEmptyConfig);
+    }
     await this.hooks.onReferenced?.(name, [digest.value, ...parsed.blobs.map((b) => b.value), ...parsed.manifests.map((m) => m.value)]);
     await this.blobs.putContent(digest, content);
     await this.driver.putContent(layout.revisionLinkPath(name, digest), digest.value);
