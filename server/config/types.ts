@@ -32,6 +32,12 @@ export interface StorageConfig {
   delete: { enabled: boolean };
   /** registry:2 `storage.redirect.disable`. Default false. */
   redirect: { disable: boolean };
+  /**
+   * registry:2 `storage.cache`: the blob-descriptor cache (which blobs exist, their size and media type).
+   * `blobdescriptor` is absent when no cache is configured. registry:2 also offers 'redis'; the loader accepts
+   * it only once the `redis` section is supported, so today it is always 'inmemory' or absent.
+   */
+  cache: { blobdescriptor?: 'inmemory'; /** Most descriptors kept in memory; 0 means no limit. Default 10000. */ blobdescriptorsize: number };
   maintenance: {
     /** registry:2 `storage.maintenance.readonly.enabled`: refuse every write with 405 UNSUPPORTED. */
     readonly: { enabled: boolean };
@@ -60,6 +66,11 @@ export interface HttpConfig {
 }
 
 export interface ValidationConfig {
+  /**
+   * registry:2 `validation.disabled`: turns off the optional checks configured in this section (in registry:2, the
+   * manifest URL allow/deny lists). The size limit and the checks the OCI spec requires always apply. Default false.
+   */
+  disabled: boolean;
   /** Wharf: the largest manifest accepted, in bytes. Default 4 MiB (the spec's recommended minimum). */
   manifests: { maxsize: number };
 }

@@ -1,0 +1,562 @@
+/**
+ * Loading a Wharf configuration: YAML with registry:2's keys, `REGISTRY_*` environment overrides, defaults and
+ * validation, producing a complete `WharfConfig`.
+ *
+ *   text ──parse──▶ tree ──env overrides──▶ tree ──warnings (unknown / unsupported keys)
+ *                                              └──read every key as its registry:2 type──▶ WharfConfig
+ *
+ * Problems are collected, not thrown one at a time: `config check` shows every broken key in one run. Each
+ * problem names its key (and the environment variable, when one set it).
+ */
+import { readFile } from 'node:fs/promises';
+import { isIPv6 } from 'node:net';
+import { resolve as resolvePath } from 'node:path';
+import { nanosToMillis, parseGoDuration } from './duration.js';
+import { applyEnvOverrides, switchDriver, type Origins } from './env.js';
+import { ConfigError } from './errors.js';
+import { CONFIG_SHAPE, STORAGE_SETTINGS, SUPPORTED_STORAGE_DRIVERS, type Shape } from './schema.js';
+import {
+  describe,
+  isMapNode,
+  isScalarNode,
+  isSeqNode,
+  isUnset,
+  parseYamlTree,
+  toPlain,
+  type MapNode,
+  type TreeNode,
+} from './tree.js';
+import type { HttpConfig, LogConfig, LogLevel, StorageConfig, ValidationConfig, WharfConfig } from './types.js';
+
+export interface LoadOptions {
+  /** A YAML config file. Without one, the embedded default is used (still subject to `REGISTRY_*` overrides). */
+  path?: string;
+  /** The environment to take `REGISTRY_*` overrides from; usually `process.env`. None when omitted. */
+  env?: Record<string, string | undefined>;
+  /** Directory relative paths in the config (the storage root) are resolved against. Default: `process.cwd()`. */
+  cwd?: string;
+}
+
+export interface LoadResult {
+  config: WharfConfig;
+  /** Things worth telling the operator that do not stop the server: ignored keys, deprecated forms. */
+  warnings: string[];
+}
+
+/** How the embedded default is named in messages. */
+export const EMBEDDED_SOURCE = '<embedded default>';
+
+/**
+ * The configuration used when no file is given: a development setup that needs no root rights, with data under
+ * `./data` in the working directory. Everything else takes the usual defaults (log level info, delete disabled).
+ */
+export const EMBEDDED_DEFAULT_YAML = `version: 0.1
+storage:
+  filesystem:
+    rootdirectory: ./data
+http:
+  addr: :5000
+`;
+
+/** registry:2's defaults for keys a config file leaves out. */
+export const DEFAULTS = {
+  rootdirectory: '/var/lib/registry',
+  addr: ':5000',
+  draintimeoutMs: 60_000,
+  uploadPurgeAgeMs: 168 * 3600_000,
+  uploadPurgeIntervalMs: 24 * 3600_000,
+  blobDescriptorSize: 10_000,
+  manifestMaxSize: 4 * 1024 * 1024,
+} as const;
+
+/** Load the config file at `options.path` (or the embedded default) and apply `REGISTRY_*` overrides. */
+export async function loadConfig(options: LoadOptions = {}): Promise<LoadResult> {
+  const env = options.env ?? {};
+  if (options.path === undefined) return parseConfig(EMBEDDED_DEFAULT_YAML, env, EMBEDDED_SOURCE, options);
+  let text: string;
+  try {
+    text = await readFile(options.path, 'utf8');
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message;
+    throw new ConfigError(`cannot read configuration file ${options.path}: ${reason}`, options.path);
+  }
+  return parseConfig(text, env, options.path, options);
+}
+
+/**
+ * Parse, override, default and validate a configuration given as YAML text. `source` names it in messages.
+ * Throws `ConfigError` listing every problem found.
+ */
+export function parseConfig(
+  yamlText: string,
+  env: Record<string, string | undefined> = {},
+  source = '<inline>',
+  options: { cwd?: string } = {},
+): LoadResult {
+  let root: TreeNode;
+  try {
+    root = parseYamlTree(yamlText);
+  } catch (err) {
+    throw new ConfigError(`invalid YAML: ${(err as Error).message}`, source);
+  }
+  if (!isMapNode(root)) throw new ConfigError(`the configuration must be a YAML mapping, got ${describe(root)}`, source);
+
+  const warnings: string[] = [];
+  const problems: string[] = [];
+  const origins: Origins = new WeakMap();
+
+  // The version describes the file, so it is checked before the environment has its say (as registry:2 does).
+  const version = root.get('version');
+  if (isUnset(version)) problems.push('version: must be "0.1" (missing)');
+  else if (!isScalarNode(version) || version.text !== '0.1') problems.push(`version: must be "0.1", got ${describe(version!)}`);
+
+  // `storage: inmemory` in a file is short for `storage: {inmemory: {}}`.
+  for (const key of ['storage', 'auth']) {
+    const node = root.get(key);
+    const shape = CONFIG_SHAPE.kind === 'section' ? CONFIG_SHAPE.fields[key] : undefined;
+    if (isScalarNode(node) && typeof node.value === 'string' && shape?.kind === 'section' && shape.driver) {
+      root.set(key, switchDriver(undefined, node.value, shape.driver));
+    }
+  }
+
+  applyEnvOverrides(root, CONFIG_SHAPE, env, warnings, problems, origins);
+  collectWarnings(root, CONFIG_SHAPE, '', warnings);
+
+  const reader = new Reader(problems, warnings, origins, options.cwd ?? process.cwd());
+  const top: Sec = { map: root, path: '' };
+  const config: WharfConfig = {
+    version: '0.1',
+    log: reader.log(top),
+    storage: reader.storage(top),
+    http: reader.http(top),
+    validation: reader.validation(top),
+  };
+  if (problems.length > 0) throw new ConfigError(problems, source);
+  return { config, warnings };
+}
+
+/** Warn about keys that are unknown, or known to registry:2 but not implemented by Wharf. */
+function collectWarnings(node: TreeNode | undefined, shape: Shape, path: string, warnings: string[]): void {
+  const at = (key: string | number) => (path === '' ? String(key) : `${path}.${key}`);
+  switch (shape.kind) {
+    case 'section':
+      if (!isMapNode(node)) return;
+      for (const [key, child] of node) {
+        const field = shape.fields[key];
+        if (field) collectWarnings(child, field, at(key), warnings);
+        else if (!shape.driver?.unknownIsError) warnings.push(`unknown key ${at(key)} (ignored)`);
+        // (an unknown storage driver is an error, reported by the reader)
+      }
+      return;
+    case 'map':
+      if (isMapNode(node)) for (const [key, child] of node) collectWarnings(child, shape.values, at(key), warnings);
+      return;
+    case 'list':
+      if (isSeqNode(node)) node.forEach((child, i) => collectWarnings(child, shape.items, at(i), warnings));
+      return;
+    case 'unsupported':
+      warnings.push(shape.note ?? `${path}: not supported by this Wharf version`);
+      return;
+    case 'value':
+    case 'any':
+      return;
+  }
+}
+
+/** A section of the tree being read, with its key path. `map` is undefined when the section is absent. */
+interface Sec {
+  map: MapNode | undefined;
+  path: string;
+}
+
+const BOOLEAN_WORDS = new Map<string, boolean>();
+// registry:2 reads booleans with a YAML 1.1 decoder, which also knows yes/no/on/off/y/n.
+for (const [words, value] of [
+  ['true yes on y', true],
+  ['false no off n', false],
+] as const) {
+  for (const w of words.split(' ')) {
+    for (const form of [w, w[0]!.toUpperCase() + w.slice(1), w.toUpperCase()]) BOOLEAN_WORDS.set(form, value);
+  }
+}
+
+const LOG_LEVELS: readonly LogLevel[] = ['error', 'warn', 'info', 'debug'];
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** Reads each key of the tree as its type, applying defaults and recording problems. */
+class Reader {
+  constructor(
+    private readonly problems: string[],
+    private readonly warnings: string[],
+    private readonly origins: Origins,
+    private readonly cwd: string,
+  ) {}
+
+  // ---- sections ------------------------------------------------------------------------------------------
+
+  log(top: Sec): LogConfig {
+    const log = this.section(top, 'log');
+    // The level comes from log.level, or else from the deprecated top-level loglevel.
+    let levelAt: [Sec, string] = [log, 'level'];
+    let level = this.string(log, 'level');
+    if (top.map?.has('loglevel')) {
+      if (level === undefined) {
+        levelAt = [top, 'loglevel'];
+        level = this.string(top, 'loglevel');
+        this.warnings.push('loglevel is deprecated; use log.level');
+      } else {
+        this.warnings.push('loglevel is deprecated and log.level is set; loglevel is ignored');
+      }
+    }
+    let parsedLevel: LogLevel = 'info';
+    if (level !== undefined) {
+      const lower = level.toLowerCase();
+      const normal = lower === 'warning' ? 'warn' : lower;
+      if ((LOG_LEVELS as readonly string[]).includes(normal)) parsedLevel = normal as LogLevel;
+      else this.fail(...levelAt, `expected one of error, warn (or warning), info, debug, got ${JSON.stringify(level)}`);
+    }
+
+    let formatter: LogConfig['formatter'] = 'json';
+    const fmt = this.string(log, 'formatter')?.toLowerCase();
+    if (fmt === 'json' || fmt === 'text') formatter = fmt;
+    else if (fmt === 'logstash') this.warnings.push('log.formatter: logstash is not supported by this Wharf version; using json');
+    else if (fmt !== undefined) this.fail(log, 'formatter', `expected json or text, got ${JSON.stringify(fmt)}`);
+
+    const fieldsNode = log.map?.get('fields');
+    let fields: Record<string, unknown> = {};
+    if (isMapNode(fieldsNode)) fields = toPlain(fieldsNode) as Record<string, unknown>;
+    else if (!isUnset(fieldsNode)) this.fail(log, 'fields', `expected a mapping, got ${describe(fieldsNode!)}`);
+
+    return {
+      level: parsedLevel,
+      formatter,
+      accesslog: { disabled: this.boolean(this.section(log, 'accesslog'), 'disabled', false) },
+      fields,
+    };
+  }
+
+  storage(top: Sec): StorageConfig {
+    const storage = this.section(top, 'storage');
+    const drivers = storage.map ? [...storage.map.keys()].filter((k) => !(STORAGE_SETTINGS as readonly string[]).includes(k)) : [];
+    let driver: StorageConfig['driver'] = 'filesystem';
+    const malformed = !storage.map && !isUnset(top.map?.get('storage')); // section() has reported it
+    if (malformed) {
+      // a storage value that is not a mapping says nothing about drivers
+    } else if (drivers.length !== 1) {
+      this.problem('storage', storage.map, `exactly one storage driver must be configured (got ${drivers.join(', ') || 'none'})`);
+    } else {
+      const name = drivers[0]!;
+      const known = CONFIG_SHAPE.kind === 'section' && CONFIG_SHAPE.fields.storage?.kind === 'section' && name in CONFIG_SHAPE.fields.storage.fields;
+      if ((SUPPORTED_STORAGE_DRIVERS as readonly string[]).includes(name)) driver = name as StorageConfig['driver'];
+      else if (known) this.fail(storage, name, 'this storage driver is not supported by this Wharf version (available: filesystem, inmemory)');
+      else this.fail(storage, name, 'unknown storage driver (available: filesystem, inmemory)');
+    }
+
+    const fs = this.section(storage, 'filesystem');
+    const rootdirectory = resolvePath(this.cwd, this.string(fs, 'rootdirectory') ?? DEFAULTS.rootdirectory);
+    this.section(storage, 'inmemory'); // takes no parameters, but must be a mapping if it has any
+
+    const maintenance = this.section(storage, 'maintenance');
+    const purging = this.section(maintenance, 'uploadpurging');
+    return {
+      driver,
+      filesystem: { rootdirectory },
+      delete: { enabled: this.boolean(this.section(storage, 'delete'), 'enabled', false) },
+      redirect: { disable: this.boolean(this.section(storage, 'redirect'), 'disable', false) },
+      cache: this.cache(this.section(storage, 'cache')),
+      maintenance: {
+        readonly: { enabled: this.boolean(this.section(maintenance, 'readonly'), 'enabled', false) },
+        uploadpurging: {
+          enabled: this.boolean(purging, 'enabled', true),
+          age: this.duration(purging, 'age', DEFAULTS.uploadPurgeAgeMs),
+          interval: this.duration(purging, 'interval', DEFAULTS.uploadPurgeIntervalMs, { positive: true }),
+          dryrun: this.boolean(purging, 'dryrun', false),
+        },
+      },
+    };
+  }
+
+  private cache(cache: Sec): StorageConfig['cache'] {
+    let kind = this.string(cache, 'blobdescriptor');
+    let key = 'blobdescriptor';
+    if (kind === undefined && cache.map?.has('layerinfo')) {
+      kind = this.string(cache, 'layerinfo');
+      key = 'layerinfo';
+      this.warnings.push('storage.cache.layerinfo is deprecated; use storage.cache.blobdescriptor');
+    }
+    const blobdescriptorsize = this.integer(cache, 'blobdescriptorsize', DEFAULTS.blobDescriptorSize, 0);
+    if (kind === undefined) return { blobdescriptorsize };
+    if (kind === 'inmemory') return { blobdescriptor: 'inmemory', blobdescriptorsize };
+    if (kind === 'redis') {
+      this.warnings.push(
+        `storage.cache.${key}: redis needs the redis section, which this Wharf version does not support; blob descriptors are not cached`,
+      );
+    } else {
+      // registry:2 also runs on, uncached, when it does not know the cache type.
+      this.warnings.push(`storage.cache.${key}: unknown cache type ${JSON.stringify(kind)}; blob descriptors are not cached`);
+    }
+    return { blobdescriptorsize };
+  }
+
+  http(top: Sec): HttpConfig {
+    const http = this.section(top, 'http');
+
+    const netName = this.string(http, 'net')?.toLowerCase();
+    let net: HttpConfig['net'] = 'tcp';
+    if (netName === 'unix' || netName === 'tcp') net = netName;
+    else if (netName !== undefined) this.fail(http, 'net', `expected tcp or unix, got ${JSON.stringify(netName)}`);
+
+    let addr = this.string(http, 'addr');
+    if (net === 'unix') {
+      if (addr === undefined) this.fail(http, 'addr', 'a socket path is required when http.net is unix');
+    } else if (addr !== undefined) {
+      const problem = tcpAddressProblem(addr);
+      if (problem) this.fail(http, 'addr', `${problem}, got ${JSON.stringify(addr)}`);
+    }
+    addr ??= DEFAULTS.addr;
+
+    let host = this.string(http, 'host');
+    if (host !== undefined) {
+      const normal = normaliseHost(host);
+      if (normal === undefined) {
+        this.fail(http, 'host', `expected scheme://host[:port] with scheme http or https (a path belongs in http.prefix), got ${JSON.stringify(host)}`);
+      }
+      host = normal;
+    }
+
+    let prefix = '/';
+    const rawPrefix = this.string(http, 'prefix');
+    if (rawPrefix !== undefined) {
+      if (/[\s?#]/.test(rawPrefix)) this.fail(http, 'prefix', `expected a URL path such as /registry/, got ${JSON.stringify(rawPrefix)}`);
+      // registry:2 asks for a leading and a trailing slash; add whichever is missing.
+      prefix = rawPrefix.startsWith('/') ? rawPrefix : `/${rawPrefix}`;
+      if (!prefix.endsWith('/')) prefix += '/';
+    }
+
+    const result: HttpConfig = {
+      addr,
+      net,
+      prefix,
+      relativeurls: this.boolean(http, 'relativeurls', false),
+      draintimeout: this.duration(http, 'draintimeout', DEFAULTS.draintimeoutMs),
+      headers: this.headers(http),
+    };
+    if (host !== undefined) result.host = host;
+    const tls = this.tls(this.section(http, 'tls'));
+    if (tls) result.tls = tls;
+    return result;
+  }
+
+  private headers(http: Sec): Record<string, string[]> {
+    const headers: Record<string, string[]> = {};
+    const node = http.map?.get('headers');
+    if (isUnset(node)) return headers;
+    if (!isMapNode(node)) {
+      this.fail(http, 'headers', `expected a mapping of header names to lists of values, got ${describe(node!)}`);
+      return headers;
+    }
+    const sec: Sec = { map: node, path: `${http.path}.headers` };
+    for (const [name, value] of node) {
+      if (!HEADER_NAME.test(name)) {
+        this.fail(sec, name, 'not a valid HTTP header name');
+        continue;
+      }
+      // registry:2 wants a list; a single value is accepted here as a list of one.
+      const items = isSeqNode(value) ? value : isUnset(value) ? [] : [value];
+      const values: string[] = [];
+      for (const item of items) {
+        if (!isScalarNode(item) || item.value === null) {
+          this.fail(sec, name, `expected a list of header values, got ${describe(item)}`);
+        } else if (/[\r\n\0]/.test(item.text)) {
+          this.fail(sec, name, 'header values must not contain line breaks');
+        } else {
+          values.push(item.text);
+        }
+      }
+      Object.defineProperty(headers, name, { value: values, enumerable: true, writable: true, configurable: true });
+    }
+    return headers;
+  }
+
+  private tls(tls: Sec): HttpConfig['tls'] {
+    if (!tls.map) return undefined;
+    const certificate = this.string(tls, 'certificate');
+    const key = this.string(tls, 'key');
+    const clientcas = this.stringList(tls, 'clientcas');
+    if (certificate === undefined && key === undefined) {
+      if (clientcas !== undefined) this.warnings.push('http.tls.clientcas: ignored, because http.tls.certificate and http.tls.key are not set');
+      return undefined;
+    }
+    if (certificate === undefined) {
+      this.fail(tls, 'certificate', 'required when http.tls.key is set (TLS needs both certificate and key)');
+      return undefined;
+    }
+    if (key === undefined) {
+      this.fail(tls, 'key', 'required when http.tls.certificate is set (TLS needs both certificate and key)');
+      return undefined;
+    }
+    return clientcas === undefined ? { certificate, key } : { certificate, key, clientcas };
+  }
+
+  validation(top: Sec): ValidationConfig {
+    const validation = this.section(top, 'validation');
+    let disabled = this.boolean(validation, 'disabled', false);
+    if (validation.map?.has('enabled')) {
+      const enabled = this.boolean(validation, 'enabled', true);
+      if (isUnset(validation.map.get('disabled'))) {
+        disabled = !enabled;
+        this.warnings.push('validation.enabled is deprecated; use validation.disabled');
+      } else {
+        this.warnings.push('validation.enabled is deprecated and validation.disabled is set; validation.enabled is ignored');
+      }
+    }
+    const manifests = this.section(validation, 'manifests');
+    return { disabled, manifests: { maxsize: this.integer(manifests, 'maxsize', DEFAULTS.manifestMaxSize, 1) } };
+  }
+
+  // ---- typed keys ----------------------------------------------------------------------------------------
+
+  /** A nested section; absent or empty gives an empty section. Anything but a mapping is a problem. */
+  private section(parent: Sec, key: string): Sec {
+    const path = join(parent.path, key);
+    const node = parent.map?.get(key);
+    if (isMapNode(node)) return { map: node, path };
+    if (!isUnset(node)) this.fail(parent, key, `expected a mapping, got ${describe(node!)}`);
+    return { map: undefined, path };
+  }
+
+  /** A string key, as written (registry:2 reads `5000` into a string field as "5000"). Empty means unset. */
+  private string(sec: Sec, key: string): string | undefined {
+    const node = sec.map?.get(key);
+    if (isUnset(node)) return undefined;
+    if (!isScalarNode(node)) {
+      this.fail(sec, key, `expected a string, got ${describe(node!)}`);
+      return undefined;
+    }
+    return node.text === '' ? undefined : node.text;
+  }
+
+  private stringList(sec: Sec, key: string): string[] | undefined {
+    const node = sec.map?.get(key);
+    if (isUnset(node)) return undefined;
+    if (!isSeqNode(node) || !node.every((item) => isScalarNode(item) && item.value !== null)) {
+      this.fail(sec, key, `expected a list of strings, got ${describe(node!)}`);
+      return undefined;
+    }
+    return node.map((item) => (item as { text: string }).text);
+  }
+
+  private boolean(sec: Sec, key: string, fallback: boolean): boolean {
+    const node = sec.map?.get(key);
+    if (isUnset(node)) return fallback;
+    if (isScalarNode(node)) {
+      if (typeof node.value === 'boolean') return node.value;
+      const word = BOOLEAN_WORDS.get(node.text);
+      if (word !== undefined) return word;
+    }
+    this.fail(sec, key, `expected a boolean, got ${describe(node!)}`);
+    return fallback;
+  }
+
+  private integer(sec: Sec, key: string, fallback: number, min: number): number {
+    const node = sec.map?.get(key);
+    if (isUnset(node)) return fallback;
+    let n: number | undefined;
+    if (isScalarNode(node)) {
+      if (typeof node.value === 'number') n = node.value;
+      else if (typeof node.value === 'string' && /^[+-]?\d+$/.test(node.value.trim())) n = Number(node.value);
+    }
+    if (n === undefined || !Number.isSafeInteger(n)) {
+      this.fail(sec, key, `expected an integer, got ${describe(node!)}`);
+      return fallback;
+    }
+    if (n < min) {
+      this.fail(sec, key, `must be at least ${min}, got ${n}`);
+      return fallback;
+    }
+    return n;
+  }
+
+  /** A Go-syntax duration (`90s`, `1h30m`) or a bare integer of nanoseconds, returned in milliseconds. */
+  private duration(sec: Sec, key: string, fallbackMs: number, opts: { positive?: boolean } = {}): number {
+    const node = sec.map?.get(key);
+    if (isUnset(node)) return fallbackMs;
+    let ns: number | undefined;
+    let reason = '';
+    if (isScalarNode(node)) {
+      if (typeof node.value === 'number') {
+        if (Number.isInteger(node.value) && /^[+-]?\d+$/.test(node.text)) ns = node.value;
+      } else if (typeof node.value === 'string') {
+        try {
+          ns = parseGoDuration(node.value.trim());
+        } catch (err) {
+          reason = ` (${(err as Error).message})`;
+        }
+      }
+    }
+    if (ns === undefined) {
+      this.fail(sec, key, `expected a duration such as 30s, 15m or 1h30m${reason}, got ${describe(node!)}`);
+      return fallbackMs;
+    }
+    if (ns < 0 || (opts.positive && ns === 0)) {
+      this.fail(sec, key, `must be ${opts.positive ? 'greater than zero' : 'zero or more'}, got ${describe(node!)}`);
+      return fallbackMs;
+    }
+    return nanosToMillis(ns);
+  }
+
+  // ---- problems ------------------------------------------------------------------------------------------
+
+  /** Record a problem with `sec.key`. */
+  private fail(sec: Sec, key: string, message: string): void {
+    this.problem(join(sec.path, key), sec.map?.get(key), message);
+  }
+
+  /** Record a problem with the key at `path`; if an environment variable set it, say which. */
+  private problem(path: string, node: TreeNode | undefined, message: string): void {
+    const origin = node !== undefined ? this.origins.get(node) : undefined;
+    this.problems.push(`${path}${origin ? ` (from ${origin})` : ''}: ${message}`);
+  }
+}
+
+function join(path: string, key: string): string {
+  return path === '' ? key : `${path}.${key}`;
+}
+
+/** Why `addr` is not a TCP listen address (`host:port`, `:port`, `[v6]:port`), or undefined if it is one. */
+function tcpAddressProblem(addr: string): string | undefined {
+  const usage = 'expected host:port or :port, such as :5000 or 127.0.0.1:5000';
+  let host: string;
+  let port: string;
+  if (addr.startsWith('[')) {
+    const end = addr.indexOf(']');
+    if (end < 0 || addr[end + 1] !== ':') return usage;
+    host = addr.slice(1, end);
+    port = addr.slice(end + 2);
+    if (!isIPv6(host.replace(/%.*$/, ''))) return 'the part in brackets must be an IPv6 address';
+  } else {
+    const colon = addr.lastIndexOf(':');
+    if (colon < 0) return usage;
+    host = addr.slice(0, colon);
+    port = addr.slice(colon + 1);
+    if (host.includes(':')) return 'an IPv6 address needs brackets, as in [::1]:5000';
+    if (host !== '' && !/^[A-Za-z0-9.-]+$/.test(host)) return `${usage}; the host is not a valid name or address`;
+  }
+  if (!/^\d{1,5}$/.test(port) || Number(port) > 65535) return `${usage}; the port must be a number from 0 to 65535`;
+  return undefined;
+}
+
+/** `scheme://host[:port]` without a trailing slash, or undefined if `host` is not such a URL. */
+function normaliseHost(host: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(host);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined;
+  if (url.hostname === '' || url.pathname !== '/' || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+    return undefined;
+  }
+  return url.origin;
+}
