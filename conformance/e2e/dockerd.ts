@@ -70,6 +70,7 @@ export async function startDockerd(dockerd: string): Promise<PrivateDocker> {
   child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
   child.stderr!.setEncoding('utf8').on('data', (d: string) => { out += d; });
   const spawnError = new Promise<never>((_, reject) => child.once('error', reject));
+  spawnError.catch(() => {}); // only awaited during start-up; a later 'error' must not become an unhandled rejection
 
   const cli = (args: string[]) => run('docker', ['-H', host, ...args], { env: { DOCKER_CONFIG: clientConfig }, timeoutMs: 300_000 });
 
