@@ -5,8 +5,11 @@
  */
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
 import { request } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startWharf, type RunningWharf } from '../../conformance/harness.js';
@@ -157,4 +160,23 @@ test('SIGTERM lets an in-flight upload finish, then the process exits 0', async 
   });
   t.is(await result, 201);
   t.is(await w.stop(), 0);
+});
+
+test('http.tls serves the API over HTTPS with the configured certificate', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'wharf-tls-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1',
+    '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  const w = await startWharf({ config: { http: { tls: { certificate: cert, key } } } });
+  t.teardown(() => w.stop());
+  t.true(w.url.startsWith('https://'));
+  const status = await new Promise<{ code: number; api: string | undefined }>((resolve, reject) => {
+    httpsGet(`${w.url}/v2/`, { ca: readFileSync(cert) }, (res) => {
+      res.resume();
+      resolve({ code: res.statusCode!, api: res.headers['docker-distribution-api-version'] as string | undefined });
+    }).on('error', reject);
+  });
+  t.deepEqual(status, { code: 200, api: 'registry/2.0' });
 });
