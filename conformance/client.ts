@@ -10,6 +10,8 @@
  *
  * It deliberately does not hide anything the registry says: statuses and headers are passed through untouched.
  */
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 
 export interface ClientOptions {
   /** Base URL of the registry, such as http://127.0.0.1:5000 */
@@ -28,6 +30,13 @@ export interface RequestOptions {
   body?: Body;
   /** Query parameters added to the URL; an array adds the parameter several times (`?tag=a&tag=b`). */
   query?: Record<string, string | number | string[]>;
+  /**
+   * The server may answer before it has read the whole body and then close the connection (a 413 for an
+   * oversized upload, as RFC 9110 § 15.5.14 allows). Node's fetch reports that as a failed write (EPIPE) and loses
+   * the answer, so such requests go through node:http, which delivers the response it already received.
+   * Only for Uint8Array/string bodies.
+   */
+  earlyReply?: boolean;
 }
 
 /** A completed HTTP exchange, with the response body read. */
@@ -147,6 +156,7 @@ export class RegistryClient {
     if (/\/manifests\/[^/]+$/.test(url.pathname) && !hasHeader(headers, 'accept')) headers.accept = MANIFEST_ACCEPT;
     if (authorization && !hasHeader(headers, 'authorization')) headers.authorization = authorization;
     const body = typeof options.body === 'function' ? options.body() : options.body;
+    if (options.earlyReply && !(body instanceof ReadableStream)) return sendWithNodeHttp(method, url, headers, body);
     const init: RequestInit & { duplex?: 'half' } = {
       method,
       headers,
@@ -189,6 +199,42 @@ export class RegistryClient {
     if (!token) throw new Error(`token response from ${url.origin}${url.pathname} has no token`);
     return token;
   }
+}
+
+/** One request over node:http(s); resolves with the response even if sending the body failed after it arrived. */
+function sendWithNodeHttp(method: string, url: URL, headers: Record<string, string>,
+  body: Uint8Array | string | undefined): Promise<Reply> {
+  const data = body === undefined ? Buffer.alloc(0) : Buffer.from(body);
+  return new Promise((resolve, reject) => {
+    let answered = false;
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, {
+      method,
+      headers: { ...headers, 'content-length': String(data.length) },
+      signal: AbortSignal.timeout(60_000),
+    }, (res) => {
+      answered = true;
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const h = new Headers();
+        for (const [k, v] of Object.entries(res.headers)) {
+          for (const item of Array.isArray(v) ? v : v === undefined ? [] : [v]) h.append(k, item);
+        }
+        resolve(new Reply(method, url, res.statusCode ?? 0, h, Buffer.concat(chunks)));
+      });
+    });
+    req.on('error', (err) => {
+      if (answered) return;
+      const code = (err as NodeJS.ErrnoException).code;
+      const hint = code === 'EPIPE' || code === 'ECONNRESET'
+        ? ' — the server closed the connection before its answer could be read; after answering early it should '
+          + 'read and discard the rest of the body or close gracefully (RFC 9112 § 9.6), or clients never see the status'
+        : '';
+      reject(new Error(`${method} ${url.pathname}${url.search}: request failed: ${err.message}${hint}`));
+    });
+    req.end(data);
+  });
 }
 
 function hasHeader(headers: Record<string, string>, name: string): boolean {

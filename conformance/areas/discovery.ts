@@ -148,7 +148,7 @@ function catalog(res: Reply): string[] {
  */
 async function threeRepositories(ctx: Context): Promise<string> {
   const ns = ctx.namespace('catalog');
-  for (const r of ['a', 'b', 'c']) await pushBlob(ctx.client, `${ns}/${r}`, randomBlob(8));
+  for (const r of ['a', 'b', 'c']) await pushImage(ctx.client, `${ns}/${r}`, 'latest');
   return ns;
 }
 
@@ -171,4 +171,12 @@ discovery.add({ level: 'optional', features: ['catalog'], spec: 'Docker Registry
     const next = await ctx.client.request('GET', ctx.client.resolve(link));
     expectEqual(catalog(next), [`${ns}/b`], `${next.describe()}: second page`);
     expectHeader(next, 'link');
+  });
+
+discovery.add({ level: 'strict', features: ['catalog'], spec: 'Wharf: registry:2 lists a repository as soon as it holds a blob' },
+  async function catalogListsRepositoryWithOnlyBlobs(ctx) {
+    const ns = ctx.namespace('catalog');
+    await pushBlob(ctx.client, `${ns}/blobs-only`, randomBlob(8));
+    const res = await ctx.client.request('GET', '/v2/_catalog', { query: { n: 1, last: ns } });
+    expectEqual(catalog(res), [`${ns}/blobs-only`], `${res.describe()}: repositories`);
   });

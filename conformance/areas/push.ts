@@ -605,8 +605,11 @@ push.add({ level: 'optional', spec: 'spec.md § Pushing Manifests ("over this li
     const image = await pushImage(ctx.client, repo);
     const manifest = imageManifest({ config: image.config, layers: image.layers,
       annotations: { 'conformance.padding': 'x'.repeat(16 * 1024 * 1024) } });
-    const res = await putManifest(ctx.client, repo, 'huge', manifest);
+    const res = await ctx.client.request('PUT', `/v2/${repo}/manifests/huge`, {
+      headers: { 'content-type': manifest.mediaType }, body: manifest.body, earlyReply: true,
+    });
     expectStatus(res, 413);
+    expectStatus(await ctx.client.request('HEAD', `/v2/${repo}/manifests/huge`), 404);
   });
 
 push.add({ level: 'optional', features: ['tag-query'], spec: 'spec.md § Pushing Manifests (end-7b, "MUST include an OCI-Tag response header")' },

@@ -1,0 +1,56 @@
+/**
+ * Wharf against its own conformance suite, with --strict: every check is one ava test, so a failure names the check,
+ * its spec section and what the server answered.
+ *
+ * A second Wharf with deletion disabled (storage.delete.enabled: false, as in registry:2) runs the checks that
+ * verify how a registry refuses deletes.
+ */
+import test from 'ava';
+import { startWharf, type RunningWharf } from './harness.js';
+import { checks, createContext, runCheck, skipReason, type SuiteOptions } from './suite.js';
+import type { Context } from './check.js';
+
+let wharf: RunningWharf | undefined;
+let ctx: Context | undefined;
+let noDelete: RunningWharf | undefined;
+let noDeleteCtx: Context | undefined;
+
+test.before(async () => {
+  [wharf, noDelete] = await Promise.all([
+    startWharf(),
+    startWharf({ config: { storage: { delete: { enabled: false } } } }),
+  ]);
+  ctx = createContext({ url: wharf.url });
+  noDeleteCtx = createContext({ url: noDelete.url });
+});
+
+test.after.always(async () => {
+  await Promise.all([wharf?.stop(), noDelete?.stop()]);
+});
+
+const full: SuiteOptions = { url: '', strict: true };
+const deleteDisabled: SuiteOptions = { url: '', strict: true, skipFeatures: ['delete'] };
+
+for (const check of checks) {
+  const title = `${check.area} › ${check.name} (${check.level})`;
+  if (!skipReason(check, full)) {
+    test(title, async (t) => {
+      const result = await runCheck(check, ctx!);
+      if (result.status === 'fail') t.fail(`${check.spec}\n${result.message}\n\nserver output:\n${tail(wharf!.output())}`);
+      else t.pass();
+    });
+  } else if (!skipReason(check, deleteDisabled)) {
+    test(`${title} [delete disabled]`, async (t) => {
+      const result = await runCheck(check, noDeleteCtx!);
+      if (result.status === 'fail') t.fail(`${check.spec}\n${result.message}\n\nserver output:\n${tail(noDelete!.output())}`);
+      else t.pass();
+    });
+  } else {
+    throw new Error(`check ${check.name} runs in neither configuration`);
+  }
+}
+
+/** The last lines the server logged, to put next to a failure. */
+function tail(output: string, lines = 15): string {
+  return output.trimEnd().split('\n').slice(-lines).join('\n') || '(nothing)';
+}
