@@ -12,6 +12,7 @@ import type { StorageDriver } from '../storage-drivers/driver.js';
 import type { WharfConfig } from './config/index.js';
 import { createApp } from './http/app.js';
 import type { HttpOptions } from './http/context.js';
+import { purgeUploads } from './registry/purge.js';
 import { Registry } from './registry/registry.js';
 
 export interface RunningServer {
@@ -62,7 +63,9 @@ export function parseAddr(addr: string): { host?: string; port: number } {
 }
 
 export async function startServer(config: WharfConfig, logger = createLogger(config)): Promise<RunningServer> {
-  const registry = new Registry(driverFor(config));
+  const registry = new Registry(driverFor(config), {
+    descriptorCacheSize: config.storage.cache.blobdescriptor === 'inmemory' ? config.storage.cache.blobdescriptorsize : undefined,
+  });
   const app = createApp({
     registry,
     logger,
@@ -103,8 +106,11 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
   }
   logger.info({ addr: config.http.addr, url, storage: config.storage.driver }, 'listening');
 
+  const stopPurging = schedulePurging(config, registry, logger);
+
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
+    stopPurging();
     closing ??= new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         logger.warn({ drainTimeoutMs: config.http.draintimeout }, 'drain timeout reached; closing open connections');
@@ -120,4 +126,28 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     return closing;
   };
   return { server, url, close };
+}
+
+/**
+ * registry:2's upload purging inside the server: the first run after a random delay of up to an hour (so replicas
+ * started together do not all walk storage at once), then every `interval`. Off in read-only mode. Returns a stop
+ * function.
+ */
+function schedulePurging(config: WharfConfig, registry: Registry, logger: Logger): () => void {
+  const { enabled, age, interval, dryrun } = config.storage.maintenance.uploadpurging;
+  if (!enabled || config.storage.maintenance.readonly.enabled) return () => {};
+  let timer: NodeJS.Timeout;
+  const run = async () => {
+    try {
+      const result = await purgeUploads(registry.driver, { olderThanMs: age, dryRun: dryrun });
+      logger.info({ purged: result.purged.length, examined: result.examined, dryRun: dryrun }, 'upload purge finished');
+    } catch (err) {
+      logger.error({ err }, 'upload purge failed');
+    }
+    timer = setTimeout(run, interval);
+    timer.unref();
+  };
+  timer = setTimeout(run, Math.floor(Math.random() * Math.min(interval, 60 * 60 * 1000)));
+  timer.unref();
+  return () => clearTimeout(timer);
 }

@@ -24,13 +24,52 @@ export async function orUndefined<T>(p: Promise<T>): Promise<T | undefined> {
   }
 }
 
+/**
+ * registry:2's blob-descriptor cache (`storage.cache.blobdescriptor: inmemory`): the sizes of blobs known to be in the
+ * content store, so repeated existence checks skip the backend. Content is immutable, so an entry can only go stale
+ * when the blob is deleted; `forget` drops it then, and a read that finds the bytes gone drops it too.
+ */
+export class DescriptorCache {
+  private readonly entries = new Map<string, number>();
+  /** @param maxEntries most entries kept (least recently used dropped first); 0 means no limit. */
+  constructor(private readonly maxEntries: number) {}
+
+  get(digest: string): number | undefined {
+    const size = this.entries.get(digest);
+    if (size !== undefined) {
+      this.entries.delete(digest);
+      this.entries.set(digest, size);
+    }
+    return size;
+  }
+
+  set(digest: string, size: number): void {
+    this.entries.delete(digest);
+    this.entries.set(digest, size);
+    if (this.maxEntries > 0 && this.entries.size > this.maxEntries) {
+      this.entries.delete(this.entries.keys().next().value!);
+    }
+  }
+
+  forget(digest: string): void {
+    this.entries.delete(digest);
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+}
+
 export class BlobStore {
-  constructor(private readonly driver: StorageDriver) {}
+  constructor(private readonly driver: StorageDriver, private readonly cache?: DescriptorCache) {}
 
   /** Size of the blob in the shared content store, or undefined when its bytes are absent. */
   async statContent(digest: Digest): Promise<BlobDescriptor | undefined> {
+    const cached = this.cache?.get(digest.value);
+    if (cached !== undefined) return { digest: digest.value, size: cached };
     const info = await orUndefined(this.driver.stat(layout.blobDataPath(digest)));
     if (!info || info.isDir) return undefined;
+    this.cache?.set(digest.value, info.size);
     return { digest: digest.value, size: info.size };
   }
 
@@ -62,6 +101,7 @@ export class BlobStore {
       return await this.driver.reader(layout.blobDataPath(digest), offset, length);
     } catch (err) {
       if (err instanceof PathNotFoundError) {
+        this.cache?.forget(digest.value);
         throw new RegistryError('BLOB_UNKNOWN', undefined, { detail: { digest: digest.value } });
       }
       throw err;
@@ -100,6 +140,8 @@ export class BlobStore {
   }
 
   async getContent(digest: Digest): Promise<Buffer | undefined> {
-    return orUndefined(this.driver.getContent(layout.blobDataPath(digest)));
+    const content = await orUndefined(this.driver.getContent(layout.blobDataPath(digest)));
+    if (content === undefined) this.cache?.forget(digest.value);
+    return content;
   }
 }

@@ -93,9 +93,28 @@ export class ManifestStore {
     return this.readLink(layout.tagCurrentLinkPath(name, tag));
   }
 
+  /**
+   * Whether the repository holds the manifest: a revision link, or (for data written by registry:2 before 2.1.1,
+   * which linked manifests like layers) a `_layers` link to bytes that are a manifest, as registry:2 still accepts.
+   */
   async hasRevision(name: string, digest: Digest): Promise<boolean> {
-    const link = await this.readLink(layout.revisionLinkPath(name, digest));
-    return link?.value === digest.value;
+    return (await this.revisionLink(name, digest)) !== undefined;
+  }
+
+  private async revisionLink(name: string, digest: Digest): Promise<'revision' | 'legacy' | undefined> {
+    if ((await this.readLink(layout.revisionLinkPath(name, digest)))?.value === digest.value) return 'revision';
+    if ((await this.readLink(layout.layerLinkPath(name, digest)))?.value === digest.value) return 'legacy';
+    return undefined;
+  }
+
+  /** Whether bytes are a manifest at all (a legacy `_layers` link may just as well name a layer). */
+  private static isManifestBytes(content: Buffer): boolean {
+    try {
+      const doc = JSON.parse(content.toString('utf8')) as { schemaVersion?: unknown };
+      return typeof doc === 'object' && doc !== null && typeof doc.schemaVersion === 'number';
+    } catch {
+      return false;
+    }
   }
 
   private async content(digest: Digest): Promise<Buffer | undefined> {
@@ -110,9 +129,10 @@ export class ManifestStore {
   async get(name: string, ref: Reference): Promise<StoredManifest> {
     const reference = ref.kind === 'tag' ? ref.tag : ref.digest.value;
     const digest = ref.kind === 'tag' ? await this.resolveTag(name, ref.tag) : ref.digest;
-    if (!digest || !(await this.hasRevision(name, digest))) throw manifestUnknown(name, reference);
+    const link = digest && (await this.revisionLink(name, digest));
+    if (!digest || !link) throw manifestUnknown(name, reference);
     const content = await this.content(digest);
-    if (!content) throw manifestUnknown(name, reference);
+    if (!content || (link === 'legacy' && !ManifestStore.isManifestBytes(content))) throw manifestUnknown(name, reference);
     return { digest: digest.value, mediaType: storedMediaType(content), content };
   }
 

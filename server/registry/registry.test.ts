@@ -282,3 +282,22 @@ test('concurrent PUTs to one tag leave one consistent tag', async (t) => {
   t.true(images.some((img) => img.digest === current.digest));
   t.deepEqual(current.content, images.find((img) => img.digest === current.digest)!.manifest);
 });
+
+test('the blob-descriptor cache answers from memory and forgets a blob whose bytes are gone', async (t) => {
+  const driver = createDriver({ driver: 'inmemory' });
+  const registry = new Registry(driver, { descriptorCacheSize: 2 });
+  const data = Buffer.from('cached blob');
+  const digest = parseDigest(await pushBlob(registry, 'c', data));
+  t.is((await registry.blobs.statContent(digest))?.size, data.length);
+  // The bytes vanish behind the registry's back (as when a garbage collector in another process removes them).
+  await driver.delete(layout.blobDir(digest));
+  t.is((await registry.blobs.statContent(digest))?.size, data.length, 'answered from the cache');
+  await rejects(t, registry.blobs.open(digest, 0, data.length), 'BLOB_UNKNOWN');
+  t.is(await registry.blobs.statContent(digest), undefined, 'forgotten after the failed read');
+});
+
+test('a layer digest is not a manifest, even though legacy data links manifests under _layers', async (t) => {
+  const { registry } = fresh();
+  const layer = await pushBlob(registry, 'legacy', Buffer.from('not json at all'));
+  await rejects(t, registry.manifests.get('legacy', parseReference(layer)), 'MANIFEST_UNKNOWN', 404);
+});

@@ -3,7 +3,7 @@
  * cache) everything it needs over a storage driver. It knows OCI and the storage layout, nothing of HTTP.
  */
 import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
-import { BlobStore, type BlobDescriptor } from './blobs.js';
+import { BlobStore, DescriptorCache, type BlobDescriptor } from './blobs.js';
 import * as layout from './layout.js';
 import { ManifestStore } from './manifests.js';
 import type { Digest } from './reference.js';
@@ -22,6 +22,8 @@ export interface RegistryOptions {
    * rules in force).
    */
   mayMountWithoutFrom?: (digest: Digest) => Promise<boolean> | boolean;
+  /** registry:2 `storage.cache.blobdescriptor: inmemory`: cache blob sizes, at most this many (0: no limit). */
+  descriptorCacheSize?: number;
 }
 
 export class Registry {
@@ -30,7 +32,8 @@ export class Registry {
   readonly manifests: ManifestStore;
 
   constructor(readonly driver: StorageDriver, private readonly options: RegistryOptions = {}) {
-    this.blobs = new BlobStore(driver);
+    const cache = options.descriptorCacheSize === undefined ? undefined : new DescriptorCache(options.descriptorCacheSize);
+    this.blobs = new BlobStore(driver, cache);
     this.uploads = new UploadStore(driver, this.blobs);
     this.manifests = new ManifestStore(driver, this.blobs);
   }
