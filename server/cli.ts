@@ -8,7 +8,8 @@
  * Exit codes: 0 success, 1 runtime failure, 2 invalid usage or configuration.
  */
 import { ConfigError, loadConfig, type WharfConfig } from './config/index.js';
-import { createLogger, startServer } from './main.js';
+import { createLogger } from './logging.js';
+import { startServer } from './main.js';
 
 const USAGE = `usage:
   wharf serve [config.yml]

@@ -6,11 +6,12 @@ import { readFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { pino, type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { createDriver } from '../storage-drivers/index.js';
 import type { StorageDriver } from '../storage-drivers/driver.js';
 import type { WharfConfig } from './config/index.js';
 import { createApp } from './http/app.js';
+import { createLogger } from './logging.js';
 import type { HttpOptions } from './http/context.js';
 import { purgeUploads } from './registry/purge.js';
 import { Registry } from './registry/registry.js';
@@ -21,17 +22,6 @@ export interface RunningServer {
   url: string;
   /** Stop accepting, let in-flight requests finish (up to http.draintimeout), then close everything. */
   close(): Promise<void>;
-}
-
-export function createLogger(config: WharfConfig): Logger {
-  return pino({
-    level: config.log.level,
-    base: { service: 'wharf', ...config.log.fields },
-    formatters: { level: (label) => ({ level: label }) },
-    timestamp: pino.stdTimeFunctions.isoTime,
-    // Never log credentials: redact the headers that carry them wherever they appear.
-    redact: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization', 'password', 'token'],
-  });
 }
 
 export function driverFor(config: WharfConfig): StorageDriver {

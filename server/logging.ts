@@ -1,0 +1,54 @@
+/**
+ * Logging: pino, one line per event. `log.formatter: json` (the default) writes JSON objects; `text` writes
+ * logfmt-style lines for people (`time=… level=info msg="listening" url=http://…`), like registry:2's text format.
+ * Credentials never reach a log line: the fields that could carry them are redacted.
+ */
+import { Writable } from 'node:stream';
+import { pino, type Logger } from 'pino';
+import type { WharfConfig } from './config/index.js';
+
+/** A logfmt value: bare when it has no space, quote or equals sign, else JSON-quoted. */
+function logfmtValue(value: unknown): string {
+  const text = typeof value === 'string' ? value : JSON.stringify(value);
+  return /^[^\s"=]+$/.test(text) ? text : JSON.stringify(text);
+}
+
+/** Turn one pino JSON line into a logfmt line. */
+export function toLogfmt(line: string): string {
+  let record: Record<string, unknown>;
+  try {
+    record = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return line;
+  }
+  const { time, level, msg, ...rest } = record;
+  const parts = [`time=${logfmtValue(time)}`, `level=${logfmtValue(level)}`, `msg=${logfmtValue(msg ?? '')}`];
+  for (const [key, value] of Object.entries(rest)) {
+    if (value !== undefined) parts.push(`${key}=${logfmtValue(value)}`);
+  }
+  return `${parts.join(' ')}\n`;
+}
+
+function textDestination(out: NodeJS.WritableStream): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      const lines = chunk.toString('utf8').split('\n').filter((l) => l !== '');
+      out.write(lines.map(toLogfmt).join(''));
+      done();
+    },
+  });
+}
+
+export function createLogger(config: WharfConfig, out: NodeJS.WritableStream = process.stdout): Logger {
+  const options = {
+    level: config.log.level,
+    base: { service: 'wharf', ...config.log.fields },
+    formatters: { level: (label: string) => ({ level: label }) },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    redact: {
+      paths: ['authorization', 'password', 'token', 'headers.authorization', 'headers.cookie', 'req.headers.authorization'],
+      censor: '[redacted]',
+    },
+  };
+  return pino(options, config.log.formatter === 'text' ? textDestination(out) : out);
+}
