@@ -110,6 +110,7 @@ async function main(): Promise<void> {
     console.log(`OCI distribution conformance: ${url}`);
     console.log(formatReport(results));
   }
+  if (!results.length) usage('no check matches --only/--check');
   process.exitCode = results.some((r) => r.status === 'fail') ? 1 : 0;
 }
 

@@ -56,10 +56,14 @@ export interface CheckResult {
   durationMs: number;
 }
 
-/** Why a check does not run under these options, or undefined if it runs. */
+/** Whether --only / --check select this check; unselected checks are left out of the results entirely. */
+export function isSelected(check: Check, options: SuiteOptions): boolean {
+  if (options.only?.length && !options.only.includes(check.area)) return false;
+  return !options.checks?.length || options.checks.includes(check.name);
+}
+
+/** Why a selected check is skipped under these options (level or disabled feature), or undefined if it runs. */
 export function skipReason(check: Check, options: SuiteOptions): string | undefined {
-  if (options.only?.length && !options.only.includes(check.area)) return `area ${check.area} not selected`;
-  if (options.checks?.length && !options.checks.includes(check.name)) return 'not selected';
   if (check.level === 'strict' && !options.strict) return 'wharf-strict check (run with --strict)';
   if (check.level === 'optional' && options.skipOptional) return 'optional check (--skip-optional)';
   const off = new Set(options.skipFeatures ?? []);
@@ -106,6 +110,7 @@ export async function runSuite(options: SuiteOptions,
   const ctx = createContext(options);
   const results: CheckResult[] = [];
   for (const check of checks) {
+    if (!isSelected(check, options)) continue;
     const reason = skipReason(check, options);
     const result = reason ? { check, status: 'skip' as const, message: reason, durationMs: 0 } : await runCheck(check, ctx);
     results.push(result);

@@ -377,6 +377,23 @@ push.add({ level: 'optional', features: ['sha512'], spec: 'spec.md § POST then 
     expectError(bad, 400, 'DIGEST_INVALID');
   });
 
+push.add({ level: 'optional', features: ['sha512'], spec: 'spec.md § Pushing Manifests (by digest); image-spec descriptor.md § sha512' },
+  async function sha512ManifestByDigest(ctx) {
+    // A manifest whose layer is a sha512 blob, pushed and pulled by the manifest's own sha512 digest.
+    const repo = ctx.repo();
+    const config = await pushBlob(ctx.client, repo, ociConfigBlob(), { mediaType: MediaType.ociConfig });
+    const layer = await pushBlob(ctx.client, repo, randomBlob(300), { algorithm: 'sha512', mediaType: MediaType.ociLayer });
+    const manifest = imageManifest({ config, layers: [layer] });
+    const digest = digestOf(manifest.body, 'sha512');
+    const res = await putManifest(ctx.client, repo, digest, manifest);
+    expectStatus(res, 201);
+    expectHeader(res, 'docker-content-digest', digest);
+    const got = await ctx.client.request('GET', `/v2/${repo}/manifests/${digest}`);
+    expectStatus(got, 200);
+    expectBody(got, manifest.body);
+    expectHeader(got, 'docker-content-digest', digest);
+  });
+
 // --- Pushing manifests -------------------------------------------------------------------------------------------
 
 push.add({ level: 'required', spec: 'spec.md § Pushing Manifests (end-7a)' }, async function manifestPutByTag(ctx) {
