@@ -85,10 +85,9 @@ export function createApp(deps: AppDeps): Koa {
       // Headers a handler set before failing (digests, ranges) describe a success that did not happen.
       for (const header of ctx.res.getHeaderNames()) ctx.res.removeHeader(header);
       setCommonHeaders();
-      // Request bytes we will not read would otherwise be parsed as the next request on this connection.
-      const hasBody = (ctx.get('Content-Length') !== '' && ctx.get('Content-Length') !== '0') ||
-        ctx.get('Transfer-Encoding') !== '';
-      if (hasBody && !ctx.req.readableEnded) ctx.set('Connection', 'close');
+      // A request body we stopped reading (a manifest over the limit, say) is read and discarded by Node once the
+      // response is sent, and the connection is kept. Closing it instead would reset the socket while the client
+      // is still sending, and the client would see a broken pipe rather than this error.
       ctx.status = regErr.status;
       for (const [k, v] of Object.entries(regErr.headers)) ctx.set(k, v);
       ctx.body = regErr.toJSON();

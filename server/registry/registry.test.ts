@@ -264,14 +264,15 @@ test('tags list pages in ASCII order with n and last', async (t) => {
   t.deepEqual(await registry.manifests.listTags('paged', 10, 'c'), { tags: [] });
 });
 
-test('catalog lists repositories with manifests, in order, paged', async (t) => {
+test('catalog lists repositories with blobs or manifests, in order, paged', async (t) => {
   const { registry } = fresh();
   for (const name of ['b', 'a/b', 'a-c', 'a', 'z/y/x']) await pushImage(registry, name, 'v1');
   await pushBlob(registry, 'blobs-only', Buffer.from('x'));
-  t.deepEqual((await registry.catalog()).repositories, ['a', 'a-c', 'a/b', 'b', 'z/y/x']);
+  await registry.uploads.start('uploads-only');
+  t.deepEqual((await registry.catalog()).repositories, ['a', 'a-c', 'a/b', 'b', 'blobs-only', 'z/y/x']);
   t.deepEqual(await registry.catalog(2), { repositories: ['a', 'a-c'], next: 'a-c' });
   t.deepEqual(await registry.catalog(2, 'a-c'), { repositories: ['a/b', 'b'], next: 'b' });
-  t.deepEqual(await registry.catalog(5, 'b'), { repositories: ['z/y/x'] });
+  t.deepEqual(await registry.catalog(5, 'b'), { repositories: ['blobs-only', 'z/y/x'] });
 });
 
 test('concurrent PUTs to one tag leave one consistent tag', async (t) => {

@@ -57,8 +57,8 @@ export class Registry {
   }
 
   /**
-   * Repository names in ASCII order, `n` after `last`. A repository is a directory holding `_manifests` (as
-   * registry:2 decides); the walk never descends into `_layers`, `_manifests`, `_uploads` or other `_` folders.
+   * Repository names in ASCII order, `n` after `last`. A repository is a directory holding `_layers` (registry:2's
+   * rule) or `_manifests`; the walk never descends into `_layers`, `_manifests`, `_uploads` or other `_` folders.
    */
   async catalog(n?: number, last?: string): Promise<CatalogPage> {
     const names: string[] = [];
@@ -67,14 +67,15 @@ export class Registry {
       for await (const info of this.driver.walk(layout.REPOSITORIES_ROOT, {
         descend: (dir) => !layout.baseName(dir.path).startsWith('_'),
       })) {
-        if (info.isDir && layout.baseName(info.path) === '_manifests') {
-          names.push(info.path.slice(prefix.length, -'/_manifests'.length));
+        const base = layout.baseName(info.path);
+        if (info.isDir && (base === '_manifests' || base === '_layers')) {
+          names.push(info.path.slice(prefix.length, -(base.length + 1)));
         }
       }
     } catch (err) {
       if (!(err instanceof PathNotFoundError)) throw err;
     }
-    let repositories = names.sort();
+    let repositories = [...new Set(names)].sort();
     if (last !== undefined) repositories = repositories.filter((r) => r > last);
     if (n === undefined || repositories.length <= n) return { repositories };
     const page = repositories.slice(0, n);
