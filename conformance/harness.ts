@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -85,23 +86,84 @@ export async function startWharf(options: StartOptions = {}): Promise<RunningWha
     child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`wharf exited with ${code}:\n${out}`)); });
   });
 
+  return { url, host: new URL(url).host, rootDirectory, process: child, output: () => out, stop: stopper(child, tmp) };
+}
+
+/** SIGTERM once, wait for the exit, then remove the temporary directory; resolves to the exit code. */
+function stopper(child: ChildProcess, tmp: string): () => Promise<number | null> {
   let exited: Promise<number | null> | undefined;
-  return {
-    url,
-    host: new URL(url).host,
-    rootDirectory,
-    process: child,
-    output: () => out,
-    stop() {
-      exited ??= new Promise<number | null>((done) => {
-        if (child.exitCode !== null || child.signalCode !== null) return done(child.exitCode);
-        child.once('exit', (code) => done(code));
-        child.kill('SIGTERM');
-      }).then(async (code) => {
-        await rm(tmp, { recursive: true, force: true });
-        return code;
-      });
-      return exited;
-    },
+  return () => {
+    exited ??= new Promise<number | null>((done) => {
+      if (child.exitCode !== null || child.signalCode !== null) return done(child.exitCode);
+      child.once('exit', (code) => done(code));
+      child.kill('SIGTERM');
+    }).then(async (code) => {
+      await rm(tmp, { recursive: true, force: true });
+      return code;
+    });
+    return exited;
   };
+}
+
+/** The registry:2 binary (CNCF distribution 2.8 from Debian's `docker-registry`), used as the reference peer. */
+export const REGISTRY2_BIN = process.env.WHARF_E2E_REGISTRY2_BIN ?? '/usr/bin/docker-registry';
+
+/** A free loopback port (registry:2 cannot report a port it picked itself). */
+export function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+/**
+ * Start the real registry:2 on loopback with the same defaults as `startWharf` (delete enabled, a fresh storage
+ * directory unless one is given) and wait until `GET /v2/` answers 200. Fails, never skips, when it is missing.
+ */
+export async function startRegistry2(options: Omit<StartOptions, 'nodeArgs' | 'env'> = {}): Promise<RunningWharf> {
+  const tmp = await mkdtemp(join(tmpdir(), 'wharf-registry2-'));
+  const rootDirectory = options.rootDirectory ?? join(tmp, 'data');
+  const port = await freePort();
+  const config = deepMerge(
+    {
+      version: '0.1',
+      log: { level: 'warn' },
+      storage: { filesystem: { rootdirectory: rootDirectory }, delete: { enabled: true } },
+      http: { addr: `127.0.0.1:${port}` },
+    },
+    options.config ?? {},
+  );
+  const configPath = join(tmp, 'config.yml');
+  await writeFile(configPath, stringify(config));
+  const child = spawn(REGISTRY2_BIN, ['serve', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+  child.once('error', (err) => { out += `\nspawn error: ${err.message}`; });
+  const stop = stopper(child, tmp);
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null || /spawn error/.test(out)) {
+      await stop();
+      throw new Error(`registry:2 (${REGISTRY2_BIN}) did not start; install the Debian package docker-registry:\n${out}`);
+    }
+    try {
+      const res = await fetch(`${url}/v2/`);
+      await res.arrayBuffer();
+      if (res.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`registry:2 did not answer GET /v2/ within 20 s:\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { url, host: `127.0.0.1:${port}`, rootDirectory, process: child, output: () => out, stop };
 }

@@ -10,15 +10,10 @@
  * Skipped when registry:2 2.8 is not installed.
  */
 import test from 'ava';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { REGISTRY2_BIN, startRegistry2 } from './harness.js';
 import { runSuite } from './suite.js';
-
-const BINARY = '/usr/bin/docker-registry';
 
 /** Checks registry:2 2.8 fails, and why. */
 const KNOWN_FAILURES: Record<string, string> = {
@@ -68,65 +63,17 @@ const KNOWN_FAILURES: Record<string, string> = {
 const MAY_PASS = new Set(['tagsListIsSorted']);
 
 function registry2Version(): string | undefined {
-  if (!existsSync(BINARY)) return undefined;
-  const out = spawnSync(BINARY, ['--version'], { encoding: 'utf8' });
+  if (!existsSync(REGISTRY2_BIN)) return undefined;
+  const out = spawnSync(REGISTRY2_BIN, ['--version'], { encoding: 'utf8' });
   return /\b2\.8\.\d+/.exec(out.stdout ?? '')?.[0];
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** Polls GET /v2/ until registry:2 answers, failing early if the process exits. */
-async function waitReady(url: string, child: ChildProcess, output: () => string): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`registry:2 exited with ${child.exitCode}:\n${output()}`);
-    try {
-      if ((await fetch(`${url}/v2/`)).status === 200) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`registry:2 did not answer within 20s:\n${output()}`);
 }
 
 const version = registry2Version();
 
 (version ? test : test.skip)(`the suite against registry:2 ${version ?? '(not installed)'}`, async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'wharf-registry2-'));
-  const port = await freePort();
-  const config = join(dir, 'config.yml');
-  await writeFile(config, [
-    'version: 0.1',
-    'log: {level: error}',
-    `storage: {filesystem: {rootdirectory: ${join(dir, 'data')}}, delete: {enabled: true}}`,
-    `http: {addr: 127.0.0.1:${port}}`,
-  ].join('\n'));
-  const child = spawn(BINARY, ['serve', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout!.on('data', (d) => { output += d; });
-  child.stderr!.on('data', (d) => { output += d; });
-  const exited = new Promise((r) => child.once('exit', r));
-  t.teardown(async () => {
-    if (child.exitCode === null) {
-      child.kill('SIGTERM');
-      await exited;
-    }
-    await rm(dir, { recursive: true, force: true });
-  });
-
-  const url = `http://127.0.0.1:${port}`;
-  await waitReady(url, child, () => output);
-  const results = await runSuite({ url, strict: true });
+  const registry2 = await startRegistry2({ config: { log: { level: 'error' } } });
+  t.teardown(() => registry2.stop());
+  const results = await runSuite({ url: registry2.url, strict: true });
 
   const failed = results.filter((r) => r.status === 'fail');
   const unexpected = failed.filter((r) => !(r.check.name in KNOWN_FAILURES) && !MAY_PASS.has(r.check.name));

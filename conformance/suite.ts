@@ -10,7 +10,7 @@
  * reports pass / fail / skip.
  */
 import { randomBytes } from 'node:crypto';
-import { AREAS, type Area, type Check, type Context, type Feature, type Level } from './check.js';
+import { AREAS, type Area, type Check, type Context, type Feature } from './check.js';
 import { RegistryClient } from './client.js';
 import { discoveryChecks } from './areas/discovery.js';
 import { managementChecks } from './areas/management.js';

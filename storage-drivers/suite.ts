@@ -19,7 +19,6 @@ import {
   MAX_PATH_LENGTH,
   PathNotFoundError,
   StorageDriverError,
-  StorageError,
   comparePaths,
   type FileInfo,
   type StorageDriver,

@@ -10,7 +10,7 @@ import {
 } from '../expect.js';
 import {
   buildManifest, digestOf, EMPTY_JSON, emptyDescriptor, imageManifest, indexManifest, MediaType, ociConfigBlob,
-  pushArtifact, pushBlob, pushImage, pushManifest, putManifest, randomBlob, randomToken, startUpload, unknownDigest,
+  pushArtifact, pushBlob, pushImage, putManifest, randomBlob, randomToken, startUpload, unknownDigest,
   withDigest, type Descriptor,
 } from '../fixtures.js';
 

@@ -2,17 +2,15 @@
  * Which registry the end-to-end tests drive, plus small process helpers they share.
  *
  * The committed tests run against Wharf, started by the conformance harness. Setting `WHARF_E2E_TARGET=registry2`
- * runs the very same tests against CNCF distribution's `registry:2` binary (`/usr/bin/docker-registry`, or the path
- * in `WHARF_E2E_REGISTRY2_BIN`) instead: that is how the tests themselves were validated, and it is a quick way to
+ * runs the very same tests against CNCF distribution's `registry:2` binary (`REGISTRY2_BIN` in the harness: `/usr/bin/docker-registry`,
+ * or the path in `WHARF_E2E_REGISTRY2_BIN`) instead: that is how the tests themselves were validated, and it is a quick way to
  * tell "Wharf differs from registry:2" from "the test is wrong".
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
-import { startWharf, type RunningWharf, type StartOptions } from '../harness.js';
+import { startRegistry2, startWharf, type RunningWharf, type StartOptions } from '../harness.js';
 
 export type Target = 'wharf' | 'registry2';
 
@@ -24,19 +22,7 @@ export function targetName(): Target {
 
 /** Starts the registry under test (Wharf unless WHARF_E2E_TARGET says otherwise) with delete enabled. */
 export async function startRegistry(options: StartOptions = {}): Promise<RunningWharf> {
-  return targetName() === 'registry2' ? startRegistry2() : startWharf(options);
-}
-
-/** Asks the kernel for a free loopback port. Only used for registry:2, which cannot report a port it chose itself. */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
+  return targetName() === 'registry2' ? startRegistry2({ rootDirectory: options.rootDirectory }) : startWharf(options);
 }
 
 /** Polls `condition` every `intervalMs` until it returns a value other than undefined, or throws after `timeoutMs`. */
@@ -53,50 +39,6 @@ export async function waitFor<T>(what: string, condition: () => Promise<T | unde
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
-}
-
-async function startRegistry2(): Promise<RunningWharf> {
-  const tmp = await mkdtemp(join(tmpdir(), 'wharf-e2e-registry2-'));
-  const rootDirectory = join(tmp, 'data');
-  const port = await freePort();
-  const configPath = join(tmp, 'config.yml');
-  await writeFile(configPath, stringify({
-    version: '0.1',
-    log: { level: 'warn' },
-    storage: { filesystem: { rootdirectory: rootDirectory }, delete: { enabled: true } },
-    http: { addr: `127.0.0.1:${port}` },
-  }));
-  const child = spawn(process.env.WHARF_E2E_REGISTRY2_BIN ?? '/usr/bin/docker-registry', ['serve', configPath], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => { out += d; });
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor('registry:2 to answer /v2/', async () => {
-    if (child.exitCode !== null) throw new Error(`registry:2 exited with ${child.exitCode}:\n${out}`);
-    const res = await fetch(`${url}/v2/`);
-    return res.status === 200 ? true : undefined;
-  });
-  let exited: Promise<number | null> | undefined;
-  return {
-    url,
-    host: `127.0.0.1:${port}`,
-    rootDirectory,
-    process: child,
-    output: () => out,
-    stop() {
-      exited ??= new Promise<number | null>((done) => {
-        if (child.exitCode !== null || child.signalCode !== null) return done(child.exitCode);
-        child.once('exit', (code) => done(code));
-        child.kill('SIGTERM');
-      }).then(async (code) => {
-        await rm(tmp, { recursive: true, force: true });
-        return code;
-      });
-      return exited;
-    },
-  };
 }
 
 export interface RunResult {

@@ -13,14 +13,12 @@
  *
  * A link file holds the digest string, `sha256:<hex>`, with no trailing newline.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { constants } from 'node:fs';
-import { access, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { access, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { stringify } from 'yaml';
 import type { Blob } from '../../conformance/e2e/image.js';
+import { REGISTRY2_BIN, startRegistry2 as startHarnessRegistry2, type RunningWharf } from '../../conformance/harness.js';
 
 export const V2 = 'docker/registry/v2';
 
@@ -144,7 +142,6 @@ export function treeDiff(actual: Map<string, Buffer>, expected: Map<string, Buff
 // ---------------------------------------------------------------------------------------------------------------
 // The real registry:2 (CNCF distribution), as packaged by Debian.
 
-export const REGISTRY2_BIN = process.env.WHARF_E2E_REGISTRY2_BIN ?? '/usr/bin/docker-registry';
 
 /** Throws a message saying what to install unless the registry:2 binary is there. Never skips. */
 export async function requireRegistry2(): Promise<string> {
@@ -170,73 +167,11 @@ export async function requireSkopeo(): Promise<void> {
   if (!found) throw new Error('skopeo is needed for the registry:2 -> Wharf test: install the Debian package `skopeo`');
 }
 
-/** A free loopback port (registry:2 cannot report a port it picked itself). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+/** The real registry:2 serving `rootDirectory` (delete enabled, no access log), from the shared harness. */
+export type RunningRegistry2 = RunningWharf;
 
-export interface RunningRegistry2 {
-  url: string;
-  host: string;
-  process: ChildProcess;
-  output(): string;
-  /** SIGTERM, then resolves once the process has exited (its writes are then all on disk). */
-  stop(): Promise<void>;
-}
-
-/** Starts `docker-registry serve` on `rootDirectory` (delete enabled) and waits until `GET /v2/` answers 200. */
+/** Starts `docker-registry serve` on `rootDirectory` and waits until `GET /v2/` answers 200. */
 export async function startRegistry2(rootDirectory: string): Promise<RunningRegistry2> {
-  const bin = await requireRegistry2();
-  const configDir = await mkdtemp(join(tmpdir(), 'wharf-compat-registry2-'));
-  const port = await freePort();
-  const configPath = join(configDir, 'config.yml');
-  await writeFile(configPath, stringify({
-    version: '0.1',
-    log: { level: 'warn', accesslog: { disabled: true } },
-    storage: { filesystem: { rootdirectory: rootDirectory }, delete: { enabled: true } },
-    http: { addr: `127.0.0.1:${port}` },
-  }));
-  const child = spawn(bin, ['serve', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => { out += d; });
-  const exited = new Promise<void>((resolve) => {
-    child.once('exit', () => resolve());
-    child.once('error', (error) => { out += `\nspawn error: ${error.message}`; resolve(); });
-  });
-  let stopping: Promise<void> | undefined;
-  const stop = () => {
-    stopping ??= (async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      await exited;
-      await rm(configDir, { recursive: true, force: true });
-    })();
-    return stopping;
-  };
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      await stop();
-      throw new Error(`registry:2 exited before answering (code ${child.exitCode}):\n${out}`);
-    }
-    try {
-      const res = await fetch(`${url}/v2/`);
-      await res.arrayBuffer();
-      if (res.status === 200) break;
-    } catch { /* not listening yet */ }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`registry:2 did not answer GET /v2/ within 20 s:\n${out}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { url, host: `127.0.0.1:${port}`, process: child, output: () => out, stop };
+  await requireRegistry2();
+  return startHarnessRegistry2({ rootDirectory, config: { log: { accesslog: { disabled: true } } } });
 }
