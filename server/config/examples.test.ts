@@ -54,6 +54,7 @@ const FEATURES: Record<string, (t: import('ava').ExecutionContext, c: WharfConfi
   'registry2-compatible.yml': (t, c) => {
     t.is(c.storage.filesystem.rootdirectory, '/var/lib/registry');
     t.deepEqual(c.http.headers, { 'X-Content-Type-Options': ['nosniff'] });
+    t.deepEqual(c.health.storagedriver, { enabled: true, interval: 10_000, threshold: 3 });
   },
 };
 
@@ -77,8 +78,7 @@ for (const file of files) {
     const text = await readFile(join(EXAMPLES, file), 'utf8');
     t.regex(text, /^# \S.*\n/);
     const { config, warnings } = await loadConfig({ path: join(EXAMPLES, file), env: {}, cwd: ROOT });
-    // Only the registry:2 example may carry sections Wharf does not implement.
-    t.deepEqual(warnings, file === 'registry2-compatible.yml' ? ['health: not supported by this Wharf version'] : []);
+    t.deepEqual(warnings, []);
     FEATURES[file]!(t, config);
   });
 }

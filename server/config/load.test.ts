@@ -44,6 +44,7 @@ const FILE_DEFAULTS: WharfConfig = {
   },
   http: { addr: ':5000', net: 'tcp', prefix: '/', relativeurls: false, draintimeout: 60_000, headers: {} },
   validation: { disabled: false, manifests: { maxsize: 4194304 } },
+  health: { storagedriver: { enabled: false, interval: 10_000, threshold: 3 } },
 };
 
 /** The problems a config produces (it must be invalid). */
@@ -98,9 +99,9 @@ test('a missing file is a ConfigError naming the path', async (t) => {
 
 // ---- registry:2 configs ------------------------------------------------------------------------------------
 
-test("registry:2's image config loads, warning only about the health section", (t) => {
+test("registry:2's image config loads without warnings", (t) => {
   const { config, warnings } = parseConfig(REGISTRY2_IMAGE_CONFIG, {}, 'config.yml');
-  t.deepEqual(warnings, ['health: not supported by this Wharf version']);
+  t.deepEqual(warnings, []);
   t.deepEqual(config.log.fields, { service: 'registry' });
   t.is(config.storage.driver, 'filesystem');
   t.is(config.storage.filesystem.rootdirectory, '/var/lib/registry');
@@ -152,10 +153,20 @@ http:
     certificate: /etc/certs/tls.crt
     key: /etc/certs/tls.key
     clientcas: [/etc/certs/ca.pem]
+  debug:
+    addr: 127.0.0.1:5002
+    prometheus:
+      enabled: true
+      path: /prom
 validation:
   disabled: true
   manifests:
     maxsize: 1048576
+health:
+  storagedriver:
+    enabled: true
+    interval: 5s
+    threshold: 2
 `,
     {},
     'full.yml',
@@ -184,8 +195,10 @@ validation:
       draintimeout: 15_000,
       headers: { 'X-Content-Type-Options': ['nosniff'], 'X-Multi': ['a', 'b'] },
       tls: { certificate: '/etc/certs/tls.crt', key: '/etc/certs/tls.key', clientcas: ['/etc/certs/ca.pem'] },
+      debug: { addr: '127.0.0.1:5002', prometheus: { enabled: true, path: '/prom' } },
     },
     validation: { disabled: true, manifests: { maxsize: 1048576 } },
+    health: { storagedriver: { enabled: true, interval: 5000, threshold: 2 } },
   });
 });
 
@@ -354,7 +367,7 @@ middleware: {}
 redis: {addr: localhost:6379}
 proxy: {remoteurl: https://registry-1.docker.io}
 notifications: {}
-health: {}
+health: {file: [{file: /x}]}
 reporting: {}
 compatibility: {}
 catalog: {maxentries: 100}
@@ -369,7 +382,6 @@ catalog: {maxentries: 100}
     'storage.tag: not supported by this Wharf version',
     'auth.htpasswd: not supported by this Wharf version',
     'http.secret: not needed by Wharf (upload state lives in storage, not in signed client state); ignored',
-    'http.debug: not supported by this Wharf version',
     'http.http2: not supported by this Wharf version',
     'http.tls.letsencrypt: not supported by this Wharf version',
     'validation.manifests.urls: not supported by this Wharf version',
@@ -377,7 +389,7 @@ catalog: {maxentries: 100}
     'redis: not supported by this Wharf version',
     'proxy: not supported by this Wharf version',
     'notifications: not supported by this Wharf version',
-    'health: not supported by this Wharf version',
+    'health.file: not supported by this Wharf version',
     'reporting: not supported by this Wharf version',
     'compatibility: not supported by this Wharf version',
     'catalog: not supported by this Wharf version',

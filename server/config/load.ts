@@ -67,6 +67,9 @@ export const DEFAULTS = {
   uploadPurgeIntervalMs: 24 * 3600_000,
   blobDescriptorSize: 10_000,
   manifestMaxSize: 4 * 1024 * 1024,
+  healthIntervalMs: 10_000,
+  healthThreshold: 3,
+  prometheusPath: '/metrics',
 } as const;
 
 /** Load the config file at `options.path` (or the embedded default) and apply `REGISTRY_*` overrides. */
@@ -130,6 +133,7 @@ export function parseConfig(
     storage: reader.storage(top),
     http: reader.http(top),
     validation: reader.validation(top),
+    health: reader.health(top),
   };
   if (problems.length > 0) throw new ConfigError(problems, source);
   return { config, warnings };
@@ -344,6 +348,19 @@ class Reader {
     if (host !== undefined) result.host = host;
     const tls = this.tls(this.section(http, 'tls'));
     if (tls) result.tls = tls;
+    const debug = this.section(http, 'debug');
+    const debugAddr = this.string(debug, 'addr');
+    const prometheus = this.section(debug, 'prometheus');
+    const prometheusEnabled = this.boolean(prometheus, 'enabled', false);
+    const prometheusPath = this.string(prometheus, 'path') ?? DEFAULTS.prometheusPath;
+    if (!prometheusPath.startsWith('/')) this.fail(prometheus, 'path', `expected a path starting with /, got ${JSON.stringify(prometheusPath)}`);
+    if (debugAddr !== undefined) {
+      const problem = tcpAddressProblem(debugAddr);
+      if (problem) this.fail(debug, 'addr', `${problem}, got ${JSON.stringify(debugAddr)}`);
+      result.debug = { addr: debugAddr, prometheus: { enabled: prometheusEnabled, path: prometheusPath } };
+    } else if (prometheusEnabled) {
+      this.warnings.push('http.debug.prometheus: ignored, because http.debug.addr is not set (metrics are served on the debug listener)');
+    }
     return result;
   }
 
@@ -396,6 +413,17 @@ class Reader {
       return undefined;
     }
     return clientcas === undefined ? { certificate, key } : { certificate, key, clientcas };
+  }
+
+  health(top: Sec): WharfConfig['health'] {
+    const storagedriver = this.section(this.section(top, 'health'), 'storagedriver');
+    return {
+      storagedriver: {
+        enabled: this.boolean(storagedriver, 'enabled', false),
+        interval: this.duration(storagedriver, 'interval', DEFAULTS.healthIntervalMs, { positive: true }),
+        threshold: this.integer(storagedriver, 'threshold', DEFAULTS.healthThreshold, 1),
+      },
+    };
   }
 
   validation(top: Sec): ValidationConfig {

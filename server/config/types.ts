@@ -63,6 +63,11 @@ export interface HttpConfig {
   headers: Record<string, string[]>;
   /** registry:2 `http.tls.certificate` / `http.tls.key` (PEM file paths). Both or neither. */
   tls?: { certificate: string; key: string; clientcas?: string[] };
+  /**
+   * registry:2 `http.debug`: a second listener for operators (health, metrics). Absent when `http.debug.addr` is not
+   * set. `prometheus.enabled` serves Prometheus metrics at `prometheus.path` (default /metrics) on it.
+   */
+  debug?: { addr: string; prometheus: { enabled: boolean; path: string } };
 }
 
 export interface ValidationConfig {
@@ -82,4 +87,9 @@ export interface WharfConfig {
   storage: StorageConfig;
   http: HttpConfig;
   validation: ValidationConfig;
+  /**
+   * registry:2 `health.storagedriver`: check storage every `interval` (ms); after `threshold` failures in a row the
+   * API answers 503 until a check passes. Default disabled, 10 s, 3.
+   */
+  health: { storagedriver: { enabled: boolean; interval: number; threshold: number } };
 }
