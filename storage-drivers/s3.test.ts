@@ -1,0 +1,435 @@
+/**
+ * The S3 driver against a real S3 (a throw-away Ceph RADOS Gateway on loopback, see s3-test-server.ts): the shared
+ * behaviour suite, then what only S3 has: multipart rules, multipart copy, aborts, paging, presigned URLs, retries
+ * and the startup check.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createServer as createHttpServer, request as httpRequest, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { HeadObjectCommand, ListMultipartUploadsCommand, ListPartsCommand } from '@aws-sdk/client-s3';
+import { checkedDriver } from './checked.js';
+import { PathNotFoundError, StorageDriverError, type FileInfo, type StorageDriver } from './driver.js';
+import { S3Driver, S3_LIMITS, copyRanges, maxUploadSize, partSize, type S3DriverOptions } from './s3.js';
+import { startS3TestServer, type S3TestServer } from './s3-test-server.js';
+import { driverSuite } from './suite.js';
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+let server: Promise<S3TestServer> | undefined;
+const s3 = () => (server ??= startS3TestServer());
+test.after.always(async () => {
+  if (server) await (await server).stop();
+});
+
+/** A driver on the test server under a fresh root directory. */
+async function driverOn(overrides: Partial<S3DriverOptions> = {}): Promise<{ raw: S3Driver; root: string; cleanup(): Promise<void> }> {
+  const srv = await s3();
+  const root = `t-${randomUUID()}`;
+  const raw = new S3Driver({
+    bucket: srv.bucket,
+    region: srv.region,
+    regionEndpoint: srv.endpoint,
+    forcePathStyle: true,
+    accessKey: srv.accessKey,
+    secretKey: srv.secretKey,
+    rootDirectory: `/${root}/`,
+    chunkSize: 5 * MiB,
+    ...overrides,
+  });
+  return {
+    raw,
+    root,
+    cleanup: async () => {
+      await raw.delete('/').catch(() => {});
+      raw.destroy();
+    },
+  };
+}
+
+driverSuite('s3', async () => {
+  const { raw, cleanup } = await driverOn();
+  return { driver: raw, cleanup };
+});
+
+async function setup(t: ExecutionContext, overrides: Partial<S3DriverOptions> = {}) {
+  const { raw, root, cleanup } = await driverOn(overrides);
+  t.teardown(cleanup);
+  return { raw, root, driver: checkedDriver(raw), srv: await s3() };
+}
+
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+async function writeIn(w: { write(c: Uint8Array): Promise<void> }, data: Buffer, piece: number): Promise<void> {
+  for (let at = 0; at < data.length; at += piece) await w.write(data.subarray(at, at + piece));
+}
+
+/** Wait (polling, no fixed delays) until `probe` returns a value; fail after a generous deadline. */
+async function until<T>(what: string, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function openUploads(raw: S3Driver, prefix: string) {
+  const res = await raw.client.send(new ListMultipartUploadsCommand({ Bucket: raw.bucket, Prefix: prefix }));
+  return res.Uploads ?? [];
+}
+
+async function etag(raw: S3Driver, path: string): Promise<string> {
+  const res = await raw.client.send(new HeadObjectCommand({ Bucket: raw.bucket, Key: raw.key(path) }));
+  return res.ETag ?? '';
+}
+
+// ---- arithmetic ----------------------------------------------------------------------------------------------------
+
+test('s3: part sizes start at chunksize, never exceed 5 GiB, and 10,000 parts cover well over 100 GiB', (t) => {
+  for (const chunk of [5 * MiB, 10 * MiB, 64 * MiB]) {
+    t.is(partSize(1, chunk), chunk);
+    t.is(partSize(1000, chunk), chunk);
+    t.is(partSize(1001, chunk), 2 * chunk);
+    let total = 0;
+    for (let n = 1; n <= S3_LIMITS.maxParts; n++) {
+      const size = partSize(n, chunk);
+      t.true(size >= S3_LIMITS.minPartSize && size <= S3_LIMITS.maxPartSize);
+      if (n > 1) t.true(size >= partSize(n - 1, chunk), 'sizes never shrink');
+      total += size;
+    }
+    t.is(maxUploadSize(chunk), total);
+    t.true(total >= 100 * GiB, `chunksize ${chunk / MiB} MiB covers only ${total / GiB} GiB`);
+  }
+  // With the smallest chunk size, a 100 GiB layer needs parts of at most 80 MiB (the memory a writer may buffer).
+  let sum = 0;
+  let n = 0;
+  while (sum < 100 * GiB) sum += partSize(++n, 5 * MiB);
+  t.true(n <= S3_LIMITS.maxParts);
+  t.true(partSize(n, 5 * MiB) <= 80 * MiB, `part ${n} is ${partSize(n, 5 * MiB) / MiB} MiB`);
+});
+
+test('s3: copy ranges are contiguous, at most the chunk and 5 GiB, and at least 5 MiB each', (t) => {
+  const cases: Array<[number, number]> = [
+    [5 * MiB, 5 * MiB],
+    [5 * MiB + 1, 5 * MiB],
+    [12 * MiB, 5 * MiB],
+    [1 * MiB, 32 * MiB],
+    [6 * GiB, 5 * GiB],
+    [6 * GiB + 7, 32 * MiB],
+    [100 * GiB, 5 * GiB],
+  ];
+  for (const [size, chunk] of cases) {
+    const ranges = copyRanges(size, chunk);
+    t.is(ranges[0]!.start, 0);
+    t.is(ranges.at(-1)!.end, size - 1);
+    for (let i = 0; i < ranges.length; i++) {
+      const n = ranges[i]!.end - ranges[i]!.start + 1;
+      if (i > 0) t.is(ranges[i]!.start, ranges[i - 1]!.end + 1);
+      t.true(n <= S3_LIMITS.maxCopySize, `${size}/${chunk}: range ${i} is ${n}`);
+      if (ranges.length > 1) t.true(n >= S3_LIMITS.minPartSize && n <= Math.max(chunk, S3_LIMITS.minPartSize * 2), `${size}/${chunk}: range ${i} is ${n}`);
+    }
+    t.true(ranges.length <= S3_LIMITS.maxParts);
+  }
+  t.is(copyRanges(6 * GiB, 5 * GiB).length, 2, 'an object over 5 GiB is copied in more than one part');
+});
+
+// ---- uploads -------------------------------------------------------------------------------------------------------
+
+test('s3: a writer sends parts of exactly chunksize while the upload is open, and commits them as one object', async (t) => {
+  const { raw, driver } = await setup(t);
+  const data = randomBytes(12 * MiB + 12345);
+  const w = await driver.writer('/up/data', false);
+  await writeIn(w, data.subarray(0, 11 * MiB), 64 * 1024);
+  // Two full parts are due; the second may still be in flight when write() resolves.
+  const key = raw.key('/up/data');
+  const uploads = await openUploads(raw, key);
+  t.is(uploads.length, 1);
+  const parts = await until('two parts', async () => {
+    const res = await raw.client.send(new ListPartsCommand({ Bucket: raw.bucket, Key: key, UploadId: uploads[0]!.UploadId }));
+    return (res.Parts ?? []).length >= 2 ? res.Parts! : undefined;
+  });
+  t.deepEqual(parts.map((p) => p.Size), [5 * MiB, 5 * MiB]);
+  await writeIn(w, data.subarray(11 * MiB), 1000); // small writes are buffered, not sent as tiny parts
+  await w.commit();
+  t.regex(await etag(raw, '/up/data'), /-3"?$/, 'three parts: two of 5 MiB and the rest');
+  t.is(sha(await driver.getContent('/up/data')), sha(data));
+  t.deepEqual(await openUploads(raw, key), []);
+});
+
+test('s3: small PATCH-sized appends are combined, and a large file is continued by server-side copy', async (t) => {
+  const { raw, driver } = await setup(t);
+  await driver.putContent('/up/data', '');
+  const pieces = [randomBytes(100), randomBytes(3 * MiB), randomBytes(3 * MiB), randomBytes(10), randomBytes(2 * MiB)];
+  const tags: string[] = [];
+  for (const piece of pieces) {
+    const w = await driver.writer('/up/data', true);
+    await writeIn(w, piece, 4096);
+    await w.close();
+    tags.push(await etag(raw, '/up/data'));
+  }
+  const all = Buffer.concat(pieces);
+  t.is((await driver.stat('/up/data')).size, all.length);
+  t.is(sha(await driver.getContent('/up/data')), sha(all));
+  // Under 5 MiB the object is rewritten whole (one PutObject); from 5 MiB on it is continued as a multipart
+  // upload whose first part is the old object, copied server-side.
+  t.notRegex(tags[1]!, /-\d+"?$/);
+  t.regex(tags[2]!, /-\d+"?$/);
+  t.regex(tags[4]!, /-2"?$/);
+  t.deepEqual(await openUploads(raw, raw.key('/up')), []);
+});
+
+test('s3: an upload left open by a writer that never closed is resumed by another driver instance', async (t) => {
+  const { raw, driver, root } = await setup(t);
+  const data = randomBytes(11 * MiB);
+  const crashed = await driver.writer('/up/data', false);
+  await writeIn(crashed, data, MiB);
+  const key = raw.key('/up/data');
+  const [upload] = await openUploads(raw, key);
+  await until('two flushed parts', async () => {
+    const res = await raw.client.send(new ListPartsCommand({ Bucket: raw.bucket, Key: key, UploadId: upload!.UploadId }));
+    return (res.Parts ?? []).length >= 2 ? true : undefined;
+  });
+  // `crashed` is abandoned here: its last 1 MiB was only in its memory.
+  const other = new S3Driver({ ...(await driverOptions()), rootDirectory: root, chunkSize: 5 * MiB });
+  t.teardown(() => other.destroy());
+  const w = await checkedDriver(other).writer('/up/data', true);
+  t.is(w.size, 10 * MiB, 'the flushed parts are the file');
+  const more = randomBytes(1234);
+  await w.write(more);
+  await w.commit();
+  t.is(sha(await driver.getContent('/up/data')), sha(Buffer.concat([data.subarray(0, 10 * MiB), more])));
+  t.deepEqual(await openUploads(raw, key), []);
+});
+
+test('s3: cancel aborts the multipart upload; delete aborts abandoned ones; a truncating writer aborts stale ones', async (t) => {
+  const { raw, driver } = await setup(t);
+  const prefix = raw.key('/up');
+  const w = await driver.writer('/up/a/data', false);
+  await writeIn(w, randomBytes(11 * MiB), MiB);
+  t.is((await openUploads(raw, prefix)).length, 1);
+  await w.cancel();
+  t.deepEqual(await openUploads(raw, prefix), [], 'ListMultipartUploads is empty after cancel');
+  await t.throwsAsync(driver.stat('/up/a/data'), { instanceOf: PathNotFoundError });
+
+  // Abandoned (never closed) writers under a directory that is deleted, as the registry deletes an upload.
+  await driver.putContent('/up/b/startedat', 'now');
+  const abandoned = await driver.writer('/up/b/data', false);
+  await writeIn(abandoned, randomBytes(6 * MiB), MiB);
+  t.is((await openUploads(raw, prefix)).length, 1);
+  await driver.delete('/up/b');
+  t.deepEqual(await openUploads(raw, prefix), []);
+
+  const stale = await driver.writer('/up/c/data', false);
+  await writeIn(stale, randomBytes(6 * MiB), MiB);
+  const fresh = await driver.writer('/up/c/data', false);
+  t.deepEqual(await openUploads(raw, prefix), []);
+  await fresh.write(Buffer.from('fresh'));
+  await fresh.commit();
+  const again = await driver.writer('/up/c/data', true);
+  t.is(again.size, 5, 'the stale upload did not come back');
+  await again.close();
+});
+
+test('s3: a failed part upload fails the writer and leaves no multipart upload behind', async (t) => {
+  const { raw, driver } = await setup(t);
+  const w = await driver.writer('/up/data', false);
+  await writeIn(w, randomBytes(MiB), MiB);
+  // Another process deletes the whole tree, aborting this upload; the writer must notice, not hang or succeed.
+  await writeIn(w, randomBytes(5 * MiB), MiB);
+  const key = raw.key('/up/data');
+  await until('the part upload', async () => ((await openUploads(raw, key)).length > 0 ? true : undefined));
+  await driver.delete('/up').catch(() => {});
+  await raw.client.send(new ListMultipartUploadsCommand({ Bucket: raw.bucket, Prefix: key })).then(async (res) => {
+    for (const u of res.Uploads ?? []) await raw.abortUpload(key, u.UploadId!);
+  });
+  await t.throwsAsync(async () => {
+    await writeIn(w, randomBytes(5 * MiB), MiB);
+    await w.commit();
+  }, { instanceOf: StorageDriverError });
+  t.deepEqual(await openUploads(raw, key), []);
+});
+
+// ---- move ----------------------------------------------------------------------------------------------------------
+
+test('s3: move above multipartcopythresholdsize copies in parts of multipartcopychunksize; below, in one copy', async (t) => {
+  const { raw, driver } = await setup(t, {
+    multipartCopyThresholdSize: 5 * MiB,
+    multipartCopyChunkSize: 5 * MiB,
+    multipartCopyMaxConcurrency: 2,
+  });
+  const big = randomBytes(12 * MiB + 7);
+  await driver.putContent('/m/big', big);
+  await driver.move('/m/big', '/m/blobs/big');
+  t.regex(await etag(raw, '/m/blobs/big'), /-2"?$/, 'a multipart copy of two parts (each at least 5 MiB)');
+  t.is(sha(await driver.getContent('/m/blobs/big')), sha(big));
+  await t.throwsAsync(driver.stat('/m/big'), { instanceOf: PathNotFoundError });
+
+  const small = randomBytes(MiB);
+  await driver.putContent('/m/small', small);
+  await driver.move('/m/small', '/m/blobs/small');
+  t.notRegex(await etag(raw, '/m/blobs/small'), /-\d+"?$/);
+  t.true((await driver.getContent('/m/blobs/small')).equals(small));
+  t.deepEqual(await openUploads(raw, raw.key('/m')), []);
+});
+
+// ---- listing -------------------------------------------------------------------------------------------------------
+
+test('s3: list, walk and delete page through more than 1000 keys', async (t) => {
+  const { driver } = await setup(t);
+  const names = Array.from({ length: 1100 }, (_, i) => `tag${String(i).padStart(5, '0')}`);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 32 }, async () => {
+      while (next < names.length) {
+        const name = names[next++]!;
+        await driver.putContent(`/repo/tags/${name}/current/link`, name);
+      }
+    }),
+  );
+  const listed = await driver.list('/repo/tags');
+  t.is(listed.length, names.length);
+  t.deepEqual(listed, names.map((n) => `/repo/tags/${n}`));
+
+  const walked: FileInfo[] = [];
+  for await (const info of driver.walk('/repo/tags', { descend: () => false })) walked.push(info);
+  t.is(walked.length, names.length);
+
+  const after: string[] = [];
+  for await (const info of driver.walk('/repo/tags', { startAfter: `/repo/tags/${names[1050]}/current/link` })) after.push(info.path);
+  t.is(after.length, 49 * 3);
+  t.is(after[0], `/repo/tags/${names[1051]}`);
+
+  await driver.delete('/repo');
+  await t.throwsAsync(driver.list('/repo/tags'), { instanceOf: PathNotFoundError });
+  t.deepEqual(await driver.list('/'), []);
+});
+
+test('s3: keys are rootdirectory + path, the layout registry:2 uses', async (t) => {
+  const { raw, driver, root } = await setup(t);
+  await driver.putContent('/docker/registry/v2/blobs/sha256/ab/abcd/data', 'x');
+  const res = await raw.client.send(new HeadObjectCommand({ Bucket: raw.bucket, Key: `${root}/docker/registry/v2/blobs/sha256/ab/abcd/data` }));
+  t.is(res.ContentLength, 1);
+});
+
+// ---- redirects -----------------------------------------------------------------------------------------------------
+
+test('s3: a presigned redirect URL downloads the bytes, and expires', async (t) => {
+  const { driver } = await setup(t);
+  const data = randomBytes(100_000);
+  await driver.putContent('/blob', data);
+  const url = await driver.redirectURL('/blob', { method: 'GET', expiresIn: 60 });
+  t.truthy(url);
+  const res = await fetch(url!);
+  t.is(res.status, 200);
+  t.true(Buffer.from(await res.arrayBuffer()).equals(data));
+  const head = await fetch((await driver.redirectURL('/blob', { method: 'HEAD' }))!, { method: 'HEAD' });
+  t.is(head.status, 200);
+  t.is(head.headers.get('content-length'), String(data.length));
+  // The signature covers the key: the URL cannot be bent to another object.
+  const other = new URL(url!);
+  other.pathname = other.pathname.replace(/blob$/, 'other');
+  await driver.putContent('/other', 'secret');
+  t.is((await fetch(other)).status, 403);
+});
+
+// ---- errors --------------------------------------------------------------------------------------------------------
+
+async function driverOptions(): Promise<S3DriverOptions> {
+  const srv = await s3();
+  return {
+    bucket: srv.bucket,
+    region: srv.region,
+    regionEndpoint: srv.endpoint,
+    forcePathStyle: true,
+    accessKey: srv.accessKey,
+    secretKey: srv.secretKey,
+  };
+}
+
+test('s3: startup check names a wrong secret, an unknown access key and a missing bucket', async (t) => {
+  const base = await driverOptions();
+  const check = async (options: S3DriverOptions) => {
+    const d = new S3Driver({ ...options, maxAttempts: 1 });
+    try {
+      await d.verify();
+    } finally {
+      d.destroy();
+    }
+  };
+  await t.notThrowsAsync(check(base));
+  await t.throwsAsync(check({ ...base, secretKey: 'wrong' }), { instanceOf: StorageDriverError, message: /secret key is wrong/ });
+  await t.throwsAsync(check({ ...base, accessKey: 'NOSUCHKEY' }), { instanceOf: StorageDriverError, message: /access key is not known/ });
+  await t.throwsAsync(check({ ...base, bucket: 'no-such-bucket' }), { instanceOf: StorageDriverError, message: /bucket "no-such-bucket" does not exist/ });
+});
+
+/**
+ * A loopback HTTP proxy in front of the real S3 that fails the requests `fault` picks: with a 503 SlowDown (as S3
+ * throttles), or by resetting the connection. Everything else is forwarded untouched (signatures stay valid).
+ */
+async function faultyProxy(target: string, fault: (n: number) => 'slowdown' | 'reset' | undefined) {
+  let count = 0;
+  const faults: string[] = [];
+  const upstream = new URL(target);
+  const proxy: Server = createHttpServer((req, res) => {
+    const n = ++count;
+    const what = fault(n);
+    if (what) faults.push(`${req.method} ${what}`);
+    if (what === 'slowdown') {
+      req.resume();
+      res.writeHead(503, { 'Content-Type': 'application/xml' });
+      res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>');
+      return;
+    }
+    if (what === 'reset') {
+      req.socket.destroy();
+      return;
+    }
+    const out = httpRequest(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+      (up) => {
+        res.writeHead(up.statusCode!, up.headers);
+        up.pipe(res);
+      },
+    );
+    out.on('error', () => res.destroy());
+    req.pipe(out);
+  });
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+  return { url, faults, count: () => count, close: () => new Promise<void>((r) => { proxy.closeAllConnections(); proxy.close(() => r()); }) };
+}
+
+test('s3: transient errors (503 SlowDown, connection resets) are retried with backoff', async (t) => {
+  const base = await driverOptions();
+  const proxy = await faultyProxy(base.regionEndpoint!, (n) => (n === 1 || n === 4 ? 'slowdown' : n === 2 || n === 5 ? 'reset' : undefined));
+  t.teardown(proxy.close);
+  const raw = new S3Driver({ ...base, regionEndpoint: proxy.url, rootDirectory: `t-${randomUUID()}` });
+  t.teardown(async () => {
+    await raw.delete('/').catch(() => {});
+    raw.destroy();
+  });
+  const d = checkedDriver(raw);
+  await d.putContent('/retried', 'made it');
+  t.is((await d.getContent('/retried')).toString(), 'made it');
+  t.deepEqual(proxy.faults, ['PUT slowdown', 'PUT reset', 'GET slowdown', 'GET reset']);
+  t.is(proxy.count(), 6);
+
+  // A permanent error is not retried forever and arrives as a StorageDriverError.
+  const denied = await faultyProxy(base.regionEndpoint!, () => 'slowdown');
+  t.teardown(denied.close);
+  const hopeless = new S3Driver({ ...base, regionEndpoint: denied.url, maxAttempts: 3 });
+  t.teardown(() => hopeless.destroy());
+  await t.throwsAsync(checkedDriver(hopeless).getContent('/x'), { instanceOf: StorageDriverError, message: /SlowDown/ });
+  t.is(denied.count(), 3);
+});
+
+test('s3: a missing object is PathNotFoundError and a missing bucket is a StorageDriverError saying so', async (t) => {
+  const { driver } = await setup(t);
+  await t.throwsAsync(driver.getContent('/nothing'), { instanceOf: PathNotFoundError });
+  const d: StorageDriver = checkedDriver(new S3Driver({ ...(await driverOptions()), bucket: 'gone', maxAttempts: 1 }));
+  const err = await t.throwsAsync(d.getContent('/x'), { instanceOf: StorageDriverError });
+  t.regex(err!.message, /NoSuchBucket/);
+});

@@ -1,0 +1,935 @@
+/**
+ * The S3 driver: driver paths are object keys under a prefix (`rootdirectory`) in one bucket, laid out exactly as
+ * registry:2's s3-aws driver lays them out, so a bucket written by one is served by the other.
+ *
+ * How the contract maps onto S3
+ *   - Files are objects; directories exist only as key prefixes (`a/b/` exists when some key starts with it). The
+ *     root always exists. Directory modification times are not known: they are the epoch.
+ *   - putContent is one PutObject (atomic); move is a server-side copy then a delete: CopyObject up to
+ *     `multipartCopyThresholdSize`, above it a multipart copy (UploadPartCopy in `multipartCopyChunkSize` ranges,
+ *     `multipartCopyMaxConcurrency` at a time), which is also how objects over S3's 5 GiB CopyObject limit move.
+ *   - list and walk use ListObjectsV2 with '/' as delimiter, one directory at a time, following continuation tokens
+ *     (1000 keys a page), and sort the children in path order. `walk`'s startAfter becomes S3's StartAfter, so
+ *     paging through a large directory never reads the keys before the page.
+ *   - delete removes the object and everything under `path/` (DeleteObjects, 1000 keys a request), and aborts
+ *     multipart uploads still open under it (abandoned uploads cost storage until aborted).
+ *   - redirectURL presigns a GetObject (or HeadObject) URL valid for a short time (20 minutes, as registry:2).
+ *
+ * Writers (the part S3 makes hard)
+ *   - Bytes are buffered up to the current part size, then sent as one UploadPart of a multipart upload created on
+ *     first need; one part may be in flight while the next fills, so memory per writer is at most two parts.
+ *     Every part but the last is therefore at least `chunkSize` (>= 5 MiB, S3's minimum).
+ *   - Part sizes grow with the part number (`partSize`), so S3's 10,000-part limit covers far more than 100 GiB.
+ *   - close() and commit() both make the object complete and visible (CompleteMultipartUpload, or one PutObject
+ *     when everything fits in the buffer): the registry closes its writer after every PATCH and reads the size and
+ *     bytes of the upload back from storage, possibly on another replica.
+ *   - writer(path, append=true) continues an object: an existing object under 5 MiB is read back into the buffer
+ *     (small PATCH chunks are combined this way); a larger one becomes the first part(s) of a new multipart upload
+ *     by UploadPartCopy, server-side. A multipart upload left open for the key by a writer that never closed (a
+ *     crashed process) is completed first, so what it had flushed is kept, as a filesystem keeps written bytes.
+ *   - writer(path, append=false) aborts multipart uploads left open for the key, so none can resurface later.
+ *   - cancel() aborts the writer's multipart upload and deletes the object.
+ *
+ * Errors: NoSuchKey/404 is PathNotFoundError; everything else is a StorageDriverError naming the operation. The SDK
+ * retries transient failures (503 SlowDown, 500, timeouts, connection resets) with exponential backoff and jitter,
+ * `maxAttempts` times in all.
+ */
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CopyObjectCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  ListPartsCommand,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+  UploadPartCopyCommand,
+  type CompletedPart,
+  type ServerSideEncryption,
+  type StorageClass,
+} from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import { Readable } from 'node:stream';
+import {
+  InvalidOffsetError,
+  PathNotFoundError,
+  StorageDriverError,
+  comparePaths,
+  isBelow,
+  isValidPath,
+  joinPath,
+  type FileInfo,
+  type FileWriter,
+  type RedirectOptions,
+  type StorageDriver,
+  type WalkOptions,
+} from './driver.js';
+
+const NAME = 's3';
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+/** S3's rules for multipart uploads. */
+export const S3_LIMITS = {
+  minPartSize: 5 * MiB,
+  maxPartSize: 5 * GiB,
+  maxParts: 10_000,
+  /** The largest object CopyObject (and one UploadPartCopy) handles. */
+  maxCopySize: 5 * GiB,
+} as const;
+
+/** registry:2's defaults for the s3 driver. */
+export const S3_DEFAULTS = {
+  chunkSize: 10 * MiB,
+  multipartCopyChunkSize: 32 * MiB,
+  multipartCopyMaxConcurrency: 100,
+  multipartCopyThresholdSize: 32 * MiB,
+  storageClass: 'STANDARD',
+  redirectExpirySeconds: 20 * 60,
+  maxAttempts: 5,
+} as const;
+
+export interface S3DriverOptions {
+  bucket: string;
+  region: string;
+  /** Endpoint of an S3-compatible service (MinIO, Ceph RGW, R2); with no scheme, `secure` chooses one. */
+  regionEndpoint?: string;
+  /** Path-style addressing (http://host/bucket/key) instead of virtual hosts; needed by most non-AWS services. */
+  forcePathStyle?: boolean;
+  /** Static credentials; when absent, the SDK's default chain (env, profile, web identity, instance role). */
+  accessKey?: string;
+  secretKey?: string;
+  sessionToken?: string;
+  /** Key prefix everything is stored under ('' or '/' is the bucket root). */
+  rootDirectory?: string;
+  /** Smallest part of a multipart upload (>= 5 MiB). */
+  chunkSize?: number;
+  multipartCopyChunkSize?: number;
+  multipartCopyMaxConcurrency?: number;
+  /** Objects larger than this are moved with a multipart copy. */
+  multipartCopyThresholdSize?: number;
+  /** https unless false (only used when regionEndpoint has no scheme, or for AWS itself). */
+  secure?: boolean;
+  /** Do not verify the TLS certificate of the endpoint. */
+  skipVerify?: boolean;
+  /** 'STANDARD' (default), 'REDUCED_REDUNDANCY', ..., or 'NONE' to send no storage class. */
+  storageClass?: string;
+  /** Server-side encryption: AES256, or aws:kms with `keyId`. */
+  encrypt?: boolean;
+  keyId?: string;
+  /** Total attempts per request, retries included. */
+  maxAttempts?: number;
+  /** Lifetime of presigned redirect URLs when the caller gives none. */
+  redirectExpirySeconds?: number;
+}
+
+/**
+ * The size of part number `partNumber` (1-based) for an upload whose smallest part is `chunkSize`: doubles every
+ * 1000 parts (capped at S3's 5 GiB), so 10,000 parts of a 10 MiB chunk size hold about 10 TiB.
+ */
+export function partSize(partNumber: number, chunkSize: number): number {
+  const doublings = Math.floor((partNumber - 1) / 1000);
+  return Math.min(chunkSize * 2 ** doublings, S3_LIMITS.maxPartSize);
+}
+
+/** The most bytes a writer can hold with `chunkSize` (the sum of the 10,000 part sizes). */
+export function maxUploadSize(chunkSize: number): number {
+  let total = 0;
+  for (let n = 1; n <= S3_LIMITS.maxParts; n++) total += partSize(n, chunkSize);
+  return total;
+}
+
+/**
+ * Split `size` bytes into copy ranges for UploadPartCopy: each at most `chunk` (and 5 GiB) where that is possible
+ * while keeping every range at least 5 MiB (S3's minimum for all parts but the last). Sizes of 5 MiB or less
+ * give one range.
+ */
+export function copyRanges(size: number, chunk: number): Array<{ start: number; end: number }> {
+  const byChunk = Math.ceil(size / Math.min(chunk, S3_LIMITS.maxCopySize));
+  const byMinimum = Math.max(1, Math.floor(size / S3_LIMITS.minPartSize));
+  const count = Math.max(1, Math.min(byChunk, byMinimum));
+  const ranges: Array<{ start: number; end: number }> = [];
+  const base = Math.floor(size / count);
+  let extra = size % count;
+  let at = 0;
+  for (let i = 0; i < count; i++) {
+    const n = base + (extra > 0 ? 1 : 0);
+    if (extra > 0) extra--;
+    ranges.push({ start: at, end: at + n - 1 });
+    at += n;
+  }
+  return ranges;
+}
+
+interface S3Error {
+  name?: string;
+  Code?: string;
+  message?: string;
+  $metadata?: { httpStatusCode?: number };
+}
+
+function errorCode(err: unknown): string {
+  const e = err as S3Error;
+  return e?.Code ?? e?.name ?? '';
+}
+
+function httpStatus(err: unknown): number | undefined {
+  return (err as S3Error)?.$metadata?.httpStatusCode;
+}
+
+/** 404 for a key (not for a missing bucket or upload). */
+function isNoSuchKey(err: unknown): boolean {
+  const code = errorCode(err);
+  if (code === 'NoSuchKey' || code === 'NotFound') return true;
+  return httpStatus(err) === 404 && code !== 'NoSuchBucket' && code !== 'NoSuchUpload';
+}
+
+/** Explain an error from a bucket-level request in the words an operator needs. */
+export function describeS3Error(err: unknown, bucket: string): string {
+  const code = errorCode(err);
+  const status = httpStatus(err);
+  const raw = (err as Error)?.message ?? String(err);
+  switch (code) {
+    case 'NoSuchBucket':
+      return `bucket "${bucket}" does not exist (create it, or fix storage.s3.bucket)`;
+    case 'InvalidAccessKeyId':
+      return 'the access key is not known to the S3 service (check storage.s3.accesskey or the credentials in the environment)';
+    case 'SignatureDoesNotMatch':
+      return 'the S3 service rejected the request signature: the secret key is wrong (check storage.s3.secretkey)';
+    case 'AccessDenied':
+    case 'Forbidden':
+      return `access to bucket "${bucket}" was denied (check the credentials and the IAM policy: see docs/storage-s3.md)`;
+    case 'CredentialsProviderError':
+      return `no S3 credentials: set storage.s3.accesskey and secretkey, or provide them through the AWS default credential chain (${raw})`;
+  }
+  if (status === 404) return `bucket "${bucket}" does not exist (create it, or fix storage.s3.bucket)`;
+  if (status === 403) return `access to bucket "${bucket}" was denied (${code || raw})`;
+  return `${code ? `${code}: ` : ''}${raw}`;
+}
+
+/** Run `tasks` with at most `limit` running at once; rejects with the first failure. */
+async function pooled<T>(items: T[], limit: number, task: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed: unknown;
+  const worker = async () => {
+    while (failed === undefined && next < items.length) {
+      const item = items[next++]!;
+      try {
+        await task(item);
+      } catch (err) {
+        failed ??= err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  if (failed !== undefined) throw failed;
+}
+
+interface Child {
+  name: string;
+  isDir: boolean;
+  size: number;
+  modTime: Date;
+}
+
+const EPOCH = new Date(0);
+const COMPONENT = /^[A-Za-z0-9._-]+$/;
+
+export class S3Driver implements StorageDriver {
+  readonly name = NAME;
+  readonly client: S3Client;
+  readonly bucket: string;
+  /** Key prefix of the root, '' or ending in '/'. */
+  private readonly prefix: string;
+  readonly chunkSize: number;
+  private readonly copyChunkSize: number;
+  private readonly copyConcurrency: number;
+  private readonly copyThreshold: number;
+  private readonly storageClass: StorageClass | undefined;
+  private readonly encryption: { ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string };
+  private readonly redirectExpiry: number;
+
+  constructor(options: S3DriverOptions) {
+    this.bucket = options.bucket;
+    const root = (options.rootDirectory ?? '').replace(/^\/+|\/+$/g, '');
+    this.prefix = root === '' ? '' : `${root}/`;
+    this.chunkSize = Math.max(options.chunkSize ?? S3_DEFAULTS.chunkSize, S3_LIMITS.minPartSize);
+    this.copyChunkSize = Math.min(
+      Math.max(options.multipartCopyChunkSize ?? S3_DEFAULTS.multipartCopyChunkSize, S3_LIMITS.minPartSize),
+      S3_LIMITS.maxCopySize,
+    );
+    this.copyConcurrency = Math.max(1, options.multipartCopyMaxConcurrency ?? S3_DEFAULTS.multipartCopyMaxConcurrency);
+    this.copyThreshold = Math.min(
+      Math.max(options.multipartCopyThresholdSize ?? S3_DEFAULTS.multipartCopyThresholdSize, 0),
+      S3_LIMITS.maxCopySize,
+    );
+    const storageClass = options.storageClass ?? S3_DEFAULTS.storageClass;
+    this.storageClass = storageClass.toUpperCase() === 'NONE' ? undefined : (storageClass as StorageClass);
+    this.encryption = !options.encrypt
+      ? {}
+      : options.keyId
+        ? { ServerSideEncryption: 'aws:kms', SSEKMSKeyId: options.keyId }
+        : { ServerSideEncryption: 'AES256' };
+    this.redirectExpiry = options.redirectExpirySeconds ?? S3_DEFAULTS.redirectExpirySeconds;
+
+    let endpoint = options.regionEndpoint;
+    if (endpoint && !/^[a-z][a-z0-9+.-]*:\/\//i.test(endpoint)) endpoint = `${options.secure === false ? 'http' : 'https'}://${endpoint}`;
+    const maxSockets = Math.max(50, this.copyConcurrency);
+    this.client = new S3Client({
+      region: options.region,
+      endpoint,
+      forcePathStyle: options.forcePathStyle ?? false,
+      tls: options.secure !== false,
+      credentials:
+        options.accessKey && options.secretKey
+          ? { accessKeyId: options.accessKey, secretAccessKey: options.secretKey, sessionToken: options.sessionToken }
+          : undefined,
+      maxAttempts: options.maxAttempts ?? S3_DEFAULTS.maxAttempts,
+      // Checksums only where S3 requires them: streamed aws-chunked bodies are not understood by every
+      // S3-compatible service (Ceph RGW answers 411), and AWS accepts this setting.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: {
+        connectionTimeout: 10_000,
+        // Socket inactivity, not the whole request: large bodies may take long but must keep moving.
+        requestTimeout: 120_000,
+        httpAgent: new HttpAgent({ keepAlive: true, maxSockets }),
+        httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets, rejectUnauthorized: !options.skipVerify }),
+      },
+    });
+  }
+
+  /** The object key of a driver path (the root maps to the prefix itself). */
+  key(path: string): string {
+    return path === '/' ? this.prefix : this.prefix + path.slice(1);
+  }
+
+  /** The key prefix of a directory's children. */
+  private dirPrefix(path: string): string {
+    return path === '/' ? this.prefix : `${this.key(path)}/`;
+  }
+
+  private fail(operation: string, path: string, err: unknown): never {
+    if (err instanceof PathNotFoundError || err instanceof InvalidOffsetError || err instanceof StorageDriverError) throw err;
+    const code = errorCode(err);
+    const raw = (err as Error)?.message ?? String(err);
+    throw new StorageDriverError(NAME, `${operation} ${path}: ${code && !raw.startsWith(code) ? `${code}: ` : ''}${raw}`, err);
+  }
+
+  private putExtras(): { StorageClass?: StorageClass; ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string } {
+    return this.storageClass ? { StorageClass: this.storageClass, ...this.encryption } : { ...this.encryption };
+  }
+
+  /**
+   * Startup check: the bucket exists and the credentials may list it. Throws a StorageDriverError whose message
+   * says what is wrong (missing bucket, unknown key, wrong secret, access denied).
+   */
+  async verify(): Promise<void> {
+    try {
+      await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }));
+    } catch (err) {
+      throw new StorageDriverError(NAME, describeS3Error(err, this.bucket), err);
+    }
+  }
+
+  // ---- reading -------------------------------------------------------------------------------------------------
+
+  async getContent(path: string): Promise<Buffer> {
+    if (path === '/') throw new PathNotFoundError(path, NAME);
+    try {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(path) }));
+      const chunks: Buffer[] = [];
+      for await (const chunk of res.Body as Readable) chunks.push(chunk as Buffer);
+      return Buffer.concat(chunks);
+    } catch (err) {
+      if (isNoSuchKey(err)) throw new PathNotFoundError(path, NAME);
+      this.fail('getContent', path, err);
+    }
+  }
+
+  private async head(path: string): Promise<{ size: number; modTime: Date; etag: string } | undefined> {
+    if (path === '/') return undefined;
+    try {
+      const res = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(path) }));
+      return { size: res.ContentLength ?? 0, modTime: res.LastModified ?? new Date(), etag: res.ETag ?? '' };
+    } catch (err) {
+      if (isNoSuchKey(err)) return undefined;
+      this.fail('stat', path, err);
+    }
+  }
+
+  async reader(path: string, offset = 0, length?: number): Promise<Readable> {
+    if (path === '/') throw new PathNotFoundError(path, NAME);
+    if (length === 0 || offset > 0) {
+      // S3 answers 416 for a range starting at the end, which the contract makes an empty stream: check the size.
+      const info = await this.head(path);
+      if (!info) throw new PathNotFoundError(path, NAME);
+      if (offset > info.size) throw new InvalidOffsetError(path, offset);
+      if (offset === info.size || length === 0) return Readable.from([]);
+    }
+    const range = length !== undefined ? `bytes=${offset}-${offset + length - 1}` : offset > 0 ? `bytes=${offset}-` : undefined;
+    try {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(path), Range: range }));
+      return res.Body as Readable;
+    } catch (err) {
+      if (isNoSuchKey(err)) throw new PathNotFoundError(path, NAME);
+      if (httpStatus(err) === 416) {
+        // The object shrank between the size check and the read.
+        throw new InvalidOffsetError(path, offset);
+      }
+      this.fail('reader', path, err);
+    }
+  }
+
+  async stat(path: string): Promise<FileInfo> {
+    if (path === '/') return { path, size: 0, modTime: EPOCH, isDir: true };
+    const info = await this.head(path);
+    if (info) return { path, size: info.size, modTime: info.modTime, isDir: false };
+    try {
+      const res = await this.client.send(
+        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.dirPrefix(path), MaxKeys: 1 }),
+      );
+      if ((res.KeyCount ?? res.Contents?.length ?? 0) > 0) return { path, size: 0, modTime: EPOCH, isDir: true };
+    } catch (err) {
+      this.fail('stat', path, err);
+    }
+    throw new PathNotFoundError(path, NAME);
+  }
+
+  /**
+   * The children of directory `path` in name order, paging through ListObjectsV2. With `after`, only children
+   * whose name sorts after it (or equals it, when a directory) are asked for.
+   */
+  private async children(path: string, after?: string): Promise<Child[]> {
+    const prefix = this.dirPrefix(path);
+    const byName = new Map<string, Child>();
+    let token: string | undefined;
+    try {
+      do {
+        const res = await this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: prefix,
+            Delimiter: '/',
+            ContinuationToken: token,
+            StartAfter: token === undefined && after !== undefined ? prefix + after : undefined,
+          }),
+        );
+        for (const p of res.CommonPrefixes ?? []) {
+          const name = p.Prefix!.slice(prefix.length, -1);
+          if (COMPONENT.test(name)) byName.set(name, { name, isDir: true, size: 0, modTime: EPOCH });
+        }
+        for (const o of res.Contents ?? []) {
+          const name = o.Key!.slice(prefix.length);
+          // Keys that are not driver paths (directory markers "a/", names other tools wrote) are not listed.
+          if (!COMPONENT.test(name) || byName.get(name)?.isDir) continue;
+          byName.set(name, { name, isDir: false, size: o.Size ?? 0, modTime: o.LastModified ?? EPOCH });
+        }
+        token = res.IsTruncated ? res.NextContinuationToken : undefined;
+      } while (token);
+    } catch (err) {
+      this.fail('list', path, err);
+    }
+    return [...byName.values()].filter((c) => isValidPath(joinPath(path, c.name))).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async list(path: string): Promise<string[]> {
+    const children = await this.children(path);
+    if (children.length === 0 && path !== '/') throw new PathNotFoundError(path, NAME);
+    return children.map((c) => joinPath(path, c.name));
+  }
+
+  async *walk(path: string, options: WalkOptions = {}): AsyncIterable<FileInfo> {
+    const startAfter = options.startAfter;
+    // Only a directory can be walked (the root always can, even empty).
+    const first = await this.children(path, startAfter !== undefined && isBelow(startAfter, path) ? firstComponent(startAfter, path) : undefined);
+    if (first.length === 0 && path !== '/') {
+      // Empty because startAfter skipped everything, or because nothing is there?
+      if (startAfter === undefined || !isBelow(startAfter, path) || (await this.children(path)).length === 0) {
+        throw new PathNotFoundError(path, NAME);
+      }
+      return;
+    }
+    yield* this.walkChildren(path, first, options);
+  }
+
+  private async *walkChildren(dir: string, children: Child[], options: WalkOptions): AsyncIterable<FileInfo> {
+    const { startAfter, descend } = options;
+    for (const child of children) {
+      const path = joinPath(dir, child.name);
+      const after = startAfter === undefined || comparePaths(path, startAfter) > 0;
+      // A directory that is startAfter itself, or holds it, has entries after it.
+      const startInside = !after && child.isDir && startAfter !== undefined && isBelow(startAfter, path);
+      const containsStart = startInside || (!after && child.isDir && startAfter === path);
+      if (!after && !containsStart) continue;
+      const info: FileInfo = { path, size: child.size, modTime: child.modTime, isDir: child.isDir };
+      if (after) yield info;
+      if (!child.isDir) continue;
+      if (descend && !descend(info)) continue;
+      const below = await this.children(path, startInside ? firstComponent(startAfter!, path) : undefined);
+      yield* this.walkChildren(path, below, options);
+    }
+  }
+
+  async redirectURL(path: string, options: RedirectOptions): Promise<string | null> {
+    if (path === '/') throw new PathNotFoundError(path, NAME);
+    const input = { Bucket: this.bucket, Key: this.key(path) };
+    const command = options.method === 'HEAD' ? new HeadObjectCommand(input) : new GetObjectCommand(input);
+    try {
+      return await getSignedUrl(this.client, command, { expiresIn: options.expiresIn ?? this.redirectExpiry });
+    } catch (err) {
+      this.fail('redirectURL', path, err);
+    }
+  }
+
+  // ---- writing -------------------------------------------------------------------------------------------------
+
+  async putContent(path: string, content: Uint8Array | string): Promise<void> {
+    if (path === '/') throw new StorageDriverError(NAME, 'putContent /: the root is a directory');
+    const body = typeof content === 'string' ? Buffer.from(content) : Buffer.from(content);
+    try {
+      await this.client.send(
+        new PutObjectCommand({ Bucket: this.bucket, Key: this.key(path), Body: body, ContentLength: body.length, ...this.putExtras() }),
+      );
+    } catch (err) {
+      this.fail('putContent', path, err);
+    }
+  }
+
+  async writer(path: string, append: boolean): Promise<FileWriter> {
+    if (path === '/') throw new StorageDriverError(NAME, 'writer /: the root is a directory');
+    const key = this.key(path);
+    const open = await this.openUploads(key, path);
+    if (!append) {
+      await Promise.all(open.map((u) => this.abortUpload(key, u.UploadId!)));
+      return new S3Writer(this, path, key, { size: 0, existing: false });
+    }
+    // A multipart upload left open by a writer that never closed: keep what it flushed, as a file would.
+    const newest = open.sort((a, b) => (a.Initiated?.getTime() ?? 0) - (b.Initiated?.getTime() ?? 0)).pop();
+    await Promise.all(open.map((u) => this.abortUpload(key, u.UploadId!)));
+    if (newest) await this.completeLeftover(key, path, newest.UploadId!);
+    const info = await this.head(path);
+    if (!info) throw new PathNotFoundError(path, NAME);
+    return new S3Writer(this, path, key, { size: info.size, existing: true });
+  }
+
+  /** Multipart uploads open for exactly `key`. */
+  private async openUploads(key: string, path: string) {
+    const uploads: Array<{ UploadId?: string; Initiated?: Date; Key?: string }> = [];
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    try {
+      for (;;) {
+        const res = await this.client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+        );
+        for (const u of res.Uploads ?? []) if (u.Key === key) uploads.push(u);
+        if (!res.IsTruncated) break;
+        keyMarker = res.NextKeyMarker;
+        uploadIdMarker = res.NextUploadIdMarker;
+      }
+    } catch (err) {
+      this.fail('writer', path, err);
+    }
+    return uploads;
+  }
+
+  /** Abort a multipart upload; one already gone is fine. */
+  async abortUpload(key: string, uploadId: string): Promise<void> {
+    try {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }));
+    } catch (err) {
+      if (httpStatus(err) === 404) return; // NoSuchUpload (RGW may say NoSuchKey)
+      throw err;
+    }
+  }
+
+  private async completeLeftover(key: string, path: string, uploadId: string): Promise<void> {
+    const parts: CompletedPart[] = [];
+    try {
+      let marker: string | undefined;
+      for (;;) {
+        const res = await this.client.send(
+          new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }),
+        );
+        for (const p of res.Parts ?? []) parts.push({ PartNumber: p.PartNumber, ETag: p.ETag });
+        if (!res.IsTruncated) break;
+        marker = res.NextPartNumberMarker;
+      }
+      if (parts.length === 0) {
+        await this.abortUpload(key, uploadId);
+        return;
+      }
+      await this.client.send(
+        new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
+      );
+    } catch (err) {
+      if (httpStatus(err) === 404) return; // finished or aborted meanwhile by someone else
+      this.fail('writer', path, err);
+    }
+  }
+
+  async move(sourcePath: string, destPath: string): Promise<void> {
+    const info = await this.head(sourcePath);
+    if (!info) throw new PathNotFoundError(sourcePath, NAME);
+    if (sourcePath === destPath) return;
+    const source = this.key(sourcePath);
+    const dest = this.key(destPath);
+    try {
+      if (info.size <= this.copyThreshold) {
+        await this.client.send(
+          new CopyObjectCommand({ Bucket: this.bucket, Key: dest, CopySource: this.copySource(source), ...this.putExtras() }),
+        );
+      } else {
+        await this.multipartCopy(source, dest, info.size);
+      }
+    } catch (err) {
+      if (isNoSuchKey(err)) throw new PathNotFoundError(sourcePath, NAME);
+      this.fail('move', `${sourcePath} -> ${destPath}`, err);
+    }
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: source }));
+    } catch (err) {
+      this.fail('move (deleting the source)', sourcePath, err);
+    }
+  }
+
+  copySource(key: string): string {
+    return `${this.bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
+  }
+
+  /** Copy `size` bytes of `source` to `dest` with UploadPartCopy, `multipartCopyMaxConcurrency` parts at a time. */
+  private async multipartCopy(source: string, dest: string, size: number): Promise<void> {
+    const created = await this.client.send(
+      new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: dest, ...this.putExtras() }),
+    );
+    const uploadId = created.UploadId!;
+    try {
+      const ranges = copyRanges(size, this.copyChunkSize);
+      const parts: CompletedPart[] = new Array(ranges.length);
+      await pooled(
+        ranges.map((range, i) => ({ range, i })),
+        this.copyConcurrency,
+        async ({ range, i }) => {
+          const res = await this.client.send(
+            new UploadPartCopyCommand({
+              Bucket: this.bucket,
+              Key: dest,
+              UploadId: uploadId,
+              PartNumber: i + 1,
+              CopySource: this.copySource(source),
+              CopySourceRange: `bytes=${range.start}-${range.end}`,
+            }),
+          );
+          parts[i] = { PartNumber: i + 1, ETag: res.CopyPartResult?.ETag };
+        },
+      );
+      await this.client.send(
+        new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: dest, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
+      );
+    } catch (err) {
+      await this.abortUpload(dest, uploadId).catch(() => {});
+      throw err;
+    }
+  }
+
+  async delete(path: string): Promise<void> {
+    const key = path === '/' ? undefined : this.key(path);
+    const below = this.dirPrefix(path);
+    let deleted = 0;
+    try {
+      if (key !== undefined && (await this.head(path))) {
+        await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+        deleted++;
+      }
+      // Everything below, a page (at most 1000 keys) at a time.
+      let token: string | undefined;
+      do {
+        const res = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: below, ContinuationToken: token }));
+        const keys = (res.Contents ?? []).map((o) => ({ Key: o.Key! }));
+        if (keys.length > 0) {
+          const out = await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys, Quiet: true } }));
+          const errors = (out.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
+          if (errors.length > 0) throw new StorageDriverError(NAME, `delete ${path}: ${errors[0]!.Code}: ${errors[0]!.Message} (${errors[0]!.Key})`);
+          deleted += keys.length;
+        }
+        token = res.IsTruncated ? res.NextContinuationToken : undefined;
+      } while (token);
+      // Multipart uploads still open under the path (abandoned writers) hold storage until aborted.
+      await this.abortUploadsUnder(key, below);
+    } catch (err) {
+      this.fail('delete', path, err);
+    }
+    if (deleted === 0 && path !== '/') throw new PathNotFoundError(path, NAME);
+  }
+
+  private async abortUploadsUnder(key: string | undefined, below: string): Promise<void> {
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      const res = await this.client.send(
+        new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key ?? below, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+      );
+      const mine = (res.Uploads ?? []).filter((u) => u.Key === key || u.Key!.startsWith(below));
+      await Promise.all(mine.map((u) => this.abortUpload(u.Key!, u.UploadId!)));
+      if (!res.IsTruncated) return;
+      keyMarker = res.NextKeyMarker;
+      uploadIdMarker = res.NextUploadIdMarker;
+    }
+  }
+
+  // ---- used by S3Writer ------------------------------------------------------------------------------------------
+
+  /** @internal */
+  async createUpload(key: string): Promise<string> {
+    const res = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ...this.putExtras() }));
+    return res.UploadId!;
+  }
+
+  /** @internal */
+  async uploadPart(key: string, uploadId: string, partNumber: number, body: Buffer): Promise<CompletedPart> {
+    const res = await this.client.send(
+      new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length }),
+    );
+    return { PartNumber: partNumber, ETag: res.ETag };
+  }
+
+  /** @internal Copy bytes `range` of the object at `key` itself as part `partNumber` of an upload to the same key. */
+  async uploadPartCopy(key: string, uploadId: string, partNumber: number, range: { start: number; end: number }): Promise<CompletedPart> {
+    const res = await this.client.send(
+      new UploadPartCopyCommand({
+        Bucket: this.bucket,
+        Key: key,
+        UploadId: uploadId,
+        PartNumber: partNumber,
+        CopySource: this.copySource(key),
+        CopySourceRange: `bytes=${range.start}-${range.end}`,
+      }),
+    );
+    return { PartNumber: partNumber, ETag: res.CopyPartResult?.ETag };
+  }
+
+  /** @internal */
+  async completeUpload(key: string, uploadId: string, parts: CompletedPart[]): Promise<void> {
+    await this.client.send(
+      new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
+    );
+  }
+
+  /** @internal */
+  async putObject(key: string, body: Buffer): Promise<void> {
+    await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ...this.putExtras() }));
+  }
+
+  /** @internal */
+  async getRange(key: string, size: number): Promise<Buffer> {
+    if (size === 0) return Buffer.alloc(0);
+    const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=0-${size - 1}` }));
+    const chunks: Buffer[] = [];
+    for await (const chunk of res.Body as Readable) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  }
+
+  /** @internal */
+  async deleteObject(key: string): Promise<void> {
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+  }
+
+  /** Release the client's sockets. */
+  destroy(): void {
+    this.client.destroy();
+  }
+}
+
+/** The first component of `path` below directory `dir` (`path` must lie below `dir`). */
+function firstComponent(path: string, dir: string): string {
+  const rest = dir === '/' ? path.slice(1) : path.slice(dir.length + 1);
+  const slash = rest.indexOf('/');
+  return slash < 0 ? rest : rest.slice(0, slash);
+}
+
+type WriterState = 'open' | 'committed' | 'closed' | 'cancelled' | 'failed';
+
+/** See "Writers" in the module comment. */
+class S3Writer implements FileWriter {
+  private state: WriterState = 'open';
+  private _size: number;
+  /** Bytes of the object as it was when an append-mode writer opened, not yet part of this writer's output. */
+  private existingSize: number;
+  private existingLoaded = false;
+  private readonly truncate: boolean;
+  private buffer: Buffer[] = [];
+  private buffered = 0;
+  private uploadId: string | undefined;
+  private parts: CompletedPart[] = [];
+  /** The part upload in flight (at most one), so the next part can fill meanwhile. */
+  private inFlight: Promise<void> | undefined;
+  /** Writes run one after another in call order. */
+  private queue: Promise<void> = Promise.resolve();
+  private error: unknown;
+
+  constructor(
+    private readonly driver: S3Driver,
+    private readonly path: string,
+    private readonly key: string,
+    from: { size: number; existing: boolean },
+  ) {
+    this._size = from.size;
+    this.existingSize = from.size;
+    this.truncate = !from.existing;
+  }
+
+  get size(): number {
+    return this._size;
+  }
+
+  private refuse(what: string): Promise<never> {
+    return Promise.reject(new StorageDriverError(NAME, `${what} ${this.path}: the writer is ${this.state}`, this.error));
+  }
+
+  write(chunk: Uint8Array): Promise<void> {
+    if (this.state !== 'open') return this.refuse('write');
+    if (chunk.byteLength === 0) return this.queue;
+    const copy = Buffer.from(chunk); // the caller may reuse its buffer once the write resolves
+    this._size += copy.length;
+    return this.enqueue(async () => {
+      await this.prepare();
+      this.buffer.push(copy);
+      this.buffered += copy.length;
+      const target = partSize(this.parts.length + 1, this.driver.chunkSize);
+      if (this.buffered >= target) await this.sendPart(target);
+    });
+  }
+
+  private enqueue(step: () => Promise<void>): Promise<void> {
+    const run = this.queue.then(async () => {
+      if (this.state === 'failed') throw new StorageDriverError(NAME, `write ${this.path}: an earlier write failed`, this.error);
+      try {
+        await step();
+      } catch (err) {
+        this.state = 'failed';
+        this.error = err;
+        await this.abort();
+        throw err;
+      }
+    });
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Before the first new byte of an append: bring the existing object in. Small objects are read back into the
+   * buffer; objects of 5 MiB or more become the first parts of a multipart upload by server-side copy.
+   */
+  private async prepare(): Promise<void> {
+    if (this.existingLoaded) return;
+    this.existingLoaded = true;
+    if (this.existingSize === 0) return;
+    if (this.existingSize < S3_LIMITS.minPartSize) {
+      const bytes = await this.driver.getRange(this.key, this.existingSize);
+      if (bytes.length !== this.existingSize) throw new StorageDriverError(NAME, `write ${this.path}: the file changed while it was appended to`);
+      this.buffer.push(bytes);
+      this.buffered += bytes.length;
+      return;
+    }
+    this.uploadId = await this.driver.createUpload(this.key);
+    const ranges = copyRanges(this.existingSize, S3_LIMITS.maxCopySize);
+    for (const range of ranges) this.parts.push(await this.driver.uploadPartCopy(this.key, this.uploadId, this.parts.length + 1, range));
+  }
+
+  /** Send the first `size` buffered bytes as the next part (waiting for the part before it). */
+  private async sendPart(size: number): Promise<void> {
+    const all = Buffer.concat(this.buffer, this.buffered);
+    const body = all.subarray(0, size);
+    const rest = all.subarray(size);
+    this.buffer = rest.length > 0 ? [Buffer.from(rest)] : [];
+    this.buffered = rest.length;
+    if (this.inFlight) await this.inFlight;
+    this.uploadId ??= await this.driver.createUpload(this.key);
+    const partNumber = this.parts.length + 1;
+    if (partNumber > S3_LIMITS.maxParts) throw new StorageDriverError(NAME, `write ${this.path}: larger than S3's 10,000 parts allow`);
+    const slot = this.parts.length;
+    this.parts.push({ PartNumber: partNumber }); // reserved; filled when the upload answers
+    const uploadId = this.uploadId;
+    this.inFlight = this.driver.uploadPart(this.key, uploadId, partNumber, body).then((part) => {
+      this.parts[slot] = part;
+    });
+    // Surface a failure of this part at the latest when the next part or the end waits for it.
+    this.inFlight.catch(() => {});
+  }
+
+  /** Make every byte written so far the object's content. */
+  private async finish(): Promise<void> {
+    await this.queue;
+    if (this.state === 'failed') throw new StorageDriverError(NAME, `write ${this.path}: an earlier write failed`, this.error);
+    try {
+      if (this.inFlight) await this.inFlight;
+      this.inFlight = undefined;
+      if (this.uploadId) {
+        if (this.buffered > 0) {
+          const body = Buffer.concat(this.buffer, this.buffered);
+          this.buffer = [];
+          this.buffered = 0;
+          this.parts.push(await this.driver.uploadPart(this.key, this.uploadId, this.parts.length + 1, body));
+        }
+        await this.driver.completeUpload(this.key, this.uploadId, this.parts);
+        this.uploadId = undefined;
+      } else if (this.buffered > 0 || this.truncate) {
+        const body = Buffer.concat(this.buffer, this.buffered);
+        this.buffer = [];
+        this.buffered = 0;
+        await this.driver.putObject(this.key, body);
+      }
+    } catch (err) {
+      this.error = err;
+      await this.abort();
+      throw new StorageDriverError(NAME, `write ${this.path}: ${(err as Error)?.message ?? err}`, err);
+    }
+  }
+
+  private async abort(): Promise<void> {
+    this.buffer = [];
+    this.buffered = 0;
+    const id = this.uploadId;
+    this.uploadId = undefined;
+    if (this.inFlight) await this.inFlight.catch(() => {});
+    if (id) await this.driver.abortUpload(this.key, id).catch(() => {});
+  }
+
+  async commit(): Promise<void> {
+    if (this.state !== 'open') return this.refuse('commit');
+    this.state = 'committed';
+    await this.finish();
+  }
+
+  async close(): Promise<void> {
+    if (this.state === 'closed' || this.state === 'committed' || this.state === 'cancelled') return;
+    if (this.state === 'failed') {
+      this.state = 'closed';
+      return;
+    }
+    this.state = 'closed';
+    await this.finish();
+  }
+
+  async cancel(): Promise<void> {
+    if (this.state === 'committed') return this.refuse('cancel');
+    if (this.state === 'cancelled') return;
+    this.state = 'cancelled';
+    await this.queue;
+    await this.abort();
+    try {
+      await this.driver.deleteObject(this.key);
+    } catch (err) {
+      if (!isNoSuchKey(err)) throw new StorageDriverError(NAME, `cancel ${this.path}: ${(err as Error)?.message ?? err}`, err);
+    }
+  }
+}
