@@ -4,16 +4,22 @@
  *
  *   wharf serve [config.yml]          run the registry (no file: the embedded default, filesystem under ./data)
  *   wharf config check <config.yml>   validate a configuration file and print its warnings
+ *   wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <d>] [--upload-age <d>] [--quiet]
+ *                                      [--every <d>] [--metrics-file <path>]   remove unreferenced content (server/gc)
  *
  * Exit codes: 0 success, 1 runtime failure, 2 invalid usage or configuration.
  */
 import { ConfigError, loadConfig, type WharfConfig } from './config/index.js';
+import { GC_USAGE, UsageError, garbageCollectCommand, parseGcArgs } from './gc/command.js';
 import { createLogger } from './logging.js';
 import { startServer } from './main.js';
+import { StorageError } from '../storage-drivers/driver.js';
 
 const USAGE = `usage:
   wharf serve [config.yml]
   wharf config check <config.yml>
+  wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <duration>] [--upload-age <duration>]
+                        [--quiet] [--every <duration>] [--metrics-file <path>]
 `;
 
 async function load(path: string | undefined): Promise<{ config: WharfConfig; warnings: string[] }> {
@@ -28,12 +34,25 @@ async function load(path: string | undefined): Promise<{ config: WharfConfig; wa
   }
 }
 
+/** A storage backend that cannot be used (missing bucket, bad credentials) ends the start with one clear line. */
+function startupFailure(err: unknown): never {
+  if (err instanceof StorageError) {
+    process.stderr.write(`wharf: cannot start: storage ${err.message}\n`);
+    process.exit(1);
+  }
+  throw err;
+}
+
 async function serve(path: string | undefined): Promise<void> {
   const { config, warnings } = await load(path);
   const logger = createLogger(config);
   for (const warning of warnings) logger.warn({ config: path ?? 'embedded default' }, warning);
-  const running = await startServer(config, logger);
-  if (process.env.WHARF_ANNOUNCE_LISTEN) process.stdout.write(`WHARF_LISTENING ${running.url}\n`);
+  const running = await startServer(config, logger).catch(startupFailure);
+  if (process.env.WHARF_ANNOUNCE_LISTEN) {
+    // For test harnesses that bind port 0: the addresses actually chosen, on lines of their own.
+    if (running.debugUrl) process.stdout.write(`WHARF_DEBUG_LISTENING ${running.debugUrl}\n`);
+    process.stdout.write(`WHARF_LISTENING ${running.url}\n`);
+  }
 
   let stopping = false;
   const stop = (signal: string) => {
@@ -52,6 +71,14 @@ async function serve(path: string | undefined): Promise<void> {
       },
     );
   };
+  // SIGHUP re-reads the configuration file and applies its auth rules, groups and users; the listener and open
+  // connections are untouched. A file that no longer loads leaves the running rules as they were.
+  process.on('SIGHUP', () => {
+    loadConfig({ path, env: process.env }).then(
+      ({ config: next }) => running.reloadAuth(next),
+      (err: unknown) => logger.error({ err: (err as Error).message }, 'SIGHUP: configuration not reloaded'),
+    ).catch((err: unknown) => logger.error({ err: (err as Error).message }, 'SIGHUP: configuration not reloaded'));
+  });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }
@@ -66,6 +93,20 @@ async function configCheck(path: string | undefined): Promise<void> {
   process.stderr.write(`configuration OK: ${path}\n`);
 }
 
+async function garbageCollect(args: string[]): Promise<void> {
+  let options: ReturnType<typeof parseGcArgs>;
+  try {
+    options = parseGcArgs(args);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`wharf: ${err.message}\n${GC_USAGE}`);
+    process.exit(2);
+  }
+  const { config, warnings } = await load(options.configPath);
+  if (!options.quiet) for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
+  process.exitCode = await garbageCollectCommand(config, options);
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -74,6 +115,8 @@ async function main(argv: string[]): Promise<void> {
     case 'config':
       if (rest[0] === 'check') return configCheck(rest[1]);
       break;
+    case 'garbage-collect':
+      return garbageCollect(rest);
     case '--help':
     case '-h':
     case 'help':

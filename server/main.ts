@@ -7,11 +7,17 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { createDriver } from '../storage-drivers/index.js';
+import { createDriver, verifyDriver, type DriverOptions } from '../storage-drivers/index.js';
 import type { StorageDriver } from '../storage-drivers/driver.js';
+import { createDescriptorCache } from './cache/index.js';
 import type { WharfConfig } from './config/index.js';
+import { startDebugServer } from './debug.js';
+import { Health } from './health.js';
+import { GcRecorder } from './gc/recorder.js';
 import { createApp } from './http/app.js';
+import { createAuth } from './http/auth-setup.js';
 import { createLogger } from './logging.js';
+import { Metrics, instrumentedDriver } from './metrics.js';
 import type { HttpOptions } from './http/context.js';
 import { purgeUploads } from './registry/purge.js';
 import { Registry } from './registry/registry.js';
@@ -20,13 +26,46 @@ export interface RunningServer {
   server: Server;
   /** Base URL of the listener (the first address for wildcard binds), e.g. http://127.0.0.1:5000 */
   url: string;
+  /** Base URL of the debug listener, when http.debug.addr is set. */
+  debugUrl?: string;
   /** Stop accepting, let in-flight requests finish (up to http.draintimeout), then close everything. */
   close(): Promise<void>;
+  /** Apply a re-read configuration's access rules, users and trusted certificates (SIGHUP); connections stay. */
+  reloadAuth(config: WharfConfig): void;
 }
 
 export function driverFor(config: WharfConfig): StorageDriver {
-  if (config.storage.driver === 'inmemory') return createDriver({ driver: 'inmemory' });
-  return createDriver({ driver: 'filesystem', rootDirectory: config.storage.filesystem.rootdirectory });
+  return createDriver(driverOptionsFor(config));
+}
+
+/** The storage-drivers options for the configured driver. */
+export function driverOptionsFor(config: WharfConfig): DriverOptions {
+  const { storage } = config;
+  if (storage.driver === 'inmemory') return { driver: 'inmemory' };
+  if (storage.driver === 's3' && storage.s3) {
+    const s3 = storage.s3;
+    return {
+      driver: 's3',
+      bucket: s3.bucket,
+      region: s3.region,
+      regionEndpoint: s3.regionendpoint,
+      forcePathStyle: s3.forcepathstyle,
+      accessKey: s3.accesskey,
+      secretKey: s3.secretkey,
+      sessionToken: s3.sessiontoken,
+      rootDirectory: s3.rootdirectory,
+      chunkSize: s3.chunksize,
+      multipartCopyChunkSize: s3.multipartcopychunksize,
+      multipartCopyMaxConcurrency: s3.multipartcopymaxconcurrency,
+      multipartCopyThresholdSize: s3.multipartcopythresholdsize,
+      secure: s3.secure,
+      skipVerify: s3.skipverify,
+      storageClass: s3.storageclass,
+      encrypt: s3.encrypt,
+      keyId: s3.keyid,
+    };
+  }
+  return { driver: 'filesystem', rootDirectory: storage.filesystem.rootdirectory };
 }
 
 export function httpOptions(config: WharfConfig): HttpOptions {
@@ -53,14 +92,33 @@ export function parseAddr(addr: string): { host?: string; port: number } {
 }
 
 export async function startServer(config: WharfConfig, logger = createLogger(config)): Promise<RunningServer> {
-  const registry = new Registry(driverFor(config), {
-    descriptorCacheSize: config.storage.cache.blobdescriptor === 'inmemory' ? config.storage.cache.blobdescriptorsize : undefined,
+  // A missing bucket or bad credentials stop the start here, with a StorageError saying which.
+  await verifyDriver(driverOptionsFor(config));
+  const metrics = config.http.debug?.prometheus.enabled ? new Metrics() : undefined;
+  const driver = metrics ? instrumentedDriver(driverFor(config), metrics) : driverFor(config);
+  const health = new Health(driver, config.health.storagedriver, logger, metrics);
+  health.start();
+  // The garbage collector's live set: record what is linked while a GC run holds its lock (server/gc/worker.ts).
+  const gcRecorder = new GcRecorder(driver, { onError: (err) => logger.warn({ err }, 'gc lock check failed') });
+  await gcRecorder.start();
+  // Authentication first: it may generate the token signing key and certificate, and it decides mount rules.
+  const auth = await createAuth(config, logger);
+  const registry = new Registry(driver, {
+    // With access checks, a mount without `from` could reveal blobs of repositories the caller cannot read.
+    mayMountWithoutFrom: auth.checksRequests ? () => false : undefined,
+    // storage.cache.blobdescriptor (inmemory or redis); a Redis that is down only means no cache until it is back.
+    descriptorCache: await createDescriptorCache(config, { logger }),
+    recorder: gcRecorder,
   });
+  if (registry.descriptorCache) gcRecorder.guard(registry.descriptorCache);
   const app = createApp({
     registry,
     logger,
     options: httpOptions(config),
     accessLogDisabled: config.log.accesslog.disabled,
+    metrics,
+    health,
+    auth: auth.hooks,
   });
   const handler = app.callback();
   const server = config.http.tls
@@ -96,11 +154,24 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
   }
   logger.info({ addr: config.http.addr, url, storage: config.storage.driver }, 'listening');
 
+  const debug = config.http.debug
+    ? await startDebugServer({
+        addr: parseAddr(config.http.debug.addr),
+        health,
+        metrics,
+        metricsPath: config.http.debug.prometheus.path,
+      })
+    : undefined;
+  if (debug) logger.info({ addr: config.http.debug!.addr, url: debug.url, metrics: Boolean(metrics) }, 'debug listener');
+
   const stopPurging = schedulePurging(config, registry, logger);
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     stopPurging();
+    gcRecorder.stop();
+    health.stop();
+    debug?.server.close();
     closing ??= new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         logger.warn({ drainTimeoutMs: config.http.draintimeout }, 'drain timeout reached; closing open connections');
@@ -109,13 +180,14 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
       timer.unref();
       server.close(() => {
         clearTimeout(timer);
+        void registry.descriptorCache?.close().catch(() => {});
         resolve();
       });
       server.closeIdleConnections();
     });
     return closing;
   };
-  return { server, url, close };
+  return { server, url, debugUrl: debug?.url, close, reloadAuth: (next) => auth.reload(next) };
 }
 
 /**

@@ -5,6 +5,8 @@
 import { randomUUID } from 'node:crypto';
 import Koa, { type Next } from 'koa';
 import { InvalidPathError, StorageError } from '../../storage-drivers/driver.js';
+import type { Health } from '../health.js';
+import type { Metrics } from '../metrics.js';
 import { RegistryError } from '../registry/errors.js';
 import { deleteBlob, getBlob } from './blobs.js';
 import type { AppDeps, RegistryContext } from './context.js';
@@ -51,6 +53,37 @@ function toRegistryError(err: unknown): RegistryError {
   return new RegistryError('UNKNOWN', 'internal server error');
 }
 
+const HEALTH_PATHS = new Set(['/healthz', '/readyz']);
+
+/**
+ * Socket byte counters as last accounted for. Node reads ahead (a request's body is often in the socket buffer
+ * before the first middleware runs), so a request is charged with everything the connection read since the previous
+ * request on it was accounted for: exact for HTTP/1.1 without pipelining, which is what clients use.
+ */
+const accounted = new WeakMap<object, { read: number; written: number }>();
+
+/** Count one answered request (bytes are the connection's, headers included). */
+function observeRequest(metrics: Metrics, ctx: Koa.Context, route: string, seconds: number): void {
+  const socket = ctx.req.socket;
+  const labels = { route, method: ctx.method };
+  metrics.inFlight.dec();
+  metrics.httpRequests.inc({ ...labels, status: String(ctx.status) });
+  metrics.httpDuration.observe(labels, seconds);
+  const before = accounted.get(socket) ?? { read: 0, written: 0 };
+  // A streamed body is still being written when this runs: count what the response promised for it.
+  const written = Math.max(socket.bytesWritten, before.written + Number(ctx.response.length ?? 0));
+  metrics.receivedBytes.inc({ route }, Math.max(socket.bytesRead - before.read, 0));
+  metrics.sentBytes.inc({ route }, Math.max(written - before.written, 0));
+  accounted.set(socket, { read: socket.bytesRead, written });
+}
+
+/** Answer a probe: liveness is the process answering at all; readiness runs every check now. */
+export async function answerHealth(ctx: Koa.Context, health: Health, kind: 'liveness' | 'readiness'): Promise<void> {
+  const report = kind === 'liveness' ? { ready: true, checks: {} } : await health.readiness();
+  ctx.status = report.ready ? 200 : 503;
+  ctx.body = { status: report.ready ? 'ok' : 'unavailable', checks: report.checks };
+}
+
 export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
   // Honour X-Forwarded-Proto/Host from a reverse proxy when building Location URLs (registry:2 does too).
@@ -60,6 +93,7 @@ export function createApp(deps: AppDeps): Koa {
   // 1. Errors: every failure becomes the spec's JSON envelope. Registered first so it sees everything.
   app.use(async (ctx: Koa.Context, next: Next) => {
     const started = process.hrtime.bigint();
+    deps.metrics?.inFlight.inc();
     const requestId = ctx.get('X-Request-Id') || randomUUID();
     const setCommonHeaders = () => {
       ctx.set('X-Request-Id', requestId);
@@ -93,18 +127,44 @@ export function createApp(deps: AppDeps): Koa {
       ctx.body = regErr.toJSON();
       ctx.set('Content-Type', 'application/json');
     } finally {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const match = (ctx.state as Partial<RegistryContext['state']>).match;
+      const route = match?.route ?? (HEALTH_PATHS.has(ctx.path) ? 'health' : 'none');
+      if (deps.metrics) observeRequest(deps.metrics, ctx, route, seconds);
       if (!deps.accessLogDisabled) {
-        const ms = Number(process.hrtime.bigint() - started) / 1e6;
         logger.info(
-          { requestId, method: ctx.method, path: ctx.path, status: ctx.status, durationMs: Math.round(ms * 10) / 10,
-            remote: ctx.ip },
+          { requestId, method: ctx.method, path: ctx.path, route, repository: match?.name, status: ctx.status,
+            durationMs: Math.round(seconds * 10_000) / 10, remote: ctx.ip },
           'request',
         );
       }
     }
   });
 
-  // 2. Routing and dispatch.
+  // 2. Health: `/healthz` (liveness) and `/readyz` (readiness) for probes, outside the API and its access rules;
+  //    and registry:2's `health.storagedriver`: while storage is failing, the API answers 503.
+  app.use(async (ctx: Koa.Context, next: Next) => {
+    if (deps.health && HEALTH_PATHS.has(ctx.path) && (ctx.method === 'GET' || ctx.method === 'HEAD')) {
+      await answerHealth(ctx, deps.health, ctx.path === '/readyz' ? 'readiness' : 'liveness');
+      return;
+    }
+    if (deps.health && !deps.health.storageHealthy()) {
+      throw new RegistryError('UNAVAILABLE', 'storage is unavailable', {
+        detail: { storage: deps.health.storageError() },
+      });
+    }
+    await next();
+  });
+
+  // 3. The built-in token server's endpoint (auth.tokenserver.path), outside the API and its prefix.
+  if (deps.auth) {
+    const auth = deps.auth;
+    app.use(async (ctx: Koa.Context, next: Next) => {
+      if (!(await auth.serveToken(ctx))) await next();
+    });
+  }
+
+  // 4. Routing and dispatch.
   app.use(async (ctx: Koa.Context) => {
     let path = ctx.path;
     if (options.prefix) {
@@ -127,7 +187,15 @@ export function createApp(deps: AppDeps): Koa {
     const rctx = ctx as RegistryContext;
     rctx.state.match = match;
     rctx.state.deps = deps;
-    await handler(rctx);
+    // Who is calling and may they (server/http/auth.ts); it can also turn an unreadable mount into an upload.
+    if (deps.auth) await deps.auth.authorize(rctx);
+    const uploading = (match.route === 'upload' || match.route === 'uploadStart') && ctx.method !== 'GET' && ctx.method !== 'DELETE';
+    if (uploading) deps.metrics?.uploadsInProgress.inc();
+    try {
+      await handler(rctx);
+    } finally {
+      if (uploading) deps.metrics?.uploadsInProgress.dec();
+    }
   });
 
   // Koa logs unhandled errors itself unless told otherwise; ours were already answered and logged above.

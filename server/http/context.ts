@@ -4,8 +4,11 @@
  */
 import type { Context } from 'koa';
 import type { Logger } from 'pino';
+import type { Health } from '../health.js';
+import type { Metrics } from '../metrics.js';
 import { RegistryError } from '../registry/errors.js';
 import type { Registry } from '../registry/registry.js';
+import type { AuthHooks } from './auth-setup.js';
 import type { RouteMatch } from './routes.js';
 
 export interface HttpOptions {
@@ -31,11 +34,17 @@ export interface AppDeps {
   options: HttpOptions;
   /** registry:2 `log.accesslog.disabled`. */
   accessLogDisabled?: boolean;
+  /** Authentication and access control (server/http/auth.ts); absent when no `auth` is configured. */
+  auth?: AuthHooks;
+  metrics?: Metrics;
+  health?: Health;
 }
 
 export interface RegistryState {
   match: RouteMatch;
   deps: AppDeps;
+  /** Set by the access check when rules are in force: the catalog lists only names this returns true for. */
+  catalogFilter?: (name: string) => boolean;
 }
 
 export type RegistryContext = Context & { state: RegistryState };

@@ -23,6 +23,8 @@ export const ERROR_CODES = {
   TOOMANYREQUESTS: { status: 429, message: 'too many requests' },
   /** Not in the spec's table, which governs 4xx bodies only: the server's own failures (5xx), as registry:2. */
   UNKNOWN: { status: 500, message: 'unknown error' },
+  /** registry:2's answer while a health check fails (5xx, outside the spec's table). */
+  UNAVAILABLE: { status: 503, message: 'service unavailable' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

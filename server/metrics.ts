@@ -1,0 +1,142 @@
+/**
+ * Prometheus metrics (prom-client), served on the debug listener (registry:2's `http.debug.addr` with
+ * `http.debug.prometheus`). One registry per process; every metric name starts with `wharf_`.
+ *
+ *   wharf_http_requests_total{route,method,status}           requests answered
+ *   wharf_http_request_duration_seconds{route,method}         latency histogram
+ *   wharf_http_received_bytes_total{route}                    bytes read from clients (headers included)
+ *   wharf_http_sent_bytes_total{route}                        bytes written to clients (headers included)
+ *   wharf_http_requests_in_flight                             requests being served now
+ *   wharf_uploads_in_progress                                 upload requests streaming a body now
+ *   wharf_storage_operation_duration_seconds{driver,operation} storage driver latency
+ *   wharf_storage_operation_errors_total{driver,operation}    storage driver failures (a missing path is not one)
+ *   wharf_storage_healthy                                     1 when the storage health check passes
+ *   plus Node's default process metrics (wharf_process_*, wharf_nodejs_*)
+ */
+import type { Readable } from 'node:stream';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import {
+  PathNotFoundError,
+  type FileInfo,
+  type FileWriter,
+  type StorageDriver,
+  type WalkOptions,
+} from '../storage-drivers/driver.js';
+
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly httpRequests = new Counter({
+    name: 'wharf_http_requests_total',
+    help: 'HTTP requests answered, by route, method and status.',
+    labelNames: ['route', 'method', 'status'] as const,
+    registers: [this.registry],
+  });
+
+  readonly httpDuration = new Histogram({
+    name: 'wharf_http_request_duration_seconds',
+    help: 'Time from request to response end, by route and method.',
+    labelNames: ['route', 'method'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [this.registry],
+  });
+
+  readonly receivedBytes = new Counter({
+    name: 'wharf_http_received_bytes_total',
+    help: 'Bytes read from clients, headers included, by route.',
+    labelNames: ['route'] as const,
+    registers: [this.registry],
+  });
+
+  readonly sentBytes = new Counter({
+    name: 'wharf_http_sent_bytes_total',
+    help: 'Bytes written to clients, headers included, by route.',
+    labelNames: ['route'] as const,
+    registers: [this.registry],
+  });
+
+  readonly inFlight = new Gauge({
+    name: 'wharf_http_requests_in_flight',
+    help: 'Requests being served now.',
+    registers: [this.registry],
+  });
+
+  readonly uploadsInProgress = new Gauge({
+    name: 'wharf_uploads_in_progress',
+    help: 'Blob upload requests streaming a body now.',
+    registers: [this.registry],
+  });
+
+  readonly storageDuration = new Histogram({
+    name: 'wharf_storage_operation_duration_seconds',
+    help: 'Storage driver operation latency (for streams: until the stream is open), by driver and operation.',
+    labelNames: ['driver', 'operation'] as const,
+    buckets: [0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+    registers: [this.registry],
+  });
+
+  readonly storageErrors = new Counter({
+    name: 'wharf_storage_operation_errors_total',
+    help: 'Storage driver operations that failed (a missing path is an answer, not a failure), by driver and operation.',
+    labelNames: ['driver', 'operation'] as const,
+    registers: [this.registry],
+  });
+
+  readonly storageHealthy = new Gauge({
+    name: 'wharf_storage_healthy',
+    help: '1 when the last storage health check passed, 0 when it failed.',
+    registers: [this.registry],
+  });
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'wharf_' });
+    this.storageHealthy.set(1);
+  }
+
+  /** The exposition text and its content type, for a scrape. */
+  async scrape(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}
+
+/**
+ * Wrap a storage driver so every operation is timed and its failures counted. Behaviour is unchanged: results and
+ * errors pass through as they are.
+ */
+export function instrumentedDriver(driver: StorageDriver, metrics: Metrics): StorageDriver {
+  const timed = async <T>(operation: string, fn: () => Promise<T>): Promise<T> => {
+    const end = metrics.storageDuration.startTimer({ driver: driver.name, operation });
+    try {
+      return await fn();
+    } catch (err) {
+      if (!(err instanceof PathNotFoundError)) metrics.storageErrors.inc({ driver: driver.name, operation });
+      throw err;
+    } finally {
+      end();
+    }
+  };
+  return {
+    name: driver.name,
+    getContent: (path) => timed('getContent', () => driver.getContent(path)),
+    putContent: (path, content) => timed('putContent', () => driver.putContent(path, content)),
+    reader: (path, offset, length): Promise<Readable> => timed('reader', () => driver.reader(path, offset, length)),
+    writer: (path, append): Promise<FileWriter> => timed('writer', () => driver.writer(path, append)),
+    stat: (path): Promise<FileInfo> => timed('stat', () => driver.stat(path)),
+    list: (path) => timed('list', () => driver.list(path)),
+    move: (from, to) => timed('move', () => driver.move(from, to)),
+    delete: (path) => timed('delete', () => driver.delete(path)),
+    redirectURL: (path, options) => timed('redirectURL', () => driver.redirectURL(path, options)),
+    walk: (path: string, options?: WalkOptions) =>
+      (async function* walk(): AsyncGenerator<FileInfo> {
+        const end = metrics.storageDuration.startTimer({ driver: driver.name, operation: 'walk' });
+        try {
+          yield* driver.walk(path, options);
+        } catch (err) {
+          if (!(err instanceof PathNotFoundError)) metrics.storageErrors.inc({ driver: driver.name, operation: 'walk' });
+          throw err;
+        } finally {
+          end();
+        }
+      })(),
+  };
+}

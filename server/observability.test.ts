@@ -1,0 +1,109 @@
+/**
+ * Metrics on the debug listener, the health probes, and registry:2's health.storagedriver behaviour, against a real
+ * Wharf process.
+ */
+import test from 'ava';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rename, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startWharf, type RunningWharf } from '../conformance/harness.js';
+
+const sha256 = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+function debugUrl(w: RunningWharf): string {
+  const m = /^WHARF_DEBUG_LISTENING (\S+)$/m.exec(w.output());
+  if (!m) throw new Error(`no debug listener announced:\n${w.output()}`);
+  return m[1]!;
+}
+
+/** The value of one sample line of a Prometheus exposition, or undefined. */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
+  }
+  return undefined;
+}
+
+async function waitFor(what: string, condition: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test('Prometheus metrics count requests, bytes and storage operations', async (t) => {
+  const w = await startWharf({ config: { http: { debug: { addr: '127.0.0.1:0', prometheus: { enabled: true } } } } });
+  t.teardown(() => w.stop());
+  const data = randomBytes(50_000);
+  const put = await fetch(`${w.url}/v2/metrics/app/blobs/uploads/?digest=${sha256(data)}`, { method: 'POST', body: data });
+  t.is(put.status, 201);
+  for (let i = 0; i < 3; i++) {
+    const get = await fetch(`${w.url}/v2/metrics/app/blobs/${sha256(data)}`);
+    t.is((await get.arrayBuffer()).byteLength, data.length);
+  }
+  await fetch(`${w.url}/v2/metrics/app/manifests/nope`);
+
+  const scrape = await fetch(`${debugUrl(w)}/metrics`);
+  t.is(scrape.status, 200);
+  t.regex(scrape.headers.get('content-type')!, /text\/plain/);
+  const text = await scrape.text();
+  t.is(sample(text, 'wharf_http_requests_total', { route: 'blob', method: 'GET', status: '200' }), 3);
+  t.is(sample(text, 'wharf_http_requests_total', { route: 'uploadStart', method: 'POST', status: '201' }), 1);
+  t.is(sample(text, 'wharf_http_requests_total', { route: 'manifest', method: 'GET', status: '404' }), 1);
+  t.true(sample(text, 'wharf_http_sent_bytes_total', { route: 'blob' })! >= 3 * data.length);
+  t.true(sample(text, 'wharf_http_received_bytes_total', { route: 'uploadStart' })! >= data.length);
+  t.is(sample(text, 'wharf_http_request_duration_seconds_count', { route: 'blob', method: 'GET' }), 3);
+  t.true(sample(text, 'wharf_storage_operation_duration_seconds_count', { driver: 'filesystem', operation: 'reader' })! >= 3);
+  t.is(sample(text, 'wharf_storage_operation_errors_total', { driver: 'filesystem', operation: 'stat' }) ?? 0, 0);
+  t.is(sample(text, 'wharf_uploads_in_progress'), 0);
+  t.true(sample(text, 'wharf_process_resident_memory_bytes')! > 0);
+});
+
+test('probes: /healthz, /readyz and /debug/health', async (t) => {
+  const w = await startWharf({ config: { http: { debug: { addr: '127.0.0.1:0' } } } });
+  t.teardown(() => w.stop());
+  const live = await fetch(`${w.url}/healthz`);
+  t.is(live.status, 200);
+  const ready = await fetch(`${w.url}/readyz`);
+  t.is(ready.status, 200);
+  t.deepEqual(await ready.json(), { status: 'ok', checks: { storagedriver_filesystem: 'ok' } });
+  const debug = await fetch(`${debugUrl(w)}/debug/health`);
+  t.is(debug.status, 200);
+  t.deepEqual(await debug.json(), {});
+  // Without prometheus.enabled, there is no metrics endpoint.
+  t.is((await fetch(`${debugUrl(w)}/metrics`)).status, 404);
+});
+
+test('health.storagedriver: failing storage turns the API to 503 until it recovers', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'wharf-health-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const root = join(dir, 'data');
+  await mkdir(root);
+  const w = await startWharf({
+    rootDirectory: root,
+    config: { health: { storagedriver: { enabled: true, interval: '50ms', threshold: 2 } } },
+  });
+  t.teardown(() => w.stop());
+  t.is((await fetch(`${w.url}/v2/`)).status, 200);
+
+  // Break the storage root: a symlink pointing at itself makes every access fail with ELOOP.
+  await rename(root, `${root}.away`);
+  await symlink(root, root);
+  await waitFor('the API to answer 503', async () => (await fetch(`${w.url}/v2/`)).status === 503);
+  const res = await fetch(`${w.url}/v2/some/repo/tags/list`);
+  t.is(res.status, 503);
+  t.is(((await res.json()) as { errors: { code: string }[] }).errors[0]!.code, 'UNAVAILABLE');
+  t.is((await fetch(`${w.url}/readyz`)).status, 503);
+  t.is((await fetch(`${w.url}/healthz`)).status, 200, 'liveness does not depend on storage');
+
+  await rm(root);
+  await rename(`${root}.away`, root);
+  await waitFor('the API to recover', async () => (await fetch(`${w.url}/v2/`)).status === 200);
+  t.is((await fetch(`${w.url}/readyz`)).status, 200);
+});
