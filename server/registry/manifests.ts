@@ -33,7 +33,7 @@ export interface PutManifestResult {
 }
 
 export interface ManifestHooks {
-  /** Called for every digest a pushed manifest makes live (itself, blobs, children). */
+  /** Called for every digest a pushed manifest makes live (itself, blobs, children), before anything is checked. */
   onReferenced?(name: string, digests: string[]): Promise<void> | void;
 }
 
@@ -158,6 +158,9 @@ export class ManifestStore {
     }
     const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...extraTags.map(validateTag)])];
 
+    // Before the existence checks: the garbage collector re-checks this record before deleting anything, so a blob
+    // checked here is either kept or found missing (MANIFEST_BLOB_UNKNOWN), never deleted after the check.
+    await this.hooks.onReferenced?.(name, [digest.value, ...parsed.blobs.map((b) => b.value), ...parsed.manifests.map((m) => m.value)]);
     const missing: string[] = [];
     let supplyEmptyConfig: Digest | undefined;
     for (const blob of parsed.blobs) {
@@ -179,7 +182,6 @@ export class ManifestStore {
       await this.blobs.putContent(supplyEmptyConfig, EMPTY_JSON);
       await this.blobs.link(name, supplyEmptyConfig);
     }
-    await this.hooks.onReferenced?.(name, [digest.value, ...parsed.blobs.map((b) => b.value), ...parsed.manifests.map((m) => m.value)]);
     await this.blobs.putContent(digest, content);
     await this.driver.putContent(layout.revisionLinkPath(name, digest), digest.value);
     if (parsed.subject) {

@@ -55,6 +55,8 @@ export function uploadRangeHeader(offset: number): string {
 
 /** Hooks the registry uses to learn about commits (the garbage collector's live set listens here later). */
 export interface UploadHooks {
+  /** Called after the digest is verified and before the bytes are committed and linked (the GC live set). */
+  beforeBlobLinked?(name: string, digest: string): Promise<void> | void;
   onBlobLinked?(name: string, digest: string): Promise<void> | void;
 }
 
@@ -242,6 +244,7 @@ export class UploadStore {
           detail: { digest: digest.value, actual },
         });
       }
+      await this.hooks.beforeBlobLinked?.(name, digest.value);
       const existing = await this.blobs.statContent(digest);
       if (!existing || existing.size !== size) {
         await this.driver.move(layout.uploadDataPath(name, id), layout.blobDataPath(digest));

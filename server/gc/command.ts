@@ -1,0 +1,152 @@
+/**
+ * `wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <duration>] [--upload-age <duration>]
+ *                                     [--quiet] [--every <duration>] [--metrics-file <path>]`
+ *
+ * registry:2's command and flags, plus ours. Loads the same configuration and storage driver as the server and runs
+ * ./worker.ts. Exit codes: 0 done, 1 the run failed (or the lock is held by another run), 2 invalid usage.
+ */
+import { writeFile, rename } from 'node:fs/promises';
+import { createDriver } from '../../storage-drivers/index.js';
+import type { StorageDriver } from '../../storage-drivers/driver.js';
+import { nanosToMillis, parseGoDuration } from '../config/duration.js';
+import type { WharfConfig } from '../config/index.js';
+import { createDescriptorCache, type BlobDescriptorCache } from '../cache/index.js';
+import { metricsText, newStats, startProgress, summaryText } from './report.js';
+import { LockBusyError } from './state.js';
+import { DEFAULT_GRACE_MS, DEFAULT_UPLOAD_AGE_MS, collectGarbage } from './worker.js';
+
+export const GC_USAGE = `usage: wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <duration>]
+                             [--upload-age <duration>] [--quiet] [--every <duration>] [--metrics-file <path>]
+`;
+
+export interface GcCommandOptions {
+  configPath: string;
+  dryRun: boolean;
+  deleteUntagged: boolean;
+  graceMs: number;
+  uploadAgeMs: number;
+  quiet: boolean;
+  everyMs?: number;
+  metricsFile?: string;
+}
+
+export class UsageError extends Error {}
+
+function duration(flag: string, text: string | undefined): number {
+  if (text === undefined) throw new UsageError(`${flag} needs a duration such as 1h or 30m`);
+  try {
+    return nanosToMillis(parseGoDuration(text));
+  } catch (err) {
+    throw new UsageError(`${flag}: ${(err as Error).message}`);
+  }
+}
+
+export function parseGcArgs(args: string[]): GcCommandOptions {
+  let configPath: string | undefined;
+  const options: Omit<GcCommandOptions, 'configPath'> = {
+    dryRun: false, deleteUntagged: false, graceMs: DEFAULT_GRACE_MS, uploadAgeMs: DEFAULT_UPLOAD_AGE_MS, quiet: false,
+  };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    const value = () => inline ?? args[++i];
+    switch (flag) {
+      case '--dry-run': case '-d': options.dryRun = true; break;
+      case '--delete-untagged': case '-m': options.deleteUntagged = true; break;
+      case '--quiet': case '-q': options.quiet = true; break;
+      case '--grace': options.graceMs = duration('--grace', value()); break;
+      case '--upload-age': options.uploadAgeMs = duration('--upload-age', value()); break;
+      case '--every': options.everyMs = duration('--every', value()); break;
+      case '--metrics-file': {
+        const v = value();
+        if (!v) throw new UsageError('--metrics-file needs a path');
+        options.metricsFile = v;
+        break;
+      }
+      default:
+        if (arg.startsWith('-') || configPath !== undefined) throw new UsageError(`unexpected argument: ${arg}`);
+        configPath = arg;
+    }
+  }
+  if (configPath === undefined) throw new UsageError('a configuration file is required');
+  if (options.everyMs !== undefined && options.everyMs <= 0) throw new UsageError('--every must be positive');
+  return { configPath, ...options };
+}
+
+/** The storage driver the configuration names (the GC never builds the HTTP app, so not server/main.ts). */
+export function gcDriverFor(config: WharfConfig): StorageDriver {
+  if (config.storage.driver === 'inmemory') return createDriver({ driver: 'inmemory' });
+  return createDriver({ driver: 'filesystem', rootDirectory: config.storage.filesystem.rootdirectory });
+}
+
+async function writeMetricsFile(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, text);
+  await rename(tmp, path);
+}
+
+/** One run with output; resolves to the exit code. */
+async function runOnce(driver: StorageDriver, o: GcCommandOptions, cache?: BlobDescriptorCache): Promise<number> {
+  const stats = newStats(o.dryRun);
+  const stopProgress = o.quiet ? () => {} : startProgress(stats, process.stderr);
+  let code = 0;
+  try {
+    await collectGarbage(driver, {
+      dryRun: o.dryRun,
+      deleteUntagged: o.deleteUntagged,
+      graceMs: o.graceMs,
+      uploadAgeMs: o.uploadAgeMs,
+      stats,
+      forget: cache ? (d) => cache.forget(d) : undefined,
+      forgetLink: cache ? (repo, d) => cache.forgetLink(repo, d) : undefined,
+      onDelete: o.dryRun && !o.quiet ? (kind, what) => process.stdout.write(`would delete ${kind} ${what}\n`) : undefined,
+    });
+    stopProgress();
+    process.stdout.write(summaryText(stats));
+  } catch (err) {
+    stopProgress();
+    code = 1;
+    if (err instanceof LockBusyError) process.stderr.write(`wharf: garbage collection skipped: ${err.message}\n`);
+    else process.stderr.write(`wharf: garbage collection failed: ${(err as Error).stack ?? String(err)}\n`);
+  }
+  if (o.metricsFile) await writeMetricsFile(o.metricsFile, metricsText(stats, code === 0));
+  return code;
+}
+
+/** Run once, or every `everyMs` until SIGTERM/SIGINT (a run in progress finishes first). */
+export async function garbageCollectCommand(config: WharfConfig, o: GcCommandOptions): Promise<number> {
+  const driver = gcDriverFor(config);
+  // A shared (Redis) descriptor cache is told about every delete; an in-memory one lives in each server, which
+  // keeps it switched off while the lock is held (./recorder.ts).
+  const cache = config.storage.cache.blobdescriptor === 'redis' ? await createDescriptorCache(config) : undefined;
+  try {
+    return await runCommand(driver, o, cache);
+  } finally {
+    await cache?.close();
+  }
+}
+
+async function runCommand(driver: StorageDriver, o: GcCommandOptions, cache?: BlobDescriptorCache): Promise<number> {
+  if (o.everyMs === undefined) return runOnce(driver, o, cache);
+  let stopping = false;
+  let wake: () => void = () => {};
+  const stop = () => {
+    stopping = true;
+    wake();
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  let last = 0;
+  while (!stopping) {
+    last = await runOnce(driver, o, cache);
+    if (stopping) break;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, o.everyMs);
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+  return last;
+}

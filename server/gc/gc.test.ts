@@ -1,0 +1,314 @@
+/**
+ * The collector over the real registry domain and the real filesystem driver: what is kept, what is deleted, the
+ * grace rule, the live-set re-check, the descriptor cache, and the lock.
+ */
+import test from 'ava';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseDigest, parseReference } from '../registry/reference.js';
+import * as layout from '../registry/layout.js';
+import { GcRecorder } from './recorder.js';
+import {
+  LOCK_PATH, LockBusyError, METRICS_PATH, StorageGcLock, StorageLiveSet, TRASH_ROOT,
+} from './state.js';
+import { restoreTrash } from './sweep.js';
+import {
+  ageAll, fixture, hasBlob, pullsCompletely, pushBlob, pushImage, pushIndex, randomBlob, storedBlobs, type Fixture,
+} from './test-helpers.js';
+import { collectGarbage, type GcOptions } from './worker.js';
+
+const HOUR = 3_600_000;
+
+/** A run with no server around: no propagation wait, a short lock settle. */
+function gc(f: Fixture, options: GcOptions = {}) {
+  return collectGarbage(f.driver, {
+    graceMs: 60_000,
+    propagationMs: 0,
+    lock: new StorageGcLock(f.driver, { settleMs: 5 }),
+    ...options,
+  });
+}
+
+test('two images sharing a layer: untag one, the shared layer and the other image survive', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const shared = randomBlob(4096);
+  const a = await pushImage(f.registry, 'team/app', 'a', [shared, randomBlob()]);
+  const b = await pushImage(f.registry, 'team/app', 'b', [a.layers[0]!, randomBlob()]);
+  await f.registry.manifests.delete('team/app', parseReference('a'));
+  await ageAll(f.root, HOUR);
+
+  const stats = await gc(f, { deleteUntagged: true });
+
+  t.true(await pullsCompletely(f.registry, 'team/app', 'b'));
+  t.true(await hasBlob(f.root, a.layers[0]!.digest), 'shared layer kept');
+  for (const gone of [a.manifest, a.config, a.layers[1]!]) t.false(await hasBlob(f.root, gone.digest), `${gone.digest} deleted`);
+  t.false(await f.registry.manifests.hasRevision('team/app', parseDigest(a.manifest.digest)));
+  t.false(await f.registry.blobs.isLinked('team/app', parseDigest(a.layers[1]!.digest)), 'exclusive layer link removed');
+  t.is(stats.blobsDeleted, 3);
+  t.is(stats.manifestsDeleted, 1);
+  t.is(stats.bytesFreed, a.manifest.size + a.config.size + a.layers[1]!.size);
+  t.deepEqual([...(await storedBlobs(f.driver))].sort(), [b.manifest.digest, b.config.digest, ...b.layers.map((l) => l.digest)].sort());
+  // The lock is released and the metrics of the run are in storage.
+  await t.throwsAsync(stat(join(f.root, LOCK_PATH)));
+  t.regex(await readFile(join(f.root, METRICS_PATH), 'utf8'), /wharf_gc_blobs_deleted 3\n/);
+});
+
+test('without --delete-untagged an untagged revision and its blobs are kept', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const a = await pushImage(f.registry, 'app', 'a', [randomBlob()]);
+  await f.registry.manifests.delete('app', parseReference('a'));
+  const orphan = await pushBlob(f.registry, 'app', randomBlob());
+  await ageAll(f.root, HOUR);
+  const stats = await gc(f);
+  t.true(await pullsCompletely(f.registry, 'app', a.manifest.digest));
+  t.false(await hasBlob(f.root, orphan.digest), 'an unreferenced layer is collected');
+  t.is(stats.blobsDeleted, 1);
+  t.is(stats.manifestsDeleted, 0);
+});
+
+test('multi-arch index with --delete-untagged keeps its untagged children; a dangling manifest goes', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const amd = await pushImage(f.registry, 'multi', undefined, [randomBlob()]);
+  const arm = await pushImage(f.registry, 'multi', undefined, [randomBlob()]);
+  const stray = await pushImage(f.registry, 'multi', undefined, [randomBlob()]);
+  await pushIndex(f.registry, 'multi', 'latest', [amd.manifest, arm.manifest]);
+  await ageAll(f.root, HOUR);
+
+  const stats = await gc(f, { deleteUntagged: true });
+  t.true(await pullsCompletely(f.registry, 'multi', 'latest'));
+  for (const kept of [amd, arm]) t.true(await f.registry.manifests.hasRevision('multi', parseDigest(kept.manifest.digest)));
+  t.false(await f.registry.manifests.hasRevision('multi', parseDigest(stray.manifest.digest)));
+  for (const gone of [stray.manifest, stray.config, ...stray.layers]) t.false(await hasBlob(f.root, gone.digest));
+  t.is(stats.manifestsDeleted, 1);
+  t.is(stats.blobsDeleted, 3);
+});
+
+test('referrers live as long as their subject', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const live = await pushImage(f.registry, 'signed', 'v1', [randomBlob()]);
+  const dead = await pushImage(f.registry, 'signed', 'v0', [randomBlob()]);
+  const sigLive = await pushImage(f.registry, 'signed', undefined, [randomBlob(64)], { subject: live.manifest, artifactType: 'application/vnd.example.sig' });
+  const sigDead = await pushImage(f.registry, 'signed', undefined, [randomBlob(64)], { subject: dead.manifest, artifactType: 'application/vnd.example.sig' });
+  // The SBOM of the signature: a referrer of a referrer, live through the chain.
+  const sbom = await pushImage(f.registry, 'signed', undefined, [randomBlob(64)], { subject: sigLive.manifest, artifactType: 'application/vnd.example.sbom' });
+  // The subject is deleted outright: even without --delete-untagged its referrer goes.
+  await f.registry.manifests.delete('signed', parseReference(dead.manifest.digest));
+  await ageAll(f.root, HOUR);
+
+  const stats = await gc(f);
+  t.deepEqual((await f.registry.manifests.referrers('signed', parseDigest(live.manifest.digest))).map((d) => d.digest), [sigLive.manifest.digest]);
+  t.deepEqual((await f.registry.manifests.referrers('signed', parseDigest(dead.manifest.digest))).map((d) => d.digest), []);
+  t.true(await pullsCompletely(f.registry, 'signed', sigLive.manifest.digest));
+  t.true(await pullsCompletely(f.registry, 'signed', sbom.manifest.digest));
+  t.false(await f.registry.manifests.hasRevision('signed', parseDigest(sigDead.manifest.digest)));
+  for (const gone of [dead.manifest, dead.config, ...dead.layers, sigDead.manifest, ...sigDead.layers]) {
+    t.false(await hasBlob(f.root, gone.digest), `${gone.digest} deleted`);
+  }
+  t.is(stats.manifestsDeleted, 1);
+
+  // With --delete-untagged the referrers of the tagged subject still survive.
+  await gc(f, { deleteUntagged: true });
+  t.true(await pullsCompletely(f.registry, 'signed', sigLive.manifest.digest));
+  t.true(await pullsCompletely(f.registry, 'signed', sbom.manifest.digest));
+});
+
+test('dry run reports what a real run deletes and deletes nothing', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const a = await pushImage(f.registry, 'dry', 'a', [randomBlob()]);
+  await pushImage(f.registry, 'dry', 'b', [randomBlob()]);
+  await f.registry.manifests.delete('dry', parseReference('a'));
+  await pushBlob(f.registry, 'gone/repo', randomBlob());
+  await ageAll(f.root, HOUR);
+  const before = await storedBlobs(f.driver);
+
+  const wouldDelete: string[] = [];
+  const dry = await gc(f, { dryRun: true, deleteUntagged: true, onDelete: (kind, what) => wouldDelete.push(`${kind} ${what}`) });
+  t.deepEqual(await storedBlobs(f.driver), before);
+  t.true(await pullsCompletely(f.registry, 'dry', a.manifest.digest), 'the untagged revision is still there');
+  t.true(wouldDelete.includes(`blob ${a.config.digest}`));
+  t.true(wouldDelete.includes('repository gone/repo'));
+
+  const real = await gc(f, { deleteUntagged: true });
+  for (const key of ['blobsDeleted', 'manifestsDeleted', 'bytesFreed', 'linksDeleted', 'repositoriesDeleted'] as const) {
+    t.is(real[key], dry[key], key);
+  }
+  t.is(real.repositoriesDeleted, 1);
+  t.deepEqual((await f.registry.catalog()).repositories, ['dry']);
+});
+
+test('nothing younger than the grace period is deleted', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const old = await pushBlob(f.registry, 'g', randomBlob());
+  await ageAll(f.root, HOUR);
+  // Uploaded just now and not yet referenced by a manifest (the client is about to push it).
+  const young = await pushBlob(f.registry, 'g', randomBlob());
+  const stats = await gc(f, { graceMs: 10 * 60_000 });
+  t.false(await hasBlob(f.root, old.digest));
+  t.true(await hasBlob(f.root, young.digest));
+  t.true(await f.registry.blobs.isLinked('g', parseDigest(young.digest)));
+  t.is(stats.blobsDeleted, 1);
+  // A manifest pushed later still finds it.
+  await pushImage(f.registry, 'g', 'now', [{ digest: young.digest, size: young.size, mediaType: young.mediaType }]);
+  t.true(await pullsCompletely(f.registry, 'g', 'now'));
+});
+
+test('a digest the server records while the sweeper works is kept (re-check before delete)', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const blobs = [await pushBlob(f.registry, 'race', randomBlob()), await pushBlob(f.registry, 'race', randomBlob())];
+  await ageAll(f.root, HOUR);
+  const liveSet = new StorageLiveSet(f.driver);
+  const rescued = blobs[0]!.digest;
+  const stats = await gc(f, {
+    liveSet,
+    // A server pushing a manifest that uses the blob records it at this very moment.
+    beforeBlobDelete: (d) => (d === rescued ? liveSet.record('other', [d]) : undefined),
+  });
+  t.true(await hasBlob(f.root, rescued));
+  t.false(await hasBlob(f.root, blobs[1]!.digest));
+  t.is(stats.blobsDeleted, 1);
+  let leftInTrash = 0;
+  for await (const info of f.driver.walk(TRASH_ROOT)) if (!info.isDir) leftInTrash++;
+  t.is(leftInTrash, 0, 'the rescued blob was moved back, the other deleted');
+});
+
+test('a manifest PUT needing a blob the collector removed fails with MANIFEST_BLOB_UNKNOWN', async (t) => {
+  const f = await fixture({ descriptorCacheSize: 100 });
+  t.teardown(f.remove);
+  const layer = await pushBlob(f.registry, 'late', randomBlob());
+  const config = await pushBlob(f.registry, 'late', Buffer.from('{}'), 'application/vnd.oci.image.config.v1+json');
+  await ageAll(f.root, HOUR);
+  await gc(f);
+  t.false(await hasBlob(f.root, layer.digest));
+  const bytes = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: config.mediaType, digest: config.digest, size: config.size },
+    layers: [{ mediaType: layer.mediaType, digest: layer.digest, size: layer.size }],
+  }));
+  const err = await t.throwsAsync(f.registry.manifests.put('late', parseReference('t'), bytes, 'application/vnd.oci.image.manifest.v1+json'));
+  t.is((err as { code?: string }).code, 'MANIFEST_BLOB_UNKNOWN');
+  t.false(await f.registry.manifests.hasRevision('late', parseDigest(`sha256:${(await import('node:crypto')).createHash('sha256').update(bytes).digest('hex')}`)));
+});
+
+test('a server with a descriptor cache never answers "exists" for a blob the collector deleted', async (t) => {
+  const f = await fixture({ descriptorCacheSize: 100 });
+  t.teardown(f.remove);
+  const recorder = new GcRecorder(f.driver, { pollMs: 20, staleMs: 100 });
+  recorder.guard(f.registry.descriptorCache!);
+  await recorder.start();
+  t.teardown(() => recorder.stop());
+  const blob = await pushBlob(f.registry, 'cached', randomBlob());
+  const d = parseDigest(blob.digest);
+  t.truthy(await f.registry.blobs.statContent(d));
+  t.is((await f.registry.descriptorCache!.stat(blob.digest))?.size, blob.size, 'the positive answer is cached');
+  await ageAll(f.root, HOUR);
+  await gc(f, { propagationMs: 300 });
+  t.false(await hasBlob(f.root, blob.digest));
+  t.is(await f.registry.blobs.statContent(d), undefined);
+  await t.throwsAsync(f.registry.blobs.stat('cached', d));
+});
+
+test('the server records what it links while a lock is held, and only then', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const recorder = new GcRecorder(f.driver, { pollMs: 20, staleMs: 1000 });
+  await recorder.start();
+  t.teardown(() => recorder.stop());
+  const { Registry } = await import('../registry/registry.js');
+  const registry = new Registry(f.driver, { recorder });
+  const liveSet = new StorageLiveSet(f.driver);
+
+  const before = await pushBlob(registry, 'rec', randomBlob());
+  t.false(await liveSet.has(before.digest), 'no lock: nothing recorded');
+
+  const lock = new StorageGcLock(f.driver, { settleMs: 5 });
+  await lock.acquire();
+  await recorder.check();
+  t.true(recorder.mayBeCollecting());
+  const during = await pushImage(registry, 'rec', 'x', [randomBlob(), before]);
+  for (const d of [during.manifest, during.config, ...during.layers]) t.true(await liveSet.has(d.digest), `${d.digest} recorded`);
+  t.true(await liveSet.hasRepository('rec'));
+  await lock.release();
+  await recorder.check();
+  t.false(recorder.mayBeCollecting());
+});
+
+test('never two collections at once; a crashed holder on this host is taken over', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const first = new StorageGcLock(f.driver, { settleMs: 5 });
+  await first.acquire();
+  await t.throwsAsync(gc(f), { instanceOf: LockBusyError });
+  await first.release();
+  await t.notThrowsAsync(gc(f));
+
+  // A lock left by a process that no longer exists on this host.
+  const dead = { owner: 'x', runId: 'r', host: (await import('node:os')).hostname(), pid: 2 ** 22 + 12345, acquiredAt: new Date().toISOString(), expiresAt: new Date(Date.now() + HOUR).toISOString() };
+  await f.driver.putContent(LOCK_PATH, JSON.stringify(dead));
+  await t.notThrowsAsync(gc(f));
+  // One held by a live process elsewhere (another host) blocks until it expires.
+  await f.driver.putContent(LOCK_PATH, JSON.stringify({ ...dead, host: 'elsewhere' }));
+  await t.throwsAsync(gc(f), { instanceOf: LockBusyError });
+  await f.driver.putContent(LOCK_PATH, JSON.stringify({ ...dead, host: 'elsewhere', expiresAt: new Date(Date.now() - 1).toISOString() }));
+  await t.notThrowsAsync(gc(f));
+});
+
+test('files an interrupted run left in trash are put back', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const img = await pushImage(f.registry, 'tr', 'v', [randomBlob()]);
+  const d = parseDigest(img.layers[0]!.digest);
+  t.true(await pullsCompletely(f.registry, 'tr', 'v'));
+  await f.driver.move(layout.blobDataPath(d), `${TRASH_ROOT}/deadrun/${layout.blobDataPath(d).slice(layout.ROOT.length + 1)}`);
+  t.false(await pullsCompletely(f.registry, 'tr', 'v'));
+  t.is(await restoreTrash(f.driver), 1);
+  t.true(await pullsCompletely(f.registry, 'tr', 'v'));
+  t.deepEqual(await f.driver.list(TRASH_ROOT), []);
+});
+
+test('stale upload sessions are purged, fresh ones kept', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  await pushImage(f.registry, 'up', 'v', [randomBlob()]);
+  const stale = await f.registry.uploads.start('up');
+  await f.driver.putContent(layout.uploadStartedAtPath('up', stale.id), new Date(Date.now() - 2 * HOUR).toISOString());
+  await ageAll(f.root, 2 * HOUR);
+  const fresh = await f.registry.uploads.start('up');
+  const stats = await gc(f, { uploadAgeMs: HOUR });
+  t.is(stats.uploadsPurged, 1);
+  await t.throwsAsync(f.registry.uploads.status('up', stale.id));
+  t.is((await f.registry.uploads.status('up', fresh.id)).offset, 0);
+});
+
+test('many blobs: only the garbage goes, memory follows live digests', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  // 40 images of 10 layers, half of them untagged; plus 400 stray blobs written straight into the content store.
+  const keep: string[] = [];
+  for (let i = 0; i < 40; i++) {
+    await pushImage(f.registry, `scale/r${i % 5}`, `t${i}`, Array.from({ length: 10 }, () => randomBlob(32)));
+    if (i % 2 === 0) await f.registry.manifests.delete(`scale/r${i % 5}`, parseReference(`t${i}`));
+    else keep.push(`scale/r${i % 5}:t${i}`);
+  }
+  for (let i = 0; i < 400; i++) {
+    const bytes = randomBlob(16);
+    const { sha256 } = await import('./test-helpers.js');
+    await f.driver.putContent(layout.blobDataPath(parseDigest(sha256(bytes))), bytes);
+  }
+  await ageAll(f.root, HOUR);
+  const total = (await storedBlobs(f.driver)).size;
+  const stats = await gc(f, { deleteUntagged: true });
+  t.is(stats.blobsDeleted, 400 + 20 * 12);
+  t.is((await storedBlobs(f.driver)).size, total - stats.blobsDeleted);
+  t.is(stats.blobsMarked, 20 * 12);
+  for (const ref of keep) {
+    const [repo, tag] = ref.split(':');
+    t.true(await pullsCompletely(f.registry, repo!, tag!), ref);
+  }
+});

@@ -1,0 +1,100 @@
+/**
+ * The server's half of the garbage-collection protocol (see ./worker.ts): watch the GC lock, and while it is held
+ *   - record every digest the server links, mounts or a pushed manifest references, before the link is written;
+ *   - keep the in-memory blob-descriptor cache empty and unused, so no "exists" answer comes from memory while
+ *     blobs may be deleted (it is emptied again when the lock is seen released).
+ * The lock is re-read every LOCK_POLL_MS. When the last successful read is older than LOCK_STALE_MS (storage slow
+ * or failing, event loop stalled) the server assumes a lock is held: it records and bypasses the cache.
+ */
+import type { StorageDriver } from '../../storage-drivers/driver.js';
+import type { DescriptorCache } from '../registry/blobs.js';
+import { LOCK_POLL_MS, LOCK_STALE_MS, StorageLiveSet, StorageLockProbe, type LiveSet, type LockProbe } from './state.js';
+
+export interface RecorderOptions {
+  probe?: LockProbe;
+  liveSet?: LiveSet;
+  pollMs?: number;
+  staleMs?: number;
+  /** Called when a check fails (for logging). */
+  onError?: (err: unknown) => void;
+}
+
+export class GcRecorder {
+  private readonly probe: LockProbe;
+  private readonly liveSet: LiveSet;
+  private readonly pollMs: number;
+  private readonly staleMs: number;
+  private held = false;
+  private checkedAt = 0;
+  private timer?: NodeJS.Timeout;
+  private inflight?: Promise<void>;
+  private readonly caches: DescriptorCache[] = [];
+
+  constructor(driver: StorageDriver, private readonly options: RecorderOptions = {}) {
+    this.probe = options.probe ?? new StorageLockProbe(driver);
+    this.liveSet = options.liveSet ?? new StorageLiveSet(driver);
+    this.pollMs = options.pollMs ?? LOCK_POLL_MS;
+    this.staleMs = options.staleMs ?? LOCK_STALE_MS;
+  }
+
+  /** Gate this descriptor cache on the lock: unused and empty while a collection may be deleting. */
+  guard(cache: DescriptorCache): void {
+    this.caches.push(cache);
+    cache.setGate(() => this.cacheUsable());
+  }
+
+  /** Start polling the lock; resolves after the first check. */
+  async start(): Promise<void> {
+    await this.check();
+    const tick = () => {
+      this.timer = setTimeout(() => void this.check().finally(tick), this.pollMs);
+      this.timer.unref();
+    };
+    tick();
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Re-read the lock now (one read at a time). */
+  check(): Promise<void> {
+    this.inflight ??= (async () => {
+      try {
+        const held = (await this.probe.current()) !== undefined;
+        if (held !== this.held) for (const cache of this.caches) cache.clear();
+        this.held = held;
+        this.checkedAt = Date.now();
+      } catch (err) {
+        this.options.onError?.(err);
+      } finally {
+        this.inflight = undefined;
+      }
+    })();
+    return this.inflight;
+  }
+
+  private fresh(): boolean {
+    return Date.now() - this.checkedAt <= this.staleMs;
+  }
+
+  /** Whether a collection may be running: a lock was seen, or our knowledge is too old to say it is not. */
+  mayBeCollecting(): boolean {
+    return this.held || !this.fresh();
+  }
+
+  cacheUsable(): boolean {
+    return !this.mayBeCollecting();
+  }
+
+  /**
+   * Record digests about to be linked or referenced in `repository`. Call before writing the link: the sweeper
+   * re-checks this record after moving a file aside, so a record written first always wins.
+   */
+  async record(repository: string, digests: string[]): Promise<void> {
+    if (!this.fresh()) await this.check();
+    if (!this.mayBeCollecting()) return;
+    await this.liveSet.record(repository, digests);
+  }
+}

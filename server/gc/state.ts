@@ -1,0 +1,249 @@
+/**
+ * The garbage collector's shared state: its lock and the live set the servers record while the lock is held.
+ *
+ * Both sit behind small interfaces (`GcLock`, `LockProbe`, `LiveSet`) so a Redis implementation can replace the
+ * storage one. The storage implementation keeps everything under a Wharf-only folder that registry:2 never reads
+ * (it only walks `blobs/` and `repositories/`):
+ *
+ *   /docker/registry/v2/_wharf/gc/
+ *     lock                                   JSON LockInfo of the run holding the lock (absent: free)
+ *     live/blobs/<alg>/<hex>                 a server linked, mounted or referenced this digest while a lock was held
+ *     live/repositories/<name>/marker        a server wrote into this repository while a lock was held
+ *     trash/<run id>/<path below v2>         a file the sweeper moved aside and is about to delete (or restore)
+ *     metrics.prom                           Prometheus text of the last run
+ *
+ * See ./worker.ts for the protocol these pieces implement.
+ */
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
+import { orUndefined } from '../registry/blobs.js';
+import { ROOT } from '../registry/layout.js';
+import { tryParseDigest } from '../registry/reference.js';
+
+export const GC_ROOT = `${ROOT}/_wharf/gc`;
+export const LOCK_PATH = `${GC_ROOT}/lock`;
+export const LIVE_ROOT = `${GC_ROOT}/live`;
+export const TRASH_ROOT = `${GC_ROOT}/trash`;
+export const METRICS_PATH = `${GC_ROOT}/metrics.prom`;
+
+/**
+ * How often a server re-reads the lock. The worker waits LOCK_PROPAGATION_MS after taking the lock before it marks,
+ * so every server has seen the lock (and records) before the first thing is read for marking.
+ */
+export const LOCK_POLL_MS = 1_000;
+/** Longest a server may act on a lock state it read earlier: after this it treats the lock as held. */
+export const LOCK_STALE_MS = 3 * LOCK_POLL_MS;
+/** The worker's wait between taking the lock and marking: longer than any server's view of "no lock" can be old. */
+export const LOCK_PROPAGATION_MS = LOCK_STALE_MS + 2_000;
+
+export interface LockInfo {
+  /** Random token of the holder; only the holder renews or releases. */
+  owner: string;
+  runId: string;
+  host: string;
+  pid: number;
+  acquiredAt: string;
+  expiresAt: string;
+}
+
+export class LockBusyError extends Error {
+  constructor(readonly holder: LockInfo) {
+    super(`another garbage collection holds the lock (run ${holder.runId} on ${holder.host}, pid ${holder.pid}, expires ${holder.expiresAt})`);
+    this.name = 'LockBusyError';
+  }
+}
+
+export class LockLostError extends Error {
+  constructor(message = 'the garbage-collection lock was lost (expired or taken by another run)') {
+    super(message);
+    this.name = 'LockLostError';
+  }
+}
+
+/** Held by the worker for a whole run. */
+export interface GcLock {
+  /** Take the lock or throw LockBusyError. */
+  acquire(): Promise<LockInfo>;
+  /** Throw LockLostError unless we still hold an unexpired lock; extend it when it is past a third of its life. */
+  verify(): Promise<void>;
+  release(): Promise<void>;
+}
+
+/** What a server asks: is a collection running now? */
+export interface LockProbe {
+  /** The unexpired lock, or undefined when none is held. */
+  current(): Promise<LockInfo | undefined>;
+}
+
+/** Digests (and repositories) the servers used while a lock was held. */
+export interface LiveSet {
+  record(repository: string, digests: string[]): Promise<void>;
+  has(digest: string): Promise<boolean>;
+  hasRepository(repository: string): Promise<boolean>;
+  /** Forget records older than `before` (they belong to earlier runs). */
+  prune(before: Date): Promise<void>;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function parseLock(raw: Buffer | undefined): LockInfo | undefined {
+  if (!raw) return undefined;
+  try {
+    const info = JSON.parse(raw.toString('utf8')) as LockInfo;
+    return typeof info.owner === 'string' && typeof info.expiresAt === 'string' ? info : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function unexpired(info: LockInfo | undefined, now = Date.now()): LockInfo | undefined {
+  return info && new Date(info.expiresAt).getTime() > now ? info : undefined;
+}
+
+export class StorageLockProbe implements LockProbe {
+  constructor(protected readonly driver: StorageDriver) {}
+
+  async current(): Promise<LockInfo | undefined> {
+    return unexpired(parseLock(await orUndefined(this.driver.getContent(LOCK_PATH))));
+  }
+}
+
+export interface StorageLockOptions {
+  /** Lock lifetime; renewed while the run goes on (default 10 minutes). */
+  ttlMs?: number;
+  /** Wait between writing the lock and reading it back (default 1s): two racing writers, one survives. */
+  settleMs?: number;
+}
+
+/**
+ * A lock object in storage. Storage drivers offer no compare-and-swap, so taking it is: read (free or expired),
+ * write our token, wait `settleMs`, read back; only the last writer finds its own token. The holder re-reads the lock
+ * before every batch of deletes (`verify`) and stops when it is not its own. With Redis, SET NX PX makes this strict.
+ */
+export class StorageGcLock extends StorageLockProbe implements GcLock {
+  private mine?: LockInfo;
+  private readonly ttlMs: number;
+  private readonly settleMs: number;
+
+  constructor(driver: StorageDriver, options: StorageLockOptions = {}) {
+    super(driver);
+    this.ttlMs = options.ttlMs ?? 10 * 60_000;
+    this.settleMs = options.settleMs ?? 1_000;
+  }
+
+  private fresh(base: Omit<LockInfo, 'expiresAt'>): LockInfo {
+    return { ...base, expiresAt: new Date(Date.now() + this.ttlMs).toISOString() };
+  }
+
+  async acquire(): Promise<LockInfo> {
+    const held = await this.current();
+    // A holder on this very host whose process is gone crashed: its lock need not wait for expiry.
+    if (held && !(held.host === hostname() && !processAlive(held.pid))) throw new LockBusyError(held);
+    const info = this.fresh({
+      owner: randomUUID(),
+      runId: `${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '')}-${randomUUID().slice(0, 8)}`,
+      host: hostname(),
+      pid: process.pid,
+      acquiredAt: new Date().toISOString(),
+    });
+    await this.driver.putContent(LOCK_PATH, JSON.stringify(info));
+    await new Promise((r) => setTimeout(r, this.settleMs));
+    const now = await this.current();
+    if (!now || now.owner !== info.owner) throw new LockBusyError(now ?? info);
+    this.mine = info;
+    return info;
+  }
+
+  async verify(): Promise<void> {
+    if (!this.mine) throw new LockLostError('the garbage-collection lock is not held');
+    const now = await this.current();
+    if (!now || now.owner !== this.mine.owner) throw new LockLostError();
+    const left = new Date(now.expiresAt).getTime() - Date.now();
+    if (left < (this.ttlMs * 2) / 3) {
+      this.mine = this.fresh(this.mine);
+      await this.driver.putContent(LOCK_PATH, JSON.stringify(this.mine));
+    }
+  }
+
+  async release(): Promise<void> {
+    if (!this.mine) return;
+    const now = parseLock(await orUndefined(this.driver.getContent(LOCK_PATH)));
+    if (now?.owner === this.mine.owner) await orUndefined(this.driver.delete(LOCK_PATH));
+    this.mine = undefined;
+  }
+}
+
+function blobMarker(digest: string): string | undefined {
+  const d = tryParseDigest(digest);
+  return d ? `${LIVE_ROOT}/blobs/${d.algorithm}/${d.hex}` : undefined;
+}
+
+function repositoryMarker(repository: string): string {
+  return `${LIVE_ROOT}/repositories/${repository}/marker`;
+}
+
+/** The live set as small marker files in storage, so every replica and the worker see it. */
+export class StorageLiveSet implements LiveSet {
+  constructor(private readonly driver: StorageDriver) {}
+
+  async record(repository: string, digests: string[]): Promise<void> {
+    const writes = [...new Set(digests)].map((d) => {
+      const path = blobMarker(d);
+      return path ? this.driver.putContent(path, d) : Promise.resolve();
+    });
+    writes.push(this.driver.putContent(repositoryMarker(repository), repository));
+    await Promise.all(writes);
+  }
+
+  async has(digest: string): Promise<boolean> {
+    const path = blobMarker(digest);
+    return path !== undefined && (await orUndefined(this.driver.stat(path))) !== undefined;
+  }
+
+  async hasRepository(repository: string): Promise<boolean> {
+    return (await orUndefined(this.driver.stat(repositoryMarker(repository)))) !== undefined;
+  }
+
+  async prune(before: Date): Promise<void> {
+    const old: string[] = [];
+    try {
+      for await (const info of this.driver.walk(LIVE_ROOT)) {
+        if (!info.isDir && info.modTime.getTime() < before.getTime()) old.push(info.path);
+        if (old.length >= 1000) await this.deleteAll(old.splice(0));
+      }
+    } catch (err) {
+      if (!(err instanceof PathNotFoundError)) throw err;
+    }
+    await this.deleteAll(old);
+  }
+
+  private async deleteAll(paths: string[]): Promise<void> {
+    await runLimited(paths, 8, (p) => orUndefined(this.driver.delete(p)));
+  }
+}
+
+/** Run `fn` over `items` with at most `limit` at a time; the first error is thrown after the running ones end. */
+export async function runLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  let failure: unknown;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (failure === undefined && next < items.length) {
+      const item = items[next++]!;
+      try {
+        await fn(item);
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+  });
+  await Promise.all(workers);
+  if (failure !== undefined) throw failure;
+}

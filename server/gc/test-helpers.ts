@@ -1,0 +1,152 @@
+/**
+ * Helpers for the garbage-collector tests: push content through the real registry domain over a real filesystem
+ * driver, age files on disk (the grace rule reads modification times), and check what storage holds.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, rm, stat, utimes } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createDriver } from '../../storage-drivers/index.js';
+import type { StorageDriver } from '../../storage-drivers/driver.js';
+import * as layout from '../registry/layout.js';
+import { parseDigest, parseReference } from '../registry/reference.js';
+import { Registry, type RegistryOptions } from '../registry/registry.js';
+
+export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+export const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
+export const OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
+
+export interface Fixture {
+  root: string;
+  driver: StorageDriver;
+  registry: Registry;
+  remove(): Promise<void>;
+}
+
+export async function fixture(options: RegistryOptions = {}): Promise<Fixture> {
+  const root = await mkdtemp(join(tmpdir(), 'wharf-gc-'));
+  const driver = createDriver({ driver: 'filesystem', rootDirectory: root });
+  return { root, driver, registry: new Registry(driver, options), remove: () => rm(root, { recursive: true, force: true }) };
+}
+
+export function sha256(bytes: Buffer): string {
+  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+}
+
+export interface BlobRef {
+  digest: string;
+  size: number;
+  mediaType: string;
+}
+
+export async function pushBlob(registry: Registry, repo: string, bytes: Buffer, mediaType = OCI_LAYER): Promise<BlobRef> {
+  const digest = sha256(bytes);
+  const session = await registry.uploads.start(repo);
+  await registry.uploads.complete(repo, session.id, parseDigest(digest), (async function* () { yield bytes; })());
+  return { digest, size: bytes.byteLength, mediaType };
+}
+
+export function randomBlob(size = 256): Buffer {
+  return randomBytes(size);
+}
+
+export interface PushedImage {
+  manifest: BlobRef;
+  config: BlobRef;
+  layers: BlobRef[];
+}
+
+/** Push a config, the given layers (existing BlobRefs are linked by mounting from `sharedFrom`) and a manifest. */
+export async function pushImage(
+  registry: Registry,
+  repo: string,
+  tag: string | undefined,
+  layers: (Buffer | BlobRef)[],
+  extra: { subject?: BlobRef; artifactType?: string } = {},
+): Promise<PushedImage> {
+  const config = await pushBlob(registry, repo, Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', nonce: randomBytes(8).toString('hex') })), OCI_CONFIG);
+  const pushed: BlobRef[] = [];
+  for (const layer of layers) {
+    if (Buffer.isBuffer(layer)) pushed.push(await pushBlob(registry, repo, layer));
+    else {
+      await registry.mount(repo, parseDigest(layer.digest));
+      pushed.push(layer);
+    }
+  }
+  const doc: Record<string, unknown> = {
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    config: { mediaType: OCI_CONFIG, digest: config.digest, size: config.size },
+    layers: pushed.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
+  };
+  if (extra.artifactType) doc.artifactType = extra.artifactType;
+  if (extra.subject) doc.subject = { mediaType: extra.subject.mediaType, digest: extra.subject.digest, size: extra.subject.size };
+  const bytes = Buffer.from(JSON.stringify(doc));
+  const digest = sha256(bytes);
+  await registry.manifests.put(repo, parseReference(tag ?? digest), bytes, OCI_MANIFEST);
+  return { manifest: { digest, size: bytes.byteLength, mediaType: OCI_MANIFEST }, config, layers: pushed };
+}
+
+export async function pushIndex(registry: Registry, repo: string, tag: string | undefined, children: BlobRef[]): Promise<BlobRef> {
+  const bytes = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: OCI_INDEX,
+    manifests: children.map((c, i) => ({ mediaType: c.mediaType, digest: c.digest, size: c.size, platform: { os: 'linux', architecture: `arch${i}` } })),
+  }));
+  const digest = sha256(bytes);
+  await registry.manifests.put(repo, parseReference(tag ?? digest), bytes, OCI_INDEX);
+  return { digest, size: bytes.byteLength, mediaType: OCI_INDEX };
+}
+
+/** Set every file's and folder's modification time under `root` back by `ms`. */
+export async function ageAll(root: string, ms: number): Promise<void> {
+  const when = new Date(Date.now() - ms);
+  const visit = async (dir: string): Promise<void> => {
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      const full = join(dir, entry.name);
+      if (entry.isDirectory()) await visit(full);
+      await utimes(full, when, when);
+    }
+  };
+  await visit(root);
+}
+
+/** Whether the content store holds the blob's bytes. */
+export async function hasBlob(root: string, digest: string): Promise<boolean> {
+  const d = parseDigest(digest);
+  return stat(join(root, layout.blobDataPath(d))).then(() => true, () => false);
+}
+
+/** Every digest whose bytes the content store holds. */
+export async function storedBlobs(driver: StorageDriver): Promise<Set<string>> {
+  const out = new Set<string>();
+  try {
+    for await (const info of driver.walk(layout.BLOBS_ROOT)) {
+      if (info.isDir || !info.path.endsWith('/data')) continue;
+      const parts = info.path.split('/');
+      out.add(`${parts.at(-4)}:${parts.at(-2)}`);
+    }
+  } catch {
+    // no blobs folder yet
+  }
+  return out;
+}
+
+/** Every path of an image (manifest, config, layers) that a pull needs, checked through the registry domain. */
+export async function pullsCompletely(registry: Registry, repo: string, tag: string): Promise<boolean> {
+  try {
+    const m = await registry.manifests.get(repo, parseReference(tag));
+    const doc = JSON.parse(m.content.toString('utf8')) as { config?: { digest: string }; layers?: { digest: string }[]; manifests?: { digest: string }[] };
+    for (const child of doc.manifests ?? []) if (!(await pullsCompletely(registry, repo, child.digest))) return false;
+    for (const b of [...(doc.config ? [doc.config] : []), ...(doc.layers ?? [])]) {
+      const d = parseDigest(b.digest);
+      await registry.blobs.stat(repo, d);
+      const content = await registry.blobs.getContent(d);
+      if (!content || sha256(content) !== b.digest) return false;
+    }
+    return true;
+  } catch {
+    return false;
+  }
+}
