@@ -24,7 +24,7 @@ RUN npm run build \
 # ---- runtime: production dependencies and the compiled code ---------------------------------------------------------
 FROM node:${NODE_VERSION}-slim AS runtime
 ENV NODE_ENV=production \
-    WHARF_HEALTHCHECK_URL=http://127.0.0.1:5000/v2/
+    WHARF_HEALTHCHECK_URL=http://127.0.0.1:5000/healthz
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund \
@@ -58,10 +58,9 @@ VOLUME ["/var/lib/registry"]
 # 5000: the registry API (http.addr); 5001: the debug/metrics listener when http.debug.addr is set.
 EXPOSE 5000 5001
 
-# Healthy while the API answers below 500 (200, or 401 when auth is on). Set WHARF_HEALTHCHECK_URL for another
-# address or path (for example /healthz once the server has it).
+# Healthy while the liveness endpoint answers 200. Set WHARF_HEALTHCHECK_URL when http.addr moves to another port.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-  CMD ["node", "-e", "fetch(process.env.WHARF_HEALTHCHECK_URL, {signal: AbortSignal.timeout(4000)}).then((r) => process.exit(r.status < 500 ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "-e", "fetch(process.env.WHARF_HEALTHCHECK_URL, {signal: AbortSignal.timeout(4000)}).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 
 ENTRYPOINT ["wharf"]
 CMD ["serve", "/etc/wharf/config.yml"]
