@@ -17,7 +17,7 @@ import test from 'ava';
 import { Ajv } from 'ajv';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -244,7 +244,7 @@ interface Rendered {
   docs: Values[];
 }
 
-type Render = (overrides: Values[]) => Rendered;
+type Render = (overrides: Values[], options?: { strict?: boolean; chart?: string }) => Rendered;
 
 function which(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
@@ -274,8 +274,14 @@ function finish(files: Map<string, string>, error: string): Rendered {
 }
 
 function helmRenderer(): Render {
-  return (overrides) => {
-    const r = spawnSync('helm', ['template', 'wharf', chartDir, '--namespace', 'registry', ...valuesFiles(overrides)], {
+  return (overrides, options = {}) => {
+    const chart = options.chart ?? chartDir;
+    if (options.strict) {
+      // helm template has no strict mode; helm lint --strict renders with missing keys as errors
+      const lint = spawnSync('helm', ['lint', chart, '--strict', ...valuesFiles(overrides)], { encoding: 'utf8' });
+      if (lint.status !== 0) return finish(new Map(), `${lint.stdout}${lint.stderr}`);
+    }
+    const r = spawnSync('helm', ['template', 'wharf', chart, '--namespace', 'registry', ...valuesFiles(overrides)], {
       encoding: 'utf8',
     });
     const files = new Map<string, string>();
@@ -298,8 +304,9 @@ function goRenderer(): Render | undefined {
     const r = spawnSync('go', ['build', '-o', binary, source], { env, encoding: 'utf8' });
     if (r.status !== 0) return undefined;
   }
-  return (overrides) => {
-    const r = spawnSync(binary, [chartDir, ...valuesFiles(overrides)], { encoding: 'utf8' });
+  return (overrides, options = {}) => {
+    const args = [options.chart ?? chartDir, ...valuesFiles(overrides), ...(options.strict ? ['--strict'] : [])];
+    const r = spawnSync(binary, args, { encoding: 'utf8' });
     const out = JSON.parse(r.stdout) as { files?: Record<string, string>; error?: string };
     return finish(new Map(Object.entries(out.files ?? {})), out.error ?? (r.status === 0 ? '' : r.stderr || 'failed'));
   };
@@ -349,6 +356,18 @@ renderTest('helm lint passes (only with a real helm)', (t) => {
   }
   const out = execFileSync('helm', ['lint', chartDir, '--strict'], { encoding: 'utf8' });
   t.regex(out, /0 chart\(s\) failed/);
+});
+
+renderTest('strict rendering (a missing key is an error, as in helm lint --strict) passes for the defaults and every example', (t) => {
+  for (const [name, overrides] of [['defaults', []], ...exampleFiles.map((f) => [f, [example(f)]])] as [string, Values[]][]) {
+    const r = renderer.render!(overrides, { strict: true });
+    t.is(r.error, '', name);
+  }
+  // and strict mode does catch a template reading a key values.yaml lacks
+  const copy = mkdtempSync(join(tmpdir(), 'wharf-chart-copy-'));
+  cpSync(chartDir, copy, { recursive: true });
+  writeFileSync(join(copy, 'templates', 'broken.yaml'), 'x: {{ .Values.image.nosuchkey }}\n');
+  t.not(renderer.render!([], { strict: true, chart: copy }).error, '');
 });
 
 const setups: [string, Values[]][] = [

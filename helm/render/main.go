@@ -3,7 +3,7 @@
 // values merged from values.yaml and -f files, numbers from YAML read as float64 like Helm's JSON round trip) and
 // prints {"files": {"wharf/templates/x.yaml": "..."}} or {"error": "..."} as JSON.
 //
-//	go run helm/render/main.go <chart dir> [-f values.yaml ...] [--set-json '{"a":{"b":1}}']
+//	go run helm/render/main.go <chart dir> [-f values.yaml ...] [--set-json '{"a":{"b":1}}'] [--strict]
 //
 // Build in GOPATH mode against Debian's packages (golang-go, golang-github-masterminds-sprig-dev,
 // golang-gopkg-yaml.v3-dev): GO111MODULE=off GOPATH=/usr/share/gocode go build -o <out> helm/render/main.go
@@ -87,12 +87,16 @@ func toYAML(v interface{}) string {
 
 func main() {
 	if len(os.Args) < 2 {
-		die("usage: render <chart dir> [-f values.yaml ...] [--set-json JSON]")
+		die("usage: render <chart dir> [-f values.yaml ...] [--set-json JSON] [--strict]")
 	}
 	dir := os.Args[1]
 	values := readYAML(filepath.Join(dir, "values.yaml"))
+	missingKey := "missingkey=zero"
 	for i := 2; i < len(os.Args); i++ {
 		switch os.Args[i] {
+		case "--strict":
+			// as `helm lint --strict`: reading a key that does not exist is an error
+			missingKey = "missingkey=error"
 		case "-f":
 			i++
 			values = merge(values, readYAML(os.Args[i]))
@@ -152,7 +156,7 @@ func main() {
 		return v, nil
 	}
 	funcs["lookup"] = func(...interface{}) map[string]interface{} { return map[string]interface{}{} }
-	t.Funcs(funcs).Option("missingkey=zero")
+	t.Funcs(funcs).Option(missingKey)
 
 	base := chartName + "/templates"
 	entries, err := os.ReadDir(filepath.Join(dir, "templates"))
