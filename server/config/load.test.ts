@@ -45,6 +45,7 @@ const FILE_DEFAULTS: WharfConfig = {
   http: { addr: ':5000', net: 'tcp', prefix: '/', relativeurls: false, draintimeout: 60_000, headers: {} },
   validation: { disabled: false, manifests: { maxsize: 4194304 } },
   health: { storagedriver: { enabled: false, interval: 10_000, threshold: 3 } },
+  auth: { throttle: { accountfailures: 5, addressfailures: 20, window: 60_000 } },
 };
 
 /** The problems a config produces (it must be invalid). */
@@ -353,7 +354,7 @@ storage:
   tag:
     concurrencylimit: 8
 auth:
-  htpasswd: {realm: basic, path: /auth/htpasswd}
+  silly: {realm: basic, service: x}
 http:
   secret: asecretforlocaldevelopment
   debug: {addr: localhost:5001}
@@ -380,7 +381,7 @@ catalog: {maxentries: 100}
     'log.hooks: not supported by this Wharf version',
     'storage.filesystem.maxthreads: not supported by this Wharf version',
     'storage.tag: not supported by this Wharf version',
-    'auth.htpasswd: not supported by this Wharf version',
+    'auth.silly: not supported by this Wharf version',
     'http.secret: not needed by Wharf (upload state lives in storage, not in signed client state); ignored',
     'http.http2: not supported by this Wharf version',
     'http.tls.letsencrypt: not supported by this Wharf version',

@@ -26,7 +26,7 @@ import {
   type MapNode,
   type TreeNode,
 } from './tree.js';
-import type { HttpConfig, LogConfig, LogLevel, StorageConfig, ValidationConfig, WharfConfig } from './types.js';
+import type { AccessRuleConfig, AuthConfig, HttpConfig, LogConfig, LogLevel, StorageConfig, ValidationConfig, WharfConfig } from './types.js';
 
 export interface LoadOptions {
   /** A YAML config file. Without one, the embedded default is used (still subject to `REGISTRY_*` overrides). */
@@ -133,6 +133,7 @@ export function parseConfig(
     storage: reader.storage(top),
     http: reader.http(top),
     validation: reader.validation(top),
+    auth: reader.auth(top),
     health: reader.health(top),
   };
   if (problems.length > 0) throw new ConfigError(problems, source);
@@ -442,6 +443,149 @@ class Reader {
     return { disabled, manifests: { maxsize: this.integer(manifests, 'maxsize', DEFAULTS.manifestMaxSize, 1) } };
   }
 
+  auth(top: Sec): AuthConfig {
+    const auth = this.section(top, 'auth');
+    const drivers = auth.map ? [...auth.map.keys()].filter((k) => k in AUTH_DRIVER_KEYS) : [];
+    if (drivers.length > 1) this.problem('auth', auth.map, `only one of htpasswd, token may be configured (got ${drivers.join(', ')})`);
+    const throttle = this.section(auth, 'throttle');
+    const result: AuthConfig = {
+      throttle: {
+        accountfailures: this.integer(throttle, 'accountfailures', 5, 1),
+        addressfailures: this.integer(throttle, 'addressfailures', 20, 1),
+        window: this.duration(throttle, 'window', 60_000, { positive: true }),
+      },
+    };
+    const quoted = /["\\\r\n]/;
+
+    const htpasswd = this.section(auth, 'htpasswd');
+    if (htpasswd.map) {
+      const realm = this.string(htpasswd, 'realm');
+      const path = this.string(htpasswd, 'path');
+      if (realm === undefined) this.fail(htpasswd, 'realm', 'required (the realm named in the Basic challenge)');
+      else if (quoted.test(realm)) this.fail(htpasswd, 'realm', 'must not contain quotes, backslashes or line breaks');
+      if (path === undefined) this.fail(htpasswd, 'path', 'required (the htpasswd file with bcrypt entries)');
+      if (realm !== undefined && path !== undefined) result.htpasswd = { realm, path: resolvePath(this.cwd, path) };
+    }
+
+    const tokenserver = this.section(auth, 'tokenserver');
+    const token = this.section(auth, 'token');
+    if (token.map) {
+      const realm = this.string(token, 'realm');
+      const service = this.string(token, 'service');
+      const issuer = this.string(token, 'issuer');
+      const rootcertbundle = this.string(token, 'rootcertbundle');
+      const jwks = this.string(token, 'jwks');
+      for (const [key, value] of [['realm', realm], ['service', service], ['issuer', issuer]] as const) {
+        if (value === undefined) this.fail(token, key, 'required');
+        else if (quoted.test(value)) this.fail(token, key, 'must not contain quotes, backslashes or line breaks');
+      }
+      if (realm !== undefined && !/^https?:\/\/\S+$/.test(realm)) this.fail(token, 'realm', `expected an http(s) URL, got ${JSON.stringify(realm)}`);
+      if (rootcertbundle === undefined && jwks === undefined && !tokenserver.map) {
+        this.fail(token, 'rootcertbundle', 'required (or auth.token.jwks, or auth.tokenserver, whose certificate is then trusted)');
+      }
+      const algorithms = this.stringList(token, 'signingalgorithms') ?? [...TOKEN_ALGORITHMS];
+      for (const alg of algorithms) {
+        if (!(TOKEN_ALGORITHMS as readonly string[]).includes(alg)) {
+          this.fail(token, 'signingalgorithms', `${JSON.stringify(alg)} is not allowed (allowed: ${TOKEN_ALGORITHMS.join(', ')}; never none or HMAC)`);
+        }
+      }
+      const autoredirect = this.boolean(token, 'autoredirect', false);
+      if (realm !== undefined && service !== undefined && issuer !== undefined) {
+        result.token = { realm, service, issuer, signingalgorithms: algorithms, autoredirect };
+        if (rootcertbundle !== undefined) result.token.rootcertbundle = resolvePath(this.cwd, rootcertbundle);
+        if (jwks !== undefined) result.token.jwks = resolvePath(this.cwd, jwks);
+      }
+    }
+
+    if (tokenserver.map) {
+      let path = this.string(tokenserver, 'path') ?? '/auth/token';
+      if (!/^\/[A-Za-z0-9._~/-]*$/.test(path) || /^\/v2(\/|$)/.test(path)) {
+        this.fail(tokenserver, 'path', `expected a URL path outside /v2, such as /auth/token, got ${JSON.stringify(path)}`);
+      }
+      path = path.replace(/\/+$/, '') || '/auth/token';
+      const key = this.string(tokenserver, 'key');
+      const certificate = this.string(tokenserver, 'certificate');
+      const users = this.string(tokenserver, 'htpasswd');
+      if (key === undefined) this.fail(tokenserver, 'key', 'required (PEM private key file; generated when it does not exist)');
+      if (certificate === undefined) this.fail(tokenserver, 'certificate', 'required (PEM certificate file; generated when it does not exist)');
+      if (users === undefined) this.fail(tokenserver, 'htpasswd', 'required (htpasswd file of the users who may log in)');
+      const realm = this.string(tokenserver, 'realm') ?? 'wharf';
+      if (quoted.test(realm)) this.fail(tokenserver, 'realm', 'must not contain quotes, backslashes or line breaks');
+      const issuer = this.string(tokenserver, 'issuer') ?? result.token?.issuer ?? 'wharf';
+      const service = this.string(tokenserver, 'service') ?? result.token?.service ?? 'wharf';
+      const expiration = this.duration(tokenserver, 'expiration', 5 * 60_000, { positive: true });
+      const refreshexpiration = this.duration(tokenserver, 'refreshexpiration', 30 * 24 * 3600_000, { positive: true });
+      if (key !== undefined && certificate !== undefined && users !== undefined) {
+        result.tokenserver = {
+          path, issuer, service, realm, expiration, refreshexpiration,
+          key: resolvePath(this.cwd, key),
+          certificate: resolvePath(this.cwd, certificate),
+          htpasswd: resolvePath(this.cwd, users),
+        };
+      }
+    }
+
+    const access = this.section(auth, 'access');
+    if (access.map) result.access = this.access(access);
+    return result;
+  }
+
+  private access(access: Sec): NonNullable<AuthConfig['access']> {
+    const groups: Record<string, string[]> = {};
+    const groupsNode = access.map?.get('groups');
+    if (isMapNode(groupsNode)) {
+      const sec: Sec = { map: groupsNode, path: `${access.path}.groups` };
+      for (const [name] of groupsNode) {
+        const members = this.stringList(sec, name);
+        if (members) Object.defineProperty(groups, name, { value: members, enumerable: true, writable: true, configurable: true });
+      }
+    } else if (!isUnset(groupsNode)) {
+      this.fail(access, 'groups', `expected a mapping of group names to lists of users, got ${describe(groupsNode!)}`);
+    }
+    const anonymous = this.stringList(access, 'anonymous') ?? [];
+    const rules: AccessRuleConfig[] = [];
+    const rulesNode = access.map?.get('rules');
+    if (isSeqNode(rulesNode)) {
+      rulesNode.forEach((item, i) => {
+        const at = `${access.path}.rules.${i}`;
+        if (!isMapNode(item)) {
+          this.problem(at, item, `expected a mapping with users or groups, repositories and actions, got ${describe(item)}`);
+          return;
+        }
+        const sec: Sec = { map: item, path: at };
+        for (const key of item.keys()) {
+          if (!['users', 'groups', 'repositories', 'actions', 'catalog'].includes(key)) {
+            this.fail(sec, key, 'unknown rule key (expected users, groups, repositories, actions, catalog)');
+          }
+        }
+        const rule: AccessRuleConfig = {};
+        const users = this.stringList(sec, 'users');
+        const ruleGroups = this.stringList(sec, 'groups');
+        const repositories = this.stringList(sec, 'repositories');
+        const actions = this.stringList(sec, 'actions');
+        if (users) rule.users = users;
+        if (ruleGroups) rule.groups = ruleGroups;
+        if (repositories) rule.repositories = repositories;
+        if (actions) {
+          for (const action of actions) {
+            if (!['pull', 'push', 'delete', '*'].includes(action)) this.fail(sec, 'actions', `unknown action ${JSON.stringify(action)} (pull, push, delete or *)`);
+          }
+          rule.actions = actions;
+        }
+        if (item.has('catalog')) rule.catalog = this.boolean(sec, 'catalog', false);
+        if (!users && !ruleGroups) this.problem(at, item, 'a rule needs users or groups');
+        if (!rule.catalog && (!repositories || !actions)) this.problem(at, item, 'a rule needs repositories and actions (or catalog: true)');
+        for (const group of ruleGroups ?? []) {
+          if (!Object.prototype.hasOwnProperty.call(groups, group)) this.fail(sec, 'groups', `group ${JSON.stringify(group)} is not defined in auth.access.groups`);
+        }
+        rules.push(rule);
+      });
+    } else if (!isUnset(rulesNode)) {
+      this.fail(access, 'rules', `expected a list of rules, got ${describe(rulesNode!)}`);
+    }
+    return { groups, anonymous, rules };
+  }
+
   // ---- typed keys ----------------------------------------------------------------------------------------
 
   /** A nested section; absent or empty gives an empty section. Anything but a mapping is a problem. */
@@ -546,6 +690,10 @@ class Reader {
     this.problems.push(`${path}${origin ? ` (from ${origin})` : ''}: ${message}`);
   }
 }
+
+/** The registry:2 auth drivers (Wharf implements htpasswd and token; none is no auth). */
+const AUTH_DRIVER_KEYS = { htpasswd: true, token: true, silly: true } as const;
+const TOKEN_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
 
 function join(path: string, key: string): string {
   return path === '' ? key : `${path}.${key}`;

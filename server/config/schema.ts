@@ -41,6 +41,8 @@ const section = (fields: Record<string, Shape>, driver?: DriverRule): Shape => (
 export const SUPPORTED_STORAGE_DRIVERS = ['filesystem', 'inmemory'] as const;
 /** Keys under `storage` that are settings, not drivers (as registry:2 counts them). */
 export const STORAGE_SETTINGS = ['delete', 'redirect', 'maintenance', 'cache', 'tag'] as const;
+/** Keys under `auth` that are Wharf settings, not registry:2 auth drivers. */
+export const AUTH_SETTINGS = ['tokenserver', 'access', 'throttle'] as const;
 
 export const CONFIG_SHAPE: Shape = section({
   version: str,
@@ -107,7 +109,31 @@ export const CONFIG_SHAPE: Shape = section({
       indexes: unsupported,
     }),
   }),
-  auth: section({ none: any, silly: unsupported, htpasswd: unsupported, token: unsupported }, { settings: [], unknownIsError: false }),
+  auth: section(
+    {
+      none: any,
+      silly: unsupported,
+      htpasswd: section({ realm: str, path: str }),
+      token: section({
+        realm: str,
+        service: str,
+        issuer: str,
+        rootcertbundle: str,
+        jwks: str,
+        signingalgorithms: { kind: 'list', items: str },
+        autoredirect: val,
+        autoredirectpath: unsupported,
+      }),
+      // Wharf's own: the built-in token server, access rules, password throttling (settings, not drivers).
+      tokenserver: section({
+        path: str, issuer: str, service: str, key: str, certificate: str, htpasswd: str, realm: str,
+        expiration: val, refreshexpiration: val,
+      }),
+      access: section({ groups: { kind: 'map', values: { kind: 'list', items: str } }, anonymous: { kind: 'list', items: str }, rules: any }),
+      throttle: section({ accountfailures: val, addressfailures: val, window: val }),
+    },
+    { settings: AUTH_SETTINGS, unknownIsError: false },
+  ),
   middleware: unsupported,
   reporting: unsupported,
   notifications: unsupported,

@@ -80,6 +80,85 @@ export interface ValidationConfig {
   manifests: { maxsize: number };
 }
 
+/** One access rule (Wharf `auth.access.rules[]`); see docs/auth.md. */
+export interface AccessRuleConfig {
+  users?: string[];
+  groups?: string[];
+  repositories?: string[];
+  actions?: string[];
+  catalog?: boolean;
+}
+
+export interface AuthConfig {
+  /** registry:2 `auth.htpasswd`: Basic authentication against a bcrypt htpasswd file. */
+  htpasswd?: { realm: string; path: string };
+  /** registry:2 `auth.token`: Bearer tokens from a token server. */
+  token?: {
+    realm: string;
+    service: string;
+    issuer: string;
+    /** PEM bundle of trusted certificates; defaults to `auth.tokenserver.certificate` when the built-in server runs. */
+    rootcertbundle?: string;
+    /** A JWKS file of trusted public keys. */
+    jwks?: string;
+    /** Accepted JWT algorithms (asymmetric only). Default: RS/PS/ES 256-512 and EdDSA. */
+    signingalgorithms: string[];
+    /** Build the realm from the request's host (registry:2 3.0 `autoredirect`). */
+    autoredirect: boolean;
+  };
+  /** Wharf `auth.tokenserver`: the built-in token server (Docker token spec), served by `wharf serve`. */
+  tokenserver?: {
+    /** URL path the token endpoint answers on. Default '/auth/token'. */
+    path: string;
+    /** `iss` of the tokens. Default: auth.token.issuer, else 'wharf'. */
+    issuer: string;
+    /** The service tokens are for (their `aud`). Default: auth.token.service, else 'wharf'. */
+    service: string;
+    /** PEM private key (ECDSA or RSA); generated when absent. */
+    key: string;
+    /** PEM certificate for the key; generated (self-signed) when absent. */
+    certificate: string;
+    /** htpasswd file of the users who may log in. */
+    htpasswd: string;
+    /** Basic realm named when credentials are refused. Default 'wharf'. */
+    realm: string;
+    /** Access token lifetime (ms). Default 5 minutes. */
+    expiration: number;
+    /** Refresh token lifetime (ms). Default 30 days. */
+    refreshexpiration: number;
+  };
+  /** Wharf `auth.access`: groups, anonymous pull and access rules. Absent: every user may do everything. */
+  access?: { groups: Record<string, string[]>; anonymous: string[]; rules: AccessRuleConfig[] };
+  /** Wharf `auth.throttle`: brute-force throttling of password attempts. */
+  throttle: { accountfailures: number; addressfailures: number; window: number /* ms */ };
+}
+
+/**
+ * registry:2 `redis` (plus Wharf's `redis.url`): the Redis shared by replicas (blob-descriptor cache). Present only
+ * when the section gives `addr` or `url`.
+ */
+export interface RedisConfig {
+  /** Wharf `redis.url`: `redis://[user][:password]@host[:port][/db]`, or `rediss://` for TLS. */
+  url?: string;
+  /** registry:2 `redis.addr`: `host:port`. */
+  addr?: string;
+  /** registry:2 3.x `redis.username` (Redis ACL user). */
+  username?: string;
+  /** registry:2 `redis.password`. Never logged. */
+  password?: string;
+  /** registry:2 `redis.db`. Default 0 (or the url's). */
+  db?: number;
+  /** registry:2 `redis.tls`: `enabled`, and (registry:2 3.x) a client `certificate`/`key` and `clientcas` to trust. */
+  tls: { enabled: boolean; certificate?: string; key?: string; clientcas: string[] };
+  /** registry:2 `redis.dialtimeout` (ms). Default 5 s. */
+  dialtimeout: number;
+  /** registry:2 `redis.readtimeout` / `redis.writetimeout` (ms). Default 3 s each. */
+  readtimeout: number;
+  writetimeout: number;
+  /** registry:2 `redis.pool`: accepted; Wharf uses one pipelined connection per process, so they change nothing. */
+  pool: { maxidle?: number; maxactive?: number; idletimeout?: number };
+}
+
 export interface WharfConfig {
   /** registry:2 `version`; must be '0.1'. */
   version: '0.1';
@@ -87,6 +166,7 @@ export interface WharfConfig {
   storage: StorageConfig;
   http: HttpConfig;
   validation: ValidationConfig;
+  auth: AuthConfig;
   /**
    * registry:2 `health.storagedriver`: check storage every `interval` (ms); after `threshold` failures in a row the
    * API answers 503 until a check passes. Default disabled, 10 s, 3.

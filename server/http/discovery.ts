@@ -43,7 +43,7 @@ export async function getCatalog(ctx: RegistryContext): Promise<void> {
   const n = paginationCount(ctx, options.catalogMaxEntries)!;
   const last = queryParam(ctx, 'last');
   if (n === 0) return json(ctx, { repositories: [] });
-  const page = await registry.catalog(n, last);
+  const page = await registry.catalog(n, last, ctx.state.catalogFilter);
   if (page.next !== undefined) ctx.set('Link', nextLink(`${options.prefix}/v2/_catalog`, n, page.next));
   json(ctx, { repositories: page.repositories });
 }

@@ -60,7 +60,7 @@ export class Registry {
    * Repository names in ASCII order, `n` after `last`. A repository is a directory holding `_layers` (registry:2's
    * rule) or `_manifests`; the walk never descends into `_layers`, `_manifests`, `_uploads` or other `_` folders.
    */
-  async catalog(n?: number, last?: string): Promise<CatalogPage> {
+  async catalog(n?: number, last?: string, include?: (name: string) => boolean): Promise<CatalogPage> {
     const names: string[] = [];
     const prefix = `${layout.REPOSITORIES_ROOT}/`;
     try {
@@ -76,6 +76,7 @@ export class Registry {
       if (!(err instanceof PathNotFoundError)) throw err;
     }
     let repositories = [...new Set(names)].sort();
+    if (include) repositories = repositories.filter(include);
     if (last !== undefined) repositories = repositories.filter((r) => r > last);
     if (n === undefined || repositories.length <= n) return { repositories };
     const page = repositories.slice(0, n);

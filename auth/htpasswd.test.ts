@@ -1,0 +1,54 @@
+import test from 'ava';
+import bcrypt from 'bcryptjs';
+import { Htpasswd, HtpasswdError } from './htpasswd.js';
+import { Throttle } from './throttle.js';
+
+const y = bcrypt.hashSync('secret', 4).replace(/^\$2b\$/, '$2y$');
+const a = bcrypt.hashSync('pa:ss', 4).replace(/^\$2b\$/, '$2a$');
+const b = bcrypt.hashSync('hunter2', 4);
+
+test('bcrypt entries of every prefix ($2y$ from htpasswd -B, $2a$, $2b$) verify', async (t) => {
+  const file = new Htpasswd(`# comment\nalice:${y}\nbob:${a}\r\ncarol:${b}\n\n`);
+  t.is(file.size, 3);
+  t.true(await file.verify('alice', 'secret'));
+  t.true(await file.verify('bob', 'pa:ss'));
+  t.true(await file.verify('carol', 'hunter2'));
+});
+
+test('a wrong password, another user\'s password and an unknown user are refused', async (t) => {
+  const file = new Htpasswd(`alice:${y}\ncarol:${b}\n`);
+  t.false(await file.verify('alice', 'Secret'));
+  t.false(await file.verify('alice', 'hunter2'));
+  t.false(await file.verify('nobody', 'secret'));
+  t.false(await file.verify('alice', ''));
+  // a cached success does not make a different password pass
+  t.true(await file.verify('alice', 'secret'));
+  t.false(await file.verify('alice', 'secret '));
+});
+
+test('non-bcrypt entries are refused when the file is read, naming the line', (t) => {
+  t.throws(() => new Htpasswd('alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n', 'users'), { instanceOf: HtpasswdError, message: /users: line 1: .*bcrypt/ });
+  t.throws(() => new Htpasswd('alice:plaintext\n'), { instanceOf: HtpasswdError });
+  t.throws(() => new Htpasswd('no-colon\n'), { instanceOf: HtpasswdError, message: /user:hash/ });
+});
+
+test('throttle: failures lock the account and the address, then expire; success clears the account', (t) => {
+  let clock = 0;
+  const th = new Throttle({ accountFailures: 3, addressFailures: 5, windowMs: 1000, now: () => clock });
+  th.failure('alice', '10.0.0.1');
+  th.failure('alice', '10.0.0.1');
+  t.false(th.isLocked('alice', '10.0.0.2'));
+  th.failure('alice', '10.0.0.1');
+  t.true(th.isLocked('alice', '10.0.0.2'), 'account locked from any address');
+  t.false(th.isLocked('bob', '10.0.0.2'));
+  th.failure('bob', '10.0.0.1');
+  th.failure('carol', '10.0.0.1');
+  t.true(th.isLocked('dave', '10.0.0.1'), 'address locked for any account');
+  clock = 2001;
+  t.false(th.isLocked('alice', '10.0.0.1'), 'lock ends when the window has passed');
+  th.failure('erin', '10.0.0.9');
+  th.failure('erin', '10.0.0.9');
+  th.success('erin');
+  th.failure('erin', '10.0.0.9');
+  t.false(th.isLocked('erin', '10.0.0.8'));
+});

@@ -1,0 +1,78 @@
+/**
+ * htpasswd files with bcrypt entries (`user:$2y$…`), as registry:2 reads them. Other hash kinds (MD5, SHA1, crypt)
+ * are refused when the file is read, never treated as plain text.
+ *
+ * A password check always runs one bcrypt comparison, also for an unknown user (against a fixed dummy hash of the
+ * same cost), so its duration does not tell whether the user exists. bcrypt's own comparison of the computed hash is
+ * done here with `timingSafeEqual`. Recently verified credentials are remembered by a SHA-256 of user, password and
+ * hash for a minute, so a client sending Basic credentials on every request does not pay bcrypt on each.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import bcrypt from 'bcryptjs';
+
+const BCRYPT = /^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$/;
+
+export class HtpasswdError extends Error {}
+
+export class Htpasswd {
+  private readonly users: Map<string, string>;
+  private readonly dummyHash: string;
+  private readonly verified = new Map<string, number>();
+
+  /** Parse the file's text. Throws HtpasswdError naming the line of an entry it cannot use. */
+  constructor(text: string, source = 'htpasswd', private readonly now: () => number = Date.now) {
+    this.users = new Map();
+    let cost = 10;
+    text.split(/\r?\n/).forEach((raw, i) => {
+      const line = raw.trim();
+      if (line === '' || line.startsWith('#')) return;
+      const colon = line.indexOf(':');
+      if (colon <= 0) throw new HtpasswdError(`${source}: line ${i + 1}: expected user:hash`);
+      const user = line.slice(0, colon);
+      const hash = line.slice(colon + 1);
+      const m = BCRYPT.exec(hash);
+      if (!m) throw new HtpasswdError(`${source}: line ${i + 1}: user ${JSON.stringify(user)} has no bcrypt hash ($2y$, $2a$ or $2b$); create entries with htpasswd -B`);
+      cost = Number(m[1]);
+      this.users.set(user, hash);
+    });
+    this.dummyHash = bcrypt.hashSync(randomBytes(16).toString('hex'), Math.min(Math.max(cost, 4), 12));
+  }
+
+  static fromFile(path: string): Htpasswd {
+    return new Htpasswd(readFileSync(path, 'utf8'), path);
+  }
+
+  has(user: string): boolean {
+    return this.users.has(user);
+  }
+
+  get size(): number {
+    return this.users.size;
+  }
+
+  /** Whether `password` is `user`'s. Takes one bcrypt comparison whether or not the user exists. */
+  async verify(user: string, password: string): Promise<boolean> {
+    const hash = this.users.get(user);
+    const cacheKey = createHash('sha256').update(`${user}\0${password}\0${hash ?? ''}`).digest('base64');
+    const until = this.verified.get(cacheKey);
+    if (hash !== undefined && until !== undefined && until > this.now()) return true;
+    const ok = await compareBcrypt(password, hash ?? this.dummyHash);
+    if (ok && hash !== undefined) {
+      if (this.verified.size > 10_000) this.verified.clear();
+      this.verified.set(cacheKey, this.now() + 60_000);
+      return true;
+    }
+    return false;
+  }
+}
+
+/** bcrypt comparison with a constant-time check of the result. `$2y$` is the same algorithm as `$2b$`. */
+async function compareBcrypt(password: string, hash: string): Promise<boolean> {
+  const normal = hash.replace(/^\$2y\$/, '$2b$');
+  const salt = normal.slice(0, 29);
+  const computed = await bcrypt.hash(password, salt);
+  const a = Buffer.from(computed);
+  const b = Buffer.from(normal);
+  return a.length === b.length && timingSafeEqual(a, b);
+}

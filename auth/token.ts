@@ -1,0 +1,250 @@
+/**
+ * Bearer tokens (JWT, Docker token spec): verification on the registry side and issuing in the token server.
+ *
+ * Verification pins everything an attacker could choose:
+ *  - the algorithm must be in the configured list, which only holds asymmetric algorithms (never `none`, never
+ *    HMAC), and must fit the key's type and curve: an HS256 token "signed" with a public key never verifies;
+ *  - the key comes from the `x5c` chain (verified up to a certificate of the root bundle), or from `kid` (the
+ *    libtrust fingerprint or RFC 7638 thumbprint of a root certificate's key, or a JWKS `kid`), or from `jwk` only
+ *    when that key is itself one of the trusted keys;
+ *  - `iss` must equal the configured issuer, `aud` (string or list) must contain the service, `exp` is required,
+ *    and `exp`/`nbf` are checked with a small leeway.
+ */
+import { createHash, createPublicKey, randomBytes, verify as cryptoVerify, X509Certificate, type KeyObject } from 'node:crypto';
+import jwt from 'jsonwebtoken';
+import { jwkThumbprint, libtrustKeyId } from './keys.js';
+import { readAccessClaim, type Access } from './scope.js';
+
+export const ASYMMETRIC_ALGORITHMS = [
+  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA',
+] as const;
+
+/** The longest token accepted; real ones are a few kilobytes at most. */
+export const MAX_TOKEN_LENGTH = 16 * 1024;
+
+export class TokenError extends Error {}
+
+export interface VerifiedToken {
+  subject: string;
+  access: Access[];
+  claims: Record<string, unknown>;
+}
+
+export interface VerifierOptions {
+  issuer: string;
+  /** The audience the token must name: the registry's `service`. */
+  audience: string;
+  /** The root certificate bundle: x5c chains end here, and their keys are trusted by key ID. */
+  roots?: X509Certificate[];
+  /** Keys from a JWKS file, by kid. */
+  jwks?: Map<string, KeyObject>;
+  /** Allowed algorithms (a subset of ASYMMETRIC_ALGORITHMS). Default: all of them. */
+  algorithms?: string[];
+  /** Clock leeway in seconds for exp/nbf. Default 60 (as registry:2). */
+  leewaySeconds?: number;
+  now?: () => number;
+}
+
+const EC_ALGORITHM: Record<string, string> = { 'prime256v1': 'ES256', 'secp384r1': 'ES384', 'secp521r1': 'ES512' };
+
+/** Whether `alg` is meant for `key` (type and curve). */
+function algorithmFits(alg: string, key: KeyObject): boolean {
+  switch (key.asymmetricKeyType) {
+    case 'rsa':
+    case 'rsa-pss':
+      return /^(RS|PS)(256|384|512)$/.test(alg);
+    case 'ec':
+      return EC_ALGORITHM[key.asymmetricKeyDetails?.namedCurve ?? ''] === alg;
+    case 'ed25519':
+    case 'ed448':
+      return alg === 'EdDSA';
+    default:
+      return false;
+  }
+}
+
+function decodeSegment(segment: string, what: string): Record<string, unknown> {
+  if (!/^[A-Za-z0-9_-]*$/.test(segment)) throw new TokenError(`malformed token ${what}`);
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));
+  } catch {
+    throw new TokenError(`malformed token ${what}`);
+  }
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new TokenError(`malformed token ${what}`);
+  return value as Record<string, unknown>;
+}
+
+export class TokenVerifier {
+  private readonly trusted = new Map<string, KeyObject>();
+  private readonly algorithms: Set<string>;
+  private readonly leeway: number;
+  private readonly now: () => number;
+
+  constructor(private readonly options: VerifierOptions) {
+    for (const cert of options.roots ?? []) {
+      this.trusted.set(libtrustKeyId(cert.publicKey), cert.publicKey);
+      this.trusted.set(jwkThumbprint(cert.publicKey), cert.publicKey);
+    }
+    for (const [kid, key] of options.jwks ?? []) this.trusted.set(kid, key);
+    const allowed = (options.algorithms ?? [...ASYMMETRIC_ALGORITHMS]).filter((a) => (ASYMMETRIC_ALGORITHMS as readonly string[]).includes(a));
+    this.algorithms = new Set(allowed);
+    this.leeway = options.leewaySeconds ?? 60;
+    this.now = options.now ?? Date.now;
+  }
+
+  verify(token: string): VerifiedToken {
+    if (token.length > MAX_TOKEN_LENGTH) throw new TokenError('token too long');
+    const parts = token.split('.');
+    if (parts.length !== 3) throw new TokenError('malformed token');
+    const header = decodeSegment(parts[0]!, 'header');
+    const alg = header.alg;
+    if (typeof alg !== 'string' || !this.algorithms.has(alg)) throw new TokenError('token algorithm not allowed');
+    const key = this.signingKey(header);
+    if (!algorithmFits(alg, key)) throw new TokenError('token algorithm does not fit its key');
+
+    let claims: Record<string, unknown>;
+    if (alg === 'EdDSA') {
+      // jsonwebtoken has no EdDSA; verify the signature with Node, then the claims the same way.
+      const ok = cryptoVerify(null, Buffer.from(`${parts[0]}.${parts[1]}`), key, Buffer.from(parts[2]!, 'base64url'));
+      if (!ok) throw new TokenError('invalid token signature');
+      claims = decodeSegment(parts[1]!, 'payload');
+      this.checkClaims(claims);
+    } else {
+      try {
+        claims = jwt.verify(token, key, {
+          algorithms: [alg as jwt.Algorithm],
+          issuer: this.options.issuer,
+          audience: this.options.audience,
+          clockTolerance: this.leeway,
+          clockTimestamp: Math.floor(this.now() / 1000),
+        }) as Record<string, unknown>;
+      } catch (err) {
+        throw new TokenError(`invalid token: ${(err as Error).message}`);
+      }
+      if (typeof claims !== 'object' || claims === null) throw new TokenError('malformed token payload');
+      if (typeof claims.exp !== 'number') throw new TokenError('token has no expiry');
+    }
+    return { subject: typeof claims.sub === 'string' ? claims.sub : '', access: readAccessClaim(claims.access), claims };
+  }
+
+  /** The exp/nbf/iss/aud checks, for the path that does not go through jsonwebtoken. */
+  private checkClaims(claims: Record<string, unknown>): void {
+    const now = Math.floor(this.now() / 1000);
+    if (typeof claims.exp !== 'number') throw new TokenError('token has no expiry');
+    if (now > claims.exp + this.leeway) throw new TokenError('token expired');
+    if (typeof claims.nbf === 'number' && now < claims.nbf - this.leeway) throw new TokenError('token not yet valid');
+    if (claims.iss !== this.options.issuer) throw new TokenError('token issuer mismatch');
+    const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+    if (!aud.includes(this.options.audience)) throw new TokenError('token audience mismatch');
+  }
+
+  private signingKey(header: Record<string, unknown>): KeyObject {
+    if (header.x5c !== undefined) return this.keyFromChain(header.x5c);
+    if (header.jwk !== undefined) {
+      let key: KeyObject;
+      try {
+        key = createPublicKey({ key: header.jwk as import('node:crypto').JsonWebKey, format: 'jwk' });
+      } catch {
+        throw new TokenError('malformed jwk header');
+      }
+      if (key.type !== 'public') throw new TokenError('malformed jwk header');
+      // Only a key we already trust: an embedded key proves nothing by itself.
+      const trusted = this.trusted.get(libtrustKeyId(key));
+      if (!trusted || !trusted.equals(key)) throw new TokenError('untrusted jwk');
+      return trusted;
+    }
+    if (typeof header.kid === 'string') {
+      const key = this.trusted.get(header.kid);
+      if (!key) throw new TokenError('unknown kid');
+      return key;
+    }
+    throw new TokenError('token names no key (x5c, jwk or kid)');
+  }
+
+  /** Verify an x5c chain up to one of the roots; the leaf's key signs the token. */
+  private keyFromChain(x5c: unknown): KeyObject {
+    if (!Array.isArray(x5c) || x5c.length === 0 || x5c.length > 8 || !x5c.every((c) => typeof c === 'string')) {
+      throw new TokenError('malformed x5c header');
+    }
+    let chain: X509Certificate[];
+    try {
+      chain = x5c.map((c: string) => new X509Certificate(Buffer.from(c, 'base64')));
+    } catch {
+      throw new TokenError('malformed x5c certificate');
+    }
+    const now = new Date(this.now());
+    for (const cert of chain) {
+      if (new Date(cert.validFrom) > now || new Date(cert.validTo) < now) throw new TokenError('x5c certificate outside its validity');
+    }
+    for (let i = 0; i + 1 < chain.length; i++) {
+      if (!chain[i]!.checkIssued(chain[i + 1]!) || !chain[i]!.verify(chain[i + 1]!.publicKey)) {
+        throw new TokenError('x5c chain broken');
+      }
+    }
+    const top = chain.at(-1)!;
+    const anchored = (this.options.roots ?? []).some((root) =>
+      root.fingerprint256 === top.fingerprint256 || (top.checkIssued(root) && top.verify(root.publicKey)));
+    if (!anchored) throw new TokenError('x5c chain does not lead to a trusted root');
+    return chain[0]!.publicKey;
+  }
+}
+
+export interface IssuerOptions {
+  privateKey: KeyObject;
+  issuer: string;
+  /** Access token lifetime in seconds. */
+  expiresInSeconds: number;
+  now?: () => number;
+}
+
+export interface IssuedToken {
+  token: string;
+  expiresIn: number;
+  issuedAt: string;
+}
+
+/** Signs tokens as registry:2 expects them: ES256 (or RS256 for an RSA key) with `kid` = the libtrust key ID. */
+export class TokenIssuer {
+  readonly algorithm: jwt.Algorithm;
+  readonly keyId: string;
+  private readonly now: () => number;
+
+  constructor(private readonly options: IssuerOptions) {
+    const key = options.privateKey;
+    const curve = key.asymmetricKeyDetails?.namedCurve ?? '';
+    if (key.asymmetricKeyType === 'ec' && EC_ALGORITHM[curve]) this.algorithm = EC_ALGORITHM[curve] as jwt.Algorithm;
+    else if (key.asymmetricKeyType === 'rsa') this.algorithm = 'RS256';
+    else throw new Error('the token signing key must be an ECDSA (P-256/384/521) or RSA key');
+    this.keyId = libtrustKeyId(createPublicKey(key));
+    this.now = options.now ?? Date.now;
+  }
+
+  get issuer(): string {
+    return this.options.issuer;
+  }
+
+  /** An access token for `subject` (empty for anonymous) on `audience` with `access`. */
+  issue(subject: string, audience: string, access: Access[], lifetimeSeconds = this.options.expiresInSeconds, extra: Record<string, unknown> = {}): IssuedToken {
+    const nowMs = this.now();
+    const iat = Math.floor(nowMs / 1000);
+    const payload = {
+      iss: this.options.issuer,
+      sub: subject,
+      aud: audience,
+      exp: iat + lifetimeSeconds,
+      nbf: iat - 1,
+      iat,
+      jti: randomBytes(16).toString('base64url'),
+      access: access.map((a) => ({ type: a.type, name: a.name, actions: a.actions })),
+      ...extra,
+    };
+    const token = jwt.sign(payload, this.options.privateKey, { algorithm: this.algorithm, keyid: this.keyId });
+    return { token, expiresIn: lifetimeSeconds, issuedAt: new Date(iat * 1000).toISOString() };
+  }
+}
+
+/** A short, non-reversible tag for a token, safe to log when telling tokens apart matters. */
+export function tokenTag(token: string): string {
+  return createHash('sha256').update(token).digest('hex').slice(0, 12);
+}

@@ -1,0 +1,114 @@
+/**
+ * Builds authentication from the configuration: the registry-side check (htpasswd or token), the built-in token
+ * server, the shared policy and password throttle; and rebuilds the parts that may change on SIGHUP (rules, groups,
+ * users, trusted certificates) without touching the listener.
+ */
+import { readFileSync } from 'node:fs';
+import type { Logger } from 'pino';
+import {
+  ensureSigningMaterial, Htpasswd, parseCertificateBundle, parseJwks, Policy, Throttle, TokenIssuer, TokenVerifier,
+  type SigningMaterial,
+} from '../../auth/index.js';
+import type { WharfConfig } from '../config/index.js';
+import { AccessControl, type AuthState } from './auth.js';
+import type { RegistryContext } from './context.js';
+import { refreshAudience, TokenServer, type TokenServerState } from './token.js';
+import type { Context } from 'koa';
+
+/** What the Koa app calls: the token endpoint (before routing) and the access check (after the route match). */
+export interface AuthHooks {
+  serveToken(ctx: Context): Promise<boolean>;
+  authorize(ctx: RegistryContext): Promise<void>;
+}
+
+export interface AuthSystem {
+  /** Undefined when no auth is configured (everything is allowed, as registry:2 without `auth`). */
+  hooks?: AuthHooks;
+  /** Whether requests are checked (htpasswd or token configured): mounts without `from` are then refused. */
+  checksRequests: boolean;
+  /** Re-read rules, groups, users and trusted certificates from a newly loaded configuration. */
+  reload(config: WharfConfig): void;
+}
+
+export async function createAuth(config: WharfConfig, logger: Logger): Promise<AuthSystem> {
+  const { auth } = config;
+  const throttle = new Throttle({
+    accountFailures: auth.throttle.accountfailures,
+    addressFailures: auth.throttle.addressfailures,
+    windowMs: auth.throttle.window,
+  });
+
+  let material: SigningMaterial | undefined;
+  if (auth.tokenserver) {
+    material = await ensureSigningMaterial(auth.tokenserver.key, auth.tokenserver.certificate, auth.tokenserver.issuer);
+    if (material.generated) {
+      logger.info({ key: auth.tokenserver.key, certificate: auth.tokenserver.certificate },
+        'token server: created the signing key or certificate; give the certificate to registries as rootcertbundle');
+    }
+  }
+  if (auth.tokenserver && !auth.token && !auth.htpasswd) {
+    logger.warn('auth.tokenserver is configured without auth.token: tokens are issued, but this registry does not require them');
+  }
+
+  const build = (cfg: WharfConfig): { access?: AuthState; token?: TokenServerState } => {
+    const a = cfg.auth;
+    const policy = new Policy(a.access);
+    const out: { access?: AuthState; token?: TokenServerState } = {};
+    if (a.htpasswd) {
+      out.access = { mode: { kind: 'htpasswd', realm: a.htpasswd.realm, users: Htpasswd.fromFile(a.htpasswd.path) }, policy, throttle };
+    } else if (a.token) {
+      const roots = [];
+      if (a.token.rootcertbundle) roots.push(...parseCertificateBundle(readFileSync(a.token.rootcertbundle, 'utf8'), a.token.rootcertbundle));
+      else if (material) roots.push(material.certificate);
+      const jwks = a.token.jwks ? parseJwks(readFileSync(a.token.jwks, 'utf8'), a.token.jwks) : undefined;
+      const verifier = new TokenVerifier({ issuer: a.token.issuer, audience: a.token.service, roots, jwks, algorithms: a.token.signingalgorithms });
+      out.access = {
+        mode: { kind: 'token', realm: a.token.realm, service: a.token.service, autoredirect: a.token.autoredirect, verifier },
+        policy,
+        throttle,
+      };
+    }
+    if (a.tokenserver && material) {
+      const ts = a.tokenserver;
+      out.token = {
+        path: ts.path,
+        service: ts.service,
+        realm: ts.realm,
+        issuer: new TokenIssuer({ privateKey: material.privateKey, issuer: ts.issuer, expiresInSeconds: Math.max(1, Math.round(ts.expiration / 1000)) }),
+        refreshVerifier: new TokenVerifier({ issuer: ts.issuer, audience: refreshAudience(ts.service), roots: [material.certificate] }),
+        refreshLifetimeSeconds: Math.max(1, Math.round(ts.refreshexpiration / 1000)),
+        users: Htpasswd.fromFile(ts.htpasswd),
+        policy,
+        throttle,
+      };
+    }
+    return out;
+  };
+
+  const initial = build(config);
+  const access = initial.access ? new AccessControl(initial.access, logger) : undefined;
+  const tokenServer = initial.token ? new TokenServer(initial.token, logger) : undefined;
+
+  const hooks: AuthHooks | undefined = access || tokenServer
+    ? {
+        serveToken: async (ctx) => (tokenServer ? tokenServer.handle(ctx) : false),
+        authorize: async (ctx) => { if (access) await access.authorize(ctx); },
+      }
+    : undefined;
+
+  return {
+    hooks,
+    checksRequests: access !== undefined,
+    reload(cfg: WharfConfig) {
+      const next = build(cfg);
+      if (Boolean(next.access) !== Boolean(access) || Boolean(next.token) !== Boolean(tokenServer) ||
+        (next.access && initial.access && next.access.mode.kind !== initial.access.mode.kind)) {
+        logger.warn('auth: switching authentication on, off or between htpasswd and token needs a restart; only rules, users and certificates were reloaded');
+      }
+      if (access && next.access && next.access.mode.kind === initial.access!.mode.kind) access.update(next.access);
+      else if (access && next.access) access.update({ ...next.access, mode: initial.access!.mode });
+      if (tokenServer && next.token) tokenServer.update(next.token);
+      logger.info({ rules: cfg.auth.access?.rules.length ?? 0 }, 'auth: configuration reloaded');
+    },
+  };
+}
