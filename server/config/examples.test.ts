@@ -51,6 +51,10 @@ const FEATURES: Record<string, (t: import('ava').ExecutionContext, c: WharfConfi
     t.is(c.http.host, 'https://localhost:5443');
   },
   'prefix.yml': (t, c) => t.is(c.http.prefix, '/registry/'),
+  'monitoring.yml': (t, c) => {
+    t.deepEqual(c.http.debug, { addr: '127.0.0.1:5001', prometheus: { enabled: true, path: '/metrics' } });
+    t.deepEqual(c.health.storagedriver, { enabled: true, interval: 10_000, threshold: 3 });
+  },
   'registry2-compatible.yml': (t, c) => {
     t.is(c.storage.filesystem.rootdirectory, '/var/lib/registry');
     t.deepEqual(c.http.headers, { 'X-Content-Type-Options': ['nosniff'] });
