@@ -572,6 +572,26 @@ renderTest('filesystem with several replicas renders on a ReadWriteMany volume, 
   t.is(at(one(r, 'CronJob'), 'spec.jobTemplate.spec.template.spec.affinity'), undefined, 'no node pinning on RWX');
 });
 
+renderTest('long release names are shortened to what Kubernetes accepts, and references between objects still match', (t) => {
+  const long = 'a'.repeat(30) + '-' + 'b'.repeat(32);
+  const r = render({ fullnameOverride: long, redis: { enabled: true }, replicaCount: 2, storage: { driver: 's3', s3: { bucket: 'b' } }, ingress: { enabled: true, tls: { enabled: true } } });
+  t.is(r.error, '');
+  for (const doc of r.docs) {
+    const name = String(at(doc, 'metadata.name'));
+    const max = doc.kind === 'CronJob' || doc.kind === 'StatefulSet' ? 52 : 63;
+    t.true(name.length <= max, `${doc.kind} ${name} is ${name.length} characters`);
+    t.regex(name, /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
+  }
+  const pod = at(one(r, 'Deployment'), 'spec.template.spec');
+  const configMapName = at(one(r, 'ConfigMap'), 'metadata.name');
+  t.true(pod.volumes.some((v: Values) => at(v, 'configMap.name') === configMapName));
+  const redisService = kinds(r, 'Service').find((s) => at(s, 'metadata.labels')['app.kubernetes.io/component'] === 'redis');
+  t.is(at(parse(configYml(r)), 'redis.addr'), `${at(redisService, 'metadata.name')}:6379`);
+  t.is(at(one(r, 'StatefulSet'), 'spec.serviceName'), at(redisService, 'metadata.name'));
+  const ingress = one(r, 'Ingress');
+  t.is(at(ingress, 'spec.rules')[0].http.paths[0].backend.service.name, at(one(r, 'Deployment'), 'metadata.name'));
+});
+
 renderTest('optional parts stay off: no Ingress, ServiceMonitor, Redis, Secret or metrics Service unless asked', (t) => {
   const r = render({ metrics: { enabled: false }, garbageCollect: { enabled: false } });
   t.is(r.error, '');

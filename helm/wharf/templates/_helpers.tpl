@@ -18,6 +18,17 @@ Names and labels.
 {{- end -}}
 {{- end -}}
 
+{{/*
+The name of a resource beside the main one: <fullname>-<suffix>, with fullname shortened so the whole fits in max
+characters (63 for most objects, 52 for a CronJob, whose Jobs add 11). Called with (list . "suffix" max).
+*/}}
+{{- define "wharf.child" -}}
+{{- $ctx := index . 0 -}}
+{{- $suffix := index . 1 -}}
+{{- $max := index . 2 | int -}}
+{{- printf "%s-%s" (include "wharf.fullname" $ctx | trunc (sub $max (add1 (len $suffix)) | int) | trimSuffix "-") $suffix -}}
+{{- end -}}
+
 {{- define "wharf.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
@@ -88,7 +99,7 @@ The Redis address Wharf uses: the bundled Redis, the external one, or empty.
 */}}
 {{- define "wharf.redisAddr" -}}
 {{- if .Values.redis.enabled -}}
-{{- printf "%s-redis:6379" (include "wharf.fullname" .) -}}
+{{- printf "%s:6379" (include "wharf.child" (list . "redis" 52)) -}}
 {{- else if .Values.redis.external.addr -}}
 {{- .Values.redis.external.addr -}}
 {{- end -}}
@@ -164,7 +175,7 @@ Checks that stop a release that cannot work, each with a message saying what to 
 Where each secret value comes from: the user's existing Secret, or the one the chart creates.
 */}}
 {{- define "wharf.secretName" -}}
-{{- printf "%s-secret" (include "wharf.fullname" .) -}}
+{{- include "wharf.child" (list . "secret" 63) -}}
 {{- end -}}
 
 {{/*
@@ -329,7 +340,7 @@ Volumes shared by the registry Deployment and the GC CronJob.
 {{- define "wharf.volumes" -}}
 - name: config
   configMap:
-    name: {{ include "wharf.fullname" . }}-config
+    name: {{ include "wharf.child" (list . "config" 63) }}
 - name: tmp
   emptyDir:
     sizeLimit: {{ .Values.tmpSizeLimit }}
@@ -337,7 +348,7 @@ Volumes shared by the registry Deployment and the GC CronJob.
 - name: data
 {{- if .Values.storage.filesystem.persistence.enabled }}
   persistentVolumeClaim:
-    claimName: {{ .Values.storage.filesystem.persistence.existingClaim | default (printf "%s-data" (include "wharf.fullname" .)) }}
+    claimName: {{ .Values.storage.filesystem.persistence.existingClaim | default (include "wharf.child" (list . "data" 63)) }}
 {{- else }}
   emptyDir: {}
 {{- end }}
