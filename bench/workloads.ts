@@ -1,0 +1,300 @@
+/**
+ * The workloads of issue 8. Each one prepares a fresh server (`setup`, not measured) and then measures one
+ * repetition (`measure`), returning a value per figure. The runner alternates the servers between repetitions.
+ */
+import { mkdir, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { allBlobs, generateImage, writeOciLayout } from '../conformance/e2e/image.js';
+import {
+  MB, OCI_MANIFEST, curlGet, latencyMs, makeBlobFile, median, nodeRate, pushMonolithic, pushSmallImage, pushStreamed,
+  runProcess, sha256, wrkAvailable, wrkRate,
+} from './client.js';
+import { cpuSeconds, type BenchServer } from './servers.js';
+import { CLI_PATH } from '../conformance/harness.js';
+
+export interface Sizes {
+  /** Workloads 1 and 2: the big blob. */
+  blobBytes: number;
+  /** Workload 3: each of the concurrent blobs. */
+  smallBlobBytes: number;
+  concurrentPushes: number;
+  /** Workload 1: concurrent GET streams. */
+  getStreams: number;
+  /** Workload 4: connections and seconds per repetition. */
+  connections: number;
+  loadSeconds: number;
+  tags: number;
+  repositories: number;
+  /** Workload 6: size of the biggest file of the first layer. */
+  imageLayerBytes: number;
+  gcBlobs: number;
+}
+
+export interface Figure {
+  id: string;
+  label: string;
+  unit: string;
+  better: 'higher' | 'lower';
+  /** Wanted speed ratio to registry:2 (>= this), or an absolute bound on Wharf's value. */
+  target?: { ratio: number } | { max: number };
+}
+
+export interface Shared {
+  work: string;
+  sizes: Sizes;
+  /** Files made once per run and reused by every server (name → path and digest). */
+  files: Map<string, { path: string; digest: string; size: number }>;
+  notes: string[];
+}
+
+export interface Workload {
+  id: number;
+  title: string;
+  wharfOnly?: boolean;
+  figures(sizes: Sizes): Figure[];
+  /** Once per run, before any server starts: make input files. */
+  prepare?(shared: Shared): Promise<void>;
+  /** Once per server, unmeasured. */
+  setup?(server: BenchServer, shared: Shared): Promise<void>;
+  measure(server: BenchServer, shared: Shared, rep: number): Promise<Record<string, number>>;
+}
+
+const mb = (bytes: number) => `${Math.round(bytes / MB)} MB`;
+const seconds = (startedNs: bigint) => Number(process.hrtime.bigint() - startedNs) / 1e9;
+
+async function blobFile(shared: Shared, name: string, size: number, seed: number) {
+  let file = shared.files.get(name);
+  if (!file) {
+    const path = join(shared.work, `${name}.bin`);
+    file = { path, size, digest: await makeBlobFile(path, size, seed) };
+    shared.files.set(name, file);
+  }
+  return file;
+}
+
+/** One unmeasured push, so the first measured repetition does not pay for the server's JIT warm-up. */
+async function warmUpPush(server: BenchServer, shared: Shared): Promise<void> {
+  const file = await blobFile(shared, 'warm', 8 * MB, 99);
+  await pushMonolithic(server.url, 'bench/warm', file.path, file.size, file.digest);
+  await pushStreamed(server.url, 'bench/warm', file.path, file.digest);
+}
+
+const blobGet: Workload = {
+  id: 1,
+  title: 'Blob GET',
+  figures: (s) => [
+    { id: 'get-1', label: `GET ${mb(s.blobBytes)} blob, 1 stream`, unit: 'MB/s', better: 'higher', target: { ratio: 0.85 } },
+    { id: 'get-n', label: `GET ${mb(s.blobBytes)} blob, ${s.getStreams} streams (aggregate)`, unit: 'MB/s', better: 'higher', target: { ratio: 1.0 } },
+  ],
+  prepare: async (shared) => { await blobFile(shared, 'big', shared.sizes.blobBytes, 1); },
+  async setup(server, shared) {
+    const file = shared.files.get('big')!;
+    await pushMonolithic(server.url, 'bench/get', file.path, file.size, file.digest);
+    await curlGet(`${server.url}/v2/bench/get/blobs/${file.digest}`); // into the page cache
+  },
+  async measure(server, shared) {
+    const url = `${server.url}/v2/bench/get/blobs/${shared.files.get('big')!.digest}`;
+    const single: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await curlGet(url);
+      single.push(r.bytes / MB / r.seconds);
+    }
+    const started = process.hrtime.bigint();
+    const all = await Promise.all(Array.from({ length: shared.sizes.getStreams }, () => curlGet(url)));
+    const bytes = all.reduce((a, r) => a + r.bytes, 0);
+    return { 'get-1': median(single), 'get-n': bytes / MB / seconds(started) };
+  },
+};
+
+const blobPush: Workload = {
+  id: 2,
+  title: 'Blob push',
+  figures: (s) => [
+    { id: 'push-mono', label: `push ${mb(s.blobBytes)} blob, monolithic PUT`, unit: 'MB/s', better: 'higher', target: { ratio: 2.5 } },
+    { id: 'push-patch', label: `push ${mb(s.blobBytes)} blob, streamed PATCH`, unit: 'MB/s', better: 'higher', target: { ratio: 2.5 } },
+  ],
+  prepare: async (shared) => { await blobFile(shared, 'big', shared.sizes.blobBytes, 1); },
+  setup: warmUpPush,
+  async measure(server, shared, rep) {
+    const file = shared.files.get('big')!;
+    let started = process.hrtime.bigint();
+    await pushMonolithic(server.url, `bench/mono-${rep}`, file.path, file.size, file.digest);
+    const mono = file.size / MB / seconds(started);
+    started = process.hrtime.bigint();
+    await pushStreamed(server.url, `bench/patch-${rep}`, file.path, file.digest);
+    const patch = file.size / MB / seconds(started);
+    return { 'push-mono': mono, 'push-patch': patch };
+  },
+};
+
+const concurrentPush: Workload = {
+  id: 3,
+  title: 'Concurrent pushes',
+  figures: (s) => [
+    { id: 'push-concurrent', label: `${s.concurrentPushes} concurrent pushes of distinct ${mb(s.smallBlobBytes)} blobs (aggregate)`, unit: 'MB/s', better: 'higher', target: { ratio: 2.0 } },
+  ],
+  async prepare(shared) {
+    for (let i = 0; i < shared.sizes.concurrentPushes; i++) await blobFile(shared, `small-${i}`, shared.sizes.smallBlobBytes, 100 + i);
+  },
+  setup: warmUpPush,
+  async measure(server, shared, rep) {
+    const files = Array.from({ length: shared.sizes.concurrentPushes }, (_, i) => shared.files.get(`small-${i}`)!);
+    const started = process.hrtime.bigint();
+    await Promise.all(files.map((f, i) => pushMonolithic(server.url, `bench/many-${rep}-${i}`, f.path, f.size, f.digest)));
+    return { 'push-concurrent': files.reduce((a, f) => a + f.size, 0) / MB / seconds(started) };
+  },
+};
+
+const manifestGet: Workload = {
+  id: 4,
+  title: 'Manifest GET by tag',
+  figures: (s) => [
+    { id: 'manifest-tag', label: `manifest GET by tag, ${s.connections} keep-alive connections`, unit: 'req/s', better: 'higher', target: { ratio: 5.0 } },
+    { id: 'manifest-cpu', label: 'server CPU time per manifest GET', unit: 'µs', better: 'lower' },
+  ],
+  async setup(server, shared) {
+    await pushSmallImage(server.url, 'bench/manifest', 'latest');
+    // Warm up (JIT, caches) for a second before the measured repetitions.
+    const url = `${server.url}/v2/bench/manifest/manifests/latest`;
+    const headers = { Accept: OCI_MANIFEST };
+    if (wrkAvailable()) await wrkRate(url, headers, shared.sizes.connections, 1);
+    else await nodeRate(url, headers, shared.sizes.connections, 1);
+  },
+  async measure(server, shared) {
+    const url = `${server.url}/v2/bench/manifest/manifests/latest`;
+    const headers = { Accept: OCI_MANIFEST };
+    const { connections, loadSeconds } = shared.sizes;
+    const cpuBefore = await cpuSeconds(server.pid);
+    const r = wrkAvailable()
+      ? await wrkRate(url, headers, connections, loadSeconds)
+      : await nodeRate(url, headers, connections, loadSeconds);
+    const cpu = (await cpuSeconds(server.pid)) - cpuBefore;
+    if (r.errors > 0) shared.notes.push(`workload 4 on ${server.kind}: ${r.errors} failed requests`);
+    return { 'manifest-tag': r.rps, 'manifest-cpu': (cpu * 1e6) / (r.rps * loadSeconds) };
+  },
+};
+
+/** Tags and repositories written straight into the storage tree (the layout both servers share). */
+async function seedListing(server: BenchServer, sizes: Sizes, manifest: Buffer): Promise<void> {
+  const v2 = join(server.rootDirectory, 'docker', 'registry', 'v2', 'repositories');
+  const digest = sha256(manifest);
+  const hex = digest.slice('sha256:'.length);
+  const writes: Array<() => Promise<void>> = [];
+  for (let i = 0; i < sizes.tags; i++) {
+    const tagDir = join(v2, 'bench', 'tags', '_manifests', 'tags', `tag-${String(i).padStart(6, '0')}`);
+    writes.push(async () => {
+      await mkdir(join(tagDir, 'index', 'sha256', hex), { recursive: true });
+      await mkdir(join(tagDir, 'current'), { recursive: true });
+      await writeFile(join(tagDir, 'index', 'sha256', hex, 'link'), digest);
+      await writeFile(join(tagDir, 'current', 'link'), digest);
+    });
+  }
+  for (let i = 0; i < sizes.repositories; i++) {
+    const repo = join(v2, 'bench', 'catalog', `repo-${String(i).padStart(5, '0')}`);
+    writes.push(async () => {
+      await mkdir(join(repo, '_layers', 'sha256', hex), { recursive: true });
+      await mkdir(join(repo, '_manifests', 'revisions', 'sha256', hex), { recursive: true });
+      await writeFile(join(repo, '_layers', 'sha256', hex, 'link'), digest);
+      await writeFile(join(repo, '_manifests', 'revisions', 'sha256', hex, 'link'), digest);
+    });
+  }
+  for (let i = 0; i < writes.length; i += 64) await Promise.all(writes.slice(i, i + 64).map((w) => w()));
+}
+
+const listing: Workload = {
+  id: 5,
+  title: 'Tags list and catalog',
+  figures: (s) => [
+    { id: 'tags-first', label: `tags list, first page (n=100) of ${s.tags.toLocaleString('en')}`, unit: 'ms', better: 'lower' },
+    { id: 'tags-middle', label: `tags list, middle page (n=100)`, unit: 'ms', better: 'lower' },
+    { id: 'catalog-first', label: `catalog, first page (n=100) of ${s.repositories.toLocaleString('en')} repositories`, unit: 'ms', better: 'lower' },
+    { id: 'catalog-middle', label: `catalog, middle page (n=100)`, unit: 'ms', better: 'lower' },
+  ],
+  async setup(server, shared) {
+    const manifest = await pushSmallImage(server.url, 'bench/tags', 'seed');
+    await seedListing(server, shared.sizes, manifest);
+  },
+  async measure(server, shared) {
+    const { tags, repositories } = shared.sizes;
+    const midTag = `tag-${String(Math.floor(tags / 2)).padStart(6, '0')}`;
+    const midRepo = `bench/catalog/repo-${String(Math.floor(repositories / 2)).padStart(5, '0')}`;
+    const base = server.url;
+    return {
+      'tags-first': await latencyMs(`${base}/v2/bench/tags/tags/list?n=100`, 20),
+      'tags-middle': await latencyMs(`${base}/v2/bench/tags/tags/list?n=100&last=${midTag}`, 20),
+      'catalog-first': await latencyMs(`${base}/v2/_catalog?n=100`, 20),
+      'catalog-middle': await latencyMs(`${base}/v2/_catalog?n=100&last=${encodeURIComponent(midRepo)}`, 20),
+    };
+  },
+};
+
+const skopeoRoundTrip: Workload = {
+  id: 6,
+  title: 'skopeo push and pull',
+  figures: (s) => [
+    { id: 'skopeo-push', label: `skopeo copy push, 3-layer image (~${mb(s.imageLayerBytes)})`, unit: 's', better: 'lower' },
+    { id: 'skopeo-pull', label: 'skopeo copy pull of the same image', unit: 's', better: 'lower' },
+  ],
+  async prepare(shared) {
+    const image = generateImage({ layerCount: 3, firstLayerBytes: shared.sizes.imageLayerBytes });
+    await writeOciLayout(join(shared.work, 'image'), [{ tag: 'v1', target: image.manifest }], allBlobs(image));
+  },
+  async measure(server, shared, rep) {
+    const skopeo = async (...args: string[]) => {
+      const r = await runProcess('skopeo', ['--insecure-policy', 'copy', '--src-tls-verify=false', '--dest-tls-verify=false', ...args]);
+      if (r.code !== 0) throw new Error(`skopeo ${args.join(' ')}: ${r.stderr}`);
+    };
+    const ref = `docker://${server.host}/bench/skopeo-${rep}:v1`;
+    let started = process.hrtime.bigint();
+    await skopeo(`oci:${join(shared.work, 'image')}:v1`, ref);
+    const push = seconds(started);
+    const dest = join(shared.work, `pull-${server.kind}-${rep}`);
+    started = process.hrtime.bigint();
+    await skopeo(ref, `oci:${dest}:v1`);
+    return { 'skopeo-push': push, 'skopeo-pull': seconds(started) };
+  },
+};
+
+/** `count` unreferenced blobs written straight into the content store, dated a day back (past any grace period). */
+async function seedBlobs(server: BenchServer, count: number, salt: string): Promise<void> {
+  const blobs = join(server.rootDirectory, 'docker', 'registry', 'v2', 'blobs', 'sha256');
+  const old = new Date(Date.now() - 24 * 3600 * 1000);
+  for (let i = 0; i < count; i += 256) {
+    await Promise.all(Array.from({ length: Math.min(256, count - i) }, async (_, j) => {
+      const content = `${salt}-${i + j}`;
+      const hex = sha256(content).slice('sha256:'.length);
+      const dir = join(blobs, hex.slice(0, 2), hex);
+      await mkdir(dir, { recursive: true });
+      await writeFile(join(dir, 'data'), content);
+      await utimes(join(dir, 'data'), old, old);
+      await utimes(dir, old, old);
+    }));
+  }
+}
+
+const garbageCollect: Workload = {
+  id: 7,
+  title: 'Garbage collection',
+  wharfOnly: true,
+  figures: (s) => [
+    { id: 'gc-quarter', label: `wharf garbage-collect, ${(s.gcBlobs / 4).toLocaleString('en')} blobs`, unit: 's', better: 'lower' },
+    { id: 'gc-full', label: `wharf garbage-collect, ${s.gcBlobs.toLocaleString('en')} blobs`, unit: 's', better: 'lower', target: { max: 60 } },
+  ],
+  async setup(server) { await pushSmallImage(server.url, 'bench/live', 'latest'); },
+  async measure(server, shared, rep) {
+    const out: Record<string, number> = {};
+    for (const [id, count] of [['gc-quarter', shared.sizes.gcBlobs / 4], ['gc-full', shared.sizes.gcBlobs]] as const) {
+      await seedBlobs(server, count, `${id}-${rep}`);
+      const started = process.hrtime.bigint();
+      const r = await runProcess(process.execPath, [CLI_PATH, 'garbage-collect', server.configPath], 30 * 60_000);
+      const took = seconds(started);
+      if (r.code !== 0) {
+        throw new Error(`wharf garbage-collect exited with ${r.code} (is the GC implemented yet?): ${(r.stderr || r.stdout).slice(0, 300)}`);
+      }
+      out[id] = took;
+    }
+    return out;
+  },
+};
+
+export const WORKLOADS: Workload[] = [blobGet, blobPush, concurrentPush, manifestGet, listing, skopeoRoundTrip, garbageCollect];
