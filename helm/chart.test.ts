@@ -592,6 +592,17 @@ renderTest('long release names are shortened to what Kubernetes accepts, and ref
   t.is(at(ingress, 'spec.rules')[0].http.paths[0].backend.service.name, at(one(r, 'Deployment'), 'metadata.name'));
 });
 
+renderTest('numbers keep their integer form in config.yml and manifests (no 4.194304e+06)', (t) => {
+  const r = render({
+    config: { validation: { manifests: { maxsize: 4194304 } } },
+    garbageCollect: { activeDeadlineSeconds: 1209600 },
+  });
+  t.is(r.error, '');
+  t.regex(configYml(r), /maxsize: 4194304\b/);
+  t.is(at(one(r, 'CronJob'), 'spec.jobTemplate.spec.activeDeadlineSeconds'), 1209600);
+  t.is(configCheck(configYml(r)).status, 0);
+});
+
 renderTest('optional parts stay off: no Ingress, ServiceMonitor, Redis, Secret or metrics Service unless asked', (t) => {
   const r = render({ metrics: { enabled: false }, garbageCollect: { enabled: false } });
   t.is(r.error, '');

@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -75,7 +76,33 @@ func merge(dst, src map[string]interface{}) map[string]interface{} {
 	return dst
 }
 
+// wholeNumbers turns float64 values without a fraction into int64, so toYaml writes 4194304 and not 4.194304e+06:
+// Helm's toYaml goes through JSON, which writes whole floats as integers.
+func wholeNumbers(v interface{}) interface{} {
+	switch x := v.(type) {
+	case float64:
+		if x == math.Trunc(x) && math.Abs(x) < 1e18 {
+			return int64(x)
+		}
+		return x
+	case map[string]interface{}:
+		out := make(map[string]interface{}, len(x))
+		for k, e := range x {
+			out[k] = wholeNumbers(e)
+		}
+		return out
+	case []interface{}:
+		out := make([]interface{}, len(x))
+		for i, e := range x {
+			out[i] = wholeNumbers(e)
+		}
+		return out
+	}
+	return v
+}
+
 func toYAML(v interface{}) string {
+	v = wholeNumbers(v)
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
