@@ -95,6 +95,7 @@ export function createApp(deps: AppDeps): Koa {
     const started = process.hrtime.bigint();
     deps.metrics?.inFlight.inc();
     const requestId = ctx.get('X-Request-Id') || randomUUID();
+    ctx.state.requestId = requestId;
     const setCommonHeaders = () => {
       ctx.set('X-Request-Id', requestId);
       ctx.set('Docker-Distribution-API-Version', 'registry/2.0');
@@ -133,7 +134,7 @@ export function createApp(deps: AppDeps): Koa {
       if (deps.metrics) observeRequest(deps.metrics, ctx, route, seconds);
       if (!deps.accessLogDisabled) {
         logger.info(
-          { requestId, method: ctx.method, path: ctx.path, route, repository: match?.name, status: ctx.status,
+          { requestId, method: ctx.method, path: ctx.path, route, repository: match?.name, user: ctx.state.user, status: ctx.status,
             durationMs: Math.round(seconds * 10_000) / 10, remote: ctx.ip },
           'request',
         );

@@ -3,7 +3,7 @@
  */
 import { RegistryError } from '../registry/errors.js';
 import { parseDigest } from '../registry/reference.js';
-import { respondEmpty, type RegistryContext } from './context.js';
+import { notify, respondEmpty, urlFor, type RegistryContext } from './context.js';
 
 export type ByteRange = { start: number; end: number } | 'unsatisfiable' | undefined;
 
@@ -81,6 +81,13 @@ export async function getBlob(ctx: RegistryContext): Promise<void> {
   ctx.body = stream;
   ctx.type = 'application/octet-stream';
   ctx.length = length;
+  notify(ctx, 'pull', {
+    mediaType: 'application/octet-stream',
+    size: desc.size,
+    length,
+    digest: desc.digest,
+    url: urlFor(ctx, `/v2/${ctx.state.match.name}/blobs/${desc.digest}`),
+  });
 }
 
 export async function deleteBlob(ctx: RegistryContext): Promise<void> {
@@ -91,4 +98,5 @@ export async function deleteBlob(ctx: RegistryContext): Promise<void> {
   const digest = parseDigest(ctx.state.match.param!);
   await registry.blobs.unlink(ctx.state.match.name!, digest);
   respondEmpty(ctx, 202);
+  notify(ctx, 'delete', { digest: digest.value });
 }

@@ -6,6 +6,8 @@ import type { Context } from 'koa';
 import type { Logger } from 'pino';
 import type { Health } from '../health.js';
 import type { Metrics } from '../metrics.js';
+import type { EventAction, EventTarget } from '../notifications.js';
+import type { Notifier } from '../notifications.js';
 import { RegistryError } from '../registry/errors.js';
 import type { Registry } from '../registry/registry.js';
 import type { AuthHooks } from './auth-setup.js';
@@ -38,6 +40,8 @@ export interface AppDeps {
   auth?: AuthHooks;
   metrics?: Metrics;
   health?: Health;
+  /** Webhook notifications (registry:2 `notifications`). */
+  notifier?: Notifier;
 }
 
 export interface RegistryState {
@@ -45,6 +49,10 @@ export interface RegistryState {
   deps: AppDeps;
   /** Set by the access check when rules are in force: the catalog lists only names this returns true for. */
   catalogFilter?: (name: string) => boolean;
+  /** The authenticated user, when there is one (logs and notification events name it). */
+  user?: string;
+  /** The request id (X-Request-Id), set by the first middleware. */
+  requestId?: string;
 }
 
 export type RegistryContext = Context & { state: RegistryState };
@@ -107,4 +115,22 @@ export function paginationCount(ctx: RegistryContext, max?: number): number | un
 export function nextLink(path: string, n: number, last: string): string {
   const q = new URLSearchParams({ last, n: String(n) });
   return `<${path}?${q.toString()}>; rel="next"`;
+}
+
+/** Queue a notification event about this request (no-op without endpoints). Never blocks or throws. */
+export function notify(ctx: RegistryContext, action: EventAction, target: Omit<EventTarget, 'repository'>): void {
+  const notifier = ctx.state.deps.notifier;
+  if (!notifier?.enabled) return;
+  notifier.emit(
+    action,
+    { ...target, repository: ctx.state.match.name! },
+    {
+      id: ctx.state.requestId ?? '',
+      addr: ctx.ip,
+      host: ctx.host,
+      method: ctx.method,
+      useragent: ctx.get('User-Agent'),
+    },
+    ctx.state.user ? { name: ctx.state.user } : {},
+  );
 }

@@ -4,7 +4,7 @@
  */
 import { RegistryError } from '../registry/errors.js';
 import { parseReference } from '../registry/reference.js';
-import { contentLength, queryParams, respondEmpty, urlFor, type RegistryContext } from './context.js';
+import { contentLength, notify, queryParams, respondEmpty, urlFor, type RegistryContext } from './context.js';
 
 /** The most `?tag=` parameters one PUT may carry (the spec asks for at least 10). */
 export const MAX_TAGS_PER_PUT = 100;
@@ -27,6 +27,15 @@ export async function getManifest(ctx: RegistryContext): Promise<void> {
     return;
   }
   ctx.body = manifest.content;
+  const ref = ctx.state.match.param!;
+  notify(ctx, 'pull', {
+    mediaType: manifest.mediaType,
+    size: manifest.content.byteLength,
+    length: manifest.content.byteLength,
+    digest: manifest.digest,
+    url: urlFor(ctx, `/v2/${ctx.state.match.name}/manifests/${manifest.digest}`),
+    ...(ref.includes(':') ? {} : { tag: ref }),
+  });
 }
 
 /** Read a request body of at most `max` bytes; 413 as soon as it is known to be larger. */
@@ -72,6 +81,15 @@ export async function putManifest(ctx: RegistryContext): Promise<void> {
   if (result.subject) ctx.set('OCI-Subject', result.subject);
   if (tags.length > 0) ctx.set('OCI-Tag', result.tags.join(', '));
   respondEmpty(ctx, 201);
+  const target = {
+    mediaType: result.mediaType,
+    size: content.byteLength,
+    length: content.byteLength,
+    digest: result.digest,
+    url: urlFor(ctx, `/v2/${name}/manifests/${result.digest}`),
+  };
+  if (result.tags.length === 0) notify(ctx, 'push', target);
+  for (const tag of result.tags) notify(ctx, 'push', { ...target, tag });
 }
 
 export async function deleteManifest(ctx: RegistryContext): Promise<void> {
@@ -79,6 +97,8 @@ export async function deleteManifest(ctx: RegistryContext): Promise<void> {
   if (!options.deleteEnabled) {
     throw new RegistryError('UNSUPPORTED', 'deletion is disabled (storage.delete.enabled)');
   }
-  await registry.manifests.delete(ctx.state.match.name!, parseReference(ctx.state.match.param!));
+  const ref = parseReference(ctx.state.match.param!);
+  await registry.manifests.delete(ctx.state.match.name!, ref);
   respondEmpty(ctx, 202);
+  notify(ctx, 'delete', ref.kind === 'tag' ? { tag: ref.tag } : { digest: ref.digest.value });
 }

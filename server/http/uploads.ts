@@ -10,6 +10,7 @@ import { isValidUploadId, uploadRangeHeader, type ChunkRange } from '../registry
 import {
   contentLength,
   hasBody,
+  notify,
   queryParam,
   respondEmpty,
   urlFor,
@@ -20,10 +21,20 @@ function uploadUrl(ctx: RegistryContext, name: string, id: string): string {
   return urlFor(ctx, `/v2/${name}/blobs/uploads/${id}`);
 }
 
-function blobCreated(ctx: RegistryContext, name: string, digest: string): void {
-  ctx.set('Location', urlFor(ctx, `/v2/${name}/blobs/${digest}`));
-  ctx.set('Docker-Content-Digest', digest);
+/** 201 for a blob now in the repository, and the event saying so (a push, or a mount from another repository). */
+function blobCreated(
+  ctx: RegistryContext,
+  name: string,
+  blob: { digest: string; size: number },
+  mount?: { from?: string },
+): void {
+  const url = urlFor(ctx, `/v2/${name}/blobs/${blob.digest}`);
+  ctx.set('Location', url);
+  ctx.set('Docker-Content-Digest', blob.digest);
   respondEmpty(ctx, 201);
+  const target = { mediaType: 'application/octet-stream', size: blob.size, length: blob.size, digest: blob.digest, url };
+  if (!mount) notify(ctx, 'push', target);
+  else notify(ctx, 'mount', mount.from === undefined ? target : { ...target, fromRepository: mount.from });
 }
 
 function uploadAccepted(ctx: RegistryContext, name: string, id: string, offset: number, status: number): void {
@@ -70,7 +81,7 @@ export async function startBlobUpload(ctx: RegistryContext): Promise<void> {
     const from = queryParam(ctx, 'from');
     if (from !== undefined) validateRepositoryName(from);
     const mounted = await registry.mount(name, digest, from);
-    if (mounted) return blobCreated(ctx, name, mounted.digest);
+    if (mounted) return blobCreated(ctx, name, mounted, { from });
     // Not mountable: the spec asks for a new upload session instead (202).
   }
 
@@ -81,7 +92,7 @@ export async function startBlobUpload(ctx: RegistryContext): Promise<void> {
     const session = await registry.uploads.start(name, digest.algorithm);
     const chunks = body(ctx) ?? noBody();
     const desc = await registry.uploads.complete(name, session.id, digest, chunks, { length: contentLength(ctx) });
-    return blobCreated(ctx, name, desc.digest);
+    return blobCreated(ctx, name, desc);
   }
 
   const algorithm = queryParam(ctx, 'digest-algorithm') ?? 'sha256';
@@ -117,7 +128,7 @@ export async function putBlobUploadComplete(ctx: RegistryContext): Promise<void>
     range: chunks ? chunkRange(ctx) : undefined,
     length: chunks ? contentLength(ctx) : undefined,
   });
-  blobCreated(ctx, name, desc.digest);
+  blobCreated(ctx, name, desc);
 }
 
 export async function getBlobUploadStatus(ctx: RegistryContext): Promise<void> {

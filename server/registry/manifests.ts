@@ -26,6 +26,8 @@ export interface StoredManifest {
 
 export interface PutManifestResult {
   digest: string;
+  /** The media type the manifest was stored as. */
+  mediaType: string;
   /** The subject digest when the manifest has one (answered as `OCI-Subject`). */
   subject?: string;
   /** Tags set by this request. */
@@ -189,7 +191,7 @@ export class ManifestStore {
     }
     for (const tag of tags) await this.tag(name, tag, digest);
     this.cache.set(digest.value, content);
-    return { digest: digest.value, subject: parsed.subject?.digest, tags };
+    return { digest: digest.value, mediaType: parsed.mediaType, subject: parsed.subject?.digest, tags };
   }
 
   /** Point a tag at a manifest revision. The current link is replaced atomically, so concurrent PUTs leave one. */
