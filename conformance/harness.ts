@@ -155,7 +155,8 @@ export async function startRegistry2(options: Omit<StartOptions, 'nodeArgs' | 'e
     try {
       const res = await fetch(`${url}/v2/`);
       await res.arrayBuffer();
-      if (res.status === 200) break;
+      // 401: a registry:2 configured with auth answers, but wants credentials.
+      if (res.status === 200 || res.status === 401) break;
     } catch {
       // not listening yet
     }

@@ -180,7 +180,11 @@ export class AccessControl {
 
     const missing = granted !== undefined ? missingAccess(granted, required) : this.missingByPolicy(policy, principal, required);
     if (missing.length > 0) {
-      if (!authenticated) throw this.unauthorized(ctx, required, 'authentication required');
+      if (!authenticated) {
+        // A client starting without a token learns to ask for the mount source too (as registry:2 names it).
+        const asked = mountFrom !== undefined ? [...required, { type: 'repository', name: mountFrom, actions: ['pull'] }] : required;
+        throw this.unauthorized(ctx, asked, 'authentication required');
+      }
       if (granted !== undefined) throw this.unauthorized(ctx, required, 'insufficient scope', 'insufficient_scope');
       throw new RegistryError('DENIED', 'requested access to the resource is denied', {
         detail: missing.map((a) => ({ Type: a.type, Name: a.name, Action: a.actions.join(',') })),
