@@ -18,10 +18,10 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
 import { orUndefined } from '../registry/blobs.js';
-import { ROOT } from '../registry/layout.js';
+import { GC_ROOT } from '../registry/layout.js';
 import { tryParseDigest } from '../registry/reference.js';
 
-export const GC_ROOT = `${ROOT}/_wharf/gc`;
+export { GC_ROOT };
 export const LOCK_PATH = `${GC_ROOT}/lock`;
 export const LIVE_ROOT = `${GC_ROOT}/live`;
 export const TRASH_ROOT = `${GC_ROOT}/trash`;

@@ -15,6 +15,8 @@
  *       _uploads/<id>/startedat                                         RFC 3339 start time of that upload
  *       _uploads/<id>/hashstates/<alg>/<offset>                         (registry:2 only; Wharf does not write these)
  *       _referrers/<alg>/<subject hex>/<alg>/<referrer hex>/link        Wharf: manifests whose `subject` is the digest
+ *     _wharf/gc/                                                        Wharf: garbage-collector lock, live set, trash,
+ *                                                                       metrics (paths in server/gc/state.ts)
  *
  * Every `link` file holds a digest string (`sha256:…`). registry:2 skips directories whose names start with `_` when
  * it walks for repositories, so `_referrers` is invisible to it. Names and digests reaching these functions have
@@ -25,6 +27,8 @@ import type { Digest } from './reference.js';
 export const ROOT = '/docker/registry/v2';
 export const BLOBS_ROOT = `${ROOT}/blobs`;
 export const REPOSITORIES_ROOT = `${ROOT}/repositories`;
+/** Wharf-only state of the garbage collector; registry:2 reads only `blobs/` and `repositories/`. */
+export const GC_ROOT = `${ROOT}/_wharf/gc`;
 
 export function blobDir(d: Digest): string {
   return `${BLOBS_ROOT}/${d.algorithm}/${d.hex.slice(0, 2)}/${d.hex}`;

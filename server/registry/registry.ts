@@ -24,18 +24,27 @@ export interface RegistryOptions {
   mayMountWithoutFrom?: (digest: Digest) => Promise<boolean> | boolean;
   /** registry:2 `storage.cache.blobdescriptor: inmemory`: cache blob sizes, at most this many (0: no limit). */
   descriptorCacheSize?: number;
+  /**
+   * Told about every digest about to be linked, mounted or referenced by a pushed manifest, before the link is
+   * written (the garbage collector's live set, see server/gc/recorder.ts).
+   */
+  recorder?: { record(name: string, digests: string[]): Promise<void> };
 }
 
 export class Registry {
   readonly blobs: BlobStore;
   readonly uploads: UploadStore;
   readonly manifests: ManifestStore;
+  /** The in-memory blob-descriptor cache, when configured. */
+  readonly descriptorCache?: DescriptorCache;
 
   constructor(readonly driver: StorageDriver, private readonly options: RegistryOptions = {}) {
     const cache = options.descriptorCacheSize === undefined ? undefined : new DescriptorCache(options.descriptorCacheSize);
+    this.descriptorCache = cache;
     this.blobs = new BlobStore(driver, cache);
-    this.uploads = new UploadStore(driver, this.blobs);
-    this.manifests = new ManifestStore(driver, this.blobs);
+    const recorder = options.recorder;
+    this.uploads = new UploadStore(driver, this.blobs, recorder ? { beforeBlobLinked: (name, d) => recorder.record(name, [d]) } : {});
+    this.manifests = new ManifestStore(driver, this.blobs, recorder ? { onReferenced: (name, ds) => recorder.record(name, ds) } : {});
   }
 
   /**
@@ -52,6 +61,9 @@ export class Registry {
       if (desc && !(await (this.options.mayMountWithoutFrom?.(digest) ?? true))) desc = undefined;
     }
     if (!desc) return undefined;
+    await this.options.recorder?.record(name, [digest.value]);
+    // Checked again after recording: a collection may have removed the bytes since the first look.
+    if (this.options.recorder && !(await this.blobs.statContent(digest))) return undefined;
     await this.blobs.link(name, digest);
     return desc;
   }
