@@ -52,3 +52,16 @@ test('throttle: failures lock the account and the address, then expire; success 
   th.failure('erin', '10.0.0.9');
   t.false(th.isLocked('erin', '10.0.0.8'));
 });
+
+test('the example users file of docs/examples/auth works with the passwords its README gives', async (t) => {
+  const { readFileSync } = await import('node:fs');
+  const { fileURLToPath } = await import('node:url');
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const file = new Htpasswd(readFileSync(`${root}docs/examples/auth/htpasswd`, 'utf8'));
+  const readme = readFileSync(`${root}docs/examples/auth/README.md`, 'utf8');
+  for (const user of ['alice', 'bob', 'robot']) {
+    const password = new RegExp(`\\| ${user} +\\| \`([^\`]+)\``).exec(readme)?.[1];
+    t.truthy(password, user);
+    t.true(await file.verify(user, password!), user);
+  }
+});

@@ -9,7 +9,7 @@
 import { execFile } from 'node:child_process';
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -83,12 +83,22 @@ export interface SigningMaterial {
   generated: boolean;
 }
 
-async function writeAtomically(path: string, data: string, mode: number): Promise<void> {
+/**
+ * Write a file complete or not at all, and only if it does not exist yet: several processes starting together
+ * (cluster workers, replicas on shared storage) must all end up with the same key, the first one written.
+ */
+async function writeOnce(path: string, data: string, mode: number): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
+  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
   await writeFile(tmp, data, { mode });
   await chmod(tmp, mode);
-  await rename(tmp, path);
+  try {
+    await link(tmp, path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  } finally {
+    await rm(tmp, { force: true });
+  }
 }
 
 /**
@@ -101,13 +111,13 @@ export async function ensureSigningMaterial(keyPath: string, certPath: string, c
   let generated = false;
   if (!existsSync(keyPath)) {
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    await writeAtomically(keyPath, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, 0o600);
+    await writeOnce(keyPath, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, 0o600);
     generated = true;
   }
   const privateKey = createPrivateKey(await readFile(keyPath));
   const publicKey = createPublicKey(privateKey);
   if (!existsSync(certPath)) {
-    const tmp = `${certPath}.${process.pid}.tmp`;
+    const tmp = `${certPath}.${process.pid}.${Date.now()}.tmp`;
     await mkdir(dirname(certPath), { recursive: true });
     const subject = `/CN=${commonName.replace(/[^A-Za-z0-9 .:_-]/g, '_')}`;
     try {
@@ -120,8 +130,14 @@ export async function ensureSigningMaterial(keyPath: string, certPath: string, c
       const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'the openssl command is not installed' : (err as Error).message;
       throw new Error(`cannot create the token certificate ${certPath}: ${reason}`);
     }
-    await chmod(tmp, 0o644);
-    await rename(tmp, certPath);
+    try {
+      await chmod(tmp, 0o644);
+      await link(tmp, certPath);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    } finally {
+      await rm(tmp, { force: true });
+    }
     generated = true;
   }
   const certificatePem = await readFile(certPath, 'utf8');

@@ -183,3 +183,12 @@ test('a malformed access claim grants nothing', (t) => {
 function require_(id: string) {
   return createRequire(import.meta.url)(id);
 }
+
+test('processes generating the key at the same time all end up with the same one', async (t) => {
+  const key = join(dir, 'race.key');
+  const cert = join(dir, 'race.crt');
+  const results = await Promise.all([1, 2, 3, 4].map(() => ensureSigningMaterial(key, cert, 'race')));
+  const ids = new Set(results.map((r) => libtrustKeyId(r.publicKey)));
+  t.is(ids.size, 1);
+  t.is(libtrustKeyId(new X509Certificate(readFileSync(cert)).publicKey), [...ids][0]);
+});

@@ -3,6 +3,7 @@
 #   skopeo                  image copies in and out (conformance/e2e)
 #   docker.io               the Docker engine, for docker push/pull (conformance/e2e)
 #   docker-registry         registry:2, for storage-layout compatibility both ways (server/registry)
+#   openssl                 the certificate the built-in token server makes on first start (auth/, server/http)
 # On Debian as root it installs what is missing with apt-get; elsewhere it says what to install and fails.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ need=()
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # Optional: without helm, Go with Debian's sprig and yaml.v3 sources lets helm/chart.test.ts render the chart
 # (helm/render/main.go); without either, those tests are skipped. Installed only where apt-get can, never required.
 optional=()

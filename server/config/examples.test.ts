@@ -55,6 +55,24 @@ const FEATURES: Record<string, (t: import('ava').ExecutionContext, c: WharfConfi
     t.deepEqual(c.http.debug, { addr: '127.0.0.1:5001', prometheus: { enabled: true, path: '/metrics' } });
     t.deepEqual(c.health.storagedriver, { enabled: true, interval: 10_000, threshold: 3 });
   },
+  'auth-htpasswd.yml': (t, c) => {
+    t.deepEqual(c.auth.htpasswd, { realm: 'wharf', path: join(ROOT, 'docs/examples/auth/htpasswd') });
+    t.is(c.auth.access?.rules.length, 4);
+    t.deepEqual(c.auth.access?.anonymous, ['public/**']);
+  },
+  'auth-token.yml': (t, c) => {
+    t.is(c.auth.token?.realm, 'http://localhost:5000/auth/token');
+    t.is(c.auth.tokenserver?.path, '/auth/token');
+    t.is(c.auth.tokenserver?.issuer, 'wharf-token-server');
+    t.is(c.auth.tokenserver?.service, 'wharf');
+    t.is(c.auth.tokenserver?.expiration, 5 * 60_000);
+    t.is(c.auth.tokenserver?.htpasswd, join(ROOT, 'docs/examples/auth/htpasswd'));
+  },
+  'auth-external-token.yml': (t, c) => {
+    t.is(c.auth.token?.rootcertbundle, join(ROOT, 'data/auth/token.crt'));
+    t.deepEqual(c.auth.token?.signingalgorithms, ['ES256', 'RS256']);
+    t.is(c.auth.tokenserver, undefined);
+  },
   'registry2-compatible.yml': (t, c) => {
     t.is(c.storage.filesystem.rootdirectory, '/var/lib/registry');
     t.deepEqual(c.http.headers, { 'X-Content-Type-Options': ['nosniff'] });
