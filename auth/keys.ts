@@ -1,19 +1,13 @@
 /**
  * Signing keys and certificates for tokens: key identifiers (the libtrust fingerprint registry:2 and Docker Hub use,
  * and the RFC 7638 JWK thumbprint), certificate bundles, JWKS files, and the key + self-signed certificate the
- * built-in token server generates on first start.
- *
- * The key is made with Node's crypto (ECDSA P-256). Node cannot write an X.509 certificate, so the certificate is
- * made by the `openssl` command (OpenSSL is on every system that has Node's TLS; Debian package `openssl`).
+ * built-in token server generates on first start (the key with Node's crypto, the certificate with ./x509.ts).
  */
-import { execFile } from 'node:child_process';
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { promisify } from 'node:util';
-
-const run = promisify(execFile);
+import { selfSignedCertificate } from './x509.js';
 
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
@@ -103,8 +97,8 @@ async function writeOnce(path: string, data: string, mode: number): Promise<void
 
 /**
  * Load the token signing key and its certificate; create what is missing. A missing key is generated (ECDSA P-256,
- * written with mode 0600); a missing certificate is made self-signed for the key with `openssl` (valid ten years,
- * subject CN = `commonName`). The certificate is what a registry (Wharf or registry:2) lists in its
+ * written with mode 0600); a missing certificate is made self-signed for the key (valid ten years, subject
+ * CN = `commonName`). The certificate is what a registry (Wharf or registry:2) lists in its
  * `rootcertbundle` to trust the tokens.
  */
 export async function ensureSigningMaterial(keyPath: string, certPath: string, commonName: string): Promise<SigningMaterial> {
@@ -117,27 +111,7 @@ export async function ensureSigningMaterial(keyPath: string, certPath: string, c
   const privateKey = createPrivateKey(await readFile(keyPath));
   const publicKey = createPublicKey(privateKey);
   if (!existsSync(certPath)) {
-    const tmp = `${certPath}.${process.pid}.${Date.now()}.tmp`;
-    await mkdir(dirname(certPath), { recursive: true });
-    const subject = `/CN=${commonName.replace(/[^A-Za-z0-9 .:_-]/g, '_')}`;
-    try {
-      await run('openssl', [
-        'req', '-x509', '-new', '-key', keyPath, '-out', tmp, '-days', '3650', '-subj', subject,
-        '-addext', 'keyUsage=critical,digitalSignature,keyCertSign', '-addext', 'basicConstraints=critical,CA:TRUE',
-      ]);
-    } catch (err) {
-      await rm(tmp, { force: true });
-      const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'the openssl command is not installed' : (err as Error).message;
-      throw new Error(`cannot create the token certificate ${certPath}: ${reason}`);
-    }
-    try {
-      await chmod(tmp, 0o644);
-      await link(tmp, certPath);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    } finally {
-      await rm(tmp, { force: true });
-    }
+    await writeOnce(certPath, selfSignedCertificate(privateKey, { commonName }), 0o644);
     generated = true;
   }
   const certificatePem = await readFile(certPath, 'utf8');

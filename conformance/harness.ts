@@ -31,7 +31,10 @@ export interface RunningWharf {
 }
 
 export interface StartOptions {
-  /** Extra config merged over the defaults (plain object in registry:2 config.yml shape). */
+  /**
+   * Extra config merged over the defaults (plain object in registry:2 config.yml shape). A `storage` section naming
+   * another driver (`s3`, `inmemory`) replaces the default filesystem driver.
+   */
   config?: Record<string, any>;
   /** Use this storage root instead of a fresh temporary directory (kept on stop). */
   rootDirectory?: string;
@@ -63,6 +66,8 @@ export async function startWharf(options: StartOptions = {}): Promise<RunningWha
     },
     options.config ?? {},
   );
+  // A config that names another storage driver (s3, inmemory) replaces the default filesystem one.
+  if (Object.keys(options.config?.storage ?? {}).some((k) => k === 's3' || k === 'inmemory')) delete config.storage.filesystem;
   const configPath = join(tmp, 'config.yml');
   await writeFile(configPath, stringify(config));
 

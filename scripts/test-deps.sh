@@ -3,7 +3,9 @@
 #   skopeo                  image copies in and out (conformance/e2e)
 #   docker.io               the Docker engine, for docker push/pull (conformance/e2e)
 #   docker-registry         registry:2, for storage-layout compatibility both ways (server/registry)
-#   openssl                 the certificate the built-in token server makes on first start (auth/, server/http)
+#   redis-server            a real Redis for the blob-descriptor cache and the replica tests (server/cache, server/replicas)
+#   ceph-mon ceph-osd radosgw  a throw-away single-node Ceph RADOS Gateway: the real S3 the s3 driver tests use
+#   openssl                 an independent reader of the certificate the token server makes (auth/x509.test.ts)
 # On Debian as root it installs what is missing with apt-get; elsewhere it says what to install and fails.
 set -euo pipefail
 
@@ -11,6 +13,10 @@ need=()
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v ceph-mon >/dev/null 2>&1 || need+=(ceph-mon)
+command -v ceph-osd >/dev/null 2>&1 || need+=(ceph-osd)
+command -v radosgw >/dev/null 2>&1 || need+=(radosgw)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # Optional: without helm, Go with Debian's sprig and yaml.v3 sources lets helm/chart.test.ts render the chart
 # (helm/render/main.go); without either, those tests are skipped. Installed only where apt-get can, never required.

@@ -301,8 +301,8 @@ export class S3Driver implements StorageDriver {
         connectionTimeout: 10_000,
         // Socket inactivity, not the whole request: large bodies may take long but must keep moving.
         requestTimeout: 120_000,
-        httpAgent: new HttpAgent({ keepAlive: true, maxSockets }),
-        httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets, rejectUnauthorized: !options.skipVerify }),
+        httpAgent: new HttpAgent({ keepAlive: true, maxSockets, noDelay: true }),
+        httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets, noDelay: true, rejectUnauthorized: !options.skipVerify }),
       },
     });
   }

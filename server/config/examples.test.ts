@@ -44,6 +44,14 @@ const FEATURES: Record<string, (t: import('ava').ExecutionContext, c: WharfConfi
     t.is(c.storage.filesystem.rootdirectory, join(ROOT, 'data'));
   },
   'inmemory.yml': (t, c) => t.is(c.storage.driver, 'inmemory'),
+  's3.yml': (t, c) => {
+    t.is(c.storage.driver, 's3');
+    t.is(c.storage.s3?.bucket, 'wharf-registry');
+    t.is(c.storage.s3?.regionendpoint, 'http://127.0.0.1:9000');
+    t.true(c.storage.s3?.forcepathstyle);
+    t.is(c.storage.s3?.chunksize, 10 * 1024 * 1024);
+    t.false(c.storage.redirect.disable);
+  },
   'delete-enabled.yml': (t, c) => t.true(c.storage.delete.enabled),
   'readonly.yml': (t, c) => t.true(c.storage.maintenance.readonly.enabled),
   'tls.yml': (t, c) => {

@@ -26,7 +26,7 @@ import {
   type MapNode,
   type TreeNode,
 } from './tree.js';
-import type { AccessRuleConfig, AuthConfig, HttpConfig, LogConfig, LogLevel, StorageConfig, ValidationConfig, WharfConfig } from './types.js';
+import type { AccessRuleConfig, AuthConfig, HttpConfig, LogConfig, LogLevel, StorageConfig, ValidationConfig, WharfConfig, S3StorageConfig } from './types.js';
 
 export interface LoadOptions {
   /** A YAML config file. Without one, the embedded default is used (still subject to `REGISTRY_*` overrides). */
@@ -57,6 +57,9 @@ storage:
 http:
   addr: :5000
 `;
+
+/** The storage classes registry:2 accepts for `storage.s3.storageclass` (NONE: send no class). */
+const S3_STORAGE_CLASSES = ['STANDARD', 'REDUCED_REDUNDANCY', 'STANDARD_IA', 'ONEZONE_IA', 'INTELLIGENT_TIERING', 'OUTPOSTS', 'GLACIER_IR', 'NONE'];
 
 /** registry:2's defaults for keys a config file leaves out. */
 export const DEFAULTS = {
@@ -253,19 +256,21 @@ class Reader {
       const name = drivers[0]!;
       const known = CONFIG_SHAPE.kind === 'section' && CONFIG_SHAPE.fields.storage?.kind === 'section' && name in CONFIG_SHAPE.fields.storage.fields;
       if ((SUPPORTED_STORAGE_DRIVERS as readonly string[]).includes(name)) driver = name as StorageConfig['driver'];
-      else if (known) this.fail(storage, name, 'this storage driver is not supported by this Wharf version (available: filesystem, inmemory)');
-      else this.fail(storage, name, 'unknown storage driver (available: filesystem, inmemory)');
+      else if (known) this.fail(storage, name, `this storage driver is not supported by this Wharf version (available: ${SUPPORTED_STORAGE_DRIVERS.join(', ')})`);
+      else this.fail(storage, name, `unknown storage driver (available: ${SUPPORTED_STORAGE_DRIVERS.join(', ')})`);
     }
 
     const fs = this.section(storage, 'filesystem');
     const rootdirectory = resolvePath(this.cwd, this.string(fs, 'rootdirectory') ?? DEFAULTS.rootdirectory);
     this.section(storage, 'inmemory'); // takes no parameters, but must be a mapping if it has any
+    const s3 = driver === 's3' ? this.s3(this.section(storage, 's3')) : undefined;
 
     const maintenance = this.section(storage, 'maintenance');
     const purging = this.section(maintenance, 'uploadpurging');
     return {
       driver,
       filesystem: { rootdirectory },
+      ...(s3 ? { s3 } : {}),
       delete: { enabled: this.boolean(this.section(storage, 'delete'), 'enabled', false) },
       redirect: { disable: this.boolean(this.section(storage, 'redirect'), 'disable', false) },
       cache: this.cache(this.section(storage, 'cache')),
@@ -279,6 +284,75 @@ class Reader {
         },
       },
     };
+  }
+
+  /** registry:2's `storage.s3` keys, with its defaults and limits (S3's multipart rules). */
+  private s3(s3: Sec): S3StorageConfig {
+    const MiB = 1024 * 1024;
+    const GiB = 1024 * MiB;
+    const required = (key: string): string => {
+      const value = this.string(s3, key);
+      if (value === undefined) this.fail(s3, key, 'required by the s3 storage driver');
+      return value ?? '';
+    };
+    const size = (key: string, fallback: number, min: number, max: number): number => {
+      const n = this.integer(s3, key, fallback, min);
+      if (n > max) {
+        this.fail(s3, key, `must be at most ${max} (${max / GiB} GiB), got ${n}`);
+        return fallback;
+      }
+      return n;
+    };
+    const region = required('region');
+    const bucket = required('bucket');
+    const regionendpoint = this.string(s3, 'regionendpoint');
+    if (regionendpoint !== undefined && /^[a-z][a-z0-9+.-]*:\/\//i.test(regionendpoint)) {
+      let ok = false;
+      try {
+        const url = new URL(regionendpoint);
+        ok = (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '';
+      } catch {
+        // not a URL
+      }
+      if (!ok) this.fail(s3, 'regionendpoint', `expected an http(s) URL such as https://s3.example.com, got ${JSON.stringify(regionendpoint)}`);
+    }
+    const accesskey = this.string(s3, 'accesskey');
+    const secretkey = this.string(s3, 'secretkey');
+    if ((accesskey === undefined) !== (secretkey === undefined)) {
+      // Never echo the secret in a message.
+      this.fail(s3, accesskey === undefined ? 'accesskey' : 'secretkey', 'accesskey and secretkey must be given together (or neither, to use the AWS default credential chain)');
+    }
+    const storageclass = (this.string(s3, 'storageclass') ?? 'STANDARD').toUpperCase();
+    if (!S3_STORAGE_CLASSES.includes(storageclass)) {
+      this.fail(s3, 'storageclass', `expected one of ${S3_STORAGE_CLASSES.join(', ')}, got ${JSON.stringify(storageclass)}`);
+    }
+    if (s3.map?.has('v4auth') && !this.boolean(s3, 'v4auth', true)) {
+      this.warnings.push('storage.s3.v4auth: false is ignored; Wharf always signs requests with Signature Version 4');
+    }
+    const result: S3StorageConfig = {
+      region,
+      bucket,
+      forcepathstyle: this.boolean(s3, 'forcepathstyle', false),
+      rootdirectory: this.string(s3, 'rootdirectory') ?? '',
+      chunksize: size('chunksize', 10 * MiB, 5 * MiB, 5 * GiB),
+      multipartcopychunksize: size('multipartcopychunksize', 32 * MiB, 5 * MiB, 5 * GiB),
+      multipartcopymaxconcurrency: this.integer(s3, 'multipartcopymaxconcurrency', 100, 1),
+      multipartcopythresholdsize: size('multipartcopythresholdsize', 32 * MiB, 0, 5 * GiB),
+      secure: this.boolean(s3, 'secure', true),
+      skipverify: this.boolean(s3, 'skipverify', false),
+      storageclass,
+      encrypt: this.boolean(s3, 'encrypt', false),
+    };
+    if (regionendpoint !== undefined) result.regionendpoint = regionendpoint;
+    if (accesskey !== undefined && secretkey !== undefined) {
+      result.accesskey = accesskey;
+      result.secretkey = secretkey;
+    }
+    const sessiontoken = this.string(s3, 'sessiontoken');
+    if (sessiontoken !== undefined) result.sessiontoken = sessiontoken;
+    const keyid = this.string(s3, 'keyid');
+    if (keyid !== undefined) result.keyid = keyid;
+    return result;
   }
 
   private cache(cache: Sec): StorageConfig['cache'] {

@@ -38,7 +38,7 @@ const unsupported: Shape = { kind: 'unsupported' };
 const section = (fields: Record<string, Shape>, driver?: DriverRule): Shape => ({ kind: 'section', fields, driver });
 
 /** The storage drivers Wharf has. */
-export const SUPPORTED_STORAGE_DRIVERS = ['filesystem', 'inmemory'] as const;
+export const SUPPORTED_STORAGE_DRIVERS = ['filesystem', 'inmemory', 's3'] as const;
 /** Keys under `storage` that are settings, not drivers (as registry:2 counts them). */
 export const STORAGE_SETTINGS = ['delete', 'redirect', 'maintenance', 'cache', 'tag'] as const;
 /** Keys under `auth` that are Wharf settings, not registry:2 auth drivers. */
@@ -59,7 +59,31 @@ export const CONFIG_SHAPE: Shape = section({
     {
       filesystem: section({ rootdirectory: str, maxthreads: unsupported }),
       inmemory: section({}),
-      s3: unsupported,
+      s3: section({
+        region: str,
+        bucket: str,
+        regionendpoint: str,
+        forcepathstyle: val,
+        accesskey: str,
+        secretkey: str,
+        sessiontoken: str,
+        rootdirectory: str,
+        chunksize: val,
+        multipartcopychunksize: val,
+        multipartcopymaxconcurrency: val,
+        multipartcopythresholdsize: val,
+        secure: val,
+        skipverify: val,
+        storageclass: str,
+        encrypt: val,
+        keyid: str,
+        v4auth: val,
+        useragent: unsupported,
+        usedualstack: unsupported,
+        accelerate: unsupported,
+        objectacl: unsupported,
+        loglevel: unsupported,
+      }),
       gcs: unsupported,
       azure: unsupported,
       swift: unsupported,

@@ -24,10 +24,46 @@ export interface FilesystemStorageConfig {
   rootdirectory: string;
 }
 
+/** registry:2 `storage.s3` (see docs/storage-s3.md). Sizes in bytes. */
+export interface S3StorageConfig {
+  /** AWS region (required, as in registry:2); any name an S3-compatible service accepts with `regionendpoint`. */
+  region: string;
+  bucket: string;
+  /** Endpoint URL of an S3-compatible service (MinIO, Ceph, R2); unset for AWS. */
+  regionendpoint?: string;
+  /** Path-style requests (http://host/bucket/key). Default false. */
+  forcepathstyle: boolean;
+  /** Static credentials; both or neither. Without them the SDK's default chain is used (env, profile, IAM role). */
+  accesskey?: string;
+  secretkey?: string;
+  sessiontoken?: string;
+  /** Key prefix in the bucket. Default '' (the bucket root). */
+  rootdirectory: string;
+  /** Smallest multipart upload part. Default 10 MiB, at least 5 MiB. */
+  chunksize: number;
+  /** Part size of multipart copies. Default 32 MiB, 5 MiB to 5 GiB. */
+  multipartcopychunksize: number;
+  /** Parts copied at once in a multipart copy. Default 100. */
+  multipartcopymaxconcurrency: number;
+  /** Objects above this size are moved by multipart copy. Default 32 MiB, at most 5 GiB. */
+  multipartcopythresholdsize: number;
+  /** https for an endpoint given without a scheme. Default true. */
+  secure: boolean;
+  /** Skip TLS certificate verification. Default false. */
+  skipverify: boolean;
+  /** Storage class of new objects, or NONE to send none. Default STANDARD. */
+  storageclass: string;
+  /** Server-side encryption (AES256, or aws:kms with `keyid`). Default false. */
+  encrypt: boolean;
+  keyid?: string;
+}
+
 export interface StorageConfig {
   /** Which driver section was given. Exactly one driver section is allowed. */
-  driver: 'filesystem' | 'inmemory';
+  driver: 'filesystem' | 'inmemory' | 's3';
   filesystem: FilesystemStorageConfig;
+  /** Present when `driver` is 's3'. */
+  s3?: S3StorageConfig;
   /** registry:2 `storage.delete.enabled`. Default false (as registry:2). */
   delete: { enabled: boolean };
   /** registry:2 `storage.redirect.disable`. Default false. */
