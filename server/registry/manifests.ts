@@ -76,8 +76,41 @@ class ContentCache {
   }
 }
 
+/** The media type of cached manifest bytes, worked out once per cached buffer rather than parsed on every GET. */
+const mediaTypes = new WeakMap<Buffer, string>();
+function mediaTypeOf(content: Buffer): string {
+  let mediaType = mediaTypes.get(content);
+  if (mediaType === undefined) {
+    mediaType = storedMediaType(content);
+    mediaTypes.set(content, mediaType);
+  }
+  return mediaType;
+}
+
+/** (repository, digest) pairs whose revision link this process has seen, bounded (oldest dropped first). */
+class RevisionSet {
+  private readonly entries = new Set<string>();
+  constructor(private readonly maxEntries: number) {}
+
+  has(name: string, digest: string): boolean {
+    return this.entries.has(`${name}\u0000${digest}`);
+  }
+
+  add(name: string, digest: string): void {
+    const key = `${name}\u0000${digest}`;
+    if (this.entries.has(key)) return;
+    this.entries.add(key);
+    if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.values().next().value!);
+  }
+
+  delete(name: string, digest: string): void {
+    this.entries.delete(`${name}\u0000${digest}`);
+  }
+}
+
 export class ManifestStore {
   private readonly cache = new ContentCache(32 * 1024 * 1024);
+  private readonly revisions = new RevisionSet(100_000);
 
   constructor(
     private readonly driver: StorageDriver,
@@ -127,15 +160,24 @@ export class ManifestStore {
     return content;
   }
 
-  /** The manifest a tag or digest names in the repository; MANIFEST_UNKNOWN when there is none. */
+  /**
+   * The manifest a tag or digest names in the repository; MANIFEST_UNKNOWN when there is none.
+   *
+   * By tag, the tag link is always read from storage, but the revision check may come from `revisions`: a tag only
+   * ever names a revision that exists (a push writes the revision first; a delete by digest removes the tags
+   * before the revision, in any replica), so a revision seen once stays valid for as long as a tag names it.
+   * By digest, the revision link is always read.
+   */
   async get(name: string, ref: Reference): Promise<StoredManifest> {
     const reference = ref.kind === 'tag' ? ref.tag : ref.digest.value;
     const digest = ref.kind === 'tag' ? await this.resolveTag(name, ref.tag) : ref.digest;
-    const link = digest && (await this.revisionLink(name, digest));
+    const known = ref.kind === 'tag' && digest !== undefined && this.revisions.has(name, digest.value);
+    const link = known ? 'revision' : digest && (await this.revisionLink(name, digest));
     if (!digest || !link) throw manifestUnknown(name, reference);
     const content = await this.content(digest);
     if (!content || (link === 'legacy' && !ManifestStore.isManifestBytes(content))) throw manifestUnknown(name, reference);
-    return { digest: digest.value, mediaType: storedMediaType(content), content };
+    if (link === 'revision') this.revisions.add(name, digest.value);
+    return { digest: digest.value, mediaType: mediaTypeOf(content), content };
   }
 
   /**
@@ -211,6 +253,7 @@ export class ManifestStore {
       return;
     }
     const digest = ref.digest;
+    this.revisions.delete(name, digest.value);
     if (!(await this.hasRevision(name, digest))) throw manifestUnknown(name, digest.value);
     const content = await this.content(digest);
     for (const tag of await this.allTags(name)) {
