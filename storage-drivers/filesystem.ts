@@ -14,8 +14,8 @@
  *   - Creating a parent directory can race with a concurrent delete of that directory; operations that create
  *     parents retry a few times when their directory vanishes under them.
  */
-import { constants, type Stats } from 'node:fs';
-import { copyFile, lstat, mkdir, open, readdir, readFile, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { constants, readFile as readFileCallback, type Stats } from 'node:fs';
+import { copyFile, lstat, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
@@ -60,6 +60,17 @@ function isNotFound(err: unknown): boolean {
   return c === 'ENOENT' || c === 'ENOTDIR';
 }
 
+/**
+ * fs.readFile with a callback, as a promise. The registry reads many tiny files (links) on hot paths, and the
+ * callback API costs about half the CPU of fs/promises' readFile (no FileHandle, fewer promises) for the same four
+ * system calls.
+ */
+function readSmallFile(file: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    readFileCallback(file, (err, data) => (err ? reject(err) : resolve(data)));
+  });
+}
+
 function tempName(): string {
   return TEMP_PREFIX + randomBytes(12).toString('hex');
 }
@@ -87,7 +98,7 @@ export class FilesystemDriver implements StorageDriver {
 
   async getContent(path: string): Promise<Buffer> {
     try {
-      return await readFile(this.fullPath(path));
+      return await readSmallFile(this.fullPath(path));
     } catch (err) {
       if (isNotFound(err) || code(err) === 'EISDIR') throw new PathNotFoundError(path, NAME);
       throw err;
