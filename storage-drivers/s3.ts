@@ -148,24 +148,17 @@ export function maxUploadSize(chunkSize: number): number {
 }
 
 /**
- * Split `size` bytes into copy ranges for UploadPartCopy: each at most `chunk` (and 5 GiB) where that is possible
- * while keeping every range at least 5 MiB (S3's minimum for all parts but the last). Sizes of 5 MiB or less
- * give one range.
+ * Split `size` bytes into copy ranges for UploadPartCopy: all of one size (services such as R2 require that of
+ * every part but the last), at most `chunk` (and 5 GiB) where that is possible while keeping every range but the
+ * last at least 5 MiB (S3's minimum). Sizes of 5 MiB or less give one range.
  */
 export function copyRanges(size: number, chunk: number): Array<{ start: number; end: number }> {
   const byChunk = Math.ceil(size / Math.min(chunk, S3_LIMITS.maxCopySize));
   const byMinimum = Math.max(1, Math.floor(size / S3_LIMITS.minPartSize));
   const count = Math.max(1, Math.min(byChunk, byMinimum));
+  const length = Math.ceil(size / count);
   const ranges: Array<{ start: number; end: number }> = [];
-  const base = Math.floor(size / count);
-  let extra = size % count;
-  let at = 0;
-  for (let i = 0; i < count; i++) {
-    const n = base + (extra > 0 ? 1 : 0);
-    if (extra > 0) extra--;
-    ranges.push({ start: at, end: at + n - 1 });
-    at += n;
-  }
+  for (let at = 0; at < size; at += length) ranges.push({ start: at, end: Math.min(at + length, size) - 1 });
   return ranges;
 }
 
