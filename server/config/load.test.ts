@@ -168,6 +168,15 @@ health:
     enabled: true
     interval: 5s
     threshold: 2
+auth:
+  htpasswd:
+    realm: basic-realm
+    path: /auth/htpasswd
+  access:
+    groups: {admins: [alice]}
+    anonymous: [public/*]
+    rules: [{groups: [admins], repositories: ["**"], actions: ["*"], catalog: true}]
+  throttle: {accountfailures: 3, addressfailures: 9, window: 2m}
 `,
     {},
     'full.yml',
@@ -200,6 +209,11 @@ health:
     },
     validation: { disabled: true, manifests: { maxsize: 1048576 } },
     health: { storagedriver: { enabled: true, interval: 5000, threshold: 2 } },
+    auth: {
+      htpasswd: { realm: 'basic-realm', path: '/auth/htpasswd' },
+      access: { groups: { admins: ['alice'] }, anonymous: ['public/*'], rules: [{ groups: ['admins'], repositories: ['**'], actions: ['*'], catalog: true }] },
+      throttle: { accountfailures: 3, addressfailures: 9, window: 120_000 },
+    },
   });
 });
 
