@@ -179,6 +179,6 @@ test('other variables and undefined values are left alone', (t) => {
 });
 
 test('an unsupported section set from the environment is warned about like one in the file', (t) => {
-  const { warnings } = load({ REGISTRY_REDIS_ADDR: 'localhost:6379', REGISTRY_AUTH_FOO_REALM: 'x' });
-  t.deepEqual(warnings, ['unknown key auth.foo (ignored)', 'redis: not supported by this Wharf version']);
+  const { warnings } = load({ REGISTRY_REPORTING_BUGSNAG_APIKEY: 'x', REGISTRY_AUTH_FOO_REALM: 'x' });
+  t.deepEqual(warnings, ['unknown key auth.foo (ignored)', 'reporting: not supported by this Wharf version']);
 });

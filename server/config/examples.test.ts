@@ -52,6 +52,12 @@ const FEATURES: Record<string, (t: import('ava').ExecutionContext, c: WharfConfi
     t.is(c.storage.s3?.chunksize, 10 * 1024 * 1024);
     t.false(c.storage.redirect.disable);
   },
+  'redis.yml': (t, c) => {
+    t.is(c.storage.cache.blobdescriptor, 'redis');
+    t.is(c.redis?.addr, 'localhost:6379');
+    t.is(c.redis?.readtimeout, 500);
+    t.true(c.storage.delete.enabled);
+  },
   'delete-enabled.yml': (t, c) => t.true(c.storage.delete.enabled),
   'readonly.yml': (t, c) => t.true(c.storage.maintenance.readonly.enabled),
   'tls.yml': (t, c) => {

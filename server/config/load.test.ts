@@ -318,16 +318,13 @@ test('validation.enabled is the deprecated inverse of validation.disabled', (t) 
   t.deepEqual(both.warnings, ['validation.enabled is deprecated and validation.disabled is set; validation.enabled is ignored']);
 });
 
-test('storage.cache: layerinfo is the deprecated name; redis and unknown types leave the cache off', (t) => {
+test('storage.cache: layerinfo is the deprecated name; redis needs the redis section; unknown types leave the cache off', (t) => {
   const layerinfo = parseConfig(`${MINIMAL}  cache:\n    layerinfo: inmemory\n`, {}, 'x');
   t.is(layerinfo.config.storage.cache.blobdescriptor, 'inmemory');
   t.deepEqual(layerinfo.warnings, ['storage.cache.layerinfo is deprecated; use storage.cache.blobdescriptor']);
 
-  const redis = parseConfig(`${MINIMAL}  cache:\n    blobdescriptor: redis\n`, {}, 'x');
-  t.is(redis.config.storage.cache.blobdescriptor, undefined);
-  t.deepEqual(redis.warnings, [
-    'storage.cache.blobdescriptor: redis needs the redis section, which this Wharf version does not support; blob descriptors are not cached',
-  ]);
+  const redis = t.throws(() => parseConfig(`${MINIMAL}  cache:\n    blobdescriptor: redis\n`, {}, 'x'), { instanceOf: ConfigError });
+  t.deepEqual(redis.problems, ['storage.cache.blobdescriptor: redis needs the redis section with redis.addr or redis.url']);
 
   const unknown = parseConfig(`${MINIMAL}  cache:\n    blobdescriptor: memcached\n`, {}, 'x');
   t.is(unknown.config.storage.cache.blobdescriptor, undefined);
@@ -401,7 +398,6 @@ catalog: {maxentries: 100}
     'http.tls.letsencrypt: not supported by this Wharf version',
     'validation.manifests.urls: not supported by this Wharf version',
     'middleware: not supported by this Wharf version',
-    'redis: not supported by this Wharf version',
     'proxy: not supported by this Wharf version',
     'notifications: not supported by this Wharf version',
     'health.file: not supported by this Wharf version',

@@ -26,7 +26,7 @@ import {
   type MapNode,
   type TreeNode,
 } from './tree.js';
-import type { AccessRuleConfig, AuthConfig, HttpConfig, LogConfig, LogLevel, StorageConfig, ValidationConfig, WharfConfig, S3StorageConfig } from './types.js';
+import type { AccessRuleConfig, AuthConfig, HttpConfig, LogConfig, LogLevel, RedisConfig, S3StorageConfig, StorageConfig, ValidationConfig, WharfConfig } from './types.js';
 
 export interface LoadOptions {
   /** A YAML config file. Without one, the embedded default is used (still subject to `REGISTRY_*` overrides). */
@@ -69,6 +69,8 @@ export const DEFAULTS = {
   uploadPurgeAgeMs: 168 * 3600_000,
   uploadPurgeIntervalMs: 24 * 3600_000,
   blobDescriptorSize: 10_000,
+  redisDialTimeoutMs: 5_000,
+  redisIoTimeoutMs: 3_000,
   manifestMaxSize: 4 * 1024 * 1024,
   healthIntervalMs: 10_000,
   healthThreshold: 3,
@@ -139,6 +141,8 @@ export function parseConfig(
     auth: reader.auth(top),
     health: reader.health(top),
   };
+  const redis = reader.redis(top, config.storage);
+  if (redis) config.redis = redis;
   if (problems.length > 0) throw new ConfigError(problems, source);
   return { config, warnings };
 }
@@ -367,9 +371,7 @@ class Reader {
     if (kind === undefined) return { blobdescriptorsize };
     if (kind === 'inmemory') return { blobdescriptor: 'inmemory', blobdescriptorsize };
     if (kind === 'redis') {
-      this.warnings.push(
-        `storage.cache.${key}: redis needs the redis section, which this Wharf version does not support; blob descriptors are not cached`,
-      );
+      return { blobdescriptor: 'redis', blobdescriptorsize };
     } else {
       // registry:2 also runs on, uncached, when it does not know the cache type.
       this.warnings.push(`storage.cache.${key}: unknown cache type ${JSON.stringify(kind)}; blob descriptors are not cached`);
@@ -499,6 +501,76 @@ class Reader {
         threshold: this.integer(storagedriver, 'threshold', DEFAULTS.healthThreshold, 1),
       },
     };
+  }
+
+  /**
+   * registry:2's `redis` section, plus Wharf's `redis.url`. Undefined when neither `addr` nor `url` is given;
+   * `storage.cache.blobdescriptor: redis` then is a problem (registry:2 refuses to start too).
+   */
+  redis(top: Sec, storage: StorageConfig): RedisConfig | undefined {
+    const redis = this.section(top, 'redis');
+    const url = this.string(redis, 'url');
+    const addr = this.string(redis, 'addr');
+    if (url !== undefined) {
+      let parsed: URL | undefined;
+      try {
+        parsed = new URL(url);
+      } catch {
+        // reported below
+      }
+      // The message never repeats the URL: it may hold the password.
+      if (!parsed || (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') || parsed.hostname === '') {
+        this.fail(redis, 'url', 'expected redis://[user][:password]@host[:port][/db] (or rediss:// for TLS)');
+      } else if (!/^\/?(\d*)$/.test(parsed.pathname)) {
+        this.fail(redis, 'url', 'the path of a Redis URL is the database number, such as redis://host:6379/0');
+      }
+    }
+    if (addr !== undefined && !/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/.test(addr)) {
+      this.fail(redis, 'addr', `expected host:port, such as redis:6379, got ${JSON.stringify(addr)}`);
+    }
+    if (url !== undefined && addr !== undefined) this.warnings.push('redis: both url and addr are set; addr overrides the host and port of url');
+    if (url === undefined && addr === undefined) {
+      if (storage.cache.blobdescriptor === 'redis') {
+        this.problem('storage.cache.blobdescriptor', undefined, 'redis needs the redis section with redis.addr or redis.url');
+      } else if (redis.map && redis.map.size > 0) {
+        this.warnings.push('redis: no addr or url given; Redis is not used');
+      }
+      return undefined;
+    }
+    const tls = this.section(redis, 'tls');
+    const pool = this.section(redis, 'pool');
+    const result: RedisConfig = {
+      tls: {
+        enabled: this.boolean(tls, 'enabled', false),
+        clientcas: this.stringList(tls, 'clientcas') ?? [],
+      },
+      dialtimeout: this.duration(redis, 'dialtimeout', DEFAULTS.redisDialTimeoutMs, { positive: true }),
+      readtimeout: this.duration(redis, 'readtimeout', DEFAULTS.redisIoTimeoutMs, { positive: true }),
+      writetimeout: this.duration(redis, 'writetimeout', DEFAULTS.redisIoTimeoutMs, { positive: true }),
+      pool: {},
+    };
+    if (url !== undefined) result.url = url;
+    if (addr !== undefined) result.addr = addr;
+    const username = this.string(redis, 'username');
+    if (username !== undefined) result.username = username;
+    const password = this.string(redis, 'password');
+    if (password !== undefined) result.password = password;
+    if (redis.map?.has('db') && !isUnset(redis.map.get('db'))) result.db = this.integer(redis, 'db', 0, 0);
+    const certificate = this.string(tls, 'certificate');
+    const key = this.string(tls, 'key');
+    if ((certificate === undefined) !== (key === undefined)) {
+      this.fail(tls, certificate === undefined ? 'certificate' : 'key', 'redis.tls.certificate and redis.tls.key go together (a client certificate needs its key)');
+    }
+    if (certificate !== undefined) result.tls.certificate = certificate;
+    if (key !== undefined) result.tls.key = key;
+    if ((certificate !== undefined || result.tls.clientcas.length > 0) && !result.tls.enabled && !url?.startsWith('rediss:')) {
+      this.warnings.push('redis.tls: certificate, key and clientcas are used only when redis.tls.enabled is true');
+    }
+    for (const k of ['maxidle', 'maxactive'] as const) {
+      if (pool.map?.has(k) && !isUnset(pool.map.get(k))) result.pool[k] = this.integer(pool, k, 0, 0);
+    }
+    if (pool.map?.has('idletimeout') && !isUnset(pool.map.get('idletimeout'))) result.pool.idletimeout = this.duration(pool, 'idletimeout', 0);
+    return result;
   }
 
   validation(top: Sec): ValidationConfig {

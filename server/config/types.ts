@@ -70,10 +70,9 @@ export interface StorageConfig {
   redirect: { disable: boolean };
   /**
    * registry:2 `storage.cache`: the blob-descriptor cache (which blobs exist, their size and media type).
-   * `blobdescriptor` is absent when no cache is configured. registry:2 also offers 'redis'; the loader accepts
-   * it only once the `redis` section is supported, so today it is always 'inmemory' or absent.
+   * `blobdescriptor` is absent when no cache is configured; 'redis' needs the `redis` section (see server/cache/).
    */
-  cache: { blobdescriptor?: 'inmemory'; /** Most descriptors kept in memory; 0 means no limit. Default 10000. */ blobdescriptorsize: number };
+  cache: { blobdescriptor?: 'inmemory' | 'redis'; /** Most descriptors kept in memory; 0 means no limit. Default 10000. */ blobdescriptorsize: number };
   maintenance: {
     /** registry:2 `storage.maintenance.readonly.enabled`: refuse every write with 405 UNSUPPORTED. */
     readonly: { enabled: boolean };
@@ -195,6 +194,32 @@ export interface RedisConfig {
   pool: { maxidle?: number; maxactive?: number; idletimeout?: number };
 }
 
+/**
+ * registry:2 `redis` (plus Wharf's `redis.url`): the Redis shared by replicas (blob-descriptor cache). Present only
+ * when the section gives `addr` or `url`.
+ */
+export interface RedisConfig {
+  /** Wharf `redis.url`: `redis://[user][:password]@host[:port][/db]`, or `rediss://` for TLS. */
+  url?: string;
+  /** registry:2 `redis.addr`: `host:port`. */
+  addr?: string;
+  /** registry:2 3.x `redis.username` (Redis ACL user). */
+  username?: string;
+  /** registry:2 `redis.password`. Never logged. */
+  password?: string;
+  /** registry:2 `redis.db`. Default 0 (or the url's). */
+  db?: number;
+  /** registry:2 `redis.tls`: `enabled`, and (registry:2 3.x) a client `certificate`/`key` and `clientcas` to trust. */
+  tls: { enabled: boolean; certificate?: string; key?: string; clientcas: string[] };
+  /** registry:2 `redis.dialtimeout` (ms). Default 5 s. */
+  dialtimeout: number;
+  /** registry:2 `redis.readtimeout` / `redis.writetimeout` (ms). Default 3 s each. */
+  readtimeout: number;
+  writetimeout: number;
+  /** registry:2 `redis.pool`: accepted; Wharf uses one pipelined connection per process, so they change nothing. */
+  pool: { maxidle?: number; maxactive?: number; idletimeout?: number };
+}
+
 export interface WharfConfig {
   /** registry:2 `version`; must be '0.1'. */
   version: '0.1';
@@ -202,6 +227,7 @@ export interface WharfConfig {
   storage: StorageConfig;
   http: HttpConfig;
   validation: ValidationConfig;
+  redis?: RedisConfig;
   auth: AuthConfig;
   /**
    * registry:2 `health.storagedriver`: check storage every `interval` (ms); after `threshold` failures in a row the

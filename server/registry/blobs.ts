@@ -8,6 +8,7 @@ import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/dri
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import type { Digest } from './reference.js';
+import { CacheUnavailableError, type GatedDescriptorCache } from '../cache/index.js';
 
 export interface BlobDescriptor {
   digest: string;
@@ -25,58 +26,48 @@ export async function orUndefined<T>(p: Promise<T>): Promise<T | undefined> {
 }
 
 /**
- * registry:2's blob-descriptor cache (`storage.cache.blobdescriptor: inmemory`): the sizes of blobs known to be in the
- * content store, so repeated existence checks skip the backend. Content is immutable, so an entry can only go stale
- * when the blob is deleted; `forget` drops it then, and a read that finds the bytes gone drops it too.
+ * The blob-descriptor cache as the registry holds it (see server/cache/): gated, so the garbage collector's
+ * recorder can switch it off while a collection may be deleting.
  */
-export class DescriptorCache {
-  private readonly entries = new Map<string, number>();
-  /** @param maxEntries most entries kept (least recently used dropped first); 0 means no limit. */
-  constructor(private readonly maxEntries: number) {}
-
-  get(digest: string): number | undefined {
-    const size = this.entries.get(digest);
-    if (size !== undefined) {
-      this.entries.delete(digest);
-      this.entries.set(digest, size);
-    }
-    return size;
-  }
-
-  set(digest: string, size: number): void {
-    this.entries.delete(digest);
-    this.entries.set(digest, size);
-    if (this.maxEntries > 0 && this.entries.size > this.maxEntries) {
-      this.entries.delete(this.entries.keys().next().value!);
-    }
-  }
-
-  forget(digest: string): void {
-    this.entries.delete(digest);
-  }
-
-  get size(): number {
-    return this.entries.size;
-  }
-}
+export type DescriptorCache = GatedDescriptorCache;
 
 export class BlobStore {
   constructor(private readonly driver: StorageDriver, private readonly cache?: DescriptorCache) {}
 
   /** Size of the blob in the shared content store, or undefined when its bytes are absent. */
   async statContent(digest: Digest): Promise<BlobDescriptor | undefined> {
-    const cached = this.cache?.get(digest.value);
-    if (cached !== undefined) return { digest: digest.value, size: cached };
+    const cached = await this.cache?.stat(digest.value);
+    if (cached !== undefined) return { digest: digest.value, size: cached.size };
     const info = await orUndefined(this.driver.stat(layout.blobDataPath(digest)));
     if (!info || info.isDir) return undefined;
-    this.cache?.set(digest.value, info.size);
+    await this.cache?.set(digest.value, { size: info.size });
     return { digest: digest.value, size: info.size };
   }
 
-  /** True when the repository links the blob as a layer/config blob. */
+  /** True when the repository links the blob as a layer/config blob (the cache may know; else storage says). */
   async isLinked(name: string, digest: Digest): Promise<boolean> {
+    if (await this.cache?.isLinked(name, digest.value)) return true;
+    const linked = await this.isLinkedInStorage(name, digest);
+    if (linked) await this.cache?.setLinked(name, digest.value);
+    return linked;
+  }
+
+  private async isLinkedInStorage(name: string, digest: Digest): Promise<boolean> {
     const link = await orUndefined(this.driver.getContent(layout.layerLinkPath(name, digest)));
     return link !== undefined && link.toString('utf8').trim() === digest.value;
+  }
+
+  /**
+   * Run a cache invalidation. When it cannot reach a shared cache, the cache has already switched itself off (and
+   * logged it), so this process serves nothing stale; the storage change stands either way.
+   */
+  private async invalidate(run: (cache: DescriptorCache) => Promise<void>): Promise<void> {
+    if (!this.cache) return;
+    try {
+      await run(this.cache);
+    } catch (err) {
+      if (!(err instanceof CacheUnavailableError)) throw err;
+    }
   }
 
   private async isManifestRevision(name: string, digest: Digest): Promise<boolean> {
@@ -101,7 +92,7 @@ export class BlobStore {
       return await this.driver.reader(layout.blobDataPath(digest), offset, length);
     } catch (err) {
       if (err instanceof PathNotFoundError) {
-        this.cache?.forget(digest.value);
+        await this.invalidate((cache) => cache.forget(digest.value));
         throw new RegistryError('BLOB_UNKNOWN', undefined, { detail: { digest: digest.value } });
       }
       throw err;
@@ -116,6 +107,7 @@ export class BlobStore {
   /** Let repository `name` serve the blob (its bytes must already be in the content store). */
   async link(name: string, digest: Digest): Promise<void> {
     await this.driver.putContent(layout.layerLinkPath(name, digest), digest.value);
+    await this.cache?.setLinked(name, digest.value);
   }
 
   /**
@@ -123,10 +115,12 @@ export class BlobStore {
    * as in registry:2). BLOB_UNKNOWN when the repository does not link it.
    */
   async unlink(name: string, digest: Digest): Promise<void> {
-    if (!(await this.isLinked(name, digest))) {
+    // Storage decides, not the cache; the cache is told afterwards (its tombstone stops a racing reader re-adding it).
+    if (!(await this.isLinkedInStorage(name, digest))) {
       throw new RegistryError('BLOB_UNKNOWN', undefined, { detail: { digest: digest.value } });
     }
     await orUndefined(this.driver.delete(`${layout.layersPath(name)}/${digest.algorithm}/${digest.hex}`));
+    await this.invalidate((cache) => cache.forgetLink(name, digest.value));
   }
 
   /**
@@ -141,7 +135,7 @@ export class BlobStore {
 
   async getContent(digest: Digest): Promise<Buffer | undefined> {
     const content = await orUndefined(this.driver.getContent(layout.blobDataPath(digest)));
-    if (content === undefined) this.cache?.forget(digest.value);
+    if (content === undefined) await this.invalidate((cache) => cache.forget(digest.value));
     return content;
   }
 }

@@ -3,7 +3,8 @@
  * cache) everything it needs over a storage driver. It knows OCI and the storage layout, nothing of HTTP.
  */
 import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
-import { BlobStore, DescriptorCache, type BlobDescriptor } from './blobs.js';
+import { GatedDescriptorCache, InMemoryDescriptorCache, type BlobDescriptorCache } from '../cache/index.js';
+import { BlobStore, type BlobDescriptor, type DescriptorCache } from './blobs.js';
 import * as layout from './layout.js';
 import { ManifestStore } from './manifests.js';
 import type { Digest } from './reference.js';
@@ -22,7 +23,9 @@ export interface RegistryOptions {
    * rules in force).
    */
   mayMountWithoutFrom?: (digest: Digest) => Promise<boolean> | boolean;
-  /** registry:2 `storage.cache.blobdescriptor: inmemory`: cache blob sizes, at most this many (0: no limit). */
+  /** The blob-descriptor cache (`storage.cache.blobdescriptor`, see server/cache/); none when absent. */
+  descriptorCache?: BlobDescriptorCache;
+  /** Shorthand for an in-memory `descriptorCache` of at most this many digests (0: no limit). */
   descriptorCacheSize?: number;
   /**
    * Told about every digest about to be linked, mounted or referenced by a pushed manifest, before the link is
@@ -39,7 +42,10 @@ export class Registry {
   readonly descriptorCache?: DescriptorCache;
 
   constructor(readonly driver: StorageDriver, private readonly options: RegistryOptions = {}) {
-    const cache = options.descriptorCacheSize === undefined ? undefined : new DescriptorCache(options.descriptorCacheSize);
+    const inner =
+      options.descriptorCache ??
+      (options.descriptorCacheSize === undefined ? undefined : new InMemoryDescriptorCache({ maxEntries: options.descriptorCacheSize }));
+    const cache = inner && new GatedDescriptorCache(inner);
     this.descriptorCache = cache;
     this.blobs = new BlobStore(driver, cache);
     const recorder = options.recorder;

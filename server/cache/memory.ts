@@ -1,0 +1,112 @@
+/**
+ * The blob-descriptor cache of one process (`storage.cache.blobdescriptor: inmemory`): a bounded LRU map by digest.
+ * Each entry holds the descriptor (when known) and the repositories known to link the digest.
+ */
+import { DEFAULT_TOMBSTONE_MS, type BlobDescriptorCache, type CacheStatus, type CachedDescriptor } from './cache.js';
+
+interface Entry {
+  descriptor?: CachedDescriptor;
+  repositories: Set<string>;
+}
+
+export interface InMemoryCacheOptions {
+  /** Most digests kept (least recently used dropped first); 0 means no limit. Default 10000. */
+  maxEntries?: number;
+  tombstoneMs?: number;
+}
+
+export class InMemoryDescriptorCache implements BlobDescriptorCache {
+  readonly backend = 'inmemory' as const;
+  private readonly entries = new Map<string, Entry>();
+  /** digest → time (ms) until which it may not be cached again. */
+  private readonly tombstones = new Map<string, number>();
+  private readonly maxEntries: number;
+  private readonly tombstoneMs: number;
+  private readonly since = Date.now();
+
+  constructor(options: InMemoryCacheOptions = {}) {
+    this.maxEntries = options.maxEntries ?? 10_000;
+    this.tombstoneMs = options.tombstoneMs ?? DEFAULT_TOMBSTONE_MS;
+  }
+
+  async stat(digest: string): Promise<CachedDescriptor | undefined> {
+    const descriptor = this.touch(digest)?.descriptor;
+    return descriptor && { ...descriptor };
+  }
+
+  async set(digest: string, descriptor: CachedDescriptor): Promise<void> {
+    const entry = this.entryFor(digest);
+    if (entry) entry.descriptor = { ...descriptor };
+  }
+
+  async isLinked(repository: string, digest: string): Promise<boolean> {
+    return this.touch(digest)?.repositories.has(repository) ?? false;
+  }
+
+  async setLinked(repository: string, digest: string): Promise<void> {
+    this.entryFor(digest)?.repositories.add(repository);
+  }
+
+  async forget(digest: string): Promise<void> {
+    this.bury(digest);
+    this.entries.delete(digest);
+  }
+
+  async forgetLink(repository: string, digest: string): Promise<void> {
+    this.bury(digest);
+    this.entries.get(digest)?.repositories.delete(repository);
+  }
+
+  async clear(): Promise<void> {
+    this.entries.clear();
+  }
+
+  healthy(): boolean {
+    return true;
+  }
+
+  status(): CacheStatus {
+    return { backend: this.backend, healthy: true, since: this.since };
+  }
+
+  async close(): Promise<void> {
+    this.entries.clear();
+  }
+
+  /** Number of digests held (for tests and metrics). */
+  get size(): number {
+    return this.entries.size;
+  }
+
+  private touch(digest: string): Entry | undefined {
+    const entry = this.entries.get(digest);
+    if (entry) {
+      this.entries.delete(digest);
+      this.entries.set(digest, entry);
+    }
+    return entry;
+  }
+
+  /** The entry to write into, created if needed; undefined while a tombstone forbids caching the digest. */
+  private entryFor(digest: string): Entry | undefined {
+    const until = this.tombstones.get(digest);
+    if (until !== undefined) {
+      if (Date.now() < until) return undefined;
+      this.tombstones.delete(digest);
+    }
+    let entry = this.touch(digest);
+    if (!entry) {
+      entry = { repositories: new Set() };
+      this.entries.set(digest, entry);
+      if (this.maxEntries > 0 && this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+    }
+    return entry;
+  }
+
+  private bury(digest: string): void {
+    const now = Date.now();
+    // Drop expired tombstones now and then so a long-running process does not collect them.
+    if (this.tombstones.size > 1000) for (const [d, until] of this.tombstones) if (until <= now) this.tombstones.delete(d);
+    this.tombstones.set(digest, now + this.tombstoneMs);
+  }
+}
