@@ -4,7 +4,6 @@
 #   docker.io               the Docker engine, for docker push/pull (conformance/e2e)
 #   docker-registry         registry:2, for storage-layout compatibility both ways (server/registry)
 #   redis-server            a real Redis for the blob-descriptor cache and the replica tests (server/cache, server/replicas)
-#   redis-server            a real Redis for the blob-descriptor cache and the replica tests (server/cache, server/replicas)
 #   ceph-mon ceph-osd radosgw  a throw-away single-node Ceph RADOS Gateway: the real S3 the s3 driver tests use
 #   openssl                 an independent reader of the certificate the token server makes (auth/x509.test.ts)
 # On Debian as root it installs what is missing with apt-get; elsewhere it says what to install and fails.
@@ -14,7 +13,6 @@ need=()
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v ceph-mon >/dev/null 2>&1 || need+=(ceph-mon)
 command -v ceph-osd >/dev/null 2>&1 || need+=(ceph-osd)

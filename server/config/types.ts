@@ -194,32 +194,6 @@ export interface RedisConfig {
   pool: { maxidle?: number; maxactive?: number; idletimeout?: number };
 }
 
-/**
- * registry:2 `redis` (plus Wharf's `redis.url`): the Redis shared by replicas (blob-descriptor cache). Present only
- * when the section gives `addr` or `url`.
- */
-export interface RedisConfig {
-  /** Wharf `redis.url`: `redis://[user][:password]@host[:port][/db]`, or `rediss://` for TLS. */
-  url?: string;
-  /** registry:2 `redis.addr`: `host:port`. */
-  addr?: string;
-  /** registry:2 3.x `redis.username` (Redis ACL user). */
-  username?: string;
-  /** registry:2 `redis.password`. Never logged. */
-  password?: string;
-  /** registry:2 `redis.db`. Default 0 (or the url's). */
-  db?: number;
-  /** registry:2 `redis.tls`: `enabled`, and (registry:2 3.x) a client `certificate`/`key` and `clientcas` to trust. */
-  tls: { enabled: boolean; certificate?: string; key?: string; clientcas: string[] };
-  /** registry:2 `redis.dialtimeout` (ms). Default 5 s. */
-  dialtimeout: number;
-  /** registry:2 `redis.readtimeout` / `redis.writetimeout` (ms). Default 3 s each. */
-  readtimeout: number;
-  writetimeout: number;
-  /** registry:2 `redis.pool`: accepted; Wharf uses one pipelined connection per process, so they change nothing. */
-  pool: { maxidle?: number; maxactive?: number; idletimeout?: number };
-}
-
 export interface WharfConfig {
   /** registry:2 `version`; must be '0.1'. */
   version: '0.1';
