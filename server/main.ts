@@ -7,8 +7,7 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { createDriver, verifyDriver, type DriverOptions } from '../storage-drivers/index.js';
-import type { StorageDriver } from '../storage-drivers/driver.js';
+import { verifyDriver } from '../storage-drivers/index.js';
 import { createDescriptorCache } from './cache/index.js';
 import type { WharfConfig } from './config/index.js';
 import { startDebugServer } from './debug.js';
@@ -18,9 +17,11 @@ import { createApp } from './http/app.js';
 import { createAuth } from './http/auth-setup.js';
 import { createLogger } from './logging.js';
 import { Metrics, instrumentedDriver } from './metrics.js';
+import { Notifier } from './notifications.js';
 import type { HttpOptions } from './http/context.js';
 import { purgeUploads } from './registry/purge.js';
 import { Registry } from './registry/registry.js';
+import { driverFor, driverOptionsFor } from './storage.js';
 
 export interface RunningServer {
   server: Server;
@@ -34,39 +35,7 @@ export interface RunningServer {
   reloadAuth(config: WharfConfig): void;
 }
 
-export function driverFor(config: WharfConfig): StorageDriver {
-  return createDriver(driverOptionsFor(config));
-}
-
-/** The storage-drivers options for the configured driver. */
-export function driverOptionsFor(config: WharfConfig): DriverOptions {
-  const { storage } = config;
-  if (storage.driver === 'inmemory') return { driver: 'inmemory' };
-  if (storage.driver === 's3' && storage.s3) {
-    const s3 = storage.s3;
-    return {
-      driver: 's3',
-      bucket: s3.bucket,
-      region: s3.region,
-      regionEndpoint: s3.regionendpoint,
-      forcePathStyle: s3.forcepathstyle,
-      accessKey: s3.accesskey,
-      secretKey: s3.secretkey,
-      sessionToken: s3.sessiontoken,
-      rootDirectory: s3.rootdirectory,
-      chunkSize: s3.chunksize,
-      multipartCopyChunkSize: s3.multipartcopychunksize,
-      multipartCopyMaxConcurrency: s3.multipartcopymaxconcurrency,
-      multipartCopyThresholdSize: s3.multipartcopythresholdsize,
-      secure: s3.secure,
-      skipVerify: s3.skipverify,
-      storageClass: s3.storageclass,
-      encrypt: s3.encrypt,
-      keyId: s3.keyid,
-    };
-  }
-  return { driver: 'filesystem', rootDirectory: storage.filesystem.rootdirectory };
-}
+export { driverFor, driverOptionsFor };
 
 export function httpOptions(config: WharfConfig): HttpOptions {
   const prefix = config.http.prefix.replace(/\/+$/, '');
@@ -111,6 +80,10 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     recorder: gcRecorder,
   });
   if (registry.descriptorCache) gcRecorder.guard(registry.descriptorCache);
+  const notifier = new Notifier(
+    { endpoints: config.notifications.endpoints, maxQueue: config.notifications.maxqueue },
+    logger,
+  );
   const app = createApp({
     registry,
     logger,
@@ -119,6 +92,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     metrics,
     health,
     auth: auth.hooks,
+    notifier,
   });
   const handler = app.callback();
   const server = config.http.tls
@@ -153,6 +127,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     url = `${scheme}://${shown}:${port}`;
   }
   logger.info({ addr: config.http.addr, url, storage: config.storage.driver }, 'listening');
+  notifier.setSourceAddr(new URL(url).host);
 
   const debug = config.http.debug
     ? await startDebugServer({
@@ -171,6 +146,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     stopPurging();
     gcRecorder.stop();
     health.stop();
+    notifier.close();
     debug?.server.close();
     closing ??= new Promise<void>((resolve) => {
       const timer = setTimeout(() => {

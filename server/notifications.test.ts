@@ -95,7 +95,8 @@ test('a failing endpoint is retried until it recovers, without losing events', a
   r.status = 200;
   await until('delivery after recovery', () => r.received.length === 2);
   t.deepEqual(r.received.map((x) => x.events[0]!.target.tag), ['one', 'two']);
-  t.is(notifier.stats()[0]!.pending, 0);
+  await until('the queue to empty', () => notifier.stats()[0]!.pending === 0);
+  t.is(notifier.stats()[0]!.delivered, 2);
 });
 
 test('a dead endpoint keeps at most maxQueue events: memory stays bounded', async (t) => {
@@ -111,4 +112,47 @@ test('a dead endpoint keeps at most maxQueue events: memory stays bounded', asyn
   t.is(stats!.pending, 100);
   t.is(stats!.dropped, 900);
   t.is(stats!.delivered, 0);
+});
+
+test('a running registry notifies pushes, pulls and deletes, as configured under notifications.endpoints', async (t) => {
+  const { startWharf } = await import('../conformance/harness.js');
+  const { createHash } = await import('node:crypto');
+  const r = await receiver();
+  t.teardown(() => r.server.close());
+  const w = await startWharf({
+    config: {
+      notifications: {
+        endpoints: [{ name: 'ci', url: r.url, headers: { 'X-Token': ['abc'] }, timeout: '2s', threshold: 3, backoff: '100ms',
+          ignore: { actions: [] } }],
+      },
+    },
+  });
+  t.teardown(() => w.stop());
+  const sha = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+  const config = Buffer.from('{"architecture":"amd64","os":"linux"}');
+  t.is((await fetch(`${w.url}/v2/events/app/blobs/uploads/?digest=${sha(config)}`, { method: 'POST', body: config })).status, 201);
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
+    layers: [],
+  });
+  const put = await fetch(`${w.url}/v2/events/app/manifests/v1`, {
+    method: 'PUT', headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' }, body: manifest,
+  });
+  t.is(put.status, 201);
+  t.is((await fetch(`${w.url}/v2/events/app/manifests/v1`)).status, 200);
+  t.is((await fetch(`${w.url}/v2/events/app/manifests/v1`, { method: 'HEAD' })).status, 200);
+  t.is((await fetch(`${w.url}/v2/events/app/manifests/v1`, { method: 'DELETE' })).status, 202);
+
+  await until('four events', () => r.received.length === 4);
+  const events = r.received.map((x) => x.events[0]!);
+  t.deepEqual(events.map((e) => e.action), ['push', 'push', 'pull', 'delete'], 'HEAD is not a pull');
+  t.is(r.received[0]!.headers['x-token'], 'abc');
+  t.like(events[0]!.target, { repository: 'events/app', digest: sha(config), mediaType: 'application/octet-stream', size: config.length });
+  t.like(events[1]!.target, { repository: 'events/app', digest: sha(manifest), tag: 'v1', mediaType: 'application/vnd.oci.image.manifest.v1+json' });
+  t.regex(events[1]!.target.url!, /\/v2\/events\/app\/manifests\/sha256:/);
+  t.like(events[3]!.target, { repository: 'events/app', tag: 'v1' });
+  t.is(events[1]!.request.method, 'PUT');
+  t.is(events[1]!.source.addr, new URL(w.url).host);
 });

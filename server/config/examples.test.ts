@@ -65,6 +65,13 @@ const FEATURES: Record<string, (t: import('ava').ExecutionContext, c: WharfConfi
     t.is(c.http.host, 'https://localhost:5443');
   },
   'prefix.yml': (t, c) => t.is(c.http.prefix, '/registry/'),
+  'notifications.yml': (t, c) => {
+    t.is(c.notifications.endpoints.length, 1);
+    t.like(c.notifications.endpoints[0], {
+      name: 'audit', url: 'http://127.0.0.1:8088/registry-events', timeout: 2000, threshold: 5, backoff: 1000,
+      ignore: { mediatypes: [], actions: ['pull'] },
+    });
+  },
   'monitoring.yml': (t, c) => {
     t.deepEqual(c.http.debug, { addr: '127.0.0.1:5001', prometheus: { enabled: true, path: '/metrics' } });
     t.deepEqual(c.health.storagedriver, { enabled: true, interval: 10_000, threshold: 3 });

@@ -45,6 +45,7 @@ const FILE_DEFAULTS: WharfConfig = {
   http: { addr: ':5000', net: 'tcp', prefix: '/', relativeurls: false, draintimeout: 60_000, headers: {} },
   validation: { disabled: false, manifests: { maxsize: 4194304 } },
   health: { storagedriver: { enabled: false, interval: 10_000, threshold: 3 } },
+  notifications: { endpoints: [], maxqueue: 10_000 },
   auth: { throttle: { accountfailures: 5, addressfailures: 20, window: 60_000 } },
 };
 
@@ -209,6 +210,7 @@ auth:
     },
     validation: { disabled: true, manifests: { maxsize: 1048576 } },
     health: { storagedriver: { enabled: true, interval: 5000, threshold: 2 } },
+    notifications: { endpoints: [], maxqueue: 10_000 },
     auth: {
       htpasswd: { realm: 'basic-realm', path: '/auth/htpasswd' },
       access: { groups: { admins: ['alice'] }, anonymous: ['public/*'], rules: [{ groups: ['admins'], repositories: ['**'], actions: ['*'], catalog: true }] },
@@ -378,7 +380,7 @@ validation:
 middleware: {}
 redis: {addr: localhost:6379}
 proxy: {remoteurl: https://registry-1.docker.io}
-notifications: {}
+notifications: {events: {includereferences: true}}
 health: {file: [{file: /x}]}
 reporting: {}
 compatibility: {}
@@ -399,7 +401,7 @@ catalog: {maxentries: 100}
     'validation.manifests.urls: not supported by this Wharf version',
     'middleware: not supported by this Wharf version',
     'proxy: not supported by this Wharf version',
-    'notifications: not supported by this Wharf version',
+    'notifications.events.includereferences: not supported by this Wharf version',
     'health.file: not supported by this Wharf version',
     'reporting: not supported by this Wharf version',
     'compatibility: not supported by this Wharf version',

@@ -26,7 +26,7 @@ import {
   type MapNode,
   type TreeNode,
 } from './tree.js';
-import type { AccessRuleConfig, AuthConfig, HttpConfig, LogConfig, LogLevel, RedisConfig, S3StorageConfig, StorageConfig, ValidationConfig, WharfConfig } from './types.js';
+import type { AccessRuleConfig, AuthConfig, HttpConfig, LogConfig, LogLevel, NotificationEndpointConfig, NotificationsConfig, RedisConfig, S3StorageConfig, StorageConfig, ValidationConfig, WharfConfig } from './types.js';
 
 export interface LoadOptions {
   /** A YAML config file. Without one, the embedded default is used (still subject to `REGISTRY_*` overrides). */
@@ -72,6 +72,10 @@ export const DEFAULTS = {
   redisDialTimeoutMs: 5_000,
   redisIoTimeoutMs: 3_000,
   manifestMaxSize: 4 * 1024 * 1024,
+  notificationTimeoutMs: 1000,
+  notificationThreshold: 10,
+  notificationBackoffMs: 1000,
+  notificationMaxQueue: 10_000,
   healthIntervalMs: 10_000,
   healthThreshold: 3,
   prometheusPath: '/metrics',
@@ -140,6 +144,7 @@ export function parseConfig(
     validation: reader.validation(top),
     auth: reader.auth(top),
     health: reader.health(top),
+    notifications: reader.notifications(top),
   };
   const redis = reader.redis(top, config.storage);
   if (redis) config.redis = redis;
@@ -490,6 +495,53 @@ class Reader {
       return undefined;
     }
     return clientcas === undefined ? { certificate, key } : { certificate, key, clientcas };
+  }
+
+  notifications(top: Sec): NotificationsConfig {
+    const section = this.section(top, 'notifications');
+    const endpoints: NotificationEndpointConfig[] = [];
+    const node = section.map?.get('endpoints');
+    if (isSeqNode(node)) {
+      const names = new Set<string>();
+      node.forEach((item, i) => {
+        const at = `${section.path}.endpoints.${i}`;
+        if (!isMapNode(item)) {
+          this.problem(at, item, `expected a mapping with name and url, got ${describe(item)}`);
+          return;
+        }
+        const sec: Sec = { map: item, path: at };
+        const known = ['name', 'url', 'headers', 'timeout', 'threshold', 'backoff', 'ignoredmediatypes', 'ignore', 'disabled'];
+        for (const key of item.keys()) if (!known.includes(key)) this.warnings.push(`unknown key ${at}.${key} (ignored)`);
+        const name = this.string(sec, 'name');
+        const url = this.string(sec, 'url');
+        if (name === undefined) this.problem(at, item, 'an endpoint needs a name');
+        else if (names.has(name)) this.fail(sec, 'name', `duplicate endpoint name ${JSON.stringify(name)}`);
+        else names.add(name);
+        if (url === undefined) this.problem(at, item, 'an endpoint needs a url');
+        else if (!/^https?:\/\/[^\s]+$/.test(url)) this.fail(sec, 'url', `expected an http or https URL, got ${JSON.stringify(url)}`);
+        const headers: Record<string, string[]> = {};
+        const headersSec = this.section(sec, 'headers');
+        for (const [header] of headersSec.map ?? []) {
+          const values = this.stringList(headersSec, header) ?? [this.string(headersSec, header) ?? ''];
+          Object.defineProperty(headers, header, { value: values, enumerable: true, writable: true, configurable: true });
+        }
+        const ignore = this.section(sec, 'ignore');
+        endpoints.push({
+          name: name ?? '',
+          url: url ?? '',
+          headers,
+          timeout: this.duration(sec, 'timeout', DEFAULTS.notificationTimeoutMs, { positive: true }),
+          threshold: this.integer(sec, 'threshold', DEFAULTS.notificationThreshold, 1),
+          backoff: this.duration(sec, 'backoff', DEFAULTS.notificationBackoffMs, { positive: true }),
+          ignoredmediatypes: this.stringList(sec, 'ignoredmediatypes') ?? [],
+          ignore: { mediatypes: this.stringList(ignore, 'mediatypes') ?? [], actions: this.stringList(ignore, 'actions') ?? [] },
+          disabled: this.boolean(sec, 'disabled', false),
+        });
+      });
+    } else if (!isUnset(node)) {
+      this.fail(section, 'endpoints', `expected a list of endpoints, got ${describe(node!)}`);
+    }
+    return { endpoints, maxqueue: this.integer(section, 'maxqueue', DEFAULTS.notificationMaxQueue, 1) };
   }
 
   health(top: Sec): WharfConfig['health'] {

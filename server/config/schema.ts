@@ -160,7 +160,12 @@ export const CONFIG_SHAPE: Shape = section({
   ),
   middleware: unsupported,
   reporting: unsupported,
-  notifications: unsupported,
+  notifications: section({
+    // Entries are checked field by field when read (load.ts), so the list's items are not described here.
+    endpoints: any,
+    events: section({ includereferences: unsupported }),
+    maxqueue: val,
+  }),
   redis: section({
     url: str,
     addr: str,

@@ -208,4 +208,28 @@ export interface WharfConfig {
    * API answers 503 until a check passes. Default disabled, 10 s, 3.
    */
   health: { storagedriver: { enabled: boolean; interval: number; threshold: number } };
+  /** registry:2 `notifications`: webhook endpoints for push, pull, mount and delete events. */
+  notifications: NotificationsConfig;
+}
+
+/** registry:2 `notifications.endpoints[]`. Durations in ms. */
+export interface NotificationEndpointConfig {
+  name: string;
+  url: string;
+  headers: Record<string, string[]>;
+  /** Per delivery attempt. Default 1 s. */
+  timeout: number;
+  /** Failures in a row before the endpoint is reported as failing. Default 10. */
+  threshold: number;
+  /** Pause before retrying a failed delivery. Default 1 s. */
+  backoff: number;
+  ignoredmediatypes: string[];
+  ignore: { mediatypes: string[]; actions: string[] };
+  disabled: boolean;
+}
+
+export interface NotificationsConfig {
+  endpoints: NotificationEndpointConfig[];
+  /** Wharf: the most events queued per endpoint; the oldest are dropped beyond it. Default 10000. */
+  maxqueue: number;
 }
