@@ -2,7 +2,8 @@
 /**
  * The `wharf` command: one binary, subcommands.
  *
- *   wharf serve [config.yml]          run the registry (no file: the embedded default, filesystem under ./data)
+ *   wharf serve [config.yml] [--workers N|auto]   run the registry (no file: the embedded default, filesystem under
+ *                                      ./data); with several workers, one process per core (server/cluster.ts)
  *   wharf config check <config.yml>   validate a configuration file and print its warnings
  *   wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <d>] [--upload-age <d>] [--quiet]
  *                                      [--every <d>] [--metrics-file <path>]   remove unreferenced content (server/gc)
@@ -11,12 +12,13 @@
  */
 import { ConfigError, loadConfig, type WharfConfig } from './config/index.js';
 import { GC_USAGE, UsageError, garbageCollectCommand, parseGcArgs } from './gc/command.js';
+import { isWorker, parseWorkers, reportListening, runPrimary } from './cluster.js';
 import { createLogger } from './logging.js';
 import { startServer } from './main.js';
 import { StorageError } from '../storage-drivers/driver.js';
 
 const USAGE = `usage:
-  wharf serve [config.yml]
+  wharf serve [config.yml] [--workers N|auto]     (or WHARF_WORKERS; default 1)
   wharf config check <config.yml>
   wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <duration>] [--upload-age <duration>]
                         [--quiet] [--every <duration>] [--metrics-file <path>]
@@ -43,16 +45,48 @@ function startupFailure(err: unknown): never {
   throw err;
 }
 
-async function serve(path: string | undefined): Promise<void> {
+/** For test harnesses that bind port 0: the addresses actually chosen, on lines of their own. */
+function announce(listener: { url: string; debugUrl?: string }): void {
+  if (!process.env.WHARF_ANNOUNCE_LISTEN) return;
+  if (listener.debugUrl) process.stdout.write(`WHARF_DEBUG_LISTENING ${listener.debugUrl}\n`);
+  process.stdout.write(`WHARF_LISTENING ${listener.url}\n`);
+}
+
+/** `serve [config.yml] [--workers N|auto]`; the worker count may also come from WHARF_WORKERS. */
+function parseServeArgs(args: string[]): { path?: string; workers: number } {
+  let path: string | undefined;
+  let workers = process.env.WHARF_WORKERS ?? '1';
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '--workers') workers = args[++i] ?? '';
+    else if (arg.startsWith('--workers=')) workers = arg.slice('--workers='.length);
+    else if (path === undefined && !arg.startsWith('-')) path = arg;
+    else throw new Error(`unexpected argument "${arg}"`);
+  }
+  return { path, workers: parseWorkers(workers) };
+}
+
+async function serve(args: string[]): Promise<void> {
+  let parsed: ReturnType<typeof parseServeArgs>;
+  try {
+    parsed = parseServeArgs(args);
+  } catch (err) {
+    process.stderr.write(`wharf: ${(err as Error).message}\n${USAGE}`);
+    process.exit(2);
+  }
+  const { path, workers } = parsed;
   const { config, warnings } = await load(path);
   const logger = createLogger(config);
-  for (const warning of warnings) logger.warn({ config: path ?? 'embedded default' }, warning);
-  const running = await startServer(config, logger).catch(startupFailure);
-  if (process.env.WHARF_ANNOUNCE_LISTEN) {
-    // For test harnesses that bind port 0: the addresses actually chosen, on lines of their own.
-    if (running.debugUrl) process.stdout.write(`WHARF_DEBUG_LISTENING ${running.debugUrl}\n`);
-    process.stdout.write(`WHARF_LISTENING ${running.url}\n`);
+  if (workers > 1 && !isWorker()) {
+    for (const warning of warnings) logger.warn({ config: path ?? 'embedded default' }, warning);
+    process.exitCode = await runPrimary(workers, logger, announce);
+    logger.flush?.();
+    return;
   }
+  if (!isWorker()) for (const warning of warnings) logger.warn({ config: path ?? 'embedded default' }, warning);
+  const running = await startServer(config, logger).catch(startupFailure);
+  if (isWorker()) reportListening({ url: running.url, debugUrl: running.debugUrl });
+  else announce(running);
 
   let stopping = false;
   const stop = (signal: string) => {
@@ -111,7 +145,7 @@ async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'serve':
-      return serve(rest[0]);
+      return serve(rest);
     case 'config':
       if (rest[0] === 'check') return configCheck(rest[1]);
       break;
