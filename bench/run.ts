@@ -27,7 +27,7 @@ const HELP = `usage: npm run bench -- [options]
   --small-mb N          size of each of the 20 concurrent blobs of workload 3 (default 10)
   --seconds N           load duration per repetition of workload 4 (default 10)
   --gc-blobs N          blobs in the registry for workload 7 (default 100000)
-  --workers N           run Wharf with N worker processes (http.workers)
+  --workers N           run Wharf with N worker processes (wharf serve --workers N)
   --no-access-log       turn the access log off on both servers
   --no-registry2        Wharf only
   --cpu-prof DIR        run Wharf under node --cpu-prof, profiles into DIR (summarise: node dist/bench/profile.js DIR)
@@ -121,7 +121,7 @@ async function runWorkload(workload: Workload, kinds: ServerKind[], shared: Shar
       servers.push(await startServer(kind, {
         accessLogOff: options.accessLogOff,
         tmp: options.tmp,
-        wharfExtra: options.workers ? { http: { workers: options.workers } } : undefined,
+        wharfWorkers: options.workers,
         wharfNodeArgs: options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProf}`] : undefined,
       }));
     }

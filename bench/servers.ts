@@ -31,8 +31,10 @@ export interface ServerOptions {
   tmp?: string;
   /** Turn the access log off on both servers (log.accesslog.disabled). */
   accessLogOff?: boolean;
-  /** Wharf only: extra config merged at the top level (e.g. a worker count). */
+  /** Wharf only: extra config merged at the top level. */
   wharfExtra?: Record<string, unknown>;
+  /** Wharf only: worker processes (`wharf serve --workers N`). */
+  wharfWorkers?: number;
   /** Wharf only: extra node flags, such as --cpu-prof. */
   wharfNodeArgs?: string[];
 }
@@ -76,7 +78,8 @@ export async function startServer(kind: ServerKind, options: ServerOptions = {})
   const logPath = join(tmp, 'server.log');
   const log = openSync(logPath, 'a');
   const child = kind === 'wharf'
-    ? spawn(process.execPath, [...(options.wharfNodeArgs ?? []), CLI_PATH, 'serve', configPath], { stdio: ['ignore', log, log] })
+    ? spawn(process.execPath, [...(options.wharfNodeArgs ?? []), CLI_PATH, 'serve', configPath,
+      ...(options.wharfWorkers ? ['--workers', String(options.wharfWorkers)] : [])], { stdio: ['ignore', log, log] })
     : spawn(REGISTRY2_BIN, ['serve', configPath], { stdio: ['ignore', log, log] });
   closeSync(log);
   const url = `http://127.0.0.1:${port}`;
