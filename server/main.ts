@@ -17,7 +17,6 @@ import { createApp } from './http/app.js';
 import { createAuth } from './http/auth-setup.js';
 import { createLogger } from './logging.js';
 import { Metrics, instrumentedDriver } from './metrics.js';
-import { Notifier } from './notifications.js';
 import type { HttpOptions } from './http/context.js';
 import { purgeUploads } from './registry/purge.js';
 import { Registry } from './registry/registry.js';
@@ -80,10 +79,6 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     recorder: gcRecorder,
   });
   if (registry.descriptorCache) gcRecorder.guard(registry.descriptorCache);
-  const notifier = new Notifier(
-    { endpoints: config.notifications.endpoints, maxQueue: config.notifications.maxqueue },
-    logger,
-  );
   const app = createApp({
     registry,
     logger,
@@ -92,7 +87,6 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     metrics,
     health,
     auth: auth.hooks,
-    notifier,
   });
   const handler = app.callback();
   const server = config.http.tls
@@ -127,7 +121,6 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     url = `${scheme}://${shown}:${port}`;
   }
   logger.info({ addr: config.http.addr, url, storage: config.storage.driver }, 'listening');
-  notifier.setSourceAddr(new URL(url).host);
 
   const debug = config.http.debug
     ? await startDebugServer({
@@ -146,7 +139,6 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     stopPurging();
     gcRecorder.stop();
     health.stop();
-    notifier.close();
     debug?.server.close();
     closing ??= new Promise<void>((resolve) => {
       const timer = setTimeout(() => {

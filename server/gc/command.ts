@@ -6,11 +6,11 @@
  * ./worker.ts. Exit codes: 0 done, 1 the run failed (or the lock is held by another run), 2 invalid usage.
  */
 import { writeFile, rename } from 'node:fs/promises';
-import { createDriver } from '../../storage-drivers/index.js';
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { nanosToMillis, parseGoDuration } from '../config/duration.js';
 import type { WharfConfig } from '../config/index.js';
 import { createDescriptorCache, type BlobDescriptorCache } from '../cache/index.js';
+import { driverFor } from '../storage.js';
 import { metricsText, newStats, startProgress, summaryText } from './report.js';
 import { LockBusyError } from './state.js';
 import { DEFAULT_GRACE_MS, DEFAULT_UPLOAD_AGE_MS, collectGarbage } from './worker.js';
@@ -73,11 +73,6 @@ export function parseGcArgs(args: string[]): GcCommandOptions {
   return { configPath, ...options };
 }
 
-/** The storage driver the configuration names (the GC never builds the HTTP app, so not server/main.ts). */
-export function gcDriverFor(config: WharfConfig): StorageDriver {
-  if (config.storage.driver === 'inmemory') return createDriver({ driver: 'inmemory' });
-  return createDriver({ driver: 'filesystem', rootDirectory: config.storage.filesystem.rootdirectory });
-}
 
 async function writeMetricsFile(path: string, text: string): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`;
@@ -115,7 +110,7 @@ async function runOnce(driver: StorageDriver, o: GcCommandOptions, cache?: BlobD
 
 /** Run once, or every `everyMs` until SIGTERM/SIGINT (a run in progress finishes first). */
 export async function garbageCollectCommand(config: WharfConfig, o: GcCommandOptions): Promise<number> {
-  const driver = gcDriverFor(config);
+  const driver = driverFor(config);
   // A shared (Redis) descriptor cache is told about every delete; an in-memory one lives in each server, which
   // keeps it switched off while the lock is held (./recorder.ts).
   const cache = config.storage.cache.blobdescriptor === 'redis' ? await createDescriptorCache(config) : undefined;
