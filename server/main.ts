@@ -17,6 +17,7 @@ import { createApp } from './http/app.js';
 import { createAuth } from './http/auth-setup.js';
 import { createLogger } from './logging.js';
 import { Metrics, instrumentedDriver } from './metrics.js';
+import { Notifier } from './notifications.js';
 import type { HttpOptions } from './http/context.js';
 import { purgeUploads } from './registry/purge.js';
 import { Registry } from './registry/registry.js';
@@ -79,6 +80,10 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     recorder: gcRecorder,
   });
   if (registry.descriptorCache) gcRecorder.guard(registry.descriptorCache);
+  const notifier = new Notifier(
+    { endpoints: config.notifications.endpoints, maxQueue: config.notifications.maxqueue },
+    logger,
+  );
   const app = createApp({
     registry,
     logger,
@@ -87,6 +92,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     metrics,
     health,
     auth: auth.hooks,
+    notifier,
   });
   const handler = app.callback();
   const server = config.http.tls
@@ -121,6 +127,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     url = `${scheme}://${shown}:${port}`;
   }
   logger.info({ addr: config.http.addr, url, storage: config.storage.driver }, 'listening');
+  notifier.setSourceAddr(new URL(url).host);
 
   const debug = config.http.debug
     ? await startDebugServer({
@@ -139,6 +146,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     stopPurging();
     gcRecorder.stop();
     health.stop();
+    notifier.close();
     debug?.server.close();
     closing ??= new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
