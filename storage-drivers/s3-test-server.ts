@@ -74,9 +74,18 @@ function freePort(): Promise<number> {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Poll `probe` until it returns true; fail with `what` and the logs after `timeoutMs`. */
-async function waitUntil(what: string, probe: () => Promise<boolean>, logs: () => Promise<string>, timeoutMs = 60_000): Promise<void> {
+async function waitUntil(
+  what: string,
+  probe: () => Promise<boolean>,
+  logs: () => Promise<string>,
+  daemons: ChildProcess[],
+  timeoutMs = 60_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    // A daemon that exited (a port taken meanwhile, say) will not come up: fail now, so the start can be retried.
+    const dead = daemons.find((d) => d.exitCode !== null || d.signalCode !== null);
+    if (dead) throw new Error(`s3 test server: ${dead.spawnfile} exited (${dead.exitCode ?? dead.signalCode}) while waiting for ${what}\n${await logs()}`);
     try {
       if (await probe()) return;
     } catch {
@@ -87,7 +96,39 @@ async function waitUntil(what: string, probe: () => Promise<boolean>, logs: () =
   }
 }
 
+const BINARIES = ['ceph-authtool', 'monmaptool', 'ceph-mon', 'ceph-osd', 'ceph', 'radosgw', 'radosgw-admin'];
+
+/**
+ * Start a cluster. Ports are picked free just before the daemons bind them, so another process can take one in
+ * between; a failed start is therefore retried (twice) on new ports before the error is reported.
+ */
 export async function startS3TestServer(options: S3TestServerOptions = {}): Promise<S3TestServer> {
+  const missing: string[] = [];
+  for (const bin of BINARIES) {
+    try {
+      await run('sh', ['-c', `command -v ${bin}`]);
+    } catch {
+      missing.push(bin);
+    }
+  }
+  if (missing.length > 0) {
+    throw new Error(
+      `s3 test server: ${missing.join(', ')} not found; install the Debian packages ceph-mon ceph-osd radosgw ` +
+        '(apt-get install --no-install-recommends ceph-mon ceph-osd radosgw, or run scripts/test-deps.sh as root)',
+    );
+  }
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      return await startOnce(options);
+    } catch (err) {
+      lastError = err;
+    }
+  }
+  throw lastError;
+}
+
+async function startOnce(options: S3TestServerOptions): Promise<S3TestServer> {
   installExitHook();
   // Short base path: admin sockets must stay under 107 characters.
   const dir = await mkdtemp(join(tmpdir(), 'wharf-rgw-'));
@@ -228,7 +269,7 @@ rgw_dns_name = 127.0.0.1
   await run('monmaptool', ['--create', '--addv', 'a', `[v2:127.0.0.1:${monV2},v1:127.0.0.1:${monV1}]`, '--fsid', fsid, monmap]);
   await run('ceph-mon', ['--conf', conf, '--mkfs', '-i', 'a', '--monmap', monmap, '--keyring', monKeyring]);
   daemon('ceph-mon', ['--conf', conf, '-i', 'a']);
-  await waitUntil('the monitor answering', async () => (await ceph(['mon', 'stat'], 5_000)).stdout.includes('quorum'), logs);
+  await waitUntil('the monitor answering', async () => (await ceph(['mon', 'stat'], 5_000)).stdout.includes('quorum'), logs, daemons);
 
   // One OSD on memstore.
   const osdUuid = randomUUID();
@@ -240,7 +281,7 @@ rgw_dns_name = 127.0.0.1
   await run('ceph-osd', ['--conf', conf, '-i', '0', '--mkfs', '--key', osdSecret, '--osd-uuid', osdUuid], { env });
   await writeFile(join(dir, 'osd', 'ceph-0', 'keyring'), `[osd.0]\n\tkey = ${osdSecret}\n`);
   daemon('ceph-osd', ['--conf', conf, '-i', '0']);
-  await waitUntil('osd.0 coming up', async () => /^osd\.0 up/m.test((await ceph(['osd', 'dump'], 5_000)).stdout), logs);
+  await waitUntil('osd.0 coming up', async () => /^osd\.0 up/m.test((await ceph(['osd', 'dump'], 5_000)).stdout), logs, daemons);
 
   // The gateway.
   await ceph(['auth', 'get-or-create', 'client.rgw.a', 'mon', 'allow rw', 'osd', 'allow rwx', '-o', join(dir, 'rgw.keyring')]);
@@ -250,7 +291,7 @@ rgw_dns_name = 127.0.0.1
     const res = await fetch(`${endpoint}/`);
     await res.arrayBuffer();
     return res.status === 200;
-  }, logs);
+  }, logs, daemons);
 
   const accessKey = `WHARF${randomBytes(8).toString('hex').toUpperCase()}`;
   const secretKey = randomBytes(24).toString('base64url');
