@@ -310,6 +310,14 @@ test('s3: list, walk and delete page through more than 1000 keys', async (t) => 
   t.deepEqual(await driver.list('/'), []);
 });
 
+test('s3: a ranged read of an empty file is an empty stream', async (t) => {
+  const { driver } = await setup(t);
+  await driver.putContent('/empty', '');
+  const chunks: Buffer[] = [];
+  for await (const c of await driver.reader('/empty', 0, 10)) chunks.push(c as Buffer);
+  t.is(Buffer.concat(chunks).length, 0);
+});
+
 test('s3: keys are rootdirectory + path, the layout registry:2 uses', async (t) => {
   const { raw, driver, root } = await setup(t);
   await driver.putContent('/docker/registry/v2/blobs/sha256/ab/abcd/data', 'x');

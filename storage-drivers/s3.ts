@@ -375,7 +375,10 @@ export class S3Driver implements StorageDriver {
     } catch (err) {
       if (isNoSuchKey(err)) throw new PathNotFoundError(path, NAME);
       if (httpStatus(err) === 416) {
-        // The object shrank between the size check and the read.
+        // A range on an empty object, or the object shrank since the size check: decide by its size now.
+        const info = await this.head(path);
+        if (!info) throw new PathNotFoundError(path, NAME);
+        if (offset === info.size) return Readable.from([]);
         throw new InvalidOffsetError(path, offset);
       }
       this.fail('reader', path, err);
