@@ -36,10 +36,16 @@ async function until(condition: () => boolean | Promise<boolean>, what: string):
 cacheSuite('redis', async (options) => {
   const redis = await sharedRedis();
   const prefix = `test:${randomBytes(6).toString('hex')}:`;
-  const cache = await open({ url: redis.url, prefix, ...options });
+  // A loaded machine may take longer than the dial timeout to connect: wait on the condition, not the clock.
+  const connected = async () => {
+    const c = await open({ url: redis.url, prefix, ...options });
+    await until(() => c.healthy(), 'the cache is connected');
+    return c;
+  };
+  const cache = await connected();
   return {
     cache,
-    second: () => open({ url: redis.url, prefix, ...options }),
+    second: connected,
     cleanup: () => cache.close(),
   };
 });
@@ -151,6 +157,7 @@ test('redis with a password: connects with it, and the password is in no log lin
   const redis = await startRedis({ password });
   const logger = memoryLogger();
   const good = await open({ addr: redis.host, password, logger });
+  await until(() => good.healthy(), 'the cache with the right password is connected');
   const bad = await open({ url: `redis://:wrong-${password}@${redis.host}`, logger, recoveryIntervalMs: 50 });
   t.teardown(async () => {
     await good.close();
