@@ -14,6 +14,7 @@ import { startDebugServer } from './debug.js';
 import { Health } from './health.js';
 import { GcRecorder } from './gc/recorder.js';
 import { createApp } from './http/app.js';
+import { Mirror } from './proxy/mirror.js';
 import { createAuth } from './http/auth-setup.js';
 import { createLogger } from './logging.js';
 import { Metrics, instrumentedDriver } from './metrics.js';
@@ -93,6 +94,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     health,
     auth: auth.hooks,
     notifier,
+    ...(config.proxy ? { proxy: new Mirror(config.proxy, registry, logger, { manifestMaxSize: config.validation.manifests.maxsize }) } : {}),
   });
   const handler = app.callback();
   const server = config.http.tls

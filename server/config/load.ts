@@ -26,7 +26,7 @@ import {
   type MapNode,
   type TreeNode,
 } from './tree.js';
-import type { AccessRuleConfig, AuthConfig, HttpConfig, LogConfig, LogLevel, NotificationEndpointConfig, NotificationsConfig, RedisConfig, S3StorageConfig, StorageConfig, ValidationConfig, WharfConfig } from './types.js';
+import type { AccessRuleConfig, AuthConfig, HttpConfig, LogConfig, LogLevel, NotificationEndpointConfig, NotificationsConfig, ProxyConfig, ProxyUpstreamConfig, RedisConfig, S3StorageConfig, StorageConfig, ValidationConfig, WharfConfig } from './types.js';
 
 export interface LoadOptions {
   /** A YAML config file. Without one, the embedded default is used (still subject to `REGISTRY_*` overrides). */
@@ -78,6 +78,8 @@ export const DEFAULTS = {
   notificationMaxQueue: 10_000,
   healthIntervalMs: 10_000,
   healthThreshold: 3,
+  proxyTtlMs: 168 * 3600_000,
+  proxyTimeoutMs: 10_000,
   prometheusPath: '/metrics',
 } as const;
 
@@ -148,6 +150,8 @@ export function parseConfig(
   };
   const redis = reader.redis(top, config.storage);
   if (redis) config.redis = redis;
+  const proxy = reader.proxy(top);
+  if (proxy) config.proxy = proxy;
   if (problems.length > 0) throw new ConfigError(problems, source);
   return { config, warnings };
 }
@@ -542,6 +546,83 @@ class Reader {
       this.fail(section, 'endpoints', `expected a list of endpoints, got ${describe(node!)}`);
     }
     return { endpoints, maxqueue: this.integer(section, 'maxqueue', DEFAULTS.notificationMaxQueue, 1) };
+  }
+
+  /**
+   * registry:2's `proxy` (one upstream for every repository: `remoteurl`, `username`, `password`, `ttl`) and Wharf's
+   * `proxy.upstreams` list. Undefined when neither is given (no mirror).
+   */
+  proxy(top: Sec): ProxyConfig | undefined {
+    const section = this.section(top, 'proxy');
+    const upstreams: ProxyUpstreamConfig[] = [];
+    const ttlDefault = this.duration(section, 'ttl', DEFAULTS.proxyTtlMs, { positive: true });
+    const read = (sec: Sec, name: string, urlKey: string, prefix: string | undefined, namespaces: string[] | undefined) => {
+      const url = this.string(sec, urlKey);
+      if (url === undefined) {
+        this.problem(join(sec.path, urlKey), undefined, 'an upstream needs a URL');
+        return;
+      }
+      let parsed: URL | undefined;
+      try {
+        parsed = new URL(url);
+      } catch {
+        parsed = undefined;
+      }
+      if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || parsed.hostname === '') {
+        this.fail(sec, urlKey, `expected an http or https URL, got ${JSON.stringify(url)}`);
+        return;
+      }
+      const dockerHub = /(^|\.)docker\.io$/.test(parsed.hostname);
+      const username = this.string(sec, 'username');
+      const password = this.string(sec, 'password');
+      if ((username === undefined) !== (password === undefined)) {
+        this.problem(sec.path, sec.map, 'username and password go together');
+      }
+      const upstream: ProxyUpstreamConfig = {
+        name,
+        url: url.replace(/\/+$/, ''),
+        ttl: this.duration(sec, 'ttl', ttlDefault, { positive: true }),
+        namespaces: namespaces ?? [parsed.host, ...(dockerHub ? ['docker.io'] : [])],
+        librarymapping: this.boolean(sec, 'librarymapping', dockerHub),
+      };
+      if (username !== undefined) upstream.username = username;
+      if (password !== undefined) upstream.password = password;
+      if (prefix !== undefined) upstream.prefix = prefix;
+      upstreams.push(upstream);
+    };
+    if (section.map?.has('remoteurl')) read(section, 'default', 'remoteurl', undefined, undefined);
+    const node = section.map?.get('upstreams');
+    if (isSeqNode(node)) {
+      node.forEach((item, i) => {
+        const at = `${section.path}.upstreams.${i}`;
+        if (!isMapNode(item)) {
+          this.problem(at, item, `expected a mapping with url (and prefix or namespaces), got ${describe(item)}`);
+          return;
+        }
+        const sec: Sec = { map: item, path: at };
+        const known = ['name', 'url', 'username', 'password', 'ttl', 'prefix', 'namespaces', 'librarymapping'];
+        for (const key of item.keys()) if (!known.includes(key)) this.warnings.push(`unknown key ${at}.${key} (ignored)`);
+        const prefix = this.string(sec, 'prefix')?.replace(/^\/+|\/+$/g, '');
+        if (prefix !== undefined && !/^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/.test(prefix)) {
+          this.fail(sec, 'prefix', `expected a repository name prefix such as ghcr or quay/mirror, got ${JSON.stringify(prefix)}`);
+        }
+        read(sec, this.string(sec, 'name') ?? prefix ?? `upstream${i}`, 'url', prefix === '' ? undefined : prefix, this.stringList(sec, 'namespaces'));
+      });
+    } else if (!isUnset(node)) {
+      this.fail(section, 'upstreams', `expected a list of upstreams, got ${describe(node!)}`);
+    }
+    if (upstreams.length === 0) {
+      if (section.map && section.map.size > 0) this.problem(section.path, section.map, 'a mirror needs proxy.remoteurl or proxy.upstreams');
+      return undefined;
+    }
+    const seen = new Set<string>();
+    for (const u of upstreams) {
+      const key = u.prefix ?? '';
+      if (seen.has(key)) this.problem(`${section.path}.upstreams`, undefined, key === '' ? 'only one upstream may take every repository (no prefix)' : `duplicate prefix ${JSON.stringify(key)}`);
+      seen.add(key);
+    }
+    const localnamespaces = (this.stringList(section, 'localnamespaces') ?? []).map((n) => n.replace(/^\/+|\/+$/g, '')).filter((n) => n !== '');
+    return { upstreams, localnamespaces, timeout: this.duration(section, 'timeout', DEFAULTS.proxyTimeoutMs, { positive: true }) };
   }
 
   health(top: Sec): WharfConfig['health'] {

@@ -186,7 +186,17 @@ export const CONFIG_SHAPE: Shape = section({
     tcp: unsupported,
   }),
   catalog: unsupported,
-  proxy: unsupported,
+  proxy: section({
+    remoteurl: str,
+    username: str,
+    password: str,
+    ttl: val,
+    // Wharf's own: several upstreams (entries checked field by field in load.ts), local namespaces, a timeout.
+    upstreams: any,
+    localnamespaces: { kind: 'list', items: str },
+    timeout: val,
+    librarymapping: val,
+  }),
   compatibility: unsupported,
   policy: unsupported,
 });

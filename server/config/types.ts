@@ -210,6 +210,36 @@ export interface WharfConfig {
   health: { storagedriver: { enabled: boolean; interval: number; threshold: number } };
   /** registry:2 `notifications`: webhook endpoints for push, pull, mount and delete events. */
   notifications: NotificationsConfig;
+  /** registry:2 `proxy` plus Wharf's `proxy.upstreams`: a pull-through cache (docs/mirror.md). Absent: no mirror. */
+  proxy?: ProxyConfig;
+}
+
+/** One upstream registry the mirror pulls from (docs/mirror.md). Durations in ms. */
+export interface ProxyUpstreamConfig {
+  /** A name for logs and metrics ('default' for registry:2's `proxy.remoteurl`). */
+  name: string;
+  /** Base URL, such as https://registry-1.docker.io. */
+  url: string;
+  /** Credentials for the upstream (Basic, or for its token server). Never logged. */
+  username?: string;
+  password?: string;
+  /** How long cached content that is not pulled again is kept (for the GC). Default 7 days (168h). */
+  ttl: number;
+  /** Repositories under this prefix (`ghcr` for `ghcr/owner/app`) go to this upstream, prefix removed. */
+  prefix?: string;
+  /** containerd `?ns=` values routed to this upstream (default: the URL's host, plus docker.io for Docker Hub). */
+  namespaces: string[];
+  /** Map single-component names (`alpine`) to `library/alpine` upstream. Default: true for Docker Hub. */
+  librarymapping: boolean;
+}
+
+export interface ProxyConfig {
+  /** The upstreams; the one without a prefix (if any) takes every repository no other one claims. */
+  upstreams: ProxyUpstreamConfig[];
+  /** Wharf `proxy.localnamespaces`: repository prefixes that are local (pushable), never mirrored. */
+  localnamespaces: string[];
+  /** Wharf `proxy.timeout`: how long to wait for an upstream's response headers. Default 10 s. */
+  timeout: number;
 }
 
 /** registry:2 `notifications.endpoints[]`. Durations in ms. */

@@ -185,6 +185,12 @@ export function createApp(deps: AppDeps): Koa {
     if (options.readOnly && isWrite(ctx.method)) {
       throw new RegistryError('UNSUPPORTED', 'the registry is in read-only mode (storage.maintenance.readonly)');
     }
+    // A mirrored repository takes no pushes or deletes (proxy.localnamespaces lists the ones that do).
+    if (deps.proxy && isWrite(ctx.method) && match.name !== undefined && deps.proxy.isMirrored(match.name)) {
+      throw new RegistryError('UNSUPPORTED', 'this repository is a mirror of an upstream registry; pushes are not accepted', {
+        detail: { name: match.name },
+      });
+    }
     const rctx = ctx as RegistryContext;
     rctx.state.match = match;
     rctx.state.deps = deps;

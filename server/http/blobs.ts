@@ -3,7 +3,7 @@
  */
 import { RegistryError } from '../registry/errors.js';
 import { parseDigest } from '../registry/reference.js';
-import { notify, respondEmpty, urlFor, type RegistryContext } from './context.js';
+import { notify, queryParam, respondEmpty, urlFor, type RegistryContext } from './context.js';
 
 export type ByteRange = { start: number; end: number } | 'unsatisfiable' | undefined;
 
@@ -32,6 +32,20 @@ export async function getBlob(ctx: RegistryContext): Promise<void> {
   const { registry, options } = ctx.state.deps;
   const name = ctx.state.match.name!;
   const digest = parseDigest(ctx.state.match.param!);
+  // The mirror, when configured, caches a blob not yet in storage; the first request streams it as it arrives.
+  const proxied = await ctx.state.deps.proxy?.blob(name, digest, {
+    ns: queryParam(ctx, 'ns'),
+    head: ctx.method === 'HEAD',
+    wait: ctx.get('Range') !== '',
+  });
+  if (proxied && proxied.kind !== 'local') {
+    ctx.set('Docker-Content-Digest', digest.value);
+    ctx.type = 'application/octet-stream';
+    ctx.status = 200;
+    if (proxied.size !== undefined) ctx.length = proxied.size;
+    if (proxied.kind === 'stream') ctx.body = proxied.body;
+    return;
+  }
   const desc = await registry.blobs.stat(name, digest);
 
   ctx.set('Docker-Content-Digest', desc.digest);

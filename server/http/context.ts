@@ -8,6 +8,7 @@ import type { Health } from '../health.js';
 import type { Metrics } from '../metrics.js';
 import type { EventAction, EventTarget } from '../notifications.js';
 import type { Notifier } from '../notifications.js';
+import type { Mirror } from '../proxy/mirror.js';
 import { RegistryError } from '../registry/errors.js';
 import type { Registry } from '../registry/registry.js';
 import type { AuthHooks } from './auth-setup.js';
@@ -42,6 +43,8 @@ export interface AppDeps {
   health?: Health;
   /** Webhook notifications (registry:2 `notifications`). */
   notifier?: Notifier;
+  /** The pull-through cache (registry:2 `proxy`, docs/mirror.md); absent when no upstream is configured. */
+  proxy?: Mirror;
 }
 
 export interface RegistryState {

@@ -53,6 +53,11 @@ export class Registry {
     this.manifests = new ManifestStore(driver, this.blobs, recorder ? { onReferenced: (name, ds) => recorder.record(name, ds) } : {});
   }
 
+  /** Tell the garbage collector's live set about digests about to be linked by other means (the mirror). */
+  async recordReferences(name: string, digests: string[]): Promise<void> {
+    await this.options.recorder?.record(name, digests);
+  }
+
   /**
    * Cross-repository mount: link a blob that `from` serves into `name` without moving bytes. Without `from`, a blob
    * present in the content store is mounted when `mayMountWithoutFrom` allows it. Returns undefined when the blob

@@ -1,0 +1,207 @@
+/**
+ * The pull-through cache end to end: the upstream is a Wharf with its built-in token server requiring Bearer auth
+ * the way Docker Hub does; the mirror is another Wharf with `proxy` pointing at it and the upstream credentials.
+ * skopeo pushes into the upstream and pulls through the mirror. The upstream's access log (JSON lines) tells which
+ * requests reached it.
+ */
+import test from 'ava';
+import bcrypt from 'bcryptjs';
+import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import { join } from 'node:path';
+import { freePort, startWharf, type RunningWharf } from '../harness.js';
+import { allBlobs, generateImage, generateMultiArch, writeOciLayout, type Image } from './image.js';
+import { run, tempDir, waitFor } from './target.js';
+
+const USERS = { admin: 'admin-e2e-pw', puller: 'puller-e2e-pw' };
+
+let work: { path: string; remove: () => Promise<void> };
+let upstream: RunningWharf;
+let mirror: RunningWharf;
+/** A mirror whose upstream is the 429 front below. */
+let limitedMirror: RunningWharf;
+let front: Server;
+let frontLimited = false;
+let frontBlobGets = 0;
+
+async function skopeo(...args: string[]) {
+  return run('skopeo', ['--insecure-policy', ...args], { timeoutMs: 120_000 });
+}
+
+/** Push an OCI layout ref into the upstream as admin. */
+async function pushUpstream(layoutDir: string, ref: string, target: string, all = false) {
+  const r = await skopeo('copy', ...(all ? ['--all'] : []), '--dest-tls-verify=false', '--dest-creds', `admin:${USERS.admin}`, `oci:${layoutDir}:${ref}`, `docker://${upstream.host}/${target}`);
+  if (r.code !== 0) throw new Error(`push ${target} failed: ${r.stderr}`);
+}
+
+/** Pull through a registry (anonymous, the mirror has no auth) into a fresh OCI layout; returns the skopeo result. */
+let pulls = 0;
+async function pull(host: string, ref: string, all = false) {
+  const dir = join(work.path, `pulled-${pulls++}`);
+  return { dir, ...(await skopeo('copy', ...(all ? ['--all'] : []), '--src-tls-verify=false', `docker://${host}/${ref}`, `oci:${dir}:x`)) };
+}
+
+/** The digest of the manifest a registry serves for `ref` (skopeo inspect --raw, hashed). */
+async function servedDigest(host: string, ref: string): Promise<string> {
+  const r = await skopeo('inspect', '--raw', '--tls-verify=false', `docker://${host}/${ref}`);
+  if (r.code !== 0) throw new Error(`inspect ${ref} failed: ${r.stderr}`);
+  return `sha256:${createHash('sha256').update(r.stdout).digest('hex')}`;
+}
+
+/** Successful blob GETs the upstream's access log shows for repository `name`. */
+function upstreamBlobGets(name: string): number {
+  const re = new RegExp(`"method":"GET","path":"/v2/${name}/blobs/[^"]*"[^\\n]*"status":200`, 'g');
+  return upstream.output().match(re)?.length ?? 0;
+}
+
+async function layoutOf(image: Image, tag = 'img'): Promise<string> {
+  const dir = join(work.path, `layout-${image.manifest.digest.slice(7, 19)}`);
+  await writeOciLayout(dir, [{ tag, target: image.manifest }], allBlobs(image));
+  return dir;
+}
+
+test.before(async () => {
+  work = await tempDir('wharf-e2e-mirror-');
+  const htpasswd = Object.entries(USERS).map(([u, p]) => `${u}:${bcrypt.hashSync(p, 5).replace(/^\$2b\$/, '$2y$')}`).join('\n');
+  await writeFile(join(work.path, 'htpasswd'), `${htpasswd}\n`);
+  const port = await freePort();
+  upstream = await startWharf({
+    config: {
+      log: { level: 'info' },
+      http: { addr: `127.0.0.1:${port}` },
+      auth: {
+        token: { realm: `http://127.0.0.1:${port}/auth/token`, service: 'upstream-e2e', issuer: 'upstream-e2e-issuer' },
+        tokenserver: { key: join(work.path, 'token.key'), certificate: join(work.path, 'token.crt'), htpasswd: join(work.path, 'htpasswd') },
+        access: {
+          rules: [
+            { users: ['admin'], repositories: ['**'], actions: ['*'] },
+            { users: ['puller'], repositories: ['**'], actions: ['pull'] },
+          ],
+        },
+      },
+    },
+  });
+  // A loopback front for the upstream that can be switched to answer 429 to everything (Docker Hub's rate limit).
+  front = createServer((req, res) => {
+    if (frontLimited) {
+      res.writeHead(429, { 'Content-Type': 'application/json' });
+      res.end('{"errors":[{"code":"TOOMANYREQUESTS","message":"rate limit"}]}');
+      return;
+    }
+    if (req.method === 'GET' && /\/blobs\//.test(req.url ?? '')) frontBlobGets++;
+    const up = new URL(upstream.url);
+    const fwd = httpRequest({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+    });
+    fwd.on('error', () => res.destroy());
+    req.pipe(fwd);
+  });
+  await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+  const frontUrl = `http://127.0.0.1:${(front.address() as { port: number }).port}`;
+  const proxy = (url: string) => ({ proxy: { remoteurl: url, username: 'puller', password: USERS.puller, librarymapping: true, timeout: '5s', localnamespaces: ['mine'] } });
+  [mirror, limitedMirror] = await Promise.all([startWharf({ config: proxy(upstream.url) }), startWharf({ config: proxy(frontUrl) })]);
+});
+
+test.after.always(async () => {
+  await Promise.all([upstream?.stop(), mirror?.stop(), limitedMirror?.stop()]);
+  await new Promise((resolve) => (front ? front.close(resolve) : resolve(undefined)));
+  await work?.remove();
+});
+
+const single = generateImage();
+
+test.serial('a single-arch image pulls through the mirror byte-identical; library/ is mapped; the second pull is local', async (t) => {
+  await pushUpstream(await layoutOf(single), 'img', 'library/alpine:1');
+  const first = await pull(mirror.host, 'alpine:1');
+  t.is(first.code, 0, first.stderr);
+  t.is(await servedDigest(mirror.host, 'alpine:1'), single.manifest.digest);
+  const blobGets = upstreamBlobGets('library/alpine');
+  t.is(blobGets, single.blobs.length, 'each blob fetched from the upstream once');
+  const second = await pull(mirror.host, 'alpine:1');
+  t.is(second.code, 0, second.stderr);
+  t.is(upstreamBlobGets('library/alpine'), blobGets, 'the second pull fetched no blob from the upstream');
+  // Stored in the normal layout: the tag link names the manifest.
+  const res = await fetch(`${mirror.url}/v2/alpine/manifests/${single.manifest.digest}`, { method: 'HEAD' });
+  t.is(res.status, 200);
+});
+
+test.serial('a multi-arch image pulls with --all and keeps its index digest', async (t) => {
+  const multi = generateMultiArch();
+  const dir = join(work.path, 'layout-multi');
+  await writeOciLayout(dir, [{ tag: 'multi', target: multi.index }], allBlobs(multi));
+  await pushUpstream(dir, 'multi', 'team/multi:1', true);
+  const pulled = await pull(mirror.host, 'team/multi:1', true);
+  t.is(pulled.code, 0, pulled.stderr);
+  t.is(await servedDigest(mirror.host, 'team/multi:1'), multi.index.digest);
+  for (const img of multi.images) t.is(await servedDigest(mirror.host, `team/multi@${img.manifest.digest}`), img.manifest.digest);
+});
+
+test.serial('a changed upstream tag is picked up', async (t) => {
+  const a = generateImage({ layerCount: 1, firstLayerBytes: 4096 });
+  const b = generateImage({ layerCount: 1, firstLayerBytes: 4096 });
+  await pushUpstream(await layoutOf(a), 'img', 'team/moving:latest');
+  t.is(await servedDigest(mirror.host, 'team/moving:latest'), a.manifest.digest);
+  await pushUpstream(await layoutOf(b), 'img', 'team/moving:latest');
+  t.is(await servedDigest(mirror.host, 'team/moving:latest'), b.manifest.digest);
+  const pulled = await pull(mirror.host, 'team/moving:latest');
+  t.is(pulled.code, 0, pulled.stderr);
+});
+
+test.serial('concurrent requests for one blob make one upstream request', async (t) => {
+  const image = generateImage({ layerCount: 1, firstLayerBytes: 2 * 1024 * 1024 });
+  await pushUpstream(await layoutOf(image), 'img', 'team/concurrent:1');
+  const layer = image.layers[0]!.blob;
+  const bodies = await Promise.all(
+    Array.from({ length: 6 }, async () => {
+      const res = await fetch(`${mirror.url}/v2/team/concurrent/blobs/${layer.digest}`);
+      return { status: res.status, digest: `sha256:${createHash('sha256').update(Buffer.from(await res.arrayBuffer())).digest('hex')}` };
+    }),
+  );
+  for (const b of bodies) t.deepEqual(b, { status: 200, digest: layer.digest });
+  t.is(upstreamBlobGets('team/concurrent'), 1);
+});
+
+test.serial('pushes to mirrored repositories are refused with UNSUPPORTED; local namespaces take them', async (t) => {
+  const res = await fetch(`${mirror.url}/v2/team/x/blobs/uploads/`, { method: 'POST' });
+  t.is(res.status, 405);
+  t.is(((await res.json()) as { errors: { code: string }[] }).errors[0]!.code, 'UNSUPPORTED');
+  const local = await skopeo('copy', '--dest-tls-verify=false', `oci:${await layoutOf(single)}:img`, `docker://${mirror.host}/mine/app:1`);
+  t.is(local.code, 0, local.stderr);
+});
+
+test.serial('an upstream answering 429 still serves cached tags and digests, with a Warning header', async (t) => {
+  const image = generateImage({ layerCount: 1, firstLayerBytes: 8192 });
+  await pushUpstream(await layoutOf(image), 'img', 'team/limited:1');
+  const first = await pull(limitedMirror.host, 'team/limited:1');
+  t.is(first.code, 0, first.stderr);
+  const gets = frontBlobGets;
+  frontLimited = true;
+  try {
+    const again = await pull(limitedMirror.host, 'team/limited:1');
+    t.is(again.code, 0, again.stderr);
+    t.is(frontBlobGets, gets);
+    const res = await fetch(`${limitedMirror.url}/v2/team/limited/manifests/1`, { headers: { Accept: image.manifest.mediaType } });
+    t.is(res.status, 200);
+    t.regex(res.headers.get('warning') ?? '', /served from cache/);
+    t.regex(limitedMirror.output(), /serving cached manifest/);
+    // Not cached and rate limited: 429 with the OCI envelope.
+    const missing = await fetch(`${limitedMirror.url}/v2/team/never/manifests/1`);
+    t.is(missing.status, 429);
+    t.is(((await missing.json()) as { errors: { code: string }[] }).errors[0]!.code, 'TOOMANYREQUESTS');
+  } finally {
+    frontLimited = false;
+  }
+});
+
+test.serial('with the upstream stopped, cached tags and digests still pull', async (t) => {
+  await upstream.stop();
+  await waitFor('the upstream to stop', async () => (await fetch(`${upstream.url}/v2/`).then(() => undefined, () => true)));
+  const byTag = await pull(mirror.host, 'alpine:1');
+  t.is(byTag.code, 0, byTag.stderr);
+  const byDigest = await pull(mirror.host, `team/multi@${(await servedDigest(mirror.host, 'team/multi:1'))}`, true);
+  t.is(byDigest.code, 0, byDigest.stderr);
+  const unknown = await fetch(`${mirror.url}/v2/team/unknown/manifests/1`);
+  t.is(unknown.status, 503);
+});

@@ -1,0 +1,348 @@
+/**
+ * The pull-through cache: makes sure a manifest or blob a client pulls is in local storage (the normal registry:2
+ * layout), fetching it from the upstream that serves the repository when needed. The HTTP handlers ask it before
+ * serving from storage as usual (server/http/manifests.ts, blobs.ts); a blob not yet cached is streamed to the
+ * first client while it is written through a normal upload session.
+ *
+ * - Routing: the upstream whose prefix starts the repository name (prefix removed upstream), or whose namespaces
+ *   hold containerd's `?ns=`; else the upstream without a prefix. Local namespaces are never mirrored.
+ * - Manifests by tag: HEAD upstream; GET and store only when the digest changed; when the upstream fails (timeout,
+ *   5xx, 429) and a cached copy exists, serve it and say so (`warning`). By digest: cached copies are immutable.
+ * - Blobs: verified by the upload session before they become visible (a mismatch or a failed fetch leaves
+ *   nothing); concurrent requests for one blob or manifest share one upstream fetch; a client going away does not
+ *   stop the fetch.
+ * - Last pulls are recorded under `_wharf/proxy/` (see docs/mirror.md) for TTL expiry.
+ */
+import { PassThrough, type Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { ProxyConfig, ProxyUpstreamConfig } from '../config/types.js';
+import { RegistryError } from '../registry/errors.js';
+import * as layout from '../registry/layout.js';
+import { parseManifest } from '../registry/manifest-format.js';
+import { digestOf, parseDigest, tryParseDigest, type Digest } from '../registry/reference.js';
+import type { Registry } from '../registry/registry.js';
+import { UpstreamClient, UpstreamError } from './upstream.js';
+
+/** The warning a response carries when it was served from the cache because the upstream failed. */
+export const STALE_WARNING = '299 - "served from cache: upstream unavailable"';
+
+/** Where last-pull times are recorded: `<root>/_wharf/proxy/lastpull/<repository>/<alg>/<hex>` (an ISO date). */
+export const LAST_PULL_ROOT = `${layout.ROOT}/_wharf/proxy/lastpull`;
+
+export interface Upstream {
+  config: ProxyUpstreamConfig;
+  client: UpstreamClient;
+}
+
+export interface Route {
+  upstream: Upstream;
+  /** The repository name upstream (prefix removed, `library/` added for single components when mapped). */
+  remote: string;
+}
+
+export type BlobAnswer =
+  /** Serve from local storage as usual. */
+  | { kind: 'local' }
+  /** The blob is being fetched: stream this body (its size, when the upstream said). */
+  | { kind: 'stream'; size?: number; body: Readable }
+  /** A HEAD for a blob not cached: what the upstream said. */
+  | { kind: 'head'; size?: number };
+
+export interface MirrorCounters {
+  hits: number;
+  misses: number;
+  upstreamErrors: number;
+  bytes: number;
+}
+
+export interface MirrorOptions {
+  manifestMaxSize: number;
+  /** For tests: a fetch to use instead of the global one. */
+  fetch?: typeof fetch;
+}
+
+/** Only write a last-pull record when the previous one from this process is older than this. */
+const LAST_PULL_INTERVAL_MS = 3600_000;
+
+export class Mirror {
+  readonly upstreams: Upstream[];
+  /** Per upstream name. */
+  readonly counters = new Map<string, MirrorCounters>();
+  private readonly flights = new Map<string, Promise<unknown>>();
+  private readonly blobFlights = new Map<string, Promise<void>>();
+  private readonly lastPulls = new Map<string, number>();
+
+  constructor(
+    readonly config: ProxyConfig,
+    private readonly registry: Registry,
+    private readonly logger: Logger,
+    private readonly options: MirrorOptions,
+  ) {
+    this.upstreams = config.upstreams.map((u) => {
+      const opts: ConstructorParameters<typeof UpstreamClient>[0] = { url: u.url, timeoutMs: config.timeout };
+      if (u.username !== undefined) opts.username = u.username;
+      if (u.password !== undefined) opts.password = u.password;
+      if (options.fetch) opts.fetch = options.fetch;
+      this.counters.set(u.name, { hits: 0, misses: 0, upstreamErrors: 0, bytes: 0 });
+      return { config: u, client: new UpstreamClient(opts) };
+    });
+  }
+
+  private count(route: Route, key: keyof MirrorCounters, n = 1): void {
+    const c = this.counters.get(route.upstream.config.name);
+    if (c) c[key] += n;
+  }
+
+  /** The upstream serving `name` (and the name there), or undefined for a local repository. */
+  route(name: string, ns?: string): Route | undefined {
+    if (this.config.localnamespaces.some((p) => name === p || name.startsWith(`${p}/`))) return undefined;
+    let upstream: Upstream | undefined;
+    let remote = name;
+    if (ns !== undefined && ns !== '') {
+      upstream = this.upstreams.find((u) => u.config.namespaces.includes(ns));
+      if (!upstream) return undefined;
+    } else {
+      for (const u of this.upstreams) {
+        const p = u.config.prefix;
+        if (p !== undefined && name.startsWith(`${p}/`) && (!upstream || p.length > upstream.config.prefix!.length)) upstream = u;
+      }
+      if (upstream) remote = name.slice(upstream.config.prefix!.length + 1);
+      else upstream = this.upstreams.find((u) => u.config.prefix === undefined);
+      if (!upstream) return undefined;
+    }
+    if (upstream.config.librarymapping && !remote.includes('/')) remote = `library/${remote}`;
+    return { upstream, remote };
+  }
+
+  /** Whether writes to `name` must be refused (it is mirrored, not a local namespace). */
+  isMirrored(name: string, ns?: string): boolean {
+    return this.route(name, ns) !== undefined;
+  }
+
+  /** Run `fn` once for concurrent callers with the same key. */
+  private once<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const running = this.flights.get(key);
+    if (running) return running as Promise<T>;
+    const p = fn().finally(() => this.flights.delete(key));
+    this.flights.set(key, p);
+    return p;
+  }
+
+  private failure(route: Route, err: UpstreamError, what: 'manifest' | 'blob', name: string, reference: string): RegistryError {
+    this.count(route, 'upstreamErrors');
+    const detail = { name, reference, upstream: route.upstream.config.name, reason: err.message };
+    switch (err.kind) {
+      case 'notfound':
+      case 'denied':
+        if (err.kind === 'denied') this.logger.warn({ upstream: route.upstream.config.name, repository: route.remote, status: err.status }, 'upstream denied access');
+        return new RegistryError(what === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN', undefined, { detail });
+      case 'ratelimited':
+        return new RegistryError('TOOMANYREQUESTS', 'upstream rate limit reached and nothing cached', { detail });
+      case 'unavailable':
+        return new RegistryError('UNAVAILABLE', 'upstream unavailable and nothing cached', { detail });
+      default:
+        return new RegistryError('UNKNOWN', 'upstream answered unexpectedly', { status: 502, detail });
+    }
+  }
+
+  /**
+   * Make sure the manifest `reference` (tag or digest) of `name` is in storage and current. Returns a warning to send
+   * when a cached copy is served because the upstream failed. Local repositories: nothing to do.
+   */
+  async prepareManifest(name: string, reference: string, ns?: string): Promise<{ warning?: string }> {
+    const route = this.route(name, ns);
+    if (!route) return {};
+    const manifests = this.registry.manifests;
+    if (reference.includes(':')) {
+      const digest = parseDigest(reference);
+      if (await manifests.hasRevision(name, digest)) {
+        this.count(route, 'hits');
+        this.recordPull(name, digest);
+        return {};
+      }
+      this.count(route, 'misses');
+      try {
+        await this.once(`m\0${name}\0${digest.value}`, () => this.fetchManifest(route, name, digest.value, digest));
+      } catch (err) {
+        if (err instanceof UpstreamError) throw this.failure(route, err, 'manifest', name, reference);
+        throw err;
+      }
+      return {};
+    }
+
+    const local = await manifests.resolveTag(name, reference);
+    const cached = local !== undefined && (await manifests.hasRevision(name, local)) ? local : undefined;
+    try {
+      await this.once(`t\0${name}\0${reference}`, async () => {
+        const head = await route.upstream.client.headManifest(route.remote, reference);
+        if (cached && head.digest === cached.value) {
+          this.count(route, 'hits');
+          this.recordPull(name, cached);
+          return;
+        }
+        this.count(route, 'misses');
+        await this.fetchManifest(route, name, reference, undefined, reference);
+      });
+      return {};
+    } catch (err) {
+      if (!(err instanceof UpstreamError)) throw err;
+      if (cached && err.kind !== 'denied') {
+        this.count(route, 'upstreamErrors');
+        this.logger.warn({ upstream: route.upstream.config.name, repository: name, tag: reference, reason: err.message }, 'serving cached manifest: upstream unavailable');
+        this.recordPull(name, cached);
+        return { warning: STALE_WARNING };
+      }
+      throw this.failure(route, err, 'manifest', name, reference);
+    }
+  }
+
+  /** GET a manifest upstream, verify its digest, store it as a revision (and tag). */
+  private async fetchManifest(route: Route, name: string, reference: string, expected?: Digest, tag?: string): Promise<void> {
+    const got = await route.upstream.client.getManifest(route.remote, reference, this.options.manifestMaxSize);
+    this.count(route, 'bytes', got.content.byteLength);
+    const claimed = got.digest ? tryParseDigest(got.digest) : undefined;
+    const algorithm = expected?.algorithm ?? claimed?.algorithm ?? 'sha256';
+    const digest = parseDigest(digestOf(got.content, algorithm));
+    if ((expected && expected.value !== digest.value) || (claimed && claimed.value !== digest.value)) {
+      throw new UpstreamError('invalid', `upstream manifest does not hash to ${expected?.value ?? claimed?.value}`);
+    }
+    try {
+      parseManifest(got.content, got.mediaType);
+    } catch (err) {
+      throw new UpstreamError('invalid', `upstream sent an invalid manifest: ${(err as Error).message}`);
+    }
+    await this.registry.recordReferences(name, [digest.value]);
+    await this.registry.blobs.putContent(digest, got.content);
+    await this.registry.driver.putContent(layout.revisionLinkPath(name, digest), digest.value);
+    if (tag !== undefined) await this.registry.manifests.tag(name, tag, digest);
+    this.recordPull(name, digest);
+    this.logger.info({ upstream: route.upstream.config.name, repository: name, reference, digest: digest.value }, 'cached manifest from upstream');
+  }
+
+  /**
+   * Make sure a blob can be served: `local` when it is (or now is) in storage for `name`; otherwise a stream of the
+   * upstream's bytes being cached (GET), or the upstream's size (HEAD). With `wait` (a range request), the fetch is
+   * finished first and the answer is `local`.
+   */
+  async blob(name: string, digest: Digest, options: { ns?: string; head?: boolean; wait?: boolean } = {}): Promise<BlobAnswer> {
+    const route = this.route(name, options.ns);
+    if (!route) return { kind: 'local' };
+    const blobs = this.registry.blobs;
+    const present = await blobs.statContent(digest);
+    if (present && (await blobs.isLinked(name, digest))) {
+      this.count(route, 'hits');
+      this.recordPull(name, digest);
+      return { kind: 'local' };
+    }
+    const key = `${name}\0${digest.value}`;
+    try {
+      if (present) {
+        // In the content store for another repository: link it here once the upstream confirms this one has it.
+        await route.upstream.client.headBlob(route.remote, digest.value);
+        await this.registry.recordReferences(name, [digest.value]);
+        await blobs.link(name, digest);
+        this.count(route, 'hits');
+        this.recordPull(name, digest);
+        return { kind: 'local' };
+      }
+      const running = this.blobFlights.get(key);
+      if (running) {
+        await running;
+        return { kind: 'local' };
+      }
+      if (options.head) return { kind: 'head', ...(await route.upstream.client.headBlob(route.remote, digest.value)) };
+      this.count(route, 'misses');
+      const body = new PassThrough();
+      // Failures reach the client as a broken connection; the reason is logged below.
+      body.on('error', () => undefined);
+      let announce!: (size: number | undefined) => void;
+      const headers = new Promise<number | undefined>((resolve) => (announce = resolve));
+      const done = (async () => {
+        const upstream = await route.upstream.client.getBlob(route.remote, digest.value);
+        announce(upstream.size);
+        await this.store(route, name, digest, upstream.body, options.wait ? undefined : body);
+      })();
+      this.blobFlights.set(key, done);
+      done.then(
+        () => this.blobFlights.delete(key),
+        (err: unknown) => {
+          this.blobFlights.delete(key);
+          body.destroy(err as Error);
+          this.logger.warn({ upstream: route.upstream.config.name, repository: name, digest: digest.value, reason: (err as Error).message }, 'blob fetch from upstream failed');
+        },
+      );
+      if (options.wait) {
+        await done;
+        return { kind: 'local' };
+      }
+      const size = await Promise.race([headers, done.then(() => undefined)]);
+      return size === undefined ? { kind: 'stream', body } : { kind: 'stream', size, body };
+    } catch (err) {
+      if (err instanceof UpstreamError) throw this.failure(route, err, 'blob', name, digest.value);
+      throw err;
+    }
+  }
+
+  /**
+   * Write the upstream's bytes through an upload session (verified against `digest` before they become visible),
+   * copying them to `client` while it listens. The last chunk reaches the client only after the digest checked out,
+   * so a client never receives a complete body that is wrong.
+   */
+  private async store(route: Route, name: string, digest: Digest, source: Readable, client?: PassThrough): Promise<void> {
+    const uploads = this.registry.uploads;
+    const { id } = await uploads.start(name, digest.algorithm);
+    let listening = client !== undefined;
+    client?.once('close', () => (listening = false));
+    const toClient = async (chunk: Buffer) => {
+      if (!listening || !client || client.destroyed) return;
+      if (client.write(chunk)) return;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          client.off('drain', done);
+          client.off('close', done);
+          resolve();
+        };
+        client.on('drain', done);
+        client.on('close', done);
+      });
+    };
+    let held: Buffer | undefined;
+    let bytes = 0;
+    const count = (n: number) => this.count(route, 'bytes', n);
+    async function* tee(): AsyncGenerator<Buffer> {
+      for await (const chunk of source as AsyncIterable<Buffer>) {
+        if (held) await toClient(held);
+        held = chunk;
+        bytes += chunk.byteLength;
+        yield chunk;
+      }
+    }
+    try {
+      await uploads.complete(name, id, digest, tee());
+    } catch (err) {
+      source.destroy();
+      await uploads.cancel(name, id).catch(() => undefined);
+      throw err instanceof RegistryError && err.code === 'DIGEST_INVALID'
+        ? new UpstreamError('invalid', `upstream blob does not hash to ${digest.value}`)
+        : err;
+    } finally {
+      count(bytes);
+    }
+    if (held) await toClient(held);
+    client?.end();
+    this.recordPull(name, digest);
+    this.logger.info({ upstream: route.upstream.config.name, repository: name, digest: digest.value, size: bytes }, 'cached blob from upstream');
+  }
+
+  /** Note that `name` pulled `digest` now (at most once an hour per process), for TTL expiry. Never fails a pull. */
+  private recordPull(name: string, digest: Digest): void {
+    const key = `${name}@${digest.value}`;
+    const now = Date.now();
+    if ((this.lastPulls.get(key) ?? 0) > now - LAST_PULL_INTERVAL_MS) return;
+    this.lastPulls.set(key, now);
+    if (this.lastPulls.size > 100_000) this.lastPulls.delete(this.lastPulls.keys().next().value!);
+    this.registry.driver
+      .putContent(`${LAST_PULL_ROOT}/${name}/${digest.algorithm}/${digest.hex}`, new Date(now).toISOString())
+      .catch((err: unknown) => this.logger.debug({ err: (err as Error).message }, 'could not record a last pull'));
+  }
+}

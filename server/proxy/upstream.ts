@@ -1,0 +1,296 @@
+/**
+ * A client for one upstream registry (Docker Hub, ghcr.io, another Wharf): `/v2/` ping, manifest HEAD/GET, blob
+ * GET as a stream, with the Docker token flow (401 + `WWW-Authenticate: Bearer realm,service,scope` → token from
+ * the realm, Basic credentials when configured → retry), tokens cached per scope until they expire, and Basic auth.
+ *
+ * Every failure is an `UpstreamError` whose `kind` says what the caller should do: `notfound` (the upstream does
+ * not have it), `ratelimited` (429), `unavailable` (timeout, connection refused, 5xx), `denied` (401/403 after
+ * authenticating), `invalid` (an answer that makes no sense).
+ */
+import { pipeline, Readable, Transform } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+
+export type UpstreamErrorKind = 'notfound' | 'ratelimited' | 'unavailable' | 'denied' | 'invalid';
+
+export class UpstreamError extends Error {
+  constructor(
+    readonly kind: UpstreamErrorKind,
+    message: string,
+    readonly status?: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'UpstreamError';
+  }
+}
+
+/** Every manifest media type a registry may answer with; sent as Accept so the upstream never down-converts. */
+export const MANIFEST_ACCEPT = [
+  'application/vnd.oci.image.index.v1+json',
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+  'application/vnd.docker.distribution.manifest.v2+json',
+  'application/vnd.docker.distribution.manifest.v1+prettyjws',
+  'application/vnd.docker.distribution.manifest.v1+json',
+].join(', ');
+
+export interface UpstreamOptions {
+  url: string;
+  username?: string;
+  password?: string;
+  /** How long to wait for response headers (ms). */
+  timeoutMs: number;
+  /** How long a blob body may stall before the fetch is aborted (ms). Default: 4 × timeoutMs. */
+  idleTimeoutMs?: number;
+  /** For tests: a fetch to use instead of the global one. */
+  fetch?: typeof fetch;
+}
+
+/** What a manifest HEAD or GET found. `content` only for GET. */
+export interface UpstreamManifest {
+  digest?: string;
+  mediaType?: string;
+  size?: number;
+  content?: Buffer;
+}
+
+export interface UpstreamBlob {
+  /** Content-Length, when the upstream sent one. */
+  size?: number;
+  body: Readable;
+}
+
+/** The parameters of a `WWW-Authenticate` challenge: scheme (lower case) and its auth-params. */
+export interface Challenge {
+  scheme: string;
+  params: Record<string, string>;
+}
+
+/** Parse `Bearer realm="…",service="…",scope="…"` (quoted or token values; commas inside quotes kept). */
+export function parseChallenge(header: string): Challenge | undefined {
+  const m = /^\s*([A-Za-z][A-Za-z0-9-]*)\s*(.*)$/s.exec(header);
+  if (!m) return undefined;
+  const params: Record<string, string> = {};
+  const re = /([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?\s*/gy;
+  const rest = m[2]!;
+  re.lastIndex = 0;
+  let p: RegExpExecArray | null;
+  while (re.lastIndex < rest.length && (p = re.exec(rest))) {
+    params[p[1]!.toLowerCase()] = p[2] !== undefined ? p[2].replace(/\\(.)/g, '$1') : p[3]!;
+  }
+  return { scheme: m[1]!.toLowerCase(), params };
+}
+
+interface CachedToken {
+  token: string;
+  expiresAt: number;
+}
+
+/** Tokens are refreshed this long before they expire, so one does not run out between check and use. */
+const TOKEN_MARGIN_MS = 10_000;
+
+export class UpstreamClient {
+  readonly base: string;
+  private readonly tokens = new Map<string, CachedToken>();
+  /** Set once the upstream asked for Basic auth: send credentials up front from then on. */
+  private basic = false;
+  private readonly doFetch: typeof fetch;
+
+  constructor(private readonly options: UpstreamOptions) {
+    this.base = options.url.replace(/\/+$/, '');
+    this.doFetch = options.fetch ?? fetch;
+  }
+
+  private basicHeader(): string | undefined {
+    const { username, password } = this.options;
+    if (username === undefined || password === undefined) return undefined;
+    return `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}`;
+  }
+
+  /** Fetch with a timeout for the response headers only; the body is not bound by it. */
+  private async send(url: string, init: RequestInit): Promise<Response> {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(new Error('timeout')), this.options.timeoutMs);
+    try {
+      return await this.doFetch(url, { ...init, signal: controller.signal, redirect: 'follow' });
+    } catch (err) {
+      const timedOut = controller.signal.aborted;
+      throw new UpstreamError('unavailable', timedOut ? `upstream did not answer within ${this.options.timeoutMs} ms` : `upstream unreachable: ${(err as Error).message}`, undefined, { cause: err });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** A token for `scope` from the challenge's realm (cached per scope until it expires). */
+  private async token(challenge: Challenge, scope: string): Promise<string> {
+    const cached = this.tokens.get(scope);
+    if (cached && cached.expiresAt > Date.now()) return cached.token;
+    const realm = challenge.params.realm;
+    if (!realm) throw new UpstreamError('invalid', 'upstream sent a Bearer challenge without a realm');
+    let url: URL;
+    try {
+      url = new URL(realm);
+    } catch {
+      throw new UpstreamError('invalid', 'upstream sent a Bearer challenge with an invalid realm');
+    }
+    if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
+    url.searchParams.set('scope', challenge.params.scope ?? scope);
+    const headers: Record<string, string> = {};
+    const basic = this.basicHeader();
+    if (basic) headers.Authorization = basic;
+    const res = await this.send(url.toString(), { headers });
+    if (res.status === 429) {
+      await res.body?.cancel();
+      throw new UpstreamError('ratelimited', 'upstream token server answered 429', 429);
+    }
+    if (res.status === 401 || res.status === 403) {
+      await res.body?.cancel();
+      throw new UpstreamError('denied', `upstream token server refused the credentials (${res.status})`, res.status);
+    }
+    if (!res.ok) {
+      await res.body?.cancel();
+      throw new UpstreamError(res.status >= 500 ? 'unavailable' : 'invalid', `upstream token server answered ${res.status}`, res.status);
+    }
+    let body: { token?: unknown; access_token?: unknown; expires_in?: unknown };
+    try {
+      body = (await res.json()) as typeof body;
+    } catch {
+      throw new UpstreamError('invalid', 'upstream token server answered with something other than JSON');
+    }
+    const token = typeof body.token === 'string' ? body.token : typeof body.access_token === 'string' ? body.access_token : undefined;
+    if (!token) throw new UpstreamError('invalid', 'upstream token server answered without a token');
+    // The spec's default lifetime is 60 s when expires_in is missing.
+    const expiresIn = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 60;
+    this.tokens.set(scope, { token, expiresAt: Date.now() + expiresIn * 1000 - TOKEN_MARGIN_MS });
+    if (this.tokens.size > 10_000) this.tokens.delete(this.tokens.keys().next().value!);
+    return token;
+  }
+
+  /**
+   * A request to `path` (below /v2/) with the repository's pull scope. Authenticates on a 401 challenge and retries
+   * once. Non-2xx answers become UpstreamErrors; the returned response is 2xx.
+   */
+  async request(method: 'GET' | 'HEAD', path: string, repository: string | undefined, headers: Record<string, string> = {}): Promise<Response> {
+    const scope = repository ? `repository:${repository}:pull` : '';
+    const url = `${this.base}/v2/${path}`;
+    const withAuth = (): Record<string, string> => {
+      const cached = this.tokens.get(scope);
+      if (cached && cached.expiresAt > Date.now()) return { ...headers, Authorization: `Bearer ${cached.token}` };
+      const basic = this.basic ? this.basicHeader() : undefined;
+      return basic ? { ...headers, Authorization: basic } : headers;
+    };
+    let res = await this.send(url, { method, headers: withAuth() });
+    if (res.status === 401) {
+      await res.body?.cancel();
+      const challenge = parseChallenge(res.headers.get('www-authenticate') ?? '');
+      if (challenge?.scheme === 'bearer') {
+        this.tokens.delete(scope);
+        const token = await this.token(challenge, scope);
+        res = await this.send(url, { method, headers: { ...headers, Authorization: `Bearer ${token}` } });
+      } else if (challenge?.scheme === 'basic' && this.basicHeader() && !this.basic) {
+        this.basic = true;
+        res = await this.send(url, { method, headers: { ...headers, Authorization: this.basicHeader()! } });
+      }
+    }
+    if (res.ok) return res;
+    await res.body?.cancel().catch(() => undefined);
+    const what = `upstream answered ${res.status} to ${method} /v2/${path}`;
+    if (res.status === 404) throw new UpstreamError('notfound', what, 404);
+    if (res.status === 429) throw new UpstreamError('ratelimited', what, 429);
+    if (res.status === 401 || res.status === 403) throw new UpstreamError('denied', what, res.status);
+    if (res.status >= 500) throw new UpstreamError('unavailable', what, res.status);
+    throw new UpstreamError('invalid', what, res.status);
+  }
+
+  /** GET /v2/: whether the upstream answers at all (a 401 counts: it is there, and wants credentials). */
+  async ping(): Promise<boolean> {
+    try {
+      const res = await this.send(`${this.base}/v2/`, { method: 'GET' });
+      await res.body?.cancel();
+      return res.ok || res.status === 401;
+    } catch {
+      return false;
+    }
+  }
+
+  private static describe(res: Response): UpstreamManifest {
+    const out: UpstreamManifest = {};
+    const digest = res.headers.get('docker-content-digest');
+    const type = res.headers.get('content-type');
+    const length = res.headers.get('content-length');
+    if (digest) out.digest = digest.trim();
+    if (type) out.mediaType = type.split(';')[0]!.trim();
+    if (length && /^\d+$/.test(length)) out.size = Number(length);
+    return out;
+  }
+
+  /** HEAD a manifest: its digest (Docker-Content-Digest), type and size. Does not count against Docker Hub's limit. */
+  async headManifest(repository: string, reference: string): Promise<UpstreamManifest> {
+    const res = await this.request('HEAD', `${repository}/manifests/${reference}`, repository, { Accept: MANIFEST_ACCEPT });
+    await res.body?.cancel();
+    return UpstreamClient.describe(res);
+  }
+
+  /** GET a manifest, at most `maxBytes` of it. */
+  async getManifest(repository: string, reference: string, maxBytes: number): Promise<UpstreamManifest & { content: Buffer }> {
+    const res = await this.request('GET', `${repository}/manifests/${reference}`, repository, { Accept: MANIFEST_ACCEPT });
+    const out = UpstreamClient.describe(res);
+    if (out.size !== undefined && out.size > maxBytes) {
+      await res.body?.cancel();
+      throw new UpstreamError('invalid', `upstream manifest is larger than ${maxBytes} bytes`);
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    try {
+      for await (const chunk of this.bodyOf(res)) {
+        size += chunk.byteLength;
+        if (size > maxBytes) throw new UpstreamError('invalid', `upstream manifest is larger than ${maxBytes} bytes`);
+        chunks.push(chunk);
+      }
+    } catch (err) {
+      if (err instanceof UpstreamError) throw err;
+      throw new UpstreamError('unavailable', `upstream manifest body failed: ${(err as Error).message}`, undefined, { cause: err });
+    }
+    return { ...out, content: Buffer.concat(chunks, size) };
+  }
+
+  /** HEAD a blob: its size, or notfound. */
+  async headBlob(repository: string, digest: string): Promise<{ size?: number }> {
+    const res = await this.request('HEAD', `${repository}/blobs/${digest}`, repository);
+    await res.body?.cancel();
+    return { size: UpstreamClient.describe(res).size };
+  }
+
+  /**
+   * GET a blob as a stream. The stream errors when the body stalls for longer than the idle timeout. Redirects (to
+   * a CDN, as Docker Hub does) are followed.
+   */
+  async getBlob(repository: string, digest: string): Promise<UpstreamBlob> {
+    const res = await this.request('GET', `${repository}/blobs/${digest}`, repository);
+    const blob: UpstreamBlob = { body: this.bodyOf(res) };
+    const size = UpstreamClient.describe(res).size;
+    if (size !== undefined) blob.size = size;
+    return blob;
+  }
+
+  /** The response body as a Node stream that fails when no byte arrives for the idle timeout. */
+  private bodyOf(res: Response): Readable {
+    if (!res.body) return Readable.from([]);
+    const source = Readable.fromWeb(res.body as unknown as WebReadableStream<Uint8Array>);
+    const idle = this.options.idleTimeoutMs ?? this.options.timeoutMs * 4;
+    let timer: NodeJS.Timeout | undefined;
+    const out = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        arm();
+        done(null, chunk);
+      },
+    });
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => out.destroy(new UpstreamError('unavailable', `upstream body stalled for ${idle} ms`)), idle);
+    };
+    arm();
+    pipeline(source, out, () => clearTimeout(timer));
+    return out;
+  }
+}
