@@ -40,6 +40,8 @@ export interface StartOptions {
   rootDirectory?: string;
   /** Extra environment variables (e.g. REGISTRY_* overrides). */
   env?: Record<string, string>;
+  /** How long to wait for the server to announce its address (default 30 s). */
+  startTimeoutMs?: number;
   /** Extra node flags, e.g. ['--max-old-space-size=128']. */
   nodeArgs?: string[];
 }
@@ -81,7 +83,8 @@ export async function startWharf(options: StartOptions = {}): Promise<RunningWha
   child.stderr!.on('data', (d: string) => { out += d; });
 
   const url = await new Promise<string>((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error(`wharf did not start within 30s:\n${out}`)), 30_000);
+    const startTimeoutMs = options.startTimeoutMs ?? 30_000;
+    const timer = setTimeout(() => reject(new Error(`wharf did not start within ${startTimeoutMs / 1000}s:\n${out}`)), startTimeoutMs);
     child.stdout!.on('data', (d: string) => {
       out += d;
       // The CLI announces `WHARF_LISTENING <url>` on its own line when WHARF_ANNOUNCE_LISTEN is set.

@@ -53,14 +53,17 @@ function s3Config(rootdirectory: string, extra: Record<string, unknown> = {}) {
   };
 }
 
-test.before(async () => {
+/** Starting Wharf includes a request to S3 (the startup check); allow for a busy machine. */
+const START = { startTimeoutMs: 120_000 };
+
+test.before(async (t) => {
+  t.timeout(15 * 60_000);
   // memstore holds the data in RAM: room for the 1 GiB blob, its upload copy and the rest.
   s3 = await startS3TestServer({ memoryBytes: 4 * GiB });
-  [wharf, noDelete, redirecting] = await Promise.all([
-    startWharf({ config: { storage: { s3: s3Config('/conformance'), redirect: { disable: true } } } }),
-    startWharf({ config: { storage: { s3: s3Config('/nodelete'), delete: { enabled: false }, redirect: { disable: true } } } }),
-    startWharf({ config: { storage: { s3: s3Config('/redirecting') } } }),
-  ]);
+  // One after another: on a busy machine three starting at once can outlast the harness's start timeout.
+  wharf = await startWharf({ ...START, config: { storage: { s3: s3Config('/conformance'), redirect: { disable: true } } } });
+  noDelete = await startWharf({ ...START, config: { storage: { s3: s3Config('/nodelete'), delete: { enabled: false }, redirect: { disable: true } } } });
+  redirecting = await startWharf({ ...START, config: { storage: { s3: s3Config('/redirecting') } } });
   ctx = createContext({ url: wharf.url });
   noDeleteCtx = createContext({ url: noDelete.url });
 });
@@ -169,6 +172,8 @@ test('s3: skopeo pushes an image to Wharf on S3 and pulls it back byte-identical
 // ---- 1 GiB through Wharf -------------------------------------------------------------------------------------------
 
 test.serial('s3: a 1 GiB blob streams in and out through Wharf on S3 with bounded server memory', async (t) => {
+  // Minutes on a loaded machine; this also keeps ava's inactivity timeout from ending the run meanwhile.
+  t.timeout(30 * 60_000);
   const repo = 'big/blob';
   const pid = wharf.process.pid!;
   // Warm-up (module loading, first buffers), so the baseline is steady-state.
@@ -257,6 +262,7 @@ test('s3: wharf config check needs no network', async (t) => {
 
 test('s3: REGISTRY_STORAGE=s3 with REGISTRY_STORAGE_S3_* overrides selects and configures the driver', async (t) => {
   const server = await startWharf({
+    ...START,
     env: {
       REGISTRY_STORAGE: 's3',
       REGISTRY_STORAGE_S3_REGION: s3.region,
