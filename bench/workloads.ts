@@ -235,18 +235,22 @@ const skopeoRoundTrip: Workload = {
     { id: 'skopeo-push', label: `skopeo copy push, 3-layer image (~${mb(s.imageLayerBytes)})`, unit: 's', better: 'lower' },
     { id: 'skopeo-pull', label: 'skopeo copy pull of the same image', unit: 's', better: 'lower' },
   ],
-  async prepare(shared) {
-    const image = generateImage({ layerCount: 3, firstLayerBytes: shared.sizes.imageLayerBytes });
-    await writeOciLayout(join(shared.work, 'image'), [{ tag: 'v1', target: image.manifest }], allBlobs(image));
-  },
   async measure(server, shared, rep) {
+    // A new image per repetition, the same for both servers: skopeo remembers where it saw a blob and would mount
+    // it from an earlier repository of the same server instead of pushing it again.
+    const layout = join(shared.work, `image-${rep}`);
+    if (!shared.files.has(layout)) {
+      const image = generateImage({ layerCount: 3, firstLayerBytes: shared.sizes.imageLayerBytes });
+      await writeOciLayout(layout, [{ tag: 'v1', target: image.manifest }], allBlobs(image));
+      shared.files.set(layout, { path: layout, digest: image.manifest.digest, size: 0 });
+    }
     const skopeo = async (...args: string[]) => {
       const r = await runProcess('skopeo', ['--insecure-policy', 'copy', '--src-tls-verify=false', '--dest-tls-verify=false', ...args]);
       if (r.code !== 0) throw new Error(`skopeo ${args.join(' ')}: ${r.stderr}`);
     };
     const ref = `docker://${server.host}/bench/skopeo-${rep}:v1`;
     let started = process.hrtime.bigint();
-    await skopeo(`oci:${join(shared.work, 'image')}:v1`, ref);
+    await skopeo(`oci:${layout}:v1`, ref);
     const push = seconds(started);
     const dest = join(shared.work, `pull-${server.kind}-${rep}`);
     started = process.hrtime.bigint();
