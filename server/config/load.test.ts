@@ -400,7 +400,6 @@ catalog: {maxentries: 100}
     'http.tls.letsencrypt: not supported by this Wharf version',
     'validation.manifests.urls: not supported by this Wharf version',
     'middleware: not supported by this Wharf version',
-    'proxy: not supported by this Wharf version',
     'notifications.events.includereferences: not supported by this Wharf version',
     'health.file: not supported by this Wharf version',
     'reporting: not supported by this Wharf version',

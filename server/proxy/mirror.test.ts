@@ -1,0 +1,71 @@
+/**
+ * The mirror's config and routing: registry:2's `proxy` keys, Wharf's `proxy.upstreams` (prefix and `?ns=`
+ * routing, `library/` mapping), local namespaces, and config problems named by key.
+ */
+import test from 'ava';
+import pino from 'pino';
+import { InMemoryDriver } from '../../storage-drivers/inmemory.js';
+import { parseConfig } from '../config/load.js';
+import { Registry } from '../registry/registry.js';
+import { Mirror } from './mirror.js';
+
+const MINIMAL = 'version: 0.1\nstorage: inmemory\n';
+
+function mirrorOf(yaml: string): Mirror {
+  const { config } = parseConfig(`${MINIMAL}${yaml}`, {}, 'x');
+  return new Mirror(config.proxy!, new Registry(new InMemoryDriver()), pino({ level: 'silent' }), { manifestMaxSize: 1 << 20 });
+}
+
+test("registry:2's proxy keys make one upstream for every repository; Docker Hub maps single names to library/", (t) => {
+  const { config, warnings } = parseConfig(`${MINIMAL}proxy:\n  remoteurl: https://registry-1.docker.io\n  username: u\n  password: p\n  ttl: 24h\n`, {}, 'x');
+  t.deepEqual(warnings, []);
+  t.deepEqual(config.proxy, {
+    upstreams: [{ name: 'default', url: 'https://registry-1.docker.io', username: 'u', password: 'p', ttl: 24 * 3600_000, namespaces: ['registry-1.docker.io', 'docker.io'], librarymapping: true }],
+    localnamespaces: [],
+    timeout: 10_000,
+  });
+  const m = mirrorOf('proxy: {remoteurl: https://registry-1.docker.io}\n');
+  t.is(m.route('alpine')?.remote, 'library/alpine');
+  t.is(m.route('bitnami/redis')?.remote, 'bitnami/redis');
+});
+
+test('REGISTRY_PROXY_REMOTEURL configures the mirror', (t) => {
+  const { config } = parseConfig(MINIMAL, { REGISTRY_PROXY_REMOTEURL: 'http://127.0.0.1:5001' }, 'x');
+  t.is(config.proxy?.upstreams[0]?.url, 'http://127.0.0.1:5001');
+  t.false(config.proxy?.upstreams[0]?.librarymapping);
+});
+
+test('upstreams are chosen by repository prefix, by ?ns=, or by default; local namespaces are not mirrored', (t) => {
+  const m = mirrorOf(`proxy:
+  remoteurl: https://registry-1.docker.io
+  localnamespaces: [mycompany]
+  upstreams:
+    - {name: ghcr, url: https://ghcr.io, prefix: ghcr}
+    - {url: https://quay.io, prefix: quay/io, namespaces: [quay.io]}
+`);
+  t.like(m.route('ghcr/owner/app'), { remote: 'owner/app', upstream: { config: { name: 'ghcr' } } });
+  t.like(m.route('quay/io/x/y'), { remote: 'x/y', upstream: { config: { name: 'quay/io' } } });
+  t.like(m.route('nginx'), { remote: 'library/nginx', upstream: { config: { name: 'default' } } });
+  t.like(m.route('owner/app', 'ghcr.io'), { remote: 'owner/app', upstream: { config: { name: 'ghcr' } } });
+  t.like(m.route('library/nginx', 'docker.io'), { remote: 'library/nginx', upstream: { config: { name: 'default' } } });
+  t.is(m.route('owner/app', 'unknown.example'), undefined);
+  t.is(m.route('mycompany/app'), undefined);
+  t.false(m.isMirrored('mycompany/app'));
+  t.true(m.isMirrored('ghcr/owner/app'));
+});
+
+test('config problems name the key', (t) => {
+  const problems = (yaml: string) => {
+    try {
+      parseConfig(`${MINIMAL}${yaml}`, {}, 'x');
+      return '';
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
+  t.regex(problems('proxy: {remoteurl: ftp://x}\n'), /proxy\.remoteurl: expected an http or https URL/);
+  t.regex(problems('proxy: {remoteurl: http://x, username: u}\n'), /username and password go together/);
+  t.regex(problems('proxy: {upstreams: [{url: http://a}, {url: http://b}]}\n'), /only one upstream may take every repository/);
+  t.regex(problems('proxy: {ttl: 1h}\n'), /needs proxy\.remoteurl or proxy\.upstreams/);
+  t.regex(problems('proxy: {upstreams: [{url: http://a, prefix: "Bad Prefix"}]}\n'), /proxy\.upstreams\.0\.prefix/);
+});
