@@ -80,13 +80,16 @@ export function startProgress(stats: GcStats, out: Writable & { isTTY?: boolean 
 export function summaryText(s: GcStats): string {
   const verb = s.dryRun ? 'would delete' : 'deleted';
   return [
-    `garbage collection ${s.dryRun ? 'dry run ' : ''}finished in ${(s.durationMs / 1000).toFixed(1)}s`,
     `repositories: ${s.repositories} marked, ${s.repositoriesDeleted} ${verb}`,
     `manifests: ${s.manifestsMarked} marked, ${s.manifestsDeleted} ${verb}`,
     `blobs: ${s.blobsMarked} marked, ${s.blobsDeleted} ${verb}, ${formatBytes(s.bytesFreed)} ${s.dryRun ? 'would be freed' : 'freed'}`,
     `links: ${s.linksDeleted} ${verb}; upload sessions: ${s.uploadsPurged} ${s.dryRun ? 'would be purged' : 'purged'}`,
     ...(s.restored ? [`restored ${s.restored} files an interrupted run had set aside`] : []),
     ...(s.missingManifests ? [`warning: ${s.missingManifests} live manifests have no content`] : []),
+    // Last, one line that says it all (log tails and the benchmark show the last line).
+    `garbage collection ${s.dryRun ? 'dry run ' : ''}finished in ${(s.durationMs / 1000).toFixed(1)}s: ` +
+      `${s.blobsDeleted} blobs (${formatBytes(s.bytesFreed)}), ${s.manifestsDeleted} manifests, ` +
+      `${s.repositoriesDeleted} repositories ${verb}`,
   ].join('\n') + '\n';
 }
 
