@@ -65,6 +65,11 @@ const FEATURES: Record<string, (t: import('ava').ExecutionContext, c: WharfConfi
     t.is(c.http.host, 'https://localhost:5443');
   },
   'prefix.yml': (t, c) => t.is(c.http.prefix, '/registry/'),
+  'mirror.yml': (t, c) => {
+    t.like(c.proxy?.upstreams[0], { name: 'default', url: 'https://registry-1.docker.io', ttl: 168 * 3600_000, librarymapping: true });
+    t.like(c.proxy?.upstreams[1], { name: 'ghcr', url: 'https://ghcr.io', prefix: 'ghcr', ttl: 72 * 3600_000, namespaces: ['ghcr.io'] });
+    t.deepEqual(c.proxy?.localnamespaces, ['mycompany']);
+  },
   'notifications.yml': (t, c) => {
     t.is(c.notifications.endpoints.length, 1);
     t.like(c.notifications.endpoints[0], {
