@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import { join } from 'node:path';
-import { freePort, startWharf, type RunningWharf } from '../harness.js';
+import { freePort, startRegistry2, startWharf, type RunningWharf } from '../harness.js';
 import { allBlobs, generateImage, generateMultiArch, writeOciLayout, type Image } from './image.js';
 import { run, tempDir, waitFor } from './target.js';
 
@@ -161,6 +161,53 @@ test.serial('concurrent requests for one blob make one upstream request', async 
   );
   for (const b of bodies) t.deepEqual(b, { status: 200, digest: layer.digest });
   t.is(upstreamBlobGets('team/concurrent'), 1);
+});
+
+test.serial('a client that disconnects mid-blob does not abort the fetch: the blob is cached once', async (t) => {
+  const image = generateImage({ layerCount: 1, firstLayerBytes: 8 * 1024 * 1024 });
+  await pushUpstream(await layoutOf(image), 'img', 'team/abandoned:1');
+  const layer = image.layers[0]!.blob;
+  const controller = new AbortController();
+  const res = await fetch(`${mirror.url}/v2/team/abandoned/blobs/${layer.digest}`, { signal: controller.signal });
+  t.is(res.status, 200);
+  const reader = res.body!.getReader();
+  await reader.read();
+  controller.abort();
+  await reader.cancel().catch(() => undefined);
+  // The fetch goes on; once it is done the blob is served from storage, and the upstream was asked once.
+  const cached = await waitFor('the abandoned blob to be cached', async () => {
+    const r = await fetch(`${mirror.url}/v2/team/abandoned/blobs/${layer.digest}`);
+    const body = Buffer.from(await r.arrayBuffer());
+    return r.status === 200 ? `sha256:${createHash('sha256').update(body).digest('hex')}` : undefined;
+  });
+  t.is(cached, layer.digest);
+  t.is(upstreamBlobGets('team/abandoned'), 1);
+});
+
+test.serial("containerd's ?ns= routes to the upstream naming that namespace; an unknown namespace is not mirrored", async (t) => {
+  const image = generateImage({ layerCount: 1, firstLayerBytes: 4096 });
+  await pushUpstream(await layoutOf(image), 'img', 'team/ns:1');
+  const accept = { Accept: image.manifest.mediaType };
+  const other = await fetch(`${mirror.url}/v2/team/ns/manifests/1?ns=elsewhere.example`, { headers: accept });
+  t.is(other.status, 404);
+  const routed = await fetch(`${mirror.url}/v2/team/ns/manifests/1?ns=${upstream.host}`, { headers: accept });
+  t.is(routed.status, 200);
+  t.is(routed.headers.get('docker-content-digest'), image.manifest.digest);
+});
+
+test.serial('registry:2 works as the upstream too', async (t) => {
+  const r2 = await startRegistry2();
+  const viaR2 = await startWharf({ config: { proxy: { remoteurl: r2.url } } });
+  try {
+    const image = generateImage({ layerCount: 1, firstLayerBytes: 4096 });
+    const push = await skopeo('copy', '--dest-tls-verify=false', `oci:${await layoutOf(image)}:img`, `docker://${r2.host}/team/r2:1`);
+    t.is(push.code, 0, push.stderr);
+    const pulled = await pull(viaR2.host, 'team/r2:1');
+    t.is(pulled.code, 0, pulled.stderr);
+    t.is(await servedDigest(viaR2.host, 'team/r2:1'), image.manifest.digest);
+  } finally {
+    await Promise.all([viaR2.stop(), r2.stop()]);
+  }
 });
 
 test.serial('pushes to mirrored repositories are refused with UNSUPPORTED; local namespaces take them', async (t) => {
