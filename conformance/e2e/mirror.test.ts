@@ -7,6 +7,7 @@
 import test from 'ava';
 import bcrypt from 'bcryptjs';
 import { createHash } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import { join } from 'node:path';
@@ -23,6 +24,8 @@ let mirror: RunningWharf;
 let limitedMirror: RunningWharf;
 let front: Server;
 let frontLimited = false;
+/** When set, the front flips one byte of every blob body (a corrupting upstream or middlebox). */
+let frontCorrupt = false;
 let frontBlobGets = 0;
 
 async function skopeo(...args: string[]) {
@@ -91,9 +94,19 @@ test.before(async () => {
     }
     if (req.method === 'GET' && /\/blobs\//.test(req.url ?? '')) frontBlobGets++;
     const up = new URL(upstream.url);
+    const corrupt = frontCorrupt && req.method === 'GET' && /\/blobs\//.test(req.url ?? '');
     const fwd = httpRequest({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
       res.writeHead(r.statusCode ?? 502, r.headers);
-      r.pipe(res);
+      let first = corrupt && r.statusCode === 200;
+      r.on('data', (chunk: Buffer) => {
+        if (first) {
+          chunk = Buffer.from(chunk);
+          chunk[0] = chunk[0]! ^ 0xff;
+          first = false;
+        }
+        res.write(chunk);
+      });
+      r.on('end', () => res.end());
     });
     fwd.on('error', () => res.destroy());
     req.pipe(fwd);
@@ -216,6 +229,29 @@ test.serial('pushes to mirrored repositories are refused with UNSUPPORTED; local
   t.is(((await res.json()) as { errors: { code: string }[] }).errors[0]!.code, 'UNSUPPORTED');
   const local = await skopeo('copy', '--dest-tls-verify=false', `oci:${await layoutOf(single)}:img`, `docker://${mirror.host}/mine/app:1`);
   t.is(local.code, 0, local.stderr);
+});
+
+test.serial('a blob that does not match its digest is never stored, and the client gets no complete body', async (t) => {
+  const image = generateImage({ layerCount: 1, firstLayerBytes: 256 * 1024 });
+  await pushUpstream(await layoutOf(image), 'img', 'team/corrupt:1');
+  const layer = image.layers[0]!.blob;
+  frontCorrupt = true;
+  try {
+    const url = `${limitedMirror.url}/v2/team/corrupt/blobs/${layer.digest}`;
+    const body = await fetch(url).then(async (r) => Buffer.from(await r.arrayBuffer())).catch(() => undefined);
+    t.true(body === undefined || body.length < 256 * 1024, 'the transfer broke before the end');
+    // Nothing visible: no bytes in the content store, no layer link, no upload left behind.
+    const hex = layer.digest.slice('sha256:'.length);
+    const v2 = join(limitedMirror.rootDirectory, 'docker/registry/v2');
+    await waitFor('the failed upload to be cleaned up', async () => (existsSync(join(v2, 'repositories/team/corrupt/_uploads')) && readdirSync(join(v2, 'repositories/team/corrupt/_uploads')).length > 0 ? undefined : true));
+    t.false(existsSync(join(v2, 'blobs/sha256', hex.slice(0, 2), hex)));
+    t.false(existsSync(join(v2, 'repositories/team/corrupt/_layers/sha256', hex)));
+  } finally {
+    frontCorrupt = false;
+  }
+  // Once the upstream behaves, the blob is fetched and verified normally.
+  const ok = await fetch(`${limitedMirror.url}/v2/team/corrupt/blobs/${layer.digest}`);
+  t.is(`sha256:${createHash('sha256').update(Buffer.from(await ok.arrayBuffer())).digest('hex')}`, layer.digest);
 });
 
 test.serial('an upstream answering 429 still serves cached tags and digests, with a Warning header', async (t) => {
