@@ -94,7 +94,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     health,
     auth: auth.hooks,
     notifier,
-    ...(config.proxy ? { proxy: new Mirror(config.proxy, registry, logger, { manifestMaxSize: config.validation.manifests.maxsize }) } : {}),
+    ...(config.proxy ? { proxy: new Mirror(config.proxy, registry, logger, { manifestMaxSize: config.validation.manifests.maxsize, ...(metrics ? { metrics: metrics.registry } : {}) }) } : {}),
   });
   const handler = app.callback();
   const server = config.http.tls

@@ -23,6 +23,8 @@ let mirror: RunningWharf;
 /** A mirror whose upstream is the 429 front below. */
 let limitedMirror: RunningWharf;
 let front: Server;
+/** The mirror's debug listener (Prometheus metrics). */
+let debugPort: number;
 let frontLimited = false;
 /** When set, the front flips one byte of every blob body (a corrupting upstream or middlebox). */
 let frontCorrupt = false;
@@ -114,7 +116,9 @@ test.before(async () => {
   await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
   const frontUrl = `http://127.0.0.1:${(front.address() as { port: number }).port}`;
   const proxy = (url: string) => ({ proxy: { remoteurl: url, username: 'puller', password: USERS.puller, librarymapping: true, timeout: '5s', localnamespaces: ['mine'] } });
-  [mirror, limitedMirror] = await Promise.all([startWharf({ config: proxy(upstream.url) }), startWharf({ config: proxy(frontUrl) })]);
+  debugPort = await freePort();
+  const debug = { http: { debug: { addr: `127.0.0.1:${debugPort}`, prometheus: { enabled: true } } } };
+  [mirror, limitedMirror] = await Promise.all([startWharf({ config: { ...proxy(upstream.url), ...debug } }), startWharf({ config: proxy(frontUrl) })]);
 });
 
 test.after.always(async () => {
@@ -276,6 +280,14 @@ test.serial('an upstream answering 429 still serves cached tags and digests, wit
   } finally {
     frontLimited = false;
   }
+});
+
+test.serial('metrics count cache hits, misses and upstream bytes by upstream', async (t) => {
+  const text = await (await fetch(`http://127.0.0.1:${debugPort}/metrics`)).text();
+  const value = (name: string) => Number(new RegExp(`^${name}\\{upstream="default"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
+  t.true(value('wharf_proxy_cache_hits_total') > 0, text);
+  t.true(value('wharf_proxy_cache_misses_total') > 0);
+  t.true(value('wharf_proxy_upstream_bytes_total') > 1024 * 1024);
 });
 
 test.serial('with the upstream stopped, cached tags and digests still pull', async (t) => {

@@ -15,6 +15,7 @@
  */
 import { PassThrough, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
+import { Counter, type Registry as MetricsRegistry } from 'prom-client';
 import type { ProxyConfig, ProxyUpstreamConfig } from '../config/types.js';
 import { RegistryError } from '../registry/errors.js';
 import * as layout from '../registry/layout.js';
@@ -59,6 +60,18 @@ export interface MirrorOptions {
   manifestMaxSize: number;
   /** For tests: a fetch to use instead of the global one. */
   fetch?: typeof fetch;
+  /** The Prometheus registry to add the mirror's metrics to (http.debug.prometheus). */
+  metrics?: MetricsRegistry;
+}
+
+/** The mirror's Prometheus metrics, by upstream name. */
+function mirrorMetrics(registry: MetricsRegistry) {
+  return {
+    hits: new Counter({ name: 'wharf_proxy_cache_hits_total', help: 'Mirror pulls served from the cache without fetching, by upstream.', labelNames: ['upstream'] as const, registers: [registry] }),
+    misses: new Counter({ name: 'wharf_proxy_cache_misses_total', help: 'Mirror pulls that fetched from the upstream, by upstream.', labelNames: ['upstream'] as const, registers: [registry] }),
+    upstreamErrors: new Counter({ name: 'wharf_proxy_upstream_errors_total', help: 'Upstream requests that failed (timeouts, 429, 5xx, bad content), by upstream.', labelNames: ['upstream'] as const, registers: [registry] }),
+    bytes: new Counter({ name: 'wharf_proxy_upstream_bytes_total', help: 'Manifest and blob bytes fetched from the upstream, by upstream.', labelNames: ['upstream'] as const, registers: [registry] }),
+  };
 }
 
 /** Only write a last-pull record when the previous one from this process is older than this. */
@@ -71,6 +84,7 @@ export class Mirror {
   private readonly flights = new Map<string, Promise<unknown>>();
   private readonly blobFlights = new Map<string, Promise<void>>();
   private readonly lastPulls = new Map<string, number>();
+  private readonly metrics?: ReturnType<typeof mirrorMetrics>;
 
   constructor(
     readonly config: ProxyConfig,
@@ -78,6 +92,7 @@ export class Mirror {
     private readonly logger: Logger,
     private readonly options: MirrorOptions,
   ) {
+    if (options.metrics) this.metrics = mirrorMetrics(options.metrics);
     this.upstreams = config.upstreams.map((u) => {
       const opts: ConstructorParameters<typeof UpstreamClient>[0] = { url: u.url, timeoutMs: config.timeout };
       if (u.username !== undefined) opts.username = u.username;
@@ -91,6 +106,7 @@ export class Mirror {
   private count(route: Route, key: keyof MirrorCounters, n = 1): void {
     const c = this.counters.get(route.upstream.config.name);
     if (c) c[key] += n;
+    this.metrics?.[key].inc({ upstream: route.upstream.config.name }, n);
   }
 
   /** The upstream serving `name` (and the name there), or undefined for a local repository. */
