@@ -201,6 +201,29 @@ test.serial('a client that disconnects mid-blob does not abort the fetch: the bl
   t.is(upstreamBlobGets('team/abandoned'), 1);
 });
 
+test.serial('a client that stops reading does not hold up the fetch for others', async (t) => {
+  const image = generateImage({ layerCount: 1, firstLayerBytes: 32 * 1024 * 1024 });
+  await pushUpstream(await layoutOf(image), 'img', 'team/stalled:1');
+  const layer = image.layers[0]!.blob;
+  // A client that reads the headers and then nothing.
+  const stalled = httpRequest(`${mirror.url}/v2/team/stalled/blobs/${layer.digest}`);
+  const response = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+    stalled.on('response', resolve).on('error', reject).end();
+  });
+  response.pause();
+  response.on('error', () => undefined);
+  stalled.on('error', () => undefined);
+  try {
+    // Another client asks for the same blob: it waits for the shared fetch, which finishes despite the stalled one.
+    const res = await fetch(`${mirror.url}/v2/team/stalled/blobs/${layer.digest}`);
+    t.is(res.status, 200);
+    t.is(`sha256:${createHash('sha256').update(Buffer.from(await res.arrayBuffer())).digest('hex')}`, layer.digest);
+    t.is(upstreamBlobGets('team/stalled'), 1);
+  } finally {
+    stalled.destroy();
+  }
+});
+
 test.serial("containerd's ?ns= routes to the upstream naming that namespace; an unknown namespace is not mirrored", async (t) => {
   const image = generateImage({ layerCount: 1, firstLayerBytes: 4096 });
   await pushUpstream(await layoutOf(image), 'img', 'team/ns:1');

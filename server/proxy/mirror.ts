@@ -312,12 +312,20 @@ export class Mirror {
     const toClient = async (chunk: Buffer) => {
       if (!listening || !client || client.destroyed) return;
       if (client.write(chunk)) return;
+      // A client that stops reading would hold up the fetch for everyone waiting on it (and trip the upstream's idle
+      // timeout): after `proxy.timeout` without progress it is cut off, and the fetch goes on without it.
       await new Promise<void>((resolve) => {
         const done = () => {
+          clearTimeout(timer);
           client.off('drain', done);
           client.off('close', done);
           resolve();
         };
+        const timer = setTimeout(() => {
+          listening = false;
+          client.destroy(new Error('client stopped reading'));
+          done();
+        }, this.config.timeout);
         client.on('drain', done);
         client.on('close', done);
       });
