@@ -202,7 +202,8 @@ export class Mirror {
       return {};
     } catch (err) {
       if (!(err instanceof UpstreamError)) throw err;
-      if (cached && err.kind !== 'denied') {
+      // Any failure (including a refusal or a tag gone upstream) leaves the cached copy servable: a mirror's job.
+      if (cached) {
         this.count(route, 'upstreamErrors');
         this.logger.warn({ upstream: route.upstream.config.name, repository: name, tag: reference, reason: err.message }, 'serving cached manifest: upstream unavailable');
         this.recordPull(name, cached);
