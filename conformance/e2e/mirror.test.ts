@@ -117,7 +117,7 @@ test.before(async () => {
   const frontUrl = `http://127.0.0.1:${(front.address() as { port: number }).port}`;
   const proxy = (url: string) => ({ proxy: { remoteurl: url, username: 'puller', password: USERS.puller, librarymapping: true, timeout: '5s', localnamespaces: ['mine'] } });
   debugPort = await freePort();
-  const debug = { http: { debug: { addr: `127.0.0.1:${debugPort}`, prometheus: { enabled: true } } } };
+  const debug = { log: { level: 'debug' }, http: { debug: { addr: `127.0.0.1:${debugPort}`, prometheus: { enabled: true } } } };
   [mirror, limitedMirror] = await Promise.all([startWharf({ config: { ...proxy(upstream.url), ...debug } }), startWharf({ config: proxy(frontUrl) })]);
 });
 
@@ -322,4 +322,8 @@ test.serial('with the upstream stopped, cached tags and digests still pull', asy
   t.is(byDigest.code, 0, byDigest.stderr);
   const unknown = await fetch(`${mirror.url}/v2/team/unknown/manifests/1`);
   t.is(unknown.status, 503);
+  // Logged at debug level throughout, and still no credential or token in the mirror's output.
+  t.regex(mirror.output(), /cached blob from upstream/);
+  t.false(mirror.output().includes(USERS.puller));
+  t.notRegex(mirror.output(), /Bearer [A-Za-z0-9_-]{10,}/);
 });
