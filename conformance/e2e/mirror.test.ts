@@ -251,6 +251,12 @@ test.serial('registry:2 works as the upstream too', async (t) => {
 });
 
 test.serial('pushes to mirrored repositories are refused with UNSUPPORTED; local namespaces take them', async (t) => {
+  // Bad references are refused before anything is asked of the upstream.
+  const badTag = await fetch(`${mirror.url}/v2/team/x/manifests/-bad-tag`);
+  t.is(badTag.status, 400);
+  const badDigest = await fetch(`${mirror.url}/v2/team/x/blobs/sha256:zz`);
+  t.is(badDigest.status, 400);
+  t.notRegex(upstream.output(), /team\/x\//);
   const res = await fetch(`${mirror.url}/v2/team/x/blobs/uploads/`, { method: 'POST' });
   t.is(res.status, 405);
   t.is(((await res.json()) as { errors: { code: string }[] }).errors[0]!.code, 'UNSUPPORTED');

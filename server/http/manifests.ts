@@ -12,8 +12,9 @@ export const MAX_TAGS_PER_PUT = 100;
 export async function getManifest(ctx: RegistryContext): Promise<void> {
   const { registry, proxy } = ctx.state.deps;
   // The mirror, when configured, first brings the manifest into storage (or keeps the cached one, with a warning).
+  const reference = parseReference(ctx.state.match.param!);
   const warning = proxy && (await proxy.prepareManifest(ctx.state.match.name!, ctx.state.match.param!, queryParam(ctx, 'ns'))).warning;
-  const manifest = await registry.manifests.get(ctx.state.match.name!, parseReference(ctx.state.match.param!));
+  const manifest = await registry.manifests.get(ctx.state.match.name!, reference);
   if (warning) ctx.set('Warning', warning);
   ctx.set('Docker-Content-Digest', manifest.digest);
   ctx.set('ETag', `"${manifest.digest}"`);
