@@ -1,7 +1,8 @@
 /**
  * The debug listener (registry:2 `http.debug.addr`): for operators and scrapers, never for clients.
  *
- *   GET /metrics (or http.debug.prometheus.path)   Prometheus metrics, when http.debug.prometheus.enabled
+ *   GET /metrics (or http.debug.prometheus.path)   Prometheus metrics, when http.debug.prometheus.enabled, followed
+ *                                                  by the last garbage-collection run's (wharf_gc_*)
  *   GET /debug/health                              registry:2's health answer: {} when healthy, else 503 with
  *                                                  {"<check>": "<error>"}
  *   GET /healthz, /readyz                          the same probes as on the main listener
@@ -17,6 +18,8 @@ export interface DebugOptions {
   /** Metrics to serve at `metricsPath`, when Prometheus is enabled. */
   metrics?: Metrics;
   metricsPath: string;
+  /** More exposition text to append to a scrape (the last garbage-collection run's metrics, kept in storage). */
+  extraMetrics?: () => Promise<string>;
 }
 
 function send(res: ServerResponse, status: number, contentType: string, body: string): void {
@@ -29,7 +32,8 @@ async function handle(req: IncomingMessage, res: ServerResponse, options: DebugO
   if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n');
   if (options.metrics && path === options.metricsPath) {
     const { contentType, body } = await options.metrics.scrape();
-    return send(res, 200, contentType, body);
+    const extra = (await options.extraMetrics?.().catch(() => '')) ?? '';
+    return send(res, 200, contentType, extra ? `${body}${body.endsWith('\n') ? '' : '\n'}${extra}` : body);
   }
   if (path === '/debug/health') {
     const report = await options.health.readiness();

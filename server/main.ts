@@ -17,7 +17,8 @@ import { createApp } from './http/app.js';
 import { Mirror } from './proxy/mirror.js';
 import { createAuth } from './http/auth-setup.js';
 import { createLogger } from './logging.js';
-import { Metrics, instrumentedDriver } from './metrics.js';
+import { Metrics, countingCache, instrumentedDriver } from './metrics.js';
+import { METRICS_PATH as GC_METRICS_PATH } from './gc/state.js';
 import { Notifier } from './notifications.js';
 import type { HttpOptions } from './http/context.js';
 import { purgeUploads } from './registry/purge.js';
@@ -77,7 +78,8 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     // With access checks, a mount without `from` could reveal blobs of repositories the caller cannot read.
     mayMountWithoutFrom: auth.checksRequests ? () => false : undefined,
     // storage.cache.blobdescriptor (inmemory or redis); a Redis that is down only means no cache until it is back.
-    descriptorCache: await createDescriptorCache(config, { logger }),
+    descriptorCache: await createDescriptorCache(config, { logger }).then((cache) =>
+      cache && metrics ? countingCache(cache, metrics) : cache),
     recorder: gcRecorder,
   });
   if (registry.descriptorCache) gcRecorder.guard(registry.descriptorCache);
@@ -137,6 +139,8 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
         health,
         metrics,
         metricsPath: config.http.debug.prometheus.path,
+        // The collector runs in its own process and leaves its last run's figures in storage.
+        extraMetrics: async () => (await driver.getContent(GC_METRICS_PATH)).toString('utf8'),
       })
     : undefined;
   if (debug) logger.info({ addr: config.http.debug!.addr, url: debug.url, metrics: Boolean(metrics) }, 'debug listener');

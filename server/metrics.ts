@@ -11,10 +11,14 @@
  *   wharf_storage_operation_duration_seconds{driver,operation} storage driver latency
  *   wharf_storage_operation_errors_total{driver,operation}    storage driver failures (a missing path is not one)
  *   wharf_storage_healthy                                     1 when the storage health check passes
+ *   wharf_blob_descriptor_cache_requests_total{backend,kind,result}  cache hits and misses
+ *   wharf_auth_failures_total{code}                           requests refused by authentication or access rules
+ *   wharf_gc_*                                                the last garbage-collection run (read from storage)
  *   plus Node's default process metrics (wharf_process_*, wharf_nodejs_*)
  */
 import type { Readable } from 'node:stream';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { BlobDescriptorCache } from './cache/index.js';
 import {
   PathNotFoundError,
   type FileInfo,
@@ -82,6 +86,20 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly cacheRequests = new Counter({
+    name: 'wharf_blob_descriptor_cache_requests_total',
+    help: 'Blob-descriptor cache look-ups by backend, kind (stat: blob exists; link: repository links blob) and result.',
+    labelNames: ['backend', 'kind', 'result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly authFailures = new Counter({
+    name: 'wharf_auth_failures_total',
+    help: 'Requests refused by authentication or access rules, by error code (UNAUTHORIZED, DENIED, TOOMANYREQUESTS).',
+    labelNames: ['code'] as const,
+    registers: [this.registry],
+  });
+
   readonly storageHealthy = new Gauge({
     name: 'wharf_storage_healthy',
     help: '1 when the last storage health check passed, 0 when it failed.',
@@ -97,6 +115,35 @@ export class Metrics {
   async scrape(): Promise<{ contentType: string; body: string }> {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
   }
+}
+
+/** Count the hits and misses of a blob-descriptor cache; behaviour is unchanged. */
+export function countingCache(cache: BlobDescriptorCache, metrics: Metrics): BlobDescriptorCache {
+  const count = (kind: 'stat' | 'link', hit: boolean) =>
+    metrics.cacheRequests.inc({ backend: cache.backend, kind, result: hit ? 'hit' : 'miss' });
+  return {
+    get backend() {
+      return cache.backend;
+    },
+    async stat(digest) {
+      const found = await cache.stat(digest);
+      count('stat', found !== undefined);
+      return found;
+    },
+    async isLinked(repository, digest) {
+      const linked = await cache.isLinked(repository, digest);
+      count('link', linked);
+      return linked;
+    },
+    set: (digest, descriptor) => cache.set(digest, descriptor),
+    setLinked: (repository, digest) => cache.setLinked(repository, digest),
+    forget: (digest) => cache.forget(digest),
+    forgetLink: (repository, digest) => cache.forgetLink(repository, digest),
+    clear: () => cache.clear(),
+    healthy: () => cache.healthy(),
+    status: () => cache.status(),
+    close: () => cache.close(),
+  };
 }
 
 /**

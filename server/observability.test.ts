@@ -107,3 +107,48 @@ test('health.storagedriver: failing storage turns the API to 503 until it recove
   await waitFor('the API to recover', async () => (await fetch(`${w.url}/v2/`)).status === 200);
   t.is((await fetch(`${w.url}/readyz`)).status, 200);
 });
+
+test('metrics count cache hits, refused requests, and show the last garbage collection', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'wharf-metrics-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const root = join(dir, 'data');
+  const htpasswd = join(process.cwd(), 'docs/examples/auth/htpasswd');
+  const w = await startWharf({
+    rootDirectory: root,
+    config: {
+      http: { debug: { addr: '127.0.0.1:0', prometheus: { enabled: true } } },
+      storage: { cache: { blobdescriptor: 'inmemory' } },
+      auth: { htpasswd: { realm: 'test', path: htpasswd } },
+    },
+  });
+  t.teardown(() => w.stop());
+  // No credentials: refused, and counted.
+  t.is((await fetch(`${w.url}/v2/private/app/tags/list`)).status, 401);
+  t.is((await fetch(`${w.url}/v2/private/app/tags/list`, { headers: { Authorization: 'Basic bm9ib2R5Om5vcGU=' } })).status, 401);
+  // The last collection's figures, as the garbage collector leaves them in storage.
+  const gcMetrics = join(root, 'docker/registry/v2/_wharf/gc');
+  await mkdir(gcMetrics, { recursive: true });
+  const { writeFile } = await import('node:fs/promises');
+  await writeFile(join(gcMetrics, 'metrics.prom'), '# HELP wharf_gc_blobs_deleted Blobs deleted.\n# TYPE wharf_gc_blobs_deleted gauge\nwharf_gc_blobs_deleted 42\n');
+
+  const text = await (await fetch(`${debugUrl(w)}/metrics`)).text();
+  t.is(sample(text, 'wharf_auth_failures_total', { code: 'UNAUTHORIZED' }), 2);
+  t.is(sample(text, 'wharf_gc_blobs_deleted'), 42);
+});
+
+test('the blob-descriptor cache reports hits and misses', async (t) => {
+  const w = await startWharf({
+    config: {
+      http: { debug: { addr: '127.0.0.1:0', prometheus: { enabled: true } } },
+      storage: { cache: { blobdescriptor: 'inmemory' } },
+    },
+  });
+  t.teardown(() => w.stop());
+  const data = randomBytes(1000);
+  t.is((await fetch(`${w.url}/v2/cached/blobs/uploads/?digest=${sha256(data)}`, { method: 'POST', body: data })).status, 201);
+  for (let i = 0; i < 3; i++) t.is((await fetch(`${w.url}/v2/cached/blobs/${sha256(data)}`, { method: 'HEAD' })).status, 200);
+  const text = await (await fetch(`${debugUrl(w)}/metrics`)).text();
+  const hits = (sample(text, 'wharf_blob_descriptor_cache_requests_total', { backend: 'inmemory', kind: 'stat', result: 'hit' }) ?? 0)
+    + (sample(text, 'wharf_blob_descriptor_cache_requests_total', { backend: 'inmemory', kind: 'link', result: 'hit' }) ?? 0);
+  t.true(hits >= 2, text.split('\n').filter((l) => l.includes('cache_requests')).join('\n'));
+});

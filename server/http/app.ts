@@ -107,6 +107,9 @@ export function createApp(deps: AppDeps): Koa {
     } catch (err) {
       const regErr = toRegistryError(err);
       const aborted = isClientAbort(err);
+      if (regErr.code === 'UNAUTHORIZED' || regErr.code === 'DENIED' || regErr.code === 'TOOMANYREQUESTS') {
+        deps.metrics?.authFailures.inc({ code: regErr.code });
+      }
       if (regErr.status >= 500 && !aborted) {
         logger.error({ err, requestId, method: ctx.method, path: ctx.path }, 'request failed');
       } else {
