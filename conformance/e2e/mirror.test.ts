@@ -7,7 +7,7 @@
 import test from 'ava';
 import bcrypt from 'bcryptjs';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import { join } from 'node:path';
@@ -142,6 +142,10 @@ test.serial('a single-arch image pulls through the mirror byte-identical; librar
   // Stored in the normal layout: the tag link names the manifest.
   const res = await fetch(`${mirror.url}/v2/alpine/manifests/${single.manifest.digest}`, { method: 'HEAD' });
   t.is(res.status, 200);
+  // Last pulls are recorded for TTL expiry, under a path registry:2 ignores.
+  const record = join(mirror.rootDirectory, 'docker/registry/v2/_wharf/proxy/lastpull/alpine/sha256', single.layers[0]!.blob.digest.slice(7));
+  await waitFor('the last-pull record', async () => (existsSync(record) ? true : undefined));
+  t.false(Number.isNaN(Date.parse(readFileSync(record, 'utf8'))));
 });
 
 test.serial('a multi-arch image pulls with --all and keeps its index digest', async (t) => {

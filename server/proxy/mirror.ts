@@ -28,7 +28,7 @@ import { UpstreamClient, UpstreamError } from './upstream.js';
 export const STALE_WARNING = '299 - "served from cache: upstream unavailable"';
 
 /** Where last-pull times are recorded: `<root>/_wharf/proxy/lastpull/<repository>/<alg>/<hex>` (an ISO date). */
-export const LAST_PULL_ROOT = `${layout.ROOT}/_wharf/proxy/lastpull`;
+export const LAST_PULL_ROOT = layout.PROXY_LAST_PULL_ROOT;
 
 export interface Upstream {
   config: ProxyUpstreamConfig;

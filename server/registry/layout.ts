@@ -17,6 +17,8 @@
  *       _referrers/<alg>/<subject hex>/<alg>/<referrer hex>/link        Wharf: manifests whose `subject` is the digest
  *     _wharf/gc/                                                        Wharf: garbage-collector lock, live set, trash,
  *                                                                       metrics (paths in server/gc/state.ts)
+ *     _wharf/proxy/lastpull/<name>/<alg>/<hex>                         Wharf: when the mirror last served this digest
+ *                                                                       for <name> (ISO 8601; server/proxy/mirror.ts)
  *
  * Every `link` file holds a digest string (`sha256:…`). registry:2 skips directories whose names start with `_` when
  * it walks for repositories, so `_referrers` is invisible to it. Names and digests reaching these functions have
@@ -29,6 +31,8 @@ export const BLOBS_ROOT = `${ROOT}/blobs`;
 export const REPOSITORIES_ROOT = `${ROOT}/repositories`;
 /** Wharf-only state of the garbage collector; registry:2 reads only `blobs/` and `repositories/`. */
 export const GC_ROOT = `${ROOT}/_wharf/gc`;
+/** Wharf-only records of the pull-through cache: last-pull times for TTL expiry (docs/mirror.md). */
+export const PROXY_LAST_PULL_ROOT = `${ROOT}/_wharf/proxy/lastpull`;
 
 export function blobDir(d: Digest): string {
   return `${BLOBS_ROOT}/${d.algorithm}/${d.hex.slice(0, 2)}/${d.hex}`;
