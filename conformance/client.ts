@@ -165,9 +165,22 @@ export class RegistryClient {
     };
     // A stream body needs half-duplex mode in Node's fetch; it is sent with Transfer-Encoding: chunked.
     if (body instanceof ReadableStream) init.duplex = 'half';
+    // Redirects (which the spec allows) are followed by hand: the registry's own answer carries headers such as
+    // Docker-Content-Digest that a storage backend's answer (a presigned S3 URL, say) does not.
+    init.redirect = 'manual';
     let res: Response;
+    let registryHeaders: Headers | undefined;
     try {
       res = await fetch(url, init);
+      for (let hops = 0; hops < 5 && (method === 'GET' || method === 'HEAD') && isRedirect(res); hops++) {
+        registryHeaders ??= res.headers;
+        await res.arrayBuffer();
+        const next = new URL(res.headers.get('location')!, url);
+        const nextHeaders = { ...headers };
+        // Never forward credentials across hosts (spec.md § API).
+        if (next.host !== url.host) delete nextHeaders.authorization;
+        res = await fetch(next, { method, headers: nextHeaders, redirect: 'manual', signal: AbortSignal.timeout(this.timeoutMs) });
+      }
     } catch (err) {
       const cause = (err as { cause?: unknown }).cause;
       throw new Error(`${method} ${url.pathname}${url.search}: request failed: ${String(cause ?? err)}`);
@@ -179,8 +192,11 @@ export class RegistryClient {
       throw new Error(`${method} ${url.pathname}${url.search} → ${res.status}: reading the response body failed `
         + `(Content-Length: ${res.headers.get('content-length') ?? 'none'}): ${String(err)}`);
     }
-    // The reply is described by the URL we asked for; redirects (which the spec allows) are followed silently.
-    return new Reply(method, url, res.status, res.headers, bytes);
+    // The reply is described by the URL we asked for: after a redirect, the final status and body, with the
+    // registry's own headers filling in what the final answer lacks.
+    const replyHeaders = new Headers(res.headers);
+    for (const [k, v] of registryHeaders ?? []) if (!replyHeaders.has(k)) replyHeaders.set(k, v);
+    return new Reply(method, url, res.status, replyHeaders, bytes);
   }
 
   /** Docker token flow: GET realm?service=&scope= with Basic credentials when we have them. */
@@ -245,4 +261,8 @@ function hasHeader(headers: Record<string, string>, name: string): boolean {
 function repositoryOf(pathname: string): string {
   const m = /^\/v2\/(.+?)\/(?:blobs|manifests|tags|referrers)\//.exec(pathname);
   return m ? m[1]! : '';
+}
+
+function isRedirect(res: Response): boolean {
+  return [301, 302, 303, 307, 308].includes(res.status) && res.headers.has('location');
 }
