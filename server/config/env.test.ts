@@ -95,8 +95,8 @@ test('a second driver from the environment is an error, as in registry:2', (t) =
 });
 
 test('switching to a driver Wharf lacks is an error naming the variable', (t) => {
-  t.deepEqual(problemsOf({ REGISTRY_STORAGE: 's3', REGISTRY_STORAGE_S3_BUCKET: 'b' }), [
-    'storage.s3 (from REGISTRY_STORAGE): this storage driver is not supported by this Wharf version (available: filesystem, inmemory)',
+  t.deepEqual(problemsOf({ REGISTRY_STORAGE: 'gcs', REGISTRY_STORAGE_GCS_BUCKET: 'b' }), [
+    'storage.gcs (from REGISTRY_STORAGE): this storage driver is not supported by this Wharf version (available: filesystem, inmemory, s3)',
   ]);
 });
 

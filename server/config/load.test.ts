@@ -210,12 +210,12 @@ auth:
     },
     validation: { disabled: true, manifests: { maxsize: 1048576 } },
     health: { storagedriver: { enabled: true, interval: 5000, threshold: 2 } },
-    notifications: { endpoints: [], maxqueue: 10_000 },
     auth: {
       htpasswd: { realm: 'basic-realm', path: '/auth/htpasswd' },
       access: { groups: { admins: ['alice'] }, anonymous: ['public/*'], rules: [{ groups: ['admins'], repositories: ['**'], actions: ['*'], catalog: true }] },
       throttle: { accountfailures: 3, addressfailures: 9, window: 120_000 },
     },
+    notifications: { endpoints: [], maxqueue: 10_000 },
   });
 });
 
@@ -427,10 +427,10 @@ const invalid: Array<[string, string, string]> = [
   ],
   [
     'an unsupported driver alone',
-    'version: 0.1\nstorage:\n  s3: {bucket: b, region: us-east-1}\n',
-    'storage.s3: this storage driver is not supported by this Wharf version (available: filesystem, inmemory)',
+    'version: 0.1\nstorage:\n  gcs: {bucket: b}\n',
+    'storage.gcs: this storage driver is not supported by this Wharf version (available: filesystem, inmemory, s3)',
   ],
-  ['an unknown driver', 'version: 0.1\nstorage:\n  floppy: {}\n', 'storage.floppy: unknown storage driver (available: filesystem, inmemory)'],
+  ['an unknown driver', 'version: 0.1\nstorage:\n  floppy: {}\n', 'storage.floppy: unknown storage driver (available: filesystem, inmemory, s3)'],
   ['storage not a mapping', 'version: 0.1\nstorage: [filesystem]\n', 'storage: expected a mapping, got a list'],
   ['driver parameters not a mapping', 'version: 0.1\nstorage:\n  filesystem: /data\n', 'storage.filesystem: expected a mapping, got "/data"'],
   ['rootdirectory a list', 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: [/a]\n', 'storage.filesystem.rootdirectory: expected a string, got a list'],
