@@ -38,3 +38,17 @@ test('text format writes logfmt lines', async (t) => {
   t.true(line.includes('note="two words"'));
   t.is(toLogfmt('not json'), 'not json');
 });
+
+test('without log.formatter, a terminal gets text lines and anything else JSON', async (t) => {
+  const { config } = parseConfig('version: 0.1\nstorage: {inmemory: {}}\n', {}, 'test');
+  t.is(config.log.formatter, 'auto');
+  for (const tty of [true, false]) {
+    const out = Object.assign(new PassThrough(), { isTTY: tty });
+    let text = '';
+    out.on('data', (d: Buffer) => { text += d.toString('utf8'); });
+    createLogger(config, out).info('hello');
+    const line = await settled(() => text);
+    if (tty) t.regex(line, /^time=\S+ level=info msg=hello/);
+    else t.is(JSON.parse(line).msg, 'hello');
+  }
+});

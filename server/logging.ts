@@ -1,6 +1,7 @@
 /**
- * Logging: pino, one line per event. `log.formatter: json` (the default) writes JSON objects; `text` writes
- * logfmt-style lines for people (`time=… level=info msg="listening" url=http://…`), like registry:2's text format.
+ * Logging: pino, one line per event. `log.formatter: json` writes JSON objects; `text` writes logfmt-style lines
+ * for people (`time=… level=info msg="listening" url=http://…`), like registry:2's text format. Without a formatter
+ * in the config, text on a terminal and JSON everywhere else (files, pipes, log collectors).
  * Credentials never reach a log line: the fields that could carry them are redacted.
  */
 import { Writable } from 'node:stream';
@@ -50,5 +51,7 @@ export function createLogger(config: WharfConfig, out: NodeJS.WritableStream = p
       censor: '[redacted]',
     },
   };
-  return pino(options, config.log.formatter === 'text' ? textDestination(out) : out);
+  const text = config.log.formatter === 'text' ||
+    (config.log.formatter === 'auto' && Boolean((out as NodeJS.WriteStream).isTTY));
+  return pino(options, text ? textDestination(out) : out);
 }

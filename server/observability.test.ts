@@ -152,3 +152,29 @@ test('the blob-descriptor cache reports hits and misses', async (t) => {
     + (sample(text, 'wharf_blob_descriptor_cache_requests_total', { backend: 'inmemory', kind: 'link', result: 'hit' }) ?? 0);
   t.true(hits >= 2, text.split('\n').filter((l) => l.includes('cache_requests')).join('\n'));
 });
+
+test('the access log names the route, repository, digest and user of each request, never the password', async (t) => {
+  const w = await startWharf({
+    config: {
+      log: { level: 'info', formatter: 'json' },
+      auth: { htpasswd: { realm: 'test', path: join(process.cwd(), 'docs/examples/auth/htpasswd') } },
+    },
+  });
+  t.teardown(() => w.stop());
+  const password = 'alice-example-password';
+  const auth = { Authorization: `Basic ${Buffer.from(`alice:${password}`).toString('base64')}` };
+  const data = randomBytes(100);
+  const put = await fetch(`${w.url}/v2/logged/app/blobs/uploads/?digest=${sha256(data)}`, { method: 'POST', body: data, headers: auth });
+  t.is(put.status, 201);
+  const requestId = put.headers.get('x-request-id')!;
+  const line = await (async () => {
+    for (let i = 0; i < 200; i++) {
+      const found = w.output().split('\n').find((l) => l.includes(requestId) && l.includes('"msg":"request"'));
+      if (found) return found;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error(`no access-log line for ${requestId}:\n${w.output()}`);
+  })();
+  t.like(JSON.parse(line), { route: 'uploadStart', repository: 'logged/app', digest: sha256(data), user: 'alice', status: 201 });
+  t.false(w.output().includes(password));
+});

@@ -30,7 +30,7 @@ const MINIMAL = 'version: 0.1\nstorage:\n  filesystem:\n';
 /** Every value a file that sets nothing but the driver gets, i.e. registry:2's defaults. */
 const FILE_DEFAULTS: WharfConfig = {
   version: '0.1',
-  log: { level: 'info', formatter: 'json', accesslog: { disabled: false }, fields: {} },
+  log: { level: 'info', formatter: 'auto', accesslog: { disabled: false }, fields: {} },
   storage: {
     driver: 'filesystem',
     filesystem: { rootdirectory: '/var/lib/registry' },

@@ -237,10 +237,13 @@ class Reader {
       else this.fail(...levelAt, `expected one of error, warn (or warning), info, debug, got ${JSON.stringify(level)}`);
     }
 
-    let formatter: LogConfig['formatter'] = 'json';
+    let formatter: LogConfig['formatter'] = 'auto';
     const fmt = this.string(log, 'formatter')?.toLowerCase();
     if (fmt === 'json' || fmt === 'text') formatter = fmt;
-    else if (fmt === 'logstash') this.warnings.push('log.formatter: logstash is not supported by this Wharf version; using json');
+    else if (fmt === 'logstash') {
+      this.warnings.push('log.formatter: logstash is not supported by this Wharf version; using json');
+      formatter = 'json';
+    }
     else if (fmt !== undefined) this.fail(log, 'formatter', `expected json or text, got ${JSON.stringify(fmt)}`);
 
     const fieldsNode = log.map?.get('fields');

@@ -11,8 +11,11 @@ export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 export interface LogConfig {
   /** registry:2 `log.level`; 'warning' in a file is accepted as 'warn'. Default 'info'. */
   level: LogLevel;
-  /** registry:2 `log.formatter`: 'json' (default) or 'text'. */
-  formatter: 'json' | 'text';
+  /**
+   * registry:2 `log.formatter`: 'json' or 'text'. When the file does not set it, 'auto': text lines when standard
+   * output is a terminal, JSON otherwise.
+   */
+  formatter: 'json' | 'text' | 'auto';
   /** registry:2 `log.accesslog.disabled`. Default false. */
   accesslog: { disabled: boolean };
   /** registry:2 `log.fields`: static fields added to every log line. */

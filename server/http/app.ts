@@ -137,7 +137,9 @@ export function createApp(deps: AppDeps): Koa {
       if (deps.metrics) observeRequest(deps.metrics, ctx, route, seconds);
       if (!deps.accessLogDisabled) {
         logger.info(
-          { requestId, method: ctx.method, path: ctx.path, route, repository: match?.name, user: ctx.state.user, status: ctx.status,
+          { requestId, method: ctx.method, path: ctx.path, route, repository: match?.name,
+            digest: ctx.response.get('Docker-Content-Digest') || (match?.param?.includes(':') ? match.param : undefined),
+            user: ctx.state.user, status: ctx.status,
             durationMs: Math.round(seconds * 10_000) / 10, remote: ctx.ip },
           'request',
         );

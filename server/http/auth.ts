@@ -173,6 +173,8 @@ export class AccessControl {
     }
 
     const authenticated = creds.scheme !== 'none';
+    // Who made the request, for the access log and notification events.
+    if (principal) ctx.state.user = principal;
     if (match.route === 'base') {
       if (!authenticated) throw this.unauthorized(ctx, required, 'authentication required');
       return;
