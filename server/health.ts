@@ -42,6 +42,7 @@ function withTimeout<T>(what: string, ms: number, p: Promise<T>): Promise<T> {
 
 export class Health {
   private readonly checks = new Map<string, HealthCheck>();
+  private readonly advisories = new Map<string, HealthCheck>();
   private failures = 0;
   private lastError: string | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -56,9 +57,18 @@ export class Health {
     this.checks.set(`storagedriver_${driver.name}`, () => this.checkStorage());
   }
 
-  /** Add a readiness check (e.g. Redis). It should throw when the dependency is unusable. */
+  /** Add a readiness check. It should throw when the dependency is unusable. */
   addCheck(name: string, check: HealthCheck): void {
     this.checks.set(name, check);
+  }
+
+  /**
+   * Add a dependency that is reported by `/readyz` but does not decide readiness: the replica still serves without
+   * it (Redis: every replica shares it, and without it the registry answers from storage, so failing readiness on
+   * it would take every replica out of the load balancer at once).
+   */
+  addAdvisory(name: string, check: HealthCheck): void {
+    this.advisories.set(name, check);
   }
 
   private async checkStorage(): Promise<void> {
@@ -111,14 +121,16 @@ export class Health {
   /** Run every check now. */
   async readiness(): Promise<ReadinessReport> {
     const checks: Record<string, string> = {};
-    await Promise.all([...this.checks].map(async ([name, check]) => {
+    const run = async ([name, check]: [string, HealthCheck]) => {
       try {
         await withTimeout(name, this.timeoutMs, check());
         checks[name] = 'ok';
       } catch (err) {
         checks[name] = (err as Error).message || 'failed';
       }
-    }));
-    return { ready: Object.values(checks).every((v) => v === 'ok'), checks };
+    };
+    await Promise.all([...this.checks, ...this.advisories].map(run));
+    const ready = [...this.checks.keys()].every((name) => checks[name] === 'ok');
+    return { ready, checks };
   }
 }

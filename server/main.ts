@@ -83,6 +83,12 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     recorder: gcRecorder,
   });
   if (registry.descriptorCache) gcRecorder.guard(registry.descriptorCache);
+  const cache = registry.descriptorCache;
+  if (cache && cache.backend === 'redis') {
+    health.addAdvisory('redis', async () => {
+      if (!cache.healthy()) throw new Error(`unavailable, serving from storage: ${cache.status().lastError ?? 'not connected'}`);
+    });
+  }
   const notifier = new Notifier(
     { endpoints: config.notifications.endpoints, maxQueue: config.notifications.maxqueue },
     logger,

@@ -178,3 +178,28 @@ test('the access log names the route, repository, digest and user of each reques
   t.like(JSON.parse(line), { route: 'uploadStart', repository: 'logged/app', digest: sha256(data), user: 'alice', status: 201 });
   t.false(w.output().includes(password));
 });
+
+test('/readyz reports Redis without making the replica unready when it is down', async (t) => {
+  const { startRedis } = await import('./cache/redis-test-server.js');
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const w = await startWharf({
+    config: { redis: { addr: `127.0.0.1:${redis.port}` }, storage: { cache: { blobdescriptor: 'redis' } } },
+  });
+  t.teardown(() => w.stop());
+  const ready = async () => {
+    const res = await fetch(`${w.url}/readyz`);
+    return { status: res.status, body: (await res.json()) as { checks: Record<string, string> } };
+  };
+  t.deepEqual(await ready(), { status: 200, body: { status: 'ok', checks: { storagedriver_filesystem: 'ok', redis: 'ok' } } as never });
+
+  await redis.stop();
+  // Make the registry use the cache so it notices, then wait for /readyz to say so.
+  await waitFor('readyz to report Redis down', async () => {
+    await fetch(`${w.url}/v2/ready/blobs/sha256:${'0'.repeat(64)}`, { method: 'HEAD' });
+    return (await ready()).body.checks.redis !== 'ok';
+  });
+  const down = await ready();
+  t.is(down.status, 200, 'still ready: the registry serves from storage');
+  t.regex(down.body.checks.redis!, /unavailable, serving from storage/);
+});
