@@ -5,7 +5,7 @@
  * a `current/link` holding a manifest digest (plus an index of every digest it ever held, as registry:2 keeps).
  * A manifest with a `subject` is recorded under `_referrers/<subject>` so the referrers API is a directory listing.
  */
-import type { StorageDriver } from '../../storage-drivers/driver.js';
+import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
 import { BlobStore, orUndefined } from './blobs.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
@@ -16,7 +16,7 @@ import {
   storedMediaType,
   type Descriptor,
 } from './manifest-format.js';
-import { digestOf, parseDigest, tryParseDigest, validateTag, type Digest, type Reference } from './reference.js';
+import { digestOf, isValidTag, parseDigest, tryParseDigest, validateTag, type Digest, type Reference } from './reference.js';
 
 export interface StoredManifest {
   digest: string;
@@ -285,15 +285,25 @@ export class ManifestStore {
    * Tags in ASCII order, `n` of them after `last` (both optional). NAME_UNKNOWN when the repository does not exist.
    */
   async listTags(name: string, n?: number, last?: string): Promise<TagPage> {
-    const entries = await orUndefined(this.driver.list(layout.tagsPath(name)));
-    if (!entries && !(await this.repositoryExists(name))) {
-      throw new RegistryError('NAME_UNKNOWN', undefined, { detail: { name } });
+    // Read only the page: the walk lists the tags folder from just after `last` (S3 with start-after), does not
+    // descend into any tag, and stops as soon as it knows whether more tags follow. Siblings come in ASCII order.
+    const root = layout.tagsPath(name);
+    const tags: string[] = [];
+    try {
+      for await (const info of this.driver.walk(root, {
+        descend: () => false,
+        startAfter: last !== undefined && isValidTag(last) ? `${root}/${last}` : undefined,
+      })) {
+        const tag = layout.baseName(info.path);
+        if (!info.isDir || (last !== undefined && tag <= last)) continue;
+        if (n !== undefined && tags.length === n) return { tags, next: tags.at(-1) };
+        tags.push(tag);
+      }
+    } catch (err) {
+      if (!(err instanceof PathNotFoundError)) throw err;
+      if (!(await this.repositoryExists(name))) throw new RegistryError('NAME_UNKNOWN', undefined, { detail: { name } });
     }
-    let tags = (entries ?? []).map(layout.baseName).sort();
-    if (last !== undefined) tags = tags.filter((t) => t > last);
-    if (n === undefined || tags.length <= n) return { tags };
-    const page = tags.slice(0, n);
-    return { tags: page, next: page.at(-1) };
+    return { tags };
   }
 
   /** The descriptor of a stored manifest as the referrers API shows it, and the manifest's subject. */

@@ -264,15 +264,49 @@ test('tags list pages in ASCII order with n and last', async (t) => {
   t.deepEqual(await registry.manifests.listTags('paged', 10, 'c'), { tags: [] });
 });
 
-test('catalog lists repositories with blobs or manifests, in order, paged', async (t) => {
+test('catalog lists repositories with blobs or manifests, in path order, paged', async (t) => {
   const { registry } = fresh();
-  for (const name of ['b', 'a/b', 'a-c', 'a', 'z/y/x']) await pushImage(registry, name, 'v1');
+  // `a/1x` sorts before a's own `_layers` folder in a directory listing; the catalog still lists `a` first.
+  for (const name of ['b', 'a/b', 'a-c', 'a', 'a/1x', 'z/y/x']) await pushImage(registry, name, 'v1');
   await pushBlob(registry, 'blobs-only', Buffer.from('x'));
   await registry.uploads.start('uploads-only');
-  t.deepEqual((await registry.catalog()).repositories, ['a', 'a-c', 'a/b', 'b', 'blobs-only', 'z/y/x']);
-  t.deepEqual(await registry.catalog(2), { repositories: ['a', 'a-c'], next: 'a-c' });
-  t.deepEqual(await registry.catalog(2, 'a-c'), { repositories: ['a/b', 'b'], next: 'b' });
-  t.deepEqual(await registry.catalog(5, 'b'), { repositories: ['blobs-only', 'z/y/x'] });
+  const all = ['a', 'a/1x', 'a/b', 'a-c', 'b', 'blobs-only', 'z/y/x'];
+  t.deepEqual((await registry.catalog()).repositories, all);
+  t.deepEqual(await registry.catalog(2), { repositories: ['a', 'a/1x'], next: 'a/1x' });
+  t.deepEqual(await registry.catalog(2, 'a/1x'), { repositories: ['a/b', 'a-c'], next: 'a-c' });
+  t.deepEqual(await registry.catalog(2, 'a-c'), { repositories: ['b', 'blobs-only'], next: 'blobs-only' });
+  t.deepEqual(await registry.catalog(5, 'blobs-only'), { repositories: ['z/y/x'] });
+  t.deepEqual(await registry.catalog(1, 'z/y/x'), { repositories: [] });
+  // `last` need not be a repository (a namespace, say); the page starts after it.
+  t.deepEqual(await registry.catalog(10, 'z'), { repositories: ['z/y/x'] });
+  // Walking page by page gives every name once.
+  const paged: string[] = [];
+  let last: string | undefined;
+  for (;;) {
+    const page = await registry.catalog(3, last);
+    paged.push(...page.repositories);
+    if (!page.next) break;
+    last = page.next;
+  }
+  t.deepEqual(paged, all);
+  await t.throwsAsync(registry.catalog(1, '../x'), { instanceOf: RegistryError });
+});
+
+test('a catalog page reads only as far as it needs', async (t) => {
+  const driver = createDriver({ driver: 'inmemory' });
+  const registry = new Registry(driver);
+  for (let i = 0; i < 200; i++) await driver.putContent(`${layout.REPOSITORIES_ROOT}/r${String(i).padStart(3, '0')}/_layers/sha256/x/link`, 'x');
+  let stats = 0;
+  const counting = new Registry(new Proxy(driver, {
+    get(target, prop) {
+      if (prop === 'stat') return (p: string) => { stats++; return target.stat(p); };
+      const value = Reflect.get(target, prop) as unknown;
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  }));
+  t.deepEqual(await counting.catalog(2, 'r100'), { repositories: ['r101', 'r102'], next: 'r102' });
+  t.true(stats <= 6, `${stats} stats for a page of 2`);
+  t.is((await registry.catalog(1000)).repositories.length, 200);
 });
 
 test('concurrent PUTs to one tag leave one consistent tag', async (t) => {

@@ -4,10 +4,11 @@
  */
 import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
 import { GatedDescriptorCache, InMemoryDescriptorCache, type BlobDescriptorCache } from '../cache/index.js';
-import { BlobStore, type BlobDescriptor, type DescriptorCache } from './blobs.js';
+import { BlobStore, orUndefined, type BlobDescriptor, type DescriptorCache } from './blobs.js';
+import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import { ManifestStore } from './manifests.js';
-import type { Digest } from './reference.js';
+import { isValidRepositoryName, type Digest } from './reference.js';
 import { UploadStore } from './uploads.js';
 
 export interface CatalogPage {
@@ -80,29 +81,39 @@ export class Registry {
   }
 
   /**
-   * Repository names in ASCII order, `n` after `last`. A repository is a directory holding `_layers` (registry:2's
-   * rule) or `_manifests`; the walk never descends into `_layers`, `_manifests`, `_uploads` or other `_` folders.
+   * Repository names in path order (component by component, so `a` < `a/b` < `a-c`: the order registry:2 lists them
+   * in), the first `n` after `last`. A repository is a directory holding `_layers` (registry:2's rule) or
+   * `_manifests`.
+   *
+   * A page is read, not the whole tree: the walk starts after `last` (the driver pages its listings, S3 with
+   * start-after) and stops once it has found `n` names and knows whether more follow. It never descends into
+   * `_layers`, `_manifests`, `_uploads` or other `_` folders; each directory it passes costs one or two `stat`s to
+   * tell whether it is a repository.
    */
   async catalog(n?: number, last?: string, include?: (name: string) => boolean): Promise<CatalogPage> {
-    const names: string[] = [];
+    if (last !== undefined && !isValidRepositoryName(last)) {
+      throw new RegistryError('NAME_INVALID', 'last must be a repository name', { detail: { last } });
+    }
     const prefix = `${layout.REPOSITORIES_ROOT}/`;
+    const repositories: string[] = [];
+    const isRepository = async (dir: string) =>
+      (await orUndefined(this.driver.stat(`${dir}/_layers`)))?.isDir === true ||
+      (await orUndefined(this.driver.stat(`${dir}/_manifests`)))?.isDir === true;
     try {
       for await (const info of this.driver.walk(layout.REPOSITORIES_ROOT, {
         descend: (dir) => !layout.baseName(dir.path).startsWith('_'),
+        startAfter: last === undefined ? undefined : `${prefix}${last}`,
       })) {
-        const base = layout.baseName(info.path);
-        if (info.isDir && (base === '_manifests' || base === '_layers')) {
-          names.push(info.path.slice(prefix.length, -(base.length + 1)));
-        }
+        if (!info.isDir || layout.baseName(info.path).startsWith('_') || !(await isRepository(info.path))) continue;
+        const name = info.path.slice(prefix.length);
+        if (include && !include(name)) continue;
+        if (n !== undefined && repositories.length === n) return { repositories, next: repositories.at(-1) };
+        repositories.push(name);
       }
     } catch (err) {
       if (!(err instanceof PathNotFoundError)) throw err;
     }
-    let repositories = [...new Set(names)].sort();
-    if (include) repositories = repositories.filter(include);
-    if (last !== undefined) repositories = repositories.filter((r) => r > last);
-    if (n === undefined || repositories.length <= n) return { repositories };
-    const page = repositories.slice(0, n);
-    return { repositories: page, next: page.at(-1) };
+    return { repositories };
   }
+
 }
