@@ -199,7 +199,8 @@ test('a manifest PUT needing a blob the collector removed fails with MANIFEST_BL
 test('a server with a descriptor cache never answers "exists" for a blob the collector deleted', async (t) => {
   const f = await fixture({ descriptorCacheSize: 100 });
   t.teardown(f.remove);
-  const recorder = new GcRecorder(f.driver, { pollMs: 20, staleMs: 100 });
+  // A long staleness window, so the cache is open until the lock appears however slowly a loaded machine polls.
+  const recorder = new GcRecorder(f.driver, { pollMs: 20, staleMs: 60_000 });
   recorder.guard(f.registry.descriptorCache!);
   await recorder.start();
   t.teardown(() => recorder.stop());
@@ -214,10 +215,24 @@ test('a server with a descriptor cache never answers "exists" for a blob the col
   await t.throwsAsync(f.registry.blobs.stat('cached', d));
 });
 
+test('a server that has not checked the lock recently assumes a collection may be running', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const recorder = new GcRecorder(f.driver, { pollMs: 60_000, staleMs: 60_000 });
+  t.true(recorder.mayBeCollecting(), 'never checked: record everything');
+  await recorder.check();
+  t.false(recorder.mayBeCollecting(), 'checked just now, no lock');
+  const stale = new GcRecorder(f.driver, { pollMs: 60_000, staleMs: 0 });
+  await stale.check();
+  await new Promise((r) => setTimeout(r, 5));
+  t.true(stale.mayBeCollecting(), 'a check older than staleMs no longer counts');
+});
+
 test('the server records what it links while a lock is held, and only then', async (t) => {
   const f = await fixture();
   t.teardown(f.remove);
-  const recorder = new GcRecorder(f.driver, { pollMs: 20, staleMs: 1000 });
+  // A long staleness window: only the lock decides here, not how fast a loaded machine polls.
+  const recorder = new GcRecorder(f.driver, { pollMs: 20, staleMs: 60_000 });
   await recorder.start();
   t.teardown(() => recorder.stop());
   const { Registry } = await import('../registry/registry.js');
