@@ -11,6 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
+import type { NotificationEndpointConfig } from './config/index.js';
 
 export const EVENTS_MEDIA_TYPE = 'application/vnd.docker.distribution.events.v1+json';
 
@@ -46,23 +47,13 @@ export interface RegistryEvent {
   source: { addr: string; instanceID: string };
 }
 
-export interface EndpointConfig {
-  name: string;
-  url: string;
-  headers: Record<string, string[]>;
-  /** ms */
-  timeout: number;
-  threshold: number;
-  /** ms */
-  backoff: number;
-  ignoredmediatypes: string[];
-  ignore: { mediatypes: string[]; actions: string[] };
-  disabled: boolean;
-}
+/** One webhook, as configured (registry:2 `notifications.endpoints[]`; durations in ms). */
+export type EndpointConfig = NotificationEndpointConfig;
 
-export interface NotificationsConfig {
+/** What the notifier needs: the endpoints and the queue bound. */
+export interface NotifierConfig {
   endpoints: EndpointConfig[];
-  /** Whether events carry the request's Host (registry:2 `notifications.events.includereferences` is unrelated). */
+  /** The most events queued per endpoint (default 10000); beyond it the oldest are dropped. */
   maxQueue?: number;
 }
 
@@ -168,7 +159,7 @@ export class Notifier {
   private readonly endpoints: Endpoint[];
   private readonly source = { addr: hostname(), instanceID: randomUUID() };
 
-  constructor(config: NotificationsConfig, logger?: Logger) {
+  constructor(config: NotifierConfig, logger?: Logger) {
     this.endpoints = config.endpoints
       .filter((e) => !e.disabled)
       .map((e) => new Endpoint(e, config.maxQueue ?? DEFAULT_MAX_QUEUE, logger));
