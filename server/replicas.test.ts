@@ -37,15 +37,7 @@ async function s3Storage(): Promise<Storage> {
     config: {
       storage: {
         filesystem: null,
-        s3: {
-          region: s3.region,
-          bucket: s3.bucket,
-          regionendpoint: s3.endpoint,
-          forcepathstyle: true,
-          accesskey: s3.accessKey,
-          secretkey: s3.secretKey,
-          secure: false,
-        },
+        s3: s3.storageConfig({ secure: false }),
         redirect: { disable: true },
       },
     },

@@ -35,6 +35,8 @@ export interface S3TestServer {
   bucket: string;
   /** An SDK client for the server, set up as the RGW needs (path style, checksums only when required). */
   client(): S3Client;
+  /** A Wharf `storage.s3` section (registry:2 keys) pointing at this server's bucket, with `extra` keys on top. */
+  storageConfig(extra?: Record<string, unknown>): Record<string, unknown>;
   /** Create another (empty) bucket. */
   createBucket(name: string): Promise<void>;
   /** The daemons' logs so far (for failure messages). */
@@ -308,5 +310,14 @@ rgw_dns_name = 127.0.0.1
   };
   const bucket = options.bucket ?? 'wharf-test';
   await createBucket(bucket);
-  return { endpoint, region, accessKey, secretKey, bucket, client, createBucket, logs, stop };
+  const storageConfig = (extra: Record<string, unknown> = {}) => ({
+    region,
+    bucket,
+    regionendpoint: endpoint,
+    forcepathstyle: true,
+    accesskey: accessKey,
+    secretkey: secretKey,
+    ...extra,
+  });
+  return { endpoint, region, accessKey, secretKey, bucket, client, storageConfig, createBucket, logs, stop };
 }

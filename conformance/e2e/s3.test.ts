@@ -41,16 +41,7 @@ let ctx: Context;
 let noDeleteCtx: Context;
 
 function s3Config(rootdirectory: string, extra: Record<string, unknown> = {}) {
-  return {
-    region: s3.region,
-    bucket: s3.bucket,
-    regionendpoint: s3.endpoint,
-    forcepathstyle: true,
-    accesskey: s3.accessKey,
-    secretkey: s3.secretKey,
-    rootdirectory,
-    ...extra,
-  };
+  return s3.storageConfig({ rootdirectory, ...extra });
 }
 
 /** Starting Wharf includes a request to S3 (the startup check); allow for a busy machine. */
