@@ -25,15 +25,9 @@ test.after.always(async () => {
 
 /** A driver on the test server under a fresh root directory. */
 async function driverOn(overrides: Partial<S3DriverOptions> = {}): Promise<{ raw: S3Driver; root: string; cleanup(): Promise<void> }> {
-  const srv = await s3();
   const root = `t-${randomUUID()}`;
   const raw = new S3Driver({
-    bucket: srv.bucket,
-    region: srv.region,
-    regionEndpoint: srv.endpoint,
-    forcePathStyle: true,
-    accessKey: srv.accessKey,
-    secretKey: srv.secretKey,
+    ...(await driverOptions()),
     rootDirectory: `/${root}/`,
     chunkSize: 5 * MiB,
     ...overrides,
