@@ -28,6 +28,8 @@ export class GcRecorder {
   private checkedAt = 0;
   private timer?: NodeJS.Timeout;
   private inflight?: Promise<void>;
+  /** A read queued behind `inflight`, for callers that need a read begun after their call. */
+  private queued?: Promise<void>;
   private readonly caches: DescriptorCache[] = [];
 
   constructor(driver: StorageDriver, private readonly options: RecorderOptions = {}) {
@@ -58,21 +60,34 @@ export class GcRecorder {
     this.timer = undefined;
   }
 
-  /** Re-read the lock now (one read at a time). */
+  /**
+   * Re-read the lock: resolves after a read that began after this call (one read at a time). A read already under
+   * way may have begun before the caller changed the lock, so it is waited for and then followed by a new read (or
+   * by joining one that began after it).
+   */
   check(): Promise<void> {
-    this.inflight ??= (async () => {
-      try {
-        const held = (await this.probe.current()) !== undefined;
-        if (held !== this.held) for (const cache of this.caches) cache.clear();
-        this.held = held;
-        this.checkedAt = Date.now();
-      } catch (err) {
-        this.options.onError?.(err);
-      } finally {
+    if (!this.inflight) {
+      this.inflight = this.read().finally(() => {
         this.inflight = undefined;
-      }
-    })();
-    return this.inflight;
+      });
+      return this.inflight;
+    }
+    this.queued ??= this.inflight.then(() => {
+      this.queued = undefined;
+      return this.check();
+    });
+    return this.queued;
+  }
+
+  private async read(): Promise<void> {
+    try {
+      const held = (await this.probe.current()) !== undefined;
+      if (held !== this.held) for (const cache of this.caches) cache.clear();
+      this.held = held;
+      this.checkedAt = Date.now();
+    } catch (err) {
+      this.options.onError?.(err);
+    }
   }
 
   private fresh(): boolean {
