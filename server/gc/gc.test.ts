@@ -249,6 +249,9 @@ test('the server records what it links while a lock is held, and only then', asy
   const during = await pushImage(registry, 'rec', 'x', [randomBlob(), before]);
   for (const d of [during.manifest, during.config, ...during.layers]) t.true(await liveSet.has(d.digest), `${d.digest} recorded`);
   t.true(await liveSet.hasRepository('rec'));
+  const unrecorded = `sha256:${'0'.repeat(64)}`;
+  const batch = await liveSet.recorded([during.manifest.digest, unrecorded, ...during.layers.map((d) => d.digest)]);
+  t.deepEqual([...batch].sort(), [during.manifest.digest, ...during.layers.map((d) => d.digest)].sort(), 'recorded() returns the recorded subset');
   await lock.release();
   await recorder.check();
   t.false(recorder.mayBeCollecting());

@@ -80,6 +80,8 @@ export interface LockProbe {
 export interface LiveSet {
   record(repository: string, digests: string[]): Promise<void>;
   has(digest: string): Promise<boolean>;
+  /** Which of `digests` are recorded: one round trip (or a few) for a whole batch, for the sweeper. */
+  recorded(digests: string[]): Promise<Set<string>>;
   hasRepository(repository: string): Promise<boolean>;
   /** Forget records older than `before` (they belong to earlier runs). */
   prune(before: Date): Promise<void>;
@@ -206,6 +208,14 @@ export class StorageLiveSet implements LiveSet {
   async has(digest: string): Promise<boolean> {
     const path = blobMarker(digest);
     return path !== undefined && (await orUndefined(this.driver.stat(path))) !== undefined;
+  }
+
+  async recorded(digests: string[]): Promise<Set<string>> {
+    const found = new Set<string>();
+    await runLimited([...new Set(digests)], 16, async (d) => {
+      if (await this.has(d)) found.add(d);
+    });
+    return found;
   }
 
   async hasRepository(repository: string): Promise<boolean> {
