@@ -23,6 +23,7 @@ import { parseManifest } from '../registry/manifest-format.js';
 import { digestOf, parseDigest, tryParseDigest, type Digest } from '../registry/reference.js';
 import type { Registry } from '../registry/registry.js';
 import type { FlightOutcome, SharedFlights } from './shared-flight.js';
+import { routeOf } from './routing.js';
 import { UpstreamClient, UpstreamError } from './upstream.js';
 
 /** The warning a response carries when it was served from the cache because the upstream failed. */
@@ -112,25 +113,10 @@ export class Mirror {
     this.metrics?.[key].inc({ upstream: route.upstream.config.name }, n);
   }
 
-  /** The upstream serving `name` (and the name there), or undefined for a local repository. */
+  /** The upstream serving `name` (and the name there), or undefined for a local repository (./routing.ts). */
   route(name: string, ns?: string): Route | undefined {
-    if (this.config.localnamespaces.some((p) => name === p || name.startsWith(`${p}/`))) return undefined;
-    let upstream: Upstream | undefined;
-    let remote = name;
-    if (ns !== undefined && ns !== '') {
-      upstream = this.upstreams.find((u) => u.config.namespaces.includes(ns));
-      if (!upstream) return undefined;
-    } else {
-      for (const u of this.upstreams) {
-        const p = u.config.prefix;
-        if (p !== undefined && name.startsWith(`${p}/`) && (!upstream || p.length > upstream.config.prefix!.length)) upstream = u;
-      }
-      if (upstream) remote = name.slice(upstream.config.prefix!.length + 1);
-      else upstream = this.upstreams.find((u) => u.config.prefix === undefined);
-      if (!upstream) return undefined;
-    }
-    if (upstream.config.librarymapping && !remote.includes('/')) remote = `library/${remote}`;
-    return { upstream, remote };
+    const found = routeOf(this.config, name, ns);
+    return found && { upstream: this.upstreams[this.config.upstreams.indexOf(found.upstream)]!, remote: found.remote };
   }
 
   /** Whether writes to `name` must be refused (it is mirrored, not a local namespace). */
