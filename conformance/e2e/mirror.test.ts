@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { freePort, startRegistry2, startWharf, type RunningWharf } from '../harness.js';
 import { allBlobs, generateImage, generateMultiArch, writeOciLayout, type Image } from './image.js';
 import { tempDir, waitFor } from './target.js';
-import { UPSTREAM_USERS as USERS, pushUpstream as pushTo, skopeo, startTokenUpstream } from './upstream.js';
+import { UPSTREAM_USERS as USERS, pushUpstream as pushTo, skopeo, startTokenUpstream, upstreamBlobGets as blobGetsOf } from './upstream.js';
 
 let work: { path: string; remove: () => Promise<void> };
 let upstream: RunningWharf;
@@ -46,10 +46,8 @@ async function servedDigest(host: string, ref: string): Promise<string> {
   return `sha256:${createHash('sha256').update(r.stdout).digest('hex')}`;
 }
 
-/** Successful blob GETs the upstream's access log shows for repository `name`. */
 function upstreamBlobGets(name: string): number {
-  const re = new RegExp(`"method":"GET","path":"/v2/${name}/blobs/[^"]*"[^\\n]*"status":200`, 'g');
-  return upstream.output().match(re)?.length ?? 0;
+  return blobGetsOf(upstream, name);
 }
 
 async function layoutOf(image: Image, tag = 'img'): Promise<string> {

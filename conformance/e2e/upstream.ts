@@ -42,3 +42,9 @@ export async function pushUpstream(upstream: RunningWharf, layoutDir: string, re
   const r = await skopeo('copy', ...(all ? ['--all'] : []), '--dest-tls-verify=false', '--dest-creds', `admin:${UPSTREAM_USERS.admin}`, `oci:${layoutDir}:${ref}`, `docker://${upstream.host}/${target}`);
   if (r.code !== 0) throw new Error(`push ${target} failed: ${r.stderr}`);
 }
+
+/** Successful blob GETs the upstream's access log shows for repository `name`. */
+export function upstreamBlobGets(upstream: RunningWharf, name: string): number {
+  const re = new RegExp(`"method":"GET","path":"/v2/${name}/blobs/[^"]*"[^\\n]*"status":200`, 'g');
+  return upstream.output().match(re)?.length ?? 0;
+}
