@@ -177,10 +177,13 @@ export class Mirror {
         this.recordPull(name, digest);
         return {};
       }
-      this.count(route, 'misses');
       try {
-        await this.once(`m\0${name}\0${digest.value}`, () =>
-          this.shared(route, `manifest:${name}@${digest.value}`, () => manifests.hasRevision(name, digest), () => this.fetchManifest(route, name, digest.value, digest)));
+        const outcome = await this.once(`m\0${name}\0${digest.value}`, () =>
+          this.shared(route, `manifest:${name}@${digest.value}`, () => manifests.hasRevision(name, digest), () => {
+            this.count(route, 'misses');
+            return this.fetchManifest(route, name, digest.value, digest);
+          }));
+        if (!outcome.fetched) this.count(route, 'hits');
       } catch (err) {
         if (err instanceof UpstreamError) throw this.failure(route, err, 'manifest', name, reference);
         throw err;
@@ -199,12 +202,16 @@ export class Mirror {
           this.recordPull(name, cached);
           return;
         }
-        this.count(route, 'misses');
+        const fetch = () => {
+          this.count(route, 'misses');
+          return this.fetchManifest(route, name, reference, undefined, reference);
+        };
         const wanted = head.digest ? tryParseDigest(head.digest) : undefined;
-        if (!wanted) return this.fetchManifest(route, name, reference, undefined, reference);
+        if (!wanted) return fetch();
         // The HEAD is per replica; the GET of a changed manifest is shared (keyed by the digest the HEAD named).
         const isDone = async () => (await manifests.resolveTag(name, reference))?.value === wanted.value && (await manifests.hasRevision(name, wanted));
-        await this.shared(route, `tag:${name}:${reference}@${wanted.value}`, isDone, () => this.fetchManifest(route, name, reference, undefined, reference));
+        const outcome = await this.shared(route, `tag:${name}:${reference}@${wanted.value}`, isDone, fetch);
+        if (!outcome.fetched) this.count(route, 'hits');
       });
       return {};
     } catch (err) {
