@@ -1,7 +1,7 @@
 /**
  * The pull-through cache with two replicas: two Wharf mirror processes on one filesystem storage and one real
  * redis-server, in front of an upstream Wharf that requires Bearer token auth. Between the mirrors and the upstream
- * sits a loopback front that counts the upstream's blob answers and can hold a blob body after its first chunk, so a
+ * sits a loopback front that counts the upstream's blob and manifest answers and can hold a body after its first chunk, so a
  * fetch is caught in the middle: while one replica holds the fetch the other is seen waiting (its debug log), and
  * only then is the body let through, or the holder killed.
  */
@@ -11,7 +11,7 @@ import { createServer, request as httpRequest, type Server } from 'node:http';
 import { join } from 'node:path';
 import { startRedis, type RunningRedis } from '../../server/cache/redis-test-server.js';
 import { startWharf, type RunningWharf } from '../harness.js';
-import { allBlobs, generateImage, writeOciLayout } from './image.js';
+import { allBlobs, generateImage, writeOciLayout, type Image } from './image.js';
 import { tempDir, waitFor } from './target.js';
 import { UPSTREAM_USERS, pushUpstream, startTokenUpstream } from './upstream.js';
 
@@ -20,9 +20,10 @@ let upstream: RunningWharf;
 let redis: RunningRedis;
 let front: Server;
 let replicas: RunningWharf[] = [];
-/** Blob GETs the upstream answered 200 to, through the front. */
+/** Blob and manifest GETs the upstream answered 200 to, through the front. */
 let blobGets = 0;
-/** While set, a blob body stops after its first chunk until `release` is called. */
+let manifestGets = 0;
+/** While set, a blob or manifest body stops after its first chunk until `release` is called. */
 let holding = false;
 let held: (() => void)[] = [];
 const release = () => {
@@ -39,8 +40,10 @@ test.before(async () => {
     const fwd = httpRequest({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
       res.writeHead(r.statusCode ?? 502, r.headers);
       const isBlob = req.method === 'GET' && /\/blobs\//.test(req.url ?? '') && r.statusCode === 200;
+      const isManifest = req.method === 'GET' && /\/manifests\//.test(req.url ?? '') && r.statusCode === 200;
       if (isBlob) blobGets++;
-      let hold = isBlob && holding;
+      if (isManifest) manifestGets++;
+      let hold = (isBlob || isManifest) && holding;
       r.on('data', (chunk: Buffer) => {
         res.write(chunk);
         if (hold) {
@@ -74,12 +77,16 @@ test.after.always(async () => {
   await work?.remove();
 });
 
-async function pushLayer(repository: string): Promise<string> {
+async function pushImage(repository: string): Promise<Image> {
   const image = generateImage({ layerCount: 1, firstLayerBytes: 4 * 1024 * 1024 });
   const dir = join(work.path, `layout-${repository.replace(/\//g, '-')}`);
   await writeOciLayout(dir, [{ tag: 'img', target: image.manifest }], allBlobs(image));
   await pushUpstream(upstream, dir, 'img', `${repository}:1`);
-  return image.layers[0]!.blob.digest;
+  return image;
+}
+
+async function pushLayer(repository: string): Promise<string> {
+  return (await pushImage(repository)).layers[0]!.blob.digest;
 }
 
 /** GET a blob through a replica: status and the digest of the bytes received. */
@@ -105,6 +112,23 @@ test.serial('concurrent pulls of one blob through both replicas make one upstrea
   const results = await pulls;
   t.deepEqual(results, [{ status: 200, digest }, { status: 200, digest }]);
   t.is(blobGets, before + 1, 'exactly one blob GET reached the upstream');
+});
+
+test.serial("a changed tag's manifest GET is shared too (the HEAD that finds the change is per replica)", async (t) => {
+  const image = await pushImage('team/tagged');
+  const before = manifestGets;
+  const waitsBefore = replicas.map(waits);
+  holding = true;
+  const gets = Promise.all(replicas.map(async (r) => {
+    const res = await fetch(`${r.url}/v2/team/tagged/manifests/1`, { headers: { Accept: image.manifest.mediaType } });
+    const body = Buffer.from(await res.arrayBuffer());
+    return { status: res.status, digest: `sha256:${createHash('sha256').update(body).digest('hex')}` };
+  }));
+  await waitFor('one replica fetching the manifest and the other waiting', async () =>
+    manifestGets === before + 1 && replicas.some((r, i) => waits(r) > waitsBefore[i]!) ? true : undefined);
+  release();
+  t.deepEqual(await gets, [{ status: 200, digest: image.manifest.digest }, { status: 200, digest: image.manifest.digest }]);
+  t.is(manifestGets, before + 1, 'exactly one manifest GET reached the upstream');
 });
 
 test.serial('when the replica holding the fetch is killed, the other takes over and the pull completes', async (t) => {
