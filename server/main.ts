@@ -8,13 +8,14 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { verifyDriver } from '../storage-drivers/index.js';
-import { createDescriptorCache } from './cache/index.js';
+import { createDescriptorCache, redisConnectionOptions } from './cache/index.js';
 import type { WharfConfig } from './config/index.js';
 import { startDebugServer } from './debug.js';
 import { Health } from './health.js';
 import { GcRecorder } from './gc/recorder.js';
 import { createApp } from './http/app.js';
 import { Mirror } from './proxy/mirror.js';
+import { SharedFlights } from './proxy/shared-flight.js';
 import { createAuth } from './http/auth-setup.js';
 import { createLogger } from './logging.js';
 import { Metrics, countingCache, instrumentedDriver } from './metrics.js';
@@ -89,6 +90,9 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
       if (!cache.healthy()) throw new Error(`unavailable, serving from storage: ${cache.status().lastError ?? 'not connected'}`);
     });
   }
+  // With Redis, the mirror's replicas share each upstream fetch; a Redis that is down only means duplicate fetches.
+  const sharedFlights = config.proxy && config.redis ? new SharedFlights({ ...redisConnectionOptions(config.redis), logger }) : undefined;
+  await sharedFlights?.connect();
   const notifier = new Notifier(
     { endpoints: config.notifications.endpoints, maxQueue: config.notifications.maxqueue },
     logger,
@@ -102,7 +106,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     health,
     auth: auth.hooks,
     notifier,
-    ...(config.proxy ? { proxy: new Mirror(config.proxy, registry, logger, { manifestMaxSize: config.validation.manifests.maxsize, ...(metrics ? { metrics: metrics.registry } : {}) }) } : {}),
+    ...(config.proxy ? { proxy: new Mirror(config.proxy, registry, logger, { manifestMaxSize: config.validation.manifests.maxsize, ...(metrics ? { metrics: metrics.registry } : {}), ...(sharedFlights ? { sharedFlights } : {}) }) } : {}),
   });
   const handler = app.callback();
   const server = config.http.tls
@@ -169,6 +173,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
       server.close(() => {
         clearTimeout(timer);
         void registry.descriptorCache?.close().catch(() => {});
+        void sharedFlights?.close();
         resolve();
       });
       server.closeIdleConnections();

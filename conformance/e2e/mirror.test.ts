@@ -5,17 +5,14 @@
  * requests reached it.
  */
 import test from 'ava';
-import bcrypt from 'bcryptjs';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import { join } from 'node:path';
 import { freePort, startRegistry2, startWharf, type RunningWharf } from '../harness.js';
 import { allBlobs, generateImage, generateMultiArch, writeOciLayout, type Image } from './image.js';
-import { run, tempDir, waitFor } from './target.js';
-
-const USERS = { admin: 'admin-e2e-pw', puller: 'puller-e2e-pw' };
+import { tempDir, waitFor } from './target.js';
+import { UPSTREAM_USERS as USERS, pushUpstream as pushTo, skopeo, startTokenUpstream, upstreamBlobGets as blobGetsOf } from './upstream.js';
 
 let work: { path: string; remove: () => Promise<void> };
 let upstream: RunningWharf;
@@ -30,14 +27,9 @@ let frontLimited = false;
 let frontCorrupt = false;
 let frontBlobGets = 0;
 
-async function skopeo(...args: string[]) {
-  return run('skopeo', ['--insecure-policy', ...args], { timeoutMs: 120_000 });
-}
-
 /** Push an OCI layout ref into the upstream as admin. */
-async function pushUpstream(layoutDir: string, ref: string, target: string, all = false) {
-  const r = await skopeo('copy', ...(all ? ['--all'] : []), '--dest-tls-verify=false', '--dest-creds', `admin:${USERS.admin}`, `oci:${layoutDir}:${ref}`, `docker://${upstream.host}/${target}`);
-  if (r.code !== 0) throw new Error(`push ${target} failed: ${r.stderr}`);
+function pushUpstream(layoutDir: string, ref: string, target: string, all = false) {
+  return pushTo(upstream, layoutDir, ref, target, all);
 }
 
 /** Pull through a registry (anonymous, the mirror has no auth) into a fresh OCI layout; returns the skopeo result. */
@@ -54,10 +46,8 @@ async function servedDigest(host: string, ref: string): Promise<string> {
   return `sha256:${createHash('sha256').update(r.stdout).digest('hex')}`;
 }
 
-/** Successful blob GETs the upstream's access log shows for repository `name`. */
 function upstreamBlobGets(name: string): number {
-  const re = new RegExp(`"method":"GET","path":"/v2/${name}/blobs/[^"]*"[^\\n]*"status":200`, 'g');
-  return upstream.output().match(re)?.length ?? 0;
+  return blobGetsOf(upstream, name);
 }
 
 async function layoutOf(image: Image, tag = 'img'): Promise<string> {
@@ -68,25 +58,7 @@ async function layoutOf(image: Image, tag = 'img'): Promise<string> {
 
 test.before(async () => {
   work = await tempDir('wharf-e2e-mirror-');
-  const htpasswd = Object.entries(USERS).map(([u, p]) => `${u}:${bcrypt.hashSync(p, 5).replace(/^\$2b\$/, '$2y$')}`).join('\n');
-  await writeFile(join(work.path, 'htpasswd'), `${htpasswd}\n`);
-  const port = await freePort();
-  upstream = await startWharf({
-    config: {
-      log: { level: 'info' },
-      http: { addr: `127.0.0.1:${port}` },
-      auth: {
-        token: { realm: `http://127.0.0.1:${port}/auth/token`, service: 'upstream-e2e', issuer: 'upstream-e2e-issuer' },
-        tokenserver: { key: join(work.path, 'token.key'), certificate: join(work.path, 'token.crt'), htpasswd: join(work.path, 'htpasswd') },
-        access: {
-          rules: [
-            { users: ['admin'], repositories: ['**'], actions: ['*'] },
-            { users: ['puller'], repositories: ['**'], actions: ['pull'] },
-          ],
-        },
-      },
-    },
-  });
+  upstream = await startTokenUpstream(work.path);
   // A loopback front for the upstream that can be switched to answer 429 to everything (Docker Hub's rate limit).
   front = createServer((req, res) => {
     if (frontLimited) {

@@ -110,8 +110,23 @@ export function clientOptions(options: RedisConnectionOptions): Parameters<typeo
   return out as Parameters<typeof createClient>[0];
 }
 
+/**
+ * One command on `client`, failing after `timeoutMs` however far it got. (node-redis times out only commands still
+ * waiting to be written; a Redis that stops answering would otherwise hold the caller forever.) A reply arriving
+ * after the timeout is ignored.
+ */
+export function sendWithTimeout(client: { sendCommand(args: string[]): Promise<unknown> }, args: string[], timeoutMs: number): Promise<unknown> {
+  const reply = client.sendCommand(args);
+  reply.catch(() => {}); // a late failure after the timeout has nobody to tell
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`redis command timed out after ${timeoutMs} ms`)), timeoutMs);
+  });
+  return Promise.race([reply, timeout]).finally(() => clearTimeout(timer));
+}
+
 /** An error's message without anything that looks like URL credentials. */
-function safeMessage(err: unknown): string {
+export function safeMessage(err: unknown): string {
   const msg = err instanceof Error ? err.message : String(err);
   return msg.replace(/\/\/[^@/\s]*@/g, '//***@');
 }
@@ -246,19 +261,9 @@ export class RedisDescriptorCache implements BlobDescriptorCache {
     return this.command(['EVAL', script, '0', this.prefix, ...args]);
   }
 
-  /**
-   * One command, failing after `commandTimeoutMs` however far it got. (node-redis times out only commands still
-   * waiting to be written; a Redis that stops answering would otherwise hold a request forever.) A reply arriving
-   * after the timeout is ignored: by then the cache is off and will start a new generation before answering.
-   */
+  /** One command with this cache's timeout (see sendWithTimeout); a late reply finds the cache already off. */
   private command(args: string[]): Promise<unknown> {
-    const reply = this.client.sendCommand(args);
-    reply.catch(() => {}); // a late failure after the timeout has nobody to tell
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`redis command timed out after ${this.commandTimeoutMs} ms`)), this.commandTimeoutMs);
-    });
-    return Promise.race([reply, timeout]).finally(() => clearTimeout(timer));
+    return sendWithTimeout(this.client, args, this.commandTimeoutMs);
   }
 
   private async read(args: string[]): Promise<(string | null)[] | undefined> {

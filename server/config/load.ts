@@ -558,7 +558,8 @@ class Reader {
   proxy(top: Sec): ProxyConfig | undefined {
     const section = this.section(top, 'proxy');
     const upstreams: ProxyUpstreamConfig[] = [];
-    const ttlDefault = this.duration(section, 'ttl', DEFAULTS.proxyTtlMs, { positive: true });
+    // A ttl of 0 means cached content never expires.
+    const ttlDefault = this.duration(section, 'ttl', DEFAULTS.proxyTtlMs);
     const read = (sec: Sec, name: string, urlKey: string, prefix: string | undefined, namespaces: string[] | undefined) => {
       const url = this.string(sec, urlKey);
       if (url === undefined) {
@@ -584,7 +585,7 @@ class Reader {
       const upstream: ProxyUpstreamConfig = {
         name,
         url: url.replace(/\/+$/, ''),
-        ttl: this.duration(sec, 'ttl', ttlDefault, { positive: true }),
+        ttl: this.duration(sec, 'ttl', ttlDefault),
         namespaces: namespaces ?? [parsed.host, ...(dockerHub ? ['docker.io'] : [])],
         librarymapping: this.boolean(sec, 'librarymapping', dockerHub),
       };

@@ -226,7 +226,7 @@ export interface ProxyUpstreamConfig {
   /** Credentials for the upstream (Basic, or for its token server). Never logged. */
   username?: string;
   password?: string;
-  /** How long cached content that is not pulled again is kept (for the GC). Default 7 days (168h). */
+  /** How long cached content that is not pulled again is kept (the GC expires it). Default 7 days (168h); 0: forever. */
   ttl: number;
   /** Repositories under this prefix (`ghcr` for `ghcr/owner/app`) go to this upstream, prefix removed. */
   prefix?: string;

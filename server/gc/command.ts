@@ -9,9 +9,11 @@ import { writeFile, rename } from 'node:fs/promises';
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { nanosToMillis, parseGoDuration } from '../config/duration.js';
 import type { WharfConfig } from '../config/index.js';
+import type { ProxyConfig } from '../config/types.js';
 import { createDescriptorCache, type BlobDescriptorCache } from '../cache/index.js';
 import { driverFor } from '../storage.js';
 import { metricsText, newStats, startProgress, summaryText } from './report.js';
+import { ProxyExpiry } from './proxy-expiry.js';
 import { LockBusyError } from './state.js';
 import { DEFAULT_GRACE_MS, DEFAULT_UPLOAD_AGE_MS, collectGarbage } from './worker.js';
 
@@ -81,8 +83,9 @@ async function writeMetricsFile(path: string, text: string): Promise<void> {
 }
 
 /** One run with output; resolves to the exit code. */
-async function runOnce(driver: StorageDriver, o: GcCommandOptions, cache?: BlobDescriptorCache): Promise<number> {
+async function runOnce(driver: StorageDriver, o: GcCommandOptions, cache?: BlobDescriptorCache, proxy?: ProxyConfig): Promise<number> {
   const stats = newStats(o.dryRun);
+  const listing = o.dryRun && !o.quiet ? (kind: string, what: string) => void process.stdout.write(`would delete ${kind} ${what}\n`) : undefined;
   const stopProgress = o.quiet ? () => {} : startProgress(stats, process.stderr);
   let code = 0;
   try {
@@ -94,7 +97,9 @@ async function runOnce(driver: StorageDriver, o: GcCommandOptions, cache?: BlobD
       stats,
       forget: cache ? (d) => cache.forget(d) : undefined,
       forgetLink: cache ? (repo, d) => cache.forgetLink(repo, d) : undefined,
-      onDelete: o.dryRun && !o.quiet ? (kind, what) => process.stdout.write(`would delete ${kind} ${what}\n`) : undefined,
+      onDelete: listing,
+      // A mirror's cached content past its upstream's TTL (docs/mirror.md).
+      expiry: proxy ? new ProxyExpiry(driver, proxy, { dryRun: o.dryRun, stats, note: listing }) : undefined,
     });
     stopProgress();
     process.stdout.write(summaryText(stats));
@@ -115,14 +120,14 @@ export async function garbageCollectCommand(config: WharfConfig, o: GcCommandOpt
   // keeps it switched off while the lock is held (./recorder.ts).
   const cache = config.storage.cache.blobdescriptor === 'redis' ? await createDescriptorCache(config) : undefined;
   try {
-    return await runCommand(driver, o, cache);
+    return await runCommand(driver, o, cache, config.proxy);
   } finally {
     await cache?.close();
   }
 }
 
-async function runCommand(driver: StorageDriver, o: GcCommandOptions, cache?: BlobDescriptorCache): Promise<number> {
-  if (o.everyMs === undefined) return runOnce(driver, o, cache);
+async function runCommand(driver: StorageDriver, o: GcCommandOptions, cache?: BlobDescriptorCache, proxy?: ProxyConfig): Promise<number> {
+  if (o.everyMs === undefined) return runOnce(driver, o, cache, proxy);
   let stopping = false;
   let wake: () => void = () => {};
   const stop = () => {
@@ -133,7 +138,7 @@ async function runCommand(driver: StorageDriver, o: GcCommandOptions, cache?: Bl
   process.on('SIGINT', stop);
   let last = 0;
   while (!stopping) {
-    last = await runOnce(driver, o, cache);
+    last = await runOnce(driver, o, cache, proxy);
     if (stopping) break;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, o.everyMs);

@@ -22,6 +22,10 @@ export interface GcStats {
   restored: number;
   /** Live manifests whose bytes were missing (a damaged registry; reported, never fatal). */
   missingManifests: number;
+  /** Mirrored tags and manifest revisions removed because their TTL passed (./proxy-expiry.ts); the revisions are
+   *  also counted in manifestsDeleted. */
+  expiredTags: number;
+  expiredManifests: number;
   startedAt: number;
   durationMs: number;
 }
@@ -30,7 +34,7 @@ export function newStats(dryRun: boolean): GcStats {
   return {
     phase: 'lock', dryRun, repositories: 0, repositoriesDeleted: 0, manifestsMarked: 0, manifestsDeleted: 0,
     blobsMarked: 0, blobsSeen: 0, blobsDeleted: 0, linksDeleted: 0, bytesFreed: 0, uploadsPurged: 0, restored: 0,
-    missingManifests: 0, startedAt: Date.now(), durationMs: 0,
+    missingManifests: 0, expiredTags: 0, expiredManifests: 0, startedAt: Date.now(), durationMs: 0,
   };
 }
 
@@ -84,6 +88,7 @@ export function summaryText(s: GcStats): string {
     `manifests: ${s.manifestsMarked} marked, ${s.manifestsDeleted} ${verb}`,
     `blobs: ${s.blobsMarked} marked, ${s.blobsDeleted} ${verb}, ${formatBytes(s.bytesFreed)} ${s.dryRun ? 'would be freed' : 'freed'}`,
     `links: ${s.linksDeleted} ${verb}; upload sessions: ${s.uploadsPurged} ${s.dryRun ? 'would be purged' : 'purged'}`,
+    ...(s.expiredTags || s.expiredManifests ? [`mirror TTL: ${s.expiredTags} tags and ${s.expiredManifests} manifests ${s.dryRun ? 'would expire' : 'expired'}`] : []),
     ...(s.restored ? [`restored ${s.restored} files an interrupted run had set aside`] : []),
     ...(s.missingManifests ? [`warning: ${s.missingManifests} live manifests have no content`] : []),
     // Last, one line that says it all (log tails and the benchmark show the last line).
@@ -110,5 +115,7 @@ export function metricsText(s: GcStats, success: boolean, finishedAt = Date.now(
     g('wharf_gc_bytes_freed', 'Bytes freed by the last run.', s.bytesFreed),
     g('wharf_gc_links_deleted', 'Repository links deleted by the last run.', s.linksDeleted),
     g('wharf_gc_uploads_purged', 'Stale upload sessions purged by the last run.', s.uploadsPurged),
+    g('wharf_gc_proxy_expired_tags', 'Mirrored tags past their TTL removed by the last run.', s.expiredTags),
+    g('wharf_gc_proxy_expired_manifests', 'Mirrored manifest revisions past their TTL removed by the last run.', s.expiredManifests),
   ].join('');
 }

@@ -12,6 +12,7 @@
  *   restoreTrash()                                         blobs: liveSet.record(repo, digests)
  *   cutoff := now - G
  *   for each repository:
+ *     mirrored: tags and revisions past their TTL go first, each through sweep (./proxy-expiry.ts)
  *     mark from tags (+ revisions unless --delete-untagged) and anything younger than cutoff
  *     for each old unmarked revision / referrer / layer link:  sweep(link, digest)
  *     repository now empty and not recorded:  remove its folders
@@ -42,6 +43,7 @@ import * as layout from '../registry/layout.js';
 import { purgeUploads } from '../registry/purge.js';
 import { tryParseDigest } from '../registry/reference.js';
 import { listRepositories, markRepository, scanRepository } from './mark.js';
+import type { RepositoryExpiry } from './proxy-expiry.js';
 import { metricsText, newStats, type GcStats } from './report.js';
 import {
   LOCK_PATH, LOCK_PROPAGATION_MS, METRICS_PATH, StorageGcLock, StorageLiveSet, runLimited,
@@ -63,7 +65,9 @@ export interface GcOptions {
   /** Deletes in flight at once (default 8). */
   concurrency?: number;
   /** Called for each thing deleted (or, in a dry run, that would be). */
-  onDelete?: (kind: 'blob' | 'manifest' | 'link' | 'repository' | 'upload', what: string) => void;
+  onDelete?: (kind: 'blob' | 'manifest' | 'link' | 'repository' | 'upload' | 'tag', what: string) => void;
+  /** Mirror TTL expiry: per-repository hooks around mark (./proxy-expiry.ts). */
+  expiry?: RepositoryExpiry;
   /** Called right before each blob delete (tests use it to interrupt a run mid-sweep). */
   beforeBlobDelete?: (digest: string) => Promise<void> | void;
   /** Live statistics, updated as the run goes (for progress output). */
@@ -121,6 +125,8 @@ export async function collectGarbage(driver: StorageDriver, options: GcOptions =
     for await (const name of listRepositories(driver)) {
       if (!dryRun) await lock.verify();
       const scan = await scanRepository(driver, name);
+      // Mirrored content past its TTL leaves the scan (and storage) first, so mark no longer counts it (./proxy-expiry.ts).
+      await options.expiry?.beforeMark(scan, { remove, cutoff });
       const marked = await markRepository(driver, scan, { deleteUntagged: options.deleteUntagged ?? false, cutoff });
       stats.repositories++;
       stats.manifestsMarked += marked.manifests.size;
@@ -171,6 +177,7 @@ export async function collectGarbage(driver: StorageDriver, options: GcOptions =
           note('repository', name);
         }
       }
+      await options.expiry?.afterRepository(name);
     }
 
     stats.phase = 'sweep';

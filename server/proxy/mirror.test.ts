@@ -29,6 +29,11 @@ test("registry:2's proxy keys make one upstream for every repository; Docker Hub
   t.is(m.route('bitnami/redis')?.remote, 'bitnami/redis');
 });
 
+test('a ttl of 0 (cached content never expires) is accepted, per upstream too', (t) => {
+  const { config } = parseConfig(`${MINIMAL}proxy:\n  remoteurl: http://a\n  ttl: 0\n  upstreams: [{url: http://b, prefix: b, ttl: 2h}]\n`, {}, 'x');
+  t.deepEqual(config.proxy?.upstreams.map((u) => u.ttl), [0, 2 * 3600_000]);
+});
+
 test('REGISTRY_PROXY_REMOTEURL configures the mirror', (t) => {
   const { config } = parseConfig(MINIMAL, { REGISTRY_PROXY_REMOTEURL: 'http://127.0.0.1:5001' }, 'x');
   t.is(config.proxy?.upstreams[0]?.url, 'http://127.0.0.1:5001');
@@ -67,5 +72,6 @@ test('config problems name the key', (t) => {
   t.regex(problems('proxy: {remoteurl: http://x, username: u}\n'), /username and password go together/);
   t.regex(problems('proxy: {upstreams: [{url: http://a}, {url: http://b}]}\n'), /only one upstream may take every repository/);
   t.regex(problems('proxy: {ttl: 1h}\n'), /needs proxy\.remoteurl or proxy\.upstreams/);
+  t.regex(problems('proxy: {remoteurl: http://x, ttl: -1h}\n'), /proxy\.ttl: must be zero or more/);
   t.regex(problems('proxy: {upstreams: [{url: http://a, prefix: "Bad Prefix"}]}\n'), /proxy\.upstreams\.0\.prefix/);
 });

@@ -9,8 +9,8 @@
  * - Manifests by tag: HEAD upstream; GET and store only when the digest changed; when the upstream fails (timeout,
  *   5xx, 429) and a cached copy exists, serve it and say so (`warning`). By digest: cached copies are immutable.
  * - Blobs: verified by the upload session before they become visible (a mismatch or a failed fetch leaves
- *   nothing); concurrent requests for one blob or manifest share one upstream fetch; a client going away does not
- *   stop the fetch.
+ *   nothing); concurrent requests for one blob or manifest share one upstream fetch (in this process; across
+ *   replicas through Redis when configured, ./shared-flight.ts); a client going away does not stop the fetch.
  * - Last pulls are recorded under `_wharf/proxy/` (see docs/mirror.md) for TTL expiry.
  */
 import { PassThrough, type Readable } from 'node:stream';
@@ -22,6 +22,8 @@ import * as layout from '../registry/layout.js';
 import { parseManifest } from '../registry/manifest-format.js';
 import { digestOf, parseDigest, tryParseDigest, type Digest } from '../registry/reference.js';
 import type { Registry } from '../registry/registry.js';
+import type { FlightOutcome, SharedFlights } from './shared-flight.js';
+import { routeOf } from './routing.js';
 import { UpstreamClient, UpstreamError } from './upstream.js';
 
 /** The warning a response carries when it was served from the cache because the upstream failed. */
@@ -62,6 +64,8 @@ export interface MirrorOptions {
   fetch?: typeof fetch;
   /** The Prometheus registry to add the mirror's metrics to (http.debug.prometheus). */
   metrics?: MetricsRegistry;
+  /** Single-flight across replicas through Redis (./shared-flight.ts), when `redis` is configured. */
+  sharedFlights?: SharedFlights;
 }
 
 /** The mirror's Prometheus metrics, by upstream name. */
@@ -109,25 +113,10 @@ export class Mirror {
     this.metrics?.[key].inc({ upstream: route.upstream.config.name }, n);
   }
 
-  /** The upstream serving `name` (and the name there), or undefined for a local repository. */
+  /** The upstream serving `name` (and the name there), or undefined for a local repository (./routing.ts). */
   route(name: string, ns?: string): Route | undefined {
-    if (this.config.localnamespaces.some((p) => name === p || name.startsWith(`${p}/`))) return undefined;
-    let upstream: Upstream | undefined;
-    let remote = name;
-    if (ns !== undefined && ns !== '') {
-      upstream = this.upstreams.find((u) => u.config.namespaces.includes(ns));
-      if (!upstream) return undefined;
-    } else {
-      for (const u of this.upstreams) {
-        const p = u.config.prefix;
-        if (p !== undefined && name.startsWith(`${p}/`) && (!upstream || p.length > upstream.config.prefix!.length)) upstream = u;
-      }
-      if (upstream) remote = name.slice(upstream.config.prefix!.length + 1);
-      else upstream = this.upstreams.find((u) => u.config.prefix === undefined);
-      if (!upstream) return undefined;
-    }
-    if (upstream.config.librarymapping && !remote.includes('/')) remote = `library/${remote}`;
-    return { upstream, remote };
+    const found = routeOf(this.config, name, ns);
+    return found && { upstream: this.upstreams[this.config.upstreams.indexOf(found.upstream)]!, remote: found.remote };
   }
 
   /** Whether writes to `name` must be refused (it is mirrored, not a local namespace). */
@@ -142,6 +131,16 @@ export class Mirror {
     const p = fn().finally(() => this.flights.delete(key));
     this.flights.set(key, p);
     return p;
+  }
+
+  /**
+   * Run `fetch` in one process of all replicas for `key` (per upstream); the others wait, and once `isDone()` says
+   * the content is in storage, serve it from there. Without Redis: just `fetch`.
+   */
+  private shared<T>(route: Route, key: string, isDone: () => Promise<boolean>, fetch: () => Promise<T>): Promise<FlightOutcome<T>> {
+    const flights = this.options.sharedFlights;
+    if (!flights) return fetch().then((value) => ({ fetched: true, value }));
+    return flights.run(`${route.upstream.config.name}:${key}`, isDone, fetch);
   }
 
   private failure(route: Route, err: UpstreamError, what: 'manifest' | 'blob', name: string, reference: string): RegistryError {
@@ -171,14 +170,20 @@ export class Mirror {
     const manifests = this.registry.manifests;
     if (reference.includes(':')) {
       const digest = parseDigest(reference);
+      // Recorded first (a no-op unless a GC run holds its lock), so a collection expiring it keeps it instead.
+      await this.registry.recordReferences(name, [digest.value]);
       if (await manifests.hasRevision(name, digest)) {
         this.count(route, 'hits');
         this.recordPull(name, digest);
         return {};
       }
-      this.count(route, 'misses');
       try {
-        await this.once(`m\0${name}\0${digest.value}`, () => this.fetchManifest(route, name, digest.value, digest));
+        const outcome = await this.once(`m\0${name}\0${digest.value}`, () =>
+          this.shared(route, `manifest:${name}@${digest.value}`, () => manifests.hasRevision(name, digest), () => {
+            this.count(route, 'misses');
+            return this.fetchManifest(route, name, digest.value, digest);
+          }));
+        if (!outcome.fetched) this.count(route, 'hits');
       } catch (err) {
         if (err instanceof UpstreamError) throw this.failure(route, err, 'manifest', name, reference);
         throw err;
@@ -187,6 +192,7 @@ export class Mirror {
     }
 
     const local = await manifests.resolveTag(name, reference);
+    if (local) await this.registry.recordReferences(name, [local.value]);
     const cached = local !== undefined && (await manifests.hasRevision(name, local)) ? local : undefined;
     try {
       await this.once(`t\0${name}\0${reference}`, async () => {
@@ -196,8 +202,16 @@ export class Mirror {
           this.recordPull(name, cached);
           return;
         }
-        this.count(route, 'misses');
-        await this.fetchManifest(route, name, reference, undefined, reference);
+        const fetch = () => {
+          this.count(route, 'misses');
+          return this.fetchManifest(route, name, reference, undefined, reference);
+        };
+        const wanted = head.digest ? tryParseDigest(head.digest) : undefined;
+        if (!wanted) return fetch();
+        // The HEAD is per replica; the GET of a changed manifest is shared (keyed by the digest the HEAD named).
+        const isDone = async () => (await manifests.resolveTag(name, reference))?.value === wanted.value && (await manifests.hasRevision(name, wanted));
+        const outcome = await this.shared(route, `tag:${name}:${reference}@${wanted.value}`, isDone, fetch);
+        if (!outcome.fetched) this.count(route, 'hits');
       });
       return {};
     } catch (err) {
@@ -245,6 +259,7 @@ export class Mirror {
     const route = this.route(name, options.ns);
     if (!route) return { kind: 'local' };
     const blobs = this.registry.blobs;
+    await this.registry.recordReferences(name, [digest.value]);
     const present = await blobs.statContent(digest);
     if (present && (await blobs.isLinked(name, digest))) {
       this.count(route, 'hits');
@@ -268,16 +283,26 @@ export class Mirror {
         return { kind: 'local' };
       }
       if (options.head) return { kind: 'head', ...(await route.upstream.client.headBlob(route.remote, digest.value)) };
-      this.count(route, 'misses');
       const body = new PassThrough();
       // Failures reach the client as a broken connection; the reason is logged below.
       body.on('error', () => undefined);
       let announce!: (size: number | undefined) => void;
       const headers = new Promise<number | undefined>((resolve) => (announce = resolve));
+      /** Whether this process fetches (else another replica did, and the blob is served from storage). */
+      let fetching = false;
       const done = (async () => {
-        const upstream = await route.upstream.client.getBlob(route.remote, digest.value);
-        announce(upstream.size);
-        await this.store(route, name, digest, upstream.body, options.wait ? undefined : body);
+        const isDone = async () => (await blobs.statContent(digest)) !== undefined && (await blobs.isLinked(name, digest));
+        const outcome = await this.shared(route, `blob:${name}@${digest.value}`, isDone, async () => {
+          fetching = true;
+          this.count(route, 'misses');
+          const upstream = await route.upstream.client.getBlob(route.remote, digest.value);
+          announce(upstream.size);
+          await this.store(route, name, digest, upstream.body, options.wait ? undefined : body);
+        });
+        if (!outcome.fetched) {
+          this.count(route, 'hits');
+          this.recordPull(name, digest);
+        }
       })();
       this.blobFlights.set(key, done);
       done.then(
@@ -292,7 +317,9 @@ export class Mirror {
         await done;
         return { kind: 'local' };
       }
+      // A blob another replica is fetching is answered from storage once it is there: headers come only then.
       const size = await Promise.race([headers, done.then(() => undefined)]);
+      if (!fetching) return { kind: 'local' };
       return size === undefined ? { kind: 'stream', body } : { kind: 'stream', size, body };
     } catch (err) {
       if (err instanceof UpstreamError) throw this.failure(route, err, 'blob', name, digest.value);

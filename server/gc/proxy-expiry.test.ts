@@ -1,0 +1,166 @@
+/**
+ * Mirror TTL expiry in the garbage collector, over a real filesystem tree written through the registry domain (as
+ * the mirror writes it) with last-pull records dated by the test: what expires, what a live index or a recent pull
+ * keeps, local namespaces, dry runs, a TTL of 0, and a pull recorded during the run.
+ */
+import test from 'ava';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseConfig } from '../config/load.js';
+import type { ProxyConfig } from '../config/types.js';
+import * as layout from '../registry/layout.js';
+import { parseDigest } from '../registry/reference.js';
+import { ProxyExpiry } from './proxy-expiry.js';
+import { newStats, summaryText, metricsText, type GcStats } from './report.js';
+import { StorageLiveSet } from './state.js';
+import {
+  ageAll, fixture, pullsCompletely, pushImage, pushIndex, randomBlob, storedBlobs, type BlobRef, type Fixture, type PushedImage,
+} from './test-helpers.js';
+import { collectGarbage, type GcOptions } from './worker.js';
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+
+function proxyConfig(extra = ''): ProxyConfig {
+  const yaml = `version: 0.1\nstorage: inmemory\nproxy:\n  remoteurl: http://127.0.0.1:1\n  ttl: 24h\n  localnamespaces: [mine]\n${extra}`;
+  return parseConfig(yaml, {}, 'x').config.proxy!;
+}
+
+/** Write a last-pull record for each digest, dated `ago` ms back. */
+async function pulled(f: Fixture, repo: string, digests: string[], ago: number): Promise<void> {
+  for (const d of digests) {
+    const p = parseDigest(d);
+    await f.driver.putContent(`${layout.PROXY_LAST_PULL_ROOT}/${repo}/${p.algorithm}/${p.hex}`, new Date(Date.now() - ago).toISOString());
+  }
+}
+
+const digestsOf = (img: PushedImage) => [img.manifest.digest, img.config.digest, ...img.layers.map((l) => l.digest)];
+
+async function gc(f: Fixture, proxy: ProxyConfig, options: GcOptions = {}): Promise<GcStats> {
+  const stats = options.stats ?? newStats(options.dryRun ?? false);
+  return collectGarbage(f.driver, {
+    propagationMs: 0,
+    graceMs: HOUR,
+    stats,
+    expiry: new ProxyExpiry(f.driver, proxy, { dryRun: options.dryRun ?? false, stats }),
+    ...options,
+  });
+}
+
+/** Three repositories, everything written two days ago: a mirrored image last pulled two days ago, one pulled an
+ *  hour ago, and a local one. */
+async function scene(f: Fixture) {
+  const old = await pushImage(f.registry, 'hub/old', 'v1', [randomBlob(), randomBlob()]);
+  const recent = await pushImage(f.registry, 'hub/recent', 'v1', [randomBlob()]);
+  const local = await pushImage(f.registry, 'mine/app', 'v1', [randomBlob()]);
+  await ageAll(f.root, 2 * DAY);
+  await pulled(f, 'hub/old', digestsOf(old), 2 * DAY);
+  await pulled(f, 'hub/recent', digestsOf(recent), HOUR);
+  return { old, recent, local };
+}
+
+test('content not pulled within the TTL is expired with its blobs; recent pulls and local namespaces stay', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const { old, recent, local } = await scene(f);
+  const stats = await gc(f, proxyConfig());
+
+  t.false(await pullsCompletely(f.registry, 'hub/old', 'v1'));
+  t.is(await f.registry.manifests.resolveTag('hub/old', 'v1'), undefined);
+  t.false(await f.registry.manifests.hasRevision('hub/old', parseDigest(old.manifest.digest)));
+  const stored = await storedBlobs(f.driver);
+  for (const d of digestsOf(old)) t.false(stored.has(d), `${d} deleted`);
+  t.true(await pullsCompletely(f.registry, 'hub/recent', 'v1'));
+  t.true(await pullsCompletely(f.registry, 'mine/app', 'v1'));
+  for (const d of [...digestsOf(recent), ...digestsOf(local)]) t.true(stored.has(d));
+
+  // The expired repository is gone, with its last-pull records; the recent one keeps its records.
+  t.false(existsSync(join(f.root, layout.repositoryPath('hub/old'))));
+  t.false(existsSync(join(f.root, layout.PROXY_LAST_PULL_ROOT, 'hub/old')));
+  t.true(existsSync(join(f.root, layout.PROXY_LAST_PULL_ROOT, 'hub/recent/sha256', recent.manifest.digest.slice(7))));
+
+  t.like(stats, { expiredTags: 1, expiredManifests: 1, manifestsDeleted: 1, blobsDeleted: 4 });
+  t.regex(summaryText(stats), /mirror TTL: 1 tags and 1 manifests expired/);
+  t.regex(metricsText(stats, true), /^wharf_gc_proxy_expired_tags 1$/m);
+});
+
+test('a dry run reports the expiry and deletes nothing', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const { old } = await scene(f);
+  const noted: string[] = [];
+  const stats = newStats(true);
+  await collectGarbage(f.driver, {
+    dryRun: true, graceMs: HOUR, stats,
+    onDelete: (kind, what) => noted.push(`${kind} ${what}`),
+    expiry: new ProxyExpiry(f.driver, proxyConfig(), { dryRun: true, stats, note: (kind, what) => noted.push(`${kind} ${what}`) }),
+  });
+  t.true(noted.includes('tag hub/old:v1'));
+  t.true(noted.includes(`manifest hub/old@${old.manifest.digest}`));
+  t.true(noted.includes(`blob ${old.layers[0]!.digest}`));
+  t.like(stats, { expiredTags: 1, expiredManifests: 1 });
+  t.regex(summaryText(stats), /1 manifests would expire/);
+  t.true(await pullsCompletely(f.registry, 'hub/old', 'v1'));
+  t.true(existsSync(join(f.root, layout.PROXY_LAST_PULL_ROOT, 'hub/old')));
+});
+
+test('without records the links\' own times count; a TTL of 0 and a longer upstream TTL keep content', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  await pushImage(f.registry, 'hub/norecord', 'v1', [randomBlob()]);
+  await pushImage(f.registry, 'ghcr/owner/app', 'v1', [randomBlob()]);
+  await ageAll(f.root, 2 * DAY);
+  const forever = proxyConfig('  upstreams: [{url: "http://127.0.0.1:2", prefix: ghcr, ttl: 0}]\n');
+  await gc(f, forever);
+  t.true(await pullsCompletely(f.registry, 'ghcr/owner/app', 'v1'), 'ttl 0: never expires');
+  t.false(await pullsCompletely(f.registry, 'hub/norecord', 'v1'), 'no record: the links are two days old');
+
+  const g = await fixture();
+  t.teardown(g.remove);
+  await pushImage(g.registry, 'ghcr/owner/app', 'v1', [randomBlob()]);
+  await ageAll(g.root, 2 * DAY);
+  await gc(g, proxyConfig('  upstreams: [{url: "http://127.0.0.1:2", prefix: ghcr, ttl: 72h}]\n'));
+  t.true(await pullsCompletely(g.registry, 'ghcr/owner/app', 'v1'), 'the upstream\'s own ttl applies');
+});
+
+test('an expired platform manifest that a live index still needs stays; an expired untagged revision goes', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const amd = await pushImage(f.registry, 'hub/multi', undefined, [randomBlob()]);
+  const arm = await pushImage(f.registry, 'hub/multi', undefined, [randomBlob()]);
+  const index: BlobRef = await pushIndex(f.registry, 'hub/multi', 'v1', [amd.manifest, arm.manifest]);
+  const stale = await pushImage(f.registry, 'hub/multi', undefined, [randomBlob()]);
+  await ageAll(f.root, 2 * DAY);
+  await pulled(f, 'hub/multi', [index.digest, ...digestsOf(amd)], HOUR);
+  await pulled(f, 'hub/multi', [...digestsOf(arm), ...digestsOf(stale)], 2 * DAY);
+  const stats = await gc(f, proxyConfig());
+  t.true(await pullsCompletely(f.registry, 'hub/multi', 'v1'), 'the index and both platforms still pull');
+  t.false(await f.registry.manifests.hasRevision('hub/multi', parseDigest(stale.manifest.digest)));
+  t.false((await storedBlobs(f.driver)).has(stale.layers[0]!.digest));
+  t.like(stats, { expiredTags: 0, expiredManifests: 1 });
+});
+
+test('a tag pulled through the mirror while the collection runs is kept, with everything it needs', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const { old } = await scene(f);
+  const liveSet = new StorageLiveSet(f.driver);
+  const stats = newStats(false);
+  const expiry = new ProxyExpiry(f.driver, proxyConfig(), { dryRun: false, stats });
+  await collectGarbage(f.driver, {
+    propagationMs: 0, graceMs: HOUR, stats, liveSet,
+    expiry: {
+      // The mirror records what it serves (here: the tag's manifest) before it looks in storage.
+      beforeMark: async (scan, context) => {
+        if (scan.name === 'hub/old') await liveSet.record('hub/old', [old.manifest.digest]);
+        await expiry.beforeMark(scan, context);
+      },
+      afterRepository: (name) => expiry.afterRepository(name),
+    },
+  });
+  t.true(await pullsCompletely(f.registry, 'hub/old', 'v1'));
+  t.is((await f.registry.manifests.resolveTag('hub/old', 'v1'))?.value, old.manifest.digest);
+  t.like(stats, { expiredTags: 0, expiredManifests: 0 });
+  // The records of what stays are kept too.
+  t.true(existsSync(join(f.root, layout.PROXY_LAST_PULL_ROOT, 'hub/old/sha256', old.manifest.digest.slice(7))));
+});

@@ -1,0 +1,154 @@
+/**
+ * TTL expiry of the pull-through cache, run by the garbage collector (./worker.ts calls it for each repository).
+ *
+ * A repository is mirrored when the proxy routing (server/proxy/routing.ts) gives it an upstream for a request
+ * without `?ns=`; local namespaces, and repositories only `?ns=` reaches (no upstream without a prefix), are never
+ * expired. Its upstream's `ttl` applies (0: never). An item's last use is its last-pull record
+ * (`_wharf/proxy/lastpull/<repository>/<alg>/<hex>`, written by the mirror at most once an hour per process) or
+ * the modification time of its own link, whichever is later (without a record: the link's time).
+ *
+ *   beforeMark(scan):                                          (after the lock, the propagation wait and the cutoff)
+ *     old(d, link) := lastUse(d, link) < now - ttl  and  link older than the grace cutoff
+ *     for each tag whose current link is old:  remove(current link, digest)   [the sweeper's live-set re-check]
+ *                                             removed: delete the tag's folder, drop the tag from the scan
+ *     roots := remaining tags + revisions that are not old (+ young ones)  →  mark from them
+ *     for each old revision that mark did not reach:  remove(revision link, digest), drop it from the scan
+ *   the worker then marks the scan that is left, as usual: layer links, referrers and blobs that only the expired
+ *   manifests needed are no longer live, and the normal sweep (grace period, live-set re-check) removes them.
+ *   afterRepository(name):  delete the last-pull records whose digest no repository link names any more.
+ *
+ * Why a re-pull during the run is safe. The mirror records a manifest or blob digest in the GC live set before it
+ * looks for it in storage (cache hit or not), and before it writes anything when it fetches. So:
+ *  - a tag or revision pulled while the run holds the lock is recorded; the sweeper's second look sees the record
+ *    and keeps it (and a kept tag stays in the scan, so what it needs is marked);
+ *  - a tag removed just before the pull is fetched again: the mirror finds no tag, asks the upstream, records the
+ *    manifest digest and then writes the revision and the tag; the sweeper keeps the recorded revision and its bytes;
+ *  - its layers are recorded as the client asks for them: one still in storage is kept, one already removed is
+ *    fetched from the upstream again (a mirror serves a layer from storage only after finding it there).
+ *  The one loss: a tag written by such a re-fetch between our removal of the old current link and the removal of
+ *  the tag's folder goes with the folder. The next pull of that tag fetches the manifest again (one HEAD and GET
+ *  upstream); no tag is ever left pointing at a manifest or blob that was deleted.
+ *
+ * A dry run removes nothing and reports what would expire (tags as `tag`, revisions as `manifest`).
+ */
+import type { StorageDriver } from '../../storage-drivers/driver.js';
+import type { ProxyConfig } from '../config/types.js';
+import { orUndefined } from '../registry/blobs.js';
+import * as layout from '../registry/layout.js';
+import { tryParseDigest } from '../registry/reference.js';
+import { routeOf } from '../proxy/routing.js';
+import { markRepository, type RepositoryScan } from './mark.js';
+import type { GcStats } from './report.js';
+
+export interface ExpiryContext {
+  /** The worker's delete with the live-set re-check (always true in a dry run, which deletes nothing). */
+  remove(path: string, digest: string): Promise<boolean>;
+  /** Links modified at or after this time (ms) are within the grace period: never expired. */
+  cutoff: number;
+}
+
+/** The worker's per-repository hooks (./worker.ts `GcOptions.expiry`). */
+export interface RepositoryExpiry {
+  beforeMark(scan: RepositoryScan, context: ExpiryContext): Promise<void>;
+  afterRepository(name: string): Promise<void>;
+}
+
+export interface ProxyExpiryOptions {
+  dryRun: boolean;
+  stats: GcStats;
+  /** Called for each tag or revision expired (or, in a dry run, that would be). */
+  note?: (kind: 'tag' | 'manifest', what: string) => void;
+  /** "Now", for tests. */
+  now?: () => number;
+}
+
+const ALGORITHMS = ['sha256', 'sha512'];
+
+export class ProxyExpiry implements RepositoryExpiry {
+  constructor(
+    private readonly driver: StorageDriver,
+    private readonly proxy: ProxyConfig,
+    private readonly options: ProxyExpiryOptions,
+  ) {}
+
+  /** The TTL (ms) for `name`, or undefined when it is not mirrored or never expires. */
+  ttlOf(name: string): number | undefined {
+    const ttl = routeOf(this.proxy, name)?.upstream.ttl;
+    return ttl ? ttl : undefined;
+  }
+
+  async beforeMark(scan: RepositoryScan, { remove, cutoff }: ExpiryContext): Promise<void> {
+    const ttl = this.ttlOf(scan.name);
+    if (ttl === undefined) return;
+    const expiresBefore = (this.options.now?.() ?? Date.now()) - ttl;
+    const pulls = await this.lastPulls(scan.name);
+    // Last use: the later of the last-pull record and the link's own time (a fetch writes both; either may lag).
+    const old = (digest: string, mtime: number) => mtime < cutoff && Math.max(pulls.get(digest) ?? 0, mtime) < expiresBefore;
+    const { stats, note, dryRun } = this.options;
+
+    for (const [tag, digest] of [...scan.tags]) {
+      const current = layout.tagCurrentLinkPath(scan.name, tag);
+      const mtime = (await orUndefined(this.driver.stat(current)))?.modTime.getTime();
+      if (mtime === undefined || !old(digest, mtime)) continue;
+      if (!(await remove(current, digest))) continue;
+      if (!dryRun) await orUndefined(this.driver.delete(layout.tagPath(scan.name, tag)));
+      scan.tags.delete(tag);
+      stats.expiredTags++;
+      note?.('tag', `${scan.name}:${tag}`);
+    }
+
+    const expired = [...scan.revisions].filter(([digest, link]) => old(digest, link.mtime));
+    if (expired.length === 0) return;
+    const expiredSet = new Set(expired.map(([d]) => d));
+    // What the remaining roots still need (an index's children, a live subject's referrers) stays.
+    const roots: RepositoryScan = { ...scan, revisions: new Map([...scan.revisions].filter(([d]) => !expiredSet.has(d))) };
+    const needed = await markRepository(this.driver, roots, { deleteUntagged: false, cutoff });
+    for (const [digest, link] of expired) {
+      if (needed.manifests.has(digest) || !(await remove(link.path, digest))) continue;
+      scan.revisions.delete(digest);
+      stats.expiredManifests++;
+      stats.manifestsDeleted++;
+      note?.('manifest', `${scan.name}@${digest}`);
+    }
+  }
+
+  async afterRepository(name: string): Promise<void> {
+    if (this.options.dryRun || this.ttlOf(name) === undefined) return;
+    const root = `${layout.PROXY_LAST_PULL_ROOT}/${name}`;
+    for (const [digest, path] of await this.records(name)) {
+      const d = tryParseDigest(digest)!;
+      const linked = (await orUndefined(this.driver.stat(layout.revisionLinkPath(name, d)))) ?? (await orUndefined(this.driver.stat(layout.layerLinkPath(name, d))));
+      if (!linked) await orUndefined(this.driver.delete(path));
+    }
+    // Folders left empty (the filesystem keeps them; object stores have none).
+    for (const dir of [...ALGORITHMS.map((alg) => `${root}/${alg}`), root]) {
+      const left = await orUndefined(this.driver.list(dir));
+      if (left && left.length === 0) await orUndefined(this.driver.delete(dir));
+    }
+  }
+
+  /** digest → record path, for `name`'s own records (not those of nested repositories). */
+  private async records(name: string): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    for (const alg of ALGORITHMS) {
+      const dir = `${layout.PROXY_LAST_PULL_ROOT}/${name}/${alg}`;
+      for (const path of (await orUndefined(this.driver.list(dir))) ?? []) {
+        const digest = tryParseDigest(`${alg}:${layout.baseName(path)}`);
+        if (digest) out.set(digest.value, path);
+      }
+    }
+    return out;
+  }
+
+  /** digest → last pull (ms) from the records; an unreadable record counts by its modification time. */
+  private async lastPulls(name: string): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    for (const [digest, path] of await this.records(name)) {
+      const text = await orUndefined(this.driver.getContent(path));
+      const at = text ? Date.parse(text.toString('utf8').trim()) : NaN;
+      const time = Number.isNaN(at) ? (await orUndefined(this.driver.stat(path)))?.modTime.getTime() : at;
+      if (time !== undefined) out.set(digest, time);
+    }
+    return out;
+  }
+}
