@@ -110,15 +110,43 @@ export function clientOptions(options: RedisConnectionOptions): Parameters<typeo
   return out as Parameters<typeof createClient>[0];
 }
 
+/** A connected-or-not node-redis client, as every Redis user in Wharf holds it. */
+export type AnyRedisClient = RedisClientType<any, any, any, any, any>;
+
+/**
+ * A client for these settings (`clientOptions`: no offline queue, endless quick reconnects). `onError` receives
+ * connection errors; without a listener node-redis would crash the process.
+ */
+export function createRedisClient(options: RedisConnectionOptions, onError: (err: unknown) => void): AnyRedisClient {
+  const client = createClient(clientOptions(options)) as AnyRedisClient;
+  client.on('error', onError);
+  return client;
+}
+
+/**
+ * One command, failing after `timeoutMs` however far it got. (node-redis times out only commands still waiting to be
+ * written; a Redis that stops answering would otherwise hold the caller forever.) A reply arriving after the timeout
+ * is ignored.
+ */
+export function timedCommand(client: AnyRedisClient, args: string[], timeoutMs: number): Promise<unknown> {
+  const reply = client.sendCommand(args);
+  reply.catch(() => {}); // a late failure after the timeout has nobody to tell
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`redis command timed out after ${timeoutMs} ms`)), timeoutMs);
+  });
+  return Promise.race([reply, timeout]).finally(() => clearTimeout(timer));
+}
+
 /** An error's message without anything that looks like URL credentials. */
-function safeMessage(err: unknown): string {
+export function safeMessage(err: unknown): string {
   const msg = err instanceof Error ? err.message : String(err);
   return msg.replace(/\/\/[^@/\s]*@/g, '//***@');
 }
 
 export class RedisDescriptorCache implements BlobDescriptorCache {
   readonly backend = 'redis' as const;
-  private readonly client: RedisClientType<any, any, any, any, any>;
+  private readonly client: AnyRedisClient;
   private readonly prefix: string;
   private readonly tombstoneMs: number;
   private readonly ttl: number;
@@ -145,9 +173,8 @@ export class RedisDescriptorCache implements BlobDescriptorCache {
     this.commandTimeoutMs = options.commandTimeoutMs ?? 3000;
     this.dialTimeoutMs = options.dialTimeoutMs ?? 5000;
     this.logger = options.logger;
-    this.client = createClient(clientOptions(options)) as RedisClientType<any, any, any, any, any>;
-    // Without an error listener node-redis would crash the process; errors are outages, handled here.
-    this.client.on('error', (err: unknown) => this.down(err));
+    // Errors are outages, handled here.
+    this.client = createRedisClient(options, (err) => this.down(err));
     this.client.on('end', () => this.down(new Error('connection closed')));
     this.client.on('ready', () => void this.recover());
   }
@@ -246,19 +273,9 @@ export class RedisDescriptorCache implements BlobDescriptorCache {
     return this.command(['EVAL', script, '0', this.prefix, ...args]);
   }
 
-  /**
-   * One command, failing after `commandTimeoutMs` however far it got. (node-redis times out only commands still
-   * waiting to be written; a Redis that stops answering would otherwise hold a request forever.) A reply arriving
-   * after the timeout is ignored: by then the cache is off and will start a new generation before answering.
-   */
+  /** One command with the time limit; a reply after it is ignored (the cache is off by then, see `down`). */
   private command(args: string[]): Promise<unknown> {
-    const reply = this.client.sendCommand(args);
-    reply.catch(() => {}); // a late failure after the timeout has nobody to tell
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`redis command timed out after ${this.commandTimeoutMs} ms`)), this.commandTimeoutMs);
-    });
-    return Promise.race([reply, timeout]).finally(() => clearTimeout(timer));
+    return timedCommand(this.client, args, this.commandTimeoutMs);
   }
 
   private async read(args: string[]): Promise<(string | null)[] | undefined> {
