@@ -5,16 +5,23 @@
  *     blobs may be deleted (it is emptied again when the lock is seen released).
  * The lock is re-read every LOCK_POLL_MS. When the last successful read is older than LOCK_STALE_MS (storage slow
  * or failing, event loop stalled) the server assumes a lock is held: it records and bypasses the cache.
+ *
+ * Lock and live set are in Redis when it is configured, else in storage (./redis-state.ts, ./state.ts). A server
+ * without Redis that sees the storage marker of a worker using Redis refuses every write it would have to record
+ * (503 UNAVAILABLE): its records would go where that worker does not look.
  */
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import type { DescriptorCache } from '../registry/blobs.js';
-import { LOCK_POLL_MS, LOCK_STALE_MS, StorageLiveSet, StorageLockProbe, type LiveSet, type LockProbe } from './state.js';
+import { RegistryError } from '../registry/errors.js';
+import { LOCK_POLL_MS, LOCK_STALE_MS, StorageLiveSet, StorageLockProbe, type LiveSet, type LockInfo, type LockProbe } from './state.js';
 
 export interface RecorderOptions {
   probe?: LockProbe;
   liveSet?: LiveSet;
   pollMs?: number;
   staleMs?: number;
+  /** The live set is in Redis (./redis-state.ts). Without it, a collection whose lock is in Redis makes writes fail. */
+  redis?: boolean;
   /** Called when a check fails (for logging). */
   onError?: (err: unknown) => void;
 }
@@ -25,6 +32,8 @@ export class GcRecorder {
   private readonly pollMs: number;
   private readonly staleMs: number;
   private held = false;
+  /** The lock seen by the last successful read. */
+  private lock?: LockInfo;
   private checkedAt = 0;
   private timer?: NodeJS.Timeout;
   private inflight?: Promise<void>;
@@ -81,8 +90,10 @@ export class GcRecorder {
 
   private async read(): Promise<void> {
     try {
-      const held = (await this.probe.current()) !== undefined;
+      const lock = await this.probe.current();
+      const held = lock !== undefined;
       if (held !== this.held) for (const cache of this.caches) cache.clear();
+      this.lock = lock;
       this.held = held;
       this.checkedAt = Date.now();
     } catch (err) {
@@ -110,6 +121,11 @@ export class GcRecorder {
   async record(repository: string, digests: string[]): Promise<void> {
     if (!this.fresh()) await this.check();
     if (!this.mayBeCollecting()) return;
+    if (this.lock?.backend === 'redis' && !this.options.redis) {
+      throw new RegistryError('UNAVAILABLE', 'a garbage collection using redis is running and this server has no redis configured; writes are refused until it ends', {
+        detail: { run: this.lock.runId },
+      });
+    }
     await this.liveSet.record(repository, digests);
   }
 }

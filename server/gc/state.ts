@@ -45,6 +45,11 @@ export interface LockInfo {
   pid: number;
   acquiredAt: string;
   expiresAt: string;
+  /**
+   * 'redis' when the run holds its lock in Redis: the lock object in storage is then only a marker, so that a
+   * server without Redis configured sees a collection running and refuses writes it cannot record (./redis-state.ts).
+   */
+  backend?: 'redis';
 }
 
 export class LockBusyError extends Error {
