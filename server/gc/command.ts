@@ -12,6 +12,7 @@ import type { WharfConfig } from '../config/index.js';
 import { createDescriptorCache, type BlobDescriptorCache } from '../cache/index.js';
 import { driverFor } from '../storage.js';
 import { metricsText, newStats, startProgress, summaryText } from './report.js';
+import { workerGcState, type WorkerGcState } from './redis-state.js';
 import { LockBusyError } from './state.js';
 import { DEFAULT_GRACE_MS, DEFAULT_UPLOAD_AGE_MS, collectGarbage } from './worker.js';
 
@@ -81,7 +82,7 @@ async function writeMetricsFile(path: string, text: string): Promise<void> {
 }
 
 /** One run with output; resolves to the exit code. */
-async function runOnce(driver: StorageDriver, o: GcCommandOptions, cache?: BlobDescriptorCache): Promise<number> {
+async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: BlobDescriptorCache): Promise<number> {
   const stats = newStats(o.dryRun);
   const stopProgress = o.quiet ? () => {} : startProgress(stats, process.stderr);
   let code = 0;
@@ -92,6 +93,8 @@ async function runOnce(driver: StorageDriver, o: GcCommandOptions, cache?: BlobD
       graceMs: o.graceMs,
       uploadAgeMs: o.uploadAgeMs,
       stats,
+      lock: gc.lock,
+      liveSet: gc.liveSet,
       forget: cache ? (d) => cache.forget(d) : undefined,
       forgetLink: cache ? (repo, d) => cache.forgetLink(repo, d) : undefined,
       onDelete: o.dryRun && !o.quiet ? (kind, what) => process.stdout.write(`would delete ${kind} ${what}\n`) : undefined,
@@ -114,15 +117,25 @@ export async function garbageCollectCommand(config: WharfConfig, o: GcCommandOpt
   // A shared (Redis) descriptor cache is told about every delete; an in-memory one lives in each server, which
   // keeps it switched off while the lock is held (./recorder.ts).
   const cache = config.storage.cache.blobdescriptor === 'redis' ? await createDescriptorCache(config) : undefined;
+  // The lock and live set: in Redis when the `redis` section is configured (./redis-state.ts), else in storage.
+  let gc: WorkerGcState;
   try {
-    return await runCommand(driver, o, cache);
+    gc = await workerGcState(config, driver);
+  } catch (err) {
+    await cache?.close();
+    process.stderr.write(`wharf: garbage collection failed: ${(err as Error).message}\n`);
+    return 1;
+  }
+  try {
+    return await runCommand(driver, o, gc, cache);
   } finally {
+    await gc.close();
     await cache?.close();
   }
 }
 
-async function runCommand(driver: StorageDriver, o: GcCommandOptions, cache?: BlobDescriptorCache): Promise<number> {
-  if (o.everyMs === undefined) return runOnce(driver, o, cache);
+async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: BlobDescriptorCache): Promise<number> {
+  if (o.everyMs === undefined) return runOnce(driver, o, gc, cache);
   let stopping = false;
   let wake: () => void = () => {};
   const stop = () => {
@@ -133,7 +146,7 @@ async function runCommand(driver: StorageDriver, o: GcCommandOptions, cache?: Bl
   process.on('SIGINT', stop);
   let last = 0;
   while (!stopping) {
-    last = await runOnce(driver, o, cache);
+    last = await runOnce(driver, o, gc, cache);
     if (stopping) break;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, o.everyMs);
