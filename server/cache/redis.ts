@@ -339,8 +339,15 @@ export class RedisDescriptorCache implements BlobDescriptorCache {
     this.recoveryTimer.unref();
   }
 
-  /** Start a new generation, then answer again. Single-flight. */
+  /** Start a new generation (after a failure), then answer again. Single-flight. */
   private recover(): Promise<void> {
+    if (this.failures === 0 && !this.closed && this.client.isReady) {
+      // The first connection of a process that never failed: it has no undelivered invalidation to hide behind a new
+      // generation, so the shared cache stays warm (a GC worker or a new replica starting is no reason to empty it).
+      this.up = true;
+      this.since = Date.now();
+      return Promise.resolve();
+    }
     this.recovering ??= (async () => {
       try {
         if (this.closed || !this.client.isReady) return;
