@@ -9,6 +9,16 @@
  * Lock and live set are in Redis when it is configured, else in storage (./redis-state.ts, ./state.ts). A server
  * without Redis that sees the storage marker of a worker using Redis refuses every write it would have to record
  * (503 UNAVAILABLE): its records would go where that worker does not look.
+ *
+ * Caches, and why no replica answers "exists" for a blob a collection deleted:
+ *   - a collection deletes only while its lock exists; while this server sees it (or cannot tell), its descriptor
+ *     cache answers nothing and takes nothing in (the gate), so no answer comes from any cache during a run;
+ *   - a per-process (in-memory) cache is out of the worker's reach: it is emptied whenever the gate opens again, and
+ *     a storage read begun while the gate was closed is never cached after it opens (`GatedDescriptorCache.reset`);
+ *   - a shared (Redis) cache is not emptied: the worker forgets every digest and link it deletes there (`forget`,
+ *     `forgetLink`, with a tombstone against racing writes) before it releases the lock, so when the gate opens the
+ *     cache no longer holds any fact the run made false, and everything else in it is still true. Emptying it on every
+ *     replica at every run would throw away the whole shared cache for nothing.
  */
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import type { DescriptorCache } from '../registry/blobs.js';
@@ -91,11 +101,12 @@ export class GcRecorder {
   private async read(): Promise<void> {
     try {
       const lock = await this.probe.current();
-      const held = lock !== undefined;
-      if (held !== this.held) for (const cache of this.caches) cache.clear();
+      const wasClosed = this.mayBeCollecting();
       this.lock = lock;
-      this.held = held;
+      this.held = lock !== undefined;
       this.checkedAt = Date.now();
+      // The gate opens again (see the header). Emptying on close too frees memory nobody reads meanwhile.
+      if (wasClosed !== this.mayBeCollecting()) for (const cache of this.caches) cache.reset();
     } catch (err) {
       this.options.onError?.(err);
     }

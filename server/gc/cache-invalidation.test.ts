@@ -1,0 +1,94 @@
+/**
+ * Collections and the blob-descriptor cache (server/gc/recorder.ts says why this is enough): a shared Redis cache is
+ * invalidated digest by digest by the worker and otherwise kept; an in-memory one is emptied when the gate opens, and
+ * a storage read begun before that is not cached after it.
+ */
+import test from 'ava';
+import { createDescriptorCache, GatedDescriptorCache, InMemoryDescriptorCache, type RedisDescriptorCache } from '../cache/index.js';
+import { startRedis } from '../cache/redis-test-server.js';
+import { parseConfig } from '../config/index.js';
+import { parseDigest } from '../registry/reference.js';
+import { Registry } from '../registry/registry.js';
+import { garbageCollectCommand } from './command.js';
+import { GcRecorder } from './recorder.js';
+import { serverGcState } from './redis-state.js';
+import { ageAll, fixture, hasBlob, pushBlob, pushImage, randomBlob } from './test-helpers.js';
+import { DEFAULT_UPLOAD_AGE_MS } from './worker.js';
+
+const HOUR = 3_600_000;
+
+test('with a Redis cache: no replica answers "exists" for a blob the collector deleted, and unrelated entries survive', async (t) => {
+  const redis = await startRedis();
+  const f = await fixture();
+  t.teardown(async () => {
+    await redis.stop();
+    await f.remove();
+  });
+  const config = parseConfig(
+    `version: 0.1\nstorage: { filesystem: { rootdirectory: ${f.root} }, cache: { blobdescriptor: redis } }\nredis: { addr: '${redis.host}' }\n`,
+  ).config;
+
+  // Two replicas over the same storage and Redis, each with its recorder as `wharf serve` wires it.
+  const replicas = [];
+  for (let i = 0; i < 2; i++) {
+    const state = await serverGcState(config, f.driver);
+    const recorder = new GcRecorder(f.driver, { probe: state.probe, liveSet: state.liveSet, redis: true, pollMs: 20, staleMs: 60_000 });
+    const registry = new Registry(f.driver, { descriptorCache: await createDescriptorCache(config), recorder });
+    recorder.guard(registry.descriptorCache!);
+    await recorder.start();
+    t.teardown(async () => {
+      recorder.stop();
+      await registry.descriptorCache!.close();
+      await state.close();
+    });
+    replicas.push({ registry, recorder, redis: registry.descriptorCache!.inner as RedisDescriptorCache });
+  }
+  const [a, b] = replicas as [typeof replicas[0], typeof replicas[0]];
+  // The cache answers once connected (a loaded machine may take a moment: wait on the condition).
+  for (let i = 0; !(a.redis.healthy() && b.redis.healthy()); i++) {
+    if (i > 2000) throw new Error('the Redis caches never connected');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+
+  const garbage = await pushBlob(a.registry, 'junk', randomBlob());
+  const kept = await pushImage(a.registry, 'keep', 'v1', [randomBlob()]);
+  const g = parseDigest(garbage.digest);
+  const k = parseDigest(kept.layers[0]!.digest);
+  for (const r of replicas) {
+    await r.registry.blobs.stat('junk', g);
+    await r.registry.blobs.stat('keep', k);
+  }
+  t.deepEqual(await a.redis.stat(garbage.digest), { size: garbage.size }, 'the garbage blob is cached in Redis');
+  t.true(await a.redis.isLinked('junk', garbage.digest));
+
+  await ageAll(f.root, HOUR);
+  const code = await garbageCollectCommand(config, {
+    configPath: 'unused', dryRun: false, deleteUntagged: false, graceMs: HOUR / 2, uploadAgeMs: DEFAULT_UPLOAD_AGE_MS, quiet: true,
+  });
+  t.is(code, 0);
+  t.false(await hasBlob(f.root, garbage.digest), 'the collector deleted the blob');
+
+  for (const [name, r] of [['a', a], ['b', b]] as const) {
+    await r.recorder.check(); // the replica has seen the lock released: its cache answers again
+    t.false(r.recorder.mayBeCollecting());
+    await t.throwsAsync(r.registry.blobs.stat('junk', g), { message: /blob unknown/ }, `replica ${name}: the deleted blob is unknown`);
+    t.is(await r.registry.blobs.statContent(g), undefined, `replica ${name}: its bytes are unknown`);
+  }
+  t.is(await b.redis.stat(garbage.digest), undefined, 'the worker forgot the deleted digest in Redis');
+  t.false(await b.redis.isLinked('junk', garbage.digest), 'and its repository link');
+  t.deepEqual(await b.redis.stat(kept.layers[0]!.digest), { size: kept.layers[0]!.size }, 'an unrelated entry survived the run');
+  t.true(await b.redis.isLinked('keep', kept.layers[0]!.digest), 'and its membership');
+});
+
+test('an in-memory cache is emptied when the gate opens, and a storage read begun before that is not cached after', async (t) => {
+  const inner = new InMemoryDescriptorCache();
+  const cache = new GatedDescriptorCache(inner);
+  await cache.set('sha256:aa', { size: 1 });
+  const ticket = cache.ticket(); // a request starts reading storage...
+  cache.reset(); // ...a collection starts or ends meanwhile
+  t.is(inner.size, 0, 'emptied');
+  await cache.set('sha256:bb', { size: 2 }, ticket);
+  t.is(await cache.stat('sha256:bb'), undefined, 'what that request read is not cached');
+  await cache.set('sha256:bb', { size: 2 }, cache.ticket());
+  t.deepEqual(await cache.stat('sha256:bb'), { size: 2 }, 'a read begun after it is');
+});
