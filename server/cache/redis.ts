@@ -247,7 +247,12 @@ export class RedisDescriptorCache implements BlobDescriptorCache {
   }
 
   async clear(): Promise<void> {
-    if (!this.up) return; // it will start a new generation anyway when it comes back
+    if (!this.up) {
+      // Not answering now; counted as a failure, so it starts a new generation before it answers (even if it has not
+      // connected yet, when it would otherwise keep the current one).
+      this.failures++;
+      return;
+    }
     try {
       await this.command(['INCR', `${this.prefix}epoch`]);
     } catch (err) {

@@ -11,11 +11,18 @@ import { parseDigest } from '../registry/reference.js';
 import { Registry } from '../registry/registry.js';
 import { garbageCollectCommand } from './command.js';
 import { GcRecorder } from './recorder.js';
-import { serverGcState } from './redis-state.js';
+import { RedisGcConnection, RedisGcLock, serverGcState } from './redis-state.js';
 import { ageAll, fixture, hasBlob, pushBlob, pushImage, randomBlob } from './test-helpers.js';
 import { DEFAULT_UPLOAD_AGE_MS } from './worker.js';
 
 const HOUR = 3_600_000;
+
+async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; !(await condition()); i++) {
+    if (i > 3000) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 
 test('with a Redis cache: no replica answers "exists" for a blob the collector deleted, and unrelated entries survive', async (t) => {
   const redis = await startRedis();
@@ -91,4 +98,64 @@ test('an in-memory cache is emptied when the gate opens, and a storage read begu
   t.is(await cache.stat('sha256:bb'), undefined, 'what that request read is not cached');
   await cache.set('sha256:bb', { size: 2 }, cache.ticket());
   t.deepEqual(await cache.stat('sha256:bb'), { size: 2 }, 'a read begun after it is');
+});
+
+test('a run that ends without a clean release: the shared cache is emptied before a replica answers from it again', async (t) => {
+  const redis = await startRedis();
+  const f = await fixture();
+  const workers: RedisGcConnection[] = [];
+  t.teardown(async () => {
+    for (const w of workers) await w.close();
+    await redis.stop();
+    await f.remove();
+  });
+  const config = parseConfig(
+    `version: 0.1\nstorage: { filesystem: { rootdirectory: ${f.root} }, cache: { blobdescriptor: redis } }\nredis: { addr: '${redis.host}' }\n`,
+  ).config;
+  const state = await serverGcState(config, f.driver);
+  const recorder = new GcRecorder(f.driver, { probe: state.probe, liveSet: state.liveSet, redis: true, pollMs: 20, staleMs: 60_000 });
+  const registry = new Registry(f.driver, { descriptorCache: await createDescriptorCache(config), recorder });
+  recorder.guard(registry.descriptorCache!);
+  await recorder.start();
+  t.teardown(async () => {
+    recorder.stop();
+    await registry.descriptorCache!.close();
+    await state.close();
+  });
+  const cache = registry.descriptorCache!.inner as RedisDescriptorCache;
+  await until(() => cache.healthy(), 'the cache is connected');
+  const worker = async (options: ConstructorParameters<typeof RedisGcLock>[1]) => {
+    const c = new RedisGcConnection({ url: redis.url });
+    workers.push(c);
+    await c.connect(true);
+    return new RedisGcLock(c, options);
+  };
+
+  const blob = await pushBlob(registry, 'r', randomBlob());
+  const d = parseDigest(blob.digest);
+  await registry.blobs.stat('r', d);
+  t.deepEqual(await cache.stat(blob.digest), { size: blob.size }, 'cached');
+
+  // A worker takes the lock and dies (no renewal, no release): whatever it deleted, it may not have forgotten.
+  await (await worker({ ttlMs: 300, renewMs: 0 })).acquire();
+  await until(() => recorder.mayBeCollecting(), 'the replica sees the lock');
+  await until(() => !recorder.mayBeCollecting(), 'the dead worker\'s lock expires and the replica opens its cache');
+  t.is(await cache.stat(blob.digest), undefined, 'the shared cache was emptied before the replica used it again');
+
+  // The next worker empties it too (for replicas that missed that moment), and its clean release ends the matter.
+  let cleared = 0;
+  const next = await worker({ clearSharedCache: async () => { cleared++; return true; } });
+  await next.acquire();
+  t.is(cleared, 1);
+  await next.release();
+  await recorder.check();
+  await registry.blobs.stat('r', d);
+  t.deepEqual(await cache.stat(blob.digest), { size: blob.size }, 'cached again');
+  const clean = await worker({ clearSharedCache: async () => { cleared++; return true; } });
+  await clean.acquire();
+  await recorder.check();
+  await clean.release();
+  await recorder.check();
+  t.is(cleared, 1, 'after a clean run the next worker empties nothing');
+  t.deepEqual(await cache.stat(blob.digest), { size: blob.size }, 'and the replica keeps the shared cache');
 });

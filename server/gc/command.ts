@@ -95,8 +95,8 @@ async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcS
       stats,
       lock: gc.lock,
       liveSet: gc.liveSet,
-      forget: cache ? (d) => cache.forget(d) : undefined,
-      forgetLink: cache ? (repo, d) => cache.forgetLink(repo, d) : undefined,
+      forget: cache ? (d) => gc.invalidating(cache.forget(d)) : undefined,
+      forgetLink: cache ? (repo, d) => gc.invalidating(cache.forgetLink(repo, d)) : undefined,
       onDelete: o.dryRun && !o.quiet ? (kind, what) => process.stdout.write(`would delete ${kind} ${what}\n`) : undefined,
     });
     stopProgress();
@@ -120,7 +120,9 @@ export async function garbageCollectCommand(config: WharfConfig, o: GcCommandOpt
   // The lock and live set: in Redis when the `redis` section is configured (./redis-state.ts), else in storage.
   let gc: WorkerGcState;
   try {
-    gc = await workerGcState(config, driver);
+    gc = await workerGcState(config, driver, {
+      clearSharedCache: cache ? async () => { await cache.clear(); return cache.healthy(); } : undefined,
+    });
   } catch (err) {
     await cache?.close();
     process.stderr.write(`wharf: garbage collection failed: ${(err as Error).message}\n`);

@@ -18,7 +18,9 @@
  *   - a shared (Redis) cache is not emptied: the worker forgets every digest and link it deletes there (`forget`,
  *     `forgetLink`, with a tombstone against racing writes) before it releases the lock, so when the gate opens the
  *     cache no longer holds any fact the run made false, and everything else in it is still true. Emptying it on every
- *     replica at every run would throw away the whole shared cache for nothing.
+ *     replica at every run would throw away the whole shared cache for nothing. A run that could not do that (it
+ *     died, lost Redis, an invalidation failed, or it ran without Redis) is reported by the probe (`uncleanRun`):
+ *     the shared cache is then emptied, a new generation for every replica, before this server's gate opens.
  */
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import type { DescriptorCache } from '../registry/blobs.js';
@@ -44,6 +46,8 @@ export class GcRecorder {
   private held = false;
   /** The lock seen by the last successful read. */
   private lock?: LockInfo;
+  /** The last unfinished run after which the shared caches were emptied. */
+  private cleanedAfter?: string;
   private checkedAt = 0;
   private timer?: NodeJS.Timeout;
   private inflight?: Promise<void>;
@@ -101,6 +105,13 @@ export class GcRecorder {
   private async read(): Promise<void> {
     try {
       const lock = await this.probe.current();
+      const unclean = lock ? undefined : this.probe.uncleanRun?.();
+      if (unclean !== undefined && unclean !== this.cleanedAfter) {
+        // Before this server answers from a shared cache again (see the header). Never rejects: a Redis cache that
+        // cannot be reached starts a new generation before it answers anyway.
+        await Promise.all(this.caches.filter((c) => c.backend === 'redis').map((c) => c.clear()));
+        this.cleanedAfter = unclean;
+      }
       const wasClosed = this.mayBeCollecting();
       this.lock = lock;
       this.held = lock !== undefined;

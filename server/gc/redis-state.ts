@@ -5,6 +5,7 @@
  *   wharf:gc:lock         JSON LockInfo of the running collection, with a PX expiry (absent: no collection)
  *   wharf:gc:live         set: digests servers linked, mounted or referenced while a lock may have been held
  *   wharf:gc:live-repos   set: repositories servers wrote to meanwhile
+ *   wharf:gc:unfinished   run id of the last run that took the lock and has not released it cleanly
  *
  * The lock is strict: taking it is SET NX PX with a random owner token, so of two workers exactly one gets it. The
  * holder renews it every third of its lifetime (a timer) and on every `verify`; renew and release are scripts that
@@ -20,6 +21,14 @@
  *     the worker's LOCK_PROPAGATION_MS wait, so marking sees that link (a young link is a root);
  *   - records made after the release (a server's view lags by up to LOCK_POLL_MS) are useless; the next run drops them.
  * So `prune` has nothing left to do.
+ *
+ * Unfinished runs. The worker forgets every digest and link it deletes in the shared descriptor cache before it
+ * releases the lock, which is why servers keep that cache across runs (./recorder.ts). A run that dies, loses Redis,
+ * or fails to deliver an invalidation may leave a fact there it made false: taking the lock sets `unfinished`, and
+ * only a release with every invalidation delivered removes it. A server that finds no lock but an unfinished run it
+ * has not handled yet empties the shared cache (a new generation, for every replica) before it answers from it again;
+ * and the next worker empties it after taking the lock, for any server that missed that moment.
+ * A server with Redis that saw a run without Redis end does the same (that worker forgot nothing in Redis).
  *
  * Fencing. The worker's live-set reads (`has`, `recorded`, `hasRepository`) check, in the same script, that the lock
  * is still its own, and throw LockLostError otherwise. A worker that stalled past its lock's expiry while another run
@@ -56,11 +65,16 @@ import {
 
 export const GC_KEY_PREFIX = 'wharf:gc:';
 
-/** The lock is free: take it and empty the live sets (one atomic step); otherwise answer the holder and its PTTL. */
+/**
+ * The lock is free: take it, empty the live sets and note the run as unfinished (one atomic step), answering the
+ * unfinished run before it, if any; otherwise answer the holder and its PTTL.
+ */
 const ACQUIRE = `
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('DEL', KEYS[2], KEYS[3])
-  return false
+  local before = redis.call('GET', KEYS[4]) or ''
+  redis.call('SET', KEYS[4], ARGV[3])
+  return {'', 0, before}
 end
 return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}`;
 
@@ -75,14 +89,18 @@ const RENEW = `${OWNED}
 if owned() then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0`;
 
+/** ARGV[2] = '1': an invalidation failed, so the run stays noted as unfinished. */
 const RELEASE = `${OWNED}
-if owned() then return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3]) end
-return 0`;
+if not owned() then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+if ARGV[2] ~= '1' then redis.call('DEL', KEYS[4]) end
+return 1`;
 
 const CURRENT = `
 local v = redis.call('GET', KEYS[1])
-if not v then return false end
-return {v, redis.call('PTTL', KEYS[1])}`;
+local u = redis.call('GET', KEYS[4]) or ''
+if not v then return {'', 0, u} end
+return {v, redis.call('PTTL', KEYS[1]), u}`;
 
 /** Which of ARGV[2..] are members of KEYS[2]; when ARGV[1] is an owner token, only while that owner holds the lock. */
 const MEMBERS = `${OWNED}
@@ -100,14 +118,14 @@ export interface RedisGcOptions extends RedisConnectionOptions {
 /** One connection for the GC state, with the cache's client settings and time limits. */
 export class RedisGcConnection {
   private readonly client: AnyRedisClient;
-  readonly keys: { lock: string; live: string; repos: string };
+  readonly keys: { lock: string; live: string; repos: string; unfinished: string };
   private readonly timeoutMs: number;
   private readonly dialTimeoutMs: number;
   private lastError?: string;
 
   constructor(options: RedisGcOptions, private readonly onError?: (err: unknown) => void) {
     const prefix = options.prefix ?? GC_KEY_PREFIX;
-    this.keys = { lock: `${prefix}lock`, live: `${prefix}live`, repos: `${prefix}live-repos` };
+    this.keys = { lock: `${prefix}lock`, live: `${prefix}live`, repos: `${prefix}live-repos`, unfinished: `${prefix}unfinished` };
     this.timeoutMs = options.commandTimeoutMs ?? 3000;
     this.dialTimeoutMs = options.dialTimeoutMs ?? 5000;
     this.client = createRedisClient(options, (err) => {
@@ -137,9 +155,9 @@ export class RedisGcConnection {
     return timedCommand(this.client, args, this.timeoutMs);
   }
 
-  /** A script over the lock key and one other key. */
+  /** A script over KEYS: the lock, `other`, the repository set, the unfinished-run note. */
   script(script: string, other: string, args: string[]): Promise<unknown> {
-    return this.command(['EVAL', script, '3', this.keys.lock, other, this.keys.repos, ...args]);
+    return this.command(['EVAL', script, '4', this.keys.lock, other, this.keys.repos, this.keys.unfinished, ...args]);
   }
 
   async close(): Promise<void> {
@@ -153,17 +171,26 @@ export class RedisGcConnection {
 }
 
 function parseHeld(reply: unknown): LockInfo | undefined {
-  if (!Array.isArray(reply)) return undefined;
+  if (!Array.isArray(reply) || !reply[0]) return undefined;
   const info = JSON.parse(String(reply[0])) as LockInfo;
   const pttl = Number(reply[1]);
   return { ...info, expiresAt: new Date(Date.now() + (pttl > 0 ? pttl : 0)).toISOString() };
 }
 
 export class RedisLockProbe implements LockProbe {
+  private unclean?: string;
+
   constructor(protected readonly redis: RedisGcConnection) {}
 
   async current(): Promise<LockInfo | undefined> {
-    return parseHeld(await this.redis.script(CURRENT, this.redis.keys.live, []));
+    const reply = (await this.redis.script(CURRENT, this.redis.keys.live, [])) as [string, number, string];
+    const held = parseHeld(reply);
+    this.unclean = !held && reply[2] !== '' ? reply[2] : undefined;
+    return held;
+  }
+
+  uncleanRun(): string | undefined {
+    return this.unclean;
   }
 }
 
@@ -176,11 +203,17 @@ export interface RedisLockOptions {
   driver?: StorageDriver;
   /** Lifetime of the storage marker (default 10 minutes), rewritten by `verify` after a third of it. */
   markerTtlMs?: number;
+  /**
+   * Empty the shared descriptor cache (a new generation); resolves to whether it was done. Called after taking the
+   * lock when the run before ended unfinished: a server that never saw that run end has not emptied the cache.
+   */
+  clearSharedCache?: () => Promise<boolean>;
 }
 
 export class RedisGcLock extends RedisLockProbe implements GcLock {
   private mine?: LockInfo;
   private markerWrittenAt = 0;
+  private invalidationFailed = false;
   private timer?: NodeJS.Timeout;
   /** Set when a timed renewal found the lock gone. */
   private lost?: LockLostError;
@@ -191,6 +224,14 @@ export class RedisGcLock extends RedisLockProbe implements GcLock {
     super(redis);
     this.ttlMs = options.ttlMs ?? 60_000;
     this.markerTtlMs = options.markerTtlMs ?? 10 * 60_000;
+  }
+
+  /**
+   * A delete could not be forgotten in the shared descriptor cache: the release leaves the run noted as unfinished,
+   * so every server empties that cache before using it again (server/gc/recorder.ts).
+   */
+  noteInvalidationFailed(): void {
+    this.invalidationFailed = true;
   }
 
   /** The owner token while the lock is ours (the live set's fence). */
@@ -215,12 +256,15 @@ export class RedisGcLock extends RedisLockProbe implements GcLock {
       expiresAt: new Date(now.getTime() + this.ttlMs).toISOString(),
       backend: 'redis',
     };
-    const holder = parseHeld(await this.redis.script(ACQUIRE, this.redis.keys.live, [JSON.stringify(info), String(this.ttlMs)]));
+    const reply = (await this.redis.script(ACQUIRE, this.redis.keys.live, [JSON.stringify(info), String(this.ttlMs), info.runId])) as string[];
+    const holder = parseHeld(reply);
     if (holder) throw new LockBusyError(holder);
     this.mine = info;
     this.lost = undefined;
+    this.invalidationFailed = false;
     try {
       await this.writeMarker();
+      if (reply[2] && this.options.clearSharedCache && !(await this.options.clearSharedCache())) this.invalidationFailed = true;
     } catch (err) {
       await this.release();
       throw err;
@@ -276,7 +320,7 @@ export class RedisGcLock extends RedisLockProbe implements GcLock {
         // the marker expires on its own
       }
     }
-    await this.redis.script(RELEASE, this.redis.keys.live, [mine.owner]).catch(() => {});
+    await this.redis.script(RELEASE, this.redis.keys.live, [mine.owner, this.invalidationFailed ? '1' : '0']).catch(() => {});
   }
 }
 
@@ -345,6 +389,8 @@ export class RedisLiveSet implements LiveSet {
  */
 export class DualLockProbe implements LockProbe {
   private storageRun?: LockInfo;
+  /** A run without Redis that this server saw end: it forgot nothing in the shared cache. */
+  private endedStorageRun?: string;
   private readAt = 0;
 
   constructor(
@@ -355,9 +401,15 @@ export class DualLockProbe implements LockProbe {
 
   async current(): Promise<LockInfo | undefined> {
     const [inRedis, stored] = await Promise.all([this.redis.current(), this.storage.current()]);
-    this.storageRun = stored && stored.backend !== 'redis' ? stored : undefined;
+    const storageRun = stored && stored.backend !== 'redis' ? stored : undefined;
+    if (this.storageRun && this.storageRun.runId !== storageRun?.runId) this.endedStorageRun = this.storageRun.runId;
+    this.storageRun = storageRun;
     this.readAt = Date.now();
     return inRedis ?? this.storageRun;
+  }
+
+  uncleanRun(): string | undefined {
+    return this.redis.uncleanRun?.() ?? this.endedStorageRun;
   }
 
   /** Whether records must go to storage too: a worker without Redis runs, or our view of storage is stale. */
@@ -397,16 +449,28 @@ export class DualLiveSet implements LiveSet {
 export interface WorkerGcState {
   lock: GcLock;
   liveSet: LiveSet;
+  /** Wrap each shared-cache invalidation: a failed one leaves the run noted as unfinished (see RedisGcLock). */
+  invalidating(invalidation: Promise<void>): Promise<void>;
   close(): Promise<void>;
 }
 
 /** The worker's lock and live set: in Redis when the `redis` section is configured, else in storage. */
 export async function workerGcState(config: WharfConfig, driver: StorageDriver, options: RedisGcOptions & RedisLockOptions = {}): Promise<WorkerGcState> {
-  if (!config.redis) return { lock: new StorageGcLock(driver), liveSet: new StorageLiveSet(driver), close: async () => {} };
+  if (!config.redis) {
+    return { lock: new StorageGcLock(driver), liveSet: new StorageLiveSet(driver), invalidating: (p) => p, close: async () => {} };
+  }
   const redis = new RedisGcConnection({ ...redisConnectionOptions(config.redis), ...options });
   await redis.connect(true);
   const lock = new RedisGcLock(redis, { driver, ...options });
-  return { lock, liveSet: new RedisLiveSet(redis, lock), close: () => redis.close() };
+  return {
+    lock,
+    liveSet: new RedisLiveSet(redis, lock),
+    invalidating: (p) => p.catch((err: unknown) => {
+      lock.noteInvalidationFailed();
+      throw err;
+    }),
+    close: () => redis.close(),
+  };
 }
 
 export interface ServerGcState {

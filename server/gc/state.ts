@@ -79,6 +79,12 @@ export interface GcLock {
 export interface LockProbe {
   /** The unexpired lock, or undefined when none is held. */
   current(): Promise<LockInfo | undefined>;
+  /**
+   * After a `current()` that found no lock: the id of a run that ended without forgetting what it deleted in the
+   * shared (Redis) descriptor cache (it died, lost Redis, or ran without Redis), so that cache must be emptied before
+   * it is used again. Undefined when there is none (always, for the storage probe: see ./redis-state.ts).
+   */
+  uncleanRun?(): string | undefined;
 }
 
 /** Digests (and repositories) the servers used while a lock was held. */
