@@ -14,7 +14,7 @@ import { driverFor } from '../storage.js';
 import { metricsText, newStats, startProgress, summaryText } from './report.js';
 import { workerGcState, type WorkerGcState } from './redis-state.js';
 import { LockBusyError } from './state.js';
-import { DEFAULT_GRACE_MS, DEFAULT_UPLOAD_AGE_MS, collectGarbage } from './worker.js';
+import { DEFAULT_GRACE_MS, DEFAULT_UPLOAD_AGE_MS, collectGarbage, type GcOptions } from './worker.js';
 
 export const GC_USAGE = `usage: wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <duration>]
                              [--upload-age <duration>] [--quiet] [--every <duration>] [--metrics-file <path>]
@@ -81,6 +81,16 @@ async function writeMetricsFile(path: string, text: string): Promise<void> {
   await rename(tmp, path);
 }
 
+/** The collectGarbage options that tie a run to its lock, live set and shared descriptor cache. */
+export function sharedStateOptions(gc: WorkerGcState, cache?: BlobDescriptorCache): Pick<GcOptions, 'lock' | 'liveSet' | 'forget' | 'forgetLink'> {
+  return {
+    lock: gc.lock,
+    liveSet: gc.liveSet,
+    forget: cache ? (d) => gc.invalidating(cache.forget(d)) : undefined,
+    forgetLink: cache ? (repo, d) => gc.invalidating(cache.forgetLink(repo, d)) : undefined,
+  };
+}
+
 /** One run with output; resolves to the exit code. */
 async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: BlobDescriptorCache): Promise<number> {
   const stats = newStats(o.dryRun);
@@ -93,10 +103,7 @@ async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcS
       graceMs: o.graceMs,
       uploadAgeMs: o.uploadAgeMs,
       stats,
-      lock: gc.lock,
-      liveSet: gc.liveSet,
-      forget: cache ? (d) => gc.invalidating(cache.forget(d)) : undefined,
-      forgetLink: cache ? (repo, d) => gc.invalidating(cache.forgetLink(repo, d)) : undefined,
+      ...sharedStateOptions(gc, cache),
       onDelete: o.dryRun && !o.quiet ? (kind, what) => process.stdout.write(`would delete ${kind} ${what}\n`) : undefined,
     });
     stopProgress();
