@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { createDescriptorCache, GatedDescriptorCache, InMemoryDescriptorCache, type RedisDescriptorCache } from '../cache/index.js';
-import { startRedis } from '../cache/redis-test-server.js';
+import { startRedis, until } from '../cache/redis-test-server.js';
 import { parseConfig } from '../config/index.js';
 import { parseDigest } from '../registry/reference.js';
 import { Registry } from '../registry/registry.js';
@@ -17,14 +17,10 @@ import { DEFAULT_UPLOAD_AGE_MS } from './worker.js';
 
 const HOUR = 3_600_000;
 
-async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; !(await condition()); i++) {
-    if (i > 3000) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+type Teardown = { teardown(fn: () => Promise<void> | void): void };
 
-test('with a Redis cache: no replica answers "exists" for a blob the collector deleted, and unrelated entries survive', async (t) => {
+/** Redis and a filesystem tree, with the configuration `wharf serve` and `wharf garbage-collect` would read. */
+async function setting(t: Teardown) {
   const redis = await startRedis();
   const f = await fixture();
   t.teardown(async () => {
@@ -34,28 +30,33 @@ test('with a Redis cache: no replica answers "exists" for a blob the collector d
   const config = parseConfig(
     `version: 0.1\nstorage: { filesystem: { rootdirectory: ${f.root} }, cache: { blobdescriptor: redis } }\nredis: { addr: '${redis.host}' }\n`,
   ).config;
+  return { redis, f, config };
+}
 
-  // Two replicas over the same storage and Redis, each with its recorder as `wharf serve` wires it.
-  const replicas = [];
-  for (let i = 0; i < 2; i++) {
-    const state = await serverGcState(config, f.driver);
-    const recorder = new GcRecorder(f.driver, { probe: state.probe, liveSet: state.liveSet, redis: true, pollMs: 20, staleMs: 60_000 });
-    const registry = new Registry(f.driver, { descriptorCache: await createDescriptorCache(config), recorder });
-    recorder.guard(registry.descriptorCache!);
-    await recorder.start();
-    t.teardown(async () => {
-      recorder.stop();
-      await registry.descriptorCache!.close();
-      await state.close();
-    });
-    replicas.push({ registry, recorder, redis: registry.descriptorCache!.inner as RedisDescriptorCache });
-  }
-  const [a, b] = replicas as [typeof replicas[0], typeof replicas[0]];
-  // The cache answers once connected (a loaded machine may take a moment: wait on the condition).
-  for (let i = 0; !(a.redis.healthy() && b.redis.healthy()); i++) {
-    if (i > 2000) throw new Error('the Redis caches never connected');
-    await new Promise((r) => setTimeout(r, 10));
-  }
+/** A replica over that storage and Redis, with its recorder and cache wired as `wharf serve` does; connected. */
+async function replica(t: Teardown, { f, config }: Awaited<ReturnType<typeof setting>>) {
+  const state = await serverGcState(config, f.driver);
+  const recorder = new GcRecorder(f.driver, { probe: state.probe, liveSet: state.liveSet, redis: true, pollMs: 20, staleMs: 60_000 });
+  const registry = new Registry(f.driver, { descriptorCache: await createDescriptorCache(config), recorder });
+  recorder.guard(registry.descriptorCache!);
+  await recorder.start();
+  t.teardown(async () => {
+    recorder.stop();
+    await registry.descriptorCache!.close();
+    await state.close();
+  });
+  const redis = registry.descriptorCache!.inner as RedisDescriptorCache;
+  await until(() => redis.healthy(), 'the cache is connected'); // a loaded machine may take a moment
+  return { registry, recorder, redis };
+}
+
+test('with a Redis cache: no replica answers "exists" for a blob the collector deleted, and unrelated entries survive', async (t) => {
+  const env = await setting(t);
+  const { f, config } = env;
+  // Two replicas over the same storage and Redis.
+  const a = await replica(t, env);
+  const b = await replica(t, env);
+  const replicas = [a, b];
 
   const garbage = await pushBlob(a.registry, 'junk', randomBlob());
   const kept = await pushImage(a.registry, 'keep', 'v1', [randomBlob()]);
@@ -101,31 +102,14 @@ test('an in-memory cache is emptied when the gate opens, and a storage read begu
 });
 
 test('a run that ends without a clean release: the shared cache is emptied before a replica answers from it again', async (t) => {
-  const redis = await startRedis();
-  const f = await fixture();
+  const env = await setting(t);
+  const { registry, recorder, redis: cache } = await replica(t, env);
   const workers: RedisGcConnection[] = [];
   t.teardown(async () => {
     for (const w of workers) await w.close();
-    await redis.stop();
-    await f.remove();
   });
-  const config = parseConfig(
-    `version: 0.1\nstorage: { filesystem: { rootdirectory: ${f.root} }, cache: { blobdescriptor: redis } }\nredis: { addr: '${redis.host}' }\n`,
-  ).config;
-  const state = await serverGcState(config, f.driver);
-  const recorder = new GcRecorder(f.driver, { probe: state.probe, liveSet: state.liveSet, redis: true, pollMs: 20, staleMs: 60_000 });
-  const registry = new Registry(f.driver, { descriptorCache: await createDescriptorCache(config), recorder });
-  recorder.guard(registry.descriptorCache!);
-  await recorder.start();
-  t.teardown(async () => {
-    recorder.stop();
-    await registry.descriptorCache!.close();
-    await state.close();
-  });
-  const cache = registry.descriptorCache!.inner as RedisDescriptorCache;
-  await until(() => cache.healthy(), 'the cache is connected');
   const worker = async (options: ConstructorParameters<typeof RedisGcLock>[1]) => {
-    const c = new RedisGcConnection({ url: redis.url });
+    const c = new RedisGcConnection({ url: env.redis.url });
     workers.push(c);
     await c.connect(true);
     return new RedisGcLock(c, options);

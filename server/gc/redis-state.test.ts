@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { startWharf } from '../../conformance/harness.js';
 import { createDriver } from '../../storage-drivers/index.js';
-import { startRedis } from '../cache/redis-test-server.js';
+import { startRedis, until } from '../cache/redis-test-server.js';
 import { parseConfig } from '../config/index.js';
 import { RegistryError } from '../registry/errors.js';
 import { parseDigest } from '../registry/reference.js';
@@ -24,13 +24,6 @@ import { collectGarbage } from './worker.js';
 
 const HOUR = 3_600_000;
 const digest = () => `sha256:${randomBytes(32).toString('hex')}`;
-
-async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; !(await condition()); i++) {
-    if (i > 2000) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /** A redis-server of its own for one test, and connections to it that are closed with it. */
 async function redisFor(t: { teardown(fn: () => Promise<void> | void): void }) {
