@@ -1,8 +1,8 @@
 /**
  * The server's half of the garbage-collection protocol (see ./worker.ts): watch the GC lock, and while it is held
  *   - record every digest the server links, mounts or a pushed manifest references, before the link is written;
- *   - keep the in-memory blob-descriptor cache empty and unused, so no "exists" answer comes from memory while
- *     blobs may be deleted (it is emptied again when the lock is seen released).
+ *   - keep the blob-descriptor cache unused (an in-memory one also emptied), so no "exists" answer comes from a
+ *     cache while blobs may be deleted (see "Caches" below).
  * The lock is re-read every LOCK_POLL_MS. When the last successful read is older than LOCK_STALE_MS (storage slow
  * or failing, event loop stalled) the server assumes a lock is held: it records and bypasses the cache.
  *
