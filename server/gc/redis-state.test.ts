@@ -7,13 +7,14 @@ import test from 'ava';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { startWharf } from '../../conformance/harness.js';
+import { freePort, startWharf } from '../../conformance/harness.js';
 import { createDriver } from '../../storage-drivers/index.js';
 import { startRedis, until } from '../cache/redis-test-server.js';
 import { parseConfig } from '../config/index.js';
 import { RegistryError } from '../registry/errors.js';
 import { parseDigest } from '../registry/reference.js';
 import { Registry } from '../registry/registry.js';
+import { garbageCollectCommand } from './command.js';
 import { GcRecorder } from './recorder.js';
 import {
   DualLiveSet, DualLockProbe, RedisGcConnection, RedisGcLock, RedisLiveSet, RedisLockProbe, serverGcState, workerGcState,
@@ -286,4 +287,19 @@ test('a Wharf process with Redis records its pushes into Redis during a collecti
   const refused = await push(randomBlob());
   t.is(refused.status, 503);
   t.is(((await refused.json()) as { errors: { code: string }[] }).errors[0]?.code, 'UNAVAILABLE');
+});
+
+test('garbage-collect with an unreachable Redis fails (exit code 1) without touching storage', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const junk = await pushBlob(f.registry, 'junk', randomBlob());
+  await ageAll(f.root, HOUR);
+  const port = await freePort();
+  const config = parseConfig(`version: 0.1\nstorage: { filesystem: { rootdirectory: ${f.root} } }\nredis: { addr: '127.0.0.1:${port}', dialtimeout: 500ms }\n`).config;
+  await t.throwsAsync(workerGcState(config, f.driver), { message: /redis \(garbage-collection lock\) unreachable/ });
+  const code = await garbageCollectCommand(config, {
+    configPath: 'unused', dryRun: false, deleteUntagged: false, graceMs: 0, uploadAgeMs: 0, quiet: true,
+  });
+  t.is(code, 1);
+  t.true(await hasBlob(f.root, junk.digest), 'nothing collected');
 });
