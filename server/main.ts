@@ -13,6 +13,7 @@ import type { WharfConfig } from './config/index.js';
 import { startDebugServer } from './debug.js';
 import { Health } from './health.js';
 import { GcRecorder } from './gc/recorder.js';
+import { serverGcState } from './gc/redis-state.js';
 import { createApp } from './http/app.js';
 import { Mirror } from './proxy/mirror.js';
 import { SharedFlights } from './proxy/shared-flight.js';
@@ -71,7 +72,14 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
   const health = new Health(driver, config.health.storagedriver, logger, metrics);
   health.start();
   // The garbage collector's live set: record what is linked while a GC run holds its lock (server/gc/worker.ts).
-  const gcRecorder = new GcRecorder(driver, { onError: (err) => logger.warn({ err }, 'gc lock check failed') });
+  // In Redis when the `redis` section is configured, else in storage (server/gc/redis-state.ts).
+  const gcState = await serverGcState(config, driver);
+  const gcRecorder = new GcRecorder(driver, {
+    probe: gcState.probe,
+    liveSet: gcState.liveSet,
+    redis: gcState.redis,
+    onError: (err) => logger.warn({ err }, 'gc lock check failed'),
+  });
   await gcRecorder.start();
   // Authentication first: it may generate the token signing key and certificate, and it decides mount rules.
   const auth = await createAuth(config, logger);
@@ -174,6 +182,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
         clearTimeout(timer);
         void registry.descriptorCache?.close().catch(() => {});
         void sharedFlights?.close();
+        void gcState.close();
         resolve();
       });
       server.closeIdleConnections();

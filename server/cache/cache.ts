@@ -51,8 +51,9 @@ export interface BlobDescriptorCache {
   /** `repository` no longer links `digest`. Rejects like `forget`. */
   forgetLink(repository: string, digest: string): Promise<void>;
   /**
-   * Forget everything (in Redis: start a new generation, for every replica). Used when a garbage collection starts
-   * or ends. Never rejects; a failure switches the cache off as any other failure does.
+   * Forget everything (in Redis: start a new generation, for every replica). The garbage collector's recorder empties
+   * in-memory caches with it when a collection starts or ends (never the shared Redis one: see server/gc/recorder.ts).
+   * Never rejects; a failure switches the cache off as any other failure does.
    */
   clear(): Promise<void>;
   /** True while the cache is answering (always true in memory). */

@@ -52,10 +52,13 @@ export async function createDescriptorCache(config: WharfConfig, options: Create
 
 /**
  * A cache that a gate can switch off (the garbage collector's recorder does while a collection may be deleting):
- * while closed, reads miss and writes are skipped; invalidations always go through.
+ * while closed, reads miss and writes are skipped; invalidations always go through. Writes may carry a `ticket()`
+ * taken before the storage read they report: they are skipped when the gate was reset since (server/gc/recorder.ts
+ * says why).
  */
 export class GatedDescriptorCache implements BlobDescriptorCache {
   private gate: () => boolean = () => true;
+  private generation = 0;
 
   constructor(readonly inner: BlobDescriptorCache) {}
 
@@ -71,16 +74,23 @@ export class GatedDescriptorCache implements BlobDescriptorCache {
     return this.gate() ? this.inner.stat(digest) : Promise.resolve(undefined);
   }
 
-  async set(digest: string, descriptor: CachedDescriptor): Promise<void> {
-    if (this.gate()) await this.inner.set(digest, descriptor);
+  /** Take before reading storage; pass to `set`/`setLinked` with what the read found. */
+  ticket(): number {
+    return this.generation;
+  }
+  private open(ticket?: number): boolean {
+    return this.gate() && (ticket === undefined || ticket === this.generation);
+  }
+  async set(digest: string, descriptor: CachedDescriptor, ticket?: number): Promise<void> {
+    if (this.open(ticket)) await this.inner.set(digest, descriptor);
   }
 
   async isLinked(repository: string, digest: string): Promise<boolean> {
     return this.gate() ? this.inner.isLinked(repository, digest) : false;
   }
 
-  async setLinked(repository: string, digest: string): Promise<void> {
-    if (this.gate()) await this.inner.setLinked(repository, digest);
+  async setLinked(repository: string, digest: string, ticket?: number): Promise<void> {
+    if (this.open(ticket)) await this.inner.setLinked(repository, digest);
   }
 
   forget(digest: string): Promise<void> {
@@ -94,6 +104,15 @@ export class GatedDescriptorCache implements BlobDescriptorCache {
   /** Never rejects; usable without awaiting. */
   clear(): Promise<void> {
     return this.inner.clear().catch(() => {});
+  }
+  /**
+   * The gate opened or closed: writes holding an older ticket are refused from now on, and a per-process cache is
+   * emptied (nothing else can tell it what a collection deleted). A shared cache is left alone: the collector itself
+   * forgets there what it deletes.
+   */
+  reset(): void {
+    this.generation++;
+    if (this.inner.backend === 'inmemory') void this.clear();
   }
 
   healthy(): boolean {

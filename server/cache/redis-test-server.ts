@@ -109,3 +109,11 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Runni
     resume: () => { child.kill('SIGCONT'); },
   };
 }
+
+/** Wait until `condition` holds, checking every 10 ms (at most about 30 s; then throws naming `what`). */
+export async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; !(await condition()); i++) {
+    if (i > 3000) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CacheUnavailableError } from './cache.js';
 import { RedisDescriptorCache, clientOptions, type RedisCacheOptions } from './redis.js';
-import { startRedis, type RunningRedis } from './redis-test-server.js';
+import { startRedis, until, type RunningRedis } from './redis-test-server.js';
 import { cacheSuite } from './suite.js';
 
 // One redis-server for the suite (tests run concurrently: share the promise, not its result).
@@ -24,13 +24,6 @@ async function open(options: RedisCacheOptions): Promise<RedisDescriptorCache> {
   const cache = new RedisDescriptorCache(options);
   await cache.connect();
   return cache;
-}
-
-async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; !(await condition()); i++) {
-    if (i > 3000) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 cacheSuite('redis', async (options) => {

@@ -110,12 +110,25 @@ export function clientOptions(options: RedisConnectionOptions): Parameters<typeo
   return out as Parameters<typeof createClient>[0];
 }
 
+/** A connected-or-not node-redis client, as every Redis user in Wharf holds it. */
+export type AnyRedisClient = RedisClientType<any, any, any, any, any>;
+
 /**
- * One command on `client`, failing after `timeoutMs` however far it got. (node-redis times out only commands still
- * waiting to be written; a Redis that stops answering would otherwise hold the caller forever.) A reply arriving
- * after the timeout is ignored.
+ * A client for these settings (`clientOptions`: no offline queue, endless quick reconnects). `onError` receives
+ * connection errors; without a listener node-redis would crash the process.
  */
-export function sendWithTimeout(client: { sendCommand(args: string[]): Promise<unknown> }, args: string[], timeoutMs: number): Promise<unknown> {
+export function createRedisClient(options: RedisConnectionOptions, onError: (err: unknown) => void): AnyRedisClient {
+  const client = createClient(clientOptions(options)) as AnyRedisClient;
+  client.on('error', onError);
+  return client;
+}
+
+/**
+ * One command, failing after `timeoutMs` however far it got. (node-redis times out only commands still waiting to be
+ * written; a Redis that stops answering would otherwise hold the caller forever.) A reply arriving after the timeout
+ * is ignored.
+ */
+export function timedCommand(client: AnyRedisClient, args: string[], timeoutMs: number): Promise<unknown> {
   const reply = client.sendCommand(args);
   reply.catch(() => {}); // a late failure after the timeout has nobody to tell
   let timer: NodeJS.Timeout | undefined;
@@ -133,7 +146,7 @@ export function safeMessage(err: unknown): string {
 
 export class RedisDescriptorCache implements BlobDescriptorCache {
   readonly backend = 'redis' as const;
-  private readonly client: RedisClientType<any, any, any, any, any>;
+  private readonly client: AnyRedisClient;
   private readonly prefix: string;
   private readonly tombstoneMs: number;
   private readonly ttl: number;
@@ -160,9 +173,8 @@ export class RedisDescriptorCache implements BlobDescriptorCache {
     this.commandTimeoutMs = options.commandTimeoutMs ?? 3000;
     this.dialTimeoutMs = options.dialTimeoutMs ?? 5000;
     this.logger = options.logger;
-    this.client = createClient(clientOptions(options)) as RedisClientType<any, any, any, any, any>;
-    // Without an error listener node-redis would crash the process; errors are outages, handled here.
-    this.client.on('error', (err: unknown) => this.down(err));
+    // Errors are outages, handled here.
+    this.client = createRedisClient(options, (err) => this.down(err));
     this.client.on('end', () => this.down(new Error('connection closed')));
     this.client.on('ready', () => void this.recover());
   }
@@ -235,7 +247,12 @@ export class RedisDescriptorCache implements BlobDescriptorCache {
   }
 
   async clear(): Promise<void> {
-    if (!this.up) return; // it will start a new generation anyway when it comes back
+    if (!this.up) {
+      // Not answering now; counted as a failure, so it starts a new generation before it answers (even if it has not
+      // connected yet, when it would otherwise keep the current one).
+      this.failures++;
+      return;
+    }
     try {
       await this.command(['INCR', `${this.prefix}epoch`]);
     } catch (err) {
@@ -261,9 +278,9 @@ export class RedisDescriptorCache implements BlobDescriptorCache {
     return this.command(['EVAL', script, '0', this.prefix, ...args]);
   }
 
-  /** One command with this cache's timeout (see sendWithTimeout); a late reply finds the cache already off. */
+  /** One command with the time limit; a reply after it is ignored (the cache is off by then, see `down`). */
   private command(args: string[]): Promise<unknown> {
-    return sendWithTimeout(this.client, args, this.commandTimeoutMs);
+    return timedCommand(this.client, args, this.commandTimeoutMs);
   }
 
   private async read(args: string[]): Promise<(string | null)[] | undefined> {
@@ -327,8 +344,15 @@ export class RedisDescriptorCache implements BlobDescriptorCache {
     this.recoveryTimer.unref();
   }
 
-  /** Start a new generation, then answer again. Single-flight. */
+  /** Start a new generation (after a failure), then answer again. Single-flight. */
   private recover(): Promise<void> {
+    if (this.failures === 0 && !this.closed && this.client.isReady) {
+      // The first connection of a process that never failed: it has no undelivered invalidation to hide behind a new
+      // generation, so the shared cache stays warm (a GC worker or a new replica starting is no reason to empty it).
+      this.up = true;
+      this.since = Date.now();
+      return Promise.resolve();
+    }
     this.recovering ??= (async () => {
       try {
         if (this.closed || !this.client.isReady) return;

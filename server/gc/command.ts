@@ -14,8 +14,9 @@ import { createDescriptorCache, type BlobDescriptorCache } from '../cache/index.
 import { driverFor } from '../storage.js';
 import { metricsText, newStats, startProgress, summaryText } from './report.js';
 import { ProxyExpiry } from './proxy-expiry.js';
+import { workerGcState, type WorkerGcState } from './redis-state.js';
 import { LockBusyError } from './state.js';
-import { DEFAULT_GRACE_MS, DEFAULT_UPLOAD_AGE_MS, collectGarbage } from './worker.js';
+import { DEFAULT_GRACE_MS, DEFAULT_UPLOAD_AGE_MS, collectGarbage, type GcOptions } from './worker.js';
 
 export const GC_USAGE = `usage: wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <duration>]
                              [--upload-age <duration>] [--quiet] [--every <duration>] [--metrics-file <path>]
@@ -82,8 +83,18 @@ async function writeMetricsFile(path: string, text: string): Promise<void> {
   await rename(tmp, path);
 }
 
+/** The collectGarbage options that tie a run to its lock, live set and shared descriptor cache. */
+export function sharedStateOptions(gc: WorkerGcState, cache?: BlobDescriptorCache): Pick<GcOptions, 'lock' | 'liveSet' | 'forget' | 'forgetLink'> {
+  return {
+    lock: gc.lock,
+    liveSet: gc.liveSet,
+    forget: cache ? (d) => gc.invalidating(cache.forget(d)) : undefined,
+    forgetLink: cache ? (repo, d) => gc.invalidating(cache.forgetLink(repo, d)) : undefined,
+  };
+}
+
 /** One run with output; resolves to the exit code. */
-async function runOnce(driver: StorageDriver, o: GcCommandOptions, cache?: BlobDescriptorCache, proxy?: ProxyConfig): Promise<number> {
+async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: BlobDescriptorCache, proxy?: ProxyConfig): Promise<number> {
   const stats = newStats(o.dryRun);
   const listing = o.dryRun && !o.quiet ? (kind: string, what: string) => void process.stdout.write(`would delete ${kind} ${what}\n`) : undefined;
   const stopProgress = o.quiet ? () => {} : startProgress(stats, process.stderr);
@@ -95,8 +106,7 @@ async function runOnce(driver: StorageDriver, o: GcCommandOptions, cache?: BlobD
       graceMs: o.graceMs,
       uploadAgeMs: o.uploadAgeMs,
       stats,
-      forget: cache ? (d) => cache.forget(d) : undefined,
-      forgetLink: cache ? (repo, d) => cache.forgetLink(repo, d) : undefined,
+      ...sharedStateOptions(gc, cache),
       onDelete: listing,
       // A mirror's cached content past its upstream's TTL (docs/mirror.md).
       expiry: proxy ? new ProxyExpiry(driver, proxy, { dryRun: o.dryRun, stats, note: listing }) : undefined,
@@ -119,15 +129,27 @@ export async function garbageCollectCommand(config: WharfConfig, o: GcCommandOpt
   // A shared (Redis) descriptor cache is told about every delete; an in-memory one lives in each server, which
   // keeps it switched off while the lock is held (./recorder.ts).
   const cache = config.storage.cache.blobdescriptor === 'redis' ? await createDescriptorCache(config) : undefined;
+  // The lock and live set: in Redis when the `redis` section is configured (./redis-state.ts), else in storage.
+  let gc: WorkerGcState;
   try {
-    return await runCommand(driver, o, cache, config.proxy);
+    gc = await workerGcState(config, driver, {
+      clearSharedCache: cache ? async () => { await cache.clear(); return cache.healthy(); } : undefined,
+    });
+  } catch (err) {
+    await cache?.close();
+    process.stderr.write(`wharf: garbage collection failed: ${(err as Error).message}\n`);
+    return 1;
+  }
+  try {
+    return await runCommand(driver, o, gc, cache, config.proxy);
   } finally {
+    await gc.close();
     await cache?.close();
   }
 }
 
-async function runCommand(driver: StorageDriver, o: GcCommandOptions, cache?: BlobDescriptorCache, proxy?: ProxyConfig): Promise<number> {
-  if (o.everyMs === undefined) return runOnce(driver, o, cache, proxy);
+async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: BlobDescriptorCache, proxy?: ProxyConfig): Promise<number> {
+  if (o.everyMs === undefined) return runOnce(driver, o, gc, cache, proxy);
   let stopping = false;
   let wake: () => void = () => {};
   const stop = () => {
@@ -138,7 +160,7 @@ async function runCommand(driver: StorageDriver, o: GcCommandOptions, cache?: Bl
   process.on('SIGINT', stop);
   let last = 0;
   while (!stopping) {
-    last = await runOnce(driver, o, cache, proxy);
+    last = await runOnce(driver, o, gc, cache, proxy);
     if (stopping) break;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, o.everyMs);

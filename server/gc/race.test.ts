@@ -2,18 +2,26 @@
  * The race the collector is built for: a real Wharf server process takes pushes (fresh layers, layers shared through
  * cross-repository mounts, slow uploads that finish while a collection runs) while the collector runs again and
  * again with a short grace period over the same storage. Every tag whose push the server acknowledged must pull
- * completely afterwards, and still after one more collection once the pushing stopped.
+ * completely afterwards, and still after one more collection once the pushing stopped. Run twice: with the lock and
+ * live set in storage, and in Redis (server and worker both configured with it).
  *
  * Pushes behave like real clients: a mount that is refused becomes an upload, and a manifest refused with
  * MANIFEST_BLOB_UNKNOWN (its blobs were collected between upload and manifest, which a grace period shorter than
  * the push allows) is retried after uploading the missing blobs again.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
+import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { createDriver } from '../../storage-drivers/index.js';
 import { startWharf, type RunningWharf } from '../../conformance/harness.js';
+import { createDescriptorCache } from '../cache/index.js';
+import { startRedis } from '../cache/redis-test-server.js';
+import { parseConfig } from '../config/index.js';
+import { sharedStateOptions } from './command.js';
+import { workerGcState } from './redis-state.js';
+import type { GcStats } from './report.js';
 import { LOCK_PATH } from './state.js';
 import { OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, randomBlob, sha256 } from './test-helpers.js';
-import { collectGarbage } from './worker.js';
+import { collectGarbage, type GcOptions } from './worker.js';
 
 const GC_RUNS = 3;
 /** Pushes go on until the collections are over, but never more than this. */
@@ -105,10 +113,57 @@ class Pusher {
   }
 }
 
-test('pushes racing repeated collections: every acknowledged tag pulls completely', async (t) => {
-  const server = await startWharf({ config: { storage: { cache: { blobdescriptor: 'inmemory' } } } });
+/**
+ * Where the collector keeps its lock and live set: storage, or Redis (which the server then also uses for its
+ * descriptor cache, so the worker's invalidations are exercised too).
+ */
+interface Backend {
+  serverConfig: Record<string, unknown>;
+  /** A collection over the server's storage, as `wharf garbage-collect` wires it. */
+  collector(driver: StorageDriver): Promise<{ collect(options: GcOptions): Promise<GcStats>; close(): Promise<void> }>;
+  close(): Promise<void>;
+}
+
+const storageBackend = async (): Promise<Backend> => ({
+  serverConfig: { storage: { cache: { blobdescriptor: 'inmemory' } } },
+  collector: async (driver) => ({ collect: (options) => collectGarbage(driver, options), close: async () => {} }),
+  close: async () => {},
+});
+
+const redisBackend = async (): Promise<Backend> => {
+  const redis = await startRedis();
+  return {
+    serverConfig: { storage: { cache: { blobdescriptor: 'redis' } }, redis: { addr: redis.host } },
+    collector: async (driver) => {
+      const config = parseConfig(`version: 0.1\nstorage: { inmemory: {}, cache: { blobdescriptor: redis } }\nredis: { addr: '${redis.host}' }\n`).config;
+      const cache = await createDescriptorCache(config);
+      const gc = await workerGcState(config, driver);
+      return {
+        collect: (options) => collectGarbage(driver, { ...options, ...sharedStateOptions(gc, cache) }),
+        close: async () => {
+          await gc.close();
+          await cache?.close();
+        },
+      };
+    },
+    close: () => redis.stop(),
+  };
+};
+
+for (const [name, makeBackend] of [['storage', storageBackend], ['redis', redisBackend]] as const) {
+  test(`pushes racing repeated collections (lock and live set in ${name}): every acknowledged tag pulls completely`, async (t) => {
+    const backend = await makeBackend();
+    t.teardown(() => backend.close());
+    await race(t, backend);
+  });
+}
+
+async function race(t: ExecutionContext, backend: Backend): Promise<void> {
+  const server = await startWharf({ config: backend.serverConfig });
   t.teardown(() => server.stop());
   const driver = createDriver({ driver: 'filesystem', rootDirectory: server.rootDirectory });
+  const collector = await backend.collector(driver);
+  t.teardown(() => collector.close());
   const pusher = new Pusher(server);
 
   // A pool of layers uploaded once and never referenced there: older than the grace period, they are garbage the
@@ -121,7 +176,7 @@ test('pushes racing repeated collections: every acknowledged tag pulls completel
   const gcLoop = (async () => {
     try {
       for (let i = 0; i < GC_RUNS; i++) {
-        await collectGarbage(driver, { graceMs: 200, deleteUntagged: i % 2 === 1 });
+        await collector.collect({ graceMs: 200, deleteUntagged: i % 2 === 1 });
         gcRuns++;
       }
     } finally {
@@ -177,7 +232,7 @@ test('pushes racing repeated collections: every acknowledged tag pulls completel
   await pusher.upload('race/r0', leftover);
   const written = (await driver.stat(`/docker/registry/v2/repositories/race/r0/_layers/sha256/${leftover.digest.slice(7)}/link`)).modTime.getTime();
   while (Date.now() <= written) await new Promise((r) => setTimeout(r, 5));
-  const last = await collectGarbage(driver, { graceMs: 0, deleteUntagged: true });
+  const last = await collector.collect({ graceMs: 0, deleteUntagged: true });
   t.true(last.blobsDeleted >= 1, 'an unreferenced upload is collected');
   t.is((await fetch(`${server.url}/v2/race/r0/blobs/${leftover.digest}`, { method: 'HEAD' })).status, 404);
   for (const ref of pushed) {
@@ -185,4 +240,4 @@ test('pushes racing repeated collections: every acknowledged tag pulls completel
     t.is(await pusher.pulls(repo!, tag!), undefined, `${ref} after the final collection`);
   }
   t.log(`${pushed.length} pushes during ${GC_RUNS} collections; ${pusher.mountFallbacks} mounts refused, ${pusher.manifestRetries} manifests retried`);
-});
+}

@@ -45,6 +45,11 @@ export interface LockInfo {
   pid: number;
   acquiredAt: string;
   expiresAt: string;
+  /**
+   * 'redis' when the run holds its lock in Redis: the lock object in storage is then only a marker, so that a
+   * server without Redis configured sees a collection running and refuses writes it cannot record (./redis-state.ts).
+   */
+  backend?: 'redis';
 }
 
 export class LockBusyError extends Error {
@@ -74,6 +79,12 @@ export interface GcLock {
 export interface LockProbe {
   /** The unexpired lock, or undefined when none is held. */
   current(): Promise<LockInfo | undefined>;
+  /**
+   * After a `current()` that found no lock: the id of a run that ended without forgetting what it deleted in the
+   * shared (Redis) descriptor cache (it died, lost Redis, or ran without Redis), so that cache must be emptied before
+   * it is used again. Undefined when there is none (always, for the storage probe: see ./redis-state.ts).
+   */
+  uncleanRun?(): string | undefined;
 }
 
 /** Digests (and repositories) the servers used while a lock was held. */

@@ -22,8 +22,7 @@
  * - Nothing is stored only in Redis: a claim is a hint about who is fetching, the content is in storage.
  */
 import { randomUUID } from 'node:crypto';
-import { createClient } from 'redis';
-import { clientOptions, safeMessage, sendWithTimeout, type RedisConnectionOptions } from '../cache/redis.js';
+import { createRedisClient, safeMessage, timedCommand, type AnyRedisClient, type RedisConnectionOptions } from '../cache/redis.js';
 
 export interface SharedFlightLogger {
   warn(obj: object, msg: string): void;
@@ -54,7 +53,7 @@ return 0`;
 class RedisUnavailable extends Error {}
 
 export class SharedFlights {
-  private readonly client: ReturnType<typeof createClient>;
+  private readonly client: AnyRedisClient;
   private readonly prefix: string;
   private readonly claimTtlMs: number;
   private readonly pollMs: number;
@@ -74,9 +73,8 @@ export class SharedFlights {
     this.commandTimeoutMs = options.commandTimeoutMs ?? 3000;
     this.dialTimeoutMs = options.dialTimeoutMs ?? 5000;
     this.logger = options.logger;
-    this.client = createClient(clientOptions(options));
-    // Without an error listener node-redis would crash the process; an error is an outage, noticed per command.
-    this.client.on('error', () => undefined);
+    // An error event is an outage, noticed per command.
+    this.client = createRedisClient(options, () => undefined);
   }
 
   /** Start connecting (node-redis keeps retrying in the background); resolves once connected or after the dial timeout. */
@@ -173,7 +171,7 @@ export class SharedFlights {
   private async command(args: string[]): Promise<unknown> {
     try {
       if (!this.client.isReady) throw new Error('not connected');
-      const reply = await sendWithTimeout(this.client, args, this.commandTimeoutMs);
+      const reply = await timedCommand(this.client, args, this.commandTimeoutMs);
       if (this.outage) {
         this.outage = false;
         this.logger?.info({}, 'redis available again for the proxy single-flight');

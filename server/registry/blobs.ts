@@ -36,19 +36,21 @@ export class BlobStore {
 
   /** Size of the blob in the shared content store, or undefined when its bytes are absent. */
   async statContent(digest: Digest): Promise<BlobDescriptor | undefined> {
+    const ticket = this.cache?.ticket();
     const cached = await this.cache?.stat(digest.value);
     if (cached !== undefined) return { digest: digest.value, size: cached.size };
     const info = await orUndefined(this.driver.stat(layout.blobDataPath(digest)));
     if (!info || info.isDir) return undefined;
-    await this.cache?.set(digest.value, { size: info.size });
+    await this.cache?.set(digest.value, { size: info.size }, ticket);
     return { digest: digest.value, size: info.size };
   }
 
   /** True when the repository links the blob as a layer/config blob (the cache may know; else storage says). */
   async isLinked(name: string, digest: Digest): Promise<boolean> {
+    const ticket = this.cache?.ticket();
     if (await this.cache?.isLinked(name, digest.value)) return true;
     const linked = await this.isLinkedInStorage(name, digest);
-    if (linked) await this.cache?.setLinked(name, digest.value);
+    if (linked) await this.cache?.setLinked(name, digest.value, ticket);
     return linked;
   }
 
@@ -106,8 +108,9 @@ export class BlobStore {
 
   /** Let repository `name` serve the blob (its bytes must already be in the content store). */
   async link(name: string, digest: Digest): Promise<void> {
+    const ticket = this.cache?.ticket();
     await this.driver.putContent(layout.layerLinkPath(name, digest), digest.value);
-    await this.cache?.setLinked(name, digest.value);
+    await this.cache?.setLinked(name, digest.value, ticket);
   }
 
   /**
