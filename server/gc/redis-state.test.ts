@@ -157,7 +157,7 @@ test('the live set: records, batch answers, repositories; taking the lock starts
   t.false((await server.recorded(recorded)).size > 0, 'release empties the set');
 });
 
-test('a server records into Redis while a Redis lock is held, and a Redis outage fails the write instead', async (t) => {
+test('a server records into Redis while a Redis lock is held; with Redis down a write during a collection fails, one after it succeeds', async (t) => {
   const { redis, connect } = await redisFor(t);
   const f = await fixture();
   t.teardown(f.remove);
@@ -185,6 +185,13 @@ test('a server records into Redis while a Redis lock is held, and a Redis outage
   const err = await t.throwsAsync(pushBlob(registry, 'rec', bytes));
   t.true(err instanceof RegistryError && err.code === 'UNAVAILABLE' && err.status === 503, `${err?.message}`);
   t.false(await registry.blobs.isLinked('rec', parseDigest(sha256(bytes))), 'the write it would have protected did not happen');
+
+  // Redis still down, the collection over: its storage marker is gone, so the server knows no collection runs.
+  await lock.release();
+  await recorder.check();
+  t.false(recorder.mayBeCollecting(), 'with Redis unreachable the storage marker answers');
+  const after = await pushBlob(registry, 'rec', randomBlob());
+  t.true(await registry.blobs.isLinked('rec', parseDigest(after.digest)), 'pushes go on while no collection runs');
 });
 
 test('a worker that loses Redis mid-sweep stops deleting', async (t) => {

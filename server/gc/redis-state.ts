@@ -35,9 +35,9 @@
  * took the lock (and emptied the sets) can never act on an answer from that other run's sets.
  *
  * Failures. Every command has the connection's time limit and none waits in a queue while disconnected. A server
- * that must record and cannot reach Redis fails the write with 503 UNAVAILABLE; it never proceeds unrecorded (and
- * when Redis is unreachable it cannot see the lock, so after LOCK_STALE_MS it must record: pushes fail until Redis is
- * back, pulls go on). A worker that cannot renew, verify or read the live set stops with that error, deleting
+ * that must record and cannot reach Redis fails the write with 503 UNAVAILABLE; it never proceeds unrecorded. While
+ * Redis is unreachable a server reads the lock from the storage marker below (DualLockProbe), so only writes made
+ * while a collection runs fail; pushes go on when none does, pulls always. A worker that cannot renew, verify or read the live set stops with that error, deleting
  * nothing more; its lock expires.
  *
  * Worker and servers that disagree about Redis (one configured with it, one without):
@@ -271,7 +271,9 @@ export class RedisGcLock extends RedisLockProbe implements GcLock {
     }
     const every = this.options.renewMs ?? Math.max(1, Math.floor(this.ttlMs / 3));
     if (every > 0) {
-      this.timer = setInterval(() => void this.renew().catch(() => {}), every);
+      // The storage marker is what servers read while they cannot reach Redis: keep it fresh between `verify`s too
+      // (a long mark of one repository), and treat a marker that cannot be written like a lost lock.
+      this.timer = setInterval(() => void this.renew().then(() => this.refreshMarker()).catch(() => {}), every);
       this.timer.unref();
     }
     return info;
@@ -298,7 +300,18 @@ export class RedisGcLock extends RedisLockProbe implements GcLock {
 
   async verify(): Promise<void> {
     await this.renew();
-    if (Date.now() - this.markerWrittenAt > this.markerTtlMs / 3) await this.writeMarker();
+    await this.refreshMarker();
+  }
+
+  private async refreshMarker(): Promise<void> {
+    if (Date.now() - this.markerWrittenAt <= this.markerTtlMs / 3) return;
+    try {
+      await this.writeMarker();
+    } catch (err) {
+      this.lost ??= new LockLostError(`the garbage-collection lock's storage marker could not be renewed: ${(err as Error).message}`);
+      clearInterval(this.timer);
+      throw this.lost;
+    }
   }
 
   /**
@@ -399,13 +412,24 @@ export class DualLockProbe implements LockProbe {
     private readonly staleMs = LOCK_STALE_MS,
   ) {}
 
+  /**
+   * The Redis lock, or a storage run. When Redis cannot be read, the storage lock object answers alone, the
+   * `backend: 'redis'` marker included: a Redis worker writes that marker right after taking its Redis lock and
+   * before its propagation wait, and keeps it until it releases, so "no marker" read now means no collection can
+   * start marking within LOCK_PROPAGATION_MS, exactly the storage protocol's guarantee. So a Redis outage stops only
+   * the writes that must be recorded while a collection runs (their record cannot be made: 503), not every push.
+   */
   async current(): Promise<LockInfo | undefined> {
-    const [inRedis, stored] = await Promise.all([this.redis.current(), this.storage.current()]);
+    const [inRedis, stored] = await Promise.all([
+      this.redis.current().then((held) => ({ held }), () => undefined),
+      this.storage.current(),
+    ]);
     const storageRun = stored && stored.backend !== 'redis' ? stored : undefined;
     if (this.storageRun && this.storageRun.runId !== storageRun?.runId) this.endedStorageRun = this.storageRun.runId;
     this.storageRun = storageRun;
     this.readAt = Date.now();
-    return inRedis ?? this.storageRun;
+    if (!inRedis) return stored;
+    return inRedis.held ?? this.storageRun;
   }
 
   uncleanRun(): string | undefined {
