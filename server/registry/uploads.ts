@@ -10,7 +10,7 @@
  * bytes that are in storage, and a blob becomes visible under a digest only after those bytes hashed to it.
  */
 import { randomUUID, type Hash } from 'node:crypto';
-import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
+import { PathNotFoundError, type FileWriter, type StorageDriver } from '../../storage-drivers/driver.js';
 import { BlobStore, type BlobDescriptor, orUndefined } from './blobs.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
@@ -58,6 +58,49 @@ export interface UploadHooks {
   /** Called after the digest is verified and before the bytes are committed and linked (the GC live set). */
   beforeBlobLinked?(name: string, digest: string): Promise<void> | void;
   onBlobLinked?(name: string, digest: string): Promise<void> | void;
+}
+
+/**
+ * Bytes of a request body allowed to be on their way to storage at once. The driver receives the next chunks
+ * while earlier ones are written (the filesystem batches them into one system call), so receiving, hashing and
+ * writing overlap; the bound keeps a request's memory small however large the blob.
+ */
+export const WRITE_WINDOW = 256 * 1024;
+
+/** Writes to a driver writer without waiting for each one, with at most WRITE_WINDOW bytes outstanding. */
+class WriteWindow {
+  private readonly outstanding: Array<{ done: Promise<void>; bytes: number }> = [];
+  private bytes = 0;
+
+  constructor(private readonly writer: FileWriter) {}
+
+  /** Start writing `chunk`; resolves once the outstanding bytes are back within the window. */
+  async write(chunk: Uint8Array): Promise<void> {
+    const done = this.writer.write(chunk);
+    // Observed at once so that a failure is never an unhandled rejection; it is thrown by the await below.
+    done.catch(() => {});
+    this.outstanding.push({ done, bytes: chunk.byteLength });
+    this.bytes += chunk.byteLength;
+    while (this.bytes > WRITE_WINDOW) await this.oldest();
+  }
+
+  /** Wait for every outstanding write; throws the first failure. */
+  async drain(): Promise<void> {
+    while (this.outstanding.length > 0) await this.oldest();
+  }
+
+  /** Wait for every outstanding write, ignoring failures (the caller is already failing). */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.outstanding.map((w) => w.done));
+    this.outstanding.length = 0;
+    this.bytes = 0;
+  }
+
+  private async oldest(): Promise<void> {
+    const first = this.outstanding.shift()!;
+    this.bytes -= first.bytes;
+    await first.done;
+  }
 }
 
 export class UploadStore {
@@ -168,6 +211,7 @@ export class UploadStore {
       this.states.set(key, state);
     }
     const writer = await this.driver.writer(layout.uploadDataPath(name, id), true);
+    const window = new WriteWindow(writer);
     let written = 0;
     try {
       for await (const chunk of body) {
@@ -177,13 +221,15 @@ export class UploadStore {
             detail: { expected },
           });
         }
-        await writer.write(chunk);
-        written += chunk.byteLength;
+        // Hashed while earlier chunks are still being written; a failed write drops the hash below.
         if (state) {
           state.hash.update(chunk);
           state.offset += chunk.byteLength;
         }
+        await window.write(chunk);
+        written += chunk.byteLength;
       }
+      await window.drain();
       if (expected !== undefined && written !== expected) {
         throw new RegistryError('SIZE_INVALID', 'request body is shorter than announced', {
           detail: { expected, received: written },
@@ -192,6 +238,7 @@ export class UploadStore {
     } catch (err) {
       // The stored bytes and our hash may now disagree: drop the hash; it is rebuilt from storage when needed.
       this.states.delete(key);
+      await window.settle();
       throw err;
     } finally {
       await writer.close();
