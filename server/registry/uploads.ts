@@ -125,7 +125,8 @@ export class UploadStore {
   async start(name: string, algorithm: DigestAlgorithm = 'sha256'): Promise<UploadStatus> {
     const id = randomUUID();
     await this.driver.putContent(layout.uploadStartedAtPath(name, id), new Date().toISOString());
-    await this.driver.putContent(layout.uploadDataPath(name, id), new Uint8Array(0));
+    // An empty file needs none of putContent's temporary file, fsync and rename: a writer creates it.
+    await (await this.driver.writer(layout.uploadDataPath(name, id), false)).close();
     this.states.set(this.key(name, id), { algorithm, hash: newHash(algorithm), offset: 0 });
     return { id, offset: 0 };
   }
@@ -139,9 +140,9 @@ export class UploadStore {
 
   /** Run `fn` while holding the session; a concurrent request for the same session is refused with 416. */
   private async exclusive<T>(name: string, id: string, fn: (offset: number) => Promise<T>): Promise<T> {
-    const { offset } = await this.status(name, id);
     const key = this.key(name, id);
     if (this.busy.has(key)) {
+      const { offset } = await this.status(name, id);
       throw new RegistryError('BLOB_UPLOAD_INVALID', 'another request is writing to this upload', {
         status: 416,
         headers: { Range: uploadRangeHeader(offset) },
@@ -150,9 +151,9 @@ export class UploadStore {
     }
     this.busy.add(key);
     try {
-      // Re-read the offset now that the session is ours.
-      const current = await this.status(name, id);
-      return await fn(current.offset);
+      // The offset is read once the session is ours, so no request of this process can move it meanwhile.
+      const { offset } = await this.status(name, id);
+      return await fn(offset);
     } finally {
       this.busy.delete(key);
     }
