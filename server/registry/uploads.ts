@@ -65,7 +65,7 @@ export interface UploadHooks {
  * while earlier ones are written (the filesystem batches them into one system call), so receiving, hashing and
  * writing overlap; the bound keeps a request's memory small however large the blob.
  */
-export const WRITE_WINDOW = 256 * 1024;
+export const WRITE_WINDOW = 128 * 1024;
 
 /** Writes to a driver writer without waiting for each one, with at most WRITE_WINDOW bytes outstanding. */
 class WriteWindow {
