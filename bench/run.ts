@@ -9,7 +9,9 @@
  * busy machine it is steadier than the rates, so it is the figure to compare two builds by.
  * Results go to bench/results/latest.{md,json}.
  *
- * Without registry:2 installed (or with --no-registry2) only Wharf's figures are reported.
+ * Without registry:2 installed (or with --no-registry2) only Wharf's figures are reported. With --s3 both servers
+ * store in one throw-away S3 server (the Ceph RGW of storage-drivers/s3-test-server.ts) and only the workloads that
+ * go through the registry API run.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
@@ -18,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { median, MB } from './client.js';
 import { cpuSeconds, peakRss, registry2Available, startServer, type BenchServer, type ServerKind } from './servers.js';
 import { WORKLOADS, type Figure, type Shared, type Sizes, type Workload } from './workloads.js';
+import { startS3TestServer } from '../storage-drivers/s3-test-server.js';
 
 const HELP = `usage: npm run bench -- [options]
   --workloads 1,2,4     run only these workloads (default: all, 1-7)
@@ -31,6 +34,8 @@ const HELP = `usage: npm run bench -- [options]
   --no-access-log       turn the access log off on both servers
   --no-registry2        Wharf only
   --cpu-prof DIR        run Wharf under node --cpu-prof, profiles into DIR (summarise: node dist/bench/profile.js DIR)
+  --s3                  both servers store in S3: a throw-away Ceph RGW (storage-drivers/s3-test-server.ts, needs
+                        ceph-mon, ceph-osd, radosgw); runs workloads 1-4 only, redirects off
   --tmp DIR             parent of the servers' storage and the input files (default: the OS temp dir;
                         /dev/shm takes the disk out of the figures)
   --out DIR             where to write latest.md and latest.json (default bench/results)
@@ -66,7 +71,8 @@ function targetText(row: Row): string {
 
 function markdown(rows: Row[], meta: Record<string, unknown>, notes: string[]): string {
   const lines = [
-    `Run ${meta.date} on ${meta.cpus} × ${meta.cpu}, Node ${meta.node}; ${meta.reps} repetitions per server, medians.`,
+    `Run ${meta.date} on ${meta.cpus} × ${meta.cpu}, Node ${meta.node}; ${meta.reps} repetitions per server, medians; ` +
+      `storage: ${meta.storage}.`,
     `Speed ratio: Wharf/registry:2 for rates, registry:2/Wharf for times (above 1 = Wharf faster).`,
     '',
     '| # | Figure | Wharf | registry:2 | Speed ratio | Target | Met |',
@@ -99,8 +105,17 @@ function sizesFrom(values: Record<string, string | boolean | undefined>): Sizes 
   };
 }
 
+/**
+ * Bytes the S3 server must hold for a run: per server, the big blob (workload 1), two pushes of it per repetition
+ * plus the warm-up (workload 2) and the concurrent blobs per repetition (workload 3), with room for upload copies.
+ */
+function s3Capacity(sizes: Sizes, reps: number): number {
+  const perServer = sizes.blobBytes * (1 + 2 * reps) + sizes.smallBlobBytes * sizes.concurrentPushes * reps + 32 * MB;
+  return Math.max(1 << 30, Math.ceil(2 * 2 * perServer));
+}
+
 async function runWorkload(workload: Workload, kinds: ServerKind[], shared: Shared, reps: number, options: {
-  accessLogOff: boolean; workers?: number; cpuProf?: string; tmp: string;
+  accessLogOff: boolean; workers?: number; cpuProf?: string; tmp: string; s3?: Record<string, unknown>;
 }, rows: Row[]): Promise<void> {
   const figures = workload.figures(shared.sizes).map((f): Row => ({
     ...f, workload: workload.id, title: workload.title, cell: { samples: { wharf: [], registry2: [] } },
@@ -121,6 +136,7 @@ async function runWorkload(workload: Workload, kinds: ServerKind[], shared: Shar
       servers.push(await startServer(kind, {
         accessLogOff: options.accessLogOff,
         tmp: options.tmp,
+        s3: options.s3,
         wharfWorkers: options.workers,
         wharfNodeArgs: options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProf}`] : undefined,
       }));
@@ -166,7 +182,7 @@ async function main(): Promise<void> {
       workloads: { type: 'string' }, reps: { type: 'string' }, quick: { type: 'boolean' },
       'blob-mb': { type: 'string' }, 'small-mb': { type: 'string' }, seconds: { type: 'string' },
       'gc-blobs': { type: 'string' }, workers: { type: 'string' }, 'no-access-log': { type: 'boolean' },
-      'no-registry2': { type: 'boolean' }, 'cpu-prof': { type: 'string' }, tmp: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean' },
+      'no-registry2': { type: 'boolean' }, s3: { type: 'boolean' }, 'cpu-prof': { type: 'string' }, tmp: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean' },
     },
   });
   if (values.help) {
@@ -174,7 +190,8 @@ async function main(): Promise<void> {
     return;
   }
   const selected = values.workloads ? new Set(values.workloads.split(',').map(Number)) : undefined;
-  const workloads = WORKLOADS.filter((w) => !selected || selected.has(w.id));
+  const s3 = values.s3 === true;
+  const workloads = WORKLOADS.filter((w) => (!selected || selected.has(w.id)) && (!s3 || w.s3));
   const reps = values.reps ? Number(values.reps) : values.quick ? 2 : 3;
   const kinds: ServerKind[] = ['wharf'];
   const notes: string[] = [];
@@ -182,10 +199,16 @@ async function main(): Promise<void> {
     if (registry2Available()) kinds.push('registry2');
     else notes.push('registry:2 (docker-registry) is not installed: Wharf figures only.');
   }
+  if (s3 && selected) {
+    const skipped = [...selected].filter((id) => !WORKLOADS.some((w) => w.id === id && w.s3));
+    if (skipped.length > 0) notes.push(`with --s3, workloads ${skipped.join(', ')} do not run (they seed the filesystem tree directly).`);
+  }
   const parent = values.tmp ? resolve(values.tmp) : tmpdir();
   const work = await mkdtemp(join(parent, 'wharf-bench-work-'));
   const shared: Shared = { work, sizes: sizesFrom(values), files: new Map(), notes };
   const rows: Row[] = [];
+  // One S3 server for the whole run, big enough for every blob both servers push (memstore keeps them in RAM).
+  const s3Server = s3 ? await startS3TestServer({ memoryBytes: s3Capacity(shared.sizes, reps) }) : undefined;
   try {
     for (const workload of workloads) {
       process.stderr.write(`workload ${workload.id}: ${workload.title}\n`);
@@ -194,15 +217,18 @@ async function main(): Promise<void> {
         workers: values.workers ? Number(values.workers) : undefined,
         cpuProf: values['cpu-prof'] ? resolve(values['cpu-prof']) : undefined,
         tmp: parent,
+        s3: s3Server?.storageConfig(),
       }, rows);
     }
   } finally {
+    await s3Server?.stop();
     await rm(work, { recursive: true, force: true });
   }
   const meta = {
     date: new Date().toISOString(), node: process.versions.node, cpus: cpus().length, cpu: cpus()[0]?.model.trim(),
     reps, sizes: shared.sizes, servers: kinds, accessLog: values['no-access-log'] !== true,
     workers: values.workers ? Number(values.workers) : 1,
+    storage: s3 ? 'S3 (throw-away Ceph RGW on loopback, redirects off)' : 'filesystem',
   };
   const table = markdown(rows, meta, notes);
   const out = resolve(values.out ?? 'bench/results');

@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, openSync, closeSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { stringify } from 'yaml';
 import { CLI_PATH, REGISTRY2_BIN, freePort } from '../conformance/harness.js';
 
@@ -20,6 +20,7 @@ export interface BenchServer {
   url: string;
   host: string;
   pid: number;
+  /** The filesystem storage directory (unused when the server stores in S3). */
   rootDirectory: string;
   configPath: string;
   logPath: string;
@@ -37,6 +38,12 @@ export interface ServerOptions {
   wharfWorkers?: number;
   /** Wharf only: extra node flags, such as --cpu-prof. */
   wharfNodeArgs?: string[];
+  /**
+   * Store in S3 rather than the filesystem: a `storage.s3` section in registry:2's keys (both servers read the same
+   * ones). Each server gets its own root directory in the bucket, and redirects are off so that blob bytes flow
+   * through the server under test.
+   */
+  s3?: Record<string, unknown>;
 }
 
 export function registry2Available(): boolean {
@@ -70,17 +77,23 @@ export async function startServer(kind: ServerKind, options: ServerOptions = {})
     ...extra,
     version: '0.1',
     log: { level: 'info', accesslog: { disabled: options.accessLogOff ?? false } },
-    storage: { filesystem: { rootdirectory: rootDirectory }, delete: { enabled: true } },
+    storage: options.s3
+      ? { s3: { ...options.s3, rootdirectory: `/${basename(tmp)}` }, delete: { enabled: true }, redirect: { disable: true } }
+      : { filesystem: { rootdirectory: rootDirectory }, delete: { enabled: true } },
     http: { ...(extra.http as object | undefined), addr: `127.0.0.1:${port}` },
   };
   const configPath = join(tmp, 'config.yml');
   await writeFile(configPath, stringify(config));
   const logPath = join(tmp, 'server.log');
   const log = openSync(logPath, 'a');
+  // The S3 test server speaks plain HTTP on loopback. registry:2's AWS SDK fails to start when AWS_CA_BUNDLE is set
+  // (it cannot apply a CA bundle to its transport), so neither server is given one.
+  const env = { ...process.env };
+  if (options.s3) delete env.AWS_CA_BUNDLE;
   const child = kind === 'wharf'
     ? spawn(process.execPath, [...(options.wharfNodeArgs ?? []), CLI_PATH, 'serve', configPath,
-      ...(options.wharfWorkers ? ['--workers', String(options.wharfWorkers)] : [])], { stdio: ['ignore', log, log] })
-    : spawn(REGISTRY2_BIN, ['serve', configPath], { stdio: ['ignore', log, log] });
+      ...(options.wharfWorkers ? ['--workers', String(options.wharfWorkers)] : [])], { stdio: ['ignore', log, log], env })
+    : spawn(REGISTRY2_BIN, ['serve', configPath], { stdio: ['ignore', log, log], env });
   closeSync(log);
   const url = `http://127.0.0.1:${port}`;
   const stop = async () => {

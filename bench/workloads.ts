@@ -51,6 +51,8 @@ export interface Workload {
   id: number;
   title: string;
   wharfOnly?: boolean;
+  /** Runs with the servers storing in S3 (`--s3`); workloads that seed the storage tree directly do not. */
+  s3?: boolean;
   figures(sizes: Sizes): Figure[];
   /** Once per run, before any server starts: make input files. */
   prepare?(shared: Shared): Promise<void>;
@@ -82,6 +84,7 @@ async function warmUpPush(server: BenchServer, shared: Shared): Promise<void> {
 const blobGet: Workload = {
   id: 1,
   title: 'Blob GET',
+  s3: true,
   figures: (s) => [
     { id: 'get-1', label: `GET ${mb(s.blobBytes)} blob, 1 stream`, unit: 'MB/s', better: 'higher', target: { ratio: 0.85 } },
     { id: 'get-n', label: `GET ${mb(s.blobBytes)} blob, ${s.getStreams} streams (aggregate)`, unit: 'MB/s', better: 'higher', target: { ratio: 1.0 } },
@@ -109,6 +112,7 @@ const blobGet: Workload = {
 const blobPush: Workload = {
   id: 2,
   title: 'Blob push',
+  s3: true,
   figures: (s) => [
     { id: 'push-mono', label: `push ${mb(s.blobBytes)} blob, monolithic PUT`, unit: 'MB/s', better: 'higher', target: { ratio: 2.5 } },
     { id: 'push-patch', label: `push ${mb(s.blobBytes)} blob, streamed PATCH`, unit: 'MB/s', better: 'higher', target: { ratio: 2.5 } },
@@ -130,6 +134,7 @@ const blobPush: Workload = {
 const concurrentPush: Workload = {
   id: 3,
   title: 'Concurrent pushes',
+  s3: true,
   figures: (s) => [
     { id: 'push-concurrent', label: `${s.concurrentPushes} concurrent pushes of distinct ${mb(s.smallBlobBytes)} blobs (aggregate)`, unit: 'MB/s', better: 'higher', target: { ratio: 2.0 } },
   ],
@@ -148,6 +153,7 @@ const concurrentPush: Workload = {
 const manifestGet: Workload = {
   id: 4,
   title: 'Manifest GET by tag',
+  s3: true,
   figures: (s) => [
     { id: 'manifest-tag', label: `manifest GET by tag, ${s.connections} keep-alive connections`, unit: 'req/s', better: 'higher', target: { ratio: 5.0 } },
     { id: 'manifest-cpu', label: 'server CPU time per manifest GET', unit: 'µs', better: 'lower' },

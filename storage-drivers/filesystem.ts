@@ -335,15 +335,28 @@ export async function moveAcrossDevices(source: string, dest: string, fsync = tr
 
 type WriterState = 'open' | 'committed' | 'closed' | 'cancelled';
 
+/** Most chunks written by one system call (writev), well under every platform's IOV_MAX. */
+const MAX_BATCH = 256;
+
+interface PendingWrite {
+  chunk: Uint8Array;
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
 /**
  * Writes go straight to the file at increasing positions. Each write() resolves once the kernel has the bytes
- * (nothing is buffered here); calls made without awaiting are queued and applied in order. After a failed write
- * every later write and the commit fail too, so a gap in the file can never be committed.
+ * (nothing is buffered here); calls made without awaiting are queued and applied in order, and the chunks queued
+ * while a write is in progress go to the file together in the next one (one writev), so a caller that keeps
+ * several writes outstanding pays one thread-pool round trip per batch rather than per chunk. After a failed
+ * write every later write and the commit fail too, so a gap in the file can never be committed.
  */
 class FilesystemWriter implements FileWriter {
   private state: WriterState = 'open';
   private failure: { error: unknown } | undefined;
-  private queue: Promise<void> = Promise.resolve();
+  private pending: PendingWrite[] = [];
+  /** The loop writing out `pending`, while it runs. */
+  private flushing: Promise<void> | undefined;
   private written: number;
 
   constructor(
@@ -369,28 +382,50 @@ class FilesystemWriter implements FileWriter {
 
   write(chunk: Uint8Array): Promise<void> {
     if (this.state !== 'open') return Promise.reject(this.notOpen());
-    const run = this.queue.then(async () => {
-      if (this.failure) throw this.failed();
-      try {
-        let done = 0;
-        while (done < chunk.length) {
-          const { bytesWritten } = await this.handle.write(chunk, done, chunk.length - done, this.written);
-          done += bytesWritten;
-          this.written += bytesWritten;
-        }
-      } catch (error) {
-        this.failure = { error };
-        throw error;
-      }
+    return new Promise((resolve, reject) => {
+      this.pending.push({ chunk, resolve, reject });
+      this.flushing ??= this.flush();
     });
-    this.queue = run.catch(() => {});
-    return run;
+  }
+
+  /** Write out the queued chunks, a batch per system call, until none are left. */
+  private async flush(): Promise<void> {
+    while (this.pending.length > 0) {
+      const batch = this.pending.splice(0, MAX_BATCH);
+      try {
+        if (this.failure) throw this.failed();
+        await this.writeAll(batch.map((w) => w.chunk));
+      } catch (error) {
+        this.failure ??= { error };
+        for (const w of batch) w.reject(error);
+        continue;
+      }
+      for (const w of batch) w.resolve();
+    }
+    this.flushing = undefined;
+  }
+
+  /** Write `chunks` at the end of what was written, however many calls the kernel needs. */
+  private async writeAll(chunks: Uint8Array[]): Promise<void> {
+    let rest = chunks.filter((c) => c.byteLength > 0);
+    while (rest.length > 0) {
+      let { bytesWritten } = await this.handle.writev(rest, this.written);
+      this.written += bytesWritten;
+      // A short write: drop what went out and retry with the remainder.
+      while (rest.length > 0 && bytesWritten >= rest[0]!.byteLength) bytesWritten -= rest.shift()!.byteLength;
+      if (bytesWritten > 0) rest[0] = rest[0]!.subarray(bytesWritten);
+    }
+  }
+
+  /** Resolves once every write queued so far has been written (or has failed). */
+  private async drained(): Promise<void> {
+    while (this.flushing) await this.flushing;
   }
 
   async commit(): Promise<void> {
     if (this.state !== 'open') throw this.notOpen();
     this.state = 'committed';
-    await this.queue;
+    await this.drained();
     try {
       if (this.failure) throw this.failed();
       if (this.fsync) await this.handle.sync();
@@ -402,7 +437,7 @@ class FilesystemWriter implements FileWriter {
   async close(): Promise<void> {
     if (this.state !== 'open') return;
     this.state = 'closed';
-    await this.queue;
+    await this.drained();
     await this.handle.close();
   }
 
@@ -410,7 +445,7 @@ class FilesystemWriter implements FileWriter {
     if (this.state === 'cancelled') return;
     if (this.state !== 'open') throw this.notOpen();
     this.state = 'cancelled';
-    await this.queue;
+    await this.drained();
     const own = await this.handle.stat().catch(() => undefined);
     await this.handle.close();
     // Remove the file only if the path still names the file we wrote (it may have been moved or replaced).

@@ -2,9 +2,9 @@
  * The registry domain: one object giving the HTTP layer (and later the garbage collector and the pull-through
  * cache) everything it needs over a storage driver. It knows OCI and the storage layout, nothing of HTTP.
  */
-import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
+import { PathNotFoundError, comparePaths, isBelow, type StorageDriver } from '../../storage-drivers/driver.js';
 import { GatedDescriptorCache, InMemoryDescriptorCache, type BlobDescriptorCache } from '../cache/index.js';
-import { BlobStore, orUndefined, type BlobDescriptor, type DescriptorCache } from './blobs.js';
+import { BlobStore, type BlobDescriptor, type DescriptorCache } from './blobs.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import { ManifestStore } from './manifests.js';
@@ -85,10 +85,9 @@ export class Registry {
    * in), the first `n` after `last`. A repository is a directory holding `_layers` (registry:2's rule) or
    * `_manifests`.
    *
-   * A page is read, not the whole tree: the walk starts after `last` (the driver pages its listings, S3 with
-   * start-after) and stops once it has found `n` names and knows whether more follow. It never descends into
-   * `_layers`, `_manifests`, `_uploads` or other `_` folders; each directory it passes costs one or two `stat`s to
-   * tell whether it is a repository.
+   * A page is read, not the whole tree: directories that lie wholly before `last` are not read, and the walk stops
+   * once it has found `n` names and knows whether more follow. Each directory costs one listing and nothing else:
+   * its entries say whether it is a repository and where to go next (see `repositoryDirs`).
    */
   async catalog(n?: number, last?: string, include?: (name: string) => boolean): Promise<CatalogPage> {
     if (last !== undefined && !isValidRepositoryName(last)) {
@@ -96,16 +95,10 @@ export class Registry {
     }
     const prefix = `${layout.REPOSITORIES_ROOT}/`;
     const repositories: string[] = [];
-    const isRepository = async (dir: string) =>
-      (await orUndefined(this.driver.stat(`${dir}/_layers`)))?.isDir === true ||
-      (await orUndefined(this.driver.stat(`${dir}/_manifests`)))?.isDir === true;
     try {
-      for await (const info of this.driver.walk(layout.REPOSITORIES_ROOT, {
-        descend: (dir) => !layout.baseName(dir.path).startsWith('_'),
-        startAfter: last === undefined ? undefined : `${prefix}${last}`,
-      })) {
-        if (!info.isDir || layout.baseName(info.path).startsWith('_') || !(await isRepository(info.path))) continue;
-        const name = info.path.slice(prefix.length);
+      const top = await this.driver.list(layout.REPOSITORIES_ROOT);
+      for await (const dir of this.repositoryDirs(top, last === undefined ? undefined : `${prefix}${last}`)) {
+        const name = dir.slice(prefix.length);
         if (include && !include(name)) continue;
         if (n !== undefined && repositories.length === n) return { repositories, next: repositories.at(-1) };
         repositories.push(name);
@@ -114,6 +107,31 @@ export class Registry {
       if (!(err instanceof PathNotFoundError)) throw err;
     }
     return { repositories };
+  }
+
+  /**
+   * The repository directories among `entries` (sorted paths of one directory's entries) and below them, in path
+   * order, skipping those up to `startAfter`. Entries named `_…` are never entered. Every other entry is listed
+   * once: its listing both tells whether it is a repository (it holds `_layers` or `_manifests`) and gives the next
+   * level; an entry that is a file has no listing and is passed over.
+   */
+  private async *repositoryDirs(entries: string[], startAfter: string | undefined): AsyncGenerator<string> {
+    for (const path of entries) {
+      if (layout.baseName(path).startsWith('_')) continue;
+      const after = startAfter === undefined || comparePaths(path, startAfter) > 0;
+      // Before startAfter and not holding it: the whole subtree comes before it.
+      if (!after && !isBelow(startAfter!, path) && path !== startAfter) continue;
+      let children: string[];
+      try {
+        children = await this.driver.list(path);
+      } catch (err) {
+        if (err instanceof PathNotFoundError) continue; // a file, or deleted meanwhile
+        throw err;
+      }
+      const names = new Set(children.map((c) => layout.baseName(c)));
+      if (after && (names.has('_layers') || names.has('_manifests'))) yield path;
+      yield* this.repositoryDirs(children, after ? undefined : startAfter);
+    }
   }
 
 }

@@ -10,7 +10,7 @@
  * bytes that are in storage, and a blob becomes visible under a digest only after those bytes hashed to it.
  */
 import { randomUUID, type Hash } from 'node:crypto';
-import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
+import { PathNotFoundError, type FileWriter, type StorageDriver } from '../../storage-drivers/driver.js';
 import { BlobStore, type BlobDescriptor, orUndefined } from './blobs.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
@@ -60,6 +60,49 @@ export interface UploadHooks {
   onBlobLinked?(name: string, digest: string): Promise<void> | void;
 }
 
+/**
+ * Bytes of a request body allowed to be on their way to storage at once. The driver receives the next chunks
+ * while earlier ones are written (the filesystem batches them into one system call), so receiving, hashing and
+ * writing overlap; the bound keeps a request's memory small however large the blob.
+ */
+export const WRITE_WINDOW = 128 * 1024;
+
+/** Writes to a driver writer without waiting for each one, with at most WRITE_WINDOW bytes outstanding. */
+class WriteWindow {
+  private readonly outstanding: Array<{ done: Promise<void>; bytes: number }> = [];
+  private bytes = 0;
+
+  constructor(private readonly writer: FileWriter) {}
+
+  /** Start writing `chunk`; resolves once the outstanding bytes are back within the window. */
+  async write(chunk: Uint8Array): Promise<void> {
+    const done = this.writer.write(chunk);
+    // Observed at once so that a failure is never an unhandled rejection; it is thrown by the await below.
+    done.catch(() => {});
+    this.outstanding.push({ done, bytes: chunk.byteLength });
+    this.bytes += chunk.byteLength;
+    while (this.bytes > WRITE_WINDOW) await this.oldest();
+  }
+
+  /** Wait for every outstanding write; throws the first failure. */
+  async drain(): Promise<void> {
+    while (this.outstanding.length > 0) await this.oldest();
+  }
+
+  /** Wait for every outstanding write, ignoring failures (the caller is already failing). */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.outstanding.map((w) => w.done));
+    this.outstanding.length = 0;
+    this.bytes = 0;
+  }
+
+  private async oldest(): Promise<void> {
+    const first = this.outstanding.shift()!;
+    this.bytes -= first.bytes;
+    await first.done;
+  }
+}
+
 export class UploadStore {
   private readonly states = new Map<string, HashState>();
   /** Sessions with a request in progress in this process; a second concurrent request is refused. */
@@ -82,7 +125,8 @@ export class UploadStore {
   async start(name: string, algorithm: DigestAlgorithm = 'sha256'): Promise<UploadStatus> {
     const id = randomUUID();
     await this.driver.putContent(layout.uploadStartedAtPath(name, id), new Date().toISOString());
-    await this.driver.putContent(layout.uploadDataPath(name, id), new Uint8Array(0));
+    // An empty file needs none of putContent's temporary file, fsync and rename: a writer creates it.
+    await (await this.driver.writer(layout.uploadDataPath(name, id), false)).close();
     this.states.set(this.key(name, id), { algorithm, hash: newHash(algorithm), offset: 0 });
     return { id, offset: 0 };
   }
@@ -96,9 +140,9 @@ export class UploadStore {
 
   /** Run `fn` while holding the session; a concurrent request for the same session is refused with 416. */
   private async exclusive<T>(name: string, id: string, fn: (offset: number) => Promise<T>): Promise<T> {
-    const { offset } = await this.status(name, id);
     const key = this.key(name, id);
     if (this.busy.has(key)) {
+      const { offset } = await this.status(name, id);
       throw new RegistryError('BLOB_UPLOAD_INVALID', 'another request is writing to this upload', {
         status: 416,
         headers: { Range: uploadRangeHeader(offset) },
@@ -107,9 +151,9 @@ export class UploadStore {
     }
     this.busy.add(key);
     try {
-      // Re-read the offset now that the session is ours.
-      const current = await this.status(name, id);
-      return await fn(current.offset);
+      // The offset is read once the session is ours, so no request of this process can move it meanwhile.
+      const { offset } = await this.status(name, id);
+      return await fn(offset);
     } finally {
       this.busy.delete(key);
     }
@@ -168,6 +212,7 @@ export class UploadStore {
       this.states.set(key, state);
     }
     const writer = await this.driver.writer(layout.uploadDataPath(name, id), true);
+    const window = new WriteWindow(writer);
     let written = 0;
     try {
       for await (const chunk of body) {
@@ -177,13 +222,15 @@ export class UploadStore {
             detail: { expected },
           });
         }
-        await writer.write(chunk);
-        written += chunk.byteLength;
+        // Hashed while earlier chunks are still being written; a failed write drops the hash below.
         if (state) {
           state.hash.update(chunk);
           state.offset += chunk.byteLength;
         }
+        await window.write(chunk);
+        written += chunk.byteLength;
       }
+      await window.drain();
       if (expected !== undefined && written !== expected) {
         throw new RegistryError('SIZE_INVALID', 'request body is shorter than announced', {
           detail: { expected, received: written },
@@ -192,6 +239,7 @@ export class UploadStore {
     } catch (err) {
       // The stored bytes and our hash may now disagree: drop the hash; it is rebuilt from storage when needed.
       this.states.delete(key);
+      await window.settle();
       throw err;
     } finally {
       await writer.close();
