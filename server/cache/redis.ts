@@ -19,7 +19,8 @@
  * Entries also expire (`entryTtlSeconds`), which bounds their memory after generations change.
  */
 import { readFileSync } from 'node:fs';
-import { createClient, type RedisClientType } from 'redis';
+import { createRequire } from 'node:module';
+import type { createClient, RedisClientType } from 'redis';
 import { CacheUnavailableError, DEFAULT_TOMBSTONE_MS, type BlobDescriptorCache, type CacheStatus, type CachedDescriptor } from './cache.js';
 
 /** Where and how to connect: registry:2's `redis` section plus Wharf's `redis.url`. */
@@ -110,6 +111,12 @@ export function clientOptions(options: RedisConnectionOptions): Parameters<typeo
   return out as Parameters<typeof createClient>[0];
 }
 
+/**
+ * node-redis, loaded on first use rather than imported: it adds about 24 MB to a process's memory, which a Wharf
+ * without a `redis` section should not carry. (Its CommonJS build; `require` caches it.)
+ */
+const loadRedis = (): typeof import('redis') => createRequire(import.meta.url)('redis') as typeof import('redis');
+
 /** A connected-or-not node-redis client, as every Redis user in Wharf holds it. */
 export type AnyRedisClient = RedisClientType<any, any, any, any, any>;
 
@@ -118,7 +125,7 @@ export type AnyRedisClient = RedisClientType<any, any, any, any, any>;
  * connection errors; without a listener node-redis would crash the process.
  */
 export function createRedisClient(options: RedisConnectionOptions, onError: (err: unknown) => void): AnyRedisClient {
-  const client = createClient(clientOptions(options)) as AnyRedisClient;
+  const client = loadRedis().createClient(clientOptions(options)) as AnyRedisClient;
   client.on('error', onError);
   return client;
 }
