@@ -34,27 +34,10 @@
  * retries transient failures (503 SlowDown, 500, timeouts, connection resets) with exponential backoff and jitter,
  * `maxAttempts` times in all.
  */
-import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CopyObjectCommand,
-  CreateMultipartUploadCommand,
-  DeleteObjectCommand,
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListMultipartUploadsCommand,
-  ListObjectsV2Command,
-  ListPartsCommand,
-  PutObjectCommand,
-  S3Client,
-  UploadPartCommand,
-  UploadPartCopyCommand,
-  type CompletedPart,
-  type ServerSideEncryption,
-  type StorageClass,
-} from '@aws-sdk/client-s3';
-import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import type * as AwsS3 from '@aws-sdk/client-s3';
+import type { CompletedPart, ServerSideEncryption, StorageClass } from '@aws-sdk/client-s3';
+import type * as AwsPresigner from '@aws-sdk/s3-request-presigner';
+import { createRequire } from 'node:module';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
@@ -72,6 +55,14 @@ import {
   type StorageDriver,
   type WalkOptions,
 } from './driver.js';
+
+/**
+ * The AWS SDK, loaded by the first S3 driver rather than imported: it adds about 23 MB to a process's memory, which
+ * a Wharf on the filesystem should not carry. (Its CommonJS build; `require` caches it.)
+ */
+const requireSdk = createRequire(import.meta.url);
+let aws: typeof AwsS3;
+const presigner = (): typeof AwsPresigner => requireSdk('@aws-sdk/s3-request-presigner') as typeof AwsPresigner;
 
 const NAME = 's3';
 const MiB = 1024 * 1024;
@@ -238,7 +229,7 @@ const COMPONENT = /^[A-Za-z0-9._-]+$/;
 
 export class S3Driver implements StorageDriver {
   readonly name = NAME;
-  readonly client: S3Client;
+  readonly client: AwsS3.S3Client;
   readonly bucket: string;
   /** Key prefix of the root, '' or ending in '/'. */
   private readonly prefix: string;
@@ -276,7 +267,8 @@ export class S3Driver implements StorageDriver {
     let endpoint = options.regionEndpoint;
     if (endpoint && !/^[a-z][a-z0-9+.-]*:\/\//i.test(endpoint)) endpoint = `${options.secure === false ? 'http' : 'https'}://${endpoint}`;
     const maxSockets = Math.max(50, this.copyConcurrency);
-    this.client = new S3Client({
+    aws ??= requireSdk('@aws-sdk/client-s3') as typeof AwsS3;
+    this.client = new aws.S3Client({
       region: options.region,
       endpoint,
       forcePathStyle: options.forcePathStyle ?? false,
@@ -327,7 +319,7 @@ export class S3Driver implements StorageDriver {
    */
   async verify(): Promise<void> {
     try {
-      await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }));
+      await this.client.send(new aws.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }));
     } catch (err) {
       throw new StorageDriverError(NAME, describeS3Error(err, this.bucket), err);
     }
@@ -338,7 +330,7 @@ export class S3Driver implements StorageDriver {
   async getContent(path: string): Promise<Buffer> {
     if (path === '/') throw new PathNotFoundError(path, NAME);
     try {
-      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(path) }));
+      const res = await this.client.send(new aws.GetObjectCommand({ Bucket: this.bucket, Key: this.key(path) }));
       const chunks: Buffer[] = [];
       for await (const chunk of res.Body as Readable) chunks.push(chunk as Buffer);
       return Buffer.concat(chunks);
@@ -351,7 +343,7 @@ export class S3Driver implements StorageDriver {
   private async head(path: string): Promise<{ size: number; modTime: Date; etag: string } | undefined> {
     if (path === '/') return undefined;
     try {
-      const res = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(path) }));
+      const res = await this.client.send(new aws.HeadObjectCommand({ Bucket: this.bucket, Key: this.key(path) }));
       return { size: res.ContentLength ?? 0, modTime: res.LastModified ?? new Date(), etag: res.ETag ?? '' };
     } catch (err) {
       if (isNoSuchKey(err)) return undefined;
@@ -370,7 +362,7 @@ export class S3Driver implements StorageDriver {
     }
     const range = length !== undefined ? `bytes=${offset}-${offset + length - 1}` : offset > 0 ? `bytes=${offset}-` : undefined;
     try {
-      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(path), Range: range }));
+      const res = await this.client.send(new aws.GetObjectCommand({ Bucket: this.bucket, Key: this.key(path), Range: range }));
       return res.Body as Readable;
     } catch (err) {
       if (isNoSuchKey(err)) throw new PathNotFoundError(path, NAME);
@@ -391,7 +383,7 @@ export class S3Driver implements StorageDriver {
     if (info) return { path, size: info.size, modTime: info.modTime, isDir: false };
     try {
       const res = await this.client.send(
-        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.dirPrefix(path), MaxKeys: 1 }),
+        new aws.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.dirPrefix(path), MaxKeys: 1 }),
       );
       if ((res.KeyCount ?? res.Contents?.length ?? 0) > 0) return { path, size: 0, modTime: EPOCH, isDir: true };
     } catch (err) {
@@ -411,7 +403,7 @@ export class S3Driver implements StorageDriver {
     try {
       do {
         const res = await this.client.send(
-          new ListObjectsV2Command({
+          new aws.ListObjectsV2Command({
             Bucket: this.bucket,
             Prefix: prefix,
             Delimiter: '/',
@@ -478,9 +470,9 @@ export class S3Driver implements StorageDriver {
   async redirectURL(path: string, options: RedirectOptions): Promise<string | null> {
     if (path === '/') throw new PathNotFoundError(path, NAME);
     const input = { Bucket: this.bucket, Key: this.key(path) };
-    const command = options.method === 'HEAD' ? new HeadObjectCommand(input) : new GetObjectCommand(input);
+    const command = options.method === 'HEAD' ? new aws.HeadObjectCommand(input) : new aws.GetObjectCommand(input);
     try {
-      return await getSignedUrl(this.client, command, { expiresIn: options.expiresIn ?? this.redirectExpiry });
+      return await presigner().getSignedUrl(this.client, command, { expiresIn: options.expiresIn ?? this.redirectExpiry });
     } catch (err) {
       this.fail('redirectURL', path, err);
     }
@@ -493,7 +485,7 @@ export class S3Driver implements StorageDriver {
     const body = typeof content === 'string' ? Buffer.from(content) : Buffer.from(content);
     try {
       await this.client.send(
-        new PutObjectCommand({ Bucket: this.bucket, Key: this.key(path), Body: body, ContentLength: body.length, ...this.putExtras() }),
+        new aws.PutObjectCommand({ Bucket: this.bucket, Key: this.key(path), Body: body, ContentLength: body.length, ...this.putExtras() }),
       );
     } catch (err) {
       this.fail('putContent', path, err);
@@ -525,7 +517,7 @@ export class S3Driver implements StorageDriver {
     try {
       for (;;) {
         const res = await this.client.send(
-          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+          new aws.ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
         );
         for (const u of res.Uploads ?? []) if (u.Key === key) uploads.push(u);
         if (!res.IsTruncated) break;
@@ -541,7 +533,7 @@ export class S3Driver implements StorageDriver {
   /** Abort a multipart upload; one already gone is fine. */
   async abortUpload(key: string, uploadId: string): Promise<void> {
     try {
-      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }));
+      await this.client.send(new aws.AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }));
     } catch (err) {
       if (httpStatus(err) === 404) return; // NoSuchUpload (RGW may say NoSuchKey)
       throw err;
@@ -554,7 +546,7 @@ export class S3Driver implements StorageDriver {
       let marker: string | undefined;
       for (;;) {
         const res = await this.client.send(
-          new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }),
+          new aws.ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }),
         );
         for (const p of res.Parts ?? []) parts.push({ PartNumber: p.PartNumber, ETag: p.ETag });
         if (!res.IsTruncated) break;
@@ -565,7 +557,7 @@ export class S3Driver implements StorageDriver {
         return;
       }
       await this.client.send(
-        new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
+        new aws.CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
       );
     } catch (err) {
       if (httpStatus(err) === 404) return; // finished or aborted meanwhile by someone else
@@ -582,7 +574,7 @@ export class S3Driver implements StorageDriver {
     try {
       if (info.size <= this.copyThreshold) {
         await this.client.send(
-          new CopyObjectCommand({ Bucket: this.bucket, Key: dest, CopySource: this.copySource(source), ...this.putExtras() }),
+          new aws.CopyObjectCommand({ Bucket: this.bucket, Key: dest, CopySource: this.copySource(source), ...this.putExtras() }),
         );
       } else {
         await this.multipartCopy(source, dest, info.size);
@@ -592,7 +584,7 @@ export class S3Driver implements StorageDriver {
       this.fail('move', `${sourcePath} -> ${destPath}`, err);
     }
     try {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: source }));
+      await this.client.send(new aws.DeleteObjectCommand({ Bucket: this.bucket, Key: source }));
     } catch (err) {
       this.fail('move (deleting the source)', sourcePath, err);
     }
@@ -605,7 +597,7 @@ export class S3Driver implements StorageDriver {
   /** Copy `size` bytes of `source` to `dest` with UploadPartCopy, `multipartCopyMaxConcurrency` parts at a time. */
   private async multipartCopy(source: string, dest: string, size: number): Promise<void> {
     const created = await this.client.send(
-      new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: dest, ...this.putExtras() }),
+      new aws.CreateMultipartUploadCommand({ Bucket: this.bucket, Key: dest, ...this.putExtras() }),
     );
     const uploadId = created.UploadId!;
     try {
@@ -616,7 +608,7 @@ export class S3Driver implements StorageDriver {
         this.copyConcurrency,
         async ({ range, i }) => {
           const res = await this.client.send(
-            new UploadPartCopyCommand({
+            new aws.UploadPartCopyCommand({
               Bucket: this.bucket,
               Key: dest,
               UploadId: uploadId,
@@ -629,7 +621,7 @@ export class S3Driver implements StorageDriver {
         },
       );
       await this.client.send(
-        new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: dest, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
+        new aws.CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: dest, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
       );
     } catch (err) {
       await this.abortUpload(dest, uploadId).catch(() => {});
@@ -643,16 +635,16 @@ export class S3Driver implements StorageDriver {
     let deleted = 0;
     try {
       if (key !== undefined && (await this.head(path))) {
-        await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+        await this.client.send(new aws.DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
         deleted++;
       }
       // Everything below, a page (at most 1000 keys) at a time.
       let token: string | undefined;
       do {
-        const res = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: below, ContinuationToken: token }));
+        const res = await this.client.send(new aws.ListObjectsV2Command({ Bucket: this.bucket, Prefix: below, ContinuationToken: token }));
         const keys = (res.Contents ?? []).map((o) => ({ Key: o.Key! }));
         if (keys.length > 0) {
-          const out = await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys, Quiet: true } }));
+          const out = await this.client.send(new aws.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys, Quiet: true } }));
           const errors = (out.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
           if (errors.length > 0) throw new StorageDriverError(NAME, `delete ${path}: ${errors[0]!.Code}: ${errors[0]!.Message} (${errors[0]!.Key})`);
           deleted += keys.length;
@@ -672,7 +664,7 @@ export class S3Driver implements StorageDriver {
     let uploadIdMarker: string | undefined;
     for (;;) {
       const res = await this.client.send(
-        new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key ?? below, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+        new aws.ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key ?? below, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
       );
       const mine = (res.Uploads ?? []).filter((u) => u.Key === key || u.Key!.startsWith(below));
       await Promise.all(mine.map((u) => this.abortUpload(u.Key!, u.UploadId!)));
@@ -686,14 +678,14 @@ export class S3Driver implements StorageDriver {
 
   /** @internal */
   async createUpload(key: string): Promise<string> {
-    const res = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ...this.putExtras() }));
+    const res = await this.client.send(new aws.CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ...this.putExtras() }));
     return res.UploadId!;
   }
 
   /** @internal */
   async uploadPart(key: string, uploadId: string, partNumber: number, body: Buffer): Promise<CompletedPart> {
     const res = await this.client.send(
-      new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length }),
+      new aws.UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length }),
     );
     return { PartNumber: partNumber, ETag: res.ETag };
   }
@@ -701,7 +693,7 @@ export class S3Driver implements StorageDriver {
   /** @internal Copy bytes `range` of the object at `key` itself as part `partNumber` of an upload to the same key. */
   async uploadPartCopy(key: string, uploadId: string, partNumber: number, range: { start: number; end: number }): Promise<CompletedPart> {
     const res = await this.client.send(
-      new UploadPartCopyCommand({
+      new aws.UploadPartCopyCommand({
         Bucket: this.bucket,
         Key: key,
         UploadId: uploadId,
@@ -716,19 +708,19 @@ export class S3Driver implements StorageDriver {
   /** @internal */
   async completeUpload(key: string, uploadId: string, parts: CompletedPart[]): Promise<void> {
     await this.client.send(
-      new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
+      new aws.CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
     );
   }
 
   /** @internal */
   async putObject(key: string, body: Buffer): Promise<void> {
-    await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ...this.putExtras() }));
+    await this.client.send(new aws.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ...this.putExtras() }));
   }
 
   /** @internal */
   async getRange(key: string, size: number): Promise<Buffer> {
     if (size === 0) return Buffer.alloc(0);
-    const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=0-${size - 1}` }));
+    const res = await this.client.send(new aws.GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=0-${size - 1}` }));
     const chunks: Buffer[] = [];
     for await (const chunk of res.Body as Readable) chunks.push(chunk as Buffer);
     return Buffer.concat(chunks);
@@ -736,7 +728,7 @@ export class S3Driver implements StorageDriver {
 
   /** @internal */
   async deleteObject(key: string): Promise<void> {
-    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    await this.client.send(new aws.DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
   }
 
   /** Release the client's sockets. */
