@@ -214,11 +214,13 @@ export class FilesystemDriver implements StorageDriver {
       for (const name of await this.children('/', true)) await rm(join(full, name), { recursive: true, force: true });
       return;
     }
+    // A file (the common case) is one unlink; a directory refuses it (EISDIR on Linux, EPERM elsewhere).
     try {
-      await lstat(full);
+      await unlink(full);
+      return;
     } catch (err) {
       if (isNotFound(err)) throw new PathNotFoundError(path, NAME);
-      throw err;
+      if (code(err) !== 'EISDIR' && code(err) !== 'EPERM') throw err;
     }
     // force: a concurrent delete of the same tree (or part of it) is not an error once we saw it existed.
     await rm(full, { recursive: true, force: true });
