@@ -25,16 +25,7 @@ test.after.always(async () => {
 async function s3Fixture(): Promise<GcFixture> {
   const srv = await s3();
   const root = `gc-${randomUUID()}`;
-  const raw = new S3Driver({
-    bucket: srv.bucket,
-    region: srv.region,
-    regionEndpoint: srv.endpoint,
-    forcePathStyle: true,
-    accessKey: srv.accessKey,
-    secretKey: srv.secretKey,
-    rootDirectory: `/${root}`,
-    chunkSize: 5 * 1024 * 1024,
-  });
+  const raw = new S3Driver(srv.driverOptions({ rootDirectory: `/${root}`, chunkSize: 5 * 1024 * 1024 }));
   const driver = checkedDriver(raw);
   const dir = await mkdtemp(join(tmpdir(), 'wharf-gc-s3-'));
   let skew = 0;
