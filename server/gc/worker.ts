@@ -196,18 +196,24 @@ export async function collectGarbage(driver: StorageDriver, options: GcOptions =
         if (!dryRun) await options.forget?.(digest);
       }
     };
-    // Reading the next batch overlaps with sweeping the previous one (at most one sweep in flight).
+    // Reading the next batch overlaps with sweeping the previous one (at most one sweep in flight). A failed
+    // sweep surfaces at the next await of `sweeping`; nothing goes on (the lock is not released) while one runs.
     let sweeping: Promise<void> = Promise.resolve();
-    for await (const blobs of listBlobs(driver, concurrency)) {
-      const doomed: (Doomed & { size: number })[] = [];
-      for (const b of blobs) {
-        stats.blobsSeen++;
-        if (live.has(b.digest) || b.modTime.getTime() >= cutoff) continue;
-        // Its `<hex>` folder goes with it; `<xx>` folders are tidied once the sweep is over.
-        doomed.push({ path: b.path, digest: b.digest, size: b.size, keep: parentOf(parentOf(b.path)) });
+    try {
+      for await (const blobs of listBlobs(driver, concurrency)) {
+        const doomed: (Doomed & { size: number })[] = [];
+        for (const b of blobs) {
+          stats.blobsSeen++;
+          if (live.has(b.digest) || b.modTime.getTime() >= cutoff) continue;
+          // Its `<hex>` folder goes with it; `<xx>` folders are tidied once the sweep is over.
+          doomed.push({ path: b.path, digest: b.digest, size: b.size, keep: parentOf(parentOf(b.path)) });
+        }
+        await sweeping;
+        sweeping = sweepBatch(doomed);
+        sweeping.catch(() => {}); // handled by the awaits; this only keeps it from counting as unhandled meanwhile
       }
-      await sweeping;
-      sweeping = sweepBatch(doomed);
+    } finally {
+      await sweeping.catch(() => {});
     }
     await sweeping;
     if (!dryRun) {
