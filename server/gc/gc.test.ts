@@ -220,4 +220,10 @@ test('many blobs: only the garbage goes, memory follows live digests', async (t)
     const [repo, tag] = ref.split(':');
     t.true(await pullsCompletely(f.registry, repo!, tag!), ref);
   }
+  // No folder the deletes emptied is left behind (only an upload folder the pushes left, which is not ours).
+  const empty: string[] = [];
+  for await (const info of f.driver.walk(layout.ROOT)) {
+    if (info.isDir && (await f.driver.list(info.path)).length === 0 && !info.path.endsWith('/_uploads')) empty.push(info.path);
+  }
+  t.deepEqual(empty, []);
 });
