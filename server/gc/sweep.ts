@@ -77,8 +77,12 @@ export class Sweeper {
       }
       await orUndefined(this.driver.delete(trash));
       deleted.push(item);
-      await removeEmptyParents(this.driver, trash, parentOf(trash));
-      if (item.keep) await removeEmptyParents(this.driver, item.path, item.keep);
+      // The same folders, in trash and in place: removed here one by one (a recursive delete of the run's
+      // trash at the end would read and remove every one of them again, all at once).
+      if (item.keep) {
+        await removeEmptyParents(this.driver, trash, this.trashPath(item.keep));
+        await removeEmptyParents(this.driver, item.path, item.keep);
+      }
     });
     return deleted;
   }
@@ -102,7 +106,6 @@ export class Sweeper {
 function parentOf(path: string): string {
   return path.slice(0, path.lastIndexOf('/')) || '/';
 }
-
 /**
  * Remove the folders above `path` that are empty, nearest first, up to but not including `keep` (an ancestor of
  * `path`); stops at the first that is not empty.
