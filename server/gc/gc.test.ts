@@ -12,8 +12,10 @@ import {
 } from './state.js';
 import { restoreTrash } from './sweep.js';
 import {
-  ageAll, filesystemGcFixture, fixture, hasBlob, pullsCompletely, pushBlob, pushImage, randomBlob, storedBlobs, type Fixture,
+  OCI_MANIFEST, ageAll, filesystemGcFixture, fixture, hasBlob, pullsCompletely, pushBlob, pushImage, randomBlob, sha256, storedBlobs,
+  type Fixture,
 } from './test-helpers.js';
+import { startRegistry2 } from '../registry/compat-fixtures.js';
 import { gcScenarios } from './scenarios.js';
 import { collectGarbage, type GcOptions } from './worker.js';
 
@@ -226,4 +228,31 @@ test('many blobs: only the garbage goes, memory follows live digests', async (t)
     if (info.isDir && (await f.driver.list(info.path)).length === 0 && !info.path.endsWith('/_uploads')) empty.push(info.path);
   }
   t.deepEqual(empty, []);
+});
+
+test('registry:2 serves what a collection left, with the emptied folders removed', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const kept = await pushImage(f.registry, 'team/app', 'v1', [randomBlob(), randomBlob()]);
+  const gone = await pushImage(f.registry, 'team/app', 'old', [randomBlob()]);
+  await f.registry.manifests.delete('team/app', parseReference('old'));
+  await pushBlob(f.registry, 'other/only', randomBlob());
+  await ageAll(f.root, HOUR);
+  const stats = await gc(f, { deleteUntagged: true });
+  t.is(stats.repositoriesDeleted, 1);
+
+  const r2 = await startRegistry2(f.root);
+  t.teardown(() => r2.stop());
+  const manifest = await fetch(`${r2.url}/v2/team/app/manifests/v1`, { headers: { Accept: OCI_MANIFEST } });
+  t.is(manifest.status, 200);
+  t.is(sha256(Buffer.from(await manifest.arrayBuffer())), kept.manifest.digest);
+  for (const b of [kept.config, ...kept.layers]) {
+    const res = await fetch(`${r2.url}/v2/team/app/blobs/${b.digest}`);
+    t.is(res.status, 200, b.digest);
+    t.is(sha256(Buffer.from(await res.arrayBuffer())), b.digest);
+  }
+  t.is((await fetch(`${r2.url}/v2/team/app/manifests/${gone.manifest.digest}`, { headers: { Accept: OCI_MANIFEST } })).status, 404);
+  t.is((await fetch(`${r2.url}/v2/team/app/blobs/${gone.layers[0]!.digest}`)).status, 404);
+  t.deepEqual(await (await fetch(`${r2.url}/v2/team/app/tags/list`)).json(), { name: 'team/app', tags: ['v1'] });
+  t.deepEqual(await (await fetch(`${r2.url}/v2/_catalog`)).json(), { repositories: ['team/app'] });
 });
