@@ -200,7 +200,9 @@ export async function collectGarbage(driver: StorageDriver, options: GcOptions =
     // sweep surfaces at the next await of `sweeping`; nothing goes on (the lock is not released) while one runs.
     let sweeping: Promise<void> = Promise.resolve();
     try {
-      for await (const blobs of listBlobs(driver, concurrency)) {
+      // An empty `<hex>` folder goes too (rmdir-style, so a blob being stored into it meanwhile is not disturbed).
+      const noData = dryRun ? undefined : async (folder: string) => driver.removeEmptyDirectory?.(folder);
+      for await (const blobs of listBlobs(driver, concurrency, noData)) {
         const doomed: (Doomed & { size: number })[] = [];
         for (const b of blobs) {
           stats.blobsSeen++;
@@ -247,9 +249,10 @@ interface BlobFile {
 /**
  * Every `blobs/<alg>/<xx>/<hex>/data`, a batch (at most BATCH) at a time: one listing per `<xx>` folder and one stat
  * per blob (`concurrency` at a time), rather than a walk that also stats and lists every `<hex>` folder. Memory: one
- * `<xx>` folder's names.
+ * `<xx>` folder's names. A `<hex>` folder without data (left by a run that died before removing it) is passed to
+ * `noData`.
  */
-async function* listBlobs(driver: StorageDriver, concurrency: number): AsyncGenerator<BlobFile[]> {
+async function* listBlobs(driver: StorageDriver, concurrency: number, noData?: (folder: string) => Promise<unknown>): AsyncGenerator<BlobFile[]> {
   for (const alg of (await orUndefined(driver.list(layout.BLOBS_ROOT))) ?? []) {
     for (const prefix of (await orUndefined(driver.list(alg))) ?? []) {
       const folders = (await orUndefined(driver.list(prefix))) ?? [];
@@ -259,6 +262,7 @@ async function* listBlobs(driver: StorageDriver, concurrency: number): AsyncGene
           const digest = tryParseDigest(`${layout.baseName(alg)}:${layout.baseName(folder)}`)?.value;
           const info = digest ? await orUndefined(driver.stat(`${folder}/data`)) : undefined;
           if (digest && info && !info.isDir) batch.push({ path: info.path, digest, size: info.size, modTime: info.modTime });
+          else if (digest && !info) await noData?.(folder);
         });
         if (batch.length > 0) yield batch;
       }
