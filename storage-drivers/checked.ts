@@ -122,6 +122,13 @@ class CheckedDriver implements StorageDriver {
     });
   }
 
+  removeEmptyDirectory(path: string): Promise<boolean> {
+    return this.call(async () => {
+      validatePath(path);
+      return this.inner.removeEmptyDirectory ? this.inner.removeEmptyDirectory(path) : false;
+    });
+  }
+
   redirectURL(path: string, options: RedirectOptions): Promise<string | null> {
     return this.call(() => {
       validatePath(path);

@@ -118,6 +118,17 @@ export interface StorageDriver {
   delete(path: string): Promise<void>;
 
   /**
+   * Optional. Remove the directory at `path` only if it is empty, as one atomic step (rmdir): resolves true when
+   * it was removed, false when it holds anything, is a file, is absent, or is the root. It never removes
+   * anything but an empty directory, so it cannot race a writer: a file created in the directory first makes
+   * it fail, and a writer whose parent directory vanishes creates it again (every write creates its parents).
+   * Use it to tidy folders left empty by deletes, never "list, then delete". Drivers whose directories exist
+   * only through what is stored below them (S3) have nothing to remove and resolve false. `checkedDriver`
+   * always provides it.
+   */
+  removeEmptyDirectory?(path: string): Promise<boolean>;
+
+  /**
    * A URL the client may fetch the bytes from directly (e.g. a presigned S3 URL), or null when the driver
    * serves bytes itself.
    */

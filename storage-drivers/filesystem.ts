@@ -15,7 +15,7 @@
  *     parents retry a few times when their directory vanishes under them.
  */
 import { constants, readFile as readFileCallback, type Stats } from 'node:fs';
-import { copyFile, lstat, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, open, readdir, rename, rm, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
@@ -214,14 +214,29 @@ export class FilesystemDriver implements StorageDriver {
       for (const name of await this.children('/', true)) await rm(join(full, name), { recursive: true, force: true });
       return;
     }
+    // A file (the common case) is one unlink; a directory refuses it (EISDIR on Linux, EPERM elsewhere).
     try {
-      await lstat(full);
+      await unlink(full);
+      return;
     } catch (err) {
       if (isNotFound(err)) throw new PathNotFoundError(path, NAME);
-      throw err;
+      if (code(err) !== 'EISDIR' && code(err) !== 'EPERM') throw err;
     }
     // force: a concurrent delete of the same tree (or part of it) is not an error once we saw it existed.
     await rm(full, { recursive: true, force: true });
+  }
+
+  /** rmdir(2): atomic, and fails (false) when the directory holds anything, temporary files included. */
+  async removeEmptyDirectory(path: string): Promise<boolean> {
+    if (path === '/') return false;
+    try {
+      await rmdir(this.fullPath(path));
+      return true;
+    } catch (err) {
+      const c = code(err);
+      if (c === 'ENOTEMPTY' || c === 'EEXIST' || c === 'ENOENT' || c === 'ENOTDIR') return false;
+      throw err;
+    }
   }
 
   async redirectURL(): Promise<string | null> {
@@ -282,16 +297,19 @@ export class FilesystemDriver implements StorageDriver {
 
   /**
    * Create `target`'s parent directory and run `fn`; when `fn` fails because that directory vanished (a
-   * concurrent delete of the tree), create it again and retry.
+   * concurrent delete of the tree, or removeEmptyDirectory), create it again and retry (at most PARENT_RETRIES
+   * times in all; an ENOENT about something else, such as a missing move source, is retried too, harmlessly). A recursive mkdir fails
+   * with ENOENT too when a directory it found vanishes before it checks it, so it is inside the retry.
    */
   private async withParent<T>(target: string, fn: () => Promise<T>): Promise<T> {
     const parent = dirname(target);
     for (let attempt = 1; ; attempt++) {
-      await mkdir(parent, { recursive: true });
       try {
+        await mkdir(parent, { recursive: true });
         return await fn();
       } catch (err) {
-        if (code(err) !== 'ENOENT' || attempt >= PARENT_RETRIES || (await exists(parent))) throw err;
+        // Not "does the parent exist now": another writer may have created it again meanwhile.
+        if (code(err) !== 'ENOENT' || attempt >= PARENT_RETRIES) throw err;
       }
     }
   }

@@ -206,6 +206,13 @@ export class InMemoryDriver implements StorageDriver {
     this.detach(path);
   }
 
+  async removeEmptyDirectory(path: string): Promise<boolean> {
+    const node = this.find(path);
+    if (path === '/' || node?.kind !== 'dir' || node.children.size > 0) return false;
+    this.detach(path);
+    return true;
+  }
+
   async redirectURL(): Promise<string | null> {
     return null;
   }

@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { freePort } from '../conformance/harness.js';
+import type { S3DriverOptions } from './s3.js';
 
 const run = promisify(execFile);
 
@@ -37,6 +38,8 @@ export interface S3TestServer {
   client(): S3Client;
   /** A Wharf `storage.s3` section (registry:2 keys) pointing at this server's bucket, with `extra` keys on top. */
   storageConfig(extra?: Record<string, unknown>): Record<string, unknown>;
+  /** S3Driver options for this server's bucket, with `extra` on top. */
+  driverOptions(extra?: Partial<S3DriverOptions>): S3DriverOptions;
   /** Create another (empty) bucket. */
   createBucket(name: string): Promise<void>;
   /** The daemons' logs so far (for failure messages). */
@@ -319,5 +322,14 @@ rgw_dns_name = 127.0.0.1
     secretkey: secretKey,
     ...extra,
   });
-  return { endpoint, region, accessKey, secretKey, bucket, client, storageConfig, createBucket, logs, stop };
+  const driverOptions = (extra: Partial<S3DriverOptions> = {}): S3DriverOptions => ({
+    bucket,
+    region,
+    regionEndpoint: endpoint,
+    forcePathStyle: true,
+    accessKey,
+    secretKey,
+    ...extra,
+  });
+  return { endpoint, region, accessKey, secretKey, bucket, client, storageConfig, driverOptions, createBucket, logs, stop };
 }

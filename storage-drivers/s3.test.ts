@@ -343,15 +343,7 @@ test('s3: a presigned redirect URL downloads the bytes, and expires', async (t) 
 // ---- errors --------------------------------------------------------------------------------------------------------
 
 async function driverOptions(): Promise<S3DriverOptions> {
-  const srv = await s3();
-  return {
-    bucket: srv.bucket,
-    region: srv.region,
-    regionEndpoint: srv.endpoint,
-    forcePathStyle: true,
-    accessKey: srv.accessKey,
-    secretKey: srv.secretKey,
-  };
+  return (await s3()).driverOptions();
 }
 
 test('s3: startup check names a wrong secret, an unknown access key and a missing bucket', async (t) => {

@@ -13,6 +13,7 @@
  *     paging through a large directory never reads the keys before the page.
  *   - delete removes the object and everything under `path/` (DeleteObjects, 1000 keys a request), and aborts
  *     multipart uploads still open under it (abandoned uploads cost storage until aborted).
+ *   - removeEmptyDirectory has nothing to do: a directory vanishes with the last key below it.
  *   - redirectURL presigns a GetObject (or HeadObject) URL valid for a short time (20 minutes, as registry:2).
  *
  * Writers (the part S3 makes hard)
@@ -588,6 +589,11 @@ export class S3Driver implements StorageDriver {
     } catch (err) {
       this.fail('move (deleting the source)', sourcePath, err);
     }
+  }
+
+  /** A directory exists only while keys lie below it, so there is never an empty one to remove. */
+  async removeEmptyDirectory(): Promise<boolean> {
+    return false;
   }
 
   copySource(key: string): string {

@@ -104,6 +104,7 @@ export function driverSuite(name: string, factory: DriverFactory): void {
         ['move from', () => d.move(bad, '/dest')],
         ['move to', () => d.move('/ok', bad)],
         ['delete', () => d.delete(bad)],
+        ['removeEmptyDirectory', () => d.removeEmptyDirectory!(bad)],
         ['redirectURL', () => d.redirectURL(bad, { method: 'GET' })],
         ['walk', () => collect(d.walk(bad))],
         ['walk startAfter', () => collect(d.walk('/', { startAfter: bad }))],
@@ -535,6 +536,52 @@ export function driverSuite(name: string, factory: DriverFactory): void {
     await notFound(t, d.stat('/a/b'), '/a/b');
     await d.putContent('/after', 'z');
     t.deepEqual(await d.list('/'), ['/after']);
+  });
+
+  // ---- removeEmptyDirectory ------------------------------------------------------------------------------------
+
+  test(title('removeEmptyDirectory removes only an empty directory'), async (t) => {
+    const d = await open(t);
+    await d.putContent('/e/full/file', 'x');
+    await d.putContent('/e/nested/inner/file', 'y');
+    await d.delete('/e/nested/inner/file');
+    // Not empty, a file, missing, the root: nothing happens.
+    t.false(await d.removeEmptyDirectory!('/e/full'));
+    t.false(await d.removeEmptyDirectory!('/e/full/file'));
+    t.false(await d.removeEmptyDirectory!('/e/missing'));
+    t.false(await d.removeEmptyDirectory!('/'));
+    t.is((await d.getContent('/e/full/file')).toString(), 'x');
+    // A directory holding only an empty directory is not empty (where empty directories exist at all).
+    t.false(await d.removeEmptyDirectory!('/e/nested'));
+    // Bottom up, each emptied directory goes (or, on an object store, was never there).
+    const removed = [await d.removeEmptyDirectory!('/e/nested/inner'), await d.removeEmptyDirectory!('/e/nested')];
+    t.deepEqual(removed[0], removed[1], 'both removed, or neither existed');
+    await notFound(t, d.stat('/e/nested'), '/e/nested');
+    t.deepEqual(await d.list('/e'), ['/e/full']);
+    t.is((await d.getContent('/e/full/file')).toString(), 'x');
+  });
+
+  test(title('removeEmptyDirectory never loses a file written into the directory at the same time'), async (t) => {
+    const d = await open(t);
+    const rounds = 40;
+    await Promise.all(Array.from({ length: rounds }, async (_, i) => {
+      const dir = `/race/d${i}`;
+      // Leave an empty directory behind (where the driver has them), then race a writer and a mover against removal.
+      await d.putContent(`${dir}/old`, 'old');
+      await d.delete(`${dir}/old`);
+      await d.putContent(`/race/src${i}`, `moved ${i}`);
+      await Promise.all([
+        d.removeEmptyDirectory!(dir),
+        d.putContent(`${dir}/put`, `put ${i}`),
+        d.removeEmptyDirectory!(dir),
+        d.move(`/race/src${i}`, `${dir}/moved`),
+        d.removeEmptyDirectory!(dir),
+      ]);
+    }));
+    for (let i = 0; i < rounds; i++) {
+      t.is((await d.getContent(`/race/d${i}/put`)).toString(), `put ${i}`);
+      t.is((await d.getContent(`/race/d${i}/moved`)).toString(), `moved ${i}`);
+    }
   });
 
   // ---- redirectURL ---------------------------------------------------------------------------------------------

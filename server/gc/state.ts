@@ -221,11 +221,22 @@ export class StorageLiveSet implements LiveSet {
     return path !== undefined && (await orUndefined(this.driver.stat(path))) !== undefined;
   }
 
+  /** One listing of `live/blobs/<alg>` per algorithm in the batch, not a stat per digest. */
   async recorded(digests: string[]): Promise<Set<string>> {
     const found = new Set<string>();
-    await runLimited([...new Set(digests)], 16, async (d) => {
-      if (await this.has(d)) found.add(d);
-    });
+    const byAlgorithm = new Map<string, string[]>();
+    for (const digest of new Set(digests)) {
+      const d = tryParseDigest(digest);
+      if (!d) continue;
+      const list = byAlgorithm.get(d.algorithm) ?? [];
+      list.push(digest);
+      byAlgorithm.set(d.algorithm, list);
+    }
+    for (const [algorithm, wanted] of byAlgorithm) {
+      const folder = `${LIVE_ROOT}/blobs/${algorithm}`;
+      const markers = new Set(((await orUndefined(this.driver.list(folder))) ?? []).map((p) => p.slice(folder.length + 1)));
+      for (const digest of wanted) if (markers.has(digest.slice(algorithm.length + 1))) found.add(digest);
+    }
     return found;
   }
 
@@ -233,17 +244,22 @@ export class StorageLiveSet implements LiveSet {
     return (await orUndefined(this.driver.stat(repositoryMarker(repository)))) !== undefined;
   }
 
+  /** Delete the old markers, then the folders that left empty (rmdir-style, so a server's new marker survives). */
   async prune(before: Date): Promise<void> {
     const old: string[] = [];
+    const folders: string[] = [];
     try {
       for await (const info of this.driver.walk(LIVE_ROOT)) {
-        if (!info.isDir && info.modTime.getTime() < before.getTime()) old.push(info.path);
+        if (info.isDir) folders.push(info.path);
+        else if (info.modTime.getTime() < before.getTime()) old.push(info.path);
         if (old.length >= 1000) await this.deleteAll(old.splice(0));
       }
     } catch (err) {
       if (!(err instanceof PathNotFoundError)) throw err;
     }
     await this.deleteAll(old);
+    // Walk order puts a folder before its contents; the reverse, after them.
+    for (const folder of folders.reverse()) await this.driver.removeEmptyDirectory?.(folder);
   }
 
   private async deleteAll(paths: string[]): Promise<void> {

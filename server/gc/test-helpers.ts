@@ -2,15 +2,19 @@
  * Helpers for the garbage-collector tests: push content through the real registry domain over a real filesystem
  * driver, age files on disk (the grace rule reads modification times), and check what storage holds.
  */
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm, stat, utimes } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { CLI_PATH } from '../../conformance/harness.js';
 import { createDriver } from '../../storage-drivers/index.js';
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import * as layout from '../registry/layout.js';
 import { parseDigest, parseReference } from '../registry/reference.js';
 import { Registry, type RegistryOptions } from '../registry/registry.js';
+import type { GcFixture } from './scenarios.js';
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -149,4 +153,45 @@ export async function pullsCompletely(registry: Registry, repo: string, tag: str
   } catch {
     return false;
   }
+}
+
+/** A GcFixture (./scenarios.ts) over a fresh filesystem tree: ageing sets modification times back. */
+export async function filesystemGcFixture(): Promise<GcFixture> {
+  const f = await fixture();
+  return {
+    driver: f.driver,
+    registry: f.registry,
+    age: (ms) => ageAll(f.root, ms),
+    grace: (ms) => ms,
+    configFile: () => configFileFor({ filesystem: { rootdirectory: f.root } }, join(f.root, 'config.yml')),
+    remove: f.remove,
+  };
+}
+
+/** Write a Wharf configuration with this `storage` section to `path`. */
+export async function configFileFor(storage: Record<string, unknown>, path: string): Promise<string> {
+  await writeFile(path, stringify({ version: '0.1', storage }));
+  return path;
+}
+
+export interface CliRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run the compiled CLI in its own process; `onSpawn` may kill it. */
+export function runWharf(args: string[], onSpawn?: (pid: number, done: Promise<unknown>) => void): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    const done = new Promise((r) => child.once('exit', r));
+    child.once('error', reject);
+    child.once('exit', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    onSpawn?.(child.pid!, done);
+  });
 }
