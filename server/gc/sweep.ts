@@ -57,17 +57,26 @@ export class Sweeper {
     if (items.length === 0) return [];
     const first = await this.liveSet.recorded(items.map((i) => i.digest));
     const moved: T[] = [];
-    await runLimited(items.filter((i) => !first.has(i.digest)), this.concurrency, async (item) => {
-      try {
-        await this.driver.move(item.path, this.trashPath(item.path));
-        moved.push(item);
-      } catch (err) {
-        if (!(err instanceof PathNotFoundError)) throw err; // gone already: nothing to delete
-      }
-    });
-    if (moved.length === 0) return [];
-    if (beforeSecondLook) for (const item of moved) await beforeSecondLook(item);
-    const second = await this.liveSet.recorded(moved.map((i) => i.digest));
+    let second: Set<string>;
+    try {
+      await runLimited(items.filter((i) => !first.has(i.digest)), this.concurrency, async (item) => {
+        try {
+          await this.driver.move(item.path, this.trashPath(item.path));
+          moved.push(item);
+        } catch (err) {
+          if (!(err instanceof PathNotFoundError)) throw err; // gone already: nothing to delete
+        }
+      });
+      if (moved.length === 0) return [];
+      if (beforeSecondLook) for (const item of moved) await beforeSecondLook(item);
+      second = await this.liveSet.recorded(moved.map((i) => i.digest));
+    } catch (err) {
+      // No second look (the live set is unreachable, the lock lost, a move failed): whatever was set aside may be
+      // live, so it goes back now rather than staying invisible until the next run restores it.
+      // Each is tried (one that fails stays in trash, and the next run's restoreTrash puts it back).
+      await runLimited(moved, this.concurrency, (item) => this.driver.move(this.trashPath(item.path), item.path).catch(() => {}));
+      throw err;
+    }
     const deleted: T[] = [];
     await runLimited(moved, this.concurrency, async (item) => {
       const trash = this.trashPath(item.path);
