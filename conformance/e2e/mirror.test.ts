@@ -117,7 +117,9 @@ test.serial('a single-arch image pulls through the mirror byte-identical; librar
   // Last pulls are recorded for TTL expiry, under a path registry:2 ignores.
   const record = join(mirror.rootDirectory, 'docker/registry/v2/_wharf/proxy/lastpull/alpine/sha256', single.layers[0]!.blob.digest.slice(7));
   await waitFor('the last-pull record', async () => (existsSync(record) ? true : undefined));
-  t.false(Number.isNaN(Date.parse(readFileSync(record, 'utf8'))));
+  const [date = '', upstream] = readFileSync(record, 'utf8').split(' ');
+  t.false(Number.isNaN(Date.parse(date)), 'the time of the pull');
+  t.is(upstream, 'default', 'and the upstream it came from (registry:2\'s proxy.remoteurl is "default")');
 });
 
 test.serial('a multi-arch image pulls with --all and keeps its index digest', async (t) => {

@@ -26,11 +26,12 @@ function proxyConfig(extra = ''): ProxyConfig {
   return parseConfig(yaml, {}, 'x').config.proxy!;
 }
 
-/** Write a last-pull record for each digest, dated `ago` ms back. */
-async function pulled(f: Fixture, repo: string, digests: string[], ago: number): Promise<void> {
+/** Write a last-pull record for each digest, dated `ago` ms back (naming `upstream`, as the mirror does, if given). */
+async function pulled(f: Fixture, repo: string, digests: string[], ago: number, upstream?: string): Promise<void> {
   for (const d of digests) {
     const p = parseDigest(d);
-    await f.driver.putContent(`${layout.PROXY_LAST_PULL_ROOT}/${repo}/${p.algorithm}/${p.hex}`, new Date(Date.now() - ago).toISOString());
+    const date = new Date(Date.now() - ago).toISOString();
+    await f.driver.putContent(`${layout.PROXY_LAST_PULL_ROOT}/${repo}/${p.algorithm}/${p.hex}`, upstream ? `${date} ${upstream}` : date);
   }
 }
 
@@ -121,6 +122,28 @@ test('without records the links\' own times count; a TTL of 0 and a longer upstr
   await ageAll(g.root, 2 * DAY);
   await gc(g, proxyConfig('  upstreams: [{url: "http://127.0.0.1:2", prefix: ghcr, ttl: 72h}]\n'));
   t.true(await pullsCompletely(g.registry, 'ghcr/owner/app', 'v1'), 'the upstream\'s own ttl applies');
+});
+
+test('a repository only containerd\'s ?ns= reaches expires by the TTL of the upstream its records name', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  // No upstream without a prefix: `team/...` has no route by its name, only through ?ns=quay.io.
+  const proxy = parseConfig(
+    'version: 0.1\nstorage: inmemory\nproxy:\n  upstreams: [{name: quay, url: "http://127.0.0.1:3", prefix: quayio, namespaces: [quay.io], ttl: 24h}]\n',
+    {}, 'x',
+  ).config.proxy!;
+  const stale = await pushImage(f.registry, 'team/stale', 'v1', [randomBlob()]);
+  const fresh = await pushImage(f.registry, 'team/fresh', 'v1', [randomBlob()]);
+  await pushImage(f.registry, 'team/unrecorded', 'v1', [randomBlob()]);
+  await ageAll(f.root, 2 * DAY);
+  await pulled(f, 'team/stale', digestsOf(stale), 2 * DAY, 'quay');
+  await pulled(f, 'team/fresh', digestsOf(fresh), HOUR, 'quay');
+  const stats = await gc(f, proxy);
+  t.false(await pullsCompletely(f.registry, 'team/stale', 'v1'), 'expired by the named upstream\'s 24h');
+  t.false((await storedBlobs(f.driver)).has(stale.layers[0]!.digest), 'its blob is collected');
+  t.true(await pullsCompletely(f.registry, 'team/fresh', 'v1'), 'pulled an hour ago: kept');
+  t.true(await pullsCompletely(f.registry, 'team/unrecorded', 'v1'), 'no record and no route: not known to be mirrored');
+  t.is(stats.expiredTags, 1);
 });
 
 test('an expired platform manifest that a live index still needs stays; an expired untagged revision goes', async (t) => {

@@ -1,9 +1,9 @@
 /**
  * TTL expiry of the pull-through cache, run by the garbage collector (./worker.ts calls it for each repository).
  *
- * A repository is mirrored when the proxy routing (server/proxy/routing.ts) gives it an upstream for a request
- * without `?ns=`; local namespaces, and repositories only `?ns=` reaches (no upstream without a prefix), are never
- * expired. Its upstream's `ttl` applies (0: never). An item's last use is its last-pull record
+ * A repository is mirrored when its last-pull records name an upstream (the mirror writes the upstream's name with
+ * the date), or, without such records, when the proxy routing (server/proxy/routing.ts) gives it an upstream by its
+ * name. Local namespaces are never expired. That upstream's `ttl` applies (0: never). An item's last use is its last-pull record
  * (`_wharf/proxy/lastpull/<repository>/<alg>/<hex>`, written by the mirror at most once an hour per process) or
  * the modification time of its own link, whichever is later (without a record: the link's time).
  *
@@ -65,23 +65,35 @@ export interface ProxyExpiryOptions {
 const ALGORITHMS = ['sha256', 'sha512'];
 
 export class ProxyExpiry implements RepositoryExpiry {
+  /** The upstreams the records of the repository just seen by beforeMark name (afterRepository needs them too). */
+  private recordedUpstreams?: { name: string; upstreams: Set<string> };
+
   constructor(
     private readonly driver: StorageDriver,
     private readonly proxy: ProxyConfig,
     private readonly options: ProxyExpiryOptions,
   ) {}
 
-  /** The TTL (ms) for `name`, or undefined when it is not mirrored or never expires. */
-  ttlOf(name: string): number | undefined {
-    const ttl = routeOf(this.proxy, name)?.upstream.ttl;
-    return ttl ? ttl : undefined;
+  /**
+   * The TTL (ms) for `name`, or undefined when it is not mirrored or never expires. The upstreams its last-pull
+   * records name come first (the longest TTL of them, should two have filled one repository): a repository that
+   * only containerd's `?ns=` reaches has no route by its name alone. Without such records, the route by name.
+   * A local namespace never expires.
+   */
+  ttlOf(name: string, recordedUpstreams: Set<string> = new Set()): number | undefined {
+    if (this.proxy.localnamespaces.some((p) => name === p || name.startsWith(`${p}/`))) return undefined;
+    const named = this.proxy.upstreams.filter((u) => recordedUpstreams.has(u.name));
+    const ttls = named.length > 0 ? named.map((u) => u.ttl) : [routeOf(this.proxy, name)?.upstream.ttl];
+    if (ttls.some((t) => !t)) return undefined; // not mirrored, or an upstream whose content never expires
+    return Math.max(...(ttls as number[]));
   }
 
   async beforeMark(scan: RepositoryScan, { remove, cutoff }: ExpiryContext): Promise<void> {
-    const ttl = this.ttlOf(scan.name);
+    const { pulls, upstreams } = await this.lastPulls(scan.name);
+    this.recordedUpstreams = { name: scan.name, upstreams };
+    const ttl = this.ttlOf(scan.name, upstreams);
     if (ttl === undefined) return;
     const expiresBefore = (this.options.now?.() ?? Date.now()) - ttl;
-    const pulls = await this.lastPulls(scan.name);
     // Last use: the later of the last-pull record and the link's own time (a fetch writes both; either may lag).
     const old = (digest: string, mtime: number) => mtime < cutoff && Math.max(pulls.get(digest) ?? 0, mtime) < expiresBefore;
     const { stats, note, dryRun } = this.options;
@@ -113,7 +125,8 @@ export class ProxyExpiry implements RepositoryExpiry {
   }
 
   async afterRepository(name: string): Promise<void> {
-    if (this.options.dryRun || this.ttlOf(name) === undefined) return;
+    const upstreams = this.recordedUpstreams?.name === name ? this.recordedUpstreams.upstreams : (await this.lastPulls(name)).upstreams;
+    if (this.options.dryRun || this.ttlOf(name, upstreams) === undefined) return;
     const root = `${layout.PROXY_LAST_PULL_ROOT}/${name}`;
     for (const [digest, path] of await this.records(name)) {
       const d = tryParseDigest(digest)!;
@@ -140,15 +153,21 @@ export class ProxyExpiry implements RepositoryExpiry {
     return out;
   }
 
-  /** digest → last pull (ms) from the records; an unreadable record counts by its modification time. */
-  private async lastPulls(name: string): Promise<Map<string, number>> {
-    const out = new Map<string, number>();
+  /**
+   * From `name`'s records (`<ISO date> <upstream>`; older ones hold the date only): digest → last pull (ms), an
+   * unreadable date counting by the record's modification time; and the upstreams they name.
+   */
+  private async lastPulls(name: string): Promise<{ pulls: Map<string, number>; upstreams: Set<string> }> {
+    const pulls = new Map<string, number>();
+    const upstreams = new Set<string>();
     for (const [digest, path] of await this.records(name)) {
       const text = await orUndefined(this.driver.getContent(path));
-      const at = text ? Date.parse(text.toString('utf8').trim()) : NaN;
+      const [date = '', upstream] = text ? text.toString('utf8').trim().split(/\s+/, 2) : [];
+      if (upstream) upstreams.add(upstream);
+      const at = Date.parse(date);
       const time = Number.isNaN(at) ? (await orUndefined(this.driver.stat(path)))?.modTime.getTime() : at;
-      if (time !== undefined) out.set(digest, time);
+      if (time !== undefined) pulls.set(digest, time);
     }
-    return out;
+    return { pulls, upstreams };
   }
 }

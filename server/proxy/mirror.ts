@@ -29,7 +29,7 @@ import { UpstreamClient, UpstreamError } from './upstream.js';
 /** The warning a response carries when it was served from the cache because the upstream failed. */
 export const STALE_WARNING = '299 - "served from cache: upstream unavailable"';
 
-/** Where last-pull times are recorded: `<root>/_wharf/proxy/lastpull/<repository>/<alg>/<hex>` (an ISO date). */
+/** Where last-pull times are recorded: `<root>/_wharf/proxy/lastpull/<repository>/<alg>/<hex>` (`<ISO date> <upstream>`). */
 export const LAST_PULL_ROOT = layout.PROXY_LAST_PULL_ROOT;
 
 export interface Upstream {
@@ -174,7 +174,7 @@ export class Mirror {
       await this.registry.recordReferences(name, [digest.value]);
       if (await manifests.hasRevision(name, digest)) {
         this.count(route, 'hits');
-        this.recordPull(name, digest);
+        this.recordPull(route, name, digest);
         return {};
       }
       try {
@@ -199,7 +199,7 @@ export class Mirror {
         const head = await route.upstream.client.headManifest(route.remote, reference);
         if (cached && head.digest === cached.value) {
           this.count(route, 'hits');
-          this.recordPull(name, cached);
+          this.recordPull(route, name, cached);
           return;
         }
         const fetch = () => {
@@ -220,7 +220,7 @@ export class Mirror {
       if (cached) {
         this.count(route, 'upstreamErrors');
         this.logger.warn({ upstream: route.upstream.config.name, repository: name, tag: reference, reason: err.message }, 'serving cached manifest: upstream unavailable');
-        this.recordPull(name, cached);
+        this.recordPull(route, name, cached);
         return { warning: STALE_WARNING };
       }
       throw this.failure(route, err, 'manifest', name, reference);
@@ -246,7 +246,7 @@ export class Mirror {
     await this.registry.blobs.putContent(digest, got.content);
     await this.registry.driver.putContent(layout.revisionLinkPath(name, digest), digest.value);
     if (tag !== undefined) await this.registry.manifests.tag(name, tag, digest);
-    this.recordPull(name, digest);
+    this.recordPull(route, name, digest);
     this.logger.info({ upstream: route.upstream.config.name, repository: name, reference, digest: digest.value }, 'cached manifest from upstream');
   }
 
@@ -263,7 +263,7 @@ export class Mirror {
     const present = await blobs.statContent(digest);
     if (present && (await blobs.isLinked(name, digest))) {
       this.count(route, 'hits');
-      this.recordPull(name, digest);
+      this.recordPull(route, name, digest);
       return { kind: 'local' };
     }
     const key = `${name}\0${digest.value}`;
@@ -274,7 +274,7 @@ export class Mirror {
         await this.registry.recordReferences(name, [digest.value]);
         await blobs.link(name, digest);
         this.count(route, 'hits');
-        this.recordPull(name, digest);
+        this.recordPull(route, name, digest);
         return { kind: 'local' };
       }
       const running = this.blobFlights.get(key);
@@ -301,7 +301,7 @@ export class Mirror {
         });
         if (!outcome.fetched) {
           this.count(route, 'hits');
-          this.recordPull(name, digest);
+          this.recordPull(route, name, digest);
         }
       })();
       this.blobFlights.set(key, done);
@@ -382,19 +382,22 @@ export class Mirror {
     }
     if (held) await toClient(held);
     client?.end();
-    this.recordPull(name, digest);
+    this.recordPull(route, name, digest);
     this.logger.info({ upstream: route.upstream.config.name, repository: name, digest: digest.value, size: bytes }, 'cached blob from upstream');
   }
 
-  /** Note that `name` pulled `digest` now (at most once an hour per process), for TTL expiry. Never fails a pull. */
-  private recordPull(name: string, digest: Digest): void {
+  /**
+   * Note that `name` pulled `digest` now (at most once an hour per process), for TTL expiry: the date, then the
+   * upstream's name (the GC finds the TTL by it, also for a repository only `?ns=` routes). Never fails a pull.
+   */
+  private recordPull(route: Route, name: string, digest: Digest): void {
     const key = `${name}@${digest.value}`;
     const now = Date.now();
     if ((this.lastPulls.get(key) ?? 0) > now - LAST_PULL_INTERVAL_MS) return;
     this.lastPulls.set(key, now);
     if (this.lastPulls.size > 100_000) this.lastPulls.delete(this.lastPulls.keys().next().value!);
     this.registry.driver
-      .putContent(`${LAST_PULL_ROOT}/${name}/${digest.algorithm}/${digest.hex}`, new Date(now).toISOString())
+      .putContent(`${LAST_PULL_ROOT}/${name}/${digest.algorithm}/${digest.hex}`, `${new Date(now).toISOString()} ${route.upstream.config.name}`)
       .catch((err: unknown) => this.logger.debug({ err: (err as Error).message }, 'could not record a last pull'));
   }
 }
