@@ -195,7 +195,17 @@ export class FilesystemDriver implements StorageDriver {
   async move(sourcePath: string, destPath: string): Promise<void> {
     const source = this.fullPath(sourcePath);
     const dest = this.fullPath(destPath);
-    // Checked first so that a missing source does not leave the destination's parent directories behind.
+    try {
+      // One rename when the destination's folder exists (the garbage collector moves many files into one folder).
+      await rename(source, dest);
+      return;
+    } catch (err) {
+      if (!isNotFound(err)) {
+        if (code(err) === 'EXDEV') return moveAcrossDevices(source, dest, this.fsync);
+        throw err;
+      }
+    }
+    // Checked before creating the destination's folders, so that a missing source leaves none behind.
     if (!(await exists(source))) throw new PathNotFoundError(sourcePath, NAME);
     try {
       await this.withParent(dest, () => rename(source, dest));
