@@ -187,12 +187,14 @@ test('never two collections at once; a crashed holder on this host is taken over
 test('files an interrupted run left in trash are put back', async (t) => {
   const f = await fixture();
   t.teardown(f.remove);
-  const img = await pushImage(f.registry, 'tr', 'v', [randomBlob()]);
-  const d = parseDigest(img.layers[0]!.digest);
+  const img = await pushImage(f.registry, 'tr', 'v', [randomBlob(), randomBlob()]);
+  const [d, e] = img.layers.map((l) => parseDigest(l.digest)) as [ReturnType<typeof parseDigest>, ReturnType<typeof parseDigest>];
   t.true(await pullsCompletely(f.registry, 'tr', 'v'));
-  await f.driver.move(layout.blobDataPath(d), `${TRASH_ROOT}/deadrun/${layout.blobDataPath(d).slice(layout.ROOT.length + 1)}`);
+  // A blob's data as the sweeper sets it aside (flat), and as earlier versions did (its path below the run).
+  await f.driver.move(layout.blobDataPath(d), `${TRASH_ROOT}/deadrun/blobs/${d.algorithm}/${d.hex}`);
+  await f.driver.move(layout.blobDataPath(e), `${TRASH_ROOT}/olderrun/${layout.blobDataPath(e).slice(layout.ROOT.length + 1)}`);
   t.false(await pullsCompletely(f.registry, 'tr', 'v'));
-  t.is(await restoreTrash(f.driver), 1);
+  t.is(await restoreTrash(f.driver), 2);
   t.true(await pullsCompletely(f.registry, 'tr', 'v'));
   t.is(await orUndefined(f.driver.stat(TRASH_ROOT)), undefined, 'the emptied trash folder is removed');
 });

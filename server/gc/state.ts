@@ -9,7 +9,8 @@
  *     lock                                   JSON LockInfo of the run holding the lock (absent: free)
  *     live/blobs/<alg>/<hex>                 a server linked, mounted or referenced this digest while a lock was held
  *     live/repositories/<name>/marker        a server wrote into this repository while a lock was held
- *     trash/<run id>/<path below v2>         a file the sweeper moved aside and is about to delete (or restore)
+ *     trash/<run id>/<path below v2>         a file the sweeper moved aside and is about to delete (or restore);
+ *     trash/<run id>/blobs/<alg>/<hex>         a blob's data is kept flat there instead (./sweep.ts)
  *     metrics.prom                           Prometheus text of the last run
  *
  * See ./worker.ts for the protocol these pieces implement.

@@ -2,7 +2,9 @@
  * Sweep: delete what mark left unreferenced, a batch of files at a time, with the live-set re-check:
  *
  *   live := liveSet.recorded(batch)            first look: keep what servers recorded while we held the lock
- *   move each other path → trash/<run>/<path>  the files are no longer visible at their paths
+ *   move each other path → trash/<run>/...     the files are no longer visible at their paths (a blob's data goes to
+ *                                              trash/<run>/blobs/<alg>/<hex>, one folder for all; others keep
+ *                                              their path below the run)
  *   live := liveSet.recorded(moved)            second look, begun after every move of the batch has finished
  *   for each moved file:
  *     d in live:  move it back, keep           a server recorded d before or while we moved it: it wins
@@ -23,6 +25,11 @@ import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/dri
 import { orUndefined } from '../registry/blobs.js';
 import { ROOT } from '../registry/layout.js';
 import { TRASH_ROOT, runLimited, type LiveSet } from './state.js';
+
+/** `<root>/blobs/<alg>/<xx>/<hex>/data`: algorithm and hex. */
+const BLOB_DATA = new RegExp(`^${ROOT}/blobs/([a-z0-9]+)/[0-9a-f]{2}/([0-9a-f]+)/data$`);
+/** A blob's data in trash, `<run>/blobs/<alg>/<hex>`, back to where it came from. */
+const TRASHED_BLOB = /^blobs\/([a-z0-9]+)\/([0-9a-f]+)$/;
 
 export interface Doomed {
   /** The file to delete. */
@@ -45,8 +52,10 @@ export class Sweeper {
     return `${TRASH_ROOT}/${this.runId}`;
   }
 
+  /** Where `path` waits in trash: a blob's data flat per algorithm (one folder for all), anything else mirrored. */
   private trashPath(path: string): string {
-    return `${this.runRoot}/${path.slice(ROOT.length + 1)}`;
+    const blob = BLOB_DATA.exec(path);
+    return blob ? `${this.runRoot}/blobs/${blob[1]}/${blob[2]}` : `${this.runRoot}/${path.slice(ROOT.length + 1)}`;
   }
 
   /**
@@ -154,7 +163,9 @@ export async function restoreTrash(driver: StorageDriver): Promise<number> {
     try {
       for await (const info of driver.walk(run)) {
         if (info.isDir) continue;
-        const original = `${ROOT}/${info.path.slice(run.length + 1)}`;
+        const inRun = info.path.slice(run.length + 1);
+        const blob = TRASHED_BLOB.exec(inRun);
+        const original = blob ? `${ROOT}/blobs/${blob[1]}/${blob[2]!.slice(0, 2)}/${blob[2]}/data` : `${ROOT}/${inRun}`;
         if ((await orUndefined(driver.stat(original))) === undefined) {
           await driver.move(info.path, original);
           restored++;
