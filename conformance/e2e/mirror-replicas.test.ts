@@ -1,8 +1,8 @@
 /**
  * The pull-through cache with two replicas: two Wharf mirror processes on one filesystem storage and one real
  * redis-server, in front of an upstream Wharf that requires Bearer token auth. Between the mirrors and the upstream
- * sits a loopback front that counts the upstream's blob and manifest answers and can hold a body after its first
- * chunk, so a fetch is caught in the middle: while one replica holds the fetch the other is seen waiting (its debug
+ * sits a loopback front that counts the upstream's blob and manifest answers and can hold them (a blob after its
+ * first chunk, a manifest before its response starts), so a fetch is caught in the middle: while one replica holds the fetch the other is seen waiting (its debug
  * log), and only then is the body let through, or the holder killed.
  */
 import test from 'ava';
@@ -23,7 +23,7 @@ let replicas: RunningWharf[] = [];
 /** Blob and manifest GETs the upstream answered 200 to, through the front. */
 let blobGets = 0;
 let manifestGets = 0;
-/** While set, a blob or manifest body stops after its first chunk until `release` is called. */
+/** While set, a blob body stops after its first chunk, a manifest response before it starts, until `release` is called. */
 let holding = false;
 let held: (() => void)[] = [];
 const release = () => {
@@ -38,22 +38,28 @@ test.before(async () => {
   front = createServer((req, res) => {
     const up = new URL(upstream.url);
     const fwd = httpRequest({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
-      res.writeHead(r.statusCode ?? 502, r.headers);
       const isBlob = req.method === 'GET' && /\/blobs\//.test(req.url ?? '') && r.statusCode === 200;
       const isManifest = req.method === 'GET' && /\/manifests\//.test(req.url ?? '') && r.statusCode === 200;
       if (isBlob) blobGets++;
       if (isManifest) manifestGets++;
-      let hold = (isBlob || isManifest) && holding;
-      r.on('data', (chunk: Buffer) => {
-        res.write(chunk);
-        if (hold) {
-          hold = false;
-          r.pause();
-          held.push(() => r.resume());
-        }
-      });
-      r.on('end', () => res.end());
+      const forward = () => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        let hold = isBlob && holding;
+        r.on('data', (chunk: Buffer) => {
+          res.write(chunk);
+          if (hold) {
+            hold = false;
+            r.pause();
+            held.push(() => r.resume());
+          }
+        });
+        r.on('end', () => res.end());
+      };
       r.on('error', () => res.destroy());
+      // A manifest usually fits in one chunk, and a client holding its Content-Length of bytes is done: a manifest
+      // is held before its response starts. A blob is held after its first chunk, caught mid-transfer.
+      if (isManifest && holding) held.push(forward);
+      else forward();
     });
     fwd.on('error', () => res.destroy());
     res.on('close', () => fwd.destroy());
