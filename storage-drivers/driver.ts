@@ -177,6 +177,16 @@ export class StorageDriverError extends StorageError {
 const COMPONENT = /^[A-Za-z0-9._-]+$/;
 
 /** Longest accepted path component. */
+/**
+ * Optional on a reader's stream that has not been read: write its bytes into an HTTP response directly, through
+ * buffers the driver reuses (each handed back once the response's write callback says the socket has taken it),
+ * instead of a fresh buffer per chunk. It does not end the response; `done` is called once, with the error if the
+ * copy failed, after the stream has released its file. The checked driver makes its stream's `pipe` into an HTTP
+ * response use it (see checked.ts); nothing else needs to.
+ */
+export const WRITE_TO_RESPONSE = Symbol('wharf.writeToResponse');
+export type WriteToResponse = (res: import('node:http').ServerResponse, done: (err?: unknown) => void) => void;
+
 export const MAX_COMPONENT_LENGTH = 255;
 /** Longest accepted path, in characters (all ASCII, so also bytes). */
 export const MAX_PATH_LENGTH = 1024;

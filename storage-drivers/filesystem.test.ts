@@ -1,13 +1,18 @@
 /** The filesystem driver against the shared behaviour suite, plus what only a real directory tree can show. */
 import test from 'ava';
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { checkedDriver } from './checked.js';
-import { PathNotFoundError, StorageDriverError, type FileInfo } from './driver.js';
-import { FilesystemDriver, TEMP_PREFIX, moveAcrossDevices } from './filesystem.js';
+import { PathNotFoundError, StorageDriverError, type FileInfo, type StorageDriver } from './driver.js';
+import { FilesystemDriver, READ_CHUNK, TEMP_PREFIX, moveAcrossDevices } from './filesystem.js';
 import { driverSuite } from './suite.js';
 
 async function tempRoot(): Promise<{ dir: string; cleanup(): Promise<void> }> {
@@ -152,3 +157,47 @@ test('filesystem: the root exists (empty) before its directory is created by the
   t.true((await stat(root)).isDirectory());
   t.true((await driver.stat('/')).isDir);
 });
+
+/** Serve `driver.reader(path, offset, length)` the way the HTTP layer does (Koa: stream.pipeline into the response). */
+async function serveReader(t: import('ava').ExecutionContext, driver: StorageDriver, path: string) {
+  const served: Readable[] = [];
+  const server = createServer((req, res) => {
+    const [offset, length] = (new URL(req.url!, 'http://x').searchParams.get('range') ?? '').split(',').map(Number);
+    void driver.reader(path, offset || 0, length || undefined).then((body) => {
+      served.push(body);
+      pipeline(body, res, () => {});
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`, served };
+}
+
+const openFiles = async () => (await readdir('/proc/self/fd')).length;
+
+test('filesystem: a reader piped into an HTTP response sends exactly its bytes through reused buffers, and closes its file', async (t) => {
+  const { driver } = await setup(t);
+  const content = randomBytes(5 * READ_CHUNK + 12345);
+  await driver.putContent('/big', content);
+  const { url, served } = await serveReader(t, driver, '/big');
+  const baseline = await openFiles();
+  for (const [query, expected] of [['', content], ['?range=1000,3000000', content.subarray(1000, 3001000)]] as const) {
+    const got = Buffer.from(await (await fetch(url + query)).arrayBuffer());
+    t.true(got.equals(expected), `body for "${query}"`);
+  }
+  // The checked driver's stream took the pooled path (its own `pipe`), and ended so the pipeline ended the response.
+  t.true(served.every((s) => Object.prototype.hasOwnProperty.call(s, 'pipe') && s.readableEnded), 'pooled and ended');
+  // A client that goes away mid-body: the file is closed all the same.
+  const res = await fetch(url);
+  const reader = res.body!.getReader();
+  await reader.read();
+  await reader.cancel();
+  await waitForCondition(async () => (await openFiles()) <= baseline);
+  t.true((await openFiles()) <= baseline, 'no file left open');
+  t.true(Buffer.from(await (await fetch(url)).arrayBuffer()).equals(content), 'later downloads still whole');
+});
+
+async function waitForCondition(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+}

@@ -18,6 +18,7 @@ import { constants, readFile as readFileCallback, type Stats } from 'node:fs';
 import { copyFile, lstat, mkdir, open, readdir, rename, rm, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
+import type { ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import {
   InvalidOffsetError,
@@ -30,6 +31,8 @@ import {
   type FileWriter,
   type StorageDriver,
   type WalkOptions,
+  WRITE_TO_RESPONSE,
+  type WriteToResponse,
 } from './driver.js';
 
 export interface FilesystemDriverOptions {
@@ -144,11 +147,20 @@ export class FilesystemDriver implements StorageDriver {
       }
       // The stream owns the handle from here on and closes it when it ends or is destroyed. Without a length
       // it reads to the end of the file as it is when read (a file being appended to may give more).
-      return handle.createReadStream({
+      const stream = handle.createReadStream({
         start: offset,
         end: length === undefined ? undefined : offset + length - 1,
         highWaterMark: READ_CHUNK,
       });
+      const end = length === undefined ? st.size : Math.min(offset + length, st.size);
+      const writeTo: WriteToResponse = (res, done) => {
+        // The stream (never read) owns the handle: destroying it closes the file, before `done` goes on.
+        writeThroughPool(handle, offset, end, res).then(
+          () => { stream.destroy(); done(); },
+          (err: unknown) => { stream.destroy(); done(err); },
+        );
+      };
+      return Object.assign(stream, { [WRITE_TO_RESPONSE]: writeTo });
     } catch (err) {
       await handle.close().catch(() => {});
       throw err;
@@ -322,6 +334,57 @@ export class FilesystemDriver implements StorageDriver {
         if (code(err) !== 'ENOENT' || attempt >= PARENT_RETRIES) throw err;
       }
     }
+  }
+}
+
+/** Read buffers kept for reuse across requests (at most this many idle), and how many one response keeps in flight. */
+const SPARE_BUFFERS = 16;
+const BUFFERS_IN_FLIGHT = 2;
+const spareBuffers: Buffer[] = [];
+
+/**
+ * Copy bytes [start, end) of `handle` into `res` (see WRITE_TO_RESPONSE in driver.ts). Fresh memory for every
+ * chunk was most of the CPU a blob download cost: page faults and zeroing of new pages, and garbage collection
+ * (about 0.3 s per 200 MB against 0.1 s with reused buffers on a 2-core VM). A buffer goes back to the pool only
+ * when its write succeeded; after a failed one the socket may still hold it, so it is left to the garbage
+ * collector. Stops when the response closes (client gone). Does not end the response (the caller does).
+ */
+async function writeThroughPool(handle: FileHandle, start: number, end: number, res: ServerResponse): Promise<void> {
+  const inFlight = new Set<Promise<void>>();
+  let closed = false;
+  let wakeOnClose: () => void = () => {};
+  const onClose = () => {
+    closed = true;
+    wakeOnClose();
+  };
+  res.once('close', onClose);
+  const gone = new Promise<void>((resolve) => (wakeOnClose = resolve));
+  try {
+    for (let pos = start; pos < end && !closed; ) {
+      if (inFlight.size >= BUFFERS_IN_FLIGHT) await Promise.race([...inFlight, gone]);
+      if (closed) break;
+      const buffer = spareBuffers.pop() ?? Buffer.allocUnsafeSlow(READ_CHUNK);
+      const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, end - pos), pos);
+      if (bytesRead === 0) {
+        spareBuffers.push(buffer);
+        throw new Error(`file ended at ${pos} of ${end} bytes`);
+      }
+      pos += bytesRead;
+      const written = new Promise<void>((resolve) => {
+        res.write(buffer.subarray(0, bytesRead), (err) => {
+          if (!err && spareBuffers.length < SPARE_BUFFERS) spareBuffers.push(buffer);
+          resolve();
+        });
+      });
+      inFlight.add(written);
+      void written.then(() => inFlight.delete(written));
+    }
+    if (!closed) await Promise.race([Promise.all(inFlight), gone]);
+  } catch (err) {
+    // A client that went away is not an error (the read may fail because the stream closed the file meanwhile).
+    if (!closed) throw err;
+  } finally {
+    res.off('close', onClose);
   }
 }
 
