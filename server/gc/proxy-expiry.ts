@@ -36,7 +36,7 @@ import type { ProxyConfig } from '../config/types.js';
 import { orUndefined } from '../registry/blobs.js';
 import * as layout from '../registry/layout.js';
 import { tryParseDigest } from '../registry/reference.js';
-import { routeOf } from '../proxy/routing.js';
+import { isLocal, routeOf } from '../proxy/routing.js';
 import { markRepository, type RepositoryScan } from './mark.js';
 import type { GcStats } from './report.js';
 
@@ -81,7 +81,7 @@ export class ProxyExpiry implements RepositoryExpiry {
    * A local namespace never expires.
    */
   ttlOf(name: string, recordedUpstreams: Set<string> = new Set()): number | undefined {
-    if (this.proxy.localnamespaces.some((p) => name === p || name.startsWith(`${p}/`))) return undefined;
+    if (isLocal(this.proxy, name)) return undefined;
     const named = this.proxy.upstreams.filter((u) => recordedUpstreams.has(u.name));
     const ttls = named.length > 0 ? named.map((u) => u.ttl) : [routeOf(this.proxy, name)?.upstream.ttl];
     if (ttls.some((t) => !t)) return undefined; // not mirrored, or an upstream whose content never expires

@@ -12,8 +12,13 @@ export interface UpstreamRoute {
   remote: string;
 }
 
+/** Whether `name` is in one of `proxy.localnamespaces`: pushed here, never mirrored (nor expired). */
+export function isLocal(config: ProxyConfig, name: string): boolean {
+  return config.localnamespaces.some((p) => name === p || name.startsWith(`${p}/`));
+}
+
 export function routeOf(config: ProxyConfig, name: string, ns?: string): UpstreamRoute | undefined {
-  if (config.localnamespaces.some((p) => name === p || name.startsWith(`${p}/`))) return undefined;
+  if (isLocal(config, name)) return undefined;
   let upstream: ProxyUpstreamConfig | undefined;
   let remote = name;
   if (ns !== undefined && ns !== '') {
