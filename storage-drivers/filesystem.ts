@@ -352,13 +352,14 @@ const spareBuffers: Buffer[] = [];
 async function writeThroughPool(handle: FileHandle, start: number, end: number, res: ServerResponse): Promise<void> {
   const inFlight = new Set<Promise<void>>();
   let closed = false;
-  let wakeOnClose: () => void = () => {};
-  const onClose = () => {
+  // Every response closes once, at its end or when the client goes away, so this listener does not outlive it.
+  const gone = new Promise<void>((resolve) => res.once('close', () => {
     closed = true;
-    wakeOnClose();
+    resolve();
+  }));
+  const giveBack = (buffer: Buffer) => {
+    if (spareBuffers.length < SPARE_BUFFERS) spareBuffers.push(buffer);
   };
-  res.once('close', onClose);
-  const gone = new Promise<void>((resolve) => (wakeOnClose = resolve));
   try {
     for (let pos = start; pos < end && !closed; ) {
       if (inFlight.size >= BUFFERS_IN_FLIGHT) await Promise.race([...inFlight, gone]);
@@ -366,13 +367,13 @@ async function writeThroughPool(handle: FileHandle, start: number, end: number, 
       const buffer = spareBuffers.pop() ?? Buffer.allocUnsafeSlow(READ_CHUNK);
       const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, end - pos), pos);
       if (bytesRead === 0) {
-        spareBuffers.push(buffer);
+        giveBack(buffer);
         throw new Error(`file ended at ${pos} of ${end} bytes`);
       }
       pos += bytesRead;
       const written = new Promise<void>((resolve) => {
         res.write(buffer.subarray(0, bytesRead), (err) => {
-          if (!err && spareBuffers.length < SPARE_BUFFERS) spareBuffers.push(buffer);
+          if (!err) giveBack(buffer);
           resolve();
         });
       });
@@ -383,8 +384,6 @@ async function writeThroughPool(handle: FileHandle, start: number, end: number, 
   } catch (err) {
     // A client that went away is not an error (the read may fail because the stream closed the file meanwhile).
     if (!closed) throw err;
-  } finally {
-    res.off('close', onClose);
   }
 }
 
