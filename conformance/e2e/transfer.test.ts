@@ -28,6 +28,7 @@ test('PseudoRandomStream yields exactly its size, reports its digest, and repeat
   t.is(a.digest, first.digest);
   t.is((await consume(new PseudoRandomStream(size, 5))).digest, first.digest, 'same seed, same bytes');
   t.not((await consume(new PseudoRandomStream(size, 6))).digest, first.digest, 'another seed, other bytes');
+  t.not((await consume(new PseudoRandomStream(size, 5 + 256))).digest, first.digest, 'the whole seed counts, not its low byte');
   t.is((await consume(new PseudoRandomStream(0))).bytes, 0);
 });
 

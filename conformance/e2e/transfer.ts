@@ -25,7 +25,10 @@ export class PseudoRandomStream extends Readable {
 
   constructor(readonly size: number, seed = 1, private readonly chunkSize = 256 * 1024) {
     super({ highWaterMark: chunkSize });
-    this.cipher = createCipheriv('aes-256-ctr', Buffer.alloc(32, seed & 0xff), Buffer.alloc(16, 0));
+    // The whole seed goes into the key, so that distinct seeds always give distinct bytes.
+    const key = Buffer.alloc(32);
+    key.writeUInt32BE(seed >>> 0);
+    this.cipher = createCipheriv('aes-256-ctr', key, Buffer.alloc(16, 0));
     this.remaining = size;
     this.zeros = Buffer.alloc(chunkSize);
   }
