@@ -6,13 +6,13 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, symlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { checkedDriver } from './checked.js';
 import { PathNotFoundError, StorageDriverError, type FileInfo, type StorageDriver } from './driver.js';
-import { FilesystemDriver, READ_CHUNK, TEMP_PREFIX, moveAcrossDevices } from './filesystem.js';
+import { FilesystemDriver, READ_CHUNK, TEMP_PREFIX, WRITEBACK_EVERY, moveAcrossDevices } from './filesystem.js';
 import { driverSuite } from './suite.js';
 
 async function tempRoot(): Promise<{ dir: string; cleanup(): Promise<void> }> {
@@ -201,3 +201,57 @@ async function waitForCondition(check: () => Promise<boolean>, timeoutMs = 10_00
   const deadline = Date.now() + timeoutMs;
   while (!(await check()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
 }
+
+test.serial('filesystem: a long write is flushed to disk in the background, one flush at a time, and a failed flush fails the commit', async (t) => {
+  const { dir, root } = await setup(t);
+  const driver = new FilesystemDriver({ rootDirectory: root });
+  // Serial: every FileHandle's datasync goes through this wrapper for the length of the test; it counts the flushes, holds
+  // them until `release`, and fails them once `fail` is set.
+  const probe = await open(join(dir, 'probe'), 'w');
+  const proto = Object.getPrototypeOf(probe) as FileHandle;
+  await probe.close();
+  const original = proto.datasync;
+  let calls = 0;
+  let running = 0;
+  let most = 0;
+  let fail = false;
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => { release = resolve; });
+  proto.datasync = async function datasync(this: FileHandle) {
+    calls++;
+    most = Math.max(most, ++running);
+    try {
+      await held;
+      if (fail) throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+      return await original.call(this);
+    } finally {
+      running--;
+    }
+  };
+  t.teardown(() => { proto.datasync = original; });
+
+  const chunk = randomBytes(1 << 20);
+  const count = WRITEBACK_EVERY / chunk.length + 2;
+  const a = await driver.writer('/a', false);
+  const b = await driver.writer('/b', false);
+  for (let i = 0; i < count; i++) {
+    await a.write(chunk);
+    await b.write(chunk);
+  }
+  t.is(calls, 1, 'the first writer past the mark started a flush; the second found the process at its limit');
+  t.is(running, 1);
+  release();
+  await a.commit();
+  await b.commit();
+  t.is(most, 1);
+  const expected = Buffer.concat(Array.from({ length: count }, () => chunk));
+  t.true((await readFile(join(root, 'a'))).equals(expected));
+  t.true((await readFile(join(root, 'b'))).equals(expected));
+
+  fail = true;
+  const c = await driver.writer('/c', false);
+  for (let i = 0; i < count; i++) await c.write(chunk);
+  const error = await t.throwsAsync(c.commit(), { instanceOf: StorageDriverError });
+  t.regex(error!.message, /flushing .* failed/);
+  t.is((error!.cause as NodeJS.ErrnoException).code, 'EIO');
+});

@@ -77,6 +77,48 @@ test('a write failing while others are in flight fails the request, leaves no wr
   t.true((await other.blobs.getContent(digestOf(all)))?.equals(all));
 });
 
+/** A driver that notes how each upload writer it hands out ends: committed (made durable) or only closed. */
+function recordingEnds(driver: StorageDriver): StorageDriver & { ends: string[] } {
+  const ends: string[] = [];
+  return Object.assign(Object.create(driver) as StorageDriver, {
+    ends,
+    async writer(path: string, append: boolean): Promise<FileWriter> {
+      const inner = await driver.writer(path, append);
+      return {
+        write: (chunk: Uint8Array) => inner.write(chunk),
+        get size() { return inner.size; },
+        commit: () => { ends.push('commit'); return inner.commit(); },
+        close: () => { ends.push('close'); return inner.close(); },
+        cancel: () => { ends.push('cancel'); return inner.cancel(); },
+      };
+    },
+  });
+}
+
+test('every request that stores upload bytes commits them before it is answered; a failed one only closes', async (t) => {
+  const driver = recordingEnds(createDriver({ driver: 'inmemory' }));
+  const registry = new Registry(driver);
+  const { id } = await registry.uploads.start('r');
+  driver.ends.length = 0; // creating the empty data file is not a request that stores bytes
+  const first = Buffer.alloc(100_000, 1);
+  await registry.uploads.append('r', id, chunks([first]));
+  t.deepEqual(driver.ends, ['commit'], 'PATCH');
+
+  async function* breaksOff(): AsyncIterable<Uint8Array> {
+    yield Buffer.alloc(10, 2);
+    throw new Error('client went away');
+  }
+  await t.throwsAsync(registry.uploads.append('r', id, breaksOff()), { message: 'client went away' });
+  t.deepEqual(driver.ends, ['commit', 'close'], 'a request that fails is not committed');
+
+  const stored = await driver.getContent(layout.uploadDataPath('r', id));
+  const last = Buffer.alloc(5, 3);
+  const all = Buffer.concat([stored, last]);
+  await registry.uploads.complete('r', id, digestOf(all), chunks([last]));
+  t.deepEqual(driver.ends, ['commit', 'close', 'commit'], 'PUT with the last chunk');
+  t.true((await registry.blobs.getContent(digestOf(all)))?.equals(all));
+});
+
 test('a digest that does not match what was written makes nothing visible', async (t) => {
   const driver = createDriver({ driver: 'inmemory' });
   const registry = new Registry(driver);

@@ -240,10 +240,12 @@ export class UploadStore {
       // The stored bytes and our hash may now disagree: drop the hash; it is rebuilt from storage when needed.
       this.states.delete(key);
       await window.settle();
+      await writer.close().catch(() => {}); // the request fails with `err` either way
       throw err;
-    } finally {
-      await writer.close();
     }
+    // Durable before the request is answered, as registry:2 does: the stored size is what a client resumes from,
+    // and complete() moves these bytes into the blob store, where a crash must not leave a blob short of them.
+    await writer.commit();
     return written;
   }
 
