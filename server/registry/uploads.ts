@@ -64,10 +64,24 @@ export interface UploadHooks {
  * Bytes of a request body allowed to be on their way to storage at once. The driver receives the next chunks
  * while earlier ones are written (the filesystem batches them into one system call), so receiving, hashing and
  * writing overlap; the bound keeps a request's memory small however large the blob.
+ *
+ * The window is shared: WRITE_BUDGET bytes split between the requests writing at the time, at most WRITE_WINDOW
+ * and at least MIN_WRITE_WINDOW each. One large push gets a wide window, which means fewer and larger writes and
+ * fewer thread-pool round trips (one 200 MB push on a 2-core VM: about 20% less CPU at 1 MiB than at 128 KiB).
+ * Many pushes at once keep the pool busy anyway and get narrow windows, so memory stays within the budget.
  */
-export const WRITE_WINDOW = 128 * 1024;
+export const WRITE_WINDOW = 1024 * 1024;
+export const MIN_WRITE_WINDOW = 128 * 1024;
+export const WRITE_BUDGET = 2 * 1024 * 1024;
 
-/** Writes to a driver writer without waiting for each one, with at most WRITE_WINDOW bytes outstanding. */
+/** Requests writing upload bytes in this process right now. */
+let writingRequests = 0;
+
+function currentWindow(): number {
+  return Math.min(WRITE_WINDOW, Math.max(MIN_WRITE_WINDOW, Math.floor(WRITE_BUDGET / Math.max(writingRequests, 1))));
+}
+
+/** Writes to a driver writer without waiting for each one, with at most the current window outstanding. */
 class WriteWindow {
   private readonly outstanding: Array<{ done: Promise<void>; bytes: number }> = [];
   private bytes = 0;
@@ -81,7 +95,7 @@ class WriteWindow {
     done.catch(() => {});
     this.outstanding.push({ done, bytes: chunk.byteLength });
     this.bytes += chunk.byteLength;
-    while (this.bytes > WRITE_WINDOW) await this.oldest();
+    while (this.bytes > currentWindow()) await this.oldest();
   }
 
   /** Wait for every outstanding write; throws the first failure. */
@@ -214,6 +228,7 @@ export class UploadStore {
     const writer = await this.driver.writer(layout.uploadDataPath(name, id), true);
     const window = new WriteWindow(writer);
     let written = 0;
+    writingRequests++;
     try {
       for await (const chunk of body) {
         if (chunk.byteLength === 0) continue;
@@ -242,6 +257,8 @@ export class UploadStore {
       await window.settle();
       await writer.close().catch(() => {}); // the request fails with `err` either way
       throw err;
+    } finally {
+      writingRequests--;
     }
     // Durable before the request is answered, as registry:2 does: the stored size is what a client resumes from,
     // and complete() moves these bytes into the blob store, where a crash must not leave a blob short of them.
