@@ -13,8 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 
 const here = dirname(fileURLToPath(import.meta.url));
-/** dist/server/cli.js, found relative to this compiled file (dist/conformance/harness.js). */
-export const CLI_PATH = resolve(here, '..', 'server', 'cli.js');
+/** dist/server/wharf.cjs (the `wharf` command), found relative to this compiled file (dist/conformance/harness.js). */
+export const CLI_PATH = resolve(here, '..', 'server', 'wharf.cjs');
 
 export interface RunningWharf {
   /** Base URL, such as http://127.0.0.1:41234 */
