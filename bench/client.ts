@@ -6,16 +6,26 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { PseudoRandomStream, simpleRequest } from '../conformance/e2e/transfer.js';
 
 export const MB = 1_000_000;
 
-/** Write `size` pseudo-random bytes to `path` and return their sha256 digest. */
+/**
+ * Write `size` pseudo-random bytes to `path` and return their sha256 digest. The file is flushed to disk before
+ * this resolves, so that its write-back does not compete with the pushes measured next.
+ */
 export async function makeBlobFile(path: string, size: number, seed: number): Promise<string> {
   const source = new PseudoRandomStream(size, seed, 1 << 20);
   await pipeline(source, createWriteStream(path));
+  const handle = await open(path, 'r+');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
   return source.digest;
 }
 
