@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { stringify } from 'yaml';
 import { CLI_PATH, REGISTRY2_BIN, freePort } from '../conformance/harness.js';
+import { NODE_FLAGS } from '../server/node-flags.js';
 
 export type ServerKind = 'wharf' | 'registry2';
 
@@ -91,7 +92,7 @@ export async function startServer(kind: ServerKind, options: ServerOptions = {})
   const env = { ...process.env };
   if (options.s3) delete env.AWS_CA_BUNDLE;
   const child = kind === 'wharf'
-    ? spawn(process.execPath, [...(options.wharfNodeArgs ?? []), CLI_PATH, 'serve', configPath,
+    ? spawn(process.execPath, [...NODE_FLAGS, ...(options.wharfNodeArgs ?? []), CLI_PATH, 'serve', configPath,
       ...(options.wharfWorkers ? ['--workers', String(options.wharfWorkers)] : [])], { stdio: ['ignore', log, log], env })
     : spawn(REGISTRY2_BIN, ['serve', configPath], { stdio: ['ignore', log, log], env });
   closeSync(log);

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { NODE_FLAGS } from '../server/node-flags.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** dist/server/wharf.cjs (the `wharf` command), found relative to this compiled file (dist/conformance/harness.js). */
@@ -73,7 +74,7 @@ export async function startWharf(options: StartOptions = {}): Promise<RunningWha
   const configPath = join(tmp, 'config.yml');
   await writeFile(configPath, stringify(config));
 
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), CLI_PATH, 'serve', configPath], {
+  const child = spawn(process.execPath, [...NODE_FLAGS, ...(options.nodeArgs ?? []), CLI_PATH, 'serve', configPath], {
     env: { ...process.env, ...options.env, WHARF_ANNOUNCE_LISTEN: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 /**
  * The `wharf` command's entry point: sizes libuv's thread pool, then runs the CLI (server/cli.ts).
  *
@@ -10,6 +10,9 @@
  *
  * The pool reads UV_THREADPOOL_SIZE once, when it first starts, and Node's ES module loader already uses it to read
  * the entry module; hence this small CommonJS file, which sets the variable before any module is loaded that way.
+ *
+ * Node's own flags cannot be set from inside the process once it runs; the first line passes them (NODE_FLAGS in
+ * server/node-flags.ts says which and why, and a test holds the two together).
  */
 const DEFAULT_THREADPOOL_SIZE = 16;
 
