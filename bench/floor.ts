@@ -1,11 +1,12 @@
 /**
  * `npm run bench:floor [-- options]`: how fast a push can be on this machine at all, beside Wharf and registry:2.
  *
- * The same curl pushes the same size of blob into minimal Node servers (bench/floor-server.ts) that do less and
- * less of a push's work: durable (hash, write, flush to disk), write (hash and write), hash, discard. What they
- * reach bounds what any registry written for Node can reach here, and shows which step costs what; Wharf and,
- * when installed, registry:2 are measured in the same run with fresh content for every push. Medians of the
- * repetitions, and the server's CPU time per push.
+ * The same curl pushes the same blobs (one large one, then many small ones at once) into minimal Node servers
+ * (bench/floor-server.ts) that do less and less of a push's work: durable (hash, write, flush to disk), write
+ * (hash and write), hash, discard. What they reach bounds what any registry written for Node can reach here (they
+ * run with the same Node flags as Wharf), and shows which step costs what. Wharf and, when installed, registry:2
+ * are measured in the same run, with content new to them in every repetition. Medians of the repetitions, and the
+ * server's CPU time per repetition.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -13,14 +14,17 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { MB, makeBlobFile, median, pushMonolithic, runProcess } from './client.js';
+import { MB, makeBlobFile, median, pushConcurrently, pushMonolithic, runProcess } from './client.js';
 import { cpuSeconds, registry2Available, startServer, type ServerKind } from './servers.js';
 import { freePort } from '../conformance/harness.js';
+import { NODE_FLAGS } from '../server/node-flags.js';
 
 const HELP = `usage: npm run bench:floor -- [options]
-  --mb N      blob size in MB (default 200)
-  --reps N    pushes per server (default 5)
-  --tmp DIR   where the blobs and the servers' storage go (default: the OS temp dir)
+  --mb N          size of the single pushed blob in MB (default 200)
+  --concurrent N  concurrent pushes (default 20)
+  --small-mb N    size of each concurrent blob in MB (default 10)
+  --reps N        repetitions per server (default 5)
+  --tmp DIR       where the blobs and the servers' storage go (default: the OS temp dir)
 `;
 
 const FLOOR_SERVER = join(dirname(fileURLToPath(import.meta.url)), 'floor-server.js');
@@ -28,9 +32,10 @@ const MODES = ['durable', 'write', 'hash', 'discard'] as const;
 
 interface Result { server: string; rate: number; cpu: number }
 
+
 async function startFloorServer(mode: string, dir: string): Promise<{ url: string; child: ChildProcess }> {
   const port = await freePort();
-  const child = spawn(process.execPath, [FLOOR_SERVER, mode, String(port), dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...NODE_FLAGS, FLOOR_SERVER, mode, String(port), dir], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((ready, fail) => {
     child.stdout!.setEncoding('utf8').on('data', (d: string) => { if (d.includes('ready')) ready(); });
     child.once('exit', (code) => fail(new Error(`floor server ${mode} exited with ${code}`)));
@@ -58,69 +63,119 @@ async function measure(server: string, pid: number, reps: number, push: (rep: nu
     cpus.push((await cpuSeconds(pid)) - cpuBefore);
   }
   const result = { server, rate: median(rates), cpu: median(cpus) };
-  process.stdout.write(`  ${server}: ${result.rate.toFixed(0)} MB/s, ${result.cpu.toFixed(2)} s CPU per push\n`);
+  process.stdout.write(`  ${server}: ${result.rate.toFixed(0)} MB/s, ${result.cpu.toFixed(2)} s CPU per repetition\n`);
   return result;
+}
+
+interface BlobFile { path: string; digest: string; size: number }
+
+/** One kind of push, measured on every server: `files[set]` are the blobs of one push (a set per repetition). */
+interface PushCase {
+  title: string;
+  files: BlobFile[][];
+}
+
+/** PUT every file of `files` at once to a floor server, with one curl. */
+async function floorPushAll(url: string, files: BlobFile[]): Promise<void> {
+  const args = ['-sS', '-H', 'Expect:', '-Z', '--parallel-max', String(files.length), '-w', '%{http_code}\n'];
+  for (const f of files) args.push('-T', f.path, '-o', '/dev/null', url);
+  const r = await runProcess('curl', args);
+  const statuses = r.stdout.trim().split('\n');
+  if (r.code !== 0 || statuses.length !== files.length || statuses.some((s) => s !== '201')) {
+    throw new Error(`floor pushes: curl exit ${r.code}, statuses ${statuses.join(' ')} ${r.stderr}`);
+  }
+}
+
+async function makeFiles(work: string, name: string, count: number, size: number, seed: number): Promise<BlobFile[]> {
+  const files: BlobFile[] = [];
+  for (let i = 0; i < count; i++) {
+    const path = join(work, `${name}-${i}.bin`);
+    files.push({ path, size, digest: await makeBlobFile(path, size, seed + i) });
+  }
+  return files;
+}
+
+async function measureCase(pushCase: PushCase, reps: number, work: string): Promise<Result[]> {
+  process.stdout.write(`${pushCase.title}\n`);
+  const bytes = pushCase.files[0]!.reduce((a, f) => a + f.size, 0);
+  // The files of set 0 warm every server up; registries get a fresh set per repetition (one that already has a blob
+  // skips storing it), while the floor servers store nothing and take set 0 every time.
+  const results: Result[] = [];
+  for (const mode of MODES) {
+    const { url, child } = await startFloorServer(mode, work);
+    try {
+      results.push(await measure(`Node floor: ${mode}`, child.pid!, reps, async () => {
+        const files = pushCase.files[0]!;
+        if (files.length === 1) await floorPush(url, files[0]!, mode !== 'discard');
+        else await floorPushAll(url, files);
+        return bytes;
+      }));
+    } finally {
+      child.kill('SIGTERM');
+    }
+  }
+  const kinds: ServerKind[] = registry2Available() ? ['wharf', 'registry2'] : ['wharf'];
+  for (const kind of kinds) {
+    const server = await startServer(kind, { tmp: work });
+    try {
+      results.push(await measure(kind === 'wharf' ? 'Wharf' : 'registry:2', server.pid, reps, async (rep) => {
+        const files = pushCase.files[rep + 1]!;
+        if (files.length === 1) await pushMonolithic(server.url, `floor/push-${rep + 1}`, files[0]!.path, files[0]!.size, files[0]!.digest);
+        else await pushConcurrently(server.url, `floor/many-${rep + 1}`, files);
+        return bytes;
+      }));
+    } finally {
+      await server.stop();
+    }
+  }
+  return results;
+}
+
+function table(pushCase: PushCase, results: Result[]): string[] {
+  const reference = results.find((r) => r.server === 'registry:2');
+  return [
+    `${pushCase.title}, medians:`,
+    '',
+    '| Server | Rate | Server CPU per repetition | Rate / registry:2 |',
+    '|---|---:|---:|---:|',
+    ...results.map((r) => `| ${r.server} | ${r.rate.toFixed(0)} MB/s | ${r.cpu.toFixed(2)} s | ${
+      reference ? `${(r.rate / reference.rate).toFixed(2)}×` : '–'} |`),
+    '',
+  ];
 }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { mb: { type: 'string' }, reps: { type: 'string' }, tmp: { type: 'string' }, help: { type: 'boolean' } },
+    options: {
+      mb: { type: 'string' }, 'small-mb': { type: 'string' }, concurrent: { type: 'string' }, reps: { type: 'string' },
+      tmp: { type: 'string' }, help: { type: 'boolean' },
+    },
   });
   if (values.help) {
     process.stdout.write(HELP);
     return;
   }
   const size = Number(values.mb ?? 200) * MB;
+  const smallSize = Number(values['small-mb'] ?? 10) * MB;
+  const concurrent = Number(values.concurrent ?? 20);
   const reps = Number(values.reps ?? 5);
   const parent = values.tmp ? resolve(values.tmp) : tmpdir();
   const work = await mkdtemp(join(parent, 'wharf-floor-'));
   try {
-    // Fresh content for every push into a registry (one that already has a blob skips storing it); the floor
-    // servers store nothing, so they take the first file every time.
-    const files: Array<{ path: string; digest: string; size: number }> = [];
-    for (let i = 0; i <= reps; i++) {
-      const path = join(work, `blob-${i}.bin`);
-      files.push({ path, size, digest: await makeBlobFile(path, size, 50_000 + i) });
-    }
-    const fileFor = (rep: number) => files[rep + 1]!;
-    const results: Result[] = [];
-
-    for (const mode of MODES) {
-      const { url, child } = await startFloorServer(mode, work);
-      try {
-        results.push(await measure(`Node floor: ${mode}`, child.pid!, reps, async () => {
-          await floorPush(url, files[0]!, mode !== 'discard');
-          return size;
-        }));
-      } finally {
-        child.kill('SIGTERM');
-      }
-    }
-
-    const kinds: ServerKind[] = registry2Available() ? ['wharf', 'registry2'] : ['wharf'];
-    for (const kind of kinds) {
-      const server = await startServer(kind, { tmp: work });
-      try {
-        results.push(await measure(kind === 'wharf' ? 'Wharf' : 'registry:2', server.pid, reps, async (rep) => {
-          const file = fileFor(rep);
-          await pushMonolithic(server.url, `floor/push-${rep + 1}`, file.path, file.size, file.digest);
-          return file.size;
-        }));
-      } finally {
-        await server.stop();
-      }
-    }
-
-    const reference = results.find((r) => r.server === 'registry:2');
-    const lines = [
-      `Push of a ${Math.round(size / MB)} MB blob with curl (monolithic PUT), ${reps} pushes each, medians.`,
-      '',
-      '| Server | Rate | CPU per push | Rate / registry:2 |',
-      '|---|---:|---:|---:|',
-      ...results.map((r) => `| ${r.server} | ${r.rate.toFixed(0)} MB/s | ${r.cpu.toFixed(2)} s | ${
-        reference ? `${(r.rate / reference.rate).toFixed(2)}×` : '–'} |`),
+    const sets = Array.from({ length: reps + 1 }, (_, i) => i);
+    const cases: PushCase[] = [
+      {
+        title: `One push of a ${Math.round(size / MB)} MB blob with curl (monolithic PUT), ${reps} repetitions`,
+        files: await Promise.all(sets.map((i) => makeFiles(work, `big-${i}`, 1, size, 50_000 + i))),
+      },
+      {
+        title: `${concurrent} concurrent pushes of ${Math.round(smallSize / MB)} MB blobs with one curl, ${reps} repetitions`,
+        files: await Promise.all(sets.map((i) => makeFiles(work, `small-${i}`, concurrent, smallSize, 60_000 + i * 1000))),
+      },
     ];
-    process.stdout.write(`\n${lines.join('\n')}\n`);
+    const lines: string[] = [];
+    for (const pushCase of cases) lines.push(...table(pushCase, await measureCase(pushCase, reps, work)));
+    process.stdout.write(`\n${lines.join('\n')}`);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
