@@ -22,7 +22,7 @@
  *     Every part but the last is therefore at least `chunkSize` (>= 5 MiB, S3's minimum).
  *   - Part sizes grow with the part number (`partSize`), so S3's 10,000-part limit covers far more than 100 GiB.
  *   - close() and commit() both make the object complete and visible (CompleteMultipartUpload, or one PutObject
- *     when everything fits in the buffer): the registry closes its writer after every PATCH and reads the size and
+ *     when everything fits in the buffer): the registry commits its writer after every PATCH and reads the size and
  *     bytes of the upload back from storage, possibly on another replica.
  *   - writer(path, append=true) continues an object: an existing object under 5 MiB is read back into the buffer
  *     (small PATCH chunks are combined this way); a larger one becomes the first part(s) of a new multipart upload
