@@ -35,8 +35,8 @@ RUN groupadd --system --gid 10001 wharf \
  && useradd --system --uid 10001 --gid wharf --home-dir /var/lib/registry --no-create-home --shell /usr/sbin/nologin wharf \
  && mkdir -p /etc/wharf /var/lib/registry \
  && chown wharf:wharf /var/lib/registry \
- && chmod 0755 dist/server/wharf.cjs \
- && ln -s /app/dist/server/wharf.cjs /usr/local/bin/wharf \
+ && chmod 0755 dist/server/cli.js \
+ && ln -s /app/dist/server/cli.js /usr/local/bin/wharf \
  && printf '%s\n' \
       'version: 0.1' \
       'log:' \

@@ -14,8 +14,8 @@ import { stringify } from 'yaml';
 import { NODE_FLAGS } from '../server/node-flags.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-/** dist/server/wharf.cjs (the `wharf` command), found relative to this compiled file (dist/conformance/harness.js). */
-export const CLI_PATH = resolve(here, '..', 'server', 'wharf.cjs');
+/** dist/server/cli.js (the `wharf` command), found relative to this compiled file (dist/conformance/harness.js). */
+export const CLI_PATH = resolve(here, '..', 'server', 'cli.js');
 
 export interface RunningWharf {
   /** Base URL, such as http://127.0.0.1:41234 */

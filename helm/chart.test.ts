@@ -28,7 +28,7 @@ const root = fileURLToPath(new URL('../../', import.meta.url));
 const chartDir = join(root, 'helm', 'wharf');
 const templatesDir = join(chartDir, 'templates');
 const examplesDir = join(chartDir, 'examples');
-const cli = join(root, 'dist', 'server', 'wharf.cjs');
+const cli = join(root, 'dist', 'server', 'cli.js');
 
 type Values = Record<string, unknown>;
 const read = (path: string) => readFileSync(path, 'utf8');

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 /**
  * The `wharf` command: one binary, subcommands.
  *
@@ -9,6 +9,9 @@
  *                                      [--every <d>] [--metrics-file <path>]   remove unreferenced content (server/gc)
  *
  * Exit codes: 0 success, 1 runtime failure, 2 invalid usage or configuration.
+ *
+ * The first line starts Node with Wharf's flags (NODE_FLAGS in ./node-flags.ts, which says why) when the file runs
+ * as a command.
  */
 import { ConfigError, loadConfig, type WharfConfig } from './config/index.js';
 import { GC_USAGE, UsageError, garbageCollectCommand, parseGcArgs } from './gc/command.js';

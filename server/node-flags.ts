@@ -1,7 +1,7 @@
 /**
- * Flags Wharf's processes run Node with. The `wharf` command's first line passes them (server/wharf.cts), and so
- * do `npm start`, the test harness and the benchmark; run `node <flags> dist/server/wharf.cjs` when starting it by
- * hand.
+ * Flags Wharf's processes run Node with. The `wharf` command's first line passes them (server/cli.ts: Node's flags
+ * cannot be set from inside a running process), and so do `npm start`, the test harness and the benchmark; run
+ * `node <flags> dist/server/cli.js` when starting it by hand. A test holds the first line and this list together.
  *
  * --max-semi-space-size=2 (MiB): every 64 KiB a pushed blob body arrives in is a fresh buffer outside V8's heap,
  * freed only when the small object that holds it is collected. With young-generation spaces of 16 MiB (the

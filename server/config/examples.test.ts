@@ -14,7 +14,7 @@ import { loadConfig, type WharfConfig } from './index.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const EXAMPLES = join(ROOT, 'docs/examples');
-const CLI = join(ROOT, 'dist/server/wharf.cjs');
+const CLI = join(ROOT, 'dist/server/cli.js');
 
 /** The environment without REGISTRY_* variables, so the examples are checked as written. */
 const CLEAN_ENV = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('REGISTRY_')));
