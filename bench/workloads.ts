@@ -12,6 +12,7 @@ import {
 } from './client.js';
 import { cpuSeconds, type BenchServer } from './servers.js';
 import { CLI_PATH } from '../conformance/harness.js';
+import { NODE_FLAGS } from '../server/node-flags.js';
 
 export interface Sizes {
   /** Workloads 1 and 2: the big blob. */
@@ -305,7 +306,7 @@ const garbageCollect: Workload = {
     for (const [id, count] of [['gc-quarter', shared.sizes.gcBlobs / 4], ['gc-full', shared.sizes.gcBlobs]] as const) {
       await seedBlobs(server, count, `${id}-${rep}`);
       const started = process.hrtime.bigint();
-      const r = await runProcess(process.execPath, [CLI_PATH, 'garbage-collect', server.configPath], 30 * 60_000);
+      const r = await runProcess(process.execPath, [...NODE_FLAGS, CLI_PATH, 'garbage-collect', server.configPath], 30 * 60_000);
       const took = seconds(started);
       if (r.code !== 0) {
         throw new Error(`wharf garbage-collect exited with ${r.code} (is the GC implemented yet?): ${(r.stderr || r.stdout).slice(0, 300)}`);
