@@ -6,7 +6,8 @@ import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import { parseDigest } from './reference.js';
 import { Registry } from './registry.js';
-import { WRITE_WINDOW } from './uploads.js';
+import { BlobStore } from './blobs.js';
+import { UploadStore, WRITE_WINDOW } from './uploads.js';
 
 const digestOf = (data: Buffer) => parseDigest(`sha256:${createHash('sha256').update(data).digest('hex')}`);
 
@@ -128,4 +129,36 @@ test('a digest that does not match what was written makes nothing visible', asyn
   const error = await t.throwsAsync(registry.uploads.complete('r', id, wrong, chunks([data])));
   t.true(error instanceof RegistryError && error.code === 'DIGEST_INVALID');
   t.is(await registry.blobs.getContent(wrong), undefined);
+});
+
+test('running hashes are kept for the most recently used sessions only; an evicted one is rebuilt from storage', async (t) => {
+  const inner = createDriver({ driver: 'inmemory' });
+  let reads = 0;
+  const driver = Object.assign(Object.create(inner) as StorageDriver, {
+    reader(path: string, offset?: number, length?: number) {
+      reads++;
+      return inner.reader(path, offset, length);
+    },
+  });
+  const blobs = new BlobStore(driver);
+  const uploads = new UploadStore(driver, blobs, {}, 2);
+  const data = [Buffer.alloc(1000, 1), Buffer.alloc(2000, 2), Buffer.alloc(3000, 3)];
+  const ids: string[] = [];
+  for (const d of data) {
+    const { id } = await uploads.start('r');
+    await uploads.append('r', id, chunks([d]));
+    ids.push(id);
+  }
+  // The third session pushed the first one's hash out; the second and third still have theirs.
+  await uploads.complete('r', ids[2]!, digestOf(data[2]!));
+  await uploads.complete('r', ids[1]!, digestOf(data[1]!));
+  t.is(reads, 0, 'kept hashes need no read of the stored bytes');
+  const wrong = await t.throwsAsync(uploads.complete('r', ids[0]!, digestOf(data[1]!)));
+  t.true(wrong instanceof RegistryError && wrong.code === 'DIGEST_INVALID', 'the rebuilt hash still checks the digest');
+  t.is(reads, 1, 'the evicted hash was rebuilt from storage');
+
+  const { id } = await uploads.start('r');
+  await uploads.append('r', id, chunks([data[0]!]));
+  await uploads.complete('r', id, digestOf(data[0]!));
+  t.true((await blobs.getContent(digestOf(data[0]!)))?.equals(data[0]!));
 });

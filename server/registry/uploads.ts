@@ -117,7 +117,15 @@ class WriteWindow {
   }
 }
 
+/**
+ * Running hashes kept per process at most. A session whose client went away never completes, and its hash would
+ * otherwise stay until a restart; past this many, the one used least recently goes (if its session comes back, its
+ * hash is rebuilt from the stored bytes).
+ */
+export const MAX_HASH_STATES = 10_000;
+
 export class UploadStore {
+  /** Running hashes by session, least recently used first. */
   private readonly states = new Map<string, HashState>();
   /** Sessions with a request in progress in this process; a second concurrent request is refused. */
   private readonly busy = new Set<string>();
@@ -126,7 +134,18 @@ export class UploadStore {
     private readonly driver: StorageDriver,
     private readonly blobs: BlobStore,
     private readonly hooks: UploadHooks = {},
+    private readonly maxHashStates = MAX_HASH_STATES,
   ) {}
+
+  /** Keep `state` as the session's running hash, as the most recently used one. */
+  private remember(key: string, state: HashState): void {
+    this.states.delete(key);
+    this.states.set(key, state);
+    for (const oldest of this.states.keys()) {
+      if (this.states.size <= this.maxHashStates) break;
+      this.states.delete(oldest);
+    }
+  }
 
   private key(name: string, id: string): string {
     return `${name}\u0000${id}`;
@@ -141,7 +160,7 @@ export class UploadStore {
     await this.driver.putContent(layout.uploadStartedAtPath(name, id), new Date().toISOString());
     // An empty file needs none of putContent's temporary file, fsync and rename: a writer creates it.
     await (await this.driver.writer(layout.uploadDataPath(name, id), false)).close();
-    this.states.set(this.key(name, id), { algorithm, hash: newHash(algorithm), offset: 0 });
+    this.remember(this.key(name, id), { algorithm, hash: newHash(algorithm), offset: 0 });
     return { id, offset: 0 };
   }
 
@@ -223,8 +242,8 @@ export class UploadStore {
     if (!state && offset === 0) {
       // A session started elsewhere (another replica): nothing to rebuild yet, so hash from here on.
       state = { algorithm: 'sha256', hash: newHash('sha256'), offset: 0 };
-      this.states.set(key, state);
     }
+    if (state) this.remember(key, state);
     const writer = await this.driver.writer(layout.uploadDataPath(name, id), true);
     const window = new WriteWindow(writer);
     let written = 0;
@@ -285,7 +304,7 @@ export class UploadStore {
     if (read !== offset) {
       throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload data changed while it was read', { detail: { uuid: id } });
     }
-    this.states.set(key, { algorithm, hash: hash.copy(), offset });
+    this.remember(key, { algorithm, hash: hash.copy(), offset });
     return `${algorithm}:${hash.digest('hex')}`;
   }
 
