@@ -145,6 +145,30 @@ export function timedCommand(client: AnyRedisClient, args: string[], timeoutMs: 
   return Promise.race([reply, timeout]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * Start `client` connecting and wait until the first attempt ends or `timeoutMs` passes, whichever comes first.
+ * node-redis goes on reconnecting in the background after a failure; `onError` hears of the failed attempt.
+ */
+export async function dialWithin(client: AnyRedisClient, timeoutMs: number, onError: (err: unknown) => void = () => {}): Promise<void> {
+  const connecting = client.connect().then(() => undefined, onError);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([connecting, new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs); })]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Close `client`: QUIT when it is connected; otherwise, or when QUIT fails, drop the socket (never waits for Redis). */
+export async function closeRedisClient(client: AnyRedisClient): Promise<void> {
+  try {
+    if (client.isReady) await client.close();
+    else client.destroy();
+  } catch {
+    client.destroy();
+  }
+}
+
 /** An error's message without anything that looks like URL credentials. */
 export function safeMessage(err: unknown): string {
   const msg = err instanceof Error ? err.message : String(err);
@@ -271,12 +295,7 @@ export class RedisDescriptorCache implements BlobDescriptorCache {
     this.closed = true;
     this.up = false;
     clearTimeout(this.recoveryTimer);
-    try {
-      if (this.client.isOpen) await this.client.close();
-      else this.client.destroy();
-    } catch {
-      this.client.destroy();
-    }
+    await closeRedisClient(this.client);
   }
 
   // ---- plumbing ------------------------------------------------------------------------------------------

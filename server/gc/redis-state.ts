@@ -54,7 +54,9 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { redisConnectionOptions } from '../cache/index.js';
-import { createRedisClient, safeMessage, timedCommand, type AnyRedisClient, type RedisConnectionOptions } from '../cache/redis.js';
+import {
+  closeRedisClient, createRedisClient, dialWithin, safeMessage, timedCommand, type AnyRedisClient, type RedisConnectionOptions,
+} from '../cache/redis.js';
 import type { WharfConfig } from '../config/index.js';
 import { orUndefined } from '../registry/blobs.js';
 import { RegistryError } from '../registry/errors.js';
@@ -139,12 +141,7 @@ export class RedisGcConnection {
    * node-redis goes on reconnecting in the background and commands fail until it is back.
    */
   async connect(required: boolean): Promise<void> {
-    const connecting = this.client.connect().then(() => undefined, (err: unknown) => {
-      this.lastError = safeMessage(err);
-    });
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([connecting, new Promise((r) => { timer = setTimeout(r, this.dialTimeoutMs); })]);
-    clearTimeout(timer);
+    await dialWithin(this.client, this.dialTimeoutMs, (err) => { this.lastError = safeMessage(err); });
     if (required && !this.client.isReady) {
       this.client.destroy();
       throw new Error(`redis (garbage-collection lock) unreachable: ${this.lastError ?? `no connection within ${this.dialTimeoutMs} ms`}`);
@@ -160,13 +157,8 @@ export class RedisGcConnection {
     return this.command(['EVAL', script, '4', this.keys.lock, other, this.keys.repos, this.keys.unfinished, ...args]);
   }
 
-  async close(): Promise<void> {
-    try {
-      if (this.client.isOpen) await this.client.close();
-      else this.client.destroy();
-    } catch {
-      this.client.destroy();
-    }
+  close(): Promise<void> {
+    return closeRedisClient(this.client);
   }
 }
 

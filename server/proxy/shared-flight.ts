@@ -22,7 +22,9 @@
  * - Nothing is stored only in Redis: a claim is a hint about who is fetching, the content is in storage.
  */
 import { randomUUID } from 'node:crypto';
-import { createRedisClient, safeMessage, timedCommand, type AnyRedisClient, type RedisConnectionOptions } from '../cache/redis.js';
+import {
+  closeRedisClient, createRedisClient, dialWithin, safeMessage, timedCommand, type AnyRedisClient, type RedisConnectionOptions,
+} from '../cache/redis.js';
 
 export interface SharedFlightLogger {
   warn(obj: object, msg: string): void;
@@ -78,21 +80,13 @@ export class SharedFlights {
   }
 
   /** Start connecting (node-redis keeps retrying in the background); resolves once connected or after the dial timeout. */
-  async connect(): Promise<void> {
-    const connecting = this.client.connect().then(() => undefined, () => undefined);
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([connecting, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.dialTimeoutMs)))]);
-    clearTimeout(timer);
+  connect(): Promise<void> {
+    return dialWithin(this.client, this.dialTimeoutMs);
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    try {
-      if (this.client.isReady) await this.client.close();
-      else this.client.destroy();
-    } catch {
-      this.client.destroy();
-    }
+    await closeRedisClient(this.client);
   }
 
   /**
