@@ -23,7 +23,7 @@
  */
 import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
 import { orUndefined } from '../registry/blobs.js';
-import { ROOT } from '../registry/layout.js';
+import { ROOT, parentOf } from '../registry/layout.js';
 import { TRASH_ROOT, runLimited, type LiveSet } from './state.js';
 
 /** `<root>/blobs/<alg>/<xx>/<hex>/data`: algorithm and hex. */
@@ -121,9 +121,6 @@ export class Sweeper {
   }
 }
 
-function parentOf(path: string): string {
-  return path.slice(0, path.lastIndexOf('/')) || '/';
-}
 /**
  * Remove the folders above `path` that are empty, nearest first, up to but not including `keep` (an ancestor of
  * `path`); stops at the first that is not empty.

@@ -219,7 +219,7 @@ export async function collectGarbage(driver: StorageDriver, options: GcOptions =
           stats.blobsSeen++;
           if (live.has(b.digest) || b.modTime.getTime() >= cutoff) continue;
           // Its `<hex>` folder goes with it; `<xx>` folders are tidied once the sweep is over.
-          doomed.push({ path: b.path, digest: b.digest, size: b.size, keep: parentOf(parentOf(b.path)) });
+          doomed.push({ path: b.path, digest: b.digest, size: b.size, keep: layout.parentOf(layout.parentOf(b.path)) });
         }
         await sweeping;
         sweeping = sweepBatch(doomed);
@@ -244,10 +244,6 @@ export async function collectGarbage(driver: StorageDriver, options: GcOptions =
       if (!dryRun) await lock.release();
     }
   }
-}
-
-function parentOf(path: string): string {
-  return path.slice(0, path.lastIndexOf('/'));
 }
 
 interface BlobFile {

@@ -114,3 +114,8 @@ export function referrerLinkPath(name: string, subject: Digest, referrer: Digest
 export function baseName(path: string): string {
   return path.slice(path.lastIndexOf('/') + 1);
 }
+
+/** The path without its last component ('/' for a top-level one). */
+export function parentOf(path: string): string {
+  return path.slice(0, path.lastIndexOf('/')) || '/';
+}
