@@ -22,6 +22,7 @@
  *   - A read past the end is `InvalidOffsetError`.
  *   - Anything else the backend reports is wrapped in `StorageDriverError` with the driver's name.
  */
+import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 
 export interface FileInfo {
@@ -176,7 +177,6 @@ export class StorageDriverError extends StorageError {
 
 const COMPONENT = /^[A-Za-z0-9._-]+$/;
 
-/** Longest accepted path component. */
 /**
  * Optional on a reader's stream that has not been read: write its bytes into an HTTP response directly, through
  * buffers the driver reuses (each handed back once the response's write callback says the socket has taken it),
@@ -185,8 +185,9 @@ const COMPONENT = /^[A-Za-z0-9._-]+$/;
  * response use it (see checked.ts); nothing else needs to.
  */
 export const WRITE_TO_RESPONSE = Symbol('wharf.writeToResponse');
-export type WriteToResponse = (res: import('node:http').ServerResponse, done: (err?: unknown) => void) => void;
+export type WriteToResponse = (res: ServerResponse, done: (err?: unknown) => void) => void;
 
+/** Longest accepted path component. */
 export const MAX_COMPONENT_LENGTH = 255;
 /** Longest accepted path, in characters (all ASCII, so also bytes). */
 export const MAX_PATH_LENGTH = 1024;

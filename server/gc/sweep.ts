@@ -59,7 +59,7 @@ export class Sweeper {
   }
 
   /**
-   * Delete each item's file unless the live set has its digest; `beforeDelete` runs between the move and the
+   * Delete each item's file unless the live set has its digest; `beforeSecondLook` runs between the move and the
    * second look (tests use it to act as a server at the worst moment). Resolves to the items deleted.
    */
   async removeAll<T extends Doomed>(items: T[], beforeSecondLook?: (item: T) => Promise<void> | void): Promise<T[]> {

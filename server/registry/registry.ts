@@ -133,5 +133,4 @@ export class Registry {
       yield* this.repositoryDirs(children, after ? undefined : startAfter);
     }
   }
-
 }
