@@ -205,8 +205,8 @@ async function waitForCondition(check: () => Promise<boolean>, timeoutMs = 10_00
 test.serial('filesystem: a long write is flushed to disk in the background, one flush at a time, and a failed flush fails the commit', async (t) => {
   const { dir, root } = await setup(t);
   const driver = new FilesystemDriver({ rootDirectory: root });
-  // Serial: every FileHandle's datasync goes through this wrapper for the length of the test; it counts the flushes, holds
-  // them until `release`, and fails them once `fail` is set.
+  // Serial: every FileHandle's datasync goes through this wrapper for the length of the test; it counts the flushes,
+  // holds them until `release`, and fails them once `fail` is set.
   const probe = await open(join(dir, 'probe'), 'w');
   const proto = Object.getPrototypeOf(probe) as FileHandle;
   await probe.close();

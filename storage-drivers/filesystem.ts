@@ -318,9 +318,9 @@ export class FilesystemDriver implements StorageDriver {
   }
 
   /**
-   * Create `target`'s parent directory and run `fn`; when `fn` fails because that directory vanished (a
-   * concurrent delete of the tree, or removeEmptyDirectory), create it again and retry (at most PARENT_RETRIES
-   * times in all; an ENOENT about something else, such as a missing move source, is retried too, harmlessly). A recursive mkdir fails
+   * Create `target`'s parent directory and run `fn`; when `fn` fails because that directory vanished (a concurrent
+   * delete of the tree, or removeEmptyDirectory), create it again and retry (at most PARENT_RETRIES times in all; an
+   * ENOENT about something else, such as a missing move source, is retried too, harmlessly). A recursive mkdir fails
    * with ENOENT too when a directory it found vanishes before it checks it, so it is inside the retry.
    */
   private async withParent<T>(target: string, fn: () => Promise<T>): Promise<T> {

@@ -1,9 +1,9 @@
 /**
  * The pull-through cache with two replicas: two Wharf mirror processes on one filesystem storage and one real
  * redis-server, in front of an upstream Wharf that requires Bearer token auth. Between the mirrors and the upstream
- * sits a loopback front that counts the upstream's blob and manifest answers and can hold them (a blob after its
- * first chunk, a manifest before its response starts), so a fetch is caught in the middle: while one replica holds the fetch the other is seen waiting (its debug
- * log), and only then is the body let through, or the holder killed.
+ * sits a loopback front that counts the upstream's blob and manifest answers and can hold them (a blob after its first
+ * chunk, a manifest before its response starts), so a fetch is caught in the middle: while one replica holds the fetch
+ * the other is seen waiting (its debug log), and only then is the body let through, or the holder killed.
  */
 import test from 'ava';
 import { createHash } from 'node:crypto';

@@ -1,10 +1,10 @@
 /**
  * TTL expiry of the pull-through cache, run by the garbage collector (./worker.ts calls it for each repository).
  *
- * A repository is mirrored when its last-pull records name an upstream (the mirror writes the upstream's name with
- * the date), or, without such records, when the proxy routing (server/proxy/routing.ts) gives it an upstream by its
- * name. Local namespaces are never expired. That upstream's `ttl` applies (0: never). An item's last use is its last-pull record
- * (`_wharf/proxy/lastpull/<repository>/<alg>/<hex>`, written by the mirror at most once an hour per process) or
+ * A repository is mirrored when its last-pull records name an upstream (the mirror writes the upstream's name with the
+ * date), or, without such records, when the proxy routing (server/proxy/routing.ts) gives it an upstream by its name.
+ * Local namespaces are never expired. That upstream's `ttl` applies (0: never). An item's last use is its last-pull
+ * record (`_wharf/proxy/lastpull/<repository>/<alg>/<hex>`, written by the mirror at most once an hour per process) or
  * the modification time of its own link, whichever is later (without a record: the link's time).
  *
  *   beforeMark(scan):                                          (after the lock, the propagation wait and the cutoff)

@@ -34,11 +34,11 @@
  * is still its own, and throw LockLostError otherwise. A worker that stalled past its lock's expiry while another run
  * took the lock (and emptied the sets) can never act on an answer from that other run's sets.
  *
- * Failures. Every command has the connection's time limit and none waits in a queue while disconnected. A server
- * that must record and cannot reach Redis fails the write with 503 UNAVAILABLE; it never proceeds unrecorded. While
- * Redis is unreachable a server reads the lock from the storage marker below (DualLockProbe), so only writes made
- * while a collection runs fail; pushes go on when none does, pulls always. A worker that cannot renew, verify or read the live set stops with that error, deleting
- * nothing more; its lock expires.
+ * Failures. Every command has the connection's time limit and none waits in a queue while disconnected. A server that
+ * must record and cannot reach Redis fails the write with 503 UNAVAILABLE; it never proceeds unrecorded. While Redis
+ * is unreachable a server reads the lock from the storage marker below (DualLockProbe), so only writes made while a
+ * collection runs fail; pushes go on when none does, pulls always. A worker that cannot renew, verify or read the live
+ * set stops with that error, deleting nothing more; its lock expires.
  *
  * Worker and servers that disagree about Redis (one configured with it, one without):
  *   - the Redis worker also writes the storage lock object, marked `backend: 'redis'`, while it runs. A server without

@@ -138,7 +138,8 @@ export async function collectGarbage(driver: StorageDriver, options: GcOptions =
     for await (const name of listRepositories(driver)) {
       if (!dryRun) await lock.verify();
       const scan = await scanRepository(driver, name);
-      // Mirrored content past its TTL leaves the scan (and storage) first, so mark no longer counts it (./proxy-expiry.ts).
+      // Mirrored content past its TTL leaves the scan (and storage) first, so mark no longer counts it
+      // (./proxy-expiry.ts).
       await options.expiry?.beforeMark(scan, { remove, cutoff });
       const marked = await markRepository(driver, scan, { deleteUntagged: options.deleteUntagged ?? false, cutoff });
       stats.repositories++;
