@@ -4,6 +4,7 @@
  * Used by the conformance test, the real-client end-to-end tests and the memory tests. The server runs in its own
  * process, exactly as an operator runs it, so what is measured and exercised is the product.
  */
+import bcrypt from 'bcryptjs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -112,6 +113,15 @@ function stopper(child: ChildProcess, tmp: string): () => Promise<number | null>
     });
     return exited;
   };
+}
+
+/**
+ * Write an htpasswd file for `users` (name → password) as `htpasswd -B` does: bcrypt entries with the `$2y$` prefix.
+ * A low `cost` keeps tests fast.
+ */
+export async function writeHtpasswd(path: string, users: Record<string, string>, cost = 4): Promise<void> {
+  const lines = Object.entries(users).map(([user, password]) => `${user}:${bcrypt.hashSync(password, cost).replace(/^\$2b\$/, '$2y$')}`);
+  await writeFile(path, `${lines.join('\n')}\n`);
 }
 
 /** The registry:2 binary (CNCF distribution 2.8 from Debian's `docker-registry`), used as the reference peer. */

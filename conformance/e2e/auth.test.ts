@@ -6,10 +6,8 @@
  * The docker tests are skipped (with a message in the title) only when `dockerd` is not installed.
  */
 import test from 'ava';
-import bcrypt from 'bcryptjs';
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { freePort, startRegistry2, startWharf, type RunningWharf } from '../harness.js';
+import { freePort, startRegistry2, startWharf, writeHtpasswd, type RunningWharf } from '../harness.js';
 import { checks, createContext, runCheck, skipReason, type SuiteOptions } from '../suite.js';
 import { startDockerd, findExecutable, type PrivateDocker } from './dockerd.js';
 import { allBlobs, generateImage, writeDockerSave, writeOciLayout } from './image.js';
@@ -35,8 +33,7 @@ let layout: string;
 
 test.before(async () => {
   work = await tempDir('wharf-e2e-auth-');
-  const htpasswd = Object.entries(USERS).map(([u, p]) => `${u}:${bcrypt.hashSync(p, 5).replace(/^\$2b\$/, '$2y$')}`).join('\n');
-  await writeFile(join(work.path, 'htpasswd'), `${htpasswd}\n`);
+  await writeHtpasswd(join(work.path, 'htpasswd'), USERS, 5);
   tokenPort = await freePort();
   [tokenWharf, basicWharf] = await Promise.all([
     startWharf({

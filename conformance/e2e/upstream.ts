@@ -2,10 +2,8 @@
  * An upstream for the mirror end-to-end tests: a Wharf with its built-in token server requiring Bearer auth the way
  * Docker Hub does (an `admin` who may push, a `puller` who may pull), and skopeo pushes into it.
  */
-import bcrypt from 'bcryptjs';
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { freePort, startWharf, type RunningWharf } from '../harness.js';
+import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../harness.js';
 import { run } from './target.js';
 
 export const UPSTREAM_USERS = { admin: 'admin-e2e-pw', puller: 'puller-e2e-pw' };
@@ -16,8 +14,7 @@ export async function skopeo(...args: string[]) {
 
 /** Start the upstream; its htpasswd file, token key and certificate go into `dir`. */
 export async function startTokenUpstream(dir: string): Promise<RunningWharf> {
-  const htpasswd = Object.entries(UPSTREAM_USERS).map(([u, p]) => `${u}:${bcrypt.hashSync(p, 5).replace(/^\$2b\$/, '$2y$')}`).join('\n');
-  await writeFile(join(dir, 'htpasswd'), `${htpasswd}\n`);
+  await writeHtpasswd(join(dir, 'htpasswd'), UPSTREAM_USERS, 5);
   const port = await freePort();
   return startWharf({
     config: {

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import jwt from 'jsonwebtoken';
 import { stringify } from 'yaml';
-import { freePort, startWharf, type RunningWharf } from '../../conformance/harness.js';
+import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../conformance/harness.js';
 import { libtrustKeyId } from '../../auth/keys.js';
 
 const PASSWORDS = { alice: 'alice-pw-Q1', bob: 'bob-pw-Z9', carol: 'carol-pw-K3', victim: 'victim-pw-X7', hupper: 'hupper-pw-R2' };
@@ -35,8 +35,7 @@ const RULES = {
 
 test.before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'wharf-auth-http-'));
-  const htpasswd = Object.entries(PASSWORDS).map(([u, p]) => `${u}:${bcrypt.hashSync(p, 4).replace(/^\$2b\$/, '$2y$')}`).join('\n');
-  await writeFile(join(dir, 'htpasswd'), `${htpasswd}\n`);
+  await writeHtpasswd(join(dir, 'htpasswd'), PASSWORDS);
   tokenPort = await freePort();
   [tokenWharf, basicWharf] = await Promise.all([
     startWharf({
