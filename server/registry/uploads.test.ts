@@ -7,7 +7,7 @@ import * as layout from './layout.js';
 import { parseDigest } from './reference.js';
 import { Registry } from './registry.js';
 import { BlobStore } from './blobs.js';
-import { UploadStore, WRITE_WINDOW } from './uploads.js';
+import { MIN_WRITE_WINDOW, UploadStore, WRITE_BUDGET, WRITE_WINDOW } from './uploads.js';
 
 const digestOf = (data: Buffer) => parseDigest(`sha256:${createHash('sha256').update(data).digest('hex')}`);
 
@@ -161,4 +161,67 @@ test('running hashes are kept for the most recently used sessions only; an evict
   await uploads.append('r', id, chunks([data[0]!]));
   await uploads.complete('r', id, digestOf(data[0]!));
   t.true((await blobs.getContent(digestOf(data[0]!)))?.equals(data[0]!));
+});
+
+/**
+ * A driver whose writers take a moment per write and note the most bytes each writer had in flight at once. Once
+ * `together` is set, writers are handed out only when that many were asked for, so that all those uploads write at
+ * the same time from their first chunk on.
+ */
+function slowWrites(driver: StorageDriver): StorageDriver & { most: number[]; together?: number } {
+  const most: number[] = [];
+  const waiting: Array<() => void> = [];
+  const slow = Object.assign(Object.create(driver) as StorageDriver, {
+    most,
+    together: undefined as number | undefined,
+    async writer(path: string, append: boolean): Promise<FileWriter> {
+      if (slow.together !== undefined) {
+        await new Promise<void>((resolve) => {
+          waiting.push(resolve);
+          if (waiting.length === slow.together) for (const go of waiting.splice(0)) go();
+        });
+      }
+      const inner = await driver.writer(path, append);
+      const index = most.push(0) - 1;
+      let inFlight = 0;
+      return {
+        async write(chunk: Uint8Array) {
+          inFlight += chunk.byteLength;
+          most[index] = Math.max(most[index]!, inFlight);
+          await new Promise((r) => setTimeout(r, 1));
+          await inner.write(chunk);
+          inFlight -= chunk.byteLength;
+        },
+        get size() { return inner.size; },
+        commit: () => inner.commit(),
+        close: () => inner.close(),
+        cancel: () => inner.cancel(),
+      };
+    },
+  });
+  return slow;
+}
+
+test('the write window is wide for one upload and shares WRITE_BUDGET between many', async (t) => {
+  const chunk = 64 * 1024;
+  const parts = (n: number) => Array.from({ length: n }, (_, i) => Buffer.alloc(chunk, i));
+
+  const alone = slowWrites(createDriver({ driver: 'inmemory' }));
+  const one = new Registry(alone);
+  const { id } = await one.uploads.start('r');
+  await one.uploads.append('r', id, chunks(parts(40)));
+  const single = alone.most.at(-1)!;
+  t.true(single > MIN_WRITE_WINDOW + chunk, `one upload kept ${single} bytes in flight`);
+  t.true(single <= WRITE_WINDOW + chunk);
+
+  const shared = slowWrites(createDriver({ driver: 'inmemory' }));
+  const many = new Registry(shared);
+  const count = 16;
+  const ids = await Promise.all(Array.from({ length: count }, async () => (await many.uploads.start('r')).id));
+  shared.most.length = 0; // only the appends' writers
+  shared.together = count;
+  await Promise.all(ids.map((i) => many.uploads.append('r', i, chunks(parts(16)))));
+  const window = Math.max(MIN_WRITE_WINDOW, WRITE_BUDGET / count);
+  t.is(shared.most.length, count);
+  for (const most of shared.most) t.true(most <= window + chunk, `an upload among ${count} kept ${most} bytes in flight`);
 });
