@@ -20,7 +20,7 @@ import {
   formatScope, Htpasswd, missingAccess, Policy, Throttle, TokenError, TokenVerifier, allows, type Access, type VerifiedToken,
 } from '../../auth/index.js';
 import { RegistryError } from '../registry/errors.js';
-import type { RegistryContext } from './context.js';
+import { dropMount, mountRequest, type RegistryContext } from './context.js';
 import type { RouteMatch } from './routes.js';
 
 /** Longest Authorization header read; longer ones are refused as malformed without decoding. */
@@ -138,9 +138,8 @@ export class AccessControl {
     const match = ctx.state.match;
     const required = requiredAccess(match, ctx.method);
     const creds = parseAuthorization(ctx.get('Authorization') || undefined);
-    const mountFrom = match.route === 'uploadStart' && ctx.method === 'POST' && typeof ctx.query.mount === 'string'
-      ? (typeof ctx.query.from === 'string' ? ctx.query.from : undefined)
-      : undefined;
+    // Read once, validated, kept on the request: the handler mounts exactly what is checked here.
+    const mountFrom = mountRequest(ctx)?.from;
 
     let principal: string | undefined;
     /** What the caller holds: a token's access claim, or undefined when the policy decides. */
@@ -199,10 +198,7 @@ export class AccessControl {
         : policy.repositoryActions(principal, mountFrom).has('pull');
       if (!readable) {
         // The spec's answer to a mount that cannot happen: a normal upload session, saying nothing about `from`.
-        const query = { ...ctx.query };
-        delete query.mount;
-        delete query.from;
-        ctx.query = query;
+        dropMount(ctx);
       }
     }
     if (match.route === 'catalog' && policy.hasRules) {

@@ -9,7 +9,8 @@ import type { Metrics } from '../metrics.js';
 import type { EventAction, EventTarget } from '../notifications.js';
 import type { Notifier } from '../notifications.js';
 import type { Mirror } from '../proxy/mirror.js';
-import { RegistryError } from '../registry/errors.js';
+import { RegistryError, type ErrorCode } from '../registry/errors.js';
+import { parseDigest, validateRepositoryName, type Digest } from '../registry/reference.js';
 import type { Registry } from '../registry/registry.js';
 import type { AuthHooks } from './auth-setup.js';
 import type { RouteMatch } from './routes.js';
@@ -56,6 +57,8 @@ export interface RegistryState {
   user?: string;
   /** The request id (X-Request-Id), set by the first middleware. */
   requestId?: string;
+  /** The mount asked for, once read (`mountRequest`): null when there is none or it was dropped. */
+  mount?: MountRequest | null;
 }
 
 export type RegistryContext = Context & { state: RegistryState };
@@ -75,13 +78,59 @@ export function respondEmpty(ctx: RegistryContext, status: number): void {
   ctx.remove('Content-Type');
 }
 
-/** The single value of a query parameter (the first when repeated), or undefined. */
+/** The OCI code a repeated or malformed query parameter is refused with, by parameter. */
+const PARAMETER_ERRORS: Record<string, ErrorCode> = { digest: 'DIGEST_INVALID', mount: 'DIGEST_INVALID', from: 'NAME_INVALID' };
+
+/**
+ * The value of a query parameter that may appear once, or undefined. A repeated one is refused (400) rather than
+ * read as its first or last value: an access check and a handler that picked different copies of `from` would
+ * check one repository and read another.
+ */
 export function queryParam(ctx: RegistryContext, key: string): string | undefined {
   const v = ctx.query[key];
-  return Array.isArray(v) ? v[0] : v;
+  if (Array.isArray(v)) {
+    throw new RegistryError(PARAMETER_ERRORS[key] ?? 'UNSUPPORTED', `query parameter "${key}" given more than once`, {
+      status: 400,
+      detail: { parameter: key },
+    });
+  }
+  return v;
 }
 
-/** Every value of a repeated query parameter. */
+/** A cross-repository mount as POST …/blobs/uploads/?mount=<digest>&from=<name> asks for it. */
+export interface MountRequest {
+  digest: Digest;
+  /** The source repository; absent when the client named none. */
+  from?: string;
+}
+
+/**
+ * The mount the request asks for, read and validated once and kept on the request: the access check
+ * (server/http/auth.ts) decides on this object and the handler mounts exactly it. Undefined for other requests,
+ * for a POST without `mount`, and after the access check dropped the mount (see `dropMount`).
+ */
+export function mountRequest(ctx: RegistryContext): MountRequest | undefined {
+  const state = ctx.state;
+  if (state.mount === undefined) {
+    const raw = ctx.method === 'POST' && state.match.route === 'uploadStart' ? queryParam(ctx, 'mount') : undefined;
+    if (raw === undefined) {
+      state.mount = null;
+    } else {
+      const digest = parseDigest(raw);
+      const from = queryParam(ctx, 'from');
+      if (from !== undefined) validateRepositoryName(from);
+      state.mount = from === undefined ? { digest } : { digest, from };
+    }
+  }
+  return state.mount ?? undefined;
+}
+
+/** Forget the mount: the request becomes a plain upload start, as the spec asks when a mount cannot happen. */
+export function dropMount(ctx: RegistryContext): void {
+  ctx.state.mount = null;
+}
+
+/** Every value of a query parameter that may be repeated (`tag` on a manifest PUT). */
 export function queryParams(ctx: RegistryContext, key: string): string[] {
   const v = ctx.query[key];
   if (v === undefined) return [];

@@ -5,11 +5,12 @@
  * Request bodies are streamed straight from the socket into storage; nothing is buffered beyond a chunk.
  */
 import { RegistryError } from '../registry/errors.js';
-import { isDigestAlgorithm, parseDigest, validateRepositoryName } from '../registry/reference.js';
+import { isDigestAlgorithm, parseDigest } from '../registry/reference.js';
 import { isValidUploadId, uploadRangeHeader, type ChunkRange } from '../registry/uploads.js';
 import {
   contentLength,
   hasBody,
+  mountRequest,
   notify,
   queryParam,
   respondEmpty,
@@ -75,13 +76,11 @@ export async function startBlobUpload(ctx: RegistryContext): Promise<void> {
   const { registry } = ctx.state.deps;
   const name = ctx.state.match.name!;
 
-  const mount = queryParam(ctx, 'mount');
+  // The same object the access check decided on (server/http/auth.ts), never the query read a second time.
+  const mount = mountRequest(ctx);
   if (mount !== undefined) {
-    const digest = parseDigest(mount);
-    const from = queryParam(ctx, 'from');
-    if (from !== undefined) validateRepositoryName(from);
-    const mounted = await registry.mount(name, digest, from);
-    if (mounted) return blobCreated(ctx, name, mounted, { from });
+    const mounted = await registry.mount(name, mount.digest, mount.from);
+    if (mounted) return blobCreated(ctx, name, mounted, { from: mount.from });
     // Not mountable: the spec asks for a new upload session instead (202).
   }
 
