@@ -90,6 +90,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     descriptorCache: await createDescriptorCache(config, { logger }).then((cache) =>
       cache && metrics ? countingCache(cache, metrics) : cache),
     recorder: gcRecorder,
+    onCorruptContent: (digest) => logger.error({ digest }, 'stored content does not hash to its digest; not served'),
   });
   if (registry.descriptorCache) gcRecorder.guard(registry.descriptorCache);
   const cache = registry.descriptorCache;

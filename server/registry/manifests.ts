@@ -37,6 +37,8 @@ export interface PutManifestResult {
 export interface ManifestHooks {
   /** Called for every digest a pushed manifest makes live (itself, blobs, children), before anything is checked. */
   onReferenced?(name: string, digests: string[]): Promise<void> | void;
+  /** Told when stored bytes do not hash to the digest they are stored under (they are then not served). */
+  onCorrupt?(digest: string): void;
 }
 
 export interface TagPage {
@@ -152,11 +154,20 @@ export class ManifestStore {
     }
   }
 
+  /**
+   * The bytes stored under `digest`, verified: storage bytes that do not hash to the digest (a damaged file, or one
+   * written by a race) are never served as that manifest. Verified bytes are cached, so the hot path hashes nothing.
+   */
   private async content(digest: Digest): Promise<Buffer | undefined> {
     const cached = this.cache.get(digest.value);
     if (cached) return cached;
     const content = await this.blobs.getContent(digest);
-    if (content) this.cache.set(digest.value, content);
+    if (!content) return undefined;
+    if (digestOf(content, digest.algorithm) !== digest.value) {
+      this.hooks.onCorrupt?.(digest.value);
+      return undefined;
+    }
+    this.cache.set(digest.value, content);
     return content;
   }
 

@@ -33,6 +33,8 @@ export interface RegistryOptions {
    * written (the garbage collector's live set, see server/gc/recorder.ts).
    */
   recorder?: { record(name: string, digests: string[]): Promise<void> };
+  /** Told when stored manifest bytes do not hash to their digest (they are answered as unknown, never served). */
+  onCorruptContent?: (digest: string) => void;
 }
 
 export class Registry {
@@ -51,7 +53,10 @@ export class Registry {
     this.blobs = new BlobStore(driver, cache);
     const recorder = options.recorder;
     this.uploads = new UploadStore(driver, this.blobs, recorder ? { beforeBlobLinked: (name, d) => recorder.record(name, [d]) } : {});
-    this.manifests = new ManifestStore(driver, this.blobs, recorder ? { onReferenced: (name, ds) => recorder.record(name, ds) } : {});
+    this.manifests = new ManifestStore(driver, this.blobs, {
+      ...(recorder ? { onReferenced: (name: string, ds: string[]) => recorder.record(name, ds) } : {}),
+      ...(options.onCorruptContent ? { onCorrupt: options.onCorruptContent } : {}),
+    });
   }
 
   /** Tell the garbage collector's live set about digests about to be linked by other means (the mirror). */
