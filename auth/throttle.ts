@@ -1,13 +1,20 @@
 /**
- * Brute-force throttling of password attempts, per account and per client address, kept in memory.
+ * Brute-force throttling of password attempts, kept in memory.
  *
- * Each failed attempt is counted against the account name and against the address. Once either has `limit` failures
- * within `windowMs`, further attempts for it are refused without checking the password until the window has passed
- * since its latest failure. A successful login clears the account's count (not the address's).
+ * Each failed attempt is counted against the pair (account, client address) and against the address alone. Once the
+ * pair has `accountFailures` failures within `windowMs`, further attempts for that account from that address are
+ * refused without checking the password, until the window has passed since the pair's latest failure; once the
+ * address has `addressFailures`, every attempt from it is refused the same way (one address guessing many
+ * accounts). An account is never locked for everyone: failures from one address do not stop the account's owner
+ * logging in from another, so nobody can keep a user locked out on demand. A successful login clears the pair's
+ * count (not the address's).
+ *
+ * IPv6 addresses are counted by their /64 prefix: a single client usually holds a whole /64, so counting each
+ * address apart would give it billions of fresh starts.
  */
 
 export interface ThrottleOptions {
-  /** Failed attempts per account within the window before it is locked. Default 5. */
+  /** Failed attempts per (account, address) within the window before that pair is locked. Default 5. */
   accountFailures?: number;
   /** Failed attempts per client address within the window before it is locked. Default 20. */
   addressFailures?: number;
@@ -20,6 +27,18 @@ export interface ThrottleOptions {
 
 interface Entry {
   failures: number[];
+}
+
+/** The part of a client address that identifies one client: the address itself, or its /64 for IPv6. */
+export function addressKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (!address.includes(':')) return address;
+  const [head = '', tail] = address.toLowerCase().split('%')[0]!.split('::') as [string, string?];
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = tail === undefined ? left : [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
 }
 
 export class Throttle {
@@ -38,13 +57,22 @@ export class Throttle {
     this.maxEntries = options.maxEntries ?? 100_000;
   }
 
-  /** Whether attempts for this account or from this address are refused right now. */
+  private static pairKey(account: string, address: string): string {
+    return `p:${addressKey(address)}\u0000${account}`;
+  }
+
+  private static addressOnlyKey(address: string): string {
+    return `a:${addressKey(address)}`;
+  }
+
+  /** Whether attempts for this account from this address, or any from this address, are refused right now. */
   isLocked(account: string, address: string): boolean {
-    return this.count(`u:${account}`) >= this.accountFailures || this.count(`a:${address}`) >= this.addressFailures;
+    return this.count(Throttle.pairKey(account, address)) >= this.accountFailures ||
+      this.count(Throttle.addressOnlyKey(address)) >= this.addressFailures;
   }
 
   failure(account: string, address: string): void {
-    for (const key of [`u:${account}`, `a:${address}`]) {
+    for (const key of [Throttle.pairKey(account, address), Throttle.addressOnlyKey(address)]) {
       const entry = this.entries.get(key) ?? { failures: [] };
       this.entries.delete(key); // re-insert: Map order is then least recently failed first
       entry.failures.push(this.now());
@@ -54,8 +82,8 @@ export class Throttle {
     while (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
   }
 
-  success(account: string): void {
-    this.entries.delete(`u:${account}`);
+  success(account: string, address: string): void {
+    this.entries.delete(Throttle.pairKey(account, address));
   }
 
   private count(key: string): number {

@@ -1,0 +1,87 @@
+/**
+ * Adversarial tests of access control against real Wharf processes (issue #13): lockout on demand, refresh tokens
+ * that outlive a password, the cost of refusing unknown users, scopes for names the API would refuse, and the
+ * limits on open upload sessions.
+ */
+import test from 'ava';
+import { request as httpRequest } from 'node:http';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../conformance/harness.js';
+
+const PASSWORDS = { owner: 'owner-pw-A1', other: 'other-pw-B2' };
+let dir: string;
+let basicWharf: RunningWharf;
+let tokenWharf: RunningWharf;
+let tokenPort: number;
+
+test.before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'wharf-access-'));
+  await writeHtpasswd(join(dir, 'htpasswd'), PASSWORDS);
+  tokenPort = await freePort();
+  [basicWharf, tokenWharf] = await Promise.all([
+    startWharf({
+      config: { auth: { htpasswd: { realm: 'r', path: join(dir, 'htpasswd') }, throttle: { accountfailures: 3, addressfailures: 6 } } },
+    }),
+    startWharf({
+      config: {
+        http: { addr: `127.0.0.1:${tokenPort}` },
+        auth: {
+          token: { realm: `http://127.0.0.1:${tokenPort}/auth/token`, service: 'svc', issuer: 'iss' },
+          tokenserver: { key: join(dir, 'token.key'), certificate: join(dir, 'token.crt'), htpasswd: join(dir, 'htpasswd'), service: 'svc', issuer: 'iss' },
+          throttle: { accountfailures: 3, addressfailures: 6 },
+        },
+      },
+    }),
+  ]);
+});
+
+test.after.always(async () => {
+  await Promise.all([basicWharf?.stop(), tokenWharf?.stop()]);
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+
+interface Answer { status: number; headers: Record<string, string | string[] | undefined>; text: string; json: any }
+
+/** One HTTP request from a chosen loopback source address (Linux routes all of 127.0.0.0/8 to lo). */
+function call(base: string, path: string, init: { method?: string; headers?: Record<string, string>; body?: string; from?: string } = {}): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(`${base}${path}`, { method: init.method ?? 'GET', headers: init.headers, localAddress: init.from ?? '127.0.0.1' }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let json: any;
+        try { json = JSON.parse(text); } catch { json = undefined; }
+        resolve({ status: res.statusCode!, headers: res.headers, text, json });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(init.body);
+  });
+}
+
+
+// ---- finding 8: lockout on demand -------------------------------------------------------------------------------
+
+for (const mode of ['htpasswd', 'token server'] as const) {
+  test(`finding 8 (${mode}): an attacker's failures lock the attacker, not the account's owner`, async (t) => {
+    const target = mode === 'htpasswd' ? basicWharf : tokenWharf;
+    const path = mode === 'htpasswd' ? '/v2/' : '/auth/token?service=svc';
+    const attempt = (password: string, from: string) => call(target.url, path, { headers: { Authorization: basic('owner', password) }, from });
+    for (let i = 0; i < 3; i++) t.is((await attempt(`guess-${i}`, '127.0.0.2')).status, 401);
+    const attacker = await attempt('guess-again', '127.0.0.2');
+    t.is(attacker.status, 429, "the attacker's further attempts are refused");
+    t.is(attacker.json.errors[0].code, 'TOOMANYREQUESTS');
+    t.is((await attempt(PASSWORDS.owner, '127.0.0.2')).status, 429, 'even the right password, from the attacking address');
+    t.is((await attempt(PASSWORDS.owner, '127.0.0.1')).status, 200, 'the owner, from their own address, logs in');
+    // Spraying many accounts from one address still locks that address for every account.
+    for (let i = 0; i < 6; i++) await call(target.url, path, { headers: { Authorization: basic(`spray${i}`, 'x') }, from: '127.0.0.3' });
+    t.is((await call(target.url, path, { headers: { Authorization: basic('other', PASSWORDS.other) }, from: '127.0.0.3' })).status, 429);
+    t.is((await call(target.url, path, { headers: { Authorization: basic('other', PASSWORDS.other) }, from: '127.0.0.1' })).status, 200);
+  });
+}
