@@ -4,10 +4,12 @@
  * limits on open upload sessions.
  */
 import test from 'ava';
+import bcrypt from 'bcryptjs';
 import { request as httpRequest } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Htpasswd, HtpasswdError } from '../../auth/index.js';
 import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../conformance/harness.js';
 
 const PASSWORDS = { owner: 'owner-pw-A1', other: 'other-pw-B2' };
@@ -85,3 +87,26 @@ for (const mode of ['htpasswd', 'token server'] as const) {
     t.is((await call(target.url, path, { headers: { Authorization: basic('other', PASSWORDS.other) }, from: '127.0.0.1' })).status, 200);
   });
 }
+
+// ---- finding 11: unknown users cost what known ones do ----------------------------------------------------------
+
+test('finding 11: an unknown user is refused after one bcrypt comparison at the highest cost of the file', async (t) => {
+  // Entries need not be real hashes of anything to set the costs: a cost-13 entry and a cheap one.
+  const entry = (cost: number) => `$2y$${String(cost).padStart(2, '0')}$${'a'.repeat(22)}${'b'.repeat(31)}`;
+  const users = new Htpasswd(`slow:${entry(13)}\nfast:${entry(5)}\n`);
+  const salts: string[] = [];
+  const realHash = bcrypt.hash;
+  // Record the comparisons instead of paying for them: bcryptjs's exported object is the one htpasswd.ts calls.
+  (bcrypt as { hash: unknown }).hash = async (_password: string, salt: string) => { salts.push(salt); return `${salt}${'x'.repeat(31)}`; };
+  try {
+    t.false(await users.verify('nobody', 'guess'));
+  } finally {
+    (bcrypt as { hash: unknown }).hash = realHash;
+  }
+  t.is(salts.length, 1, 'one comparison');
+  t.regex(salts[0]!, /^\$2[aby]\$13\$/, 'at cost 13, as for the slowest real entry');
+  t.is(users.dummyCost, 13);
+  t.is(new Htpasswd('').dummyCost, 10);
+  t.throws(() => new Htpasswd(`huge:${entry(32)}\n`), { instanceOf: HtpasswdError, message: /cost/ });
+  t.throws(() => new Htpasswd(`tiny:${entry(3)}\n`), { instanceOf: HtpasswdError, message: /cost/ });
+});
