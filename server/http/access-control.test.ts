@@ -32,6 +32,7 @@ test.before(async () => {
         auth: {
           token: { realm: `http://127.0.0.1:${tokenPort}/auth/token`, service: 'svc', issuer: 'iss' },
           tokenserver: { key: join(dir, 'token.key'), certificate: join(dir, 'token.crt'), htpasswd: join(dir, 'htpasswd'), service: 'svc', issuer: 'iss' },
+          access: { rules: [{ users: ['*'], repositories: ['${user}/**'], actions: ['*'] }] },
           throttle: { accountfailures: 3, addressfailures: 6 },
         },
       },
@@ -44,6 +45,7 @@ test.after.always(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
+const claims = (t: string) => JSON.parse(Buffer.from(t.split('.')[1]!, 'base64url').toString());
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
 interface Answer { status: number; headers: Record<string, string | string[] | undefined>; text: string; json: any }
@@ -109,4 +111,25 @@ test('finding 11: an unknown user is refused after one bcrypt comparison at the 
   t.is(new Htpasswd('').dummyCost, 10);
   t.throws(() => new Htpasswd(`huge:${entry(32)}\n`), { instanceOf: HtpasswdError, message: /cost/ });
   t.throws(() => new Htpasswd(`tiny:${entry(3)}\n`), { instanceOf: HtpasswdError, message: /cost/ });
+});
+
+// ---- finding 12: scopes only for names the API accepts ----------------------------------------------------------
+
+test('finding 12: the token server grants nothing for names that are not repository names', async (t) => {
+  const invalid = ['owner/../other/x', 'owner/./x', 'owner//x', 'owner/x/', 'Owner/X', 'owner/x:latest', `owner/${'a'.repeat(255)}`, 'owner/x\u0000'];
+  const q = new URLSearchParams({ service: 'svc' });
+  for (const name of invalid) q.append('scope', `repository:${name}:pull,push`);
+  q.append('scope', 'repository:owner/ok:pull,push');
+  const got = await call(tokenWharf.url, `/auth/token?${q}`, { headers: { Authorization: basic('owner', PASSWORDS.owner) } });
+  t.is(got.status, 200, 'a partial grant is not an error');
+  t.deepEqual(claims(got.json.token).access, [{ type: 'repository', name: 'owner/ok', actions: ['pull', 'push'] }]);
+  t.is(got.json.scope, 'repository:owner/ok:pull,push');
+  // The OAuth2 POST form grants the same.
+  const posted = await call(tokenWharf.url, '/auth/token', {
+    method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'password', username: 'owner', password: PASSWORDS.owner, client_id: 'c', service: 'svc',
+      scope: 'repository:owner/../other/x:pull,push repository:owner/ok:pull' }).toString(),
+  });
+  t.is(posted.status, 200);
+  t.deepEqual(claims(posted.json.token).access, [{ type: 'repository', name: 'owner/ok', actions: ['pull'] }]);
 });
