@@ -57,6 +57,11 @@ export class Htpasswd {
     return this.users.has(user);
   }
 
+  /** The user's entry (the bcrypt hash), to bind tokens to it; undefined for an unknown user. */
+  credentialOf(user: string): string | undefined {
+    return this.users.get(user);
+  }
+
   get size(): number {
     return this.users.size;
   }

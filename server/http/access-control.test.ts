@@ -4,12 +4,14 @@
  * limits on open upload sessions.
  */
 import test from 'ava';
+import jwt from 'jsonwebtoken';
 import bcrypt from 'bcryptjs';
 import { request as httpRequest } from 'node:http';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Htpasswd, HtpasswdError } from '../../auth/index.js';
+import { Htpasswd, HtpasswdError, libtrustKeyId } from '../../auth/index.js';
 import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../conformance/harness.js';
 
 const PASSWORDS = { owner: 'owner-pw-A1', other: 'other-pw-B2' };
@@ -132,4 +134,77 @@ test('finding 12: the token server grants nothing for names that are not reposit
   });
   t.is(posted.status, 200);
   t.deepEqual(claims(posted.json.token).access, [{ type: 'repository', name: 'owner/ok', actions: ['pull'] }]);
+});
+
+// ---- finding 9: refresh tokens die with the credential they were issued against ---------------------------------
+
+test('finding 9: a changed password or a removed user ends refresh tokens; an unchanged entry keeps them', async (t) => {
+  const hdir = await mkdtemp(join(tmpdir(), 'wharf-refresh-'));
+  const htpasswd = join(hdir, 'htpasswd');
+  const passwords = { keep: 'keep-pw-1', change: 'change-pw-1', gone: 'gone-pw-1' };
+  await writeHtpasswd(htpasswd, passwords);
+  const port = await freePort();
+  const wharf = await startWharf({
+    config: {
+      http: { addr: `127.0.0.1:${port}` },
+      auth: {
+        token: { realm: `http://127.0.0.1:${port}/auth/token`, service: 'svc', issuer: 'iss' },
+        tokenserver: { key: join(hdir, 'token.key'), certificate: join(hdir, 'token.crt'), htpasswd, service: 'svc', issuer: 'iss' },
+      },
+    },
+  });
+  try {
+    const post = (fields: Record<string, string>) => call(wharf.url, '/auth/token', {
+      method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ client_id: 'c', service: 'svc', ...fields }).toString(),
+    });
+    const login = async (user: string, password: string) => {
+      const res = await post({ grant_type: 'password', username: user, password, access_type: 'offline' });
+      t.is(res.status, 200, `${user} logs in`);
+      return res.json.refresh_token as string;
+    };
+    const refresh = (token: string) => post({ grant_type: 'refresh_token', refresh_token: token, scope: 'repository:x/y:pull' });
+    const tokens = {
+      keep: await login('keep', passwords.keep),
+      change: await login('change', passwords.change),
+      gone: await login('gone', passwords.gone),
+    };
+    // The GET form's offline token is bound the same way.
+    const viaGet = await call(wharf.url, '/auth/token?service=svc&offline_token=true', { headers: { Authorization: basic('change', passwords.change) } });
+    t.is(viaGet.status, 200);
+    for (const token of [...Object.values(tokens), viaGet.json.refresh_token]) t.is((await refresh(token)).status, 200, 'refreshes before the change');
+
+    // Same entry for keep, a new password for change, no gone; a probe user shows when the reload has happened.
+    const lines = (await readFile(htpasswd, 'utf8')).split('\n').filter((l) => l.startsWith('keep:'));
+    await writeHtpasswd(join(hdir, 'next'), { change: 'change-pw-2', probe: 'probe-pw' });
+    await writeFile(htpasswd, `${lines.join('\n')}\n${await readFile(join(hdir, 'next'), 'utf8')}`);
+    wharf.process.kill('SIGHUP');
+    let probe = 0;
+    for (let i = 0; i < 400 && probe !== 200; i++) {
+      probe = (await call(wharf.url, '/auth/token?service=svc', { headers: { Authorization: basic('probe', 'probe-pw') } })).status;
+      if (probe !== 200) await new Promise((r) => setTimeout(r, 25));
+    }
+    t.is(probe, 200, 'the users file was reloaded');
+
+    const changed = await refresh(tokens.change);
+    t.is(changed.status, 401, 'a changed password ends the refresh token');
+    t.is(changed.json.errors[0].code, 'UNAUTHORIZED');
+    t.is((await refresh(viaGet.json.refresh_token)).status, 401, 'also the one from the GET form');
+    t.is((await refresh(tokens.gone)).status, 401, 'a removed user cannot refresh');
+    const kept = await refresh(tokens.keep);
+    t.is(kept.status, 200, 'an unchanged entry keeps its refresh token');
+    t.deepEqual(claims(kept.json.access_token).access, [{ type: 'repository', name: 'x/y', actions: ['pull'] }]);
+    t.is((await refresh(await login('change', 'change-pw-2'))).status, 200, 'a token issued after the change works');
+
+    // A refresh token without the binding (as issued before it existed) is not accepted either.
+    const key = createPrivateKey(await readFile(join(hdir, 'token.key')));
+    const now = Math.floor(Date.now() / 1000);
+    const unbound = jwt.sign({ iss: 'iss', aud: 'svc:refresh', sub: 'keep', nbf: now - 5, exp: now + 300, access: [] }, key,
+      { algorithm: 'ES256', keyid: libtrustKeyId(createPublicKey(key)) });
+    t.is((await refresh(unbound)).status, 401);
+    t.false(wharf.output().includes(tokens.keep), 'no refresh token in the logs');
+  } finally {
+    await wharf.stop();
+    await rm(hdir, { recursive: true, force: true });
+  }
 });
