@@ -40,6 +40,7 @@ const FILE_DEFAULTS: WharfConfig = {
     maintenance: {
       readonly: { enabled: false },
       uploadpurging: { enabled: true, age: 168 * 3600_000, interval: 24 * 3600_000, dryrun: false },
+      uploadlimits: { perrepository: 1000, peruser: 500 },
     },
   },
   http: { addr: ':5000', net: 'tcp', prefix: '/', relativeurls: false, draintimeout: 60_000, headers: {} },
@@ -139,6 +140,9 @@ storage:
       age: 72h
       interval: 12h
       dryrun: true
+    uploadlimits:
+      perrepository: 50
+      peruser: 0
     readonly:
       enabled: true
 http:
@@ -195,6 +199,7 @@ auth:
       maintenance: {
         readonly: { enabled: true },
         uploadpurging: { enabled: false, age: 72 * 3600_000, interval: 12 * 3600_000, dryrun: true },
+        uploadlimits: { perrepository: 50, peruser: 0 },
       },
     },
     http: {
@@ -562,4 +567,15 @@ test('a config that is not a mapping is a ConfigError', (t) => {
 
 test('an empty file only lacks its version and storage', (t) => {
   t.deepEqual(problemsOf(''), ['version: must be "0.1" (missing)', 'storage: exactly one storage driver must be configured (got none)']);
+});
+
+test('storage.maintenance.uploadlimits: defaults, 0 for no limit, the environment, and bad values named', (t) => {
+  const base = 'version: 0.1\nstorage:\n  inmemory:\n';
+  t.deepEqual(parseConfig(base, {}, 'x').config.storage.maintenance.uploadlimits, { perrepository: 1000, peruser: 500 });
+  const env = { REGISTRY_STORAGE_MAINTENANCE_UPLOADLIMITS_PERREPOSITORY: '0', REGISTRY_STORAGE_MAINTENANCE_UPLOADLIMITS_PERUSER: '7' };
+  t.deepEqual(parseConfig(base, env, 'x').config.storage.maintenance.uploadlimits, { perrepository: 0, peruser: 7 });
+  t.deepEqual(problemsOf(`${base}  maintenance:\n    uploadlimits: {perrepository: -1, peruser: many}\n`), [
+    'storage.maintenance.uploadlimits.perrepository: must be at least 0, got -1',
+    'storage.maintenance.uploadlimits.peruser: expected an integer, got "many"',
+  ]);
 });

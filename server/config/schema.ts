@@ -92,6 +92,7 @@ export const CONFIG_SHAPE: Shape = section({
       redirect: section({ disable: val }),
       maintenance: section({
         uploadpurging: section({ enabled: val, age: val, interval: val, dryrun: val }),
+        uploadlimits: section({ perrepository: val, peruser: val }),
         readonly: section({ enabled: val }),
       }),
       cache: section({ blobdescriptor: str, layerinfo: str, blobdescriptorsize: val }),

@@ -81,6 +81,13 @@ export interface StorageConfig {
     readonly: { enabled: boolean };
     /** registry:2 `storage.maintenance.uploadpurging` (used by the garbage collector). */
     uploadpurging: { enabled: boolean; age: number /* ms */; interval: number /* ms */; dryrun: boolean };
+    /**
+     * Wharf `storage.maintenance.uploadlimits`: the most open upload sessions per repository (counted in storage,
+     * so across replicas) and per user (anonymous pushers by client address; counted in each process). A new
+     * session beyond either is refused with 429 TOOMANYREQUESTS. Sessions older than `uploadpurging.age` do not
+     * count. 0 means no limit. Defaults 1000 and 500.
+     */
+    uploadlimits: { perrepository: number; peruser: number };
   };
 }
 

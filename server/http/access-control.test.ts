@@ -7,7 +7,7 @@ import test from 'ava';
 import jwt from 'jsonwebtoken';
 import bcrypt from 'bcryptjs';
 import { request as httpRequest } from 'node:http';
-import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -205,6 +205,100 @@ test('finding 9: a changed password or a removed user ends refresh tokens; an un
     t.false(wharf.output().includes(tokens.keep), 'no refresh token in the logs');
   } finally {
     await wharf.stop();
+    await rm(hdir, { recursive: true, force: true });
+  }
+});
+
+// ---- limits on open upload sessions ------------------------------------------------------------------------------
+
+const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const startUpload = (base: string, repo: string, from: string, headers: Record<string, string> = {}) =>
+  call(base, `/v2/${repo}/blobs/uploads/`, { method: 'POST', headers, from });
+const idOf = (res: Answer) => res.headers['docker-upload-uuid'] as string;
+
+function assertTooMany(t: import('ava').ExecutionContext, res: Answer, what: string): void {
+  t.is(res.status, 429, what);
+  t.is(res.json?.errors?.[0]?.code, 'TOOMANYREQUESTS', what);
+  t.regex(res.json.errors[0].message, /too many open upload sessions/);
+}
+
+test('upload limits: open sessions per repository are counted in storage, across replicas, until finished or old', async (t) => {
+  const limits = { storage: { maintenance: { uploadlimits: { perrepository: 3, peruser: 100 }, uploadpurging: { enabled: false } } } };
+  const wharf = await startWharf({ config: limits });
+  const replica = await startWharf({ config: limits, rootDirectory: wharf.rootDirectory });
+  try {
+    const opened: Answer[] = [];
+    for (let i = 1; i <= 3; i++) opened.push(await startUpload(wharf.url, 'lim/repo', `127.0.1.${i}`));
+    t.deepEqual(opened.map((r) => r.status), [202, 202, 202]);
+    assertTooMany(t, await startUpload(wharf.url, 'lim/repo', '127.0.1.9'), 'a fourth session in the repository');
+    assertTooMany(t, await startUpload(replica.url, 'lim/repo', '127.0.1.9'), 'the replica sees the same sessions');
+    const blob = Buffer.from('monolithic');
+    const mono = await call(wharf.url, `/v2/lim/repo/blobs/uploads/?digest=${sha256(blob)}`, {
+      method: 'POST', headers: { 'Content-Type': 'application/octet-stream' }, body: blob.toString(), from: '127.0.1.9',
+    });
+    assertTooMany(t, mono, 'a monolithic upload opens a session too');
+    t.is((await startUpload(wharf.url, 'lim/other', '127.0.1.9')).status, 202, 'other repositories are not affected');
+
+    // Cancelled on the replica: the slot is free everywhere.
+    t.is((await call(replica.url, `/v2/lim/repo/blobs/uploads/${idOf(opened[0]!)}`, { method: 'DELETE' })).status, 204);
+    const again = await startUpload(wharf.url, 'lim/repo', '127.0.1.9');
+    t.is(again.status, 202);
+    assertTooMany(t, await startUpload(wharf.url, 'lim/repo', '127.0.1.9'), 'full again');
+    // Completed: free.
+    const data = Buffer.from('some layer');
+    const put = await call(wharf.url, `/v2/lim/repo/blobs/uploads/${idOf(opened[1]!)}?digest=${sha256(data)}`, {
+      method: 'PUT', headers: { 'Content-Type': 'application/octet-stream' }, body: data.toString(), from: '127.0.1.2',
+    });
+    t.is(put.status, 201);
+    t.is((await startUpload(replica.url, 'lim/repo', '127.0.1.9')).status, 202);
+    // A session older than the purge age (7 days by default) no longer counts, purged or not.
+    const startedat = join(wharf.rootDirectory, 'docker/registry/v2/repositories/lim/repo/_uploads', idOf(opened[2]!), 'startedat');
+    t.truthy(await readFile(startedat, 'utf8'));
+    await writeFile(startedat, new Date(Date.now() - 8 * 24 * 3600_000).toISOString());
+    // (A process that looked at the session already remembers its real start time, which never changes: ask a new one.)
+    const later = await startWharf({ config: limits, rootDirectory: wharf.rootDirectory });
+    try {
+      t.is((await startUpload(later.url, 'lim/repo', '127.0.1.9')).status, 202, 'the old session left room');
+      assertTooMany(t, await startUpload(later.url, 'lim/repo', '127.0.1.9'), 'and then it is full again');
+    } finally {
+      await later.stop();
+    }
+  } finally {
+    await replica.stop();
+    await wharf.stop();
+  }
+});
+
+test('upload limits: open sessions per user, and per client address for anonymous pushers', async (t) => {
+  const hdir = await mkdtemp(join(tmpdir(), 'wharf-uplimits-'));
+  await writeHtpasswd(join(hdir, 'htpasswd'), { u1: 'u1-pw', u2: 'u2-pw' });
+  const maintenance = { uploadlimits: { perrepository: 100, peruser: 2 }, uploadpurging: { enabled: false } };
+  const [authed, open] = await Promise.all([
+    startWharf({ config: { storage: { maintenance }, auth: { htpasswd: { realm: 'r', path: join(hdir, 'htpasswd') } } } }),
+    startWharf({ config: { storage: { maintenance } } }),
+  ]);
+  try {
+    const u1 = { Authorization: basic('u1', 'u1-pw') };
+    const first = await startUpload(authed.url, 'u1/a', '127.0.2.1', u1);
+    t.is(first.status, 202);
+    t.is((await startUpload(authed.url, 'u1/b', '127.0.2.2', u1)).status, 202);
+    assertTooMany(t, await startUpload(authed.url, 'u1/c', '127.0.2.3', u1), "the user's third session, from any address, in any repository");
+    t.is((await startUpload(authed.url, 'u1/c', '127.0.2.3', { Authorization: basic('u2', 'u2-pw') })).status, 202, 'another user is not affected');
+    // Finished elsewhere (here: removed from storage, as another replica or the purge would): noticed at the limit.
+    await rm(join(authed.rootDirectory, 'docker/registry/v2/repositories/u1/a/_uploads', idOf(first)), { recursive: true });
+    const third = await startUpload(authed.url, 'u1/c', '127.0.2.1', u1);
+    t.is(third.status, 202, 'a session gone from storage stops counting');
+    assertTooMany(t, await startUpload(authed.url, 'u1/d', '127.0.2.1', u1), 'full again');
+    t.is((await call(authed.url, `/v2/u1/c/blobs/uploads/${idOf(third)}`, { method: 'DELETE', headers: u1 })).status, 204);
+    t.is((await startUpload(authed.url, 'u1/d', '127.0.2.1', u1)).status, 202, 'a cancelled session stops counting');
+
+    // Without credentials, each client address is one uploader.
+    t.is((await startUpload(open.url, 'anon/a', '127.0.3.1')).status, 202);
+    t.is((await startUpload(open.url, 'anon/b', '127.0.3.1')).status, 202);
+    assertTooMany(t, await startUpload(open.url, 'anon/c', '127.0.3.1'), 'the address holds its limit');
+    t.is((await startUpload(open.url, 'anon/c', '127.0.3.2')).status, 202, 'another address is not affected');
+  } finally {
+    await Promise.all([authed.stop(), open.stop()]);
     await rm(hdir, { recursive: true, force: true });
   }
 });
