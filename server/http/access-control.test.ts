@@ -12,6 +12,10 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Htpasswd, HtpasswdError, libtrustKeyId } from '../../auth/index.js';
+import { InMemoryDriver } from '../../storage-drivers/inmemory.js';
+import { BlobStore } from '../registry/blobs.js';
+import { UploadStore } from '../registry/uploads.js';
+import { UploadLimits } from './upload-limits.js';
 import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../conformance/harness.js';
 
 const PASSWORDS = { owner: 'owner-pw-A1', other: 'other-pw-B2' };
@@ -301,4 +305,40 @@ test('upload limits: open sessions per user, and per client address for anonymou
     await Promise.all([authed.stop(), open.stop()]);
     await rm(hdir, { recursive: true, force: true });
   }
+});
+
+test('upload limits: racing starts cannot share the last slot, and a refused start costs a bounded number of lookups', async (t) => {
+  const driver = new InMemoryDriver();
+  let stats = 0;
+  const counting = new Proxy(driver, {
+    get(target, prop, receiver) {
+      if (prop === 'stat') return (path: string) => { stats++; return target.stat(path); };
+      const value = Reflect.get(target, prop, receiver);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  }) as InMemoryDriver;
+  const uploads = new UploadStore(counting, new BlobStore(counting));
+  const limits = new UploadLimits(counting, { perRepository: 5, perUser: 40, maxAgeMs: 3600_000 });
+  const begin = (name: string) => () => uploads.start(name);
+
+  // Ten starts at once in one repository with room for five: exactly five get a session.
+  const raced = await Promise.allSettled(Array.from({ length: 10 }, () => limits.start('race/repo', 'user:racer', begin('race/repo'))));
+  t.is(raced.filter((r) => r.status === 'fulfilled').length, 5);
+  t.is((await driver.list('/docker/registry/v2/repositories/race/repo/_uploads')).length, 5);
+  for (const r of raced) if (r.status === 'rejected') t.is((r.reason as { code?: string }).code, 'TOOMANYREQUESTS');
+
+  // A user at the limit with every session still open: each refused start looks up at most 16 of them.
+  for (let i = 0; i < 40; i++) await limits.start(`many/r${i}`, 'user:busy', begin(`many/r${i}`));
+  for (let round = 0; round < 3; round++) {
+    stats = 0;
+    await t.throwsAsync(limits.start('many/x', 'user:busy', begin('many/x')), { message: /too many open upload sessions for this user/ });
+    t.true(stats <= 16, `round ${round}: ${stats} lookups`);
+  }
+  // The lookups take turns: the newest session, gone from storage, is found within a few refused starts.
+  await driver.delete('/docker/registry/v2/repositories/many/r39/_uploads');
+  let admitted = false;
+  for (let i = 0; i < 3 && !admitted; i++) {
+    admitted = await limits.start('many/x', 'user:busy', begin('many/x')).then(() => true, () => false);
+  }
+  t.true(admitted);
 });

@@ -82,7 +82,10 @@ export class UploadLimits {
 
   /** A session was completed or cancelled: it no longer counts. */
   closed(name: string, id: string): void {
-    const key = `${name}/${id}`;
+    this.closedKey(`${name}/${id}`);
+  }
+
+  private closedKey(key: string): void {
     const uploader = this.uploaderOfSession.get(key);
     if (uploader === undefined) return;
     this.uploaderOfSession.delete(key);
@@ -104,22 +107,25 @@ export class UploadLimits {
       bump(this.pendingByUploader, uploader, 1);
       return;
     }
-    // At the limit: drop what has expired or is gone from storage (finished in another process, purged), then
-    // count again. Only here, so a user below the limit costs nothing.
+    // At the limit: drop what has expired, and look in storage for a few sessions (finished in another process,
+    // purged), then count again. Only here, so a user below the limit costs nothing; at most PRUNE_BATCH lookups
+    // per refused start, taking turns over the user's sessions, so refused starts cannot be made expensive.
     const sessions = this.byUploader.get(uploader);
     if (sessions) {
       const cutoff = this.now() - this.options.maxAgeMs;
-      const keys = [...sessions.keys()];
-      for (let i = 0; i < keys.length; i += 16) {
-        await Promise.all(keys.slice(i, i + 16).map(async (key) => {
-          const started = sessions.get(key);
-          const slash = key.lastIndexOf('/');
-          if (started === undefined) return;
-          if (started < cutoff || !(await this.exists(layout.uploadDir(key.slice(0, slash), key.slice(slash + 1))))) {
-            this.closed(key.slice(0, slash), key.slice(slash + 1));
-          }
-        }));
-      }
+      for (const [key, started] of [...sessions]) if (started < cutoff) this.closedKey(key);
+      const batch = [...sessions.keys()].slice(0, PRUNE_BATCH);
+      const present = await Promise.all(batch.map((key) => {
+        const slash = key.lastIndexOf('/');
+        return this.exists(layout.uploadDir(key.slice(0, slash), key.slice(slash + 1)));
+      }));
+      batch.forEach((key, i) => {
+        const started = sessions.get(key);
+        if (started === undefined) return;
+        this.closedKey(key);
+        // Still there: back to the end of the turn.
+        if (present[i]) this.remember(uploader, key, started);
+      });
     }
     if (count() >= limit) throw this.tooMany('for this user', limit);
     bump(this.pendingByUploader, uploader, 1);
@@ -165,6 +171,16 @@ export class UploadLimits {
     return started.getTime();
   }
 
+  private remember(uploader: string, key: string, started: number): void {
+    let sessions = this.byUploader.get(uploader);
+    if (!sessions) {
+      sessions = new Map<string, number>();
+      this.byUploader.set(uploader, sessions);
+    }
+    sessions.set(key, started);
+    this.uploaderOfSession.set(key, uploader);
+  }
+
   private async exists(path: string): Promise<boolean> {
     try {
       await this.driver.stat(path);
@@ -177,11 +193,10 @@ export class UploadLimits {
 
   private track(uploader: string, key: string): void {
     if (this.options.perUser <= 0) return;
-    const sessions = this.byUploader.get(uploader) ?? new Map<string, number>();
+    this.remember(uploader, key, this.now());
+    const sessions = this.byUploader.get(uploader)!;
     this.byUploader.delete(uploader); // re-insert: most recently used last
-    sessions.set(key, this.now());
     this.byUploader.set(uploader, sessions);
-    this.uploaderOfSession.set(key, uploader);
     // Bound the memory: forget the least recently active uploaders' sessions (their counts start again).
     while (this.uploaderOfSession.size > this.maxTracked && this.byUploader.size > 1) {
       const [oldest, old] = this.byUploader.entries().next().value!;
@@ -190,6 +205,9 @@ export class UploadLimits {
     }
   }
 }
+
+/** Storage lookups a refused start may cost (see admitUploader). */
+const PRUNE_BATCH = 16;
 
 function bump(map: Map<string, number>, key: string, by: number): void {
   const next = (map.get(key) ?? 0) + by;
