@@ -54,6 +54,21 @@ test('throttle: failures lock the (account, address) pair and the address, then 
   t.false(th.isLocked('erin', '10.0.0.9'));
 });
 
+test("throttle: many addresses failing on one account shut out unknown addresses, not the owner's known one", (t) => {
+  let clock = 0;
+  const th = new Throttle({ accountFailures: 3, addressFailures: 10, accountTotalFailures: 6, windowMs: 1000, now: () => clock });
+  th.success('alice', '10.0.0.1');
+  for (let i = 0; i < 6; i++) th.failure('alice', `10.9.9.${i}`);
+  t.true(th.isLocked('alice', '10.8.8.8'), 'a new address is refused for the account under attack');
+  t.false(th.isLocked('alice', '10.0.0.1'), 'the address that logged in before is not');
+  t.false(th.isLocked('bob', '10.8.8.8'), 'other accounts are not affected');
+  clock = 2001;
+  t.false(th.isLocked('alice', '10.8.8.8'), 'ends with the window');
+  const many = new Throttle({ accountFailures: 500, addressFailures: 500, accountTotalFailures: 200, windowMs: 1000, now: () => 0 });
+  for (let i = 0; i < 200; i++) many.failure('bob', `10.1.${i >> 8}.${i & 255}`);
+  t.true(many.isLocked('bob', '10.2.2.2'), 'limits above 64 are reached');
+});
+
 test('throttle: IPv6 addresses count by their /64, IPv4-mapped ones as IPv4', (t) => {
   t.is(addressKey('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
   t.is(addressKey('2001:db8:1:2:bbbb:cccc:dddd:eeee'), '2001:db8:1:2::/64');

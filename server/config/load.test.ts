@@ -47,7 +47,7 @@ const FILE_DEFAULTS: WharfConfig = {
   validation: { disabled: false, manifests: { maxsize: 4194304 } },
   health: { storagedriver: { enabled: false, interval: 10_000, threshold: 3 } },
   notifications: { endpoints: [], maxqueue: 10_000 },
-  auth: { throttle: { accountfailures: 5, addressfailures: 20, window: 60_000 } },
+  auth: { throttle: { accountfailures: 5, addressfailures: 20, accounttotalfailures: 100, window: 60_000 } },
 };
 
 /** The problems a config produces (it must be invalid). */
@@ -181,7 +181,7 @@ auth:
     groups: {admins: [alice]}
     anonymous: [public/*]
     rules: [{groups: [admins], repositories: ["**"], actions: ["*"], catalog: true}]
-  throttle: {accountfailures: 3, addressfailures: 9, window: 2m}
+  throttle: {accountfailures: 3, addressfailures: 9, accounttotalfailures: 30, window: 2m}
 `,
     {},
     'full.yml',
@@ -218,7 +218,7 @@ auth:
     auth: {
       htpasswd: { realm: 'basic-realm', path: '/auth/htpasswd' },
       access: { groups: { admins: ['alice'] }, anonymous: ['public/*'], rules: [{ groups: ['admins'], repositories: ['**'], actions: ['*'], catalog: true }] },
-      throttle: { accountfailures: 3, addressfailures: 9, window: 120_000 },
+      throttle: { accountfailures: 3, addressfailures: 9, accounttotalfailures: 30, window: 120_000 },
     },
     notifications: { endpoints: [], maxqueue: 10_000 },
   });

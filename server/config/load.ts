@@ -742,6 +742,7 @@ class Reader {
       throttle: {
         accountfailures: this.integer(throttle, 'accountfailures', 5, 1),
         addressfailures: this.integer(throttle, 'addressfailures', 20, 1),
+        accounttotalfailures: this.integer(throttle, 'accounttotalfailures', 100, 1),
         window: this.duration(throttle, 'window', 60_000, { positive: true }),
       },
     };

@@ -155,7 +155,7 @@ export const CONFIG_SHAPE: Shape = section({
         expiration: val, refreshexpiration: val,
       }),
       access: section({ groups: { kind: 'map', values: { kind: 'list', items: str } }, anonymous: { kind: 'list', items: str }, rules: any }),
-      throttle: section({ accountfailures: val, addressfailures: val, window: val }),
+      throttle: section({ accountfailures: val, addressfailures: val, accounttotalfailures: val, window: val }),
     },
     { settings: AUTH_SETTINGS, unknownIsError: false },
   ),

@@ -175,7 +175,7 @@ export interface AuthConfig {
   /** Wharf `auth.access`: groups, anonymous pull and access rules. Absent: every user may do everything. */
   access?: { groups: Record<string, string[]>; anonymous: string[]; rules: AccessRuleConfig[] };
   /** Wharf `auth.throttle`: brute-force throttling of password attempts. */
-  throttle: { accountfailures: number; addressfailures: number; window: number /* ms */ };
+  throttle: { accountfailures: number; addressfailures: number; accounttotalfailures: number; window: number /* ms */ };
 }
 
 /**

@@ -18,7 +18,7 @@ import { UploadStore } from '../registry/uploads.js';
 import { UploadLimits } from './upload-limits.js';
 import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../conformance/harness.js';
 
-const PASSWORDS = { owner: 'owner-pw-A1', other: 'other-pw-B2' };
+const PASSWORDS = { owner: 'owner-pw-A1', other: 'other-pw-B2', distant: 'distant-pw-C3' };
 let dir: string;
 let basicWharf: RunningWharf;
 let tokenWharf: RunningWharf;
@@ -30,7 +30,7 @@ test.before(async () => {
   tokenPort = await freePort();
   [basicWharf, tokenWharf] = await Promise.all([
     startWharf({
-      config: { auth: { htpasswd: { realm: 'r', path: join(dir, 'htpasswd') }, throttle: { accountfailures: 3, addressfailures: 6 } } },
+      config: { auth: { htpasswd: { realm: 'r', path: join(dir, 'htpasswd') }, throttle: { accountfailures: 3, addressfailures: 6, accounttotalfailures: 6 } } },
     }),
     startWharf({
       config: {
@@ -95,6 +95,20 @@ for (const mode of ['htpasswd', 'token server'] as const) {
     t.is((await call(target.url, path, { headers: { Authorization: basic('other', PASSWORDS.other) }, from: '127.0.0.1' })).status, 200);
   });
 }
+
+test('finding 8: guessing one account from many addresses is bounded, and the owner keeps a known address', async (t) => {
+  const attempt = (password: string, from: string) => call(basicWharf.url, '/v2/', { headers: { Authorization: basic('distant', password) }, from });
+  t.is((await attempt(PASSWORDS.distant, '127.0.4.1')).status, 200, 'the owner logs in once from their address');
+  // Two guesses from each of three addresses: below every per-address limit, six for the account in all.
+  for (const from of ['127.0.4.2', '127.0.4.3', '127.0.4.4']) {
+    for (let i = 0; i < 2; i++) t.is((await attempt(`guess-${from}-${i}`, from)).status, 401);
+  }
+  t.is((await attempt('guess-fresh', '127.0.4.5')).status, 429, 'a fresh address may not keep guessing');
+  t.is((await attempt(PASSWORDS.distant, '127.0.4.1')).status, 200, 'the owner, from an address that logged in before, gets in');
+  t.is((await attempt(PASSWORDS.distant, '127.0.4.6')).status, 429, 'a new address waits until the attack stops');
+  t.is((await call(basicWharf.url, '/v2/', { headers: { Authorization: basic('other', PASSWORDS.other) }, from: '127.0.4.5' })).status, 200,
+    'other accounts are not affected');
+});
 
 // ---- finding 11: unknown users cost what known ones do ----------------------------------------------------------
 
