@@ -1,7 +1,7 @@
 import test from 'ava';
 import bcrypt from 'bcryptjs';
 import { Htpasswd, HtpasswdError } from './htpasswd.js';
-import { Throttle } from './throttle.js';
+import { addressKey, Throttle } from './throttle.js';
 
 const y = bcrypt.hashSync('secret', 4).replace(/^\$2b\$/, '$2y$');
 const a = bcrypt.hashSync('pa:ss', 4).replace(/^\$2b\$/, '$2a$');
@@ -32,14 +32,15 @@ test('non-bcrypt entries are refused when the file is read, naming the line', (t
   t.throws(() => new Htpasswd('no-colon\n'), { instanceOf: HtpasswdError, message: /user:hash/ });
 });
 
-test('throttle: failures lock the account and the address, then expire; success clears the account', (t) => {
+test('throttle: failures lock the (account, address) pair and the address, then expire; success clears the pair', (t) => {
   let clock = 0;
   const th = new Throttle({ accountFailures: 3, addressFailures: 5, windowMs: 1000, now: () => clock });
   th.failure('alice', '10.0.0.1');
   th.failure('alice', '10.0.0.1');
-  t.false(th.isLocked('alice', '10.0.0.2'));
+  t.false(th.isLocked('alice', '10.0.0.1'));
   th.failure('alice', '10.0.0.1');
-  t.true(th.isLocked('alice', '10.0.0.2'), 'account locked from any address');
+  t.true(th.isLocked('alice', '10.0.0.1'), 'the pair is locked');
+  t.false(th.isLocked('alice', '10.0.0.2'), 'the account is not locked for other addresses');
   t.false(th.isLocked('bob', '10.0.0.2'));
   th.failure('bob', '10.0.0.1');
   th.failure('carol', '10.0.0.1');
@@ -48,9 +49,37 @@ test('throttle: failures lock the account and the address, then expire; success 
   t.false(th.isLocked('alice', '10.0.0.1'), 'lock ends when the window has passed');
   th.failure('erin', '10.0.0.9');
   th.failure('erin', '10.0.0.9');
-  th.success('erin');
+  th.success('erin', '10.0.0.9');
   th.failure('erin', '10.0.0.9');
-  t.false(th.isLocked('erin', '10.0.0.8'));
+  t.false(th.isLocked('erin', '10.0.0.9'));
+});
+
+test("throttle: many addresses failing on one account shut out unknown addresses, not the owner's known one", (t) => {
+  let clock = 0;
+  const th = new Throttle({ accountFailures: 3, addressFailures: 10, accountTotalFailures: 6, windowMs: 1000, now: () => clock });
+  th.success('alice', '10.0.0.1');
+  for (let i = 0; i < 6; i++) th.failure('alice', `10.9.9.${i}`);
+  t.true(th.isLocked('alice', '10.8.8.8'), 'a new address is refused for the account under attack');
+  t.false(th.isLocked('alice', '10.0.0.1'), 'the address that logged in before is not');
+  t.false(th.isLocked('bob', '10.8.8.8'), 'other accounts are not affected');
+  clock = 2001;
+  t.false(th.isLocked('alice', '10.8.8.8'), 'ends with the window');
+  const many = new Throttle({ accountFailures: 500, addressFailures: 500, accountTotalFailures: 200, windowMs: 1000, now: () => 0 });
+  for (let i = 0; i < 200; i++) many.failure('bob', `10.1.${i >> 8}.${i & 255}`);
+  t.true(many.isLocked('bob', '10.2.2.2'), 'limits above 64 are reached');
+});
+
+test('throttle: IPv6 addresses count by their /64, IPv4-mapped ones as IPv4', (t) => {
+  t.is(addressKey('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
+  t.is(addressKey('2001:db8:1:2:bbbb:cccc:dddd:eeee'), '2001:db8:1:2::/64');
+  t.is(addressKey('2001:0db8::5'), '2001:db8:0:0::/64');
+  t.is(addressKey('::1'), '0:0:0:0::/64');
+  t.is(addressKey('::ffff:10.0.0.1'), '10.0.0.1');
+  t.is(addressKey('10.0.0.1'), '10.0.0.1');
+  const th = new Throttle({ accountFailures: 2, addressFailures: 3, windowMs: 1000, now: () => 0 });
+  for (let i = 1; i <= 3; i++) th.failure(`user${i}`, `2001:db8:1:2::${i}`);
+  t.true(th.isLocked('other', '2001:db8:1:2::ffff'), 'a fresh address in the same /64 is the same client');
+  t.false(th.isLocked('other', '2001:db8:1:3::1'));
 });
 
 test('the example users file of docs/examples/auth works with the passwords its README gives', async (t) => {

@@ -1,5 +1,6 @@
 /** Authentication and access control, free of any HTTP framework; `server/http/auth.ts` adapts it to Koa. */
 export * from './scope.js';
+export * from './repository-name.js';
 export * from './htpasswd.js';
 export * from './policy.js';
 export * from './throttle.js';

@@ -16,6 +16,7 @@
  * Without a policy (no `auth.access`), every authenticated user may do everything and anonymous callers nothing:
  * registry:2's behaviour.
  */
+import { isValidRepositoryName } from './repository-name.js';
 import type { Access } from './scope.js';
 
 export const ACTIONS = ['pull', 'push', 'delete'] as const;
@@ -120,13 +121,15 @@ export class Policy {
 
   /**
    * The part of `requested` this principal is allowed: the intersection, per resource. Entries with nothing
-   * allowed are left out (a partial grant is not an error).
+   * allowed are left out (a partial grant is not an error), and so are repositories whose names the API would
+   * refuse.
    */
   grant(principal: Principal, requested: readonly Access[]): Access[] {
     const out: Access[] = [];
     for (const req of requested) {
       let actions: string[] = [];
-      if (req.type === 'repository' && req.class === undefined) {
+      // Only names the API accepts: `bob/../alice/x` matches `bob/**` as a glob, but is no repository of bob's.
+      if (req.type === 'repository' && req.class === undefined && isValidRepositoryName(req.name)) {
         const have = this.repositoryActions(principal, req.name);
         actions = req.actions.flatMap((a) => (a === '*' ? [...have] : have.has(a) ? [a] : []));
       } else if (req.type === 'registry' && req.name === 'catalog' && this.mayListCatalog(principal)) {

@@ -5,6 +5,8 @@
  *   resourcename = may itself contain ":" (a registry host with a port: `localhost:5000/app`)
  *
  * So a scope splits at its first colon (the type) and its last colon (the actions); everything between is the name.
+ * Parsing does not judge the name: the policy grants repository access only to names the API accepts
+ * (`./repository-name.ts`), so a name with a host and port, or with `..`, is parsed and then granted nothing.
  */
 
 export interface Access {

@@ -1,16 +1,32 @@
 /**
- * Brute-force throttling of password attempts, per account and per client address, kept in memory.
+ * Brute-force throttling of password attempts, kept in memory.
  *
- * Each failed attempt is counted against the account name and against the address. Once either has `limit` failures
- * within `windowMs`, further attempts for it are refused without checking the password until the window has passed
- * since its latest failure. A successful login clears the account's count (not the address's).
+ * Each failed attempt is counted against the pair (account, client address) and against the address alone. Once the
+ * pair has `accountFailures` failures within `windowMs`, further attempts for that account from that address are
+ * refused without checking the password, until the window has passed since the pair's latest failure; once the
+ * address has `addressFailures`, every attempt from it is refused the same way (one address guessing many
+ * accounts). Failures from one address do not stop the account's owner logging in from another, so nobody can
+ * keep a user locked out on demand. A successful login clears the pair's
+ * count (not the address's) and makes the address known for the account.
+ *
+ * Guessing from many addresses is bounded per account too: once an account has `accountTotalFailures` failures
+ * from all addresses together within the window, attempts for it are refused from every address that has not
+ * logged in to it successfully within `knownMs` (30 days). The account's owner, from an address they used before,
+ * still gets in; only a new address has to wait until the attack stops.
+ *
+ * IPv6 addresses are counted by their /64 prefix: a single client usually holds a whole /64, so counting each
+ * address apart would give it billions of fresh starts.
  */
 
 export interface ThrottleOptions {
-  /** Failed attempts per account within the window before it is locked. Default 5. */
+  /** Failed attempts per (account, address) within the window before that pair is locked. Default 5. */
   accountFailures?: number;
   /** Failed attempts per client address within the window before it is locked. Default 20. */
   addressFailures?: number;
+  /** Failed attempts per account from all addresses within the window before unknown addresses are refused. Default 100. */
+  accountTotalFailures?: number;
+  /** How long a successful login keeps its address known for the account, in milliseconds. Default 30 days. */
+  knownMs?: number;
   /** The window, in milliseconds. Default 60 s. */
   windowMs?: number;
   now?: () => number;
@@ -22,40 +38,88 @@ interface Entry {
   failures: number[];
 }
 
+/** The part of a client address that identifies one client: the address itself, or its /64 for IPv6. */
+export function addressKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (!address.includes(':')) return address;
+  const [head = '', tail] = address.toLowerCase().split('%')[0]!.split('::') as [string, string?];
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = tail === undefined ? left : [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
+}
+
 export class Throttle {
   private readonly entries = new Map<string, Entry>();
   private readonly accountFailures: number;
   private readonly addressFailures: number;
+  private readonly accountTotalFailures: number;
+  private readonly knownMs: number;
+  /** (address, account) → time of the latest successful login; apart from failures, so failures cannot evict it. */
+  private readonly known = new Map<string, number>();
   private readonly windowMs: number;
+  /** Failure times kept per key: enough to reach the highest limit. */
+  private readonly keep: number;
   private readonly now: () => number;
   private readonly maxEntries: number;
 
   constructor(options: ThrottleOptions = {}) {
     this.accountFailures = options.accountFailures ?? 5;
     this.addressFailures = options.addressFailures ?? 20;
+    this.accountTotalFailures = options.accountTotalFailures ?? 100;
+    this.knownMs = options.knownMs ?? 30 * 24 * 3600_000;
+    this.keep = Math.max(this.accountFailures, this.addressFailures, this.accountTotalFailures);
     this.windowMs = options.windowMs ?? 60_000;
     this.now = options.now ?? Date.now;
     this.maxEntries = options.maxEntries ?? 100_000;
   }
 
-  /** Whether attempts for this account or from this address are refused right now. */
+  private static pairKey(account: string, address: string): string {
+    return `p:${addressKey(address)}\u0000${account}`;
+  }
+
+  private static addressOnlyKey(address: string): string {
+    return `a:${addressKey(address)}`;
+  }
+
+  private static accountKey(account: string): string {
+    return `u:${account}`;
+  }
+
+  /** Whether attempts for this account from this address, or any from this address, are refused right now. */
   isLocked(account: string, address: string): boolean {
-    return this.count(`u:${account}`) >= this.accountFailures || this.count(`a:${address}`) >= this.addressFailures;
+    return this.count(Throttle.pairKey(account, address)) >= this.accountFailures ||
+      this.count(Throttle.addressOnlyKey(address)) >= this.addressFailures ||
+      (this.count(Throttle.accountKey(account)) >= this.accountTotalFailures && !this.isKnown(account, address));
+  }
+
+  private isKnown(account: string, address: string): boolean {
+    const key = Throttle.pairKey(account, address);
+    const at = this.known.get(key);
+    if (at === undefined) return false;
+    if (at + this.knownMs > this.now()) return true;
+    this.known.delete(key);
+    return false;
   }
 
   failure(account: string, address: string): void {
-    for (const key of [`u:${account}`, `a:${address}`]) {
+    for (const key of [Throttle.pairKey(account, address), Throttle.addressOnlyKey(address), Throttle.accountKey(account)]) {
       const entry = this.entries.get(key) ?? { failures: [] };
       this.entries.delete(key); // re-insert: Map order is then least recently failed first
       entry.failures.push(this.now());
-      if (entry.failures.length > 64) entry.failures.splice(0, entry.failures.length - 64);
+      if (entry.failures.length > this.keep) entry.failures.splice(0, entry.failures.length - this.keep);
       this.entries.set(key, entry);
     }
     while (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
   }
 
-  success(account: string): void {
-    this.entries.delete(`u:${account}`);
+  success(account: string, address: string): void {
+    const key = Throttle.pairKey(account, address);
+    this.entries.delete(key);
+    this.known.delete(key); // re-insert: Map order is then least recently successful first
+    this.known.set(key, this.now());
+    while (this.known.size > this.maxEntries) this.known.delete(this.known.keys().next().value!);
   }
 
   private count(key: string): number {

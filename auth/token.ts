@@ -10,7 +10,9 @@
  *  - `iss` must equal the configured issuer, `aud` (string or list) must contain the service, `exp` is required,
  *    and `exp`/`nbf` are checked with a small leeway.
  */
-import { createHash, createPublicKey, randomBytes, verify as cryptoVerify, X509Certificate, type KeyObject } from 'node:crypto';
+import {
+  createHash, createHmac, createPublicKey, randomBytes, timingSafeEqual, verify as cryptoVerify, X509Certificate, type KeyObject,
+} from 'node:crypto';
 import jwt from 'jsonwebtoken';
 import { jwkThumbprint, libtrustKeyId } from './keys.js';
 import { readAccessClaim, type Access } from './scope.js';
@@ -209,6 +211,7 @@ export class TokenIssuer {
   readonly algorithm: jwt.Algorithm;
   readonly keyId: string;
   private readonly now: () => number;
+  private readonly bindingKey: Buffer;
 
   constructor(private readonly options: IssuerOptions) {
     const key = options.privateKey;
@@ -218,6 +221,25 @@ export class TokenIssuer {
     else throw new Error('the token signing key must be an ECDSA (P-256/384/521) or RSA key');
     this.keyId = libtrustKeyId(createPublicKey(key));
     this.now = options.now ?? Date.now;
+    // A secret only the holders of the signing key know, the same in every process and replica that signs.
+    this.bindingKey = createHash('sha256').update('wharf credential binding\0').update(key.export({ type: 'pkcs8', format: 'der' })).digest();
+  }
+
+  /**
+   * A tag binding a token to the credential it was issued against (`credential`: the user's entry in the users
+   * file, a bcrypt hash). Put in a refresh token, it lets the token server tell later whether the user and the
+   * password are still the ones that were checked. Keyed, so the claim says nothing about the hash.
+   */
+  credentialTag(subject: string, credential: string): string {
+    return createHmac('sha256', this.bindingKey).update(`${subject}\0${credential}`).digest('base64url');
+  }
+
+  /** Whether `tag` (from a token's claim) was made by `credentialTag` for this subject and credential. */
+  matchesCredential(tag: unknown, subject: string, credential: string): boolean {
+    if (typeof tag !== 'string') return false;
+    const a = Buffer.from(tag);
+    const b = Buffer.from(this.credentialTag(subject, credential));
+    return a.length === b.length && timingSafeEqual(a, b);
   }
 
   get issuer(): string {

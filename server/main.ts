@@ -15,6 +15,7 @@ import { Health } from './health.js';
 import { GcRecorder } from './gc/recorder.js';
 import { serverGcState } from './gc/redis-state.js';
 import { createApp } from './http/app.js';
+import { UploadLimits } from './http/upload-limits.js';
 import { Mirror } from './proxy/mirror.js';
 import { SharedFlights } from './proxy/shared-flight.js';
 import { createAuth } from './http/auth-setup.js';
@@ -115,6 +116,11 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     health,
     auth: auth.hooks,
     notifier,
+    uploadLimits: new UploadLimits(driver, {
+      perRepository: config.storage.maintenance.uploadlimits.perrepository,
+      perUser: config.storage.maintenance.uploadlimits.peruser,
+      maxAgeMs: config.storage.maintenance.uploadpurging.age,
+    }),
     ...(config.proxy ? { proxy: new Mirror(config.proxy, registry, logger, { manifestMaxSize: config.validation.manifests.maxsize, ...(metrics ? { metrics: metrics.registry } : {}), ...(sharedFlights ? { sharedFlights } : {}) }) } : {}),
   });
   const handler = app.callback();

@@ -15,7 +15,7 @@ const problems = (yaml: string, env: Record<string, string> = {}) => {
 
 test('no auth section: throttle defaults only, nothing else', (t) => {
   const { config } = parseConfig(BASE, {}, 'x');
-  t.deepEqual(config.auth, { throttle: { accountfailures: 5, addressfailures: 20, window: 60_000 } });
+  t.deepEqual(config.auth, { throttle: { accountfailures: 5, addressfailures: 20, accounttotalfailures: 100, window: 60_000 } });
 });
 
 test('registry:2 htpasswd and token sections load as registry:2 writes them, paths resolved', (t) => {
@@ -104,9 +104,11 @@ test('REGISTRY_AUTH_* environment overrides reach the auth keys', (t) => {
   const { config } = parseConfig(`${BASE}auth:\n  htpasswd: {realm: r, path: /p}\n`, {
     REGISTRY_AUTH_HTPASSWD_PATH: '/etc/wharf/users',
     REGISTRY_AUTH_THROTTLE_ACCOUNTFAILURES: '10',
+    REGISTRY_AUTH_THROTTLE_ACCOUNTTOTALFAILURES: '40',
     REGISTRY_AUTH_THROTTLE_WINDOW: '5m',
   }, 'x');
   t.is(config.auth.htpasswd?.path, '/etc/wharf/users');
-  t.deepEqual(config.auth.throttle, { accountfailures: 10, addressfailures: 20, window: 300_000 });
+  t.deepEqual(config.auth.throttle, { accountfailures: 10, addressfailures: 20, accounttotalfailures: 40, window: 300_000 });
+  t.true(problems('', { REGISTRY_AUTH_THROTTLE_ACCOUNTTOTALFAILURES: '0' }).some((x) => x.startsWith('auth.throttle.accounttotalfailures (from REGISTRY_AUTH_THROTTLE_ACCOUNTTOTALFAILURES): must be at least 1')));
   t.true(problems('', { REGISTRY_AUTH_THROTTLE_WINDOW: '0s' }).some((x) => x.startsWith('auth.throttle.window (from REGISTRY_AUTH_THROTTLE_WINDOW): must be greater than zero')));
 });

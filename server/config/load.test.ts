@@ -40,13 +40,14 @@ const FILE_DEFAULTS: WharfConfig = {
     maintenance: {
       readonly: { enabled: false },
       uploadpurging: { enabled: true, age: 168 * 3600_000, interval: 24 * 3600_000, dryrun: false },
+      uploadlimits: { perrepository: 1000, peruser: 500 },
     },
   },
   http: { addr: ':5000', net: 'tcp', prefix: '/', relativeurls: false, draintimeout: 60_000, headers: {} },
   validation: { disabled: false, manifests: { maxsize: 4194304 } },
   health: { storagedriver: { enabled: false, interval: 10_000, threshold: 3 } },
   notifications: { endpoints: [], maxqueue: 10_000 },
-  auth: { throttle: { accountfailures: 5, addressfailures: 20, window: 60_000 } },
+  auth: { throttle: { accountfailures: 5, addressfailures: 20, accounttotalfailures: 100, window: 60_000 } },
 };
 
 /** The problems a config produces (it must be invalid). */
@@ -139,6 +140,9 @@ storage:
       age: 72h
       interval: 12h
       dryrun: true
+    uploadlimits:
+      perrepository: 50
+      peruser: 0
     readonly:
       enabled: true
 http:
@@ -177,7 +181,7 @@ auth:
     groups: {admins: [alice]}
     anonymous: [public/*]
     rules: [{groups: [admins], repositories: ["**"], actions: ["*"], catalog: true}]
-  throttle: {accountfailures: 3, addressfailures: 9, window: 2m}
+  throttle: {accountfailures: 3, addressfailures: 9, accounttotalfailures: 30, window: 2m}
 `,
     {},
     'full.yml',
@@ -195,6 +199,7 @@ auth:
       maintenance: {
         readonly: { enabled: true },
         uploadpurging: { enabled: false, age: 72 * 3600_000, interval: 12 * 3600_000, dryrun: true },
+        uploadlimits: { perrepository: 50, peruser: 0 },
       },
     },
     http: {
@@ -213,7 +218,7 @@ auth:
     auth: {
       htpasswd: { realm: 'basic-realm', path: '/auth/htpasswd' },
       access: { groups: { admins: ['alice'] }, anonymous: ['public/*'], rules: [{ groups: ['admins'], repositories: ['**'], actions: ['*'], catalog: true }] },
-      throttle: { accountfailures: 3, addressfailures: 9, window: 120_000 },
+      throttle: { accountfailures: 3, addressfailures: 9, accounttotalfailures: 30, window: 120_000 },
     },
     notifications: { endpoints: [], maxqueue: 10_000 },
   });
@@ -562,4 +567,15 @@ test('a config that is not a mapping is a ConfigError', (t) => {
 
 test('an empty file only lacks its version and storage', (t) => {
   t.deepEqual(problemsOf(''), ['version: must be "0.1" (missing)', 'storage: exactly one storage driver must be configured (got none)']);
+});
+
+test('storage.maintenance.uploadlimits: defaults, 0 for no limit, the environment, and bad values named', (t) => {
+  const base = 'version: 0.1\nstorage:\n  inmemory:\n';
+  t.deepEqual(parseConfig(base, {}, 'x').config.storage.maintenance.uploadlimits, { perrepository: 1000, peruser: 500 });
+  const env = { REGISTRY_STORAGE_MAINTENANCE_UPLOADLIMITS_PERREPOSITORY: '0', REGISTRY_STORAGE_MAINTENANCE_UPLOADLIMITS_PERUSER: '7' };
+  t.deepEqual(parseConfig(base, env, 'x').config.storage.maintenance.uploadlimits, { perrepository: 0, peruser: 7 });
+  t.deepEqual(problemsOf(`${base}  maintenance:\n    uploadlimits: {perrepository: -1, peruser: many}\n`), [
+    'storage.maintenance.uploadlimits.perrepository: must be at least 0, got -1',
+    'storage.maintenance.uploadlimits.peruser: expected an integer, got "many"',
+  ]);
 });

@@ -68,6 +68,8 @@ export const DEFAULTS = {
   draintimeoutMs: 60_000,
   uploadPurgeAgeMs: 168 * 3600_000,
   uploadPurgeIntervalMs: 24 * 3600_000,
+  uploadSessionsPerRepository: 1000,
+  uploadSessionsPerUser: 500,
   blobDescriptorSize: 10_000,
   redisDialTimeoutMs: 5_000,
   redisIoTimeoutMs: 3_000,
@@ -283,6 +285,7 @@ class Reader {
 
     const maintenance = this.section(storage, 'maintenance');
     const purging = this.section(maintenance, 'uploadpurging');
+    const uploadLimits = this.section(maintenance, 'uploadlimits');
     return {
       driver,
       filesystem: { rootdirectory },
@@ -297,6 +300,10 @@ class Reader {
           age: this.duration(purging, 'age', DEFAULTS.uploadPurgeAgeMs),
           interval: this.duration(purging, 'interval', DEFAULTS.uploadPurgeIntervalMs, { positive: true }),
           dryrun: this.boolean(purging, 'dryrun', false),
+        },
+        uploadlimits: {
+          perrepository: this.integer(uploadLimits, 'perrepository', DEFAULTS.uploadSessionsPerRepository, 0),
+          peruser: this.integer(uploadLimits, 'peruser', DEFAULTS.uploadSessionsPerUser, 0),
         },
       },
     };
@@ -735,6 +742,7 @@ class Reader {
       throttle: {
         accountfailures: this.integer(throttle, 'accountfailures', 5, 1),
         addressfailures: this.integer(throttle, 'addressfailures', 20, 1),
+        accounttotalfailures: this.integer(throttle, 'accounttotalfailures', 100, 1),
         window: this.duration(throttle, 'window', 60_000, { positive: true }),
       },
     };

@@ -92,6 +92,7 @@ export const CONFIG_SHAPE: Shape = section({
       redirect: section({ disable: val }),
       maintenance: section({
         uploadpurging: section({ enabled: val, age: val, interval: val, dryrun: val }),
+        uploadlimits: section({ perrepository: val, peruser: val }),
         readonly: section({ enabled: val }),
       }),
       cache: section({ blobdescriptor: str, layerinfo: str, blobdescriptorsize: val }),
@@ -154,7 +155,7 @@ export const CONFIG_SHAPE: Shape = section({
         expiration: val, refreshexpiration: val,
       }),
       access: section({ groups: { kind: 'map', values: { kind: 'list', items: str } }, anonymous: { kind: 'list', items: str }, rules: any }),
-      throttle: section({ accountfailures: val, addressfailures: val, window: val }),
+      throttle: section({ accountfailures: val, addressfailures: val, accounttotalfailures: val, window: val }),
     },
     { settings: AUTH_SETTINGS, unknownIsError: false },
   ),

@@ -81,6 +81,13 @@ export interface StorageConfig {
     readonly: { enabled: boolean };
     /** registry:2 `storage.maintenance.uploadpurging` (used by the garbage collector). */
     uploadpurging: { enabled: boolean; age: number /* ms */; interval: number /* ms */; dryrun: boolean };
+    /**
+     * Wharf `storage.maintenance.uploadlimits`: the most open upload sessions per repository (counted in storage,
+     * so across replicas) and per user (anonymous pushers by client address; counted in each process). A new
+     * session beyond either is refused with 429 TOOMANYREQUESTS. Sessions older than `uploadpurging.age` do not
+     * count. 0 means no limit. Defaults 1000 and 500.
+     */
+    uploadlimits: { perrepository: number; peruser: number };
   };
 }
 
@@ -168,7 +175,7 @@ export interface AuthConfig {
   /** Wharf `auth.access`: groups, anonymous pull and access rules. Absent: every user may do everything. */
   access?: { groups: Record<string, string[]>; anonymous: string[]; rules: AccessRuleConfig[] };
   /** Wharf `auth.throttle`: brute-force throttling of password attempts. */
-  throttle: { accountfailures: number; addressfailures: number; window: number /* ms */ };
+  throttle: { accountfailures: number; addressfailures: number; accounttotalfailures: number; window: number /* ms */ };
 }
 
 /**

@@ -35,6 +35,7 @@ export async function createAuth(config: WharfConfig, logger: Logger): Promise<A
   const throttle = new Throttle({
     accountFailures: auth.throttle.accountfailures,
     addressFailures: auth.throttle.addressfailures,
+    accountTotalFailures: auth.throttle.accounttotalfailures,
     windowMs: auth.throttle.window,
   });
 

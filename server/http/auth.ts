@@ -12,7 +12,8 @@
  *
  * Answers: no or bad credentials → 401 UNAUTHORIZED with a challenge naming the scope; Basic credentials without
  * the right → 403 DENIED; a valid Bearer token without the right → 401 with error="insufficient_scope"; an
- * invalid token → 401 with error="invalid_token"; too many failed passwords → 429 TOOMANYREQUESTS.
+ * invalid token → 401 with error="invalid_token"; too many failed passwords (for the account from this address, or
+ * from this address for any account) → 429 TOOMANYREQUESTS.
  */
 import type { Context } from 'koa';
 import type { Logger } from 'pino';
@@ -86,15 +87,16 @@ function quote(value: string): string {
 }
 
 /**
- * Check a password with throttling: locked accounts or addresses are refused (429) before the password is looked
- * at; failures count against both.
+ * Check a password with throttling: an (account, address) pair or an address that failed too often is refused (429)
+ * before the password is looked at; failures count against both. The account's owner, from another address, is
+ * not affected by someone else's failures.
  */
 export async function checkPassword(throttle: Throttle, users: Htpasswd, user: string, password: string, address: string): Promise<boolean> {
   if (throttle.isLocked(user, address)) {
     throw new RegistryError('TOOMANYREQUESTS', 'too many failed login attempts; try again later');
   }
   const ok = user.length <= 256 && password.length <= 1024 && (await users.verify(user, password));
-  if (ok) throttle.success(user);
+  if (ok) throttle.success(user, address);
   else throttle.failure(user, address);
   return ok;
 }

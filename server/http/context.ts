@@ -14,6 +14,7 @@ import { parseDigest, validateRepositoryName, type Digest } from '../registry/re
 import type { Registry } from '../registry/registry.js';
 import type { AuthHooks } from './auth-setup.js';
 import type { RouteMatch } from './routes.js';
+import type { UploadLimits } from './upload-limits.js';
 
 export interface HttpOptions {
   /** External base URL (registry:2 `http.host`), without a trailing slash. */
@@ -46,6 +47,8 @@ export interface AppDeps {
   notifier?: Notifier;
   /** The pull-through cache (registry:2 `proxy`, docs/mirror.md); absent when no upstream is configured. */
   proxy?: Mirror;
+  /** Limits on open upload sessions (`storage.maintenance.uploadlimits`); absent: no limits. */
+  uploadLimits?: UploadLimits;
 }
 
 export interface RegistryState {

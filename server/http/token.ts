@@ -7,14 +7,16 @@
  *
  * The granted access is what was asked intersected with what the rules allow (a partial or empty grant is not an
  * error: `docker login` asks for no scope at all). `offline_token=true` (GET) or `access_type=offline` (POST)
- * adds a refresh token, a long-lived JWT for the audience `<service>:refresh` that only this endpoint accepts.
+ * adds a refresh token, a long-lived JWT for the audience `<service>:refresh` that only this endpoint accepts. It
+ * carries a keyed tag of the user's entry in the users file (claim `cred`): a changed password or a removed user
+ * (after the file is reloaded) makes every refresh token issued before it invalid.
  */
 import busboy from 'busboy';
 import type { Context } from 'koa';
 import type { Logger } from 'pino';
 import {
   formatScope, parseScopes, TokenError, type Access, type Htpasswd, type Policy, type Throttle, type TokenIssuer,
-  type TokenVerifier,
+  type TokenVerifier, type VerifiedToken,
 } from '../../auth/index.js';
 import { RegistryError } from '../registry/errors.js';
 import { checkPassword, parseAuthorization } from './auth.js';
@@ -108,15 +110,21 @@ export class TokenServer {
       return;
     }
     if (form.grant_type === 'refresh_token') {
-      let subject: string;
+      let verified: VerifiedToken;
       try {
-        subject = this.state.refreshVerifier.verify(form.refresh_token ?? '').subject;
+        verified = this.state.refreshVerifier.verify(form.refresh_token ?? '');
       } catch (err) {
         if (!(err instanceof TokenError)) throw err;
         throw this.badCredentials('invalid refresh token');
       }
-      // A user removed from the users file loses access at the next refresh.
-      if (!subject || !this.state.users.has(subject)) throw this.badCredentials('invalid refresh token');
+      const subject = verified.subject;
+      // Only while the user's entry is the one the token was issued against: a removed user or a changed password
+      // ends every refresh token issued before.
+      const credential = subject ? this.state.users.credentialOf(subject) : undefined;
+      if (credential === undefined || !this.state.issuer.matchesCredential(verified.claims.cred, subject, credential)) {
+        this.logger.info({ user: subject, remote: ctx.ip }, 'token request: refresh token no longer valid for the user');
+        throw this.badCredentials('invalid refresh token');
+      }
       this.respond(ctx, subject, scopes, false, form.refresh_token);
       return;
     }
@@ -134,8 +142,10 @@ export class TokenServer {
       issued_at: issued.issuedAt,
       scope: granted.map(formatScope).join(' '),
     };
-    if (withRefresh && user !== undefined) {
-      body.refresh_token = issuer.issue(user, refreshAudience(service), [], this.state.refreshLifetimeSeconds).token;
+    const credential = user !== undefined ? this.state.users.credentialOf(user) : undefined;
+    if (withRefresh && user !== undefined && credential !== undefined) {
+      const cred = issuer.credentialTag(user, credential);
+      body.refresh_token = issuer.issue(user, refreshAudience(service), [], this.state.refreshLifetimeSeconds, { cred }).token;
     } else if (refreshToken !== undefined) {
       body.refresh_token = refreshToken;
     }

@@ -17,6 +17,7 @@ import {
   urlFor,
   type RegistryContext,
 } from './context.js';
+import { startUploadSession, uploadSessionClosed } from './upload-limits.js';
 
 function uploadUrl(ctx: RegistryContext, name: string, id: string): string {
   return urlFor(ctx, `/v2/${name}/blobs/uploads/${id}`);
@@ -88,9 +89,10 @@ export async function startBlobUpload(ctx: RegistryContext): Promise<void> {
   if (digestParam !== undefined) {
     // Single-request monolithic upload (end-4b).
     const digest = parseDigest(digestParam);
-    const session = await registry.uploads.start(name, digest.algorithm);
+    const session = await startUploadSession(ctx, name, digest.algorithm);
     const chunks = body(ctx) ?? noBody();
     const desc = await registry.uploads.complete(name, session.id, digest, chunks, { length: contentLength(ctx) });
+    uploadSessionClosed(ctx, name, session.id);
     return blobCreated(ctx, name, desc);
   }
 
@@ -100,7 +102,7 @@ export async function startBlobUpload(ctx: RegistryContext): Promise<void> {
       detail: { algorithm, supported: ['sha256', 'sha512'] },
     });
   }
-  const session = await registry.uploads.start(name, algorithm);
+  const session = await startUploadSession(ctx, name, algorithm);
   uploadAccepted(ctx, name, session.id, 0, 202);
 }
 
@@ -127,6 +129,7 @@ export async function putBlobUploadComplete(ctx: RegistryContext): Promise<void>
     range: chunks ? chunkRange(ctx) : undefined,
     length: chunks ? contentLength(ctx) : undefined,
   });
+  uploadSessionClosed(ctx, name, id);
   blobCreated(ctx, name, desc);
 }
 
@@ -140,5 +143,6 @@ export async function getBlobUploadStatus(ctx: RegistryContext): Promise<void> {
 export async function cancelBlobUpload(ctx: RegistryContext): Promise<void> {
   const { registry } = ctx.state.deps;
   await registry.uploads.cancel(ctx.state.match.name!, uploadId(ctx));
+  uploadSessionClosed(ctx, ctx.state.match.name!, ctx.state.match.param!);
   respondEmpty(ctx, 204);
 }

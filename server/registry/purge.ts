@@ -22,7 +22,7 @@ export interface PurgeResult {
 }
 
 /** When the session started: its `startedat` file, else the modification time of its data. */
-async function startedAt(driver: StorageDriver, dir: string): Promise<Date | undefined> {
+export async function startedAt(driver: StorageDriver, dir: string): Promise<Date | undefined> {
   const raw = await orUndefined(driver.getContent(`${dir}/startedat`));
   const parsed = raw ? new Date(raw.toString('utf8').trim()) : undefined;
   if (parsed && !Number.isNaN(parsed.getTime())) return parsed;

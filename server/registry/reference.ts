@@ -5,14 +5,11 @@
  * digest can never smuggle `..`, `/` or other path syntax into the storage layer.
  */
 import { createHash, type Hash } from 'node:crypto';
+import { isValidRepositoryName } from '../../auth/repository-name.js';
 import { RegistryError } from './errors.js';
 
-/** A path component of a repository name (distribution-spec "Pulling manifests"). */
-const NAME_COMPONENT = '[a-z0-9]+(?:(?:\\.|_|__|-+)[a-z0-9]+)*';
-export const NAME_PATTERN = `${NAME_COMPONENT}(?:\\/${NAME_COMPONENT})*`;
-const NAME_RE = new RegExp(`^${NAME_PATTERN}$`);
-/** registry:2 and most clients cap a repository name at 255 characters. */
-export const MAX_NAME_LENGTH = 255;
+/** The repository name grammar is owned by auth/ (the token server checks names too) and shared from there. */
+export { isValidRepositoryName, MAX_NAME_LENGTH, NAME_PATTERN } from '../../auth/repository-name.js';
 
 const TAG_RE = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
 
@@ -28,10 +25,6 @@ const ALGORITHMS: Record<DigestAlgorithm, RegExp> = {
 
 export function isDigestAlgorithm(alg: string): alg is DigestAlgorithm {
   return Object.hasOwn(ALGORITHMS, alg);
-}
-
-export function isValidRepositoryName(name: string): boolean {
-  return name.length <= MAX_NAME_LENGTH && NAME_RE.test(name);
 }
 
 export function validateRepositoryName(name: string): string {
