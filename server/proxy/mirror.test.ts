@@ -23,6 +23,7 @@ test("registry:2's proxy keys make one upstream for every repository; Docker Hub
     upstreams: [{ name: 'default', url: 'https://registry-1.docker.io', username: 'u', password: 'p', ttl: 24 * 3600_000, namespaces: ['registry-1.docker.io', 'docker.io'], librarymapping: true }],
     localnamespaces: [],
     timeout: 10_000,
+    ignoresNamespace: true,
   });
   const m = mirrorOf('proxy: {remoteurl: https://registry-1.docker.io}\n');
   t.is(m.route('alpine')?.remote, 'library/alpine');
@@ -51,9 +52,15 @@ test('upstreams are chosen by repository prefix, by ?ns=, or by default; local n
   t.like(m.route('ghcr/owner/app'), { remote: 'owner/app', upstream: { config: { name: 'ghcr' } } });
   t.like(m.route('quay/io/x/y'), { remote: 'x/y', upstream: { config: { name: 'quay/io' } } });
   t.like(m.route('nginx'), { remote: 'library/nginx', upstream: { config: { name: 'default' } } });
-  t.like(m.route('owner/app', 'ghcr.io'), { remote: 'owner/app', upstream: { config: { name: 'ghcr' } } });
-  t.like(m.route('library/nginx', 'docker.io'), { remote: 'library/nginx', upstream: { config: { name: 'default' } } });
-  t.is(m.route('owner/app', 'unknown.example'), undefined);
+  // containerd's ?ns= chooses the local repository: the name itself when it routes there, else under the prefix.
+  t.is(m.localName('owner/app', 'ghcr.io'), 'ghcr/owner/app');
+  t.like(m.route('ghcr/owner/app'), { remote: 'owner/app', upstream: { config: { name: 'ghcr' } } });
+  t.is(m.localName('library/nginx', 'docker.io'), 'library/nginx');
+  t.is(m.localName('x/y', 'quay.io'), 'quay/io/x/y');
+  // A namespace no upstream lists, or one that contradicts the name's route without a local name for it: refused.
+  t.is(m.localName('owner/app', 'unknown.example'), undefined);
+  t.is(m.localName('ghcr/owner/app', 'docker.io'), undefined);
+  t.is(m.localName('mycompany/app', 'ghcr.io'), 'mycompany/app', 'a local namespace stays local');
   t.is(m.route('mycompany/app'), undefined);
   t.false(m.isMirrored('mycompany/app'));
   t.true(m.isMirrored('ghcr/owner/app'));
