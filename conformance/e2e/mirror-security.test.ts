@@ -9,6 +9,7 @@
  * - Credentials never appear in URLs, error bodies or logs, and never go to a token realm on another host.
  */
 import test from 'ava';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -16,7 +17,7 @@ import { join } from 'node:path';
 import { CLI_PATH, startWharf, type RunningWharf } from '../harness.js';
 import { NODE_FLAGS } from '../../server/node-flags.js';
 import { allBlobs, generateImage, writeOciLayout, type Image } from './image.js';
-import { run, tempDir } from './target.js';
+import { run, tempDir, waitFor } from './target.js';
 import { UPSTREAM_USERS as USERS, pushUpstream, skopeo, startTokenUpstream } from './upstream.js';
 
 let work: { path: string; remove: () => Promise<void> };
@@ -365,5 +366,40 @@ test.serial('a token answer is read only up to a bound: an endless one fails the
     t.true(written < 64 * 1024 * 1024, `the realm could send ${written} bytes`);
   } finally {
     await Promise.all([victim.stop(), scene.close()]);
+  }
+});
+
+test.serial("a notification endpoint's answer is never read: one that answers without end costs nothing", async (t) => {
+  let written = 0;
+  let closed = false;
+  const endpoint = createServer((req, res) => {
+    req.resume();
+    res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
+    const chunk = Buffer.alloc(64 * 1024, 'x');
+    const pump = () => {
+      while (written < 1024 * 1024 * 1024 && !closed) {
+        written += chunk.length;
+        if (!res.write(chunk)) return void res.once('drain', pump);
+      }
+      res.end();
+    };
+    res.on('close', () => {
+      closed = true;
+      res.removeAllListeners('drain');
+    });
+    pump();
+  });
+  const url = await listen(endpoint);
+  const registry = await startWharf({ config: { notifications: { endpoints: [{ name: 'audit', url: `${url}/events`, timeout: '5s' }] } } });
+  try {
+    const blob = Buffer.from('a pushed blob');
+    const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
+    const push = await fetch(`${registry.url}/v2/team/events/blobs/uploads/?digest=${digest}`, { method: 'POST', body: blob, headers: { 'Content-Type': 'application/octet-stream' } });
+    t.is(push.status, 201);
+    await waitFor('the endpoint connection to close', async () => (closed ? true : undefined), 30_000);
+    t.true(written < 64 * 1024 * 1024, `the endpoint could send ${written} bytes`);
+  } finally {
+    await registry.stop();
+    await close(endpoint);
   }
 });
