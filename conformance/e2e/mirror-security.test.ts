@@ -11,14 +11,19 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
-import { CLI_PATH, startWharf, type RunningWharf } from '../harness.js';
+import { CLI_PATH, startRegistry2, startWharf, type RunningWharf } from '../harness.js';
 import { NODE_FLAGS } from '../../server/node-flags.js';
+import { findExecutable } from './dockerd.js';
 import { allBlobs, generateImage, writeOciLayout, type Image } from './image.js';
 import { run, tempDir, waitFor } from './target.js';
 import { UPSTREAM_USERS as USERS, pushUpstream, skopeo, startTokenUpstream } from './upstream.js';
+
+/** The ctr test needs root and containerd's binaries (Debian package containerd). */
+const canRunContainerd = process.getuid?.() === 0 && (await findExecutable('containerd')) !== undefined && (await findExecutable('ctr')) !== undefined;
 
 let work: { path: string; remove: () => Promise<void> };
 /** Upstream A (token auth), the mirror's default upstream, reached through `front`. */
@@ -218,6 +223,65 @@ test.serial("registry:2's single proxy.remoteurl ignores ?ns= (containerd's dock
     await blob.arrayBuffer();
   } finally {
     await single.stop();
+  }
+});
+
+/** A private containerd (its own root, state and sockets under one short /tmp directory), for `ctr`. */
+async function startContainerd(): Promise<{ address: string; dir: string; stop: () => Promise<void> }> {
+  const dir = await mkdtemp('/tmp/wc-');
+  await writeFile(join(dir, 'config.toml'), [
+    'version = 2',
+    `root = "${dir}/root"`,
+    `state = "${dir}/state"`,
+    'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+    `[grpc]\n  address = "${dir}/c.sock"`,
+    `[ttrpc]\n  address = "${dir}/t.sock"`,
+    '',
+  ].join('\n'));
+  const child = spawn('containerd', ['--config', join(dir, 'config.toml')], { stdio: 'ignore' });
+  const address = join(dir, 'c.sock');
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    }
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitFor('containerd to answer', async () => ((await run('ctr', ['--address', address, 'version'], { timeoutMs: 10_000 })).code === 0 ? true : undefined));
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { address, dir, stop };
+}
+
+(canRunContainerd ? test.serial : test.skip)('ctr images pull --hosts-dir for docker.io through a single-remoteurl Wharf works, as through registry:2', async (t) => {
+  const image = generateImage({ layerCount: 1, firstLayerBytes: 2048 });
+  await pushB(image, 'library/ctrtool:1');
+  const [viaWharf, viaRegistry2] = await Promise.all([
+    startWharf({ config: { log: { level: 'info' }, proxy: { remoteurl: upB.url } } }),
+    startRegistry2({ config: { proxy: { remoteurl: upB.url } } }),
+  ]);
+  const containerd = await startContainerd();
+  try {
+    // A new user's hosts.toml: docker.io through the mirror; the fallback server is unreachable, so only the mirror counts.
+    const pullThrough = async (mirrorHost: string, n: number) => {
+      const hostsDir = join(containerd.dir, `certs-${n}`);
+      await mkdir(join(hostsDir, 'docker.io'), { recursive: true });
+      await writeFile(join(hostsDir, 'docker.io', 'hosts.toml'), `server = "http://127.0.0.1:9"\n\n[host."http://${mirrorHost}"]\n  capabilities = ["pull", "resolve"]\n`);
+      return run('ctr', ['--address', containerd.address, '--namespace', `n${n}`, 'images', 'pull', '--hosts-dir', hostsDir, '--snapshotter', 'native', 'docker.io/library/ctrtool:1'], { timeoutMs: 120_000 });
+    };
+    // Wharf first: containerd shares content between its namespaces, so the second pull only resolves the tag.
+    const wharf = await pullThrough(viaWharf.host, 1);
+    t.is(wharf.code, 0, `wharf: ${wharf.stdout}${wharf.stderr}`);
+    t.regex(viaWharf.output(), /"method":"GET","path":"\/v2\/library\/ctrtool\/blobs\/[^"]+"[^\n]*"status":200/, 'the blobs came through Wharf');
+    const r2 = await pullThrough(viaRegistry2.host, 2);
+    t.is(r2.code, 0, `registry:2: ${r2.stdout}${r2.stderr}`);
+    t.is((await manifest(viaWharf.url, 'library/ctrtool/manifests/1', image)).digest, image.manifest.digest);
+  } finally {
+    await Promise.all([containerd.stop(), viaWharf.stop(), viaRegistry2.stop()]);
   }
 });
 
