@@ -12,7 +12,7 @@ import test from 'ava';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { CLI_PATH, startRegistry2, startWharf, type RunningWharf } from '../harness.js';
@@ -176,6 +176,29 @@ test.serial('a tag cached from its own upstream is not overwritten through ?ns=,
     const unknown = await manifest(mirror.url, 'team/app/manifests/1?ns=quay.example', legit);
     t.is(unknown.status, 404, unknown.body);
     t.is(errorOf(unknown).code, 'NAME_UNKNOWN');
+  } finally {
+    frontMode = 'pass';
+  }
+});
+
+test.serial('a tag whose origin record names another upstream, or that has none (cached before records, or poisoned), is never served stale', async (t) => {
+  const evil = generateImage({ layerCount: 1, firstLayerBytes: 2048 });
+  await pushB(evil, 'foo/legacy:1');
+  t.is((await manifest(mirror.url, 'b/foo/legacy/manifests/1', evil)).digest, evil.manifest.digest);
+  // What an earlier Wharf's ?ns= left behind: B's content in foo/legacy (which routes to A), with B's origin record.
+  const repos = join(mirror.rootDirectory, 'docker/registry/v2/repositories');
+  await cp(join(repos, 'b/foo/legacy'), join(repos, 'foo/legacy'), { recursive: true });
+  frontMode = '503';
+  try {
+    const recorded = await manifest(mirror.url, 'foo/legacy/manifests/1', evil);
+    t.is(recorded.status, 503, recorded.body);
+    // And without any record (as everything cached before records were written).
+    await rm(join(repos, 'foo/legacy/_manifests/tags/1/wharf-origin'));
+    const unrecorded = await manifest(mirror.url, 'foo/legacy/manifests/1', evil);
+    t.is(unrecorded.status, 503, unrecorded.body);
+    t.false(unrecorded.body.includes(evil.manifest.digest));
+    // B's own copy, from B, is still served while B is up, and by digest from anywhere.
+    t.is((await manifest(mirror.url, 'b/foo/legacy/manifests/1', evil)).status, 200);
   } finally {
     frontMode = 'pass';
   }

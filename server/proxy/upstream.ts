@@ -11,7 +11,8 @@
  * Credentials go only where they belong: to the upstream itself, and to a token realm on the upstream's host (any
  * port), `auth.docker.io` for Docker Hub, or a host listed in `realmHosts`; never from https to plain http. A realm
  * anywhere else is asked for an anonymous token (what a public pull needs), so an upstream cannot send the
- * configured password to a server of its choosing. Bodies read into memory (manifests, token answers) are bounded in
+ * configured password to a server of its choosing (redirects are followed, and fetch drops the Authorization header
+ * on a redirect to another origin). Bodies read into memory (manifests, token answers) are bounded in
  * size and time; error bodies are never read.
  */
 import { pipeline, Readable, Transform } from 'node:stream';
@@ -159,7 +160,9 @@ export class UpstreamClient {
     } catch {
       throw new UpstreamError('invalid', 'upstream sent a Bearer challenge with an invalid realm');
     }
-    if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new UpstreamError('invalid', 'upstream sent a Bearer challenge with a realm that is not http(s)');
+    if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.username !== '' || url.password !== '') {
+      throw new UpstreamError('invalid', 'upstream sent a Bearer challenge with a realm that is not a plain http(s) URL');
+    }
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
     url.searchParams.set('scope', challenge.params.scope ?? scope);
     const headers: Record<string, string> = {};
