@@ -156,3 +156,25 @@ test('a token answer larger than the bound fails as invalid', async (t) => {
   t.is(err?.kind, 'invalid');
   t.regex(err?.message ?? '', /token server answer is larger than/);
 });
+
+test('a manifest trickling in byte by byte fails once the whole body takes longer than the idle timeout', async (t) => {
+  const d = await start((_req, res) => {
+    const body = Buffer.alloc(600, ' ');
+    res.writeHead(200, { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json', 'Content-Length': body.length });
+    let i = 0;
+    const timer = setInterval(() => {
+      if (i === body.length) {
+        clearInterval(timer);
+        res.end();
+        return;
+      }
+      res.write(body.subarray(i, ++i));
+    }, 50);
+    res.on('close', () => clearInterval(timer));
+  });
+  t.teardown(() => stop(d));
+  const client = new UpstreamClient({ url: d.url, timeoutMs: 5000, idleTimeoutMs: 1000 });
+  const err = await t.throwsAsync(client.getManifest('a/b', '1', 1 << 20), { instanceOf: UpstreamError });
+  t.is(err?.kind, 'unavailable');
+  t.regex(err?.message ?? '', /manifest took longer than 1000 ms/);
+});
