@@ -33,12 +33,10 @@ import { UpstreamClient, UpstreamError } from './upstream.js';
 export const STALE_WARNING = '299 - "served from cache: upstream unavailable"';
 
 /**
- * The origin record beside a cached tag's link (`_manifests/tags/<tag>/wharf-origin`, a file registry:2 ignores and
- * that goes with the tag's folder): JSON `{upstream, url, remote, digest}`, which upstream and remote name the tag's
- * current manifest came from. A stale serve needs it to match the repository's current route and tag.
+ * The origin record beside a cached tag's link (layout.tagOriginPath, `_manifests/tags/<tag>/wharf-origin`, a file
+ * registry:2 ignores and that goes with the tag's folder): which upstream and remote name the tag's current manifest
+ * came from. A stale serve needs it to match the repository's current route and tag.
  */
-export const ORIGIN_RECORD = 'wharf-origin';
-
 interface OriginRecord {
   upstream: string;
   url: string;
@@ -105,7 +103,7 @@ export class Mirror {
   private readonly flights = new Map<string, Promise<unknown>>();
   private readonly blobFlights = new Map<string, Promise<void>>();
   private readonly lastPulls = new Map<string, number>();
-  /** Origin records known to be in storage, by repository and tag (./ORIGIN_RECORD). */
+  /** Origin records known to be in storage, by repository and tag (OriginRecord). */
   private readonly origins = new Map<string, string>();
   private readonly metrics?: ReturnType<typeof mirrorMetrics>;
 
@@ -442,7 +440,7 @@ export class Mirror {
     const record = JSON.stringify(this.originOf(route, digest));
     const key = `${name}\0${tag}`;
     if (!fetched && this.origins.get(key) === record) return;
-    const path = `${layout.tagPath(name, tag)}/${ORIGIN_RECORD}`;
+    const path = layout.tagOriginPath(name, tag);
     try {
       const stored = fetched ? undefined : await this.registry.driver.getContent(path).then((b) => b.toString('utf8'), () => undefined);
       if (stored !== record) await this.registry.driver.putContent(path, record);
@@ -456,7 +454,7 @@ export class Mirror {
 
   /** Whether the cached tag `tag` of `name` (naming `digest`) came from this route's upstream and remote name. */
   private async cameFrom(route: Route, name: string, tag: string, digest: Digest): Promise<boolean> {
-    const raw = await this.registry.driver.getContent(`${layout.tagPath(name, tag)}/${ORIGIN_RECORD}`).catch(() => undefined);
+    const raw = await this.registry.driver.getContent(layout.tagOriginPath(name, tag)).catch(() => undefined);
     if (!raw) return false;
     try {
       const stored = JSON.parse(raw.toString('utf8')) as Partial<OriginRecord>;
