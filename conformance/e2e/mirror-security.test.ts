@@ -157,6 +157,16 @@ test.serial('?ns= naming another upstream cannot poison a repository: nothing is
   t.is(blob.status, 200);
   await blob.arrayBuffer();
   t.false(existsSync(join(mirror.rootDirectory, 'docker/registry/v2/repositories/foo/tool/_layers/sha256', layer.slice(7))));
+
+  // The origin record beside the tag link leaves the layout registry:2's: it reads the cached tag as usual.
+  const r2 = await startRegistry2({ rootDirectory: mirror.rootDirectory });
+  try {
+    t.true(existsSync(join(mirror.rootDirectory, 'docker/registry/v2/repositories/b/foo/tool/_manifests/tags/latest/wharf-origin')));
+    t.is((await manifest(r2.url, 'b/foo/tool/manifests/latest', evil)).digest, evil.manifest.digest);
+    t.deepEqual(await (await fetch(`${r2.url}/v2/b/foo/tool/tags/list`)).json(), { name: 'b/foo/tool', tags: ['latest'] });
+  } finally {
+    await r2.stop();
+  }
 });
 
 test.serial('a tag cached from its own upstream is not overwritten through ?ns=, and is what an outage serves', async (t) => {
