@@ -6,7 +6,8 @@
  * events in order, one envelope per event. A failed delivery (network error, timeout, non-2xx) is retried after
  * `backoff`; after `threshold` failures in a row the endpoint is logged as failing (once) and retries go on at the
  * backoff pace. Queues are bounded (`maxQueue` events per endpoint): when a dead endpoint lets one fill up, the oldest
- * events are dropped and counted, so memory never grows without bound.
+ * events are dropped and counted, so memory never grows without bound. The endpoint's answer body is never read, and
+ * a failure is logged by status or error code only (the config refuses credentials in the URL; headers carry them).
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -108,7 +109,8 @@ class Endpoint {
       signal: AbortSignal.timeout(this.config.timeout),
       redirect: 'error',
     });
-    await res.arrayBuffer().catch(() => undefined);
+    // The answer's body means nothing to us: never read it (an endpoint could send without end).
+    await res.body?.cancel().catch(() => undefined);
     if (res.status < 200 || res.status >= 300) throw new Error(`endpoint answered ${res.status}`);
   }
 
@@ -140,7 +142,7 @@ class Endpoint {
       } catch (err) {
         this.failures++;
         if (this.failures === this.config.threshold) {
-          this.logger?.warn({ endpoint: this.config.name, err: (err as Error).message, pending: this.queue.length },
+          this.logger?.warn({ endpoint: this.config.name, err: describeFailure(err), pending: this.queue.length },
             'notification endpoint failing; retrying with backoff');
         }
         await this.pause(this.config.backoff);
@@ -197,4 +199,13 @@ export class Notifier {
   close(): void {
     for (const e of this.endpoints) e.close();
   }
+}
+
+/** A failed delivery for the log: our own status message, or the network error's code; never a message quoting the URL. */
+function describeFailure(err: unknown): string {
+  const e = err as { message?: unknown; name?: unknown; code?: unknown; cause?: { code?: unknown } } | undefined;
+  if (typeof e?.message === 'string' && /^endpoint answered \d{3}$/.test(e.message)) return e.message;
+  const code = typeof e?.cause?.code === 'string' ? e.cause.code : typeof e?.code === 'string' ? e.code : undefined;
+  if (code && /^[A-Z0-9_]{2,40}$/.test(code)) return code;
+  return e?.name === 'TimeoutError' || e?.name === 'AbortError' ? 'timeout' : 'network error';
 }

@@ -532,7 +532,10 @@ class Reader {
         else if (names.has(name)) this.fail(sec, 'name', `duplicate endpoint name ${JSON.stringify(name)}`);
         else names.add(name);
         if (url === undefined) this.problem(at, item, 'an endpoint needs a url');
-        else if (!/^https?:\/\/[^\s]+$/.test(url)) this.fail(sec, 'url', `expected an http or https URL, got ${JSON.stringify(url)}`);
+        else if (!/^https?:\/\/[^\s]+$/.test(url)) this.fail(sec, 'url', `expected an http or https URL, got ${JSON.stringify(withoutUserinfo(url))}`);
+        else if (hasUserinfo(url)) {
+          this.fail(sec, 'url', `credentials in the URL are not accepted (they would reach logs and errors); send them as a header: ${at}.headers.Authorization`);
+        }
         const headers: Record<string, string[]> = {};
         const headersSec = this.section(sec, 'headers');
         for (const [header] of headersSec.map ?? []) {
@@ -580,7 +583,11 @@ class Reader {
         parsed = undefined;
       }
       if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || parsed.hostname === '') {
-        this.fail(sec, urlKey, `expected an http or https URL, got ${JSON.stringify(url)}`);
+        this.fail(sec, urlKey, `expected an http or https URL, got ${JSON.stringify(withoutUserinfo(url))}`);
+        return;
+      }
+      if (parsed.username !== '' || parsed.password !== '') {
+        this.fail(sec, urlKey, `credentials in the URL are not accepted (they would reach logs and errors); use ${join(sec.path, 'username')} and ${join(sec.path, 'password')}`);
         return;
       }
       const dockerHub = /(^|\.)docker\.io$/.test(parsed.hostname);
@@ -599,6 +606,12 @@ class Reader {
       if (username !== undefined) upstream.username = username;
       if (password !== undefined) upstream.password = password;
       if (prefix !== undefined) upstream.prefix = prefix;
+      const realmhosts = this.stringList(sec, 'realmhosts');
+      if (realmhosts !== undefined) {
+        const bad = realmhosts.find((h) => !/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/.test(h));
+        if (bad !== undefined) this.fail(sec, 'realmhosts', `expected host names such as auth.example.com or auth.example.com:5001, got ${JSON.stringify(bad)}`);
+        else if (realmhosts.length > 0) upstream.realmhosts = realmhosts.map((h) => h.toLowerCase());
+      }
       upstreams.push(upstream);
     };
     if (section.map?.has('remoteurl')) read(section, 'default', 'remoteurl', undefined, undefined);
@@ -611,7 +624,7 @@ class Reader {
           return;
         }
         const sec: Sec = { map: item, path: at };
-        const known = ['name', 'url', 'username', 'password', 'ttl', 'prefix', 'namespaces', 'librarymapping'];
+        const known = ['name', 'url', 'username', 'password', 'ttl', 'prefix', 'namespaces', 'librarymapping', 'realmhosts'];
         for (const key of item.keys()) if (!known.includes(key)) this.warnings.push(`unknown key ${at}.${key} (ignored)`);
         const prefix = this.string(sec, 'prefix')?.replace(/^\/+|\/+$/g, '');
         if (prefix !== undefined && !/^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/.test(prefix)) {
@@ -633,7 +646,10 @@ class Reader {
       seen.add(key);
     }
     const localnamespaces = (this.stringList(section, 'localnamespaces') ?? []).map((n) => n.replace(/^\/+|\/+$/g, '')).filter((n) => n !== '');
-    return { upstreams, localnamespaces, timeout: this.duration(section, 'timeout', DEFAULTS.proxyTimeoutMs, { positive: true }) };
+    const proxy: ProxyConfig = { upstreams, localnamespaces, timeout: this.duration(section, 'timeout', DEFAULTS.proxyTimeoutMs, { positive: true }) };
+    // registry:2's keys alone: one upstream for every repository, whatever `?ns=` says (registry:2 ignores it).
+    if (upstreams.length === 1 && upstreams[0]!.name === 'default' && isUnset(node)) proxy.ignoresNamespace = true;
+    return proxy;
   }
 
   health(top: Sec): WharfConfig['health'] {
@@ -1026,4 +1042,19 @@ function normaliseHost(host: string): string | undefined {
     return undefined;
   }
   return url.origin;
+}
+
+/** Whether a URL carries credentials (`scheme://user:password@host`). */
+function hasUserinfo(url: string): boolean {
+  try {
+    const parsed = new URL(url);
+    return parsed.username !== '' || parsed.password !== '';
+  } catch {
+    return /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*@/i.test(url);
+  }
+}
+
+/** `url` with any credentials before the host replaced, for error messages. */
+function withoutUserinfo(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1***@');
 }

@@ -197,6 +197,7 @@ export const CONFIG_SHAPE: Shape = section({
     localnamespaces: { kind: 'list', items: str },
     timeout: val,
     librarymapping: val,
+    realmhosts: { kind: 'list', items: str },
   }),
   compatibility: unsupported,
   policy: unsupported,

@@ -237,10 +237,18 @@ export interface ProxyUpstreamConfig {
   ttl: number;
   /** Repositories under this prefix (`ghcr` for `ghcr/owner/app`) go to this upstream, prefix removed. */
   prefix?: string;
-  /** containerd `?ns=` values routed to this upstream (default: the URL's host, plus docker.io for Docker Hub). */
+  /**
+   * containerd `?ns=` values that mean this upstream (default: the URL's host, plus docker.io for Docker Hub); they
+   * choose the local repository a read works on (server/proxy/routing.ts `namespacedName`).
+   */
   namespaces: string[];
   /** Map single-component names (`alpine`) to `library/alpine` upstream. Default: true for Docker Hub. */
   librarymapping: boolean;
+  /**
+   * Wharf `realmhosts`: hosts (`host` or `host:port`) other than the upstream's own that may receive its credentials
+   * as a token realm. Default none (the upstream's host, and auth.docker.io for Docker Hub, always may).
+   */
+  realmhosts?: string[];
 }
 
 export interface ProxyConfig {
@@ -250,6 +258,11 @@ export interface ProxyConfig {
   localnamespaces: string[];
   /** Wharf `proxy.timeout`: how long to wait for an upstream's response headers. Default 10 s. */
   timeout: number;
+  /**
+   * Set when the only upstream is registry:2's `proxy.remoteurl` (no `proxy.upstreams`): containerd's `?ns=` is
+   * ignored and every repository is mirrored from it, as registry:2 does.
+   */
+  ignoresNamespace?: boolean;
 }
 
 /** registry:2 `notifications.endpoints[]`. Durations in ms. */

@@ -190,6 +190,18 @@ export function createApp(deps: AppDeps): Koa {
     if (options.readOnly && isWrite(ctx.method)) {
       throw new RegistryError('UNSUPPORTED', 'the registry is in read-only mode (storage.maintenance.readonly)');
     }
+    // containerd's `?ns=` on a read chooses the local repository it works on (server/proxy/routing.ts): so a
+    // namespace can never write into, or read, the cache of a repository routed to another upstream.
+    if (deps.proxy && !isWrite(ctx.method) && match.name !== undefined) {
+      const ns = ctx.query.ns;
+      const local = deps.proxy.localName(match.name, Array.isArray(ns) ? ns[0] : ns);
+      if (local === undefined) {
+        throw new RegistryError('NAME_UNKNOWN', 'this registry does not mirror that repository from the registry ?ns= names', {
+          detail: { name: match.name },
+        });
+      }
+      match.name = local;
+    }
     // A mirrored repository takes no pushes or deletes (proxy.localnamespaces lists the ones that do).
     if (deps.proxy && isWrite(ctx.method) && match.name !== undefined && deps.proxy.isMirrored(match.name)) {
       throw new RegistryError('UNSUPPORTED', 'this repository is a mirror of an upstream registry; pushes are not accepted', {

@@ -3,7 +3,7 @@
  */
 import { RegistryError } from '../registry/errors.js';
 import { parseDigest } from '../registry/reference.js';
-import { notify, queryParam, respondEmpty, urlFor, type RegistryContext } from './context.js';
+import { notify, respondEmpty, urlFor, type RegistryContext } from './context.js';
 
 export type ByteRange = { start: number; end: number } | 'unsatisfiable' | undefined;
 
@@ -34,7 +34,6 @@ export async function getBlob(ctx: RegistryContext): Promise<void> {
   const digest = parseDigest(ctx.state.match.param!);
   // The mirror, when configured, caches a blob not yet in storage; the first request streams it as it arrives.
   const proxied = await ctx.state.deps.proxy?.blob(name, digest, {
-    ns: queryParam(ctx, 'ns'),
     head: ctx.method === 'HEAD',
     wait: ctx.get('Range') !== '',
   });

@@ -4,7 +4,7 @@
  */
 import { RegistryError } from '../registry/errors.js';
 import { parseReference } from '../registry/reference.js';
-import { contentLength, notify, queryParam, queryParams, respondEmpty, urlFor, type RegistryContext } from './context.js';
+import { contentLength, notify, queryParams, respondEmpty, urlFor, type RegistryContext } from './context.js';
 
 /** The most `?tag=` parameters one PUT may carry (the spec asks for at least 10). */
 export const MAX_TAGS_PER_PUT = 100;
@@ -13,7 +13,7 @@ export async function getManifest(ctx: RegistryContext): Promise<void> {
   const { registry, proxy } = ctx.state.deps;
   // The mirror, when configured, first brings the manifest into storage (or keeps the cached one, with a warning).
   const reference = parseReference(ctx.state.match.param!);
-  const warning = proxy && (await proxy.prepareManifest(ctx.state.match.name!, ctx.state.match.param!, queryParam(ctx, 'ns'))).warning;
+  const warning = proxy && (await proxy.prepareManifest(ctx.state.match.name!, ctx.state.match.param!)).warning;
   const manifest = await registry.manifests.get(ctx.state.match.name!, reference);
   if (warning) ctx.set('Warning', warning);
   ctx.set('Docker-Content-Digest', manifest.digest);

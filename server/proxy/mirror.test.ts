@@ -23,6 +23,7 @@ test("registry:2's proxy keys make one upstream for every repository; Docker Hub
     upstreams: [{ name: 'default', url: 'https://registry-1.docker.io', username: 'u', password: 'p', ttl: 24 * 3600_000, namespaces: ['registry-1.docker.io', 'docker.io'], librarymapping: true }],
     localnamespaces: [],
     timeout: 10_000,
+    ignoresNamespace: true,
   });
   const m = mirrorOf('proxy: {remoteurl: https://registry-1.docker.io}\n');
   t.is(m.route('alpine')?.remote, 'library/alpine');
@@ -51,9 +52,15 @@ test('upstreams are chosen by repository prefix, by ?ns=, or by default; local n
   t.like(m.route('ghcr/owner/app'), { remote: 'owner/app', upstream: { config: { name: 'ghcr' } } });
   t.like(m.route('quay/io/x/y'), { remote: 'x/y', upstream: { config: { name: 'quay/io' } } });
   t.like(m.route('nginx'), { remote: 'library/nginx', upstream: { config: { name: 'default' } } });
-  t.like(m.route('owner/app', 'ghcr.io'), { remote: 'owner/app', upstream: { config: { name: 'ghcr' } } });
-  t.like(m.route('library/nginx', 'docker.io'), { remote: 'library/nginx', upstream: { config: { name: 'default' } } });
-  t.is(m.route('owner/app', 'unknown.example'), undefined);
+  // containerd's ?ns= chooses the local repository: the name itself when it routes there, else under the prefix.
+  t.is(m.localName('owner/app', 'ghcr.io'), 'ghcr/owner/app');
+  t.like(m.route('ghcr/owner/app'), { remote: 'owner/app', upstream: { config: { name: 'ghcr' } } });
+  t.is(m.localName('library/nginx', 'docker.io'), 'library/nginx');
+  t.is(m.localName('x/y', 'quay.io'), 'quay/io/x/y');
+  // A namespace no upstream lists, or one that contradicts the name's route without a local name for it: refused.
+  t.is(m.localName('owner/app', 'unknown.example'), undefined);
+  t.is(m.localName('ghcr/owner/app', 'docker.io'), undefined);
+  t.is(m.localName('mycompany/app', 'ghcr.io'), 'mycompany/app', 'a local namespace stays local');
   t.is(m.route('mycompany/app'), undefined);
   t.false(m.isMirrored('mycompany/app'));
   t.true(m.isMirrored('ghcr/owner/app'));
@@ -74,4 +81,21 @@ test('config problems name the key', (t) => {
   t.regex(problems('proxy: {ttl: 1h}\n'), /needs proxy\.remoteurl or proxy\.upstreams/);
   t.regex(problems('proxy: {remoteurl: http://x, ttl: -1h}\n'), /proxy\.ttl: must be zero or more/);
   t.regex(problems('proxy: {upstreams: [{url: http://a, prefix: "Bad Prefix"}]}\n'), /proxy\.upstreams\.0\.prefix/);
+  t.regex(problems('proxy: {remoteurl: "http://u:pw@x"}\n'), /proxy\.remoteurl: credentials in the URL are not accepted .*use proxy\.username and proxy\.password/);
+  t.regex(problems('proxy: {upstreams: [{url: "http://u@a", prefix: a}]}\n'), /proxy\.upstreams\.0\.url: .*use proxy\.upstreams\.0\.username/);
+  t.notRegex(problems('proxy: {remoteurl: "ftp://u:pw@x"}\n'), /pw/, 'an invalid URL is not repeated with its credentials');
+  t.regex(problems('proxy: {remoteurl: http://x, realmhosts: ["https://auth.example.com"]}\n'), /proxy\.realmhosts: expected host names/);
+  t.regex(problems('notifications: {endpoints: [{name: a, url: "https://u:pw@hook.example"}]}\n'), /notifications\.endpoints\.0\.url: .*headers\.Authorization/);
+});
+
+test('realmhosts, per upstream and for proxy.remoteurl; ?ns= is honoured only with the upstreams list', (t) => {
+  const { config } = parseConfig(`${MINIMAL}proxy:\n  remoteurl: https://registry.example.com\n  realmhosts: [GitLab.example.com, "auth.example.com:5001"]\n`, {}, 'x');
+  t.deepEqual(config.proxy?.upstreams[0]?.realmhosts, ['gitlab.example.com', 'auth.example.com:5001']);
+  t.true(config.proxy?.ignoresNamespace);
+  const listed = parseConfig(`${MINIMAL}proxy:\n  upstreams: [{url: https://registry.example.com, realmhosts: [auth.example.com]}]\n`, {}, 'x').config.proxy!;
+  t.deepEqual(listed.upstreams[0]?.realmhosts, ['auth.example.com']);
+  t.is(listed.ignoresNamespace, undefined);
+  t.is(parseConfig(`${MINIMAL}proxy: {remoteurl: http://a}\n`, {}, 'x').config.proxy?.upstreams[0]?.realmhosts, undefined, 'default: none');
+  const single = mirrorOf('proxy: {remoteurl: http://127.0.0.1:5000}\n');
+  t.is(single.localName('team/app', 'docker.io'), 'team/app', 'registry:2 ignores ?ns=');
 });

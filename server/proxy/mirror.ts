@@ -4,10 +4,13 @@
  * serving from storage as usual (server/http/manifests.ts, blobs.ts); a blob not yet cached is streamed to the
  * first client while it is written through a normal upload session.
  *
- * - Routing: the upstream whose prefix starts the repository name (prefix removed upstream), or whose namespaces
- *   hold containerd's `?ns=`; else the upstream without a prefix. Local namespaces are never mirrored.
- * - Manifests by tag: HEAD upstream; GET and store only when the digest changed; when the upstream fails (timeout,
- *   5xx, 429) and a cached copy exists, serve it and say so (`warning`). By digest: cached copies are immutable.
+ * - Routing (./routing.ts): by the repository name alone; the upstream whose prefix starts it (prefix removed
+ *   upstream), else the upstream without a prefix. Local namespaces are never mirrored. containerd's `?ns=` is
+ *   resolved before (server/http/app.ts): it only chooses which local repository a read works on.
+ * - Manifests by tag: HEAD upstream; GET and store only when the digest changed; when the upstream is unavailable
+ *   (timeout, connection error, 5xx, 429) and a cached copy exists that the origin record beside its tag link says
+ *   came from this same upstream and remote name, serve it and say so (`warning`). A 404, 401 or 403 from the
+ *   upstream is answered as such, never from the cache. By digest: cached copies are immutable.
  * - Blobs: verified by the upload session before they become visible (a mismatch or a failed fetch leaves
  *   nothing); concurrent requests for one blob or manifest share one upstream fetch (in this process; across
  *   replicas through Redis when configured, ./shared-flight.ts); a client going away does not stop the fetch.
@@ -23,11 +26,23 @@ import { parseManifest } from '../registry/manifest-format.js';
 import { digestOf, parseDigest, tryParseDigest, type Digest } from '../registry/reference.js';
 import type { Registry } from '../registry/registry.js';
 import type { FlightOutcome, SharedFlights } from './shared-flight.js';
-import { routeOf } from './routing.js';
+import { namespacedName, routeOf } from './routing.js';
 import { UpstreamClient, UpstreamError } from './upstream.js';
 
 /** The warning a response carries when it was served from the cache because the upstream failed. */
 export const STALE_WARNING = '299 - "served from cache: upstream unavailable"';
+
+/**
+ * The origin record beside a cached tag's link (layout.tagOriginPath, `_manifests/tags/<tag>/wharf-origin`, a file
+ * registry:2 ignores and that goes with the tag's folder): which upstream and remote name the tag's current manifest
+ * came from. A stale serve needs it to match the repository's current route and tag.
+ */
+interface OriginRecord {
+  upstream: string;
+  url: string;
+  remote: string;
+  digest: string;
+}
 
 /** Where last-pull times are recorded: `<root>/_wharf/proxy/lastpull/<repository>/<alg>/<hex>` (`<ISO date> <upstream>`). */
 export const LAST_PULL_ROOT = layout.PROXY_LAST_PULL_ROOT;
@@ -88,6 +103,8 @@ export class Mirror {
   private readonly flights = new Map<string, Promise<unknown>>();
   private readonly blobFlights = new Map<string, Promise<void>>();
   private readonly lastPulls = new Map<string, number>();
+  /** Origin records known to be in storage, by repository and tag (OriginRecord). */
+  private readonly origins = new Map<string, string>();
   private readonly metrics?: ReturnType<typeof mirrorMetrics>;
 
   constructor(
@@ -101,6 +118,8 @@ export class Mirror {
       const opts: ConstructorParameters<typeof UpstreamClient>[0] = { url: u.url, timeoutMs: config.timeout };
       if (u.username !== undefined) opts.username = u.username;
       if (u.password !== undefined) opts.password = u.password;
+      if (u.realmhosts !== undefined) opts.realmHosts = u.realmhosts;
+      opts.logger = logger;
       if (options.fetch) opts.fetch = options.fetch;
       this.counters.set(u.name, { hits: 0, misses: 0, upstreamErrors: 0, bytes: 0 });
       return { config: u, client: new UpstreamClient(opts) };
@@ -114,14 +133,22 @@ export class Mirror {
   }
 
   /** The upstream serving `name` (and the name there), or undefined for a local repository (./routing.ts). */
-  route(name: string, ns?: string): Route | undefined {
-    const found = routeOf(this.config, name, ns);
+  route(name: string): Route | undefined {
+    const found = routeOf(this.config, name);
     return found && { upstream: this.upstreams[this.config.upstreams.indexOf(found.upstream)]!, remote: found.remote };
   }
 
+  /**
+   * The local repository a read of `name` with containerd's `?ns=` works on; undefined: refuse the request
+   * (./routing.ts `namespacedName`).
+   */
+  localName(name: string, ns: string | undefined): string | undefined {
+    return namespacedName(this.config, name, ns);
+  }
+
   /** Whether writes to `name` must be refused (it is mirrored, not a local namespace). */
-  isMirrored(name: string, ns?: string): boolean {
-    return this.route(name, ns) !== undefined;
+  isMirrored(name: string): boolean {
+    return this.route(name) !== undefined;
   }
 
   /** Run `fn` once for concurrent callers with the same key. */
@@ -143,13 +170,19 @@ export class Mirror {
     return flights.run(`${route.upstream.config.name}:${key}`, isDone, fetch);
   }
 
+  /**
+   * The client's answer for an upstream failure: generic, naming only what the client asked for (never the
+   * upstream's URL, status line or body); the reason goes to the log with the upstream's name.
+   */
   private failure(route: Route, err: UpstreamError, what: 'manifest' | 'blob', name: string, reference: string): RegistryError {
     this.count(route, 'upstreamErrors');
-    const detail = { name, reference, upstream: route.upstream.config.name, reason: err.message };
+    const detail = { name, reference };
+    if (err.kind !== 'notfound') {
+      this.logger.warn({ upstream: route.upstream.config.name, repository: name, reference, kind: err.kind, status: err.status, reason: err.message }, 'upstream request failed');
+    }
     switch (err.kind) {
       case 'notfound':
       case 'denied':
-        if (err.kind === 'denied') this.logger.warn({ upstream: route.upstream.config.name, repository: route.remote, status: err.status }, 'upstream denied access');
         return new RegistryError(what === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN', undefined, { detail });
       case 'ratelimited':
         return new RegistryError('TOOMANYREQUESTS', 'upstream rate limit reached and nothing cached', { detail });
@@ -164,8 +197,8 @@ export class Mirror {
    * Make sure the manifest `reference` (tag or digest) of `name` is in storage and current. Returns a warning to send
    * when a cached copy is served because the upstream failed. Local repositories: nothing to do.
    */
-  async prepareManifest(name: string, reference: string, ns?: string): Promise<{ warning?: string }> {
-    const route = this.route(name, ns);
+  async prepareManifest(name: string, reference: string): Promise<{ warning?: string }> {
+    const route = this.route(name);
     if (!route) return {};
     const manifests = this.registry.manifests;
     if (reference.includes(':')) {
@@ -200,6 +233,7 @@ export class Mirror {
         if (cached && head.digest === cached.value) {
           this.count(route, 'hits');
           this.recordPull(route, name, cached);
+          await this.recordOrigin(route, name, reference, cached);
           return;
         }
         const fetch = () => {
@@ -216,8 +250,10 @@ export class Mirror {
       return {};
     } catch (err) {
       if (!(err instanceof UpstreamError)) throw err;
-      // Any failure (including a refusal or a tag gone upstream) leaves the cached copy servable: a mirror's job.
-      if (cached) {
+      // Only unavailability leaves the cached copy servable, and only a copy this upstream and remote name gave:
+      // a 404 (the tag is gone upstream) or a refusal is the upstream's answer, and is passed on.
+      const unavailable = err.kind === 'unavailable' || err.kind === 'ratelimited';
+      if (cached && unavailable && (await this.cameFrom(route, name, reference, cached))) {
         this.count(route, 'upstreamErrors');
         this.logger.warn({ upstream: route.upstream.config.name, repository: name, tag: reference, reason: err.message }, 'serving cached manifest: upstream unavailable');
         this.recordPull(route, name, cached);
@@ -245,7 +281,10 @@ export class Mirror {
     await this.registry.recordReferences(name, [digest.value]);
     await this.registry.blobs.putContent(digest, got.content);
     await this.registry.driver.putContent(layout.revisionLinkPath(name, digest), digest.value);
-    if (tag !== undefined) await this.registry.manifests.tag(name, tag, digest);
+    if (tag !== undefined) {
+      await this.registry.manifests.tag(name, tag, digest);
+      await this.recordOrigin(route, name, tag, digest, true);
+    }
     this.recordPull(route, name, digest);
     this.logger.info({ upstream: route.upstream.config.name, repository: name, reference, digest: digest.value }, 'cached manifest from upstream');
   }
@@ -255,8 +294,8 @@ export class Mirror {
    * upstream's bytes being cached (GET), or the upstream's size (HEAD). With `wait` (a range request), the fetch is
    * finished first and the answer is `local`.
    */
-  async blob(name: string, digest: Digest, options: { ns?: string; head?: boolean; wait?: boolean } = {}): Promise<BlobAnswer> {
-    const route = this.route(name, options.ns);
+  async blob(name: string, digest: Digest, options: { head?: boolean; wait?: boolean } = {}): Promise<BlobAnswer> {
+    const route = this.route(name);
     if (!route) return { kind: 'local' };
     const blobs = this.registry.blobs;
     await this.registry.recordReferences(name, [digest.value]);
@@ -384,6 +423,46 @@ export class Mirror {
     client?.end();
     this.recordPull(route, name, digest);
     this.logger.info({ upstream: route.upstream.config.name, repository: name, digest: digest.value, size: bytes }, 'cached blob from upstream');
+  }
+
+  private originOf(route: Route, digest: Digest): OriginRecord {
+    const url = new URL(route.upstream.client.base);
+    url.username = '';
+    url.password = '';
+    return { upstream: route.upstream.config.name, url: url.toString().replace(/\/+$/, ''), remote: route.remote, digest: digest.value };
+  }
+
+  /**
+   * Write the origin record of tag `tag` of `name` (now naming `digest`), unless it already says so (known in this
+   * process, or read back); `fetched`: the tag was just written, write the record too.
+   */
+  private async recordOrigin(route: Route, name: string, tag: string, digest: Digest, fetched = false): Promise<void> {
+    const record = JSON.stringify(this.originOf(route, digest));
+    const key = `${name}\0${tag}`;
+    if (!fetched && this.origins.get(key) === record) return;
+    const path = layout.tagOriginPath(name, tag);
+    try {
+      const stored = fetched ? undefined : await this.registry.driver.getContent(path).then((b) => b.toString('utf8'), () => undefined);
+      if (stored !== record) await this.registry.driver.putContent(path, record);
+      this.origins.set(key, record);
+      if (this.origins.size > 100_000) this.origins.delete(this.origins.keys().next().value!);
+    } catch (err) {
+      // Without the record the tag is not served stale; the pull itself goes on.
+      this.logger.debug({ err: (err as Error).message }, 'could not record a cached tag\'s origin');
+    }
+  }
+
+  /** Whether the cached tag `tag` of `name` (naming `digest`) came from this route's upstream and remote name. */
+  private async cameFrom(route: Route, name: string, tag: string, digest: Digest): Promise<boolean> {
+    const raw = await this.registry.driver.getContent(layout.tagOriginPath(name, tag)).catch(() => undefined);
+    if (!raw) return false;
+    try {
+      const stored = JSON.parse(raw.toString('utf8')) as Partial<OriginRecord>;
+      const wanted = this.originOf(route, digest);
+      return stored.upstream === wanted.upstream && stored.url === wanted.url && stored.remote === wanted.remote && stored.digest === wanted.digest;
+    } catch {
+      return false;
+    }
   }
 
   /**

@@ -117,3 +117,64 @@ test('an upstream that does not answer times out as unavailable', async (t) => {
   t.regex(err!.message, /did not answer within 200 ms/);
   t.false(await client.ping());
 });
+
+test('credentials go to a token realm on the upstream\'s host (any port), auth.docker.io for Docker Hub, or a listed host; never https to http', (t) => {
+  const client = (url: string, realmHosts?: string[]) => new UpstreamClient({ url, timeoutMs: 1000, username: 'u', password: 'p', ...(realmHosts ? { realmHosts } : {}) });
+  const hub = client('https://registry-1.docker.io');
+  t.true(hub.realmMayReceiveCredentials(new URL('https://auth.docker.io/token')));
+  t.false(hub.realmMayReceiveCredentials(new URL('http://auth.docker.io/token')), 'no downgrade to plain http');
+  t.false(hub.realmMayReceiveCredentials(new URL('https://auth.docker.io.evil.example/token')));
+  const own = client('https://registry.example.com:5000');
+  t.true(own.realmMayReceiveCredentials(new URL('https://registry.example.com:5001/auth')));
+  t.false(own.realmMayReceiveCredentials(new URL('https://auth.example.com/auth')));
+  t.false(client('https://ghcr.io').realmMayReceiveCredentials(new URL('https://auth.docker.io/token')), 'the Docker Hub pair only for Docker Hub');
+  const listed = client('https://registry.example.com', ['gitlab.example.com', 'auth.example.com:5001']);
+  t.true(listed.realmMayReceiveCredentials(new URL('https://gitlab.example.com/jwt/auth')));
+  t.true(listed.realmMayReceiveCredentials(new URL('https://auth.example.com:5001/auth')));
+  t.false(listed.realmMayReceiveCredentials(new URL('https://auth.example.com:5002/auth')));
+  t.true(client('http://127.0.0.1:5000').realmMayReceiveCredentials(new URL('http://127.0.0.1:5001/token')));
+});
+
+test('an error never quotes a URL: a refused connection is described by its code', async (t) => {
+  const d = await start((_req, res) => res.end());
+  await stop(d);
+  const err = await t.throwsAsync(new UpstreamClient({ url: d.url, timeoutMs: 2000 }).headManifest('a/b', '1'), { instanceOf: UpstreamError });
+  t.is(err?.kind, 'unavailable');
+  t.is(err?.message, 'upstream unreachable (ECONNREFUSED)');
+});
+
+test('a token answer larger than the bound fails as invalid', async (t) => {
+  const d = await start((req, res) => {
+    if (req.url!.startsWith('/token')) {
+      res.writeHead(200, { 'Content-Type': 'application/json' }).end(`{"token":"${'a'.repeat(2 << 20)}"}`);
+      return;
+    }
+    res.writeHead(401, { 'WWW-Authenticate': `Bearer realm="${d.url}/token",service="s"` }).end();
+  });
+  t.teardown(() => stop(d));
+  const err = await t.throwsAsync(new UpstreamClient({ url: d.url, timeoutMs: 2000 }).headManifest('a/b', '1'), { instanceOf: UpstreamError });
+  t.is(err?.kind, 'invalid');
+  t.regex(err?.message ?? '', /token server answer is larger than/);
+});
+
+test('a manifest trickling in byte by byte fails once the whole body takes longer than the idle timeout', async (t) => {
+  const d = await start((_req, res) => {
+    const body = Buffer.alloc(600, ' ');
+    res.writeHead(200, { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json', 'Content-Length': body.length });
+    let i = 0;
+    const timer = setInterval(() => {
+      if (i === body.length) {
+        clearInterval(timer);
+        res.end();
+        return;
+      }
+      res.write(body.subarray(i, ++i));
+    }, 50);
+    res.on('close', () => clearInterval(timer));
+  });
+  t.teardown(() => stop(d));
+  const client = new UpstreamClient({ url: d.url, timeoutMs: 5000, idleTimeoutMs: 1000 });
+  const err = await t.throwsAsync(client.getManifest('a/b', '1', 1 << 20), { instanceOf: UpstreamError });
+  t.is(err?.kind, 'unavailable');
+  t.regex(err?.message ?? '', /manifest took longer than 1000 ms/);
+});

@@ -5,10 +5,19 @@
  *
  * Every failure is an `UpstreamError` whose `kind` says what the caller should do: `notfound` (the upstream does
  * not have it), `ratelimited` (429), `unavailable` (timeout, connection refused, 5xx), `denied` (401/403 after
- * authenticating), `invalid` (an answer that makes no sense).
+ * authenticating), `invalid` (an answer that makes no sense). Its message is for the log: it names the request
+ * path and status or an error code, never a URL (which could carry a signed query), a body, credentials or tokens.
+ *
+ * Credentials go only where they belong: to the upstream itself, and to a token realm on the upstream's host (any
+ * port), `auth.docker.io` for Docker Hub, or a host listed in `realmHosts`; never from https to plain http. A realm
+ * anywhere else is asked for an anonymous token (what a public pull needs), so an upstream cannot send the
+ * configured password to a server of its choosing (redirects are followed, and fetch drops the Authorization header
+ * on a redirect to another origin). Bodies read into memory (manifests, token answers) are bounded in
+ * size and time; error bodies are never read.
  */
 import { pipeline, Readable, Transform } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import type { Logger } from 'pino';
 
 export type UpstreamErrorKind = 'notfound' | 'ratelimited' | 'unavailable' | 'denied' | 'invalid';
 
@@ -42,9 +51,16 @@ export interface UpstreamOptions {
   timeoutMs: number;
   /** How long a blob body may stall before the fetch is aborted (ms). Default: 4 × timeoutMs. */
   idleTimeoutMs?: number;
+  /** Hosts (`host` or `host:port`) besides the upstream's own that may receive the credentials as a token realm. */
+  realmHosts?: string[];
+  /** Where to say that a realm was refused the credentials (once per realm host). */
+  logger?: Logger;
   /** For tests: a fetch to use instead of the global one. */
   fetch?: typeof fetch;
 }
+
+/** The largest token-server answer read (Docker Hub's are a few KiB). */
+export const MAX_TOKEN_RESPONSE_BYTES = 1 << 20;
 
 /** What a manifest HEAD or GET found. `content` only for GET. */
 export interface UpstreamManifest {
@@ -95,10 +111,21 @@ export class UpstreamClient {
   /** Set once the upstream asked for Basic auth: send credentials up front from then on. */
   private basic = false;
   private readonly doFetch: typeof fetch;
+  /** Realm hosts already logged as refused the credentials. */
+  private readonly refusedRealms = new Set<string>();
 
   constructor(private readonly options: UpstreamOptions) {
     this.base = options.url.replace(/\/+$/, '');
     this.doFetch = options.fetch ?? fetch;
+  }
+
+  /** Whether a token realm may receive the upstream's credentials (see the top of this file). */
+  realmMayReceiveCredentials(realm: URL): boolean {
+    const upstream = new URL(this.base);
+    if (upstream.protocol === 'https:' && realm.protocol !== 'https:') return false;
+    if (realm.hostname === upstream.hostname) return true;
+    if (/(^|\.)docker\.io$/.test(upstream.hostname) && realm.hostname === 'auth.docker.io') return true;
+    return (this.options.realmHosts ?? []).some((h) => h === realm.hostname || h === realm.host);
   }
 
   private basicHeader(): string | undefined {
@@ -115,7 +142,7 @@ export class UpstreamClient {
       return await this.doFetch(url, { ...init, signal: controller.signal, redirect: 'follow' });
     } catch (err) {
       const timedOut = controller.signal.aborted;
-      throw new UpstreamError('unavailable', timedOut ? `upstream did not answer within ${this.options.timeoutMs} ms` : `upstream unreachable: ${(err as Error).message}`, undefined, { cause: err });
+      throw new UpstreamError('unavailable', timedOut ? `upstream did not answer within ${this.options.timeoutMs} ms` : `upstream unreachable (${errorCode(err)})`, undefined, { cause: err });
     } finally {
       clearTimeout(timer);
     }
@@ -133,11 +160,19 @@ export class UpstreamClient {
     } catch {
       throw new UpstreamError('invalid', 'upstream sent a Bearer challenge with an invalid realm');
     }
+    if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.username !== '' || url.password !== '') {
+      throw new UpstreamError('invalid', 'upstream sent a Bearer challenge with a realm that is not a plain http(s) URL');
+    }
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
     url.searchParams.set('scope', challenge.params.scope ?? scope);
     const headers: Record<string, string> = {};
     const basic = this.basicHeader();
-    if (basic) headers.Authorization = basic;
+    if (basic && this.realmMayReceiveCredentials(url)) headers.Authorization = basic;
+    else if (basic && !this.refusedRealms.has(url.host)) {
+      this.refusedRealms.add(url.host);
+      this.options.logger?.warn({ upstream: new URL(this.base).host, realm: url.host },
+        'the upstream\'s token realm is on another host: asking it for an anonymous token, without the credentials (proxy realmhosts allows a host)');
+    }
     const res = await this.send(url.toString(), { headers });
     if (res.status === 429) {
       await res.body?.cancel();
@@ -151,11 +186,13 @@ export class UpstreamClient {
       await res.body?.cancel();
       throw new UpstreamError(res.status >= 500 ? 'unavailable' : 'invalid', `upstream token server answered ${res.status}`, res.status);
     }
+    const raw = await this.readBody(res, MAX_TOKEN_RESPONSE_BYTES, 'token server answer');
     let body: { token?: unknown; access_token?: unknown; expires_in?: unknown };
     try {
-      body = (await res.json()) as typeof body;
+      body = JSON.parse(raw.toString('utf8')) as typeof body;
+      if (body === null || typeof body !== 'object') throw new Error('not an object');
     } catch {
-      throw new UpstreamError('invalid', 'upstream token server answered with something other than JSON');
+      throw new UpstreamError('invalid', 'upstream token server answered with something other than a JSON object');
     }
     const token = typeof body.token === 'string' ? body.token : typeof body.access_token === 'string' ? body.access_token : undefined;
     if (!token) throw new UpstreamError('invalid', 'upstream token server answered without a token');
@@ -235,23 +272,38 @@ export class UpstreamClient {
   async getManifest(repository: string, reference: string, maxBytes: number): Promise<UpstreamManifest & { content: Buffer }> {
     const res = await this.request('GET', `${repository}/manifests/${reference}`, repository, { Accept: MANIFEST_ACCEPT });
     const out = UpstreamClient.describe(res);
-    if (out.size !== undefined && out.size > maxBytes) {
-      await res.body?.cancel();
-      throw new UpstreamError('invalid', `upstream manifest is larger than ${maxBytes} bytes`);
+    return { ...out, content: await this.readBody(res, maxBytes, 'manifest') };
+  }
+
+  /**
+   * A response body of at most `maxBytes`, read within the idle timeout as a whole (a body trickling in byte by
+   * byte cannot hold the caller longer than one stalled body would).
+   */
+  private async readBody(res: Response, maxBytes: number, what: string): Promise<Buffer> {
+    const length = res.headers.get('content-length');
+    if (length && /^\d+$/.test(length) && Number(length) > maxBytes) {
+      await res.body?.cancel().catch(() => undefined);
+      throw new UpstreamError('invalid', `upstream ${what} is larger than ${maxBytes} bytes`);
     }
+    const body = this.bodyOf(res);
+    const limit = this.options.idleTimeoutMs ?? this.options.timeoutMs * 4;
+    const deadline = setTimeout(() => body.destroy(new UpstreamError('unavailable', `upstream ${what} took longer than ${limit} ms`)), limit);
     const chunks: Buffer[] = [];
     let size = 0;
     try {
-      for await (const chunk of this.bodyOf(res)) {
+      for await (const chunk of body as AsyncIterable<Buffer>) {
         size += chunk.byteLength;
-        if (size > maxBytes) throw new UpstreamError('invalid', `upstream manifest is larger than ${maxBytes} bytes`);
+        if (size > maxBytes) throw new UpstreamError('invalid', `upstream ${what} is larger than ${maxBytes} bytes`);
         chunks.push(chunk);
       }
     } catch (err) {
+      body.destroy();
       if (err instanceof UpstreamError) throw err;
-      throw new UpstreamError('unavailable', `upstream manifest body failed: ${(err as Error).message}`, undefined, { cause: err });
+      throw new UpstreamError('unavailable', `upstream ${what} body failed (${errorCode(err)})`, undefined, { cause: err });
+    } finally {
+      clearTimeout(deadline);
     }
-    return { ...out, content: Buffer.concat(chunks, size) };
+    return Buffer.concat(chunks, size);
   }
 
   /** HEAD a blob: its size, or notfound. */
@@ -293,4 +345,16 @@ export class UpstreamClient {
     pipeline(source, out, () => clearTimeout(timer));
     return out;
   }
+}
+
+/**
+ * A short, safe description of a network error for the log: its code (ECONNREFUSED, ENOTFOUND,
+ * UND_ERR_SOCKET, …) or name, never its message, which can quote a URL.
+ */
+function errorCode(err: unknown): string {
+  for (let e = err as { code?: unknown; cause?: unknown; name?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+    if (typeof e.code === 'string' && /^[A-Z0-9_]{2,40}$/.test(e.code)) return e.code;
+  }
+  const name = (err as { name?: unknown } | undefined)?.name;
+  return typeof name === 'string' && /^[A-Za-z]{1,40}$/.test(name) ? name : 'error';
 }

@@ -11,6 +11,8 @@
  *       _manifests/revisions/<alg>/<hex>/link                           a manifest pushed to this repository
  *       _manifests/tags/<tag>/current/link                              the tag's current manifest digest
  *       _manifests/tags/<tag>/index/<alg>/<hex>/link                    every digest the tag ever pointed to
+ *       _manifests/tags/<tag>/wharf-origin                              Wharf: a mirrored tag's upstream and remote name
+ *                                                                       (JSON; server/proxy/mirror.ts)
  *       _uploads/<id>/data                                              bytes of an in-flight upload
  *       _uploads/<id>/startedat                                         RFC 3339 start time of that upload
  *       _uploads/<id>/hashstates/<alg>/<offset>                         (registry:2 only; Wharf does not write these)
@@ -80,6 +82,11 @@ export function tagPath(name: string, tag: string): string {
 
 export function tagCurrentLinkPath(name: string, tag: string): string {
   return `${tagPath(name, tag)}/current/link`;
+}
+
+/** Wharf: where the mirror records which upstream and remote name a cached tag came from. */
+export function tagOriginPath(name: string, tag: string): string {
+  return `${tagPath(name, tag)}/wharf-origin`;
 }
 
 export function tagIndexLinkPath(name: string, tag: string, d: Digest): string {
