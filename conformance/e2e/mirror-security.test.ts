@@ -169,6 +169,17 @@ test.serial('?ns= naming another upstream cannot poison a repository: nothing is
   }
 });
 
+test.serial('a repeated ?ns= is refused, not resolved on one copy and fetched with the other', async (t) => {
+  frontMode = 'pass';
+  const image = generateImage({ layerCount: 1, firstLayerBytes: 512 });
+  await pushB(image, 'foo/twice:latest');
+  const answer = await manifest(mirror.url, `foo/twice/manifests/latest?ns=${upB.host}&ns=${upB.host}`, image);
+  t.is(answer.status, 400, answer.body);
+  t.deepEqual(errorOf(answer).detail, { parameter: 'ns' });
+  t.false(existsSync(tagLink(mirror, 'b/foo/twice', 'latest')));
+  t.false(existsSync(tagLink(mirror, 'foo/twice', 'latest')));
+});
+
 test.serial('a tag cached from its own upstream is not overwritten through ?ns=, and is what an outage serves', async (t) => {
   const legit = generateImage({ layerCount: 1, firstLayerBytes: 2048 });
   const evil = generateImage({ layerCount: 1, firstLayerBytes: 2048 });

@@ -9,7 +9,7 @@ import type { Health } from '../health.js';
 import type { Metrics } from '../metrics.js';
 import { RegistryError } from '../registry/errors.js';
 import { deleteBlob, getBlob } from './blobs.js';
-import type { AppDeps, RegistryContext } from './context.js';
+import { queryParam, type AppDeps, type RegistryContext } from './context.js';
 import { getBase, getCatalog, listReferrers, listTags } from './discovery.js';
 import { deleteManifest, getManifest, putManifest } from './manifests.js';
 import { ALLOWED_METHODS, isWrite, matchRoute, type RouteName } from './routes.js';
@@ -193,8 +193,8 @@ export function createApp(deps: AppDeps): Koa {
     // containerd's `?ns=` on a read chooses the local repository it works on (server/proxy/routing.ts): so a
     // namespace can never write into, or read, the cache of a repository routed to another upstream.
     if (deps.proxy && !isWrite(ctx.method) && match.name !== undefined) {
-      const ns = ctx.query.ns;
-      const local = deps.proxy.localName(match.name, Array.isArray(ns) ? ns[0] : ns);
+      // Read like every parameter an access decision depends on: once, and a repeated one is refused.
+      const local = deps.proxy.localName(match.name, queryParam(ctx as RegistryContext, 'ns'));
       if (local === undefined) {
         throw new RegistryError('NAME_UNKNOWN', 'this registry does not mirror that repository from the registry ?ns= names', {
           detail: { name: match.name },
