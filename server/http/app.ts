@@ -56,6 +56,17 @@ function toRegistryError(err: unknown): RegistryError {
 const HEALTH_PATHS = new Set(['/healthz', '/readyz']);
 
 /**
+ * Headers on every response of this application (the API, the token endpoint, probes, and their errors): nothing it
+ * answers is a page. `nosniff` stops a browser from guessing HTML in a body, and the policy gives a body that is
+ * rendered anyway no scripts, no subresources, no framing and a sandbox. `http.headers` is applied after these and
+ * can replace them; a web UI served beside the API would set its own policy on its own pages.
+ */
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  'X-Content-Type-Options': 'nosniff',
+  'Content-Security-Policy': "default-src 'none'; frame-ancestors 'none'; sandbox",
+};
+
+/**
  * Socket byte counters as last accounted for. Node reads ahead (a request's body is often in the socket buffer
  * before the first middleware runs), so a request is charged with everything the connection read since the previous
  * request on it was accounted for: exact for HTTP/1.1 without pipelining, which is what clients use.
@@ -99,6 +110,7 @@ export function createApp(deps: AppDeps): Koa {
     const setCommonHeaders = () => {
       ctx.set('X-Request-Id', requestId);
       ctx.set('Docker-Distribution-API-Version', 'registry/2.0');
+      for (const [header, value] of Object.entries(SECURITY_HEADERS)) ctx.set(header, value);
       for (const [header, values] of Object.entries(options.headers)) ctx.set(header, values);
     };
     setCommonHeaders();
