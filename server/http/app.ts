@@ -10,6 +10,7 @@ import type { Metrics } from '../metrics.js';
 import { RegistryError } from '../registry/errors.js';
 import { deleteBlob, getBlob } from './blobs.js';
 import type { AppDeps, RegistryContext } from './context.js';
+import { TrustedProxies } from './forwarded.js';
 import { getBase, getCatalog, listReferrers, listTags } from './discovery.js';
 import { deleteManifest, getManifest, putManifest } from './manifests.js';
 import { ALLOWED_METHODS, isWrite, matchRoute, type RouteName } from './routes.js';
@@ -97,13 +98,20 @@ export async function answerHealth(ctx: Koa.Context, health: Health, kind: 'live
 
 export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
-  // Honour X-Forwarded-Proto/Host from a reverse proxy when building Location URLs (registry:2 does too).
-  app.proxy = true;
+  // Koa's own proxy support would believe X-Forwarded-* from anyone; they are weighed per request below instead.
+  app.proxy = false;
   const { logger, options } = deps;
+  const trustedProxies = new TrustedProxies(options.trustedProxies);
 
   // 1. Errors: every failure becomes the spec's JSON envelope. Registered first so it sees everything.
   app.use(async (ctx: Koa.Context, next: Next) => {
     const started = process.hrtime.bigint();
+    // The client's address, and the host and scheme it used: from the connection, or from the forwarded headers of a
+    // trusted proxy (http.trustedproxies). Everything downstream (throttle, logs, events, Location) reads these.
+    const origin = trustedProxies.origin(ctx.req.socket.remoteAddress ?? '', ctx.req.headers);
+    ctx.request.ip = origin.ip;
+    if (origin.host !== undefined) Object.defineProperty(ctx.request, 'host', { value: origin.host, configurable: true });
+    if (origin.protocol !== undefined) Object.defineProperty(ctx.request, 'protocol', { value: origin.protocol, configurable: true });
     deps.metrics?.inFlight.inc();
     const requestId = ctx.get('X-Request-Id') || randomUUID();
     ctx.state.requestId = requestId;

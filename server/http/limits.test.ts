@@ -5,6 +5,7 @@
  */
 import test from 'ava';
 import { createHash } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { startWharf, type RunningWharf } from '../../conformance/harness.js';
 
@@ -190,4 +191,241 @@ test('deep manifests are refused as soon as the nesting is too deep, while other
   }
   // The connections are still usable: Node discards the rest of each body and keeps them.
   for (const p of puts) t.false(p.socket.destroyed);
+});
+
+// ---- finding 6: held connections -------------------------------------------------------------------------------
+
+/** A raw connection from `localAddress` to the server; resolves once connected. */
+function rawConnect(url: string, localAddress = '127.0.0.1'): Promise<Socket> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: hostname, port: Number(port), localAddress }, () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+/** Resolves when the socket is closed, with everything it received. */
+function closed(socket: Socket): Promise<string> {
+  let received = '';
+  socket.setEncoding('latin1');
+  socket.on('data', (d: string) => { received += d; });
+  socket.on('error', () => {});
+  return new Promise((resolve) => socket.once('close', () => resolve(received)));
+}
+
+/** Send one keep-alive GET on a raw socket and resolve with the response head once it arrives. */
+function rawGet(socket: Socket, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let received = '';
+    const onData = (d: Buffer) => {
+      received += d.toString('latin1');
+      if (received.includes('\r\n\r\n')) { socket.off('data', onData); resolve(received); }
+    };
+    socket.on('data', onData);
+    socket.once('close', () => reject(new Error(`closed before answering: ${JSON.stringify(received)}`)));
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\n\r\n`);
+  });
+}
+
+const until = async (condition: () => boolean | Promise<boolean>): Promise<void> => {
+  while (!(await condition())) await new Promise((r) => setTimeout(r, 50));
+};
+
+test('a request whose announced body stops coming is closed after http.timeouts.stall', async (t) => {
+  const w = await startWharf({ config: { http: { timeouts: { stall: '1s' } } } });
+  t.teardown(() => w.stop());
+  const socket = await rawConnect(w.url);
+  const done = closed(socket);
+  socket.write(`PUT /v2/held/app/manifests/latest HTTP/1.1\r\nHost: localhost\r\nContent-Type: ${OCI_MANIFEST}\r\nContent-Length: 1000\r\n\r\n{"schema`);
+  const received = await done;
+  t.false(/^HTTP\/1\.1 2/.test(received), 'no success for a body that never came');
+
+  // A chunked upload that stops sending is closed too.
+  const chunked = await rawConnect(w.url);
+  const chunkedDone = closed(chunked);
+  chunked.write('POST /v2/held/app/blobs/uploads/ HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n');
+  await chunkedDone;
+  t.pass();
+});
+
+test('request headers that never finish are closed after http.timeouts.readheader', async (t) => {
+  const w = await startWharf({ config: { http: { timeouts: { readheader: '1s' } } } });
+  t.teardown(() => w.stop());
+  const silent = await rawConnect(w.url);
+  const partial = await rawConnect(w.url);
+  const silentDone = closed(silent);
+  const partialDone = closed(partial);
+  partial.write('GET /v2/ HTTP/1.1\r\nHost: localhost\r\nX-Slow: ');
+  await Promise.all([silentDone, partialDone]);
+  t.pass();
+});
+
+test('a slow upload that keeps moving is not cut by http.timeouts.stall', async (t) => {
+  const w = await startWharf({ config: { http: { timeouts: { stall: '1s' } } } });
+  t.teardown(() => w.stop());
+  const start = await fetch(`${w.url}/v2/slow/app/blobs/uploads/`, { method: 'POST' });
+  const location = new URL(start.headers.get('location')!, w.url);
+  // Twelve chunks 250 ms apart: three times the stall limit in total, never a second without a byte.
+  const chunks = Array.from({ length: 12 }, (_, i) => Buffer.alloc(1024, i));
+  const socket = await rawConnect(w.url);
+  const done = closed(socket);
+  socket.write(`PATCH ${location.pathname}${location.search} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: ${12 * 1024}\r\nConnection: close\r\n\r\n`);
+  for (const chunk of chunks) {
+    await new Promise((r) => setTimeout(r, 250));
+    socket.write(chunk);
+  }
+  const received = await done;
+  t.regex(received, /^HTTP\/1\.1 202 /);
+  t.regex(received, /Range: 0-12287/i);
+});
+
+test('a response the client does not read is closed after http.timeouts.stall', async (t) => {
+  const w = await startWharf({ config: { log: { level: 'info' }, http: { timeouts: { stall: '1s' } } } });
+  t.teardown(() => w.stop());
+  // Large enough to fill the socket buffers of loopback on both sides.
+  const blob = Buffer.alloc(48 * 1024 * 1024, 7);
+  const digest = await pushBlob(w.url, 'unread/app', blob);
+  const socket = await rawConnect(w.url);
+  socket.pause();
+  socket.write(`GET /v2/unread/app/blobs/${digest} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
+  await until(() => w.output().includes('closing a stalled connection'));
+  // Reading now gets what was in flight, then the end: not the whole blob.
+  let received = 0;
+  socket.on('data', (d: Buffer) => { received += d.byteLength; });
+  socket.on('error', () => {});
+  socket.resume();
+  await new Promise((r) => socket.once('close', r));
+  t.true(received < blob.byteLength, `received ${received} of ${blob.byteLength}`);
+});
+
+test('one address may hold http.maxconnectionsperaddress connections; another address is still served', async (t) => {
+  const w = await startWharf({ config: { http: { maxconnectionsperaddress: 3 } } });
+  t.teardown(() => w.stop());
+  const held = await Promise.all([1, 2, 3].map(() => rawConnect(w.url)));
+  t.teardown(() => { for (const s of held) s.destroy(); });
+  // Each of them is accepted and answered (so the server has counted all three).
+  for (const s of held) t.regex(await rawGet(s, '/v2/'), /^HTTP\/1\.1 200 /);
+
+  // A fourth from the same address is closed without an answer.
+  const fourth = await rawConnect(w.url);
+  const fourthDone = closed(fourth);
+  fourth.write('GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n');
+  t.is(await fourthDone, '');
+
+  // Another client address is served meanwhile.
+  const other = await rawConnect(w.url, '127.0.0.2');
+  t.regex(await rawGet(other, '/v2/'), /^HTTP\/1\.1 200 /);
+  other.destroy();
+
+  // Once one of the three goes, the address may connect again.
+  held[0]!.destroy();
+  await until(async () => {
+    const again = await rawConnect(w.url);
+    try {
+      return /^HTTP\/1\.1 200 /.test(await rawGet(again, '/v2/'));
+    } catch {
+      return false;
+    } finally {
+      again.destroy();
+    }
+  });
+  t.pass();
+});
+
+test('a trusted proxy is not limited by http.maxconnectionsperaddress', async (t) => {
+  const w = await startWharf({ config: { http: { maxconnectionsperaddress: 1, trustedproxies: ['127.0.0.1'] } } });
+  t.teardown(() => w.stop());
+  const sockets = await Promise.all([1, 2, 3].map(() => rawConnect(w.url)));
+  t.teardown(() => { for (const s of sockets) s.destroy(); });
+  for (const s of sockets) t.regex(await rawGet(s, '/v2/'), /^HTTP\/1\.1 200 /);
+});
+
+// ---- finding 7: forwarded headers --------------------------------------------------------------------------------
+
+/** POST an upload from `localAddress` with these headers; the Location header and the access-log address. */
+async function startUploadFrom(w: RunningWharf, localAddress: string, headers: Record<string, string>): Promise<{ location: string; remote: unknown }> {
+  const requestId = `fwd-${Math.random().toString(36).slice(2)}`;
+  const { hostname, port } = new URL(w.url);
+  const location = await new Promise<string>((resolve, reject) => {
+    const req = httpRequest({
+      host: hostname, port: Number(port), localAddress, agent: false, method: 'POST', path: '/v2/fwd/app/blobs/uploads/',
+      headers: { ...headers, 'X-Request-Id': requestId },
+    }, (res) => {
+      res.resume();
+      if (res.statusCode !== 202) reject(new Error(`upload start answered ${res.statusCode}`));
+      else resolve(res.headers.location!);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  // The access-log line of this request (written once it was answered).
+  const line = () => w.output().split('\n').find((l) => l.includes(requestId) && l.includes('"msg":"request"'));
+  await until(() => line() !== undefined);
+  return { location, remote: (JSON.parse(line()!) as { remote?: unknown }).remote };
+}
+
+const SPOOFED = {
+  'X-Forwarded-For': '198.51.100.7, 203.0.113.9',
+  'X-Forwarded-Host': 'attacker.example',
+  'X-Forwarded-Proto': 'https',
+};
+
+test('by default, X-Forwarded-* change neither the client address in logs nor the host of Location', async (t) => {
+  const w = await startWharf({ config: { log: { level: 'info' } } });
+  t.teardown(() => w.stop());
+  const { location, remote } = await startUploadFrom(w, '127.0.0.1', SPOOFED);
+  t.true(location.startsWith(`${w.url}/v2/fwd/app/blobs/uploads/`), location);
+  t.is(remote, '127.0.0.1');
+});
+
+test('from a trusted proxy, the right-most untrusted X-Forwarded-For hop is the client, and its host and scheme count', async (t) => {
+  const w = await startWharf({ config: { log: { level: 'info' }, http: { trustedproxies: ['127.0.0.1', '10.0.0.0/8'] } } });
+  t.teardown(() => w.stop());
+  // The client wrote 198.51.100.7 itself; the trusted proxy appended the address it saw, 203.0.113.9.
+  const direct = await startUploadFrom(w, '127.0.0.1', SPOOFED);
+  t.is(direct.remote, '203.0.113.9');
+  t.true(direct.location.startsWith('https://attacker.example/v2/fwd/app/blobs/uploads/'), direct.location);
+
+  // Through two trusted proxies (10.1.2.3 is one of them), the client is still the first untrusted hop from the right.
+  const chained = await startUploadFrom(w, '127.0.0.1', { 'X-Forwarded-For': '198.51.100.7, 203.0.113.9, 10.1.2.3' });
+  t.is(chained.remote, '203.0.113.9');
+
+  // A malformed hop is not taken as an address: the proxy that passed it on is the client.
+  const garbage = await startUploadFrom(w, '127.0.0.1', { 'X-Forwarded-For': 'not-an-address', 'X-Forwarded-Host': 'bad host/x' });
+  t.is(garbage.remote, '127.0.0.1');
+  t.true(garbage.location.startsWith(`${w.url}/`), garbage.location);
+
+  // The same headers from an address that is not a trusted proxy are ignored.
+  const untrusted = await startUploadFrom(w, '127.0.0.2', SPOOFED);
+  t.is(untrusted.remote, '127.0.0.2');
+  t.true(untrusted.location.startsWith(`${w.url}/`), untrusted.location);
+});
+
+// ---- listing limits ------------------------------------------------------------------------------------------------
+
+test('tags.maxtags bounds every tags page, with or without n, and the Link header leads to the rest', async (t) => {
+  const w = await startWharf({ config: { tags: { maxtags: 3 }, catalog: { maxentries: 2 } } });
+  t.teardown(() => w.stop());
+  const tags = ['a', 'b', 'c', 'd', 'e'];
+  for (const tag of tags) await pushManifest(w.url, 'many/tags', tag);
+
+  for (const query of ['', '?n=100']) {
+    const res = await fetch(`${w.url}/v2/many/tags/tags/list${query}`);
+    t.is(res.status, 200);
+    t.deepEqual(((await res.json()) as { tags: string[] }).tags, ['a', 'b', 'c'], query);
+    const link = res.headers.get('link');
+    t.is(link, '</v2/many/tags/tags/list?last=c&n=3>; rel="next"', query);
+    const next = await fetch(new URL(link!.slice(1, link!.indexOf('>')), w.url));
+    t.deepEqual(((await next.json()) as { tags: string[] }).tags, ['d', 'e']);
+    t.is(next.headers.get('link'), null);
+  }
+  // A smaller n is honoured as before.
+  t.deepEqual(((await (await fetch(`${w.url}/v2/many/tags/tags/list?n=2`)).json()) as { tags: string[] }).tags, ['a', 'b']);
+
+  // catalog.maxentries does the same for the catalog.
+  await pushManifest(w.url, 'many/other', 'x');
+  await pushManifest(w.url, 'many/third', 'x');
+  const catalog = await fetch(`${w.url}/v2/_catalog?n=50`);
+  t.deepEqual(((await catalog.json()) as { repositories: string[] }).repositories, ['many/other', 'many/tags']);
+  t.regex(catalog.headers.get('link') ?? '', /last=many%2Ftags&n=2/);
 });
