@@ -429,3 +429,28 @@ test('tags.maxtags bounds every tags page, with or without n, and the Link heade
   t.deepEqual(((await catalog.json()) as { repositories: string[] }).repositories, ['many/other', 'many/tags']);
   t.regex(catalog.headers.get('link') ?? '', /last=many%2Ftags&n=2/);
 });
+
+// ---- body size -------------------------------------------------------------------------------------------------
+
+test('a chunked manifest over validation.manifests.maxsize is answered 413 before its body ends', async (t) => {
+  const w = await startWharf({ config: { validation: { manifests: { maxsize: 1024 } } } });
+  t.teardown(() => w.stop());
+  const socket = await rawConnect(w.url);
+  t.teardown(() => socket.destroy());
+  let received = '';
+  const answered = new Promise<void>((resolve) => {
+    socket.on('data', (d: Buffer) => {
+      received += d.toString('latin1');
+      if (/\r\n\r\n[\s\S]*}\s*$/.test(received)) resolve();
+    });
+    socket.once('close', () => resolve());
+  });
+  // No Content-Length, so the limit can only be applied while the body streams in; the body is never finished.
+  socket.write(`PUT /v2/big/app/manifests/latest HTTP/1.1\r\nHost: localhost\r\nContent-Type: ${OCI_MANIFEST}\r\nTransfer-Encoding: chunked\r\n\r\n`);
+  const chunk = `{"schemaVersion":2,"padding":"${'x'.repeat(4000)}`;
+  socket.write(`${chunk.length.toString(16)}\r\n${chunk}\r\n`);
+  await answered;
+  t.regex(received, /^HTTP\/1\.1 413 /);
+  t.regex(received, /MANIFEST_INVALID/);
+  t.false(socket.destroyed, 'the connection is kept: the rest of the body is discarded, not reset');
+});
