@@ -260,6 +260,15 @@ test('request headers that never finish are closed after http.timeouts.readheade
   t.pass();
 });
 
+test('a kept-alive connection without a next request is closed after http.timeouts.idle', async (t) => {
+  const w = await startWharf({ config: { http: { timeouts: { idle: '1s' } } } });
+  t.teardown(() => w.stop());
+  const socket = await rawConnect(w.url);
+  t.regex(await rawGet(socket, '/v2/'), /^HTTP\/1\.1 200 /);
+  await closed(socket);
+  t.pass();
+});
+
 test('a slow upload that keeps moving is not cut by http.timeouts.stall', async (t) => {
   const w = await startWharf({ config: { http: { timeouts: { stall: '1s' } } } });
   t.teardown(() => w.stop());
