@@ -8,6 +8,10 @@ import { createHash } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { startWharf, type RunningWharf } from '../../conformance/harness.js';
+import { InMemoryDriver } from '../../storage-drivers/index.js';
+import { markRepository, scanRepository } from '../gc/mark.js';
+import * as layout from '../registry/layout.js';
+import { parseDigest } from '../registry/reference.js';
 
 const sha256 = (b: Uint8Array | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -462,4 +466,28 @@ test('a chunked manifest over validation.manifests.maxsize is answered 413 befor
   t.regex(received, /^HTTP\/1\.1 413 /);
   t.regex(received, /MANIFEST_INVALID/);
   t.false(socket.destroyed, 'the connection is kept: the rest of the body is discarded, not reset');
+});
+
+// ---- the garbage collector and manifests stored before the depth bound --------------------------------------------
+
+test('the collector still follows a stored manifest nested deeper than the bound, and keeps its blobs', async (t) => {
+  const driver = new InMemoryDriver();
+  const config = Buffer.from('{"architecture":"amd64"}');
+  const configDigest = parseDigest(sha256(config));
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: OCI_MANIFEST,
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest.value, size: config.byteLength },
+    layers: [], x: JSON.parse(nested(100)),
+  }));
+  const manifestDigest = parseDigest(sha256(manifest));
+  await driver.putContent(layout.blobDataPath(configDigest), config);
+  await driver.putContent(layout.layerLinkPath('old/deep', configDigest), configDigest.value);
+  await driver.putContent(layout.blobDataPath(manifestDigest), manifest);
+  await driver.putContent(layout.revisionLinkPath('old/deep', manifestDigest), manifestDigest.value);
+  await driver.putContent(layout.tagCurrentLinkPath('old/deep', 'v1'), manifestDigest.value);
+  const scan = await scanRepository(driver, 'old/deep');
+  // Every link counts as old, so only what the tagged manifest references is live.
+  const marked = await markRepository(driver, scan, { deleteUntagged: true, cutoff: Date.now() + 3_600_000 });
+  t.true(marked.manifests.has(manifestDigest.value));
+  t.true(marked.blobs.has(configDigest.value));
 });

@@ -166,9 +166,12 @@ export function tooDeep(): RegistryError {
   return invalid(`manifest nests objects and arrays deeper than ${MAX_JSON_DEPTH} levels`, { maxDepth: MAX_JSON_DEPTH });
 }
 
-/** JSON.parse of manifest bytes, refusing documents nested deeper than MAX_JSON_DEPTH first (MANIFEST_INVALID). */
-export function parseManifestJson(content: Buffer): unknown {
-  if (jsonTooDeep(content)) throw tooDeep();
+/**
+ * JSON.parse of manifest bytes, refusing documents nested deeper than `maxDepth` (MAX_JSON_DEPTH) first
+ * (MANIFEST_INVALID). Only a process that serves no requests (the garbage collector) passes Infinity.
+ */
+export function parseManifestJson(content: Buffer, maxDepth = MAX_JSON_DEPTH): unknown {
+  if (maxDepth !== Infinity && jsonTooDeep(content, maxDepth)) throw tooDeep();
   try {
     return JSON.parse(content.toString('utf8'));
   } catch (err) {
@@ -188,10 +191,11 @@ export function baseContentType(header: string | undefined): string | undefined 
  *
  * The media type is the body's `mediaType` when present (and then the Content-Type must agree with it);
  * otherwise the Content-Type when it names a manifest type; otherwise it is inferred from the structure, as
- * registry:2 does for OCI manifests and indexes written without `mediaType`.
+ * registry:2 does for OCI manifests and indexes written without `mediaType`. `options.maxDepth` bounds the nesting
+ * (MAX_JSON_DEPTH unless given).
  */
-export function parseManifest(content: Buffer, contentType: string | undefined): ParsedManifest {
-  const doc = parseManifestJson(content);
+export function parseManifest(content: Buffer, contentType: string | undefined, options: { maxDepth?: number } = {}): ParsedManifest {
+  const doc = parseManifestJson(content, options.maxDepth);
   if (!isObject(doc)) throw invalid('manifest must be a JSON object');
 
   const declared = doc.mediaType;
