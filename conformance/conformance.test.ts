@@ -16,9 +16,11 @@ let noDelete: RunningWharf | undefined;
 let noDeleteCtx: Context | undefined;
 
 test.before(async () => {
+  // ava runs every check of this file at once: well over the default http.maxconnectionsperaddress from one address.
+  const http = { maxconnectionsperaddress: 0 };
   [wharf, noDelete] = await Promise.all([
-    startWharf(),
-    startWharf({ config: { storage: { delete: { enabled: false } } } }),
+    startWharf({ config: { http } }),
+    startWharf({ config: { http, storage: { delete: { enabled: false } } } }),
   ]);
   ctx = createContext({ url: wharf.url });
   noDeleteCtx = createContext({ url: noDelete.url });

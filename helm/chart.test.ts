@@ -460,6 +460,8 @@ renderTest('single node filesystem: a ReadWriteOnce claim, Recreate, htpasswd fr
   t.is(at(config, 'storage.filesystem.rootdirectory'), '/var/lib/registry');
   t.is(at(config, 'storage.delete.enabled'), true);
   t.is(at(config, 'http.host'), 'https://registry.example.com');
+  // Behind the Ingress, the controller's forwarded headers are believed (and it is not capped per address).
+  t.true((at(config, 'http.trustedproxies') as string[]).includes('10.0.0.0/8'));
   const ingress = one(r, 'Ingress');
   const annotations = at(ingress, 'metadata.annotations');
   t.is(annotations['nginx.ingress.kubernetes.io/proxy-body-size'], '0');
@@ -590,6 +592,13 @@ renderTest('long release names are shortened to what Kubernetes accepts, and ref
   t.is(at(one(r, 'StatefulSet'), 'spec.serviceName'), at(redisService, 'metadata.name'));
   const ingress = one(r, 'Ingress');
   t.is(at(ingress, 'spec.rules')[0].http.paths[0].backend.service.name, at(one(r, 'Deployment'), 'metadata.name'));
+});
+
+renderTest('http.trustedproxies: none without an Ingress; the configured list wins over the Ingress default', (t) => {
+  t.deepEqual(at(parse(configYml(render({}))), 'http.trustedproxies'), []);
+  const r = render({ ingress: { enabled: true }, config: { http: { trustedproxies: ['10.42.0.0/16'] } } });
+  t.is(r.error, '');
+  t.deepEqual(at(parse(configYml(r)), 'http.trustedproxies'), ['10.42.0.0/16']);
 });
 
 renderTest('numbers keep their integer form in config.yml and manifests (no 4.194304e+06)', (t) => {

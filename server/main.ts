@@ -16,6 +16,8 @@ import { GcRecorder } from './gc/recorder.js';
 import { serverGcState } from './gc/redis-state.js';
 import { createApp } from './http/app.js';
 import { UploadLimits } from './http/upload-limits.js';
+import { guardConnections, headerCheckInterval, type ConnectionLimits } from './http/connections.js';
+import { TrustedProxies } from './http/forwarded.js';
 import { Mirror } from './proxy/mirror.js';
 import { SharedFlights } from './proxy/shared-flight.js';
 import { createAuth } from './http/auth-setup.js';
@@ -53,7 +55,9 @@ export function httpOptions(config: WharfConfig): HttpOptions {
     redirectEnabled: !config.storage.redirect.disable,
     manifestMaxSize: config.validation.manifests.maxsize,
     headers: config.http.headers,
-    catalogMaxEntries: 1000,
+    catalogMaxEntries: config.catalog.maxentries,
+    maxTags: config.tags.maxtags,
+    trustedProxies: config.http.trustedproxies,
   };
 }
 
@@ -124,16 +128,22 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     ...(config.proxy ? { proxy: new Mirror(config.proxy, registry, logger, { manifestMaxSize: config.validation.manifests.maxsize, ...(metrics ? { metrics: metrics.registry } : {}), ...(sharedFlights ? { sharedFlights } : {}) }) } : {}),
   });
   const handler = app.callback();
+  const limits: ConnectionLimits = {
+    readHeaderMs: config.http.timeouts.readheader,
+    stallMs: config.http.timeouts.stall,
+    idleMs: config.http.timeouts.idle,
+    maxPerAddress: config.http.maxconnectionsperaddress,
+  };
+  const serverOptions = { connectionsCheckingInterval: headerCheckInterval(limits) };
   const server = config.http.tls
     ? createHttpsServer(
-        { cert: await readFile(config.http.tls.certificate), key: await readFile(config.http.tls.key) },
+        { ...serverOptions, cert: await readFile(config.http.tls.certificate), key: await readFile(config.http.tls.key) },
         handler,
       )
-    : createHttpServer(handler);
-  // Large layer uploads can take long; never cut a request that is still sending.
-  server.requestTimeout = 0;
-  server.headersTimeout = 60_000;
-  server.keepAliveTimeout = 75_000;
+    : createHttpServer(serverOptions, handler);
+  // Header, keep-alive and stall timeouts and connections per address (http.timeouts, http.maxconnectionsperaddress).
+  // Large layer uploads can take long: the total time of a request is not limited, only time standing still.
+  const stopGuard = guardConnections(server, limits, new TrustedProxies(config.http.trustedproxies), logger);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -187,6 +197,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
       timer.unref();
       server.close(() => {
         clearTimeout(timer);
+        stopGuard();
         void registry.descriptorCache?.close().catch(() => {});
         void sharedFlights?.close();
         void gcState.close();

@@ -43,8 +43,13 @@ const FILE_DEFAULTS: WharfConfig = {
       uploadlimits: { perrepository: 1000, peruser: 500 },
     },
   },
-  http: { addr: ':5000', net: 'tcp', prefix: '/', relativeurls: false, draintimeout: 60_000, headers: {} },
+  http: {
+    addr: ':5000', net: 'tcp', prefix: '/', relativeurls: false, draintimeout: 60_000, headers: {},
+    trustedproxies: [], timeouts: { readheader: 30_000, stall: 60_000, idle: 75_000 }, maxconnectionsperaddress: 100,
+  },
   validation: { disabled: false, manifests: { maxsize: 4194304 } },
+  catalog: { maxentries: 1000 },
+  tags: { maxtags: 1000 },
   health: { storagedriver: { enabled: false, interval: 10_000, threshold: 3 } },
   notifications: { endpoints: [], maxqueue: 10_000 },
   auth: { throttle: { accountfailures: 5, addressfailures: 20, accounttotalfailures: 100, window: 60_000 } },
@@ -212,8 +217,13 @@ auth:
       headers: { 'X-Content-Type-Options': ['nosniff'], 'X-Multi': ['a', 'b'] },
       tls: { certificate: '/etc/certs/tls.crt', key: '/etc/certs/tls.key', clientcas: ['/etc/certs/ca.pem'] },
       debug: { addr: '127.0.0.1:5002', prometheus: { enabled: true, path: '/prom' } },
+      trustedproxies: [],
+      timeouts: { readheader: 30_000, stall: 60_000, idle: 75_000 },
+      maxconnectionsperaddress: 100,
     },
     validation: { disabled: true, manifests: { maxsize: 1048576 } },
+    catalog: { maxentries: 1000 },
+    tags: { maxtags: 1000 },
     health: { storagedriver: { enabled: true, interval: 5000, threshold: 2 } },
     auth: {
       htpasswd: { realm: 'basic-realm', path: '/auth/htpasswd' },
@@ -266,6 +276,50 @@ test('http.addr accepts the listen address forms registry:2 does', (t) => {
     const { config } = parseConfig(`${MINIMAL}http:\n  addr: "${addr}"\n`, {}, 'x');
     t.is(config.http.addr, addr);
   }
+});
+
+test('http.trustedproxies, http.timeouts, http.maxconnectionsperaddress, catalog.maxentries and tags.maxtags are read', (t) => {
+  const { config, warnings } = parseConfig(`${MINIMAL}http:
+  trustedproxies: [10.0.0.0/8, 192.168.1.1, "fd00::/8", "::1"]
+  timeouts: {readheader: 10s, stall: 2m, idle: 5s}
+  maxconnectionsperaddress: 0
+catalog: {maxentries: 50}
+tags: {maxtags: 20}
+`, {}, 'x');
+  t.deepEqual(warnings, []);
+  t.deepEqual(config.http.trustedproxies, ['10.0.0.0/8', '192.168.1.1', 'fd00::/8', '::1']);
+  t.deepEqual(config.http.timeouts, { readheader: 10_000, stall: 120_000, idle: 5_000 });
+  t.is(config.http.maxconnectionsperaddress, 0);
+  t.is(config.catalog.maxentries, 50);
+  t.is(config.tags.maxtags, 20);
+
+  const fromEnv = parseConfig(MINIMAL, {
+    REGISTRY_HTTP_TRUSTEDPROXIES: '[127.0.0.1]',
+    REGISTRY_HTTP_TIMEOUTS_STALL: '5s',
+    REGISTRY_HTTP_MAXCONNECTIONSPERADDRESS: '7',
+    REGISTRY_TAGS_MAXTAGS: '3',
+  }, 'x').config;
+  t.deepEqual(fromEnv.http.trustedproxies, ['127.0.0.1']);
+  t.is(fromEnv.http.timeouts.stall, 5_000);
+  t.is(fromEnv.http.maxconnectionsperaddress, 7);
+  t.is(fromEnv.tags.maxtags, 3);
+
+  // registry:2 takes zero or a negative page limit as its default.
+  t.is(parseConfig(`${MINIMAL}catalog: {maxentries: 0}\ntags: {maxtags: -1}\n`, {}, 'x').config.catalog.maxentries, 1000);
+
+  t.deepEqual(problemsOf(`${MINIMAL}http:
+  trustedproxies: [10.0.0.0/33, proxy.example.com, 10.0.0.1]
+  timeouts: {readheader: 0s, stall: soon}
+  maxconnectionsperaddress: -1
+tags: {maxtags: many}
+`), [
+    'http.trustedproxies: entry 0: the prefix length is at most 32, got "10.0.0.0/33"',
+    'http.trustedproxies: entry 1: expected an IP address or a CIDR range such as 10.0.0.0/8, got "proxy.example.com"',
+    'http.timeouts.readheader: must be greater than zero, got "0s"',
+    'http.timeouts.stall: expected a duration such as 30s, 15m or 1h30m (invalid duration "soon"), got "soon"',
+    'http.maxconnectionsperaddress: must be at least 0, got -1',
+    'tags.maxtags: expected an integer, got "many"',
+  ]);
 });
 
 test('YAML anchors and merge keys work', (t) => {
@@ -409,8 +463,8 @@ catalog: {maxentries: 100}
     'health.file: not supported by this Wharf version',
     'reporting: not supported by this Wharf version',
     'compatibility: not supported by this Wharf version',
-    'catalog: not supported by this Wharf version',
   ]);
+  t.is(config.catalog.maxentries, 100);
 });
 
 test('auth: none is accepted silently', (t) => {

@@ -9,7 +9,7 @@
  * problem names its key (and the environment variable, when one set it).
  */
 import { readFile } from 'node:fs/promises';
-import { isIPv6 } from 'node:net';
+import { isIP, isIPv6 } from 'node:net';
 import { resolve as resolvePath } from 'node:path';
 import { nanosToMillis, parseGoDuration } from './duration.js';
 import { applyEnvOverrides, switchDriver, type Origins } from './env.js';
@@ -83,6 +83,12 @@ export const DEFAULTS = {
   proxyTtlMs: 168 * 3600_000,
   proxyTimeoutMs: 10_000,
   prometheusPath: '/metrics',
+  readHeaderTimeoutMs: 30_000,
+  stallTimeoutMs: 60_000,
+  keepAliveTimeoutMs: 75_000,
+  maxConnectionsPerAddress: 100,
+  catalogMaxEntries: 1000,
+  maxTags: 1000,
 } as const;
 
 /** Load the config file at `options.path` (or the embedded default) and apply `REGISTRY_*` overrides. */
@@ -149,6 +155,8 @@ export function parseConfig(
     auth: reader.auth(top),
     health: reader.health(top),
     notifications: reader.notifications(top),
+    catalog: { maxentries: reader.positiveOrDefault(reader.sectionOf(top, 'catalog'), 'maxentries', DEFAULTS.catalogMaxEntries) },
+    tags: { maxtags: reader.positiveOrDefault(reader.sectionOf(top, 'tags'), 'maxtags', DEFAULTS.maxTags) },
   };
   const redis = reader.redis(top, config.storage);
   if (redis) config.redis = redis;
@@ -433,6 +441,7 @@ class Reader {
       if (!prefix.endsWith('/')) prefix += '/';
     }
 
+    const timeouts = this.section(http, 'timeouts');
     const result: HttpConfig = {
       addr,
       net,
@@ -440,6 +449,13 @@ class Reader {
       relativeurls: this.boolean(http, 'relativeurls', false),
       draintimeout: this.duration(http, 'draintimeout', DEFAULTS.draintimeoutMs),
       headers: this.headers(http),
+      trustedproxies: this.trustedProxies(http),
+      timeouts: {
+        readheader: this.duration(timeouts, 'readheader', DEFAULTS.readHeaderTimeoutMs, { positive: true }),
+        stall: this.duration(timeouts, 'stall', DEFAULTS.stallTimeoutMs, { positive: true }),
+        idle: this.duration(timeouts, 'idle', DEFAULTS.keepAliveTimeoutMs, { positive: true }),
+      },
+      maxconnectionsperaddress: this.integer(http, 'maxconnectionsperaddress', DEFAULTS.maxConnectionsPerAddress, 0),
     };
     if (host !== undefined) result.host = host;
     const tls = this.tls(this.section(http, 'tls'));
@@ -458,6 +474,30 @@ class Reader {
       this.warnings.push('http.debug.prometheus: ignored, because http.debug.addr is not set (metrics are served on the debug listener)');
     }
     return result;
+  }
+
+  /** `http.trustedproxies`: IP addresses and CIDR ranges (`10.0.0.0/8`, `fd00::/8`), each checked. */
+  private trustedProxies(http: Sec): string[] {
+    const list = this.stringList(http, 'trustedproxies') ?? [];
+    list.forEach((entry, i) => {
+      const problem = trustedProxyProblem(entry);
+      if (problem) this.fail(http, 'trustedproxies', `entry ${i}: ${problem}, got ${JSON.stringify(entry)}`);
+    });
+    return list.map((entry) => entry.trim());
+  }
+
+  /** A section for readers outside this class (top-level sections with one key). */
+  sectionOf(top: Sec, key: string): Sec {
+    return this.section(top, key);
+  }
+
+  /**
+   * A count that must be positive. registry:2 reads zero or a negative value of its page limits as "the default", so
+   * those are taken as the default too rather than refused.
+   */
+  positiveOrDefault(sec: Sec, key: string, fallback: number): number {
+    const n = this.integer(sec, key, fallback, Number.MIN_SAFE_INTEGER);
+    return n > 0 ? n : fallback;
   }
 
   private headers(http: Sec): Record<string, string[]> {
@@ -1007,6 +1047,15 @@ function join(path: string, key: string): string {
 }
 
 /** Why `addr` is not a TCP listen address (`host:port`, `:port`, `[v6]:port`), or undefined if it is one. */
+/** What is wrong with an `http.trustedproxies` entry (an IP address, or a CIDR range), or undefined. */
+export function trustedProxyProblem(entry: string): string | undefined {
+  const m = /^([^/]+)(?:\/(\d{1,3}))?$/.exec(entry.trim());
+  const family = m ? isIP(m[1]!) : 0;
+  if (!m || family === 0) return 'expected an IP address or a CIDR range such as 10.0.0.0/8';
+  if (m[2] !== undefined && Number(m[2]) > (family === 4 ? 32 : 128)) return `the prefix length is at most ${family === 4 ? 32 : 128}`;
+  return undefined;
+}
+
 function tcpAddressProblem(addr: string): string | undefined {
   const usage = 'expected host:port or :port, such as :5000 or 127.0.0.1:5000';
   let host: string;

@@ -124,6 +124,10 @@ export const CONFIG_SHAPE: Shape = section({
     debug: section({ addr: str, prometheus: section({ enabled: val, path: str }), tls: unsupported }),
     http2: unsupported,
     h2c: unsupported,
+    // Wharf's own: which proxies' forwarded headers to believe, connection timeouts, connections per address.
+    trustedproxies: { kind: 'list', items: str },
+    timeouts: section({ readheader: val, stall: val, idle: val }),
+    maxconnectionsperaddress: val,
   }),
   validation: section({
     disabled: val,
@@ -186,7 +190,8 @@ export const CONFIG_SHAPE: Shape = section({
     http: unsupported,
     tcp: unsupported,
   }),
-  catalog: unsupported,
+  catalog: section({ maxentries: val }),
+  tags: section({ maxtags: val }),
   proxy: section({
     remoteurl: str,
     username: str,

@@ -113,6 +113,28 @@ export interface HttpConfig {
    * set. `prometheus.enabled` serves Prometheus metrics at `prometheus.path` (default /metrics) on it.
    */
   debug?: { addr: string; prometheus: { enabled: boolean; path: string } };
+  /**
+   * Wharf `http.trustedproxies`: addresses and CIDR ranges of reverse proxies whose `X-Forwarded-For`,
+   * `X-Forwarded-Host` and `X-Forwarded-Proto` are believed. Empty by default: forwarded headers are ignored.
+   */
+  trustedproxies: string[];
+  /** Wharf `http.timeouts` (ms). */
+  timeouts: {
+    /** The request line and headers must arrive within this. Default 30 s. */
+    readheader: number;
+    /**
+     * How long a transfer may stand still while the server waits on the client: receiving a request body, or
+     * sending a response the client does not read. Only time without a byte moving counts. Default 60 s.
+     */
+    stall: number;
+    /** How long a kept-alive connection may wait for its next request. Default 75 s. */
+    idle: number;
+  };
+  /**
+   * Wharf `http.maxconnectionsperaddress`: open connections one client address may hold (per process); further ones
+   * are closed at once. Trusted proxies are exempt. 0: no limit. Default 100.
+   */
+  maxconnectionsperaddress: number;
 }
 
 export interface ValidationConfig {
@@ -220,6 +242,10 @@ export interface WharfConfig {
   health: { storagedriver: { enabled: boolean; interval: number; threshold: number } };
   /** registry:2 `notifications`: webhook endpoints for push, pull, mount and delete events. */
   notifications: NotificationsConfig;
+  /** registry:2 `catalog.maxentries`: the largest catalog page. Default 1000. */
+  catalog: { maxentries: number };
+  /** registry:2 `tags.maxtags`: the largest tags list page (a larger or absent `n` is cut to it). Default 1000. */
+  tags: { maxtags: number };
   /** registry:2 `proxy` plus Wharf's `proxy.upstreams`: a pull-through cache (docs/mirror.md). Absent: no mirror. */
   proxy?: ProxyConfig;
 }

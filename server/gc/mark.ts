@@ -149,7 +149,9 @@ export async function markRepository(driver: StorageDriver, scan: RepositoryScan
       continue;
     }
     try {
-      const parsed = parseManifest(content, undefined);
+      // No depth bound here: the collector serves no requests, and a manifest stored before the bound existed must
+      // keep its blobs whatever its nesting.
+      const parsed = parseManifest(content, undefined, { maxDepth: Infinity });
       for (const b of parsed.blobs) result.blobs.add(b.value);
       for (const m of parsed.manifests) queue.push(m.value);
     } catch {

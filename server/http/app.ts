@@ -10,6 +10,7 @@ import type { Metrics } from '../metrics.js';
 import { RegistryError } from '../registry/errors.js';
 import { deleteBlob, getBlob } from './blobs.js';
 import { queryParam, type AppDeps, type RegistryContext } from './context.js';
+import { TrustedProxies } from './forwarded.js';
 import { getBase, getCatalog, listReferrers, listTags } from './discovery.js';
 import { deleteManifest, getManifest, putManifest } from './manifests.js';
 import { ALLOWED_METHODS, isWrite, matchRoute, type RouteName } from './routes.js';
@@ -56,6 +57,17 @@ function toRegistryError(err: unknown): RegistryError {
 const HEALTH_PATHS = new Set(['/healthz', '/readyz']);
 
 /**
+ * Headers on every response of this application (the API, the token endpoint, probes, and their errors): nothing it
+ * answers is a page. `nosniff` stops a browser from guessing HTML in a body, and the policy gives a body that is
+ * rendered anyway no scripts, no subresources, no framing and a sandbox. `http.headers` is applied after these and
+ * can replace them; a web UI served beside the API would set its own policy on its own pages.
+ */
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  'X-Content-Type-Options': 'nosniff',
+  'Content-Security-Policy': "default-src 'none'; frame-ancestors 'none'; sandbox",
+};
+
+/**
  * Socket byte counters as last accounted for. Node reads ahead (a request's body is often in the socket buffer
  * before the first middleware runs), so a request is charged with everything the connection read since the previous
  * request on it was accounted for: exact for HTTP/1.1 without pipelining, which is what clients use.
@@ -86,19 +98,27 @@ export async function answerHealth(ctx: Koa.Context, health: Health, kind: 'live
 
 export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
-  // Honour X-Forwarded-Proto/Host from a reverse proxy when building Location URLs (registry:2 does too).
-  app.proxy = true;
+  // Koa's own proxy support would believe X-Forwarded-* from anyone; they are weighed per request below instead.
+  app.proxy = false;
   const { logger, options } = deps;
+  const trustedProxies = new TrustedProxies(options.trustedProxies);
 
   // 1. Errors: every failure becomes the spec's JSON envelope. Registered first so it sees everything.
   app.use(async (ctx: Koa.Context, next: Next) => {
     const started = process.hrtime.bigint();
+    // The client's address, and the host and scheme it used: from the connection, or from the forwarded headers of a
+    // trusted proxy (http.trustedproxies). Everything downstream (throttle, logs, events, Location) reads these.
+    const origin = trustedProxies.origin(ctx.req.socket.remoteAddress ?? '', ctx.req.headers);
+    ctx.request.ip = origin.ip;
+    if (origin.host !== undefined) Object.defineProperty(ctx.request, 'host', { value: origin.host, configurable: true });
+    if (origin.protocol !== undefined) Object.defineProperty(ctx.request, 'protocol', { value: origin.protocol, configurable: true });
     deps.metrics?.inFlight.inc();
     const requestId = ctx.get('X-Request-Id') || randomUUID();
     ctx.state.requestId = requestId;
     const setCommonHeaders = () => {
       ctx.set('X-Request-Id', requestId);
       ctx.set('Docker-Distribution-API-Version', 'registry/2.0');
+      for (const [header, value] of Object.entries(SECURITY_HEADERS)) ctx.set(header, value);
       for (const [header, values] of Object.entries(options.headers)) ctx.set(header, values);
     };
     setCommonHeaders();

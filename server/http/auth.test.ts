@@ -53,6 +53,8 @@ test.before(async () => {
     startWharf({
       config: {
         log: { level: 'debug' },
+        // The tests stand in for clients behind a proxy on loopback, each named by X-Forwarded-For.
+        http: { trustedproxies: ['127.0.0.1'] },
         auth: {
           htpasswd: { realm: 'test-realm', path: join(dir, 'htpasswd') },
           access: RULES,

@@ -29,8 +29,12 @@ export interface HttpOptions {
   manifestMaxSize: number;
   /** Extra headers for every response (registry:2 `http.headers`). */
   headers: Record<string, string[]>;
-  /** Largest `n` the catalog answers with in one page. */
+  /** Largest `n` the catalog answers with in one page (registry:2 `catalog.maxentries`). */
   catalogMaxEntries: number;
+  /** Largest page of a tags list (registry:2 `tags.maxtags`): a larger or absent `n` is cut to it. */
+  maxTags: number;
+  /** Addresses and CIDR ranges whose X-Forwarded-* headers are believed (`http.trustedproxies`). */
+  trustedProxies: readonly string[];
 }
 
 export interface AppDeps {

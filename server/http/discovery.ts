@@ -19,11 +19,13 @@ export function getBase(ctx: RegistryContext): void {
 export async function listTags(ctx: RegistryContext): Promise<void> {
   const { registry, options } = ctx.state.deps;
   const name = ctx.state.match.name!;
-  const n = paginationCount(ctx);
+  // A page is at most tags.maxtags long, whatever `n` asks, also without `n`; the Link header leads to the rest (the
+  // spec lets a registry return fewer tags than asked when it sends one).
+  const n = paginationCount(ctx, options.maxTags)!;
   const last = queryParam(ctx, 'last');
   if (n === 0) return json(ctx, { name, tags: [] });
   const page = await registry.manifests.listTags(name, n, last);
-  if (page.next !== undefined && n !== undefined) {
+  if (page.next !== undefined) {
     ctx.set('Link', nextLink(`${options.prefix}/v2/${name}/tags/list`, n, page.next));
   }
   json(ctx, { name, tags: page.tags });

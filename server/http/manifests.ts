@@ -3,6 +3,7 @@
  * DeleteManifest (end-9).
  */
 import { RegistryError } from '../registry/errors.js';
+import { JsonDepthGauge, tooDeep } from '../registry/manifest-format.js';
 import { parseReference } from '../registry/reference.js';
 import { contentLength, notify, queryParams, respondEmpty, urlFor, type RegistryContext } from './context.js';
 
@@ -42,7 +43,10 @@ export async function getManifest(ctx: RegistryContext): Promise<void> {
   });
 }
 
-/** Read a request body of at most `max` bytes; 413 as soon as it is known to be larger. */
+/**
+ * Read a manifest body of at most `max` bytes; 413 as soon as it is known to be larger, and MANIFEST_INVALID as soon
+ * as it nests deeper than a manifest may (before the rest arrives, and before anything parses it).
+ */
 async function readLimited(ctx: RegistryContext, max: number): Promise<Buffer> {
   const tooLarge = () =>
     new RegistryError('MANIFEST_INVALID', `manifest is larger than the limit of ${max} bytes`, {
@@ -52,10 +56,14 @@ async function readLimited(ctx: RegistryContext, max: number): Promise<Buffer> {
   const length = contentLength(ctx);
   if (length !== undefined && length > max) throw tooLarge();
   const chunks: Buffer[] = [];
+  const depth = new JsonDepthGauge();
   let size = 0;
-  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+  // Stopping early leaves the request open (not destroyed): Node reads and discards the rest once the error is
+  // answered, so the client sees the error rather than a reset connection.
+  for await (const chunk of ctx.req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
     size += chunk.byteLength;
     if (size > max) throw tooLarge();
+    if (depth.push(chunk)) throw tooDeep();
     chunks.push(chunk);
   }
   if (length !== undefined && size !== length) {

@@ -110,6 +110,75 @@ function checkDescriptor(v: unknown, where: string): Descriptor & { parsed: Dige
   };
 }
 
+/**
+ * The deepest nesting of objects and arrays a manifest may have. Real manifests nest five or six levels (index,
+ * descriptor, platform, features); the bound is there because parsing a document nested a million levels deep holds
+ * the event loop for seconds.
+ */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * Measures how deep JSON text nests objects and arrays, fed in chunks as they arrive (so a body can be refused
+ * before it is complete). A linear pass counting brackets outside strings, honouring backslash escapes across chunk
+ * boundaries; it does not check the rest of the syntax, which JSON.parse does afterwards on text known to be shallow.
+ */
+export class JsonDepthGauge {
+  private depth = 0;
+  private inString = false;
+  private escaped = false;
+  constructor(private readonly max = MAX_JSON_DEPTH) {}
+
+  /** Take the next bytes; true once the nesting has gone deeper than the limit. */
+  push(chunk: Uint8Array): boolean {
+    let { depth, inString, escaped } = this;
+    const max = this.max;
+    for (let i = 0; i < chunk.length; i++) {
+      const c = chunk[i]!;
+      if (inString) {
+        if (escaped) escaped = false;
+        else if (c === 0x5c /* \ */) escaped = true;
+        else if (c === 0x22 /* " */) inString = false;
+      } else if (c === 0x22) {
+        inString = true;
+      } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+        if (++depth > max) {
+          this.depth = depth;
+          return true;
+        }
+      } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+        depth--;
+      }
+    }
+    this.depth = depth;
+    this.inString = inString;
+    this.escaped = escaped;
+    return false;
+  }
+}
+
+/** Whether JSON text nests objects and arrays deeper than `max`. */
+export function jsonTooDeep(content: Uint8Array, max = MAX_JSON_DEPTH): boolean {
+  return new JsonDepthGauge(max).push(content);
+}
+
+/** MANIFEST_INVALID for a manifest nested deeper than the limit. */
+export function tooDeep(): RegistryError {
+  return invalid(`manifest nests objects and arrays deeper than ${MAX_JSON_DEPTH} levels`, { maxDepth: MAX_JSON_DEPTH });
+}
+
+/**
+ * JSON.parse of manifest bytes, refusing documents nested deeper than `maxDepth` (MAX_JSON_DEPTH) first
+ * (MANIFEST_INVALID). Only a process that serves no requests (the garbage collector) passes Infinity.
+ */
+export function parseManifestJson(content: Buffer, maxDepth = MAX_JSON_DEPTH): unknown {
+  if (maxDepth !== Infinity && jsonTooDeep(content, maxDepth)) throw tooDeep();
+  try {
+    return JSON.parse(content.toString('utf8'));
+  } catch (err) {
+    throw invalid(`manifest is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
 /** The media type without parameters, lower-cased; undefined when absent. */
 export function baseContentType(header: string | undefined): string | undefined {
   if (!header) return undefined;
@@ -122,15 +191,11 @@ export function baseContentType(header: string | undefined): string | undefined 
  *
  * The media type is the body's `mediaType` when present (and then the Content-Type must agree with it);
  * otherwise the Content-Type when it names a manifest type; otherwise it is inferred from the structure, as
- * registry:2 does for OCI manifests and indexes written without `mediaType`.
+ * registry:2 does for OCI manifests and indexes written without `mediaType`. `options.maxDepth` bounds the nesting
+ * (MAX_JSON_DEPTH unless given).
  */
-export function parseManifest(content: Buffer, contentType: string | undefined): ParsedManifest {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(content.toString('utf8'));
-  } catch (err) {
-    throw invalid(`manifest is not valid JSON: ${(err as Error).message}`);
-  }
+export function parseManifest(content: Buffer, contentType: string | undefined, options: { maxDepth?: number } = {}): ParsedManifest {
+  const doc = parseManifestJson(content, options.maxDepth);
   if (!isObject(doc)) throw invalid('manifest must be a JSON object');
 
   const declared = doc.mediaType;
@@ -202,15 +267,34 @@ export function parseManifest(content: Buffer, contentType: string | undefined):
   };
 }
 
-/** The media type of stored manifest bytes (for GET): the same rules as on push, without a Content-Type. */
-export function storedMediaType(content: Buffer): string {
+/**
+ * The media type to serve stored bytes as on a manifest GET, or undefined when the bytes are not a manifest this
+ * registry serves. The bytes reach this point through a revision link, or through a legacy `_layers` link that may
+ * just as well name a plain blob a client uploaded, so nothing in them is trusted: they must be shallow JSON, and
+ * either a schema 2 / OCI manifest or index of an accepted media type with the structure of that kind (`manifests`
+ * for an index, `config` for an image manifest), or a Docker schema 1 manifest (old registry:2 data). Whatever
+ * `mediaType` the bytes declare is never echoed unless it is one of those types, so a blob saying `text/html` is
+ * not served as a page.
+ */
+export function servableMediaType(content: Buffer): string | undefined {
+  let doc: unknown;
   try {
-    const doc = JSON.parse(content.toString('utf8')) as Record<string, unknown>;
-    if (typeof doc.mediaType === 'string' && doc.mediaType) return doc.mediaType;
-    if (Array.isArray(doc.manifests)) return MediaType.OCI_INDEX;
-    if (doc.schemaVersion === 1) return doc.signatures ? MediaType.DOCKER_SCHEMA1_SIGNED : MediaType.DOCKER_SCHEMA1;
-    return MediaType.OCI_MANIFEST;
+    doc = parseManifestJson(content);
   } catch {
-    return MediaType.OCI_MANIFEST;
+    return undefined;
   }
+  if (!isObject(doc)) return undefined;
+  const declared = doc.mediaType;
+  if (declared !== undefined && typeof declared !== 'string') return undefined;
+  if (doc.schemaVersion === 1) {
+    if (!Array.isArray(doc.fsLayers)) return undefined;
+    const mediaType = doc.signatures ? MediaType.DOCKER_SCHEMA1_SIGNED : MediaType.DOCKER_SCHEMA1;
+    if (declared !== undefined && declared !== MediaType.DOCKER_SCHEMA1 && declared !== MediaType.DOCKER_SCHEMA1_SIGNED) return undefined;
+    return mediaType;
+  }
+  if (doc.schemaVersion !== 2) return undefined;
+  const mediaType = declared || (Array.isArray(doc.manifests) ? MediaType.OCI_INDEX : MediaType.OCI_MANIFEST);
+  if (!MANIFEST_MEDIA_TYPES.includes(mediaType)) return undefined;
+  if (isIndexType(mediaType) ? !Array.isArray(doc.manifests) : !isObject(doc.config)) return undefined;
+  return mediaType;
 }

@@ -13,7 +13,8 @@ import {
   EMPTY_JSON,
   EMPTY_JSON_DIGEST,
   parseManifest,
-  storedMediaType,
+  parseManifestJson,
+  servableMediaType,
   type Descriptor,
 } from './manifest-format.js';
 import { digestOf, isValidTag, parseDigest, tryParseDigest, validateTag, type Digest, type Reference } from './reference.js';
@@ -78,15 +79,18 @@ class ContentCache {
   }
 }
 
-/** The media type of cached manifest bytes, worked out once per cached buffer rather than parsed on every GET. */
+/**
+ * The media type of cached manifest bytes ('' when they are not a servable manifest), worked out once per cached
+ * buffer rather than parsed on every GET.
+ */
 const mediaTypes = new WeakMap<Buffer, string>();
-function mediaTypeOf(content: Buffer): string {
+function mediaTypeOf(content: Buffer): string | undefined {
   let mediaType = mediaTypes.get(content);
   if (mediaType === undefined) {
-    mediaType = storedMediaType(content);
+    mediaType = servableMediaType(content) ?? '';
     mediaTypes.set(content, mediaType);
   }
-  return mediaType;
+  return mediaType === '' ? undefined : mediaType;
 }
 
 /** (repository, digest) pairs whose revision link this process has seen, bounded (oldest dropped first). */
@@ -144,16 +148,6 @@ export class ManifestStore {
     return undefined;
   }
 
-  /** Whether bytes are a manifest at all (a legacy `_layers` link may just as well name a layer). */
-  private static isManifestBytes(content: Buffer): boolean {
-    try {
-      const doc = JSON.parse(content.toString('utf8')) as { schemaVersion?: unknown };
-      return typeof doc === 'object' && doc !== null && typeof doc.schemaVersion === 'number';
-    } catch {
-      return false;
-    }
-  }
-
   /**
    * The bytes stored under `digest`, verified: storage bytes that do not hash to the digest (a damaged file, or one
    * written by a race) are never served as that manifest. Verified bytes are cached, so the hot path hashes nothing.
@@ -186,9 +180,12 @@ export class ManifestStore {
     const link = known ? 'revision' : digest && (await this.revisionLink(name, digest));
     if (!digest || !link) throw manifestUnknown(name, reference);
     const content = await this.content(digest);
-    if (!content || (link === 'legacy' && !ManifestStore.isManifestBytes(content))) throw manifestUnknown(name, reference);
+    // Bytes that are not a manifest of a type we serve are unknown as a manifest, whatever link names them (a legacy
+    // `_layers` link may name any blob, and a blob can say it is `text/html`).
+    const mediaType = content && mediaTypeOf(content);
+    if (!content || !mediaType) throw manifestUnknown(name, reference);
     if (link === 'revision') this.revisions.add(name, digest.value);
-    return { digest: digest.value, mediaType: mediaTypeOf(content), content };
+    return { digest: digest.value, mediaType, content };
   }
 
   /**
@@ -344,7 +341,7 @@ export class ManifestStore {
     if (fallback) {
       const index = await this.content(fallback);
       try {
-        const doc = index ? (JSON.parse(index.toString('utf8')) as { manifests?: { digest?: string }[] }) : undefined;
+        const doc = index ? (parseManifestJson(index) as { manifests?: { digest?: string }[] } | null) : undefined;
         for (const m of doc?.manifests ?? []) {
           const d = typeof m.digest === 'string' ? tryParseDigest(m.digest) : undefined;
           if (d) found.set(d.value, d);

@@ -203,6 +203,10 @@ The config.yml Wharf runs with: config from values, plus the keys the chart mana
 {{- else -}}
 {{- $_ := unset $http "host" -}}
 {{- end -}}
+{{- /* Behind the Ingress every connection comes from the controller: believe its X-Forwarded-* (private ranges). */ -}}
+{{- if and .Values.ingress.enabled (empty .Values.config.http.trustedproxies) -}}
+{{- $_ := set $http "trustedproxies" (list "10.0.0.0/8" "172.16.0.0/12" "192.168.0.0/16" "100.64.0.0/10" "fc00::/7") -}}
+{{- end -}}
 {{- if .Values.metrics.enabled -}}
 {{- $_ := set $http "debug" (dict "addr" (printf ":%d" (.Values.metrics.port | int)) "prometheus" (dict "enabled" true "path" .Values.metrics.path)) -}}
 {{- end -}}
