@@ -89,11 +89,16 @@ function observeRequest(metrics: Metrics, ctx: Koa.Context, route: string, secon
   accounted.set(socket, { read: socket.bytesRead, written });
 }
 
-/** Answer a probe: liveness is the process answering at all; readiness runs every check now. */
+/**
+ * Answer a probe on the public listener: liveness is the process answering at all; readiness runs every check now.
+ * Each check says only `ok` or `unavailable`: its error text (hosts, ports, bucket names) is for the operators'
+ * listener (`/debug/health`, server/debug.ts) and the log, not for anyone who can reach the registry.
+ */
 export async function answerHealth(ctx: Koa.Context, health: Health, kind: 'liveness' | 'readiness'): Promise<void> {
   const report = kind === 'liveness' ? { ready: true, checks: {} } : await health.readiness();
+  const checks = Object.fromEntries(Object.entries(report.checks).map(([name, v]) => [name, v === 'ok' ? 'ok' : 'unavailable']));
   ctx.status = report.ready ? 200 : 503;
-  ctx.body = { status: report.ready ? 'ok' : 'unavailable', checks: report.checks };
+  ctx.body = { status: report.ready ? 'ok' : 'unavailable', checks };
 }
 
 export function createApp(deps: AppDeps): Koa {
@@ -175,9 +180,8 @@ export function createApp(deps: AppDeps): Koa {
       return;
     }
     if (deps.health && !deps.health.storageHealthy()) {
-      throw new RegistryError('UNAVAILABLE', 'storage is unavailable', {
-        detail: { storage: deps.health.storageError() },
-      });
+      // The driver's error text stays in the log and on the operators' listener: it can name hosts and buckets.
+      throw new RegistryError('UNAVAILABLE', 'storage is unavailable');
     }
     await next();
   });
