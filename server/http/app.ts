@@ -56,6 +56,9 @@ function toRegistryError(err: unknown): RegistryError {
 
 const HEALTH_PATHS = new Set(['/healthz', '/readyz']);
 
+/** A client-chosen `X-Request-Id` that is kept; any other is replaced by a fresh one. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
 /**
  * Headers on every response of this application (the API, the token endpoint, probes, and their errors): nothing it
  * answers is a page. `nosniff` stops a browser from guessing HTML in a body, and the policy gives a body that is
@@ -118,7 +121,9 @@ export function createApp(deps: AppDeps): Koa {
     if (origin.host !== undefined) Object.defineProperty(ctx.request, 'host', { value: origin.host, configurable: true });
     if (origin.protocol !== undefined) Object.defineProperty(ctx.request, 'protocol', { value: origin.protocol, configurable: true });
     deps.metrics?.inFlight.inc();
-    const requestId = ctx.get('X-Request-Id') || randomUUID();
+    // A client's own id is kept for tracing only when it is short and plain: it goes into logs, events and headers.
+    const asked = ctx.get('X-Request-Id');
+    const requestId = REQUEST_ID.test(asked) ? asked : randomUUID();
     ctx.state.requestId = requestId;
     const setCommonHeaders = () => {
       ctx.set('X-Request-Id', requestId);

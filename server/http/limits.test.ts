@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { startWharf, type RunningWharf } from '../../conformance/harness.js';
+import { waitFor } from '../../conformance/e2e/target.js';
 import { InMemoryDriver } from '../../storage-drivers/index.js';
 import { markRepository, scanRepository } from '../gc/mark.js';
 import * as layout from '../registry/layout.js';
@@ -490,4 +491,20 @@ test('the collector still follows a stored manifest nested deeper than the bound
   const marked = await markRepository(driver, scan, { deleteUntagged: true, cutoff: Date.now() + 3_600_000 });
   t.true(marked.manifests.has(manifestDigest.value));
   t.true(marked.blobs.has(configDigest.value));
+});
+
+test('a client-chosen X-Request-Id is kept only when short and plain: logs and events never carry a forged line', async (t) => {
+  const w = await startWharf({ config: { log: { level: 'info', formatter: 'text' } } });
+  t.teardown(() => w.stop());
+  const plain = await fetch(`${w.url}/v2/`, { headers: { 'X-Request-Id': 'trace-42.a_b:c' } });
+  t.is(plain.headers.get('x-request-id'), 'trace-42.a_b:c');
+  const forged = 'x level=error msg="login succeeded" user=admin';
+  for (const asked of [forged, 'y'.repeat(129)]) {
+    const res = await fetch(`${w.url}/v2/`, { headers: { 'X-Request-Id': asked } });
+    const given = res.headers.get('x-request-id') ?? '';
+    t.not(given, asked);
+    t.regex(given, /^[0-9a-f-]{36}$/);
+  }
+  await waitFor('the access log line of the plain id', async () => w.output().includes('trace-42.a_b:c') || undefined);
+  t.false(w.output().includes('login succeeded'));
 });
