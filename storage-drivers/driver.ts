@@ -87,6 +87,14 @@ export interface StorageDriver {
   putContent(path: string, content: Uint8Array | string): Promise<void>;
 
   /**
+   * Create a file only if nothing is stored at `path`, as one atomic step: resolves true when this call created
+   * it with `content`, false when a file (or directory) was there already, which is then left as it is. Of any
+   * number of concurrent calls for one path, from any processes sharing the storage, exactly one resolves true.
+   * Creates parent directories as needed. Used for ownership markers (the upload claims of server/registry).
+   */
+  putContentIfAbsent(path: string, content: Uint8Array | string): Promise<boolean>;
+
+  /**
    * A stream of the file's bytes from `offset` (default 0), at most `length` bytes when given.
    * PathNotFoundError when absent; InvalidOffsetError when offset is negative or beyond the size
    * (offset === size yields an empty stream).

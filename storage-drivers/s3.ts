@@ -5,7 +5,7 @@
  * How the contract maps onto S3
  *   - Files are objects; directories exist only as key prefixes (`a/b/` exists when some key starts with it). The
  *     root always exists. Directory modification times are not known: they are the epoch.
- *   - putContent is one PutObject (atomic); move is a server-side copy then a delete: CopyObject up to
+ *   - putContent is one PutObject (atomic); putContentIfAbsent a conditional one (If-None-Match: *); move is a server-side copy then a delete: CopyObject up to
  *     `multipartCopyThresholdSize`, above it a multipart copy (UploadPartCopy in `multipartCopyChunkSize` ranges,
  *     `multipartCopyMaxConcurrency` at a time), which is also how objects over S3's 5 GiB CopyObject limit move.
  *   - list and walk use ListObjectsV2 with '/' as delimiter, one directory at a time, following continuation tokens
@@ -490,6 +490,28 @@ export class S3Driver implements StorageDriver {
       );
     } catch (err) {
       this.fail('putContent', path, err);
+    }
+  }
+
+  /**
+   * A conditional PutObject (`If-None-Match: *`): S3 (since 2024) and Ceph RGW refuse it with 412 when the key
+   * exists, and decide between concurrent ones so that exactly one succeeds. A 409 ConditionalRequestConflict (a
+   * concurrent conditional write still in progress) also means another creator.
+   */
+  async putContentIfAbsent(path: string, content: Uint8Array | string): Promise<boolean> {
+    if (path === '/') return false;
+    const body = typeof content === 'string' ? Buffer.from(content) : Buffer.from(content);
+    try {
+      await this.client.send(
+        new aws.PutObjectCommand({
+          Bucket: this.bucket, Key: this.key(path), Body: body, ContentLength: body.length, IfNoneMatch: '*', ...this.putExtras(),
+        }),
+      );
+      return true;
+    } catch (err) {
+      const status = httpStatus(err);
+      if (status === 412 || status === 409) return false;
+      this.fail('putContentIfAbsent', path, err);
     }
   }
 
