@@ -106,6 +106,14 @@ export class BlobStore {
     return this.driver.redirectURL(layout.blobDataPath(digest), { method, expiresIn: 20 * 60 });
   }
 
+  /**
+   * The blob's bytes were just written, replacing any file there: a size cached for the digest may describe the
+   * bytes replaced, so it is overwritten (or forgotten while the cache is switched off).
+   */
+  async contentStored(digest: Digest, size: number): Promise<void> {
+    await this.invalidate((cache) => cache.replaced(digest.value, { size }));
+  }
+
   /** Let repository `name` serve the blob (its bytes must already be in the content store). */
   async link(name: string, digest: Digest): Promise<void> {
     const ticket = this.cache?.ticket();

@@ -116,7 +116,9 @@ test('every request that stores upload bytes commits them before it is answered;
   const last = Buffer.alloc(5, 3);
   const all = Buffer.concat([stored, last]);
   await registry.uploads.complete('r', id, digestOf(all), chunks([last]));
-  t.deepEqual(driver.ends, ['commit', 'close', 'commit'], 'PUT with the last chunk');
+  // The failed request dropped the running hash, so completing re-hashes the stored bytes into a private copy,
+  // which is committed too before it becomes the blob.
+  t.deepEqual(driver.ends, ['commit', 'close', 'commit', 'commit'], 'PUT with the last chunk, then the verified copy');
   t.true((await registry.blobs.getContent(digestOf(all)))?.equals(all));
 });
 

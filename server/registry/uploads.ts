@@ -4,10 +4,23 @@
  * State lives in storage (`_uploads/<id>/data` and `startedat`), so any replica can serve any request of a session
  * and a restart loses nothing: the session's offset is the size storage reports for `data`.
  *
- * Hashing: each process keeps the running hash of the sessions it has served (the fast path). When a request lands
- * where the hash is missing or behind what storage holds (another replica wrote, the process restarted, a write
- * failed half-way), the hash is rebuilt by reading the stored bytes once. The digest is only ever compared against
- * bytes that are in storage, and a blob becomes visible under a digest only after those bytes hashed to it.
+ * One writer at a time, across processes. Before a request writes at offset X it claims the session at X: it
+ * creates `_uploads/<id>/claims/<X>` exclusively (`putContentIfAbsent`) holding a random token of its own, then reads
+ * the stored size again and goes on only if it is still X. A second request at X, on any process or replica, finds
+ * the claim and is refused (416); one that claimed an offset that is no longer the end gives up before it opens a
+ * writer. Completing claims the final size F the same way, so nobody can append past F while the blob is committed.
+ * A claim stays after its request wrote bytes (so completing can see who wrote); one under which nothing was written
+ * is removed again.
+ *
+ * Hashing: each process keeps the running hash of the sessions it has served (the fast path), together with the
+ * claims of the writes that fed it. It is trusted at completion only when it covers the whole stored size and the
+ * session's claims are exactly those writes' claims: then no other request ever wrote to the session (every write
+ * claims first; one claiming after the check would need the offset F, which the completing request holds), so the
+ * stored bytes are the hashed bytes and are moved into the blob store as they are. Otherwise (another replica or
+ * process wrote, the hash was evicted or dropped after a failed write) the stored bytes are read once into a new
+ * private file while being hashed, and it is that file, whose bytes are exactly the ones hashed, that becomes the
+ * blob; a writer still holding the session's data file open cannot change it. A pushed blob is always stored, even
+ * when a file of that digest exists: its bytes are not known to match.
  */
 import { randomUUID, type Hash } from 'node:crypto';
 import { PathNotFoundError, type FileWriter, type StorageDriver } from '../../storage-drivers/driver.js';
@@ -46,6 +59,15 @@ interface HashState {
   hash: Hash;
   /** Bytes fed into `hash`; valid only while it equals the stored size. */
   offset: number;
+  /** The claims (offset → token) of the writes whose bytes were fed into `hash`, all made by this process. */
+  claims: Map<number, string>;
+}
+
+/** A claim this request holds on a session (see the module comment). */
+interface Claim {
+  offset: number;
+  token: string;
+  path: string;
 }
 
 /** The `Range` header value for an upload holding `offset` bytes (registry:2 and the spec: `0-<last byte>`). */
@@ -160,7 +182,7 @@ export class UploadStore {
     await this.driver.putContent(layout.uploadStartedAtPath(name, id), new Date().toISOString());
     // An empty file needs none of putContent's temporary file, fsync and rename: a writer creates it.
     await (await this.driver.writer(layout.uploadDataPath(name, id), false)).close();
-    this.remember(this.key(name, id), { algorithm, hash: newHash(algorithm), offset: 0 });
+    this.remember(this.key(name, id), { algorithm, hash: newHash(algorithm), offset: 0, claims: new Map() });
     return { id, offset: 0 };
   }
 
@@ -171,17 +193,55 @@ export class UploadStore {
     return { id, offset: info.size };
   }
 
+  private async busyError(name: string, id: string): Promise<RegistryError> {
+    const { offset } = await this.status(name, id);
+    return new RegistryError('BLOB_UPLOAD_INVALID', 'another request is writing to this upload', {
+      status: 416,
+      headers: { Range: uploadRangeHeader(offset) },
+      detail: { uuid: id },
+    });
+  }
+
+  /**
+   * Claim the session at `offset` for this request, across every process sharing the storage: 416 when another
+   * request holds that offset, or when the stored size is no longer `offset` once the claim is made (it is then
+   * released). Returns the claim, to be kept once bytes are written under it, else released.
+   */
+  private async claim(name: string, id: string, offset: number): Promise<Claim> {
+    const token = randomUUID();
+    const path = layout.uploadClaimPath(name, id, offset);
+    if (!(await this.driver.putContentIfAbsent(path, token))) {
+      // The token is new, so a claim holding it is ours: a create the driver retried after its answer was lost.
+      const held = await orUndefined(this.driver.getContent(path));
+      if (held?.toString('utf8') !== token) throw await this.busyError(name, id);
+    }
+    const claim = { offset, token, path };
+    const info = await orUndefined(this.driver.stat(layout.uploadDataPath(name, id)));
+    if (!info || info.isDir || info.size !== offset) {
+      await this.release(name, id, claim, !info || info.isDir);
+      if (!info || info.isDir) throw this.unknown(id);
+      throw await this.busyError(name, id);
+    }
+    return claim;
+  }
+
+  /**
+   * Remove a claim under which nothing was written. When the session is gone (completed or cancelled elsewhere
+   * meanwhile), the folders the claim created again are removed too, where the driver has folders.
+   */
+  private async release(name: string, id: string, claim: Claim, sessionGone = false): Promise<void> {
+    await orUndefined(this.driver.delete(claim.path));
+    if (sessionGone && this.driver.removeEmptyDirectory) {
+      if (await this.driver.removeEmptyDirectory(layout.uploadClaimsDir(name, id))) {
+        await this.driver.removeEmptyDirectory(layout.uploadDir(name, id));
+      }
+    }
+  }
+
   /** Run `fn` while holding the session; a concurrent request for the same session is refused with 416. */
   private async exclusive<T>(name: string, id: string, fn: (offset: number) => Promise<T>): Promise<T> {
     const key = this.key(name, id);
-    if (this.busy.has(key)) {
-      const { offset } = await this.status(name, id);
-      throw new RegistryError('BLOB_UPLOAD_INVALID', 'another request is writing to this upload', {
-        status: 416,
-        headers: { Range: uploadRangeHeader(offset) },
-        detail: { uuid: id },
-      });
-    }
+    if (this.busy.has(key)) throw await this.busyError(name, id);
     this.busy.add(key);
     try {
       // The offset is read once the session is ours, so no request of this process can move it meanwhile.
@@ -198,7 +258,10 @@ export class UploadStore {
    */
   append(name: string, id: string, body: AsyncIterable<Uint8Array>, options: AppendOptions = {}): Promise<UploadStatus> {
     return this.exclusive(name, id, async (offset) => {
-      const written = await this.write(name, id, offset, body, options);
+      const expected = this.checkRange(id, offset, options);
+      const claim = await this.claim(name, id, offset);
+      const written = await this.write(name, id, claim, body, expected);
+      if (written === 0) await this.release(name, id, claim);
       return { id, offset: offset + written };
     });
   }
@@ -224,15 +287,18 @@ export class UploadStore {
     return length;
   }
 
-  /** Stream `body` to the end of the session's data, hashing as it goes. Returns the bytes written. */
+  /**
+   * Stream `body` to the end of the session's data under `claim`, hashing as it goes. Returns the bytes written.
+   * A write that fails after handing bytes to the driver keeps its claim (it may have written some of them).
+   */
   private async write(
     name: string,
     id: string,
-    offset: number,
+    claim: Claim,
     body: AsyncIterable<Uint8Array>,
-    options: AppendOptions,
+    expected: number | undefined,
   ): Promise<number> {
-    const expected = this.checkRange(id, offset, options);
+    const offset = claim.offset;
     const key = this.key(name, id);
     let state = this.states.get(key);
     if (state && state.offset !== offset) {
@@ -241,12 +307,19 @@ export class UploadStore {
     }
     if (!state && offset === 0) {
       // A session started elsewhere (another replica): nothing to rebuild yet, so hash from here on.
-      state = { algorithm: 'sha256', hash: newHash('sha256'), offset: 0 };
+      state = { algorithm: 'sha256', hash: newHash('sha256'), offset: 0, claims: new Map() };
     }
     if (state) this.remember(key, state);
     const writer = await this.driver.writer(layout.uploadDataPath(name, id), true);
+    if (writer.size !== offset) {
+      // Only a writer that never claimed (or a stale one from before) can have moved the end since the claim.
+      this.states.delete(key);
+      await writer.close().catch(() => {});
+      throw await this.busyError(name, id);
+    }
     const window = new WriteWindow(writer);
     let written = 0;
+    let handed = 0;
     writingRequests++;
     try {
       for await (const chunk of body) {
@@ -261,6 +334,7 @@ export class UploadStore {
           state.hash.update(chunk);
           state.offset += chunk.byteLength;
         }
+        handed += chunk.byteLength;
         await window.write(chunk);
         written += chunk.byteLength;
       }
@@ -271,41 +345,83 @@ export class UploadStore {
         });
       }
     } catch (err) {
-      // The stored bytes and our hash may now disagree: drop the hash; it is rebuilt from storage when needed.
+      // The stored bytes and our hash may now disagree: drop the hash; completing then re-hashes the stored bytes.
       this.states.delete(key);
       await window.settle();
       await writer.close().catch(() => {}); // the request fails with `err` either way
+      if (handed === 0) await this.release(name, id, claim).catch(() => {});
       throw err;
     } finally {
       writingRequests--;
     }
     // Durable before the request is answered, as registry:2 does: the stored size is what a client resumes from,
     // and complete() moves these bytes into the blob store, where a crash must not leave a blob short of them.
-    await writer.commit();
+    try {
+      await writer.commit();
+    } catch (err) {
+      this.states.delete(key);
+      throw err;
+    }
+    if (state && written > 0) state.claims.set(offset, claim.token);
     return written;
   }
 
-  /** The digest of the session's stored bytes with `algorithm`, from the running hash or by reading them. */
-  private async digestOfStored(name: string, id: string, offset: number, algorithm: DigestAlgorithm): Promise<string> {
-    const key = this.key(name, id);
-    const state = this.states.get(key);
-    if (state && state.algorithm === algorithm && state.offset === offset) {
-      return `${algorithm}:${state.hash.copy().digest('hex')}`;
-    }
+  /**
+   * True when the running hash is provably the hash of the session's `size` stored bytes (see the module comment):
+   * it covers them all, and the session's claims are exactly the claims of the writes that fed it plus `final`,
+   * the completing request's own claim of the end.
+   */
+  private async trustedState(name: string, id: string, size: number, algorithm: DigestAlgorithm, final: Claim): Promise<HashState | undefined> {
+    const state = this.states.get(this.key(name, id));
+    if (!state || state.algorithm !== algorithm || state.offset !== size) return undefined;
+    const expected = new Map(state.claims);
+    expected.set(final.offset, final.token);
+    const listed = (await orUndefined(this.driver.list(layout.uploadClaimsDir(name, id)))) ?? [];
+    if (listed.length !== expected.size) return undefined;
+    const held = await Promise.all(
+      listed.map(async (path) => {
+        const offset = Number(layout.baseName(path));
+        const token = expected.get(offset);
+        if (token === undefined || layout.uploadClaimPath(name, id, offset) !== path) return false;
+        return (await orUndefined(this.driver.getContent(path)))?.toString('utf8') === token;
+      }),
+    );
+    return held.every(Boolean) ? state : undefined;
+  }
+
+  /**
+   * Copy the session's first `size` stored bytes into a new private file while hashing them; returns its path and
+   * digest. Whatever happens to the session's data meanwhile, the copy holds exactly the bytes that were hashed.
+   */
+  private async verifiedCopy(name: string, id: string, size: number, algorithm: DigestAlgorithm, final: Claim): Promise<{ path: string; digest: string }> {
+    const path = layout.uploadVerifiedPath(name, id, final.token);
     const hash = newHash(algorithm);
+    const writer = await this.driver.writer(path, false);
+    const window = new WriteWindow(writer);
     let read = 0;
-    if (offset > 0) {
-      const stream = await this.driver.reader(layout.uploadDataPath(name, id), 0, offset);
-      for await (const chunk of stream as AsyncIterable<Buffer>) {
-        hash.update(chunk);
-        read += chunk.byteLength;
+    writingRequests++;
+    try {
+      if (size > 0) {
+        const stream = await this.driver.reader(layout.uploadDataPath(name, id), 0, size);
+        for await (const chunk of stream as AsyncIterable<Buffer>) {
+          hash.update(chunk);
+          read += chunk.byteLength;
+          await window.write(chunk);
+        }
       }
+      await window.drain();
+      if (read !== size) {
+        throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload data changed while it was read', { detail: { uuid: id } });
+      }
+      await writer.commit();
+    } catch (err) {
+      await window.settle();
+      await writer.cancel().catch(() => {});
+      throw err;
+    } finally {
+      writingRequests--;
     }
-    if (read !== offset) {
-      throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload data changed while it was read', { detail: { uuid: id } });
-    }
-    this.remember(key, { algorithm, hash: hash.copy(), offset });
-    return `${algorithm}:${hash.digest('hex')}`;
+    return { path, digest: `${algorithm}:${hash.digest('hex')}` };
   }
 
   /**
@@ -322,23 +438,46 @@ export class UploadStore {
   ): Promise<BlobDescriptor> {
     return this.exclusive(name, id, async (offset) => {
       let size = offset;
-      if (body) size += await this.write(name, id, offset, body, options);
-      const actual = await this.digestOfStored(name, id, size, digest.algorithm);
-      if (actual !== digest.value) {
+      let final: Claim | undefined;
+      if (body) {
+        const expected = this.checkRange(id, offset, options);
+        const claim = await this.claim(name, id, offset);
+        const written = await this.write(name, id, claim, body, expected);
+        size += written;
+        if (written === 0) final = claim;
+      }
+      // Held to the end: nobody may append past `size` while these bytes are verified and committed.
+      final ??= await this.claim(name, id, size);
+      try {
+        const state = await this.trustedState(name, id, size, digest.algorithm, final);
+        let source = layout.uploadDataPath(name, id);
+        let actual: string;
+        if (state) {
+          actual = `${digest.algorithm}:${state.hash.copy().digest('hex')}`;
+        } else {
+          this.states.delete(this.key(name, id));
+          ({ path: source, digest: actual } = await this.verifiedCopy(name, id, size, digest.algorithm, final));
+        }
+        if (actual !== digest.value) {
+          await this.discard(name, id);
+          throw new RegistryError('DIGEST_INVALID', 'provided digest did not match uploaded content', {
+            detail: { digest: digest.value, actual },
+          });
+        }
+        await this.hooks.beforeBlobLinked?.(name, digest.value);
+        // Always moved, even over an existing file of that digest: its bytes are not known to be these.
+        await this.driver.move(source, layout.blobDataPath(digest));
+        await this.blobs.contentStored(digest, size);
+        await this.blobs.link(name, digest);
+        await this.hooks.onBlobLinked?.(name, digest.value);
         await this.discard(name, id);
-        throw new RegistryError('DIGEST_INVALID', 'provided digest did not match uploaded content', {
-          detail: { digest: digest.value, actual },
-        });
+        return { digest: digest.value, size };
+      } catch (err) {
+        // Nothing was written under the final claim; the session may be retried (or is gone already).
+        await this.release(name, id, final).catch(() => {});
+        await orUndefined(this.driver.delete(layout.uploadVerifiedPath(name, id, final.token))).catch(() => {});
+        throw err;
       }
-      await this.hooks.beforeBlobLinked?.(name, digest.value);
-      const existing = await this.blobs.statContent(digest);
-      if (!existing || existing.size !== size) {
-        await this.driver.move(layout.uploadDataPath(name, id), layout.blobDataPath(digest));
-      }
-      await this.blobs.link(name, digest);
-      await this.hooks.onBlobLinked?.(name, digest.value);
-      await this.discard(name, id);
-      return { digest: digest.value, size };
     });
   }
 
