@@ -1,5 +1,8 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createDriver } from '../../storage-drivers/index.js';
 import type { FileWriter, StorageDriver } from '../../storage-drivers/driver.js';
 import { RegistryError } from './errors.js';
@@ -226,4 +229,163 @@ test('the write window is wide for one upload and shares WRITE_BUDGET between ma
   const window = Math.max(MIN_WRITE_WINDOW, WRITE_BUDGET / count);
   t.is(shared.most.length, count);
   for (const most of shared.most) t.true(most <= window + chunk, `an upload among ${count} kept ${most} bytes in flight`);
+});
+
+/** A body that yields `first`, then waits until `release()` before yielding `rest` (a slow client). */
+function pausedBody(first: Buffer, rest: Buffer[] = []) {
+  let release!: () => void;
+  const go = new Promise<void>((resolve) => { release = resolve; });
+  let started!: () => void;
+  const sent = new Promise<void>((resolve) => { started = resolve; });
+  async function* body(): AsyncIterable<Uint8Array> {
+    if (first.length > 0) yield first;
+    started();
+    await go;
+    yield* rest;
+  }
+  return { body: body(), sent, release };
+}
+
+/** Two processes sharing one storage: each has its own UploadStore (running hashes, busy set) on the driver. */
+function twoProcesses(driver: StorageDriver) {
+  const blobs = new BlobStore(driver);
+  return { blobs, a: new UploadStore(driver, blobs), b: new UploadStore(driver, blobs) };
+}
+
+const isCode = (err: unknown, code: string, status?: number) =>
+  err instanceof RegistryError && err.code === code && (status === undefined || err.status === status);
+
+test('a request of another process writing at an offset already claimed is refused with 416 and the Range', async (t) => {
+  const driver = createDriver({ driver: 'inmemory' });
+  const { a, b } = twoProcesses(driver);
+  const { id } = await a.start('r');
+  const slow = pausedBody(Buffer.alloc(0), [Buffer.from('from a')]);
+  const writing = a.append('r', id, slow.body);
+  await slow.sent; // a holds the claim at 0 and waits for its client
+  const refused = await t.throwsAsync(b.append('r', id, chunks([Buffer.from('from b')])));
+  t.true(isCode(refused, 'BLOB_UPLOAD_INVALID', 416), String(refused));
+  t.is((refused as RegistryError).headers?.Range, '0-0');
+  const refusedPut = await t.throwsAsync(b.complete('r', id, digestOf(Buffer.from('from b')), chunks([Buffer.from('from b')])));
+  t.true(isCode(refusedPut, 'BLOB_UPLOAD_INVALID', 416), String(refusedPut));
+  slow.release();
+  t.is((await writing).offset, 6);
+  const desc = await a.complete('r', id, digestOf(Buffer.from('from a')));
+  t.is(desc.size, 6);
+  t.deepEqual(await driver.getContent(layout.blobDataPath(digestOf(Buffer.from('from a')))), Buffer.from('from a'));
+});
+
+/** Resolves once `path` holds `size` bytes (a write of another request has reached storage). */
+async function sizeReaches(driver: StorageDriver, path: string, size: number): Promise<void> {
+  while ((await driver.stat(path)).size !== size) await new Promise((r) => setTimeout(r, 5));
+}
+
+test('bytes another process wrote inside the range a running hash covers never become the blob under that digest', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'wharf-uploads-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const driver = createDriver({ driver: 'filesystem', rootDirectory: dir });
+  const { a, b } = twoProcesses(driver);
+  const { id } = await a.start('r');
+  const data = layout.uploadDataPath('r', id);
+  const a1 = Buffer.alloc(1000, 1);
+  const a2 = Buffer.alloc(1000, 2);
+  const slowA = pausedBody(a1, [a2]);
+  const writingA = a.append('r', id, slowA.body);
+  await sizeReaches(driver, data, 1000);
+  // b starts writing where the stored bytes end now, then a writes on, then b writes into what a wrote.
+  const slowB = pausedBody(Buffer.alloc(1, 9), [Buffer.alloc(499, 9)]);
+  const writingB = b.append('r', id, slowB.body);
+  await sizeReaches(driver, data, 1001);
+  slowA.release();
+  t.is((await writingA).offset, 2000);
+  slowB.release();
+  await writingB;
+  const stored = await driver.getContent(data);
+  t.false(stored.equals(Buffer.concat([a1, a2])), 'the stored bytes are not those a hashed');
+
+  const digest = digestOf(Buffer.concat([a1, a2]));
+  const refused = await t.throwsAsync(a.complete('r', id, digest));
+  t.true(isCode(refused, 'DIGEST_INVALID'), String(refused));
+  const blob = await orUndefinedContent(driver, layout.blobDataPath(digest));
+  t.is(blob, undefined, 'nothing is stored under the digest');
+});
+
+async function orUndefinedContent(driver: StorageDriver, path: string) {
+  try {
+    return await driver.stat(path);
+  } catch {
+    return undefined;
+  }
+}
+
+test('bytes changed after completion hashed them never become the blob: the re-hashed copy is what is committed', async (t) => {
+  const inner = createDriver({ driver: 'inmemory' });
+  const data = Buffer.alloc(300_000, 5);
+  const forged = Buffer.alloc(300_000, 6);
+  let name = '';
+  let id = '';
+  // As a writer of another process that keeps its file open: the data changes as soon as it has been read.
+  const driver = Object.assign(Object.create(inner) as StorageDriver, {
+    async reader(path: string, offset?: number, length?: number) {
+      const stream = await inner.reader(path, offset, length);
+      if (path === layout.uploadDataPath(name, id)) stream.once('end', () => void inner.putContent(path, forged));
+      return stream;
+    },
+  });
+  const { a, b } = twoProcesses(driver);
+  name = 'r';
+  ({ id } = await a.start(name));
+  await a.append(name, id, chunks([data]));
+  // Completed where the running hash is missing (another replica), so the stored bytes are read and hashed.
+  const desc = await b.complete(name, id, digestOf(data));
+  t.is(desc.size, data.length);
+  const blob = await inner.getContent(layout.blobDataPath(digestOf(data)));
+  t.true(blob.equals(data), 'the blob holds the bytes that were hashed');
+});
+
+test('a blob file already there under the digest is replaced by the pushed bytes, never trusted', async (t) => {
+  const driver = createDriver({ driver: 'inmemory' });
+  const registry = new Registry(driver);
+  const honest = Buffer.from('the honest content of the blob');
+  const digest = digestOf(honest);
+  // What a writer that won a race earlier would have left: other bytes of the same length under the digest.
+  const planted = Buffer.alloc(honest.length, 'x');
+  for (const [label, complete] of [
+    ['monolithic', async () => {
+      const { id } = await registry.uploads.start('r');
+      return registry.uploads.complete('r', id, digest, chunks([honest]));
+    }],
+    ['re-hashed on another process', async () => {
+      const { id } = await registry.uploads.start('r');
+      await registry.uploads.append('r', id, chunks([honest]));
+      return new Registry(driver).uploads.complete('r', id, digest);
+    }],
+  ] as const) {
+    await driver.putContent(layout.blobDataPath(digest), planted);
+    await complete();
+    t.deepEqual(await registry.blobs.getContent(digest), honest, label);
+  }
+});
+
+test('a request that wrote nothing leaves no claim behind, and a failed completion can be retried', async (t) => {
+  const driver = createDriver({ driver: 'inmemory' });
+  let failOnce = true;
+  const blobs = new BlobStore(driver);
+  const uploads = new UploadStore(driver, blobs, {
+    beforeBlobLinked() {
+      if (failOnce) {
+        failOnce = false;
+        throw new Error('live set unavailable');
+      }
+    },
+  });
+  const data = Buffer.from('some bytes');
+  const { id } = await uploads.start('r');
+  t.is((await uploads.append('r', id, chunks([]))).offset, 0, 'an empty PATCH');
+  t.deepEqual(await driver.list(layout.uploadDir('r', id)), [layout.uploadDataPath('r', id), layout.uploadStartedAtPath('r', id)].sort());
+  await uploads.append('r', id, chunks([data]));
+  await t.throwsAsync(uploads.complete('r', id, digestOf(data)), { message: 'live set unavailable' });
+  t.deepEqual(await driver.list(layout.uploadClaimsDir('r', id)), [layout.uploadClaimPath('r', id, 0)], 'only the claim of the bytes');
+  const desc = await uploads.complete('r', id, digestOf(data));
+  t.is(desc.size, data.length);
+  await t.throwsAsync(driver.stat(layout.uploadDir('r', id)), { message: /not found/ });
 });
