@@ -226,15 +226,14 @@ export class UploadStore {
   }
 
   /**
-   * Remove a claim under which nothing was written. When the session is gone (completed or cancelled elsewhere
-   * meanwhile), the folders the claim created again are removed too, where the driver has folders.
+   * Remove a claim under which nothing was written, and its folder if that is left empty (where the driver has
+   * folders). When the session is gone (completed or cancelled elsewhere meanwhile), the session folder the claim
+   * created again goes too.
    */
   private async release(name: string, id: string, claim: Claim, sessionGone = false): Promise<void> {
     await orUndefined(this.driver.delete(claim.path));
-    if (sessionGone && this.driver.removeEmptyDirectory) {
-      if (await this.driver.removeEmptyDirectory(layout.uploadClaimsDir(name, id))) {
-        await this.driver.removeEmptyDirectory(layout.uploadDir(name, id));
-      }
+    if (this.driver.removeEmptyDirectory && (await this.driver.removeEmptyDirectory(layout.uploadClaimsDir(name, id)))) {
+      if (sessionGone) await this.driver.removeEmptyDirectory(layout.uploadDir(name, id));
     }
   }
 
