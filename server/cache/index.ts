@@ -85,15 +85,6 @@ export class GatedDescriptorCache implements BlobDescriptorCache {
     if (this.open(ticket)) await this.inner.set(digest, descriptor);
   }
 
-  /**
-   * The bytes stored under `digest` were just replaced (they may differ from what was cached): record their
-   * descriptor while the gate is open, else forget the old one, which always goes through.
-   */
-  async replaced(digest: string, descriptor: CachedDescriptor): Promise<void> {
-    if (this.gate()) await this.inner.set(digest, descriptor);
-    else await this.inner.forget(digest);
-  }
-
   async isLinked(repository: string, digest: string): Promise<boolean> {
     return this.gate() ? this.inner.isLinked(repository, digest) : false;
   }

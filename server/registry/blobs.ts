@@ -107,11 +107,11 @@ export class BlobStore {
   }
 
   /**
-   * The blob's bytes were just written, replacing any file there: a size cached for the digest may describe the
-   * bytes replaced, so it is overwritten (or forgotten while the cache is switched off).
+   * The blob's bytes were just written, replacing any file there: when `before` (what `statContent` said just
+   * before) gave another size, that cached size described the bytes replaced, and is forgotten.
    */
-  async contentStored(digest: Digest, size: number): Promise<void> {
-    await this.invalidate((cache) => cache.replaced(digest.value, { size }));
+  async contentReplaced(digest: Digest, before: BlobDescriptor | undefined, size: number): Promise<void> {
+    if (before && before.size !== size) await this.invalidate((cache) => cache.forget(digest.value));
   }
 
   /** Let repository `name` serve the blob (its bytes must already be in the content store). */

@@ -389,3 +389,16 @@ test('a request that wrote nothing leaves no claim behind, and a failed completi
   t.is(desc.size, data.length);
   await t.throwsAsync(driver.stat(layout.uploadDir('r', id)), { message: /not found/ });
 });
+
+test('a size cached for a planted blob file is forgotten when the pushed bytes replace it', async (t) => {
+  const driver = createDriver({ driver: 'inmemory' });
+  const registry = new Registry(driver, { descriptorCacheSize: 10 });
+  const honest = Buffer.from('the honest content');
+  const digest = digestOf(honest);
+  await driver.putContent(layout.blobDataPath(digest), Buffer.from('short'));
+  t.is((await registry.blobs.statContent(digest))?.size, 5, 'the planted size is cached');
+  const { id } = await registry.uploads.start('r');
+  await registry.uploads.complete('r', id, digest, chunks([honest]));
+  t.is((await registry.blobs.statContent(digest))?.size, honest.length);
+  t.deepEqual(await registry.blobs.getContent(digest), honest);
+});

@@ -464,9 +464,10 @@ export class UploadStore {
           });
         }
         await this.hooks.beforeBlobLinked?.(name, digest.value);
+        const before = await this.blobs.statContent(digest);
         // Always moved, even over an existing file of that digest: its bytes are not known to be these.
         await this.driver.move(source, layout.blobDataPath(digest));
-        await this.blobs.contentStored(digest, size);
+        await this.blobs.contentReplaced(digest, before, size);
         await this.blobs.link(name, digest);
         await this.hooks.onBlobLinked?.(name, digest.value);
         await this.discard(name, id);
