@@ -90,7 +90,8 @@ export interface StorageDriver {
    * Create a file only if nothing is stored at `path`, as one atomic step: resolves true when this call created
    * it with `content`, false when a file (or directory) was there already, which is then left as it is. Of any
    * number of concurrent calls for one path, from any processes sharing the storage, exactly one resolves true.
-   * Creates parent directories as needed. Used for ownership markers (the upload claims of server/registry).
+   * Creates parent directories as needed. Used for ownership markers (the upload claims of server/registry), which
+   * matter only to running processes: unlike putContent's, the file need not survive a crash of the machine.
    */
   putContentIfAbsent(path: string, content: Uint8Array | string): Promise<boolean>;
 

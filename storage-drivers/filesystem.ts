@@ -132,7 +132,8 @@ export class FilesystemDriver implements StorageDriver {
 
   /**
    * open(2) with O_CREAT|O_EXCL ('wx'): the kernel (or the NFS server, v3 and later) decides which creator wins.
-   * The content is written after the create, so a reader may briefly see the file empty.
+   * The content is written after the create, so a reader may briefly see the file empty. Not flushed to disk (see
+   * the contract): a crash of the machine ends every process on this filesystem that could rely on it.
    */
   async putContentIfAbsent(path: string, content: Uint8Array | string): Promise<boolean> {
     const target = this.fullPath(path);
@@ -146,7 +147,6 @@ export class FilesystemDriver implements StorageDriver {
     try {
       try {
         await handle.writeFile(content);
-        if (this.fsync) await handle.sync();
       } finally {
         await handle.close();
       }
