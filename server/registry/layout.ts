@@ -14,6 +14,7 @@
  *       _uploads/<id>/data                                              bytes of an in-flight upload
  *       _uploads/<id>/startedat                                         RFC 3339 start time of that upload
  *       _uploads/<id>/claims/<offset>                                   Wharf: the request writing at that offset
+ *       _uploads/<id>/ends/<offset>                                     Wharf: a write ended there (may be resumed)
  *       _uploads/<id>/verified/<token>                                  Wharf: the re-hashed copy being committed
  *       _uploads/<id>/hashstates/<alg>/<offset>                         (registry:2 only; Wharf does not write these)
  *       _referrers/<alg>/<subject hex>/<alg>/<referrer hex>/link        Wharf: manifests whose `subject` is the digest
@@ -111,6 +112,11 @@ export function uploadClaimsDir(name: string, id: string): string {
 
 export function uploadClaimPath(name: string, id: string, offset: number): string {
   return `${uploadClaimsDir(name, id)}/${offset}`;
+}
+
+/** Marks an offset where a write of the upload ended: the only offsets (besides 0) a write may start at. */
+export function uploadEndPath(name: string, id: string, offset: number): string {
+  return `${uploadDir(name, id)}/ends/${offset}`;
 }
 
 /** A private copy of the upload's bytes, written and hashed by one request before it becomes the blob. */

@@ -4,23 +4,26 @@
  * State lives in storage (`_uploads/<id>/data` and `startedat`), so any replica can serve any request of a session
  * and a restart loses nothing: the session's offset is the size storage reports for `data`.
  *
- * One writer at a time, across processes. Before a request writes at offset X it claims the session at X: it
- * creates `_uploads/<id>/claims/<X>` exclusively (`putContentIfAbsent`) holding a random token of its own, then reads
- * the stored size again and goes on only if it is still X. A second request at X, on any process or replica, finds
- * the claim and is refused (416); one that claimed an offset that is no longer the end gives up before it opens a
- * writer. Completing claims the final size F the same way, so nobody can append past F while the blob is committed.
- * A claim stays after its request wrote bytes (so completing can see who wrote); one under which nothing was written
- * is removed again.
+ * One writer at a time, across processes and replicas, without Redis or locks that a crash would leave held:
+ *   - A write may start only at a boundary: offset 0, or an offset where an earlier write ended, which that write
+ *     marks (`_uploads/<id>/ends/<offset>`) once its bytes are committed and its writer closed.
+ *   - Before writing at offset X a request claims X: it creates `_uploads/<id>/claims/<X>` exclusively
+ *     (`putContentIfAbsent`, decided by the filesystem or the S3 service), checks that X is a boundary and that the
+ *     stored size is X, and gives the claim back (416) otherwise. A claim under which bytes were written is kept,
+ *     so nobody writes at X again; one under which nothing was written is removed.
+ *   - Completing claims the final size F the same way and holds it while the blob is committed.
+ * So at any time at most one request writes, and a write in progress cannot be joined: the sizes a write passes
+ * through are not boundaries, and the boundary it started at is claimed. A writer that crashed between writing and
+ * marking its end leaves a session that cannot be continued (416); the client starts a new upload.
  *
- * Hashing: each process keeps the running hash of the sessions it has served (the fast path), together with the
- * claims of the writes that fed it. It is trusted at completion only when it covers the whole stored size and the
- * session's claims are exactly those writes' claims: then no other request ever wrote to the session (every write
- * claims first; one claiming after the check would need the offset F, which the completing request holds), so the
- * stored bytes are the hashed bytes and are moved into the blob store as they are. Otherwise (another replica or
- * process wrote, the hash was evicted or dropped after a failed write) the stored bytes are read once into a new
- * private file while being hashed, and it is that file, whose bytes are exactly the ones hashed, that becomes the
- * blob; a writer still holding the session's data file open cannot change it. A pushed blob is always stored, even
- * when a file of that digest exists: its bytes are not known to match.
+ * Hashing: each process keeps the running hash of the sessions it has served (the fast path). A write feeds it only
+ * when it starts where the hash ends, and every write that fed it held its claim, so when it covers all F stored
+ * bytes at completion, every one of them was written by this process's own requests: they are the hashed bytes, and
+ * are moved into the blob store as they are. Otherwise (another replica or process wrote, the process restarted, the
+ * hash was evicted or dropped after a failed write) the stored bytes are read once into a new private file while
+ * being hashed, and it is that file, holding exactly the hashed bytes, that becomes the blob, whatever a writer not
+ * following these rules (an older Wharf during a rolling upgrade) does meanwhile. A pushed blob is always stored,
+ * even when a file of that digest exists: its bytes are not known to match.
  */
 import { randomUUID, type Hash } from 'node:crypto';
 import { PathNotFoundError, type FileWriter, type StorageDriver } from '../../storage-drivers/driver.js';
@@ -59,8 +62,6 @@ interface HashState {
   hash: Hash;
   /** Bytes fed into `hash`; valid only while it equals the stored size. */
   offset: number;
-  /** The claims (offset → token) of the writes whose bytes were fed into `hash`, all made by this process. */
-  claims: Map<number, string>;
 }
 
 /** A claim this request holds on a session (see the module comment). */
@@ -182,7 +183,7 @@ export class UploadStore {
     await this.driver.putContent(layout.uploadStartedAtPath(name, id), new Date().toISOString());
     // An empty file needs none of putContent's temporary file, fsync and rename: a writer creates it.
     await (await this.driver.writer(layout.uploadDataPath(name, id), false)).close();
-    this.remember(this.key(name, id), { algorithm, hash: newHash(algorithm), offset: 0, claims: new Map() });
+    this.remember(this.key(name, id), { algorithm, hash: newHash(algorithm), offset: 0 });
     return { id, offset: 0 };
   }
 
@@ -203,9 +204,10 @@ export class UploadStore {
   }
 
   /**
-   * Claim the session at `offset` for this request, across every process sharing the storage: 416 when another
-   * request holds that offset, or when the stored size is no longer `offset` once the claim is made (it is then
-   * released). Returns the claim, to be kept once bytes are written under it, else released.
+   * Claim the session at `offset` for this request, across every process sharing the storage (see the module
+   * comment): 416 when another request holds that offset, when no write ended there, or when the stored size is no
+   * longer `offset` once the claim is made (the claim is then given back). Returns the claim, to be kept once bytes
+   * are written under it, else released.
    */
   private async claim(name: string, id: string, offset: number): Promise<Claim> {
     const token = randomUUID();
@@ -216,13 +218,21 @@ export class UploadStore {
       if (held?.toString('utf8') !== token) throw await this.busyError(name, id);
     }
     const claim = { offset, token, path };
-    const info = await orUndefined(this.driver.stat(layout.uploadDataPath(name, id)));
-    if (!info || info.isDir || info.size !== offset) {
+    const [boundary, info] = await Promise.all([
+      offset === 0 ? true : orUndefined(this.driver.stat(layout.uploadEndPath(name, id, offset))).then(Boolean),
+      orUndefined(this.driver.stat(layout.uploadDataPath(name, id))),
+    ]);
+    if (!info || info.isDir || info.size !== offset || !boundary) {
       await this.release(name, id, claim, !info || info.isDir);
       if (!info || info.isDir) throw this.unknown(id);
       throw await this.busyError(name, id);
     }
     return claim;
+  }
+
+  /** Mark `offset` as where a write ended, so that the next write may start there. */
+  private async markEnd(name: string, id: string, offset: number, claim: Claim): Promise<void> {
+    await this.driver.putContentIfAbsent(layout.uploadEndPath(name, id, offset), claim.token);
   }
 
   /**
@@ -260,7 +270,6 @@ export class UploadStore {
       const expected = this.checkRange(id, offset, options);
       const claim = await this.claim(name, id, offset);
       const written = await this.write(name, id, claim, body, expected);
-      if (written === 0) await this.release(name, id, claim);
       return { id, offset: offset + written };
     });
   }
@@ -288,7 +297,8 @@ export class UploadStore {
 
   /**
    * Stream `body` to the end of the session's data under `claim`, hashing as it goes. Returns the bytes written.
-   * A write that fails after handing bytes to the driver keeps its claim (it may have written some of them).
+   * The claim is kept and the end of the stored bytes marked when bytes were written (also by a write that fails:
+   * the session resumes from there), else the claim is given back.
    */
   private async write(
     name: string,
@@ -306,7 +316,7 @@ export class UploadStore {
     }
     if (!state && offset === 0) {
       // A session started elsewhere (another replica): nothing to rebuild yet, so hash from here on.
-      state = { algorithm: 'sha256', hash: newHash('sha256'), offset: 0, claims: new Map() };
+      state = { algorithm: 'sha256', hash: newHash('sha256'), offset: 0 };
     }
     if (state) this.remember(key, state);
     const writer = await this.driver.writer(layout.uploadDataPath(name, id), true);
@@ -314,6 +324,7 @@ export class UploadStore {
       // Only a writer that never claimed (or a stale one from before) can have moved the end since the claim.
       this.states.delete(key);
       await writer.close().catch(() => {});
+      await this.release(name, id, claim);
       throw await this.busyError(name, id);
     }
     const window = new WriteWindow(writer);
@@ -348,7 +359,7 @@ export class UploadStore {
       this.states.delete(key);
       await window.settle();
       await writer.close().catch(() => {}); // the request fails with `err` either way
-      if (handed === 0) await this.release(name, id, claim).catch(() => {});
+      await this.endFailedWrite(name, id, claim, handed).catch(() => {});
       throw err;
     } finally {
       writingRequests--;
@@ -359,33 +370,31 @@ export class UploadStore {
       await writer.commit();
     } catch (err) {
       this.states.delete(key);
+      await this.endFailedWrite(name, id, claim, written).catch(() => {});
       throw err;
     }
-    if (state && written > 0) state.claims.set(offset, claim.token);
+    if (written > 0) await this.markEnd(name, id, offset + written, claim);
+    else await this.release(name, id, claim);
     return written;
   }
 
   /**
-   * True when the running hash is provably the hash of the session's `size` stored bytes (see the module comment):
-   * it covers them all, and the session's claims are exactly the claims of the writes that fed it plus `final`,
-   * the completing request's own claim of the end.
+   * After a write failed with its writer closed: where storage now ends is where the session resumes, so it is
+   * marked as a boundary; when nothing landed, the claim is given back instead.
    */
-  private async trustedState(name: string, id: string, size: number, algorithm: DigestAlgorithm, final: Claim): Promise<HashState | undefined> {
+  private async endFailedWrite(name: string, id: string, claim: Claim, handed: number): Promise<void> {
+    const info = handed > 0 ? await orUndefined(this.driver.stat(layout.uploadDataPath(name, id))) : undefined;
+    if (info && !info.isDir && info.size > claim.offset) await this.markEnd(name, id, info.size, claim);
+    else await this.release(name, id, claim);
+  }
+
+  /**
+   * The running hash when it is provably the hash of the session's `size` stored bytes: it covers them all, and
+   * (see the module comment) only this process's requests, each holding its claim, fed it and wrote them.
+   */
+  private trustedState(name: string, id: string, size: number, algorithm: DigestAlgorithm): HashState | undefined {
     const state = this.states.get(this.key(name, id));
-    if (!state || state.algorithm !== algorithm || state.offset !== size) return undefined;
-    const expected = new Map(state.claims);
-    expected.set(final.offset, final.token);
-    const listed = (await orUndefined(this.driver.list(layout.uploadClaimsDir(name, id)))) ?? [];
-    if (listed.length !== expected.size) return undefined;
-    const held = await Promise.all(
-      listed.map(async (path) => {
-        const offset = Number(layout.baseName(path));
-        const token = expected.get(offset);
-        if (token === undefined || layout.uploadClaimPath(name, id, offset) !== path) return false;
-        return (await orUndefined(this.driver.getContent(path)))?.toString('utf8') === token;
-      }),
-    );
-    return held.every(Boolean) ? state : undefined;
+    return state && state.algorithm === algorithm && state.offset === size ? state : undefined;
   }
 
   /**
@@ -437,18 +446,15 @@ export class UploadStore {
   ): Promise<BlobDescriptor> {
     return this.exclusive(name, id, async (offset) => {
       let size = offset;
-      let final: Claim | undefined;
       if (body) {
         const expected = this.checkRange(id, offset, options);
         const claim = await this.claim(name, id, offset);
-        const written = await this.write(name, id, claim, body, expected);
-        size += written;
-        if (written === 0) final = claim;
+        size += await this.write(name, id, claim, body, expected);
       }
       // Held to the end: nobody may append past `size` while these bytes are verified and committed.
-      final ??= await this.claim(name, id, size);
+      const final = await this.claim(name, id, size);
       try {
-        const state = await this.trustedState(name, id, size, digest.algorithm, final);
+        const state = this.trustedState(name, id, size, digest.algorithm);
         let source = layout.uploadDataPath(name, id);
         let actual: string;
         if (state) {
