@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createDriver } from '../../storage-drivers/index.js';
-import type { FileWriter, StorageDriver } from '../../storage-drivers/driver.js';
+import { UnsupportedOperationError, type FileWriter, type StorageDriver } from '../../storage-drivers/driver.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import { parseDigest } from './reference.js';
@@ -426,4 +426,31 @@ test('bytes a writer left without marking where it ended (it crashed) cannot be 
   const put = await t.throwsAsync(registry.uploads.complete('r', id, digestOf(Buffer.from('first chunk and more'))));
   t.true(isCode(put, 'BLOB_UPLOAD_INVALID', 416), String(put));
   t.deepEqual(await driver.list(layout.uploadClaimsDir('r', id)), [layout.uploadClaimPath('r', id, 0), layout.uploadClaimPath('r', id, 11)]);
+});
+
+test('on storage that cannot create files exclusively, uploads work and every completion commits a re-hashed copy', async (t) => {
+  const inner = createDriver({ driver: 'inmemory' });
+  let reads = 0;
+  const driver = Object.assign(Object.create(inner) as StorageDriver, {
+    async putContentIfAbsent(): Promise<boolean> {
+      throw new UnsupportedOperationError('s3', 'putContentIfAbsent', 'the S3 service ignores If-None-Match on PutObject');
+    },
+    reader(path: string, offset?: number, length?: number) {
+      reads++;
+      return inner.reader(path, offset, length);
+    },
+  });
+  const registry = new Registry(driver);
+  const data = Buffer.from('bytes pushed without claims');
+  const { id } = await registry.uploads.start('r');
+  await registry.uploads.append('r', id, chunks([data.subarray(0, 10)]));
+  await registry.uploads.append('r', id, chunks([data.subarray(10)]));
+  const desc = await registry.uploads.complete('r', id, digestOf(data));
+  t.is(desc.size, data.length);
+  t.is(reads, 1, 'the running hash is not trusted: the stored bytes were read once, into the copy');
+  t.deepEqual(await registry.blobs.getContent(digestOf(data)), data);
+  const wrong = await registry.uploads.start('r');
+  await registry.uploads.append('r', wrong.id, chunks([Buffer.from('other bytes')]));
+  const refused = await t.throwsAsync(registry.uploads.complete('r', wrong.id, digestOf(data)));
+  t.true(isCode(refused, 'DIGEST_INVALID'), String(refused));
 });

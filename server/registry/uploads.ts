@@ -22,11 +22,13 @@
  * are moved into the blob store as they are. Otherwise (another replica or process wrote, the process restarted, the
  * hash was evicted or dropped after a failed write) the stored bytes are read once into a new private file while
  * being hashed, and it is that file, holding exactly the hashed bytes, that becomes the blob, whatever a writer not
- * following these rules (an older Wharf during a rolling upgrade) does meanwhile. A pushed blob is always stored,
+ * following these rules (an older Wharf during a rolling upgrade) does meanwhile. On storage that cannot create a
+ * file exclusively (an S3-compatible service ignoring conditional writes) there are no claims, and every completion
+ * takes this way. A pushed blob is always stored,
  * even when a file of that digest exists: its bytes are not known to match.
  */
 import { randomUUID, type Hash } from 'node:crypto';
-import { PathNotFoundError, type FileWriter, type StorageDriver } from '../../storage-drivers/driver.js';
+import { PathNotFoundError, UnsupportedOperationError, type FileWriter, type StorageDriver } from '../../storage-drivers/driver.js';
 import { BlobStore, type BlobDescriptor, orUndefined } from './blobs.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
@@ -69,6 +71,8 @@ interface Claim {
   offset: number;
   token: string;
   path: string;
+  /** False when the storage cannot create files exclusively: then nothing was created, and nothing is trusted. */
+  exclusive: boolean;
 }
 
 /** The `Range` header value for an upload holding `offset` bytes (registry:2 and the spec: `0-<last byte>`). */
@@ -152,6 +156,11 @@ export class UploadStore {
   private readonly states = new Map<string, HashState>();
   /** Sessions with a request in progress in this process; a second concurrent request is refused. */
   private readonly busy = new Set<string>();
+  /**
+   * Set once the storage answered that it cannot create a file exclusively (an S3-compatible service without
+   * conditional writes): every completion then commits a re-hashed private copy.
+   */
+  private claimsUnsupported = false;
 
   constructor(
     private readonly driver: StorageDriver,
@@ -212,14 +221,22 @@ export class UploadStore {
   private async claim(name: string, id: string, offset: number): Promise<Claim> {
     const token = randomUUID();
     const path = layout.uploadClaimPath(name, id, offset);
-    if (!(await this.driver.putContentIfAbsent(path, token))) {
-      // The token is new, so a claim holding it is ours: a create the driver retried after its answer was lost.
-      const held = await orUndefined(this.driver.getContent(path));
-      if (held?.toString('utf8') !== token) throw await this.busyError(name, id);
+    let exclusive = !this.claimsUnsupported;
+    try {
+      if (exclusive && !(await this.driver.putContentIfAbsent(path, token))) {
+        // The token is new, so a claim holding it is ours: a create the driver retried after its answer was lost.
+        const held = await orUndefined(this.driver.getContent(path));
+        if (held?.toString('utf8') !== token) throw await this.busyError(name, id);
+      }
+    } catch (err) {
+      if (!(err instanceof UnsupportedOperationError)) throw err;
+      // The storage cannot decide between writers: no running hash is trusted from now on (see trustedState).
+      this.claimsUnsupported = true;
+      exclusive = false;
     }
-    const claim = { offset, token, path };
+    const claim = { offset, token, path, exclusive };
     const [boundary, info] = await Promise.all([
-      offset === 0 ? true : orUndefined(this.driver.stat(layout.uploadEndPath(name, id, offset))).then(Boolean),
+      offset === 0 || !exclusive ? true : orUndefined(this.driver.stat(layout.uploadEndPath(name, id, offset))).then(Boolean),
       orUndefined(this.driver.stat(layout.uploadDataPath(name, id))),
     ]);
     if (!info || info.isDir || info.size !== offset || !boundary) {
@@ -232,6 +249,7 @@ export class UploadStore {
 
   /** Mark `offset` as where a write ended, so that the next write may start there. */
   private async markEnd(name: string, id: string, offset: number, claim: Claim): Promise<void> {
+    if (!claim.exclusive) return;
     await this.driver.putContentIfAbsent(layout.uploadEndPath(name, id, offset), claim.token);
   }
 
@@ -241,6 +259,7 @@ export class UploadStore {
    * created again goes too.
    */
   private async release(name: string, id: string, claim: Claim, sessionGone = false): Promise<void> {
+    if (!claim.exclusive) return;
     await orUndefined(this.driver.delete(claim.path));
     if (this.driver.removeEmptyDirectory && (await this.driver.removeEmptyDirectory(layout.uploadClaimsDir(name, id)))) {
       if (sessionGone) await this.driver.removeEmptyDirectory(layout.uploadDir(name, id));
@@ -393,6 +412,7 @@ export class UploadStore {
    * (see the module comment) only this process's requests, each holding its claim, fed it and wrote them.
    */
   private trustedState(name: string, id: string, size: number, algorithm: DigestAlgorithm): HashState | undefined {
+    if (this.claimsUnsupported) return undefined;
     const state = this.states.get(this.key(name, id));
     return state && state.algorithm === algorithm && state.offset === size ? state : undefined;
   }
