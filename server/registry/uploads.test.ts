@@ -395,6 +395,14 @@ test('a request that wrote nothing leaves no claim behind, and a failed completi
   const desc = await uploads.complete('r', id, digestOf(data));
   t.is(desc.size, data.length);
   await t.throwsAsync(driver.stat(layout.uploadDir('r', id)), { message: /not found/ });
+
+  // A completion that wrote a final chunk and then failed leaves the session to be finished from its end.
+  failOnce = true;
+  const other = await uploads.start('r');
+  const more = Buffer.from('other bytes');
+  await t.throwsAsync(uploads.complete('r', other.id, digestOf(more), chunks([more])), { message: 'live set unavailable' });
+  t.is((await uploads.status('r', other.id)).offset, more.length);
+  t.is((await uploads.complete('r', other.id, digestOf(more))).size, more.length);
 });
 
 test('a size cached for a planted blob file is forgotten when the pushed bytes replace it', async (t) => {

@@ -325,6 +325,7 @@ export class UploadStore {
     claim: Claim,
     body: AsyncIterable<Uint8Array>,
     expected: number | undefined,
+    mark = true,
   ): Promise<number> {
     const offset = claim.offset;
     const key = this.key(name, id);
@@ -392,8 +393,8 @@ export class UploadStore {
       await this.endFailedWrite(name, id, claim, written).catch(() => {});
       throw err;
     }
-    if (written > 0) await this.markEnd(name, id, offset + written, claim);
-    else await this.release(name, id, claim);
+    if (written === 0) await this.release(name, id, claim);
+    else if (mark) await this.markEnd(name, id, offset + written, claim);
     return written;
   }
 
@@ -466,13 +467,22 @@ export class UploadStore {
   ): Promise<BlobDescriptor> {
     return this.exclusive(name, id, async (offset) => {
       let size = offset;
+      let final: Claim | undefined;
+      /** Where the final chunk ended, while that is not marked: no request can start a write there meanwhile. */
+      let unmarked: number | undefined;
       if (body) {
         const expected = this.checkRange(id, offset, options);
         const claim = await this.claim(name, id, offset);
-        size += await this.write(name, id, claim, body, expected);
+        const written = await this.write(name, id, claim, body, expected, false);
+        size += written;
+        if (written > 0) {
+          final = claim;
+          unmarked = size;
+        }
       }
       // Held to the end: nobody may append past `size` while these bytes are verified and committed.
-      const final = await this.claim(name, id, size);
+      final ??= await this.claim(name, id, size);
+      let discarded = false;
       try {
         const state = this.trustedState(name, id, size, digest.algorithm);
         let source = layout.uploadDataPath(name, id);
@@ -484,6 +494,7 @@ export class UploadStore {
           ({ path: source, digest: actual } = await this.verifiedCopy(name, id, size, digest.algorithm, final));
         }
         if (actual !== digest.value) {
+          discarded = true;
           await this.discard(name, id);
           throw new RegistryError('DIGEST_INVALID', 'provided digest did not match uploaded content', {
             detail: { digest: digest.value, actual },
@@ -496,12 +507,17 @@ export class UploadStore {
         await this.blobs.contentReplaced(digest, before, size);
         await this.blobs.link(name, digest);
         await this.hooks.onBlobLinked?.(name, digest.value);
+        discarded = true;
         await this.discard(name, id);
         return { digest: digest.value, size };
       } catch (err) {
-        // Nothing was written under the final claim; the session may be retried (or is gone already).
-        await this.release(name, id, final).catch(() => {});
-        await orUndefined(this.driver.delete(layout.uploadVerifiedPath(name, id, final.token))).catch(() => {});
+        if (!discarded) {
+          await orUndefined(this.driver.delete(layout.uploadVerifiedPath(name, id, final.token))).catch(() => {});
+          // The session may be retried: from the end of the final chunk, which is marked now, or by giving back
+          // the claim of the end, under which nothing was written.
+          if (unmarked !== undefined) await this.markEnd(name, id, unmarked, final).catch(() => {});
+          else await this.release(name, id, final).catch(() => {});
+        }
         throw err;
       }
     });
