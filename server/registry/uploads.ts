@@ -11,7 +11,8 @@
  *     (`putContentIfAbsent`, decided by the filesystem or the S3 service), checks that X is a boundary and that the
  *     stored size is X, and gives the claim back (416) otherwise. A claim under which bytes were written is kept,
  *     so nobody writes at X again; one under which nothing was written is removed.
- *   - Completing claims the final size F the same way and holds it while the blob is committed.
+ *   - Completing claims the final size F the same way and holds it while the blob is committed (when it wrote the
+ *     final chunk itself, F is not marked until it is done, which keeps everyone else out as well).
  * So at any time at most one request writes, and a write in progress cannot be joined: the sizes a write passes
  * through are not boundaries, and the boundary it started at is claimed. A writer that crashed between writing and
  * marking its end leaves a session that cannot be continued (416); the client starts a new upload.
@@ -24,8 +25,8 @@
  * being hashed, and it is that file, holding exactly the hashed bytes, that becomes the blob, whatever a writer not
  * following these rules (an older Wharf during a rolling upgrade) does meanwhile. On storage that cannot create a
  * file exclusively (an S3-compatible service ignoring conditional writes) there are no claims, and every completion
- * takes this way. A pushed blob is always stored,
- * even when a file of that digest exists: its bytes are not known to match.
+ * takes this way. A pushed blob is always stored, even when a file of that digest exists: its bytes are not known
+ * to match.
  */
 import { randomUUID, type Hash } from 'node:crypto';
 import { PathNotFoundError, UnsupportedOperationError, type FileWriter, type StorageDriver } from '../../storage-drivers/driver.js';
