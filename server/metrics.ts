@@ -166,6 +166,7 @@ export function instrumentedDriver(driver: StorageDriver, metrics: Metrics): Sto
     name: driver.name,
     getContent: (path) => timed('getContent', () => driver.getContent(path)),
     putContent: (path, content) => timed('putContent', () => driver.putContent(path, content)),
+    putContentIfAbsent: (path, content) => timed('putContentIfAbsent', () => driver.putContentIfAbsent(path, content)),
     reader: (path, offset, length): Promise<Readable> => timed('reader', () => driver.reader(path, offset, length)),
     writer: (path, append): Promise<FileWriter> => timed('writer', () => driver.writer(path, append)),
     stat: (path): Promise<FileInfo> => timed('stat', () => driver.stat(path)),

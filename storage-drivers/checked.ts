@@ -80,6 +80,13 @@ class CheckedDriver implements StorageDriver {
     });
   }
 
+  putContentIfAbsent(path: string, content: Uint8Array | string): Promise<boolean> {
+    return this.call(() => {
+      validatePath(path);
+      return this.inner.putContentIfAbsent(path, content);
+    });
+  }
+
   reader(path: string, offset = 0, length?: number): Promise<Readable> {
     return this.call(async () => {
       validatePath(path);

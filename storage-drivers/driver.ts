@@ -87,6 +87,16 @@ export interface StorageDriver {
   putContent(path: string, content: Uint8Array | string): Promise<void>;
 
   /**
+   * Create a file only if nothing is stored at `path`, as one atomic step: resolves true when this call created
+   * it with `content`, false when a file (or directory) was there already, which is then left as it is. Of any
+   * number of concurrent calls for one path, from any processes sharing the storage, exactly one resolves true.
+   * Creates parent directories as needed. Used for ownership markers (the upload claims of server/registry), which
+   * matter only to running processes: unlike putContent's, the file need not survive a crash of the machine.
+   * A backend that cannot decide between creators rejects with UnsupportedOperationError (never a wrong true).
+   */
+  putContentIfAbsent(path: string, content: Uint8Array | string): Promise<boolean>;
+
+  /**
    * A stream of the file's bytes from `offset` (default 0), at most `length` bytes when given.
    * PathNotFoundError when absent; InvalidOffsetError when offset is negative or beyond the size
    * (offset === size yields an empty stream).
@@ -166,6 +176,13 @@ export class InvalidPathError extends StorageError {
 export class InvalidOffsetError extends StorageError {
   constructor(readonly path: string, readonly offset: number) {
     super(`invalid offset ${offset} for ${path}`);
+  }
+}
+
+/** The backend cannot provide an operation (such as an S3-compatible service ignoring conditional writes). */
+export class UnsupportedOperationError extends StorageError {
+  constructor(readonly driver: string, readonly operation: string, reason: string) {
+    super(`${driver}: ${operation} is not supported: ${reason}`);
   }
 }
 

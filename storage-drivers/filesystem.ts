@@ -11,6 +11,7 @@
  *   - Temporary files are named `.tmp-<random>`. The registry never uses names starting with '.', and list and
  *     walk skip these names, so a crash can leave one behind but never makes it look like content.
  *   - A writer writes in place (the bytes are visible as they are written, as the contract allows).
+ *   - putContentIfAbsent is an exclusive create (O_EXCL), atomic on local filesystems and NFS v3 and later.
  *   - Creating a parent directory can race with a concurrent delete of that directory; operations that create
  *     parents retry a few times when their directory vanishes under them.
  */
@@ -127,6 +128,33 @@ export class FilesystemDriver implements StorageDriver {
         throw err;
       }
     });
+  }
+
+  /**
+   * open(2) with O_CREAT|O_EXCL ('wx'): the kernel (or the NFS server, v3 and later) decides which creator wins.
+   * The content is written after the create, so a reader may briefly see the file empty. Not flushed to disk (see
+   * the contract): a crash of the machine ends every process on this filesystem that could rely on it.
+   */
+  async putContentIfAbsent(path: string, content: Uint8Array | string): Promise<boolean> {
+    const target = this.fullPath(path);
+    let handle: FileHandle;
+    try {
+      handle = await this.withParent(target, () => open(target, 'wx'));
+    } catch (err) {
+      if (code(err) === 'EEXIST' || code(err) === 'EISDIR') return false;
+      throw err;
+    }
+    try {
+      try {
+        await handle.writeFile(content);
+      } finally {
+        await handle.close();
+      }
+    } catch (err) {
+      await unlink(target).catch(() => {});
+      throw err;
+    }
+    return true;
   }
 
   async reader(path: string, offset = 0, length?: number): Promise<Readable> {

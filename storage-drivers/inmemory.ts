@@ -136,6 +136,12 @@ export class InMemoryDriver implements StorageDriver {
     this.place(path, file);
   }
 
+  async putContentIfAbsent(path: string, content: Uint8Array | string): Promise<boolean> {
+    if (this.find(path)) return false;
+    await this.putContent(path, content);
+    return true;
+  }
+
   async reader(path: string, offset = 0, length?: number): Promise<Readable> {
     const file = this.findFile(path);
     if (offset < 0 || offset > file.size) throw new InvalidOffsetError(path, offset);

@@ -5,7 +5,8 @@
  * How the contract maps onto S3
  *   - Files are objects; directories exist only as key prefixes (`a/b/` exists when some key starts with it). The
  *     root always exists. Directory modification times are not known: they are the epoch.
- *   - putContent is one PutObject (atomic); move is a server-side copy then a delete: CopyObject up to
+ *   - putContent is one PutObject (atomic); putContentIfAbsent a conditional one (If-None-Match: *), after a
+ *     one-time probe that the service honours the header (else UnsupportedOperationError); move is a server-side copy then a delete: CopyObject up to
  *     `multipartCopyThresholdSize`, above it a multipart copy (UploadPartCopy in `multipartCopyChunkSize` ranges,
  *     `multipartCopyMaxConcurrency` at a time), which is also how objects over S3's 5 GiB CopyObject limit move.
  *   - list and walk use ListObjectsV2 with '/' as delimiter, one directory at a time, following continuation tokens
@@ -42,10 +43,12 @@ import { createRequire } from 'node:module';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
+import { randomUUID } from 'node:crypto';
 import {
   InvalidOffsetError,
   PathNotFoundError,
   StorageDriverError,
+  UnsupportedOperationError,
   comparePaths,
   isBelow,
   isValidPath,
@@ -490,6 +493,58 @@ export class S3Driver implements StorageDriver {
       );
     } catch (err) {
       this.fail('putContent', path, err);
+    }
+  }
+
+  /**
+   * A conditional PutObject (`If-None-Match: *`): S3 (since 2024) and Ceph RGW refuse it with 412 when the key
+   * exists, and decide between concurrent ones so that exactly one succeeds. A 409 ConditionalRequestConflict (a
+   * concurrent conditional write still in progress) also means another creator.
+   */
+  async putContentIfAbsent(path: string, content: Uint8Array | string): Promise<boolean> {
+    if (path === '/') return false;
+    if (!(await (this.conditionalPuts ??= this.probeConditionalPuts()))) {
+      throw new UnsupportedOperationError(NAME, 'putContentIfAbsent', 'the S3 service ignores If-None-Match on PutObject');
+    }
+    try {
+      return await this.putIfNoneMatch(this.key(path), content);
+    } catch (err) {
+      this.fail('putContentIfAbsent', path, err);
+    }
+  }
+
+  /** Whether the service honours If-None-Match, probed once per driver. */
+  private conditionalPuts: Promise<boolean> | undefined;
+
+  private async putIfNoneMatch(key: string, content: Uint8Array | string): Promise<boolean> {
+    const body = typeof content === 'string' ? Buffer.from(content) : Buffer.from(content);
+    try {
+      await this.client.send(
+        new aws.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, IfNoneMatch: '*', ...this.putExtras() }),
+      );
+      return true;
+    } catch (err) {
+      const status = httpStatus(err);
+      if (status === 412 || status === 409) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * A service that does not know the header ignores it and overwrites, which would let two creators both win: so
+   * before the first conditional put, one object is created twice under a key of its own; only when the second
+   * create is refused are conditional puts used. (A failed probe is retried by the next call.)
+   */
+  private async probeConditionalPuts(): Promise<boolean> {
+    const key = `${this.prefix}_wharf/conditional-put-probe/${randomUUID()}`;
+    try {
+      if (!(await this.putIfNoneMatch(key, 'probe'))) return false;
+      return !(await this.putIfNoneMatch(key, 'probe'));
+    } catch (err) {
+      this.conditionalPuts = undefined;
+      this.fail('putContentIfAbsent (probing conditional writes)', '/', err);
+    } finally {
+      await this.deleteObject(key).catch(() => {});
     }
   }
 

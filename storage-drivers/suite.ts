@@ -209,6 +209,34 @@ export function driverSuite(name: string, factory: DriverFactory): void {
     t.deepEqual(await d.list('/race'), ['/race/file']);
   });
 
+  test(title('putContentIfAbsent creates a missing file (with its folders) and never replaces one'), async (t) => {
+    const d = await open(t);
+    t.true(await d.putContentIfAbsent('/once/deep/file', 'first'));
+    t.deepEqual(await d.getContent('/once/deep/file'), Buffer.from('first'));
+    t.false(await d.putContentIfAbsent('/once/deep/file', 'second'), 'a file is there');
+    t.deepEqual(await d.getContent('/once/deep/file'), Buffer.from('first'), 'and it is left as it was');
+    await d.putContent('/once/other', 'replaced by putContent');
+    t.false(await d.putContentIfAbsent('/once/other', 'x'));
+    await d.delete('/once/deep/file');
+    t.true(await d.putContentIfAbsent('/once/deep/file', 'again'), 'a deleted file may be created again');
+    t.deepEqual(await d.getContent('/once/deep/file'), Buffer.from('again'));
+    t.true(await d.putContentIfAbsent('/once/empty', new Uint8Array(0)));
+    t.is((await d.stat('/once/empty')).size, 0);
+    await t.throwsAsync(d.putContentIfAbsent('/once/../x', 'x'), { instanceOf: InvalidPathError });
+  });
+
+  test(title('of concurrent putContentIfAbsent calls for one path exactly one wins, and its content stays'), async (t) => {
+    const d = await open(t);
+    for (let round = 0; round < 5; round++) {
+      const path = `/claims/${round}`;
+      const contents = Array.from({ length: 8 }, (_, i) => `writer-${round}-${i}`);
+      const results = await Promise.all(contents.map((c) => d.putContentIfAbsent(path, c)));
+      const winners = contents.filter((_, i) => results[i]);
+      t.is(winners.length, 1, `round ${round}: ${winners.length} creators were told they won`);
+      t.is((await d.getContent(path)).toString('utf8'), winners[0]);
+    }
+  });
+
   // ---- reader --------------------------------------------------------------------------------------------------
 
   test(title('reader honours offset and length'), async (t) => {

@@ -106,6 +106,14 @@ export class BlobStore {
     return this.driver.redirectURL(layout.blobDataPath(digest), { method, expiresIn: 20 * 60 });
   }
 
+  /**
+   * The blob's bytes were just written, replacing any file there: when `before` (what `statContent` said just
+   * before) gave another size, that cached size described the bytes replaced, and is forgotten.
+   */
+  async contentReplaced(digest: Digest, before: BlobDescriptor | undefined, size: number): Promise<void> {
+    if (before && before.size !== size) await this.invalidate((cache) => cache.forget(digest.value));
+  }
+
   /** Let repository `name` serve the blob (its bytes must already be in the content store). */
   async link(name: string, digest: Digest): Promise<void> {
     const ticket = this.cache?.ticket();

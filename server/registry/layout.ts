@@ -15,6 +15,9 @@
  *                                                                       (JSON; server/proxy/mirror.ts)
  *       _uploads/<id>/data                                              bytes of an in-flight upload
  *       _uploads/<id>/startedat                                         RFC 3339 start time of that upload
+ *       _uploads/<id>/claims/<offset>                                   Wharf: the request writing at that offset
+ *       _uploads/<id>/ends/<offset>                                     Wharf: a write ended there (may be resumed)
+ *       _uploads/<id>/verified/<token>                                  Wharf: the re-hashed copy being committed
  *       _uploads/<id>/hashstates/<alg>/<offset>                         (registry:2 only; Wharf does not write these)
  *       _referrers/<alg>/<subject hex>/<alg>/<referrer hex>/link        Wharf: manifests whose `subject` is the digest
  *     _wharf/gc/                                                        Wharf: garbage-collector lock, live set, trash,
@@ -107,6 +110,25 @@ export function uploadDataPath(name: string, id: string): string {
 
 export function uploadStartedAtPath(name: string, id: string): string {
   return `${uploadDir(name, id)}/startedat`;
+}
+
+/** Claims of the upload's writes, one file per offset a request wrote (or finished) at. */
+export function uploadClaimsDir(name: string, id: string): string {
+  return `${uploadDir(name, id)}/claims`;
+}
+
+export function uploadClaimPath(name: string, id: string, offset: number): string {
+  return `${uploadClaimsDir(name, id)}/${offset}`;
+}
+
+/** Marks an offset where a write of the upload ended: the only offsets (besides 0) a write may start at. */
+export function uploadEndPath(name: string, id: string, offset: number): string {
+  return `${uploadDir(name, id)}/ends/${offset}`;
+}
+
+/** A private copy of the upload's bytes, written and hashed by one request before it becomes the blob. */
+export function uploadVerifiedPath(name: string, id: string, token: string): string {
+  return `${uploadDir(name, id)}/verified/${token}`;
 }
 
 export function referrersPath(name: string, subject: Digest): string {

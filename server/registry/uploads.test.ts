@@ -1,7 +1,10 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createDriver } from '../../storage-drivers/index.js';
-import type { FileWriter, StorageDriver } from '../../storage-drivers/driver.js';
+import { UnsupportedOperationError, type FileWriter, type StorageDriver } from '../../storage-drivers/driver.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import { parseDigest } from './reference.js';
@@ -116,7 +119,9 @@ test('every request that stores upload bytes commits them before it is answered;
   const last = Buffer.alloc(5, 3);
   const all = Buffer.concat([stored, last]);
   await registry.uploads.complete('r', id, digestOf(all), chunks([last]));
-  t.deepEqual(driver.ends, ['commit', 'close', 'commit'], 'PUT with the last chunk');
+  // The failed request dropped the running hash, so completing re-hashes the stored bytes into a private copy,
+  // which is committed too before it becomes the blob.
+  t.deepEqual(driver.ends, ['commit', 'close', 'commit', 'commit'], 'PUT with the last chunk, then the verified copy');
   t.true((await registry.blobs.getContent(digestOf(all)))?.equals(all));
 });
 
@@ -224,4 +229,236 @@ test('the write window is wide for one upload and shares WRITE_BUDGET between ma
   const window = Math.max(MIN_WRITE_WINDOW, WRITE_BUDGET / count);
   t.is(shared.most.length, count);
   for (const most of shared.most) t.true(most <= window + chunk, `an upload among ${count} kept ${most} bytes in flight`);
+});
+
+/** A body that yields `first`, then waits until `release()` before yielding `rest` (a slow client). */
+function pausedBody(first: Buffer, rest: Buffer[] = []) {
+  let release!: () => void;
+  const go = new Promise<void>((resolve) => { release = resolve; });
+  let started!: () => void;
+  const sent = new Promise<void>((resolve) => { started = resolve; });
+  async function* body(): AsyncIterable<Uint8Array> {
+    if (first.length > 0) yield first;
+    started();
+    await go;
+    yield* rest;
+  }
+  return { body: body(), sent, release };
+}
+
+/** Two processes sharing one storage: each has its own UploadStore (running hashes, busy set) on the driver. */
+function twoProcesses(driver: StorageDriver) {
+  const blobs = new BlobStore(driver);
+  return { blobs, a: new UploadStore(driver, blobs), b: new UploadStore(driver, blobs) };
+}
+
+const isCode = (err: unknown, code: string, status?: number) =>
+  err instanceof RegistryError && err.code === code && (status === undefined || err.status === status);
+
+test('a request of another process writing at an offset already claimed is refused with 416 and the Range', async (t) => {
+  const driver = createDriver({ driver: 'inmemory' });
+  const { a, b } = twoProcesses(driver);
+  const { id } = await a.start('r');
+  const slow = pausedBody(Buffer.alloc(0), [Buffer.from('from a')]);
+  const writing = a.append('r', id, slow.body);
+  await slow.sent; // a holds the claim at 0 and waits for its client
+  const refused = await t.throwsAsync(b.append('r', id, chunks([Buffer.from('from b')])));
+  t.true(isCode(refused, 'BLOB_UPLOAD_INVALID', 416), String(refused));
+  t.is((refused as RegistryError).headers?.Range, '0-0');
+  const refusedPut = await t.throwsAsync(b.complete('r', id, digestOf(Buffer.from('from b')), chunks([Buffer.from('from b')])));
+  t.true(isCode(refusedPut, 'BLOB_UPLOAD_INVALID', 416), String(refusedPut));
+  slow.release();
+  t.is((await writing).offset, 6);
+  const desc = await a.complete('r', id, digestOf(Buffer.from('from a')));
+  t.is(desc.size, 6);
+  t.deepEqual(await driver.getContent(layout.blobDataPath(digestOf(Buffer.from('from a')))), Buffer.from('from a'));
+});
+
+/** Resolves once `path` holds `size` bytes (a write of another request has reached storage). */
+async function sizeReaches(driver: StorageDriver, path: string, size: number): Promise<void> {
+  while ((await driver.stat(path)).size !== size) await new Promise((r) => setTimeout(r, 5));
+}
+
+test('bytes another process wrote inside the range a running hash covers never become the blob under that digest', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'wharf-uploads-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const driver = createDriver({ driver: 'filesystem', rootDirectory: dir });
+  const { a, b } = twoProcesses(driver);
+  const { id } = await a.start('r');
+  const data = layout.uploadDataPath('r', id);
+  const a1 = Buffer.alloc(1000, 1);
+  const a2 = Buffer.alloc(1000, 2);
+  const slowA = pausedBody(a1, [a2]);
+  const writingA = a.append('r', id, slowA.body);
+  await sizeReaches(driver, data, 1000);
+  // b starts writing where the stored bytes end now, then a writes on, then b writes into what a wrote; unless b
+  // is refused at once, which leaves nothing to interleave.
+  const slowB = pausedBody(Buffer.alloc(1, 9), [Buffer.alloc(499, 9)]);
+  let refused: unknown;
+  const writingB = b.append('r', id, slowB.body).catch((err: unknown) => { refused = err; });
+  while (refused === undefined && (await driver.stat(data)).size !== 1001) await new Promise((r) => setTimeout(r, 5));
+  slowA.release();
+  t.is((await writingA).offset, 2000);
+  slowB.release();
+  await writingB;
+  if (refused !== undefined) t.true(isCode(refused, 'BLOB_UPLOAD_INVALID', 416), String(refused));
+
+  const digest = digestOf(Buffer.concat([a1, a2]));
+  const stored = await driver.getContent(data);
+  const completed = await a.complete('r', id, digest).catch((err: unknown) => err);
+  if (stored.equals(Buffer.concat([a1, a2]))) {
+    t.is((completed as { size?: number }).size, 2000, String(completed));
+  } else {
+    t.true(isCode(completed, 'DIGEST_INVALID'), String(completed));
+  }
+  const blob = await orUndefinedContent(driver, layout.blobDataPath(digest));
+  if (blob) t.true((await driver.getContent(layout.blobDataPath(digest))).equals(Buffer.concat([a1, a2])));
+  t.is(refused !== undefined, true, 'b may not write into a session while a writes to it');
+});
+
+async function orUndefinedContent(driver: StorageDriver, path: string) {
+  try {
+    return await driver.stat(path);
+  } catch {
+    return undefined;
+  }
+}
+
+test('bytes changed after completion hashed them never become the blob: the re-hashed copy is what is committed', async (t) => {
+  const inner = createDriver({ driver: 'inmemory' });
+  const data = Buffer.alloc(300_000, 5);
+  const forged = Buffer.alloc(300_000, 6);
+  let name = '';
+  let id = '';
+  // As a writer of another process that keeps its file open: the data changes as soon as it has been read.
+  const driver = Object.assign(Object.create(inner) as StorageDriver, {
+    async reader(path: string, offset?: number, length?: number) {
+      const stream = await inner.reader(path, offset, length);
+      if (path === layout.uploadDataPath(name, id)) stream.once('end', () => void inner.putContent(path, forged));
+      return stream;
+    },
+  });
+  const { a, b } = twoProcesses(driver);
+  name = 'r';
+  ({ id } = await a.start(name));
+  await a.append(name, id, chunks([data]));
+  // Completed where the running hash is missing (another replica), so the stored bytes are read and hashed.
+  const desc = await b.complete(name, id, digestOf(data));
+  t.is(desc.size, data.length);
+  const blob = await inner.getContent(layout.blobDataPath(digestOf(data)));
+  t.true(blob.equals(data), 'the blob holds the bytes that were hashed');
+});
+
+test('a blob file already there under the digest is replaced by the pushed bytes, never trusted', async (t) => {
+  const driver = createDriver({ driver: 'inmemory' });
+  const registry = new Registry(driver);
+  const honest = Buffer.from('the honest content of the blob');
+  const digest = digestOf(honest);
+  // What a writer that won a race earlier would have left: other bytes of the same length under the digest.
+  const planted = Buffer.alloc(honest.length, 'x');
+  for (const [label, complete] of [
+    ['monolithic', async () => {
+      const { id } = await registry.uploads.start('r');
+      return registry.uploads.complete('r', id, digest, chunks([honest]));
+    }],
+    ['re-hashed on another process', async () => {
+      const { id } = await registry.uploads.start('r');
+      await registry.uploads.append('r', id, chunks([honest]));
+      return new Registry(driver).uploads.complete('r', id, digest);
+    }],
+  ] as const) {
+    await driver.putContent(layout.blobDataPath(digest), planted);
+    await complete();
+    t.deepEqual(await registry.blobs.getContent(digest), honest, label);
+  }
+});
+
+test('a request that wrote nothing leaves no claim behind, and a failed completion can be retried', async (t) => {
+  const driver = createDriver({ driver: 'inmemory' });
+  let failOnce = true;
+  const blobs = new BlobStore(driver);
+  const uploads = new UploadStore(driver, blobs, {
+    beforeBlobLinked() {
+      if (failOnce) {
+        failOnce = false;
+        throw new Error('live set unavailable');
+      }
+    },
+  });
+  const data = Buffer.from('some bytes');
+  const { id } = await uploads.start('r');
+  t.is((await uploads.append('r', id, chunks([]))).offset, 0, 'an empty PATCH');
+  t.deepEqual(await driver.list(layout.uploadDir('r', id)), [layout.uploadDataPath('r', id), layout.uploadStartedAtPath('r', id)].sort());
+  await uploads.append('r', id, chunks([data]));
+  await t.throwsAsync(uploads.complete('r', id, digestOf(data)), { message: 'live set unavailable' });
+  t.deepEqual(await driver.list(layout.uploadClaimsDir('r', id)), [layout.uploadClaimPath('r', id, 0)], 'only the claim of the bytes');
+  const desc = await uploads.complete('r', id, digestOf(data));
+  t.is(desc.size, data.length);
+  await t.throwsAsync(driver.stat(layout.uploadDir('r', id)), { message: /not found/ });
+
+  // A completion that wrote a final chunk and then failed leaves the session to be finished from its end.
+  failOnce = true;
+  const other = await uploads.start('r');
+  const more = Buffer.from('other bytes');
+  await t.throwsAsync(uploads.complete('r', other.id, digestOf(more), chunks([more])), { message: 'live set unavailable' });
+  t.is((await uploads.status('r', other.id)).offset, more.length);
+  t.is((await uploads.complete('r', other.id, digestOf(more))).size, more.length);
+});
+
+test('a size cached for a planted blob file is forgotten when the pushed bytes replace it', async (t) => {
+  const driver = createDriver({ driver: 'inmemory' });
+  const registry = new Registry(driver, { descriptorCacheSize: 10 });
+  const honest = Buffer.from('the honest content');
+  const digest = digestOf(honest);
+  await driver.putContent(layout.blobDataPath(digest), Buffer.from('short'));
+  t.is((await registry.blobs.statContent(digest))?.size, 5, 'the planted size is cached');
+  const { id } = await registry.uploads.start('r');
+  await registry.uploads.complete('r', id, digest, chunks([honest]));
+  t.is((await registry.blobs.statContent(digest))?.size, honest.length);
+  t.deepEqual(await registry.blobs.getContent(digest), honest);
+});
+
+test('bytes a writer left without marking where it ended (it crashed) cannot be continued or completed', async (t) => {
+  const driver = createDriver({ driver: 'inmemory' });
+  const registry = new Registry(driver);
+  const { id } = await registry.uploads.start('r');
+  await registry.uploads.append('r', id, chunks([Buffer.from('first chunk')]));
+  // A writer of another process that claimed the end, wrote and died before marking its end.
+  const crashed = await driver.writer(layout.uploadDataPath('r', id), true);
+  await crashed.write(Buffer.from(' and more'));
+  await crashed.commit();
+  await driver.putContent(layout.uploadClaimPath('r', id, 11), 'a token of the crashed writer');
+  const patch = await t.throwsAsync(registry.uploads.append('r', id, chunks([Buffer.from('!')])));
+  t.true(isCode(patch, 'BLOB_UPLOAD_INVALID', 416), String(patch));
+  t.is((patch as RegistryError).headers?.Range, '0-19');
+  const put = await t.throwsAsync(registry.uploads.complete('r', id, digestOf(Buffer.from('first chunk and more'))));
+  t.true(isCode(put, 'BLOB_UPLOAD_INVALID', 416), String(put));
+  t.deepEqual(await driver.list(layout.uploadClaimsDir('r', id)), [layout.uploadClaimPath('r', id, 0), layout.uploadClaimPath('r', id, 11)]);
+});
+
+test('on storage that cannot create files exclusively, uploads work and every completion commits a re-hashed copy', async (t) => {
+  const inner = createDriver({ driver: 'inmemory' });
+  let reads = 0;
+  const driver = Object.assign(Object.create(inner) as StorageDriver, {
+    async putContentIfAbsent(): Promise<boolean> {
+      throw new UnsupportedOperationError('s3', 'putContentIfAbsent', 'the S3 service ignores If-None-Match on PutObject');
+    },
+    reader(path: string, offset?: number, length?: number) {
+      reads++;
+      return inner.reader(path, offset, length);
+    },
+  });
+  const registry = new Registry(driver);
+  const data = Buffer.from('bytes pushed without claims');
+  const { id } = await registry.uploads.start('r');
+  await registry.uploads.append('r', id, chunks([data.subarray(0, 10)]));
+  await registry.uploads.append('r', id, chunks([data.subarray(10)]));
+  const desc = await registry.uploads.complete('r', id, digestOf(data));
+  t.is(desc.size, data.length);
+  t.is(reads, 1, 'the running hash is not trusted: the stored bytes were read once, into the copy');
+  t.deepEqual(await registry.blobs.getContent(digestOf(data)), data);
+  const wrong = await registry.uploads.start('r');
+  await registry.uploads.append('r', wrong.id, chunks([Buffer.from('other bytes')]));
+  const refused = await t.throwsAsync(registry.uploads.complete('r', wrong.id, digestOf(data)));
+  t.true(isCode(refused, 'DIGEST_INVALID'), String(refused));
 });

@@ -4,13 +4,32 @@
  * State lives in storage (`_uploads/<id>/data` and `startedat`), so any replica can serve any request of a session
  * and a restart loses nothing: the session's offset is the size storage reports for `data`.
  *
- * Hashing: each process keeps the running hash of the sessions it has served (the fast path). When a request lands
- * where the hash is missing or behind what storage holds (another replica wrote, the process restarted, a write
- * failed half-way), the hash is rebuilt by reading the stored bytes once. The digest is only ever compared against
- * bytes that are in storage, and a blob becomes visible under a digest only after those bytes hashed to it.
+ * One writer at a time, across processes and replicas, without Redis or locks that a crash would leave held:
+ *   - A write may start only at a boundary: offset 0, or an offset where an earlier write ended, which that write
+ *     marks (`_uploads/<id>/ends/<offset>`) once its bytes are committed and its writer closed.
+ *   - Before writing at offset X a request claims X: it creates `_uploads/<id>/claims/<X>` exclusively
+ *     (`putContentIfAbsent`, decided by the filesystem or the S3 service), checks that X is a boundary and that the
+ *     stored size is X, and gives the claim back (416) otherwise. A claim under which bytes were written is kept,
+ *     so nobody writes at X again; one under which nothing was written is removed.
+ *   - Completing claims the final size F the same way and holds it while the blob is committed (when it wrote the
+ *     final chunk itself, F is not marked until it is done, which keeps everyone else out as well).
+ * So at any time at most one request writes, and a write in progress cannot be joined: the sizes a write passes
+ * through are not boundaries, and the boundary it started at is claimed. A writer that crashed between writing and
+ * marking its end leaves a session that cannot be continued (416); the client starts a new upload.
+ *
+ * Hashing: each process keeps the running hash of the sessions it has served (the fast path). A write feeds it only
+ * when it starts where the hash ends, and every write that fed it held its claim, so when it covers all F stored
+ * bytes at completion, every one of them was written by this process's own requests: they are the hashed bytes, and
+ * are moved into the blob store as they are. Otherwise (another replica or process wrote, the process restarted, the
+ * hash was evicted or dropped after a failed write) the stored bytes are read once into a new private file while
+ * being hashed, and it is that file, holding exactly the hashed bytes, that becomes the blob, whatever a writer not
+ * following these rules (an older Wharf during a rolling upgrade) does meanwhile. On storage that cannot create a
+ * file exclusively (an S3-compatible service ignoring conditional writes) there are no claims, and every completion
+ * takes this way. A pushed blob is always stored, even when a file of that digest exists: its bytes are not known
+ * to match.
  */
 import { randomUUID, type Hash } from 'node:crypto';
-import { PathNotFoundError, type FileWriter, type StorageDriver } from '../../storage-drivers/driver.js';
+import { PathNotFoundError, UnsupportedOperationError, type FileWriter, type StorageDriver } from '../../storage-drivers/driver.js';
 import { BlobStore, type BlobDescriptor, orUndefined } from './blobs.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
@@ -46,6 +65,15 @@ interface HashState {
   hash: Hash;
   /** Bytes fed into `hash`; valid only while it equals the stored size. */
   offset: number;
+}
+
+/** A claim this request holds on a session (see the module comment). */
+interface Claim {
+  offset: number;
+  token: string;
+  path: string;
+  /** False when the storage cannot create files exclusively: then nothing was created, and nothing is trusted. */
+  exclusive: boolean;
 }
 
 /** The `Range` header value for an upload holding `offset` bytes (registry:2 and the spec: `0-<last byte>`). */
@@ -129,6 +157,11 @@ export class UploadStore {
   private readonly states = new Map<string, HashState>();
   /** Sessions with a request in progress in this process; a second concurrent request is refused. */
   private readonly busy = new Set<string>();
+  /**
+   * Set once the storage answered that it cannot create a file exclusively (an S3-compatible service without
+   * conditional writes): every completion then commits a re-hashed private copy.
+   */
+  private claimsUnsupported = false;
 
   constructor(
     private readonly driver: StorageDriver,
@@ -171,17 +204,73 @@ export class UploadStore {
     return { id, offset: info.size };
   }
 
+  private async busyError(name: string, id: string): Promise<RegistryError> {
+    const { offset } = await this.status(name, id);
+    return new RegistryError('BLOB_UPLOAD_INVALID', 'another request is writing to this upload', {
+      status: 416,
+      headers: { Range: uploadRangeHeader(offset) },
+      detail: { uuid: id },
+    });
+  }
+
+  /**
+   * Claim the session at `offset` for this request, across every process sharing the storage (see the module
+   * comment): 416 when another request holds that offset, when no write ended there, or when the stored size is no
+   * longer `offset` once the claim is made (the claim is then given back). Returns the claim, to be kept once bytes
+   * are written under it, else released.
+   */
+  private async claim(name: string, id: string, offset: number): Promise<Claim> {
+    const token = randomUUID();
+    const path = layout.uploadClaimPath(name, id, offset);
+    let exclusive = !this.claimsUnsupported;
+    try {
+      if (exclusive && !(await this.driver.putContentIfAbsent(path, token))) {
+        // The token is new, so a claim holding it is ours: a create the driver retried after its answer was lost.
+        const held = await orUndefined(this.driver.getContent(path));
+        if (held?.toString('utf8') !== token) throw await this.busyError(name, id);
+      }
+    } catch (err) {
+      if (!(err instanceof UnsupportedOperationError)) throw err;
+      // The storage cannot decide between writers: no running hash is trusted from now on (see trustedState).
+      this.claimsUnsupported = true;
+      exclusive = false;
+    }
+    const claim = { offset, token, path, exclusive };
+    const [boundary, info] = await Promise.all([
+      offset === 0 || !exclusive ? true : orUndefined(this.driver.stat(layout.uploadEndPath(name, id, offset))).then(Boolean),
+      orUndefined(this.driver.stat(layout.uploadDataPath(name, id))),
+    ]);
+    if (!info || info.isDir || info.size !== offset || !boundary) {
+      await this.release(name, id, claim, !info || info.isDir);
+      if (!info || info.isDir) throw this.unknown(id);
+      throw await this.busyError(name, id);
+    }
+    return claim;
+  }
+
+  /** Mark `offset` as where a write ended, so that the next write may start there. */
+  private async markEnd(name: string, id: string, offset: number, claim: Claim): Promise<void> {
+    if (!claim.exclusive) return;
+    await this.driver.putContentIfAbsent(layout.uploadEndPath(name, id, offset), claim.token);
+  }
+
+  /**
+   * Remove a claim under which nothing was written, and its folder if that is left empty (where the driver has
+   * folders). When the session is gone (completed or cancelled elsewhere meanwhile), the session folder the claim
+   * created again goes too.
+   */
+  private async release(name: string, id: string, claim: Claim, sessionGone = false): Promise<void> {
+    if (!claim.exclusive) return;
+    await orUndefined(this.driver.delete(claim.path));
+    if (this.driver.removeEmptyDirectory && (await this.driver.removeEmptyDirectory(layout.uploadClaimsDir(name, id)))) {
+      if (sessionGone) await this.driver.removeEmptyDirectory(layout.uploadDir(name, id));
+    }
+  }
+
   /** Run `fn` while holding the session; a concurrent request for the same session is refused with 416. */
   private async exclusive<T>(name: string, id: string, fn: (offset: number) => Promise<T>): Promise<T> {
     const key = this.key(name, id);
-    if (this.busy.has(key)) {
-      const { offset } = await this.status(name, id);
-      throw new RegistryError('BLOB_UPLOAD_INVALID', 'another request is writing to this upload', {
-        status: 416,
-        headers: { Range: uploadRangeHeader(offset) },
-        detail: { uuid: id },
-      });
-    }
+    if (this.busy.has(key)) throw await this.busyError(name, id);
     this.busy.add(key);
     try {
       // The offset is read once the session is ours, so no request of this process can move it meanwhile.
@@ -198,7 +287,9 @@ export class UploadStore {
    */
   append(name: string, id: string, body: AsyncIterable<Uint8Array>, options: AppendOptions = {}): Promise<UploadStatus> {
     return this.exclusive(name, id, async (offset) => {
-      const written = await this.write(name, id, offset, body, options);
+      const expected = this.checkRange(id, offset, options);
+      const claim = await this.claim(name, id, offset);
+      const written = await this.write(name, id, claim, body, expected);
       return { id, offset: offset + written };
     });
   }
@@ -224,15 +315,20 @@ export class UploadStore {
     return length;
   }
 
-  /** Stream `body` to the end of the session's data, hashing as it goes. Returns the bytes written. */
+  /**
+   * Stream `body` to the end of the session's data under `claim`, hashing as it goes. Returns the bytes written.
+   * The claim is kept and the end of the stored bytes marked when bytes were written (also by a write that fails:
+   * the session resumes from there), else the claim is given back.
+   */
   private async write(
     name: string,
     id: string,
-    offset: number,
+    claim: Claim,
     body: AsyncIterable<Uint8Array>,
-    options: AppendOptions,
+    expected: number | undefined,
+    mark = true,
   ): Promise<number> {
-    const expected = this.checkRange(id, offset, options);
+    const offset = claim.offset;
     const key = this.key(name, id);
     let state = this.states.get(key);
     if (state && state.offset !== offset) {
@@ -245,8 +341,16 @@ export class UploadStore {
     }
     if (state) this.remember(key, state);
     const writer = await this.driver.writer(layout.uploadDataPath(name, id), true);
+    if (writer.size !== offset) {
+      // Only a writer that never claimed (or a stale one from before) can have moved the end since the claim.
+      this.states.delete(key);
+      await writer.close().catch(() => {});
+      await this.release(name, id, claim);
+      throw await this.busyError(name, id);
+    }
     const window = new WriteWindow(writer);
     let written = 0;
+    let handed = 0;
     writingRequests++;
     try {
       for await (const chunk of body) {
@@ -261,6 +365,7 @@ export class UploadStore {
           state.hash.update(chunk);
           state.offset += chunk.byteLength;
         }
+        handed += chunk.byteLength;
         await window.write(chunk);
         written += chunk.byteLength;
       }
@@ -271,41 +376,82 @@ export class UploadStore {
         });
       }
     } catch (err) {
-      // The stored bytes and our hash may now disagree: drop the hash; it is rebuilt from storage when needed.
+      // The stored bytes and our hash may now disagree: drop the hash; completing then re-hashes the stored bytes.
       this.states.delete(key);
       await window.settle();
       await writer.close().catch(() => {}); // the request fails with `err` either way
+      await this.endFailedWrite(name, id, claim, handed).catch(() => {});
       throw err;
     } finally {
       writingRequests--;
     }
     // Durable before the request is answered, as registry:2 does: the stored size is what a client resumes from,
     // and complete() moves these bytes into the blob store, where a crash must not leave a blob short of them.
-    await writer.commit();
+    try {
+      await writer.commit();
+    } catch (err) {
+      this.states.delete(key);
+      await this.endFailedWrite(name, id, claim, written).catch(() => {});
+      throw err;
+    }
+    if (written === 0) await this.release(name, id, claim);
+    else if (mark) await this.markEnd(name, id, offset + written, claim);
     return written;
   }
 
-  /** The digest of the session's stored bytes with `algorithm`, from the running hash or by reading them. */
-  private async digestOfStored(name: string, id: string, offset: number, algorithm: DigestAlgorithm): Promise<string> {
-    const key = this.key(name, id);
-    const state = this.states.get(key);
-    if (state && state.algorithm === algorithm && state.offset === offset) {
-      return `${algorithm}:${state.hash.copy().digest('hex')}`;
-    }
+  /**
+   * After a write failed with its writer closed: where storage now ends is where the session resumes, so it is
+   * marked as a boundary; when nothing landed, the claim is given back instead.
+   */
+  private async endFailedWrite(name: string, id: string, claim: Claim, handed: number): Promise<void> {
+    const info = handed > 0 ? await orUndefined(this.driver.stat(layout.uploadDataPath(name, id))) : undefined;
+    if (info && !info.isDir && info.size > claim.offset) await this.markEnd(name, id, info.size, claim);
+    else await this.release(name, id, claim);
+  }
+
+  /**
+   * The running hash when it is provably the hash of the session's `size` stored bytes: it covers them all, and
+   * (see the module comment) only this process's requests, each holding its claim, fed it and wrote them.
+   */
+  private trustedState(name: string, id: string, size: number, algorithm: DigestAlgorithm): HashState | undefined {
+    if (this.claimsUnsupported) return undefined;
+    const state = this.states.get(this.key(name, id));
+    return state && state.algorithm === algorithm && state.offset === size ? state : undefined;
+  }
+
+  /**
+   * Copy the session's first `size` stored bytes into a new private file while hashing them; returns its path and
+   * digest. Whatever happens to the session's data meanwhile, the copy holds exactly the bytes that were hashed.
+   */
+  private async verifiedCopy(name: string, id: string, size: number, algorithm: DigestAlgorithm, final: Claim): Promise<{ path: string; digest: string }> {
+    const path = layout.uploadVerifiedPath(name, id, final.token);
     const hash = newHash(algorithm);
+    const writer = await this.driver.writer(path, false);
+    const window = new WriteWindow(writer);
     let read = 0;
-    if (offset > 0) {
-      const stream = await this.driver.reader(layout.uploadDataPath(name, id), 0, offset);
-      for await (const chunk of stream as AsyncIterable<Buffer>) {
-        hash.update(chunk);
-        read += chunk.byteLength;
+    writingRequests++;
+    try {
+      if (size > 0) {
+        const stream = await this.driver.reader(layout.uploadDataPath(name, id), 0, size);
+        for await (const chunk of stream as AsyncIterable<Buffer>) {
+          hash.update(chunk);
+          read += chunk.byteLength;
+          await window.write(chunk);
+        }
       }
+      await window.drain();
+      if (read !== size) {
+        throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload data changed while it was read', { detail: { uuid: id } });
+      }
+      await writer.commit();
+    } catch (err) {
+      await window.settle();
+      await writer.cancel().catch(() => {});
+      throw err;
+    } finally {
+      writingRequests--;
     }
-    if (read !== offset) {
-      throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload data changed while it was read', { detail: { uuid: id } });
-    }
-    this.remember(key, { algorithm, hash: hash.copy(), offset });
-    return `${algorithm}:${hash.digest('hex')}`;
+    return { path, digest: `${algorithm}:${hash.digest('hex')}` };
   }
 
   /**
@@ -322,23 +468,59 @@ export class UploadStore {
   ): Promise<BlobDescriptor> {
     return this.exclusive(name, id, async (offset) => {
       let size = offset;
-      if (body) size += await this.write(name, id, offset, body, options);
-      const actual = await this.digestOfStored(name, id, size, digest.algorithm);
-      if (actual !== digest.value) {
+      let final: Claim | undefined;
+      /** Where the final chunk ended, while that is not marked: no request can start a write there meanwhile. */
+      let unmarked: number | undefined;
+      if (body) {
+        const expected = this.checkRange(id, offset, options);
+        const claim = await this.claim(name, id, offset);
+        const written = await this.write(name, id, claim, body, expected, false);
+        size += written;
+        if (written > 0) {
+          final = claim;
+          unmarked = size;
+        }
+      }
+      // Held to the end: nobody may append past `size` while these bytes are verified and committed.
+      final ??= await this.claim(name, id, size);
+      let discarded = false;
+      try {
+        const state = this.trustedState(name, id, size, digest.algorithm);
+        let source = layout.uploadDataPath(name, id);
+        let actual: string;
+        if (state) {
+          actual = `${digest.algorithm}:${state.hash.copy().digest('hex')}`;
+        } else {
+          this.states.delete(this.key(name, id));
+          ({ path: source, digest: actual } = await this.verifiedCopy(name, id, size, digest.algorithm, final));
+        }
+        if (actual !== digest.value) {
+          discarded = true;
+          await this.discard(name, id);
+          throw new RegistryError('DIGEST_INVALID', 'provided digest did not match uploaded content', {
+            detail: { digest: digest.value, actual },
+          });
+        }
+        await this.hooks.beforeBlobLinked?.(name, digest.value);
+        const before = await this.blobs.statContent(digest);
+        // Always moved, even over an existing file of that digest: its bytes are not known to be these.
+        await this.driver.move(source, layout.blobDataPath(digest));
+        await this.blobs.contentReplaced(digest, before, size);
+        await this.blobs.link(name, digest);
+        await this.hooks.onBlobLinked?.(name, digest.value);
+        discarded = true;
         await this.discard(name, id);
-        throw new RegistryError('DIGEST_INVALID', 'provided digest did not match uploaded content', {
-          detail: { digest: digest.value, actual },
-        });
+        return { digest: digest.value, size };
+      } catch (err) {
+        if (!discarded) {
+          await orUndefined(this.driver.delete(layout.uploadVerifiedPath(name, id, final.token))).catch(() => {});
+          // The session may be retried: from the end of the final chunk, which is marked now, or by giving back
+          // the claim of the end, under which nothing was written.
+          if (unmarked !== undefined) await this.markEnd(name, id, unmarked, final).catch(() => {});
+          else await this.release(name, id, final).catch(() => {});
+        }
+        throw err;
       }
-      await this.hooks.beforeBlobLinked?.(name, digest.value);
-      const existing = await this.blobs.statContent(digest);
-      if (!existing || existing.size !== size) {
-        await this.driver.move(layout.uploadDataPath(name, id), layout.blobDataPath(digest));
-      }
-      await this.blobs.link(name, digest);
-      await this.hooks.onBlobLinked?.(name, digest.value);
-      await this.discard(name, id);
-      return { digest: digest.value, size };
     });
   }
 
