@@ -3,6 +3,7 @@
  * from (route, method) to a handler named after the spec operation.
  */
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import Koa, { type Next } from 'koa';
 import { InvalidPathError, StorageError } from '../../storage-drivers/driver.js';
 import type { Health } from '../health.js';
@@ -104,6 +105,31 @@ export async function answerHealth(ctx: Koa.Context, health: Health, kind: 'live
   ctx.body = { status: report.ready ? 'ok' : 'unavailable', checks };
 }
 
+/**
+ * The most bytes of a request body that are read and thrown away after the answer (a body a route takes none of, a
+ * push refused before its body was read, a manifest over the size limit) before the connection is cut. Reading
+ * them keeps the connection for the client's next request and lets it read the answer before it stops sending;
+ * without a bound, anyone could keep the server reading an endless body, credentials or not.
+ */
+export const DISCARD_LIMIT = 16 * 1024 * 1024;
+
+function boundDiscardedBody(req: IncomingMessage, res: ServerResponse): void {
+  res.once('finish', () => {
+    if (req.complete) return;
+    // Node discards the rest inside its parser (no 'data' events reach anyone), so what the socket reads is counted.
+    const socket = req.socket;
+    const base = socket.bytesRead;
+    const check = setInterval(() => {
+      if (req.complete || socket.destroyed) return clearInterval(check);
+      if (socket.bytesRead - base > DISCARD_LIMIT) {
+        clearInterval(check);
+        socket.destroy();
+      }
+    }, 25);
+    check.unref();
+  });
+}
+
 export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
   // Koa's own proxy support would believe X-Forwarded-* from anyone; they are weighed per request below instead.
@@ -114,6 +140,7 @@ export function createApp(deps: AppDeps): Koa {
   // 1. Errors: every failure becomes the spec's JSON envelope. Registered first so it sees everything.
   app.use(async (ctx: Koa.Context, next: Next) => {
     const started = process.hrtime.bigint();
+    boundDiscardedBody(ctx.req, ctx.res);
     // The client's address, and the host and scheme it used: from the connection, or from the forwarded headers of a
     // trusted proxy (http.trustedproxies). Everything downstream (throttle, logs, events, Location) reads these.
     const origin = trustedProxies.origin(ctx.req.socket.remoteAddress ?? '', ctx.req.headers);
@@ -154,8 +181,8 @@ export function createApp(deps: AppDeps): Koa {
       for (const header of ctx.res.getHeaderNames()) ctx.res.removeHeader(header);
       setCommonHeaders();
       // A request body we stopped reading (a manifest over the limit, say) is read and discarded by Node once the
-      // response is sent, and the connection is kept. Closing it instead would reset the socket while the client
-      // is still sending, and the client would see a broken pipe rather than this error.
+      // response is sent, up to DISCARD_LIMIT, and the connection is kept. Closing it at once would reset the socket
+      // while the client is still sending, and the client would see a broken pipe rather than this error.
       ctx.status = regErr.status;
       for (const [k, v] of Object.entries(regErr.headers)) ctx.set(k, v);
       ctx.body = regErr.toJSON();

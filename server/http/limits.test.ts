@@ -7,7 +7,11 @@ import test from 'ava';
 import { createHash } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { connect, type Socket } from 'node:net';
-import { startWharf, type RunningWharf } from '../../conformance/harness.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startWharf, writeHtpasswd, type RunningWharf } from '../../conformance/harness.js';
+import { DISCARD_LIMIT } from './app.js';
 import { waitFor } from '../../conformance/e2e/target.js';
 import { InMemoryDriver } from '../../storage-drivers/index.js';
 import { markRepository, scanRepository } from '../gc/mark.js';
@@ -467,6 +471,35 @@ test('a chunked manifest over validation.manifests.maxsize is answered 413 befor
   t.regex(received, /^HTTP\/1\.1 413 /);
   t.regex(received, /MANIFEST_INVALID/);
   t.false(socket.destroyed, 'the connection is kept: the rest of the body is discarded, not reset');
+});
+
+test('a body nobody reads is discarded only up to a bound: an endless one from a client without credentials is cut', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'wharf-discard-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await writeHtpasswd(join(dir, 'htpasswd'), { someone: 'secret-pw-1' });
+  const w = await startWharf({ config: { auth: { htpasswd: { realm: 'discard', path: join(dir, 'htpasswd') } } } });
+  t.teardown(() => w.stop());
+  const socket = await rawConnect(w.url);
+  t.teardown(() => socket.destroy());
+  let received = '';
+  socket.on('data', (d: Buffer) => { received += d.toString('latin1'); });
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.on('error', () => {});
+  // Any path, any method: the answer is 401 before the body is looked at, and the body never ends.
+  socket.write('PATCH /v2/victim/app/blobs/uploads/00000000-0000-4000-8000-000000000000 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n');
+  const chunk = Buffer.alloc(1024 * 1024, 0x61);
+  const framed = Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]);
+  let sent = 0;
+  // Bounded: four times the discard limit at most; the server must cut the connection well before that.
+  while (!socket.destroyed && sent < 4 * DISCARD_LIMIT) {
+    const ok = socket.write(framed);
+    sent += chunk.length;
+    if (!ok) await Promise.race([new Promise((r) => socket.once('drain', r)), closed]);
+  }
+  await Promise.race([closed, new Promise((r) => setTimeout(r, 30_000))]);
+  t.regex(received, /^HTTP\/1\.1 401 /, 'the client was answered first');
+  t.true(socket.destroyed, 'the connection was cut');
+  t.true(sent < 4 * DISCARD_LIMIT, `cut after ${sent} bytes`);
 });
 
 // ---- the garbage collector and manifests stored before the depth bound --------------------------------------------
