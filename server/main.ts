@@ -71,7 +71,7 @@ export function parseAddr(addr: string): { host?: string; port: number } {
 
 export async function startServer(config: WharfConfig, logger = createLogger(config)): Promise<RunningServer> {
   // A missing bucket or bad credentials stop the start here, with a StorageError saying which.
-  await verifyDriver(driverOptionsFor(config));
+  for (const warning of await verifyDriver(driverOptionsFor(config))) logger.warn({ storage: config.storage.driver }, warning);
   const metrics = config.http.debug?.prometheus.enabled ? new Metrics() : undefined;
   const driver = metrics ? instrumentedDriver(driverFor(config), metrics) : driverFor(config);
   const health = new Health(driver, config.health.storagedriver, logger, metrics);

@@ -39,11 +39,11 @@ export function createDriver(options: DriverOptions): StorageDriver {
  * Check that the backend of `options` is usable before serving: for S3, that the bucket exists and the credentials
  * may list it. Throws a StorageDriverError saying what is wrong. Local drivers need no check.
  */
-export async function verifyDriver(options: DriverOptions): Promise<void> {
-  if (options.driver !== 's3') return;
+export async function verifyDriver(options: DriverOptions): Promise<string[]> {
+  if (options.driver !== 's3') return [];
   const driver = new S3Driver(options);
   try {
-    await driver.verify();
+    return await driver.verify();
   } finally {
     driver.destroy();
   }

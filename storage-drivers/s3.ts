@@ -321,12 +321,21 @@ export class S3Driver implements StorageDriver {
    * Startup check: the bucket exists and the credentials may list it. Throws a StorageDriverError whose message
    * says what is wrong (missing bucket, unknown key, wrong secret, access denied).
    */
-  async verify(): Promise<void> {
+  /**
+   * The startup check: throws when the bucket cannot be used; returns warnings about what works, but worse. A
+   * service that ignores conditional writes leaves uploads correct but slower (every completion re-hashes a copy).
+   */
+  async verify(): Promise<string[]> {
     try {
       await this.client.send(new aws.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }));
     } catch (err) {
       throw new StorageDriverError(NAME, describeS3Error(err, this.bucket), err);
     }
+    if (await (this.conditionalPuts ??= this.probeConditionalPuts())) return [];
+    return [
+      'the S3 service ignores If-None-Match on PutObject: upload sessions cannot be claimed by one writer, so every ' +
+        'completed upload is verified by copying and re-hashing its bytes (correct, but slower)',
+    ];
   }
 
   // ---- reading -------------------------------------------------------------------------------------------------
