@@ -183,7 +183,7 @@ test('a server records into Redis while a Redis lock is held; with Redis down a 
   await redis.stop();
   const bytes = randomBlob();
   const err = await t.throwsAsync(pushBlob(registry, 'rec', bytes));
-  t.true(err instanceof RegistryError && err.code === 'UNAVAILABLE' && err.status === 503, `${err?.message}`);
+  t.true(err instanceof RegistryError && err.code === 'UNAVAILABLE', `${err?.message}`);
   t.false(await registry.blobs.isLinked('rec', parseDigest(sha256(bytes))), 'the write it would have protected did not happen');
 
   // Redis still down, the collection over: its storage marker is gone, so the server knows no collection runs.

@@ -82,7 +82,7 @@ test('http.prefix, http.relativeurls and http.headers shape every response', asy
   t.regex(start.headers.get('location')!, /^\/registry\/v2\/pre\/fix\/blobs\/uploads\/[0-9a-f-]{36}$/);
   const outside = await fetch(`${w.url}/v2/`);
   t.is(outside.status, 404);
-  t.is(await errorCode(outside), 'UNSUPPORTED');
+  t.is(await errorCode(outside), 'NAME_UNKNOWN');
 });
 
 test('http.host makes Location URLs absolute with the external address', async (t) => {
@@ -97,10 +97,10 @@ test('unknown paths and methods answer the JSON error envelope; HEAD errors have
   t.teardown(() => w.stop());
   const unknown = await fetch(`${w.url}/v2/x/nothing-here`);
   t.is(unknown.status, 404);
-  t.is(await errorCode(unknown), 'UNSUPPORTED');
+  t.is(await errorCode(unknown), 'NAME_UNKNOWN');
   const root = await fetch(`${w.url}/`);
   t.is(root.status, 404);
-  t.is(await errorCode(root), 'UNSUPPORTED');
+  t.is(await errorCode(root), 'NAME_UNKNOWN');
 
   const wrongMethod = await fetch(`${w.url}/v2/x/tags/list`, { method: 'POST' });
   t.is(wrongMethod.status, 405);

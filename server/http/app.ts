@@ -5,11 +5,11 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import Koa, { type Next } from 'koa';
-import { InvalidPathError, StorageError } from '../../storage-drivers/driver.js';
 import type { Health } from '../health.js';
 import type { Metrics } from '../metrics.js';
 import { RegistryError } from '../registry/errors.js';
 import { deleteBlob, getBlob } from './blobs.js';
+import { errorResponse } from './errors.js';
 import { queryParam, type AppDeps, type RegistryContext } from './context.js';
 import { TrustedProxies } from './forwarded.js';
 import { getBase, getCatalog, listReferrers, listTags } from './discovery.js';
@@ -41,18 +41,6 @@ function isClientAbort(err: unknown): boolean {
   const code = (err as { code?: string }).code;
   return code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ECONNABORTED' ||
     (err as Error).message === 'aborted';
-}
-
-/** Turn anything thrown into the OCI error to answer with (5xx for the unexpected). */
-function toRegistryError(err: unknown): RegistryError {
-  if (err instanceof RegistryError) return err;
-  if (err instanceof InvalidPathError) {
-    return new RegistryError('NAME_INVALID', 'invalid name', { detail: {} });
-  }
-  if (err instanceof StorageError) {
-    return new RegistryError('UNKNOWN', 'storage backend error', { status: 503 });
-  }
-  return new RegistryError('UNKNOWN', 'internal server error');
 }
 
 const HEALTH_PATHS = new Set(['/healthz', '/readyz']);
@@ -162,15 +150,13 @@ export function createApp(deps: AppDeps): Koa {
     try {
       await next();
     } catch (err) {
-      const regErr = toRegistryError(err);
+      const answer = errorResponse(err);
       const aborted = isClientAbort(err);
-      if (regErr.code === 'UNAUTHORIZED' || regErr.code === 'DENIED' || regErr.code === 'TOOMANYREQUESTS') {
-        deps.metrics?.authFailures.inc({ code: regErr.code });
-      }
-      if (regErr.status >= 500 && !aborted) {
+      if (answer.authFailure) deps.metrics?.authFailures.inc({ code: answer.authFailure });
+      if (answer.status >= 500 && !aborted) {
         logger.error({ err, requestId, method: ctx.method, path: ctx.path }, 'request failed');
       } else {
-        logger.debug({ err: (err as Error).message, requestId, code: regErr.code }, 'request rejected');
+        logger.debug({ err: (err as Error).message, requestId, code: answer.code }, 'request rejected');
       }
       if (ctx.headerSent || !ctx.writable) {
         // Too late for an error response: the only honest signal left is a broken connection.
@@ -183,9 +169,9 @@ export function createApp(deps: AppDeps): Koa {
       // A request body we stopped reading (a manifest over the limit, say) is read and discarded by Node once the
       // response is sent, up to DISCARD_LIMIT, and the connection is kept. Closing it at once would reset the socket
       // while the client is still sending, and the client would see a broken pipe rather than this error.
-      ctx.status = regErr.status;
-      for (const [k, v] of Object.entries(regErr.headers)) ctx.set(k, v);
-      ctx.body = regErr.toJSON();
+      ctx.status = answer.status;
+      for (const [k, v] of Object.entries(answer.headers)) ctx.set(k, v);
+      ctx.body = answer.body;
       ctx.set('Content-Type', 'application/json');
     } finally {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -231,16 +217,16 @@ export function createApp(deps: AppDeps): Koa {
     let path = ctx.path;
     if (options.prefix) {
       if (path !== options.prefix && !path.startsWith(`${options.prefix}/`)) {
-        throw new RegistryError('UNSUPPORTED', 'not found', { status: 404, detail: { path } });
+        throw new RegistryError('NAME_UNKNOWN', 'no such endpoint', { reason: { kind: 'no-such-endpoint' }, detail: { path } });
       }
       path = path.slice(options.prefix.length) || '/';
     }
     const match = matchRoute(path);
-    if (!match) throw new RegistryError('UNSUPPORTED', 'not found', { status: 404, detail: { path } });
+    if (!match) throw new RegistryError('NAME_UNKNOWN', 'no such endpoint', { reason: { kind: 'no-such-endpoint' }, detail: { path } });
     const handler = HANDLERS[match.route][ctx.method];
     if (!handler) {
       throw new RegistryError('UNSUPPORTED', `method ${ctx.method} not allowed here`, {
-        headers: { Allow: ALLOWED_METHODS[match.route].join(', ') },
+        reason: { kind: 'method-not-allowed', allowed: ALLOWED_METHODS[match.route] },
       });
     }
     if (options.readOnly && isWrite(ctx.method)) {

@@ -291,8 +291,8 @@ test('token server: OAuth2 POST with password and refresh_token grants', async (
   const forged = await call(tokenWharf.url, '/auth/token', form({
     grant_type: 'refresh_token', refresh_token: await forge({ aud: 'wharf-test' }), service: 'wharf-test', client_id: 'test',
   }));
-  t.is(forged.status, 401, 'an access token is not a refresh token');
-  t.is((await call(tokenWharf.url, '/auth/token', form({ grant_type: 'password', username: 'carol', password: 'wrong', client_id: 'test' }))).status, 401);
+  t.is(forged.status, 400, 'an access token is not a refresh token (invalid_grant)');
+  t.is((await call(tokenWharf.url, '/auth/token', form({ grant_type: 'password', username: 'carol', password: 'wrong', client_id: 'test' }))).status, 400);
   t.is((await call(tokenWharf.url, '/auth/token', form({ grant_type: 'client_credentials', client_id: 'test' }))).status, 400);
   t.is((await call(tokenWharf.url, '/auth/token', form({ grant_type: 'password', username: 'carol', password: PASSWORDS.carol }))).status, 400, 'client_id is required');
   const notForm = await call(tokenWharf.url, '/auth/token', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}' });

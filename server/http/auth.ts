@@ -126,7 +126,7 @@ export class AccessControl {
 
   private unauthorized(ctx: Context, required: Access[], message: string, error?: 'invalid_token' | 'insufficient_scope'): RegistryError {
     return new RegistryError('UNAUTHORIZED', message, {
-      headers: { 'WWW-Authenticate': this.challenge(ctx, required, error) },
+      reason: { kind: 'authentication-required', challenge: this.challenge(ctx, required, error) },
       detail: required.map((a) => ({ Type: a.type, Name: a.name, Action: a.actions.join(',') })),
     });
   }

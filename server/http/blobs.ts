@@ -77,8 +77,7 @@ export async function getBlob(ctx: RegistryContext): Promise<void> {
   const range = parseRange(ctx.get('Range'), desc.size);
   if (range === 'unsatisfiable') {
     throw new RegistryError('SIZE_INVALID', 'requested range not satisfiable', {
-      status: 416,
-      headers: { 'Content-Range': `bytes */${desc.size}` },
+      reason: { kind: 'range-not-satisfiable', size: desc.size },
       detail: { range: ctx.get('Range'), size: desc.size },
     });
   }

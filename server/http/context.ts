@@ -86,7 +86,10 @@ export function respondEmpty(ctx: RegistryContext, status: number): void {
 }
 
 /** The OCI code a repeated or malformed query parameter is refused with, by parameter. */
-const PARAMETER_ERRORS: Record<string, ErrorCode> = { digest: 'DIGEST_INVALID', mount: 'DIGEST_INVALID', from: 'NAME_INVALID' };
+const PARAMETER_ERRORS: Record<string, ErrorCode> = {
+  digest: 'DIGEST_INVALID', 'digest-algorithm': 'DIGEST_INVALID', mount: 'DIGEST_INVALID', from: 'NAME_INVALID', ns: 'NAME_INVALID',
+  n: 'PAGINATION_NUMBER_INVALID',
+};
 
 /**
  * The value of a query parameter that may appear once, or undefined. A repeated one is refused (400) rather than
@@ -97,7 +100,7 @@ export function queryParam(ctx: RegistryContext, key: string): string | undefine
   const v = ctx.query[key];
   if (Array.isArray(v)) {
     throw new RegistryError(PARAMETER_ERRORS[key] ?? 'UNSUPPORTED', `query parameter "${key}" given more than once`, {
-      status: 400,
+      reason: { kind: 'parameter-repeated', parameter: key },
       detail: { parameter: key },
     });
   }
@@ -164,7 +167,7 @@ export function paginationCount(ctx: RegistryContext, max?: number): number | un
   const raw = queryParam(ctx, 'n');
   if (raw === undefined || raw === '') return max;
   if (!/^\d{1,9}$/.test(raw)) {
-    throw new RegistryError('UNSUPPORTED', 'n must be a non-negative integer', { status: 400, detail: { n: raw } });
+    throw new RegistryError('PAGINATION_NUMBER_INVALID', 'n must be a non-negative integer', { detail: { n: raw } });
   }
   const n = Number(raw);
   return max === undefined ? n : Math.min(n, max);

@@ -50,7 +50,7 @@ export async function getManifest(ctx: RegistryContext): Promise<void> {
 async function readLimited(ctx: RegistryContext, max: number): Promise<Buffer> {
   const tooLarge = () =>
     new RegistryError('MANIFEST_INVALID', `manifest is larger than the limit of ${max} bytes`, {
-      status: 413,
+      reason: { kind: 'body-too-large', limit: max },
       detail: { limit: max },
     });
   const length = contentLength(ctx);
@@ -83,7 +83,9 @@ export async function putManifest(ctx: RegistryContext): Promise<void> {
     });
   }
   if (tags.length > MAX_TAGS_PER_PUT) {
-    throw new RegistryError('MANIFEST_INVALID', `at most ${MAX_TAGS_PER_PUT} tags per request`, { status: 414 });
+    throw new RegistryError('MANIFEST_INVALID', `at most ${MAX_TAGS_PER_PUT} tags per request`, {
+      reason: { kind: 'too-many-tags', limit: MAX_TAGS_PER_PUT },
+    });
   }
   const content = await readLimited(ctx, options.manifestMaxSize);
   const result = await registry.manifests.put(name, ref, content, ctx.get('Content-Type') || undefined, tags);

@@ -20,6 +20,7 @@ import {
 } from '../../auth/index.js';
 import { RegistryError } from '../registry/errors.js';
 import { checkPassword, parseAuthorization } from './auth.js';
+import { OAuthError } from './errors.js';
 
 export interface TokenServerState {
   path: string;
@@ -58,17 +59,35 @@ export class TokenServer {
     ctx.set('Cache-Control', 'no-store');
     if (ctx.method === 'GET') await this.get(ctx);
     else if (ctx.method === 'POST') await this.post(ctx);
-    else throw new RegistryError('UNSUPPORTED', `method ${ctx.method} not allowed here`, { headers: { Allow: 'GET, POST' } });
+    else throw new OAuthError('invalid_request', `method ${ctx.method} not allowed here`, { kind: 'method-not-allowed', allowed: ['GET', 'POST'] });
     return true;
   }
 
-  private badCredentials(message = 'invalid username or password'): RegistryError {
-    return new RegistryError('UNAUTHORIZED', message, { headers: { 'WWW-Authenticate': `Basic realm="${this.state.realm}"` } });
+  /** Basic credentials (the GET form's client authentication) refused: 401 with a Basic challenge (RFC 6749 §5.2). */
+  private badClient(message = 'invalid username or password'): OAuthError {
+    return new OAuthError('invalid_client', message, { kind: 'authentication-required', challenge: `Basic realm="${this.state.realm}"` });
+  }
+
+  /** The password or refresh token of a POST grant refused (RFC 6749 §5.2: 400). */
+  private badGrant(message: string): OAuthError {
+    return new OAuthError('invalid_grant', message);
+  }
+
+  /** `checkPassword`, with its throttle's refusal as the token endpoint answers it. */
+  private async passwordMatches(user: string, password: string, address: string): Promise<boolean> {
+    try {
+      return await checkPassword(this.state.throttle, this.state.users, user, password, address);
+    } catch (err) {
+      if (err instanceof RegistryError && err.code === 'TOOMANYREQUESTS') {
+        throw new OAuthError('temporarily_unavailable', err.message, { kind: 'rate-limited' });
+      }
+      throw err;
+    }
   }
 
   private checkService(service: string | undefined): void {
     if (service !== undefined && service !== '' && service !== this.state.service) {
-      throw new RegistryError('DENIED', 'unknown service', { status: 400, detail: { service } });
+      throw new OAuthError('invalid_request', 'unknown service');
     }
   }
 
@@ -80,15 +99,15 @@ export class TokenServer {
     const creds = parseAuthorization(ctx.get('Authorization') || undefined);
     let user: string | undefined;
     if (creds.scheme === 'basic') {
-      if (!(await checkPassword(this.state.throttle, this.state.users, creds.user, creds.password, ctx.ip))) {
+      if (!(await this.passwordMatches(creds.user, creds.password, ctx.ip))) {
         this.logger.info({ user: creds.user, remote: ctx.ip }, 'token request: authentication failed');
-        throw this.badCredentials();
+        throw this.badClient();
       }
       user = creds.user;
       const account = one('account');
-      if (account !== undefined && account !== '' && account !== user) throw this.badCredentials('account does not match the credentials');
+      if (account !== undefined && account !== '' && account !== user) throw this.badClient('account does not match the credentials');
     } else if (creds.scheme !== 'none') {
-      throw this.badCredentials('Basic credentials expected');
+      throw this.badClient('Basic credentials expected');
     }
     const offline = one('offline_token') === 'true';
     this.respond(ctx, user, parseScopes(all('scope')), offline && user !== undefined);
@@ -97,14 +116,14 @@ export class TokenServer {
   private async post(ctx: Context): Promise<void> {
     const form = await readForm(ctx);
     this.checkService(form.service);
-    if (!form.client_id) throw new RegistryError('UNSUPPORTED', 'client_id is required', { status: 400 });
+    if (!form.client_id) throw new OAuthError('invalid_request', 'client_id is required');
     const scopes = parseScopes(form.scope ? [form.scope] : []);
     const offline = form.access_type === 'offline';
     if (form.grant_type === 'password') {
       const username = form.username ?? '';
-      if (!(await checkPassword(this.state.throttle, this.state.users, username, form.password ?? '', ctx.ip))) {
+      if (!(await this.passwordMatches(username, form.password ?? '', ctx.ip))) {
         this.logger.info({ user: username, remote: ctx.ip }, 'token request: authentication failed');
-        throw this.badCredentials();
+        throw this.badGrant('invalid username or password');
       }
       this.respond(ctx, username, scopes, offline);
       return;
@@ -115,7 +134,7 @@ export class TokenServer {
         verified = this.state.refreshVerifier.verify(form.refresh_token ?? '');
       } catch (err) {
         if (!(err instanceof TokenError)) throw err;
-        throw this.badCredentials('invalid refresh token');
+        throw this.badGrant('invalid refresh token');
       }
       const subject = verified.subject;
       // Only while the user's entry is the one the token was issued against: a removed user or a changed password
@@ -123,12 +142,12 @@ export class TokenServer {
       const credential = subject ? this.state.users.credentialOf(subject) : undefined;
       if (credential === undefined || !this.state.issuer.matchesCredential(verified.claims.cred, subject, credential)) {
         this.logger.info({ user: subject, remote: ctx.ip }, 'token request: refresh token no longer valid for the user');
-        throw this.badCredentials('invalid refresh token');
+        throw this.badGrant('invalid refresh token');
       }
       this.respond(ctx, subject, scopes, false, form.refresh_token);
       return;
     }
-    throw new RegistryError('UNSUPPORTED', 'grant_type must be password or refresh_token', { status: 400 });
+    throw new OAuthError('unsupported_grant_type', 'grant_type must be password or refresh_token');
   }
 
   private respond(ctx: Context, user: string | undefined, requested: Access[], withRefresh: boolean, refreshToken?: string): void {
@@ -161,11 +180,11 @@ export { refreshAudience };
 function readForm(ctx: Context): Promise<Record<string, string>> {
   const type = ctx.get('Content-Type');
   if (!/^application\/x-www-form-urlencoded\b/i.test(type)) {
-    return Promise.reject(new RegistryError('UNSUPPORTED', 'expected an application/x-www-form-urlencoded body', { status: 400 }));
+    return Promise.reject(new OAuthError('invalid_request', 'expected an application/x-www-form-urlencoded body'));
   }
   const declared = Number(ctx.get('Content-Length') || '0');
   if (declared > MAX_FORM_BYTES) {
-    return Promise.reject(new RegistryError('SIZE_INVALID', 'form too large', { status: 413 }));
+    return Promise.reject(new OAuthError('invalid_request', 'form too large', { kind: 'body-too-large', limit: MAX_FORM_BYTES }));
   }
   return new Promise((resolve, reject) => {
     const fields: Record<string, string> = {};
@@ -173,12 +192,12 @@ function readForm(ctx: Context): Promise<Record<string, string>> {
     try {
       parser = busboy({ headers: ctx.req.headers, limits: { fields: 32, fieldSize: 16 * 1024, fieldNameSize: 64, parts: 32 } });
     } catch {
-      reject(new RegistryError('UNSUPPORTED', 'malformed form', { status: 400 }));
+      reject(new OAuthError('invalid_request', 'malformed form'));
       return;
     }
     let received = 0;
     let failed = false;
-    const fail = (err: RegistryError) => {
+    const fail = (err: OAuthError) => {
       if (failed) return;
       failed = true;
       ctx.req.unpipe(parser);
@@ -186,16 +205,16 @@ function readForm(ctx: Context): Promise<Record<string, string>> {
       reject(err);
     };
     parser.on('field', (name, value, info) => {
-      if (info.valueTruncated || info.nameTruncated) fail(new RegistryError('SIZE_INVALID', 'form field too large', { status: 413 }));
+      if (info.valueTruncated || info.nameTruncated) fail(new OAuthError('invalid_request', 'form field too large', { kind: 'body-too-large', limit: MAX_FORM_BYTES }));
       else if (!Object.prototype.hasOwnProperty.call(fields, name)) Object.defineProperty(fields, name, { value, enumerable: true, writable: true, configurable: true });
       else if (name === 'scope') fields.scope = `${fields.scope} ${value}`;
     });
-    parser.on('fieldsLimit', () => fail(new RegistryError('SIZE_INVALID', 'too many form fields', { status: 413 })));
-    parser.on('error', () => fail(new RegistryError('UNSUPPORTED', 'malformed form', { status: 400 })));
+    parser.on('fieldsLimit', () => fail(new OAuthError('invalid_request', 'too many form fields', { kind: 'body-too-large', limit: MAX_FORM_BYTES })));
+    parser.on('error', () => fail(new OAuthError('invalid_request', 'malformed form')));
     parser.on('close', () => { if (!failed) resolve(fields); });
     ctx.req.on('data', (chunk: Buffer) => {
       received += chunk.length;
-      if (received > MAX_FORM_BYTES) fail(new RegistryError('SIZE_INVALID', 'form too large', { status: 413 }));
+      if (received > MAX_FORM_BYTES) fail(new OAuthError('invalid_request', 'form too large', { kind: 'body-too-large', limit: MAX_FORM_BYTES }));
     });
     ctx.req.pipe(parser);
   });

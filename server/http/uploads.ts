@@ -6,7 +6,8 @@
  */
 import { RegistryError } from '../registry/errors.js';
 import { isDigestAlgorithm, parseDigest } from '../registry/reference.js';
-import { isValidUploadId, uploadRangeHeader, type ChunkRange } from '../registry/uploads.js';
+import { isValidUploadId, type ChunkRange } from '../registry/uploads.js';
+import { uploadRangeHeader } from './errors.js';
 import {
   contentLength,
   hasBody,
@@ -52,7 +53,10 @@ function chunkRange(ctx: RegistryContext): ChunkRange | undefined {
   if (raw === '') return undefined;
   const m = /^(?:bytes[ =])?(\d+)-(\d+)(?:\/(?:\d+|\*))?$/.exec(raw.trim());
   if (!m) {
-    throw new RegistryError('BLOB_UPLOAD_INVALID', 'invalid Content-Range', { status: 416, detail: { contentRange: raw } });
+    throw new RegistryError('BLOB_UPLOAD_INVALID', 'invalid Content-Range', {
+      reason: { kind: 'content-range-invalid' },
+      detail: { contentRange: raw },
+    });
   }
   return { start: Number(m[1]), end: Number(m[2]) };
 }

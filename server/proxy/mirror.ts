@@ -189,7 +189,7 @@ export class Mirror {
       case 'unavailable':
         return new RegistryError('UNAVAILABLE', 'upstream unavailable and nothing cached', { detail });
       default:
-        return new RegistryError('UNKNOWN', 'upstream answered unexpectedly', { status: 502, detail });
+        return new RegistryError('UNKNOWN', 'upstream answered unexpectedly', { reason: { kind: 'upstream-failed' }, detail });
     }
   }
 

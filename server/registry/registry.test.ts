@@ -2,6 +2,7 @@ import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { createDriver } from '../../storage-drivers/index.js';
 import type { StorageDriver } from '../../storage-drivers/driver.js';
+import { errorResponse } from '../http/errors.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import { EMPTY_JSON_DIGEST, MediaType } from './manifest-format.js';
@@ -44,7 +45,7 @@ async function pushImage(registry: Registry, name: string, tag?: string, extra: 
 async function rejects(t: any, p: Promise<unknown>, code: string, status?: number) {
   const err = await t.throwsAsync(p, { instanceOf: RegistryError });
   t.is(err.code, code);
-  if (status !== undefined) t.is(err.status, status);
+  if (status !== undefined) t.is(errorResponse(err).status, status);
 }
 
 test('a chunked upload resumes on another replica and commits under its digest', async (t) => {
@@ -76,8 +77,9 @@ test('an out-of-order chunk is refused with 416 and the current range', async (t
     registry.uploads.append('r', id, chunks(Buffer.alloc(10)), { range: { start: 20, end: 29 } }),
     { instanceOf: RegistryError },
   );
-  t.is(err!.status, 416);
-  t.is(err!.headers.Range, '0-9');
+  t.deepEqual(err!.reason, { kind: 'upload-out-of-order', uuid: id, offset: 10 });
+  t.is(errorResponse(err).status, 416);
+  t.is(errorResponse(err).headers.Range, '0-9');
   t.is((await registry.uploads.status('r', id)).offset, 10);
 });
 

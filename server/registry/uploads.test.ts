@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createDriver } from '../../storage-drivers/index.js';
 import { UnsupportedOperationError, type FileWriter, type StorageDriver } from '../../storage-drivers/driver.js';
+import { errorResponse } from '../http/errors.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import { parseDigest } from './reference.js';
@@ -253,7 +254,7 @@ function twoProcesses(driver: StorageDriver) {
 }
 
 const isCode = (err: unknown, code: string, status?: number) =>
-  err instanceof RegistryError && err.code === code && (status === undefined || err.status === status);
+  err instanceof RegistryError && err.code === code && (status === undefined || errorResponse(err).status === status);
 
 test('a request of another process writing at an offset already claimed is refused with 416 and the Range', async (t) => {
   const driver = createDriver({ driver: 'inmemory' });
@@ -264,7 +265,7 @@ test('a request of another process writing at an offset already claimed is refus
   await slow.sent; // a holds the claim at 0 and waits for its client
   const refused = await t.throwsAsync(b.append('r', id, chunks([Buffer.from('from b')])));
   t.true(isCode(refused, 'BLOB_UPLOAD_INVALID', 416), String(refused));
-  t.is((refused as RegistryError).headers?.Range, '0-0');
+  t.is(errorResponse(refused).headers.Range, '0-0');
   const refusedPut = await t.throwsAsync(b.complete('r', id, digestOf(Buffer.from('from b')), chunks([Buffer.from('from b')])));
   t.true(isCode(refusedPut, 'BLOB_UPLOAD_INVALID', 416), String(refusedPut));
   slow.release();
@@ -430,7 +431,7 @@ test('bytes a writer left without marking where it ended (it crashed) cannot be 
   await driver.putContent(layout.uploadClaimPath('r', id, 11), 'a token of the crashed writer');
   const patch = await t.throwsAsync(registry.uploads.append('r', id, chunks([Buffer.from('!')])));
   t.true(isCode(patch, 'BLOB_UPLOAD_INVALID', 416), String(patch));
-  t.is((patch as RegistryError).headers?.Range, '0-19');
+  t.is(errorResponse(patch).headers.Range, '0-19');
   const put = await t.throwsAsync(registry.uploads.complete('r', id, digestOf(Buffer.from('first chunk and more'))));
   t.true(isCode(put, 'BLOB_UPLOAD_INVALID', 416), String(put));
   t.deepEqual(await driver.list(layout.uploadClaimsDir('r', id)), [layout.uploadClaimPath('r', id, 0), layout.uploadClaimPath('r', id, 11)]);

@@ -76,11 +76,6 @@ interface Claim {
   exclusive: boolean;
 }
 
-/** The `Range` header value for an upload holding `offset` bytes (registry:2 and the spec: `0-<last byte>`). */
-export function uploadRangeHeader(offset: number): string {
-  return `0-${Math.max(offset - 1, 0)}`;
-}
-
 /** Hooks the registry uses to learn about commits (the garbage collector's live set listens here later). */
 export interface UploadHooks {
   /** Called after the digest is verified and before the bytes are committed and linked (the GC live set). */
@@ -207,8 +202,7 @@ export class UploadStore {
   private async busyError(name: string, id: string): Promise<RegistryError> {
     const { offset } = await this.status(name, id);
     return new RegistryError('BLOB_UPLOAD_INVALID', 'another request is writing to this upload', {
-      status: 416,
-      headers: { Range: uploadRangeHeader(offset) },
+      reason: { kind: 'upload-busy', uuid: id, offset },
       detail: { uuid: id },
     });
   }
@@ -299,8 +293,7 @@ export class UploadStore {
     if (range) {
       if (range.start !== offset || range.end < range.start) {
         throw new RegistryError('BLOB_UPLOAD_INVALID', 'chunk out of order', {
-          status: 416,
-          headers: { Range: uploadRangeHeader(offset) },
+          reason: { kind: 'upload-out-of-order', uuid: id, offset },
           detail: { uuid: id, expectedStart: offset, range: `${range.start}-${range.end}` },
         });
       }
