@@ -9,7 +9,7 @@ import { createWriteStream, existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import { PseudoRandomStream, simpleRequest } from '../conformance/e2e/transfer.js';
+import { PseudoRandomStream, simpleRequest } from '../testing/e2e/transfer.js';
 
 export const MB = 1_000_000;
 

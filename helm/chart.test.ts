@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, parseAllDocuments } from 'yaml';
-import { analyze, leafPaths, missingPath, tokenize } from './gotemplate.js';
+import { analyze, leafPaths, missingPath, tokenize } from '../testing/gotemplate.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const chartDir = join(root, 'helm', 'wharf');

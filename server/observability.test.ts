@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rename, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startWharf, type RunningWharf } from '../conformance/harness.js';
+import { startWharf, type RunningWharf } from '../testing/harness.js';
 
 const sha256 = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -187,7 +187,7 @@ test('the access log names the route, repository, digest and user of each reques
 });
 
 test('/readyz reports Redis without making the replica unready when it is down', async (t) => {
-  const { startRedis } = await import('./cache/redis-test-server.js');
+  const { startRedis } = await import('../testing/redis-test-server.js');
   const redis = await startRedis();
   t.teardown(() => redis.stop());
   const w = await startWharf({

@@ -9,8 +9,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from 'redis';
-import { startWharf, type RunningWharf } from '../conformance/harness.js';
-import { startRedis } from './cache/redis-test-server.js';
+import { startWharf, type RunningWharf } from '../testing/harness.js';
+import { startRedis } from '../testing/redis-test-server.js';
 
 const sha256 = (data: Uint8Array) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
 
@@ -31,7 +31,7 @@ async function filesystemStorage(): Promise<Storage> {
 }
 
 async function s3Storage(): Promise<Storage> {
-  const { startS3TestServer } = await import('../storage-drivers/s3-test-server.js');
+  const { startS3TestServer } = await import('../testing/s3-test-server.js');
   const s3 = await startS3TestServer();
   return {
     config: {

@@ -16,7 +16,7 @@ import { InMemoryDriver } from '../../storage-drivers/inmemory.js';
 import { BlobStore } from '../registry/blobs.js';
 import { UploadStore } from '../registry/uploads.js';
 import { UploadLimits } from './upload-limits.js';
-import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../conformance/harness.js';
+import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
 
 const PASSWORDS = { owner: 'owner-pw-A1', other: 'other-pw-B2', distant: 'distant-pw-C3' };
 let dir: string;

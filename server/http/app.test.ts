@@ -12,7 +12,7 @@ import { request } from 'node:http';
 import { get as httpsGet } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startWharf, type RunningWharf } from '../../conformance/harness.js';
+import { startWharf, type RunningWharf } from '../../testing/harness.js';
 
 const sha256 = (b: Uint8Array | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import jwt from 'jsonwebtoken';
 import { stringify } from 'yaml';
-import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../conformance/harness.js';
+import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
 import { libtrustKeyId } from '../../auth/keys.js';
 
 const PASSWORDS = { alice: 'alice-pw-Q1', bob: 'bob-pw-Z9', carol: 'carol-pw-K3', victim: 'victim-pw-X7', hupper: 'hupper-pw-R2' };

@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startWharf, writeHtpasswd, type RunningWharf } from '../../conformance/harness.js';
+import { startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
 
 const PASSWORDS = { alice: 'alice-pw-M4', bob: 'bob-pw-T8' };
 let dir: string;

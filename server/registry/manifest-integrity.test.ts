@@ -9,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { startWharf, type RunningWharf } from '../../conformance/harness.js';
+import { startWharf, type RunningWharf } from '../../testing/harness.js';
 import * as layout from './layout.js';
 import { parseDigest } from './reference.js';
 

@@ -16,7 +16,7 @@ import { Agent, request, type IncomingHttpHeaders } from 'node:http';
 import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startWharf, type RunningWharf } from '../../conformance/harness.js';
+import { startWharf, type RunningWharf } from '../../testing/harness.js';
 import * as layout from './layout.js';
 import { parseDigest } from './reference.js';
 

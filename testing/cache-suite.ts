@@ -1,11 +1,11 @@
 /**
- * The behaviour every blob-descriptor cache shows, run against each implementation (as `storage-drivers/suite.ts`
+ * The behaviour every blob-descriptor cache shows, run against each implementation (as `testing/storage-suite.ts`
  * is for drivers): `cacheSuite('redis', async () => ({ cache, cleanup }))`. Each test gets a fresh, empty cache.
  * `second`, when the factory offers it, is another handle on the same shared cache (another replica).
  */
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import type { BlobDescriptorCache } from './cache.js';
+import type { BlobDescriptorCache } from '../server/cache/cache.js';
 
 export type CacheFactory = (options?: { tombstoneMs?: number }) => Promise<{
   cache: BlobDescriptorCache;

@@ -11,7 +11,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { checkedDriver } from './checked.js';
+import { checkedDriver } from '../storage-drivers/checked.js';
 import {
   InvalidOffsetError,
   InvalidPathError,
@@ -23,7 +23,7 @@ import {
   type FileInfo,
   type StorageDriver,
   type WalkOptions,
-} from './driver.js';
+} from '../storage-drivers/driver.js';
 
 export type DriverFactory = () => Promise<{ driver: StorageDriver; cleanup(): Promise<void> }>;
 

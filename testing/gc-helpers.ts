@@ -8,13 +8,13 @@ import { mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { CLI_PATH } from '../../conformance/harness.js';
-import { createDriver } from '../../storage-drivers/index.js';
-import type { StorageDriver } from '../../storage-drivers/driver.js';
-import * as layout from '../registry/layout.js';
-import { parseDigest, parseReference } from '../registry/reference.js';
-import { Registry, type RegistryOptions } from '../registry/registry.js';
-import type { GcFixture } from './scenarios.js';
+import { CLI_PATH } from './harness.js';
+import { createDriver } from '../storage-drivers/index.js';
+import type { StorageDriver } from '../storage-drivers/driver.js';
+import * as layout from '../server/registry/layout.js';
+import { parseDigest, parseReference } from '../server/registry/reference.js';
+import { Registry, type RegistryOptions } from '../server/registry/registry.js';
+import type { GcFixture } from './gc-scenarios.js';
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
