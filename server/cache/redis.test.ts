@@ -41,7 +41,7 @@ cacheSuite('redis', async (options) => {
     second: connected,
     cleanup: () => cache.close(),
   };
-});
+}, { shared: true });
 
 function memoryLogger() {
   const lines: { level: string; msg: string; obj: object }[] = [];
