@@ -3,13 +3,12 @@
  * Wharf process.
  */
 import test from 'ava';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rename, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startWharf, type RunningWharf } from '../testing/harness.js';
-
-const sha256 = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+import { sha256 } from '../testing/helpers.js';
 
 function debugUrl(w: RunningWharf): string {
   const m = /^WHARF_DEBUG_LISTENING (\S+)$/m.exec(w.output());

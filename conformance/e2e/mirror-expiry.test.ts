@@ -14,7 +14,8 @@ import { stringify } from 'yaml';
 import { ageAll } from '../../testing/gc-helpers.js';
 import { CLI_PATH, startWharf, type RunningWharf } from '../../testing/harness.js';
 import { allBlobs, generateImage, writeOciLayout, type Image } from '../../testing/e2e/image.js';
-import { tempDir, waitFor } from '../../testing/e2e/target.js';
+import { tempDir } from '../../testing/e2e/target.js';
+import { waitFor } from '../../testing/helpers.js';
 import { UPSTREAM_USERS, pushUpstream, skopeo, startTokenUpstream, upstreamBlobGets } from '../../testing/e2e/upstream.js';
 
 const DAY = 24 * 3_600_000;

@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { startRedis, type RunningRedis } from '../../testing/redis-test-server.js';
 import { startWharf, type RunningWharf } from '../../testing/harness.js';
 import { allBlobs, generateImage, writeOciLayout, type Image } from '../../testing/e2e/image.js';
-import { tempDir, waitFor } from '../../testing/e2e/target.js';
+import { tempDir } from '../../testing/e2e/target.js';
+import { waitFor } from '../../testing/helpers.js';
 import { UPSTREAM_USERS, pushUpstream, startTokenUpstream } from '../../testing/e2e/upstream.js';
 
 let work: { path: string; remove: () => Promise<void> };

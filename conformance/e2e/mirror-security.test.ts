@@ -19,7 +19,8 @@ import { CLI_PATH, startRegistry2, startWharf, type RunningWharf } from '../../t
 import { NODE_FLAGS } from '../../server/node-flags.js';
 import { findExecutable } from '../../testing/e2e/dockerd.js';
 import { allBlobs, generateImage, writeOciLayout, type Image } from '../../testing/e2e/image.js';
-import { run, tempDir, waitFor } from '../../testing/e2e/target.js';
+import { run, tempDir } from '../../testing/e2e/target.js';
+import { waitFor } from '../../testing/helpers.js';
 import { UPSTREAM_USERS as USERS, pushUpstream, skopeo, startTokenUpstream } from '../../testing/e2e/upstream.js';
 
 /** The ctr test needs root and containerd's binaries (Debian package containerd). */

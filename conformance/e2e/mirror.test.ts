@@ -11,7 +11,8 @@ import { createServer, request as httpRequest, type Server } from 'node:http';
 import { join } from 'node:path';
 import { freePort, startRegistry2, startWharf, type RunningWharf } from '../../testing/harness.js';
 import { allBlobs, generateImage, generateMultiArch, writeOciLayout, type Image } from '../../testing/e2e/image.js';
-import { tempDir, waitFor } from '../../testing/e2e/target.js';
+import { tempDir } from '../../testing/e2e/target.js';
+import { waitFor } from '../../testing/helpers.js';
 import { UPSTREAM_USERS as USERS, pushUpstream as pushTo, skopeo, startTokenUpstream, upstreamBlobGets as blobGetsOf } from '../../testing/e2e/upstream.js';
 
 let work: { path: string; remove: () => Promise<void> };
