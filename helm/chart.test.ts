@@ -713,9 +713,16 @@ test('.dockerignore keeps node_modules, dist, data and .git out, and nothing the
     .filter((l) => l && !l.startsWith('#'));
   for (const p of ['node_modules', 'dist', 'data', '.git']) t.true(patterns.includes(p), p);
   const tsconfig = JSON.parse(read(join(root, 'tsconfig.json'))) as { include: string[] };
-  const needed = ['package.json', 'package-lock.json', 'tsconfig.json', 'server', 'storage-drivers', 'auth'];
+  const needed = ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'server', 'storage-drivers', 'auth'];
   for (const path of needed) t.false(patterns.includes(path), `${path} is needed by the build`);
   t.true(tsconfig.include.includes('server/**/*.ts'));
+  // the image's build compiles the product only: no tests and no test helpers
+  const pkg = JSON.parse(read(join(root, 'package.json'))) as { scripts: Record<string, string> };
+  t.is(pkg.scripts.build, 'tsc -p tsconfig.build.json');
+  const build = JSON.parse(read(join(root, 'tsconfig.build.json'))) as { include: string[]; exclude: string[] };
+  t.true(build.include.includes('server/**/*.ts'));
+  for (const path of ['**/*.test.ts', 'testing/**']) t.true(build.exclude.includes(path), `tsconfig.build.json leaves out ${path}`);
+  t.true(patterns.includes('testing'), '.dockerignore leaves testing/ out');
   // every COPY source from the build context exists
   for (const ins of dockerfile().filter((i) => i.op === 'COPY' && !i.args.startsWith('--from'))) {
     const sources = ins.args.split(/\s+/).filter((a) => !a.startsWith('--')).slice(0, -1);
