@@ -16,7 +16,8 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY . .
-# (.dockerignore leaves the *.test.ts files out, so dist/ holds no tests)
+# `npm run build` compiles the product only (tsconfig.build.json: no *.test.ts, testing/, bench/ or helm/), and
+# .dockerignore leaves those out of the context too, so dist/ holds no tests or test helpers
 RUN npm run build
 
 # ---- runtime: production dependencies and the compiled code ---------------------------------------------------------

@@ -4,12 +4,12 @@
  * against both servers, so its own cost cancels out of the ratios.
  */
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import { PseudoRandomStream, simpleRequest } from '../conformance/e2e/transfer.js';
+import { PseudoRandomStream, simpleRequest } from '../testing/e2e/transfer.js';
+import { sha256 } from '../testing/helpers.js';
 
 export const MB = 1_000_000;
 
@@ -27,11 +27,6 @@ export async function makeBlobFile(path: string, size: number, seed: number): Pr
     await handle.close();
   }
   return source.digest;
-}
-
-/** sha256 digest of a small buffer. */
-export function sha256(data: Buffer | string): string {
-  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
 }
 
 function resolveLocation(base: string, location: string | string[] | undefined): URL {
@@ -216,3 +211,5 @@ export function median(values: number[]): number {
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
+
+export { sha256 };

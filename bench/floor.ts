@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { MB, makeBlobFile, median, pushConcurrently, pushMonolithic, runProcess } from './client.js';
 import { cpuSeconds, registry2Available, startServer, type ServerKind } from './servers.js';
-import { freePort } from '../conformance/harness.js';
+import { freePort } from '../testing/harness.js';
 import { NODE_FLAGS } from '../server/node-flags.js';
 
 const HELP = `usage: npm run bench:floor -- [options]

@@ -10,7 +10,7 @@
  * Results go to bench/results/latest.{md,json}.
  *
  * Without registry:2 installed (or with --no-registry2) only Wharf's figures are reported. With --s3 both servers
- * store in one throw-away S3 server (the Ceph RGW of storage-drivers/s3-test-server.ts) and only the workloads that
+ * store in one throw-away S3 server (the Ceph RGW of testing/s3-test-server.ts) and only the workloads that
  * go through the registry API run.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { median, MB } from './client.js';
 import { cpuSeconds, peakRss, registry2Available, startServer, type BenchServer, type ServerKind } from './servers.js';
 import { WORKLOADS, type Figure, type Shared, type Sizes, type Workload } from './workloads.js';
-import { startS3TestServer } from '../storage-drivers/s3-test-server.js';
+import { startS3TestServer } from '../testing/s3-test-server.js';
 
 const HELP = `usage: npm run bench -- [options]
   --workloads 1,2,4     run only these workloads (default: all, 1-7)
@@ -34,7 +34,7 @@ const HELP = `usage: npm run bench -- [options]
   --no-access-log       turn the access log off on both servers
   --no-registry2        Wharf only
   --cpu-prof DIR        run Wharf under node --cpu-prof, profiles into DIR (summarise: node dist/bench/profile.js DIR)
-  --s3                  both servers store in S3: a throw-away Ceph RGW (storage-drivers/s3-test-server.ts, needs
+  --s3                  both servers store in S3: a throw-away Ceph RGW (testing/s3-test-server.ts, needs
                         ceph-mon, ceph-osd, radosgw); runs workloads 1-4 only, redirects off
   --tmp DIR             parent of the servers' storage and the input files (default: the OS temp dir;
                         /dev/shm takes the disk out of the figures)

@@ -11,7 +11,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { stringify } from 'yaml';
-import { CLI_PATH, REGISTRY2_BIN, freePort } from '../conformance/harness.js';
+import { CLI_PATH, REGISTRY2_BIN, freePort } from '../testing/harness.js';
 import { NODE_FLAGS } from '../server/node-flags.js';
 
 export type ServerKind = 'wharf' | 'registry2';

@@ -4,14 +4,14 @@
  */
 import { mkdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { allBlobs, generateImage, writeOciLayout } from '../conformance/e2e/image.js';
+import { allBlobs, generateImage, writeOciLayout } from '../testing/e2e/image.js';
 import {
   MB, OCI_MANIFEST, curlGet, latencyMs, makeBlobFile, median, nodeRate, pushConcurrently, pushMonolithic, pushSmallImage,
   pushStreamed,
   runProcess, sha256, wrkAvailable, wrkRate,
 } from './client.js';
 import { cpuSeconds, type BenchServer } from './servers.js';
-import { CLI_PATH } from '../conformance/harness.js';
+import { CLI_PATH } from '../testing/harness.js';
 import { NODE_FLAGS } from '../server/node-flags.js';
 
 export interface Sizes {

@@ -6,7 +6,7 @@
  * verify how a registry refuses deletes.
  */
 import test from 'ava';
-import { startWharf, type RunningWharf } from './harness.js';
+import { startWharf, type RunningWharf } from '../testing/harness.js';
 import { checks, createContext, runCheck, skipReason, type SuiteOptions } from './suite.js';
 import type { Context } from './check.js';
 

@@ -12,7 +12,7 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { REGISTRY2_BIN, startRegistry2 } from './harness.js';
+import { REGISTRY2_BIN, startRegistry2 } from '../testing/harness.js';
 import { runSuite } from './suite.js';
 
 /** Checks registry:2 2.8 fails, and why. */

@@ -1,13 +1,19 @@
 #!/usr/bin/env node
 // Runs the test suite (ava, TAP output) and ends with one plain summary line: "N passed, N failed[, N skipped]".
 // Extra arguments go to ava (e.g. a file glob: `npm test -- dist/storage-drivers/`).
+// `--unit` runs only the unit set (scripts/unit-tests.mjs, `npm run test:unit`).
 // Exit code: non-zero when any test failed, when ava itself failed, or when no test ran at all.
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { UNIT_TESTS } from './unit-tests.mjs';
+
+const args = process.argv.slice(2);
+const unit = args.indexOf('--unit');
+if (unit >= 0) args.splice(unit, 1, ...UNIT_TESTS.map((f) => `dist/${f.replace(/\.ts$/, '.js')}`));
 
 const avaCli = fileURLToPath(new URL('../node_modules/ava/entrypoints/cli.mjs', import.meta.url));
-const child = spawn(process.execPath, [avaCli, '--tap', ...process.argv.slice(2)], {
+const child = spawn(process.execPath, [avaCli, '--tap', ...args], {
   stdio: ['ignore', 'pipe', 'inherit'],
 });
 

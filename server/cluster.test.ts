@@ -1,6 +1,6 @@
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
-import { startWharf } from '../conformance/harness.js';
+import { startWharf } from '../testing/harness.js';
 import { parseWorkers } from './cluster.js';
 
 test('parseWorkers takes a positive integer or auto', (t) => {

@@ -115,7 +115,7 @@ test('a dead endpoint keeps at most maxQueue events: memory stays bounded', asyn
 });
 
 test('a running registry notifies pushes, pulls and deletes, as configured under notifications.endpoints', async (t) => {
-  const { startWharf } = await import('../conformance/harness.js');
+  const { startWharf } = await import('../testing/harness.js');
   const { createHash } = await import('node:crypto');
   const r = await receiver();
   t.teardown(() => r.server.close());

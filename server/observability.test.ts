@@ -3,13 +3,12 @@
  * Wharf process.
  */
 import test from 'ava';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rename, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startWharf, type RunningWharf } from '../conformance/harness.js';
-
-const sha256 = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+import { startWharf, type RunningWharf } from '../testing/harness.js';
+import { sha256 } from '../testing/helpers.js';
 
 function debugUrl(w: RunningWharf): string {
   const m = /^WHARF_DEBUG_LISTENING (\S+)$/m.exec(w.output());
@@ -187,7 +186,7 @@ test('the access log names the route, repository, digest and user of each reques
 });
 
 test('/readyz reports Redis without making the replica unready when it is down', async (t) => {
-  const { startRedis } = await import('./cache/redis-test-server.js');
+  const { startRedis } = await import('../testing/redis-test-server.js');
   const redis = await startRedis();
   t.teardown(() => redis.stop());
   const w = await startWharf({

@@ -4,15 +4,14 @@
  * Every step is done half on one replica and half on the other.
  */
 import test, { type ExecutionContext } from 'ava';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from 'redis';
-import { startWharf, type RunningWharf } from '../conformance/harness.js';
-import { startRedis } from './cache/redis-test-server.js';
-
-const sha256 = (data: Uint8Array) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
+import { startWharf, type RunningWharf } from '../testing/harness.js';
+import { startRedis } from '../testing/redis-test-server.js';
+import { pushBlob, sha256 } from '../testing/helpers.js';
 
 interface Storage {
   config: Record<string, unknown>;
@@ -31,7 +30,7 @@ async function filesystemStorage(): Promise<Storage> {
 }
 
 async function s3Storage(): Promise<Storage> {
-  const { startS3TestServer } = await import('../storage-drivers/s3-test-server.js');
+  const { startS3TestServer } = await import('../testing/s3-test-server.js');
   const s3 = await startS3TestServer();
   return {
     config: {
@@ -71,18 +70,6 @@ const pathOf = (location: string | null) => {
   const u = new URL(location, 'http://x');
   return u.pathname + u.search;
 };
-
-async function pushBlob(base: string, repo: string, data: Buffer): Promise<string> {
-  const digest = sha256(data);
-  const res = await fetch(`${base}/v2/${repo}/blobs/uploads/?digest=${digest}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/octet-stream' },
-    body: data,
-  });
-  await res.arrayBuffer();
-  if (res.status !== 201) throw new Error(`monolithic push: ${res.status}`);
-  return digest;
-}
 
 async function replicaScenario(t: ExecutionContext, storage: Storage): Promise<void> {
   const { a, b, redis } = await cluster(t, storage);

@@ -3,7 +3,7 @@
  *
  * A driver stores opaque bytes under slash-separated paths. It knows nothing of OCI: the registry layer
  * (server/registry) decides what the paths mean. Every driver (filesystem, inmemory, s3) passes the same
- * behaviour suite (storage-drivers/suite.ts), so the edge cases written here are the contract.
+ * behaviour suite (testing/storage-suite.ts), so the edge cases written here are the contract.
  *
  * Paths
  *   - Absolute, '/'-separated, each component made of [A-Za-z0-9._-] and never '.' or '..'

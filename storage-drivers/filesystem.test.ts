@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { checkedDriver } from './checked.js';
 import { PathNotFoundError, StorageDriverError, type FileInfo, type StorageDriver } from './driver.js';
 import { FilesystemDriver, READ_CHUNK, TEMP_PREFIX, WRITEBACK_EVERY, moveAcrossDevices } from './filesystem.js';
-import { driverSuite } from './suite.js';
+import { driverSuite } from '../testing/storage-suite.js';
 
 async function tempRoot(): Promise<{ dir: string; cleanup(): Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), 'wharf-fs-driver-'));

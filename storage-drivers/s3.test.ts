@@ -1,5 +1,5 @@
 /**
- * The S3 driver against a real S3 (a throw-away Ceph RADOS Gateway on loopback, see s3-test-server.ts): the shared
+ * The S3 driver against a real S3 (a throw-away Ceph RADOS Gateway on loopback, see testing/s3-test-server.ts): the shared
  * behaviour suite, then what only S3 has: multipart rules, multipart copy, aborts, paging, presigned URLs, retries
  * and the startup check.
  */
@@ -11,8 +11,8 @@ import { HeadObjectCommand, ListMultipartUploadsCommand, ListPartsCommand } from
 import { checkedDriver } from './checked.js';
 import { PathNotFoundError, StorageDriverError, type FileInfo, type StorageDriver } from './driver.js';
 import { S3Driver, S3_LIMITS, copyRanges, maxUploadSize, partSize, type S3DriverOptions } from './s3.js';
-import { startS3TestServer, type S3TestServer } from './s3-test-server.js';
-import { driverSuite } from './suite.js';
+import { startS3TestServer, type S3TestServer } from '../testing/s3-test-server.js';
+import { driverSuite } from '../testing/storage-suite.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;

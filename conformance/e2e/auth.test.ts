@@ -7,11 +7,11 @@
  */
 import test from 'ava';
 import { join } from 'node:path';
-import { freePort, startRegistry2, startWharf, writeHtpasswd, type RunningWharf } from '../harness.js';
+import { freePort, startRegistry2, startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
 import { checks, createContext, runCheck, skipReason, type SuiteOptions } from '../suite.js';
-import { startDockerd, findExecutable, type PrivateDocker } from './dockerd.js';
-import { allBlobs, generateImage, writeDockerSave, writeOciLayout } from './image.js';
-import { run, tempDir } from './target.js';
+import { startDockerd, findExecutable, type PrivateDocker } from '../../testing/e2e/dockerd.js';
+import { allBlobs, generateImage, writeDockerSave, writeOciLayout } from '../../testing/e2e/image.js';
+import { run, tempDir } from '../../testing/e2e/target.js';
 
 const USERS = { alice: 'alice-e2e-pw', bob: 'bob-e2e-pw' };
 const ACCESS = {

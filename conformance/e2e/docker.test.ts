@@ -10,12 +10,12 @@
 import test from 'ava';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import type { RunningWharf } from '../harness.js';
-import { startDockerd, findExecutable, type PrivateDocker } from './dockerd.js';
+import type { RunningWharf } from '../../testing/harness.js';
+import { startDockerd, findExecutable, type PrivateDocker } from '../../testing/e2e/dockerd.js';
 import {
   MediaType, allBlobs, generateImage, generateMultiArch, hostPlatform, sha256, writeDockerSave, writeOciLayout,
-} from './image.js';
-import { runOk, startRegistry, tempDir } from './target.js';
+} from '../../testing/e2e/image.js';
+import { runOk, startRegistry, tempDir } from '../../testing/e2e/target.js';
 
 const dockerd = await findExecutable('dockerd');
 

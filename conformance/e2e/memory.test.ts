@@ -8,11 +8,11 @@
  * The tests run serially against one server so that each measurement sees only its own transfer.
  */
 import test, { type ExecutionContext } from 'ava';
-import type { RunningWharf } from '../harness.js';
-import { startRegistry } from './target.js';
+import type { RunningWharf } from '../../testing/harness.js';
+import { startRegistry } from '../../testing/e2e/target.js';
 import {
   GiB, MiB, PseudoRandomStream, RssSampler, hashingGet, residentBytes, simpleRequest, streamRequest, type Response,
-} from './transfer.js';
+} from '../../testing/e2e/transfer.js';
 
 const SIZE = Number(process.env.WHARF_E2E_MEMORY_BYTES ?? 2 * GiB);
 /** Generous: a streaming server grows by a few MiB of buffers; one that buffers a blob grows by gigabytes. */

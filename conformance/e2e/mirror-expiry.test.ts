@@ -11,11 +11,12 @@ import { existsSync, readdirSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { ageAll } from '../../server/gc/test-helpers.js';
-import { CLI_PATH, startWharf, type RunningWharf } from '../harness.js';
-import { allBlobs, generateImage, writeOciLayout, type Image } from './image.js';
-import { tempDir, waitFor } from './target.js';
-import { UPSTREAM_USERS, pushUpstream, skopeo, startTokenUpstream, upstreamBlobGets } from './upstream.js';
+import { ageAll } from '../../testing/gc-helpers.js';
+import { CLI_PATH, startWharf, type RunningWharf } from '../../testing/harness.js';
+import { allBlobs, generateImage, writeOciLayout, type Image } from '../../testing/e2e/image.js';
+import { tempDir } from '../../testing/e2e/target.js';
+import { waitFor } from '../../testing/helpers.js';
+import { UPSTREAM_USERS, pushUpstream, skopeo, startTokenUpstream, upstreamBlobGets } from '../../testing/e2e/upstream.js';
 
 const DAY = 24 * 3_600_000;
 

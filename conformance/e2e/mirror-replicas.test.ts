@@ -9,11 +9,12 @@ import test from 'ava';
 import { createHash } from 'node:crypto';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import { join } from 'node:path';
-import { startRedis, type RunningRedis } from '../../server/cache/redis-test-server.js';
-import { startWharf, type RunningWharf } from '../harness.js';
-import { allBlobs, generateImage, writeOciLayout, type Image } from './image.js';
-import { tempDir, waitFor } from './target.js';
-import { UPSTREAM_USERS, pushUpstream, startTokenUpstream } from './upstream.js';
+import { startRedis, type RunningRedis } from '../../testing/redis-test-server.js';
+import { startWharf, type RunningWharf } from '../../testing/harness.js';
+import { allBlobs, generateImage, writeOciLayout, type Image } from '../../testing/e2e/image.js';
+import { tempDir } from '../../testing/e2e/target.js';
+import { waitFor } from '../../testing/helpers.js';
+import { UPSTREAM_USERS, pushUpstream, startTokenUpstream } from '../../testing/e2e/upstream.js';
 
 let work: { path: string; remove: () => Promise<void> };
 let upstream: RunningWharf;

@@ -15,12 +15,13 @@ import { spawn } from 'node:child_process';
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
-import { CLI_PATH, startRegistry2, startWharf, type RunningWharf } from '../harness.js';
+import { CLI_PATH, startRegistry2, startWharf, type RunningWharf } from '../../testing/harness.js';
 import { NODE_FLAGS } from '../../server/node-flags.js';
-import { findExecutable } from './dockerd.js';
-import { allBlobs, generateImage, writeOciLayout, type Image } from './image.js';
-import { run, tempDir, waitFor } from './target.js';
-import { UPSTREAM_USERS as USERS, pushUpstream, skopeo, startTokenUpstream } from './upstream.js';
+import { findExecutable } from '../../testing/e2e/dockerd.js';
+import { allBlobs, generateImage, writeOciLayout, type Image } from '../../testing/e2e/image.js';
+import { run, tempDir } from '../../testing/e2e/target.js';
+import { waitFor } from '../../testing/helpers.js';
+import { UPSTREAM_USERS as USERS, pushUpstream, skopeo, startTokenUpstream } from '../../testing/e2e/upstream.js';
 
 /** The ctr test needs root and containerd's binaries (Debian package containerd). */
 const canRunContainerd = process.getuid?.() === 0 && (await findExecutable('containerd')) !== undefined && (await findExecutable('ctr')) !== undefined;

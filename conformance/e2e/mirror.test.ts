@@ -9,10 +9,11 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import { join } from 'node:path';
-import { freePort, startRegistry2, startWharf, type RunningWharf } from '../harness.js';
-import { allBlobs, generateImage, generateMultiArch, writeOciLayout, type Image } from './image.js';
-import { tempDir, waitFor } from './target.js';
-import { UPSTREAM_USERS as USERS, pushUpstream as pushTo, skopeo, startTokenUpstream, upstreamBlobGets as blobGetsOf } from './upstream.js';
+import { freePort, startRegistry2, startWharf, type RunningWharf } from '../../testing/harness.js';
+import { allBlobs, generateImage, generateMultiArch, writeOciLayout, type Image } from '../../testing/e2e/image.js';
+import { tempDir } from '../../testing/e2e/target.js';
+import { waitFor } from '../../testing/helpers.js';
+import { UPSTREAM_USERS as USERS, pushUpstream as pushTo, skopeo, startTokenUpstream, upstreamBlobGets as blobGetsOf } from '../../testing/e2e/upstream.js';
 
 let work: { path: string; remove: () => Promise<void> };
 let upstream: RunningWharf;

@@ -1,6 +1,6 @@
 /**
  * Wharf on S3, end to end: real `wharf serve` processes whose storage is a real S3 (a throw-away Ceph RADOS Gateway
- * on loopback, storage-drivers/s3-test-server.ts).
+ * on loopback, testing/s3-test-server.ts).
  *
  *   - the whole conformance suite (--strict) against Wharf on S3, and the delete-refusal checks against a second
  *     one with deletes disabled. Both have redirects off: the suite follows a blob GET's redirect and then expects
@@ -21,14 +21,14 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { stringify } from 'yaml';
-import { startS3TestServer, type S3TestServer } from '../../storage-drivers/s3-test-server.js';
-import { CLI_PATH, startWharf, type RunningWharf } from '../harness.js';
+import { startS3TestServer, type S3TestServer } from '../../testing/s3-test-server.js';
+import { CLI_PATH, startWharf, type RunningWharf } from '../../testing/harness.js';
 import { checks, createContext, runCheck, skipReason, type SuiteOptions } from '../suite.js';
 import type { Context } from '../check.js';
-import { generateImage, sha256, writeOciLayout, allBlobs, type Image } from './image.js';
-import { assertLayoutHasBlobs, layoutRef } from './layout.js';
-import { GiB, MiB, PseudoRandomStream, RssSampler, hashingGet, residentBytes, simpleRequest, streamRequest } from './transfer.js';
-import { runOk, tempDir } from './target.js';
+import { generateImage, sha256, writeOciLayout, allBlobs, type Image } from '../../testing/e2e/image.js';
+import { assertLayoutHasBlobs, layoutRef } from '../../testing/e2e/layout.js';
+import { GiB, MiB, PseudoRandomStream, RssSampler, hashingGet, residentBytes, simpleRequest, streamRequest } from '../../testing/e2e/transfer.js';
+import { runOk, tempDir } from '../../testing/e2e/target.js';
 
 const BIG = Number(process.env.WHARF_E2E_S3_BYTES ?? GiB);
 const MEMORY_BOUND = 100 * MiB;

@@ -6,12 +6,12 @@
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { RunningWharf } from '../harness.js';
+import type { RunningWharf } from '../../testing/harness.js';
 import {
   MediaType, allBlobs, generateImage, generateMultiArch, sha256, writeOciLayout, type Image, type MultiArchImage,
-} from './image.js';
-import { assertLayoutHasBlobs, dirBlob, layoutBlob, layoutRef } from './layout.js';
-import { run, runOk, startRegistry, tempDir, type RunResult } from './target.js';
+} from '../../testing/e2e/image.js';
+import { assertLayoutHasBlobs, dirBlob, layoutBlob, layoutRef } from '../../testing/e2e/layout.js';
+import { run, runOk, startRegistry, tempDir, type RunResult } from '../../testing/e2e/target.js';
 
 let registry: RunningWharf;
 let work: { path: string; remove: () => Promise<void> };

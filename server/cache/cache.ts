@@ -12,7 +12,7 @@
  * Storage stays the truth: everything here can be lost at any moment (Nothing is stored only in the cache).
  *
  * Implementations: `InMemoryDescriptorCache` (one process) and `RedisDescriptorCache` (shared by every replica and
- * by the garbage collector). `suite.ts` is the behaviour both pass.
+ * by the garbage collector). `testing/cache-suite.ts` is the behaviour both pass.
  */
 
 export interface CachedDescriptor {

@@ -1,7 +1,7 @@
 /** The in-memory blob-descriptor cache against the shared cache suite, plus its bound. */
 import test from 'ava';
 import { InMemoryDescriptorCache } from './memory.js';
-import { cacheSuite } from './suite.js';
+import { cacheSuite } from '../../testing/cache-suite.js';
 
 cacheSuite('inmemory', async (options) => ({
   cache: new InMemoryDescriptorCache({ maxEntries: 100, ...options }),

@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CacheUnavailableError } from './cache.js';
 import { RedisDescriptorCache, clientOptions, type RedisCacheOptions } from './redis.js';
-import { startRedis, until, type RunningRedis } from './redis-test-server.js';
-import { cacheSuite } from './suite.js';
+import { startRedis, until, type RunningRedis } from '../../testing/redis-test-server.js';
+import { cacheSuite } from '../../testing/cache-suite.js';
 
 // One redis-server for the suite (tests run concurrently: share the promise, not its result).
 let shared: Promise<RunningRedis> | undefined;
@@ -41,7 +41,7 @@ cacheSuite('redis', async (options) => {
     second: connected,
     cleanup: () => cache.close(),
   };
-});
+}, { shared: true });
 
 function memoryLogger() {
   const lines: { level: string; msg: string; obj: object }[] = [];
@@ -128,7 +128,7 @@ test.serial('redis hanging: commands time out, the cache switches off and return
 });
 
 test.serial('redis down at startup: connect resolves, the cache stays off, and turns on when Redis appears', async (t) => {
-  const { freePort } = await import('../../conformance/harness.js');
+  const { freePort } = await import('../../testing/harness.js');
   const port = await freePort();
   const cache = await open({ url: `redis://127.0.0.1:${port}`, dialTimeoutMs: 500, recoveryIntervalMs: 50 });
   let redis: RunningRedis | undefined;

@@ -5,14 +5,14 @@
  */
 import test from 'ava';
 import { createDescriptorCache, GatedDescriptorCache, InMemoryDescriptorCache, type RedisDescriptorCache } from '../cache/index.js';
-import { startRedis, until } from '../cache/redis-test-server.js';
+import { startRedis, until } from '../../testing/redis-test-server.js';
 import { parseConfig } from '../config/index.js';
 import { parseDigest } from '../registry/reference.js';
 import { Registry } from '../registry/registry.js';
 import { garbageCollectCommand } from './command.js';
 import { GcRecorder } from './recorder.js';
 import { RedisGcConnection, RedisGcLock, serverGcState } from './redis-state.js';
-import { ageAll, fixture, hasBlob, pushBlob, pushImage, randomBlob } from './test-helpers.js';
+import { ageAll, fixture, hasBlob, pushBlob, pushImage, randomBlob } from '../../testing/gc-helpers.js';
 import { DEFAULT_UPLOAD_AGE_MS } from './worker.js';
 
 const HOUR = 3_600_000;

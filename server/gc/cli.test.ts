@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { parseReference } from '../registry/reference.js';
 import {
   ageAll, configFileFor, fixture, pushImage, randomBlob, runWharf, storedBlobs, type Fixture,
-} from './test-helpers.js';
+} from '../../testing/gc-helpers.js';
 
 const HOUR = 3_600_000;
 

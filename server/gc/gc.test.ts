@@ -16,9 +16,9 @@ import { restoreTrash } from './sweep.js';
 import {
   OCI_MANIFEST, ageAll, filesystemGcFixture, fixture, hasBlob, pullsCompletely, pushBlob, pushImage, randomBlob, sha256, storedBlobs,
   type Fixture,
-} from './test-helpers.js';
-import { startRegistry2 } from '../registry/compat-fixtures.js';
-import { gcScenarios } from './scenarios.js';
+} from '../../testing/gc-helpers.js';
+import { startRegistry2 } from '../../testing/compat-fixtures.js';
+import { gcScenarios } from '../../testing/gc-scenarios.js';
 import { collectGarbage, type GcOptions } from './worker.js';
 
 const HOUR = 3_600_000;
@@ -209,7 +209,7 @@ test('many blobs: only the garbage goes, memory follows live digests', async (t)
     if (i % 2 === 0) await f.registry.manifests.delete(`scale/r${i % 5}`, parseReference(`t${i}`));
     else keep.push(`scale/r${i % 5}:t${i}`);
   }
-  const { sha256 } = await import('./test-helpers.js');
+  const { sha256 } = await import('../../testing/gc-helpers.js');
   for (let batch = 0; batch < 20; batch++) {
     await Promise.all(Array.from({ length: 100 }, () => {
       const bytes = randomBlob(16);

@@ -15,7 +15,7 @@ import { newStats, summaryText, metricsText, type GcStats } from './report.js';
 import { StorageLiveSet } from './state.js';
 import {
   ageAll, fixture, pullsCompletely, pushImage, pushIndex, randomBlob, storedBlobs, type BlobRef, type Fixture, type PushedImage,
-} from './test-helpers.js';
+} from '../../testing/gc-helpers.js';
 import { collectGarbage, type GcOptions } from './worker.js';
 
 const HOUR = 3_600_000;

@@ -12,15 +12,15 @@
 import test, { type ExecutionContext } from 'ava';
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { createDriver } from '../../storage-drivers/index.js';
-import { startWharf, type RunningWharf } from '../../conformance/harness.js';
+import { startWharf, type RunningWharf } from '../../testing/harness.js';
 import { createDescriptorCache } from '../cache/index.js';
-import { startRedis } from '../cache/redis-test-server.js';
+import { startRedis } from '../../testing/redis-test-server.js';
 import { parseConfig } from '../config/index.js';
 import { sharedStateOptions } from './command.js';
 import { workerGcState } from './redis-state.js';
 import type { GcStats } from './report.js';
 import { LOCK_PATH } from './state.js';
-import { OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, randomBlob, sha256 } from './test-helpers.js';
+import { OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, randomBlob, sha256 } from '../../testing/gc-helpers.js';
 import { collectGarbage, type GcOptions } from './worker.js';
 
 const GC_RUNS = 3;

@@ -7,9 +7,9 @@ import test from 'ava';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { freePort, startWharf } from '../../conformance/harness.js';
+import { freePort, startWharf } from '../../testing/harness.js';
 import { createDriver } from '../../storage-drivers/index.js';
-import { startRedis, until } from '../cache/redis-test-server.js';
+import { startRedis, until } from '../../testing/redis-test-server.js';
 import { parseConfig } from '../config/index.js';
 import { RegistryError } from '../registry/errors.js';
 import { parseDigest } from '../registry/reference.js';
@@ -20,7 +20,7 @@ import {
   DualLiveSet, DualLockProbe, RedisGcConnection, RedisGcLock, RedisLiveSet, RedisLockProbe, serverGcState, workerGcState,
 } from './redis-state.js';
 import { LOCK_PATH, LockBusyError, LockLostError, StorageGcLock, StorageLiveSet, StorageLockProbe } from './state.js';
-import { ageAll, fixture, hasBlob, pushBlob, pushImage, randomBlob, sha256, storedBlobs } from './test-helpers.js';
+import { ageAll, fixture, hasBlob, pushBlob, pushImage, randomBlob, sha256, storedBlobs } from '../../testing/gc-helpers.js';
 import { collectGarbage } from './worker.js';
 
 const HOUR = 3_600_000;

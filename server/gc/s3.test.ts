@@ -1,6 +1,6 @@
 /**
  * The collector's scenarios (./scenarios.ts) against a real S3: one throw-away Ceph RADOS Gateway for this file
- * (storage-drivers/s3-test-server.ts), a fresh root directory per test. S3 cannot set modification times back, so
+ * (testing/s3-test-server.ts), a fresh root directory per test. S3 cannot set modification times back, so
  * ageing shifts the grace period instead.
  */
 import test from 'ava';
@@ -11,10 +11,10 @@ import { join } from 'node:path';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { checkedDriver } from '../../storage-drivers/checked.js';
 import { S3Driver } from '../../storage-drivers/s3.js';
-import { startS3TestServer, type S3TestServer } from '../../storage-drivers/s3-test-server.js';
+import { startS3TestServer, type S3TestServer } from '../../testing/s3-test-server.js';
 import { Registry } from '../registry/registry.js';
-import { gcScenarios, type GcFixture } from './scenarios.js';
-import { configFileFor, randomBlob } from './test-helpers.js';
+import { gcScenarios, type GcFixture } from '../../testing/gc-scenarios.js';
+import { configFileFor, randomBlob } from '../../testing/gc-helpers.js';
 
 let server: Promise<S3TestServer> | undefined;
 const s3 = () => (server ??= startS3TestServer());

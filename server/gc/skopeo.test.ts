@@ -9,12 +9,12 @@ import { spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { CLI_PATH, startWharf } from '../../conformance/harness.js';
+import { CLI_PATH, startWharf } from '../../testing/harness.js';
 import {
   MediaType, allBlobs, blobOf, descriptor, generateImage, generateMultiArch, writeOciLayout, type Image,
-} from '../../conformance/e2e/image.js';
-import { dirBlob } from '../../conformance/e2e/layout.js';
-import { runOk, tempDir } from '../../conformance/e2e/target.js';
+} from '../../testing/e2e/image.js';
+import { dirBlob } from '../../testing/e2e/layout.js';
+import { runOk, tempDir } from '../../testing/e2e/target.js';
 
 function run(args: string[]): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve, reject) => {

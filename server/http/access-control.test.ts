@@ -7,7 +7,7 @@ import test from 'ava';
 import jwt from 'jsonwebtoken';
 import bcrypt from 'bcryptjs';
 import { request as httpRequest } from 'node:http';
-import { createHash, createPrivateKey, createPublicKey } from 'node:crypto';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +16,8 @@ import { InMemoryDriver } from '../../storage-drivers/inmemory.js';
 import { BlobStore } from '../registry/blobs.js';
 import { UploadStore } from '../registry/uploads.js';
 import { UploadLimits } from './upload-limits.js';
-import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../conformance/harness.js';
+import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
+import { sha256 } from '../../testing/helpers.js';
 
 const PASSWORDS = { owner: 'owner-pw-A1', other: 'other-pw-B2', distant: 'distant-pw-C3' };
 let dir: string;
@@ -74,7 +75,6 @@ function call(base: string, path: string, init: { method?: string; headers?: Rec
     req.end(init.body);
   });
 }
-
 
 // ---- finding 8: lockout on demand -------------------------------------------------------------------------------
 
@@ -230,7 +230,6 @@ test('finding 9: a changed password or a removed user ends refresh tokens; an un
 
 // ---- limits on open upload sessions ------------------------------------------------------------------------------
 
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const startUpload = (base: string, repo: string, from: string, headers: Record<string, string> = {}) =>
   call(base, `/v2/${repo}/blobs/uploads/`, { method: 'POST', headers, from });
 const idOf = (res: Answer) => res.headers['docker-upload-uuid'] as string;

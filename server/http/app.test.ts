@@ -4,7 +4,7 @@
  * for unknown paths and methods, HEAD without bodies, and graceful shutdown with a request in flight.
  */
 import test from 'ava';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
@@ -12,21 +12,12 @@ import { request } from 'node:http';
 import { get as httpsGet } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startWharf, type RunningWharf } from '../../conformance/harness.js';
-
-const sha256 = (b: Uint8Array | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+import { startWharf, type RunningWharf } from '../../testing/harness.js';
+import { postBlob, sha256 } from '../../testing/helpers.js';
 
 async function errorCode(res: Response): Promise<string> {
   const body = (await res.json()) as { errors: { code: string }[] };
   return body.errors[0]!.code;
-}
-
-async function pushBlob(base: string, name: string, data: Buffer): Promise<Response> {
-  return fetch(`${base}/v2/${name}/blobs/uploads/?digest=${sha256(data)}`, {
-    method: 'POST',
-    body: data,
-    headers: { 'Content-Type': 'application/octet-stream' },
-  });
 }
 
 test('read-only mode refuses writes with 405 UNSUPPORTED and keeps serving reads', async (t) => {
@@ -34,7 +25,7 @@ test('read-only mode refuses writes with 405 UNSUPPORTED and keeps serving reads
   t.teardown(() => rm(root, { recursive: true, force: true }));
   const writable = await startWharf({ rootDirectory: root });
   const data = randomBytes(100);
-  t.is((await pushBlob(writable.url, 'ro/app', data)).status, 201);
+  t.is((await postBlob(writable.url, 'ro/app', data)).status, 201);
   await writable.stop();
 
   // Same storage, now read-only through the registry:2 key.
@@ -61,7 +52,7 @@ test('with deletion disabled, DELETE is 405 UNSUPPORTED and nothing is removed',
   const w = await startWharf({ config: { storage: { delete: { enabled: false } } } });
   t.teardown(() => w.stop());
   const data = randomBytes(64);
-  await pushBlob(w.url, 'nodelete', data);
+  await postBlob(w.url, 'nodelete', data);
   const res = await fetch(`${w.url}/v2/nodelete/blobs/${sha256(data)}`, { method: 'DELETE' });
   t.is(res.status, 405);
   t.is(await errorCode(res), 'UNSUPPORTED');

@@ -6,15 +6,16 @@
  */
 import test from 'ava';
 import bcrypt from 'bcryptjs';
-import { createHash, createPrivateKey } from 'node:crypto';
+import { createPrivateKey } from 'node:crypto';
 import { request as httpRequest, Agent } from 'node:http';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import jwt from 'jsonwebtoken';
 import { stringify } from 'yaml';
-import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../conformance/harness.js';
+import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
 import { libtrustKeyId } from '../../auth/keys.js';
+import { sha256 } from '../../testing/helpers.js';
 
 const PASSWORDS = { alice: 'alice-pw-Q1', bob: 'bob-pw-Z9', carol: 'carol-pw-K3', victim: 'victim-pw-X7', hupper: 'hupper-pw-R2' };
 let dir: string;
@@ -71,7 +72,6 @@ test.after.always(async () => {
 });
 
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 async function call(base: string, path: string, init: { method?: string; headers?: Record<string, string>; body?: Buffer | string } = {}) {
   const res = await fetch(`${base}${path}`, { method: init.method ?? 'GET', headers: init.headers, body: init.body });

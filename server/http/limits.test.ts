@@ -4,38 +4,25 @@
  * headers from proxies that are (not) trusted, and the listing limits.
  */
 import test from 'ava';
-import { createHash } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startWharf, writeHtpasswd, type RunningWharf } from '../../conformance/harness.js';
+import { startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
 import { DISCARD_LIMIT } from './app.js';
-import { waitFor } from '../../conformance/e2e/target.js';
 import { InMemoryDriver } from '../../storage-drivers/index.js';
 import { markRepository, scanRepository } from '../gc/mark.js';
 import * as layout from '../registry/layout.js';
 import { parseDigest } from '../registry/reference.js';
+import { pushBlob, sha256, waitFor } from '../../testing/helpers.js';
 
-const sha256 = (b: Uint8Array | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
 interface ErrorBody { errors: { code: string; message: string; detail?: unknown }[] }
 
 async function errorCode(res: Response): Promise<string> {
   return ((await res.json()) as ErrorBody).errors[0]!.code;
-}
-
-async function pushBlob(base: string, name: string, data: Buffer, contentType = 'application/octet-stream'): Promise<string> {
-  const digest = sha256(data);
-  const res = await fetch(`${base}/v2/${name}/blobs/uploads/?digest=${digest}`, {
-    method: 'POST',
-    body: data,
-    headers: { 'Content-Type': contentType },
-  });
-  if (res.status !== 201) throw new Error(`blob push answered ${res.status}: ${await res.text()}`);
-  return digest;
 }
 
 /** Push a config blob and a manifest naming it; extra fields go into the manifest. Returns the manifest's bytes. */
@@ -108,7 +95,7 @@ test('a pushed manifest is still served with its own media type', async (t) => {
 
 test('a blob is served as application/octet-stream whatever type it was uploaded with', async (t) => {
   const w = await sharedServer();
-  const digest = await pushBlob(w.url, 'xss/blob', Buffer.from('<html><script>alert(1)</script></html>'), 'text/html');
+  const digest = await pushBlob(w.url, 'xss/blob', Buffer.from('<html><script>alert(1)</script></html>'), { 'Content-Type': 'text/html' });
   const res = await fetch(`${w.url}/v2/xss/blob/blobs/${digest}`);
   t.is(res.status, 200);
   t.is(res.headers.get('content-type'), 'application/octet-stream');

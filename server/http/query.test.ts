@@ -4,11 +4,12 @@
  * cannot have the check read one repository and the mount use another (issue #13, finding 1).
  */
 import test from 'ava';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startWharf, writeHtpasswd, type RunningWharf } from '../../conformance/harness.js';
+import { startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
+import { sha256 } from '../../testing/helpers.js';
 
 const PASSWORDS = { alice: 'alice-pw-M4', bob: 'bob-pw-T8' };
 let dir: string;
@@ -33,7 +34,6 @@ test.after.always(async () => {
 });
 
 const as = (user: keyof typeof PASSWORDS) => ({ Authorization: `Basic ${Buffer.from(`${user}:${PASSWORDS[user]}`).toString('base64')}` });
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 async function call(path: string, user: keyof typeof PASSWORDS, init: { method?: string; body?: Buffer } = {}) {
   const res = await fetch(`${wharf.url}${path}`, { method: init.method ?? 'GET', headers: as(user), body: init.body });

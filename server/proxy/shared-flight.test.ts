@@ -4,8 +4,8 @@
  */
 import test from 'ava';
 import { createClient } from 'redis';
-import { freePort } from '../../conformance/harness.js';
-import { startRedis, type RunningRedis } from '../cache/redis-test-server.js';
+import { freePort } from '../../testing/harness.js';
+import { startRedis, type RunningRedis } from '../../testing/redis-test-server.js';
 import { SharedFlights, type SharedFlightLogger } from './shared-flight.js';
 
 let redis: RunningRedis;

@@ -13,16 +13,16 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startWharf, type RunningWharf } from '../../conformance/harness.js';
+import { startWharf, type RunningWharf } from '../../testing/harness.js';
 import {
   MediaType, allBlobs, blobOf, descriptor, generateImage, generateMultiArch, randomLayer, writeOciLayout, type Blob,
-} from '../../conformance/e2e/image.js';
-import { assertLayoutHasBlobs, layoutRef } from '../../conformance/e2e/layout.js';
-import { runOk, targetName } from '../../conformance/e2e/target.js';
+} from '../../testing/e2e/image.js';
+import { assertLayoutHasBlobs, layoutRef } from '../../testing/e2e/layout.js';
+import { runOk, targetName } from '../../testing/e2e/target.js';
 import {
   entriesBelow, readTree, registry2Files, repoPath, requireRegistry2, requireSkopeo, startRegistry2, treeDiff,
   writeTree, type RepoContent, type RunningRegistry2,
-} from './compat-fixtures.js';
+} from '../../testing/compat-fixtures.js';
 
 const ACCEPT_MANIFESTS = [
   MediaType.ociManifest, MediaType.ociIndex, MediaType.dockerManifest, MediaType.dockerManifestList,

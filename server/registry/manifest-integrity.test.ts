@@ -5,15 +5,15 @@
  * never served by a process that reads them from storage.
  */
 import test from 'ava';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { startWharf, type RunningWharf } from '../../conformance/harness.js';
+import { startWharf, type RunningWharf } from '../../testing/harness.js';
 import * as layout from './layout.js';
 import { parseDigest } from './reference.js';
+import { pushBlob, sha256 } from '../../testing/helpers.js';
 
-const sha256 = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
 let root: string;
@@ -29,13 +29,6 @@ test.after.always(async () => {
   await Promise.all([a?.stop(), b?.stop()]);
   if (root) await rm(root, { recursive: true, force: true });
 });
-
-async function pushBlob(base: string, repo: string, bytes: Buffer): Promise<string> {
-  const digest = sha256(bytes);
-  const res = await fetch(`${base}/v2/${repo}/blobs/uploads/?digest=${digest}`, { method: 'POST', body: bytes });
-  if (res.status !== 201) throw new Error(`blob push answered ${res.status}`);
-  return digest;
-}
 
 /** An image manifest with a fresh config and layer pushed to `repo`. */
 async function image(repo: string): Promise<Buffer> {

@@ -11,16 +11,14 @@
  * wrote. Both are answered 202. Then `PUT ?digest=<digest of A's bytes>` on A's process.
  */
 import test, { type ExecutionContext } from 'ava';
-import { createHash } from 'node:crypto';
 import { Agent, request, type IncomingHttpHeaders } from 'node:http';
 import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startWharf, type RunningWharf } from '../../conformance/harness.js';
+import { startWharf, type RunningWharf } from '../../testing/harness.js';
 import * as layout from './layout.js';
 import { parseDigest } from './reference.js';
-
-const sha256 = (data: Uint8Array) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
+import { sha256 } from '../../testing/helpers.js';
 
 interface Answer {
   status: number;

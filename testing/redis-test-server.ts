@@ -14,7 +14,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from '../../conformance/harness.js';
+import { freePort } from './harness.js';
 
 export const REDIS_SERVER_BIN = process.env.WHARF_TEST_REDIS_SERVER ?? 'redis-server';
 

@@ -10,10 +10,11 @@
  * A layer is a gzip'd tar of a few random files. The config's `rootfs.diff_ids` are the SHA-256 of the UNCOMPRESSED
  * tar, the manifest's layer digests are the SHA-256 of the gzip'd bytes, exactly as real images are built.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { sha256 } from '../helpers.js';
 
 export const MediaType = {
   ociManifest: 'application/vnd.oci.image.manifest.v1+json',
@@ -25,10 +26,6 @@ export const MediaType = {
   dockerConfig: 'application/vnd.docker.container.image.v1+json',
   dockerLayerGzip: 'application/vnd.docker.image.rootfs.diff.tar.gzip',
 } as const;
-
-export function sha256(data: Buffer | string): string {
-  return 'sha256:' + createHash('sha256').update(data).digest('hex');
-}
 
 /** Content-addressed bytes: what a registry stores as a blob (or a manifest). */
 export interface Blob {
@@ -267,3 +264,5 @@ export async function writeDockerSave(path: string, image: Image, repoTags: stri
   entries.push({ name: 'manifest.json', data: Buffer.from(JSON.stringify(manifest)) });
   await writeFile(path, tar(entries));
 }
+
+export { sha256 };

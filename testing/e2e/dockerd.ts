@@ -10,7 +10,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { access, constants, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
-import { run, waitFor, type RunResult } from './target.js';
+import { run, type RunResult } from './target.js';
+import { waitFor } from '../helpers.js';
 
 /** The absolute path of `name` on PATH, or undefined. */
 export async function findExecutable(name: string): Promise<string | undefined> {

@@ -15,7 +15,7 @@ import { stringify } from 'yaml';
 import { NODE_FLAGS } from '../server/node-flags.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-/** dist/server/cli.js (the `wharf` command), found relative to this compiled file (dist/conformance/harness.js). */
+/** dist/server/cli.js (the `wharf` command), found relative to this compiled file (dist/testing/harness.js). */
 export const CLI_PATH = resolve(here, '..', 'server', 'cli.js');
 
 export interface RunningWharf {

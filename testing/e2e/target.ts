@@ -25,22 +25,6 @@ export async function startRegistry(options: StartOptions = {}): Promise<Running
   return targetName() === 'registry2' ? startRegistry2({ rootDirectory: options.rootDirectory }) : startWharf(options);
 }
 
-/** Polls `condition` every `intervalMs` until it returns a value other than undefined, or throws after `timeoutMs`. */
-export async function waitFor<T>(what: string, condition: () => Promise<T | undefined>, timeoutMs = 30_000, intervalMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await condition();
-      if (value !== undefined) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
-
 export interface RunResult {
   code: number | null;
   stdout: string;

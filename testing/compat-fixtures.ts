@@ -17,8 +17,8 @@ import { spawn } from 'node:child_process';
 import { constants } from 'node:fs';
 import { access, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { Blob } from '../../conformance/e2e/image.js';
-import { REGISTRY2_BIN, startRegistry2 as startHarnessRegistry2, type RunningWharf } from '../../conformance/harness.js';
+import type { Blob } from './e2e/image.js';
+import { REGISTRY2_BIN, startRegistry2 as startHarnessRegistry2, type RunningWharf } from './harness.js';
 
 export const V2 = 'docker/registry/v2';
 

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { GiB, MiB, PseudoRandomStream, RssSampler, residentBytes } from './transfer.js';
-import { waitFor } from './target.js';
+import { waitFor } from '../helpers.js';
 
 async function consume(stream: PseudoRandomStream): Promise<{ bytes: number; digest: string }> {
   const hash = createHash('sha256');

@@ -21,8 +21,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { freePort } from '../conformance/harness.js';
-import type { S3DriverOptions } from './s3.js';
+import { freePort } from './harness.js';
+import type { S3DriverOptions } from '../storage-drivers/s3.js';
 
 const run = promisify(execFile);
 

@@ -1,5 +1,5 @@
 /**
- * The collector's scenarios, written once and run against every storage driver (like storage-drivers/suite.ts):
+ * The collector's scenarios, written once and run against every storage driver (like testing/storage-suite.ts):
  * `gcScenarios('s3', open)` registers them for a fixture over that driver. Each scenario pushes through the real
  * registry domain, makes the content old, collects, and checks what pulls and what storage holds, through the
  * driver only (so the same checks hold for a bucket and a directory).
@@ -8,16 +8,16 @@
  * collector is given instead (`grace`); the filesystem fixture really sets the times back.
  */
 import test, { type ExecutionContext } from 'ava';
-import type { StorageDriver } from '../../storage-drivers/driver.js';
-import { orUndefined } from '../registry/blobs.js';
-import * as layout from '../registry/layout.js';
-import { parseDigest, parseReference } from '../registry/reference.js';
-import type { Registry } from '../registry/registry.js';
-import { LOCK_PATH, METRICS_PATH, StorageGcLock, TRASH_ROOT } from './state.js';
+import type { StorageDriver } from '../storage-drivers/driver.js';
+import { orUndefined } from '../server/registry/blobs.js';
+import * as layout from '../server/registry/layout.js';
+import { parseDigest, parseReference } from '../server/registry/reference.js';
+import type { Registry } from '../server/registry/registry.js';
+import { LOCK_PATH, METRICS_PATH, StorageGcLock, TRASH_ROOT } from '../server/gc/state.js';
 import {
   pullsCompletely, pushBlob, pushImage, pushIndex, randomBlob, runWharf, sha256, storedBlobs,
-} from './test-helpers.js';
-import { collectGarbage, type GcOptions } from './worker.js';
+} from './gc-helpers.js';
+import { collectGarbage, type GcOptions } from '../server/gc/worker.js';
 
 const HOUR = 3_600_000;
 

@@ -3,18 +3,19 @@
  * driver, age files on disk (the grace rule reads modification times), and check what storage holds.
  */
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { CLI_PATH } from '../../conformance/harness.js';
-import { createDriver } from '../../storage-drivers/index.js';
-import type { StorageDriver } from '../../storage-drivers/driver.js';
-import * as layout from '../registry/layout.js';
-import { parseDigest, parseReference } from '../registry/reference.js';
-import { Registry, type RegistryOptions } from '../registry/registry.js';
-import type { GcFixture } from './scenarios.js';
+import { CLI_PATH } from './harness.js';
+import { createDriver } from '../storage-drivers/index.js';
+import type { StorageDriver } from '../storage-drivers/driver.js';
+import * as layout from '../server/registry/layout.js';
+import { parseDigest, parseReference } from '../server/registry/reference.js';
+import { Registry, type RegistryOptions } from '../server/registry/registry.js';
+import type { GcFixture } from './gc-scenarios.js';
+import { sha256 } from './helpers.js';
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -32,10 +33,6 @@ export async function fixture(options: RegistryOptions = {}): Promise<Fixture> {
   const root = await mkdtemp(join(tmpdir(), 'wharf-gc-'));
   const driver = createDriver({ driver: 'filesystem', rootDirectory: root });
   return { root, driver, registry: new Registry(driver, options), remove: () => rm(root, { recursive: true, force: true }) };
-}
-
-export function sha256(bytes: Buffer): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 }
 
 export interface BlobRef {
@@ -195,3 +192,5 @@ export function runWharf(args: string[], onSpawn?: (pid: number, done: Promise<u
     onSpawn?.(child.pid!, done);
   });
 }
+
+export { sha256 };

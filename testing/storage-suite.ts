@@ -9,9 +9,9 @@
  * (a directory may exist only because something is stored below it), nor on directory modification times.
  */
 import test, { type ExecutionContext } from 'ava';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { checkedDriver } from './checked.js';
+import { checkedDriver } from '../storage-drivers/checked.js';
 import {
   InvalidOffsetError,
   InvalidPathError,
@@ -23,7 +23,8 @@ import {
   type FileInfo,
   type StorageDriver,
   type WalkOptions,
-} from './driver.js';
+} from '../storage-drivers/driver.js';
+import { sha256 } from './helpers.js';
 
 export type DriverFactory = () => Promise<{ driver: StorageDriver; cleanup(): Promise<void> }>;
 
@@ -39,10 +40,6 @@ async function collect(walk: AsyncIterable<FileInfo>): Promise<FileInfo[]> {
   const out: FileInfo[] = [];
   for await (const info of walk) out.push(info);
   return out;
-}
-
-function sha256(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
 }
 
 /** Paths that every driver must reject with InvalidPathError. */
