@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InvalidPathError, StorageError } from '../../storage-drivers/driver.js';
-import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../conformance/harness.js';
+import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
 import { ERROR_MESSAGES, RegistryError, type ErrorCode } from '../registry/errors.js';
 import { ERROR_STATUS, OAuthError, errorResponse } from './errors.js';
 
