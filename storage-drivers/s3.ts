@@ -6,7 +6,8 @@
  *   - Files are objects; directories exist only as key prefixes (`a/b/` exists when some key starts with it). The
  *     root always exists. Directory modification times are not known: they are the epoch.
  *   - putContent is one PutObject (atomic); putContentIfAbsent a conditional one (If-None-Match: *), after a
- *     one-time probe that the service honours the header (else UnsupportedOperationError); move is a server-side copy then a delete: CopyObject up to
+ *     one-time probe that the service honours the header (else UnsupportedOperationError); move is a server-side
+ *     copy then a delete: CopyObject up to
  *     `multipartCopyThresholdSize`, above it a multipart copy (UploadPartCopy in `multipartCopyChunkSize` ranges,
  *     `multipartCopyMaxConcurrency` at a time), which is also how objects over S3's 5 GiB CopyObject limit move.
  *   - list and walk use ListObjectsV2 with '/' as delimiter, one directory at a time, following continuation tokens
@@ -231,6 +232,11 @@ interface Child {
 const EPOCH = new Date(0);
 const COMPONENT = /^[A-Za-z0-9._-]+$/;
 
+/** Content given to putContent or putContentIfAbsent as one Buffer. */
+function bytesOf(content: Uint8Array | string): Buffer {
+  return typeof content === 'string' ? Buffer.from(content) : Buffer.from(content);
+}
+
 export class S3Driver implements StorageDriver {
   readonly name = NAME;
   readonly client: AwsS3.S3Client;
@@ -318,12 +324,10 @@ export class S3Driver implements StorageDriver {
   }
 
   /**
-   * Startup check: the bucket exists and the credentials may list it. Throws a StorageDriverError whose message
-   * says what is wrong (missing bucket, unknown key, wrong secret, access denied).
-   */
-  /**
-   * The startup check: throws when the bucket cannot be used; returns warnings about what works, but worse. A
-   * service that ignores conditional writes leaves uploads correct but slower (every completion re-hashes a copy).
+   * Startup check: the bucket exists and the credentials may list it, else a StorageDriverError whose message says
+   * what is wrong (missing bucket, unknown key, wrong secret, access denied). Returns warnings about what works, but
+   * worse: a service that ignores conditional writes leaves uploads correct but slower (every completion re-hashes
+   * a copy).
    */
   async verify(): Promise<string[]> {
     try {
@@ -495,11 +499,8 @@ export class S3Driver implements StorageDriver {
 
   async putContent(path: string, content: Uint8Array | string): Promise<void> {
     if (path === '/') throw new StorageDriverError(NAME, 'putContent /: the root is a directory');
-    const body = typeof content === 'string' ? Buffer.from(content) : Buffer.from(content);
     try {
-      await this.client.send(
-        new aws.PutObjectCommand({ Bucket: this.bucket, Key: this.key(path), Body: body, ContentLength: body.length, ...this.putExtras() }),
-      );
+      await this.putObject(this.key(path), bytesOf(content));
     } catch (err) {
       this.fail('putContent', path, err);
     }
@@ -516,7 +517,7 @@ export class S3Driver implements StorageDriver {
       throw new UnsupportedOperationError(NAME, 'putContentIfAbsent', 'the S3 service ignores If-None-Match on PutObject');
     }
     try {
-      return await this.putIfNoneMatch(this.key(path), content);
+      return await this.putObject(this.key(path), bytesOf(content), true);
     } catch (err) {
       this.fail('putContentIfAbsent', path, err);
     }
@@ -524,20 +525,6 @@ export class S3Driver implements StorageDriver {
 
   /** Whether the service honours If-None-Match, probed once per driver. */
   private conditionalPuts: Promise<boolean> | undefined;
-
-  private async putIfNoneMatch(key: string, content: Uint8Array | string): Promise<boolean> {
-    const body = typeof content === 'string' ? Buffer.from(content) : Buffer.from(content);
-    try {
-      await this.client.send(
-        new aws.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, IfNoneMatch: '*', ...this.putExtras() }),
-      );
-      return true;
-    } catch (err) {
-      const status = httpStatus(err);
-      if (status === 412 || status === 409) return false;
-      throw err;
-    }
-  }
 
   /**
    * A service that does not know the header ignores it and overwrites, which would let two creators both win: so
@@ -547,8 +534,8 @@ export class S3Driver implements StorageDriver {
   private async probeConditionalPuts(): Promise<boolean> {
     const key = `${this.prefix}_wharf/conditional-put-probe/${randomUUID()}`;
     try {
-      if (!(await this.putIfNoneMatch(key, 'probe'))) return false;
-      return !(await this.putIfNoneMatch(key, 'probe'));
+      if (!(await this.putObject(key, Buffer.from('probe'), true))) return false;
+      return !(await this.putObject(key, Buffer.from('probe'), true));
     } catch (err) {
       this.conditionalPuts = undefined;
       this.fail('putContentIfAbsent (probing conditional writes)', '/', err);
@@ -782,9 +769,21 @@ export class S3Driver implements StorageDriver {
     );
   }
 
-  /** @internal */
-  async putObject(key: string, body: Buffer): Promise<void> {
-    await this.client.send(new aws.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ...this.putExtras() }));
+  /**
+   * @internal One PutObject. With `ifAbsent`, a conditional one (`If-None-Match: *`): false when the key exists
+   * (412), or another conditional write of it is in progress (409).
+   */
+  async putObject(key: string, body: Buffer, ifAbsent = false): Promise<boolean> {
+    try {
+      await this.client.send(new aws.PutObjectCommand({
+        Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ...(ifAbsent ? { IfNoneMatch: '*' } : {}), ...this.putExtras(),
+      }));
+      return true;
+    } catch (err) {
+      const status = httpStatus(err);
+      if (ifAbsent && (status === 412 || status === 409)) return false;
+      throw err;
+    }
   }
 
   /** @internal */
