@@ -135,20 +135,14 @@ export class BlobStore {
   }
 
   /**
-   * Store small content (a manifest) under its digest, once. The content store is write-once: when the digest is
-   * already there its bytes are, by construction, the same.
-   */
-  /**
    * Store small content (a manifest) under its digest. A file already there is kept only when it holds exactly
    * these bytes: one of the same size is no proof, and wrong bytes under a digest are replaced, never trusted.
    */
   async putContent(digest: Digest, content: Uint8Array): Promise<void> {
-    const existing = await this.statContent(digest);
-    if (existing && existing.size === content.byteLength) {
-      const stored = await orUndefined(this.driver.getContent(layout.blobDataPath(digest)));
-      if (stored && Buffer.compare(stored, content) === 0) return;
-    }
-    await this.driver.putContent(layout.blobDataPath(digest), content);
+    const path = layout.blobDataPath(digest);
+    const stored = await orUndefined(this.driver.getContent(path));
+    if (stored && Buffer.compare(stored, content) === 0) return;
+    await this.driver.putContent(path, content);
   }
 
   async getContent(digest: Digest): Promise<Buffer | undefined> {
