@@ -21,6 +21,7 @@ import { addressKey } from '../../auth/index.js';
 import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
 import type { DigestAlgorithm } from '../registry/reference.js';
 import { RegistryError } from '../registry/errors.js';
+import { orUndefined } from '../registry/blobs.js';
 import * as layout from '../registry/layout.js';
 import { startedAt } from '../registry/purge.js';
 import type { UploadStatus } from '../registry/uploads.js';
@@ -117,7 +118,7 @@ export class UploadLimits {
       const batch = [...sessions.keys()].slice(0, PRUNE_BATCH);
       const present = await Promise.all(batch.map((key) => {
         const slash = key.lastIndexOf('/');
-        return this.exists(layout.uploadDir(key.slice(0, slash), key.slice(slash + 1)));
+        return orUndefined(this.driver.stat(layout.uploadDir(key.slice(0, slash), key.slice(slash + 1))));
       }));
       batch.forEach((key, i) => {
         const started = sessions.get(key);
@@ -135,13 +136,7 @@ export class UploadLimits {
     const limit = this.options.perRepository;
     const reserve = () => bump(this.pendingByRepository, name, 1);
     if (limit <= 0) return reserve();
-    let dirs: string[];
-    try {
-      dirs = await this.driver.list(layout.uploadsPath(name));
-    } catch (err) {
-      if (!(err instanceof PathNotFoundError)) throw err;
-      dirs = [];
-    }
+    const dirs = (await orUndefined(this.driver.list(layout.uploadsPath(name)))) ?? [];
     if (dirs.length + (this.pendingByRepository.get(name) ?? 0) < limit) return reserve();
     // At the limit by the listing: count only the sessions younger than the purge age.
     const cutoff = this.now() - this.options.maxAgeMs;
@@ -179,16 +174,6 @@ export class UploadLimits {
     }
     sessions.set(key, started);
     this.uploaderOfSession.set(key, uploader);
-  }
-
-  private async exists(path: string): Promise<boolean> {
-    try {
-      await this.driver.stat(path);
-      return true;
-    } catch (err) {
-      if (err instanceof PathNotFoundError) return false;
-      throw err;
-    }
   }
 
   private track(uploader: string, key: string): void {

@@ -146,7 +146,9 @@ export async function getBlobUploadStatus(ctx: RegistryContext): Promise<void> {
 
 export async function cancelBlobUpload(ctx: RegistryContext): Promise<void> {
   const { registry } = ctx.state.deps;
-  await registry.uploads.cancel(ctx.state.match.name!, uploadId(ctx));
-  uploadSessionClosed(ctx, ctx.state.match.name!, ctx.state.match.param!);
+  const name = ctx.state.match.name!;
+  const id = uploadId(ctx);
+  await registry.uploads.cancel(name, id);
+  uploadSessionClosed(ctx, name, id);
   respondEmpty(ctx, 204);
 }
