@@ -38,10 +38,15 @@ interface Entry {
   failures: number[];
 }
 
+/** `::ffff:10.1.2.3` (an IPv4 peer on a dual-stack socket) as `10.1.2.3`; anything else unchanged. */
+export function normalizeAddress(address: string): string {
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
+  return mapped ? mapped[1]! : address;
+}
+
 /** The part of a client address that identifies one client: the address itself, or its /64 for IPv6. */
-export function addressKey(address: string): string {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (mapped) return mapped[1]!;
+export function addressKey(peer: string): string {
+  const address = normalizeAddress(peer);
   if (!address.includes(':')) return address;
   const [head = '', tail] = address.toLowerCase().split('%')[0]!.split('::') as [string, string?];
   const left = head === '' ? [] : head.split(':');

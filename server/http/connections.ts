@@ -15,7 +15,8 @@ import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { normalizeAddress, type TrustedProxies } from './forwarded.js';
+import { normalizeAddress } from '../../auth/index.js';
+import type { TrustedProxies } from './forwarded.js';
 
 export interface ConnectionLimits {
   readHeaderMs: number;

@@ -9,12 +9,7 @@
  * the address it received the request from, so everything to the left of that hop was written by the client.
  */
 import { BlockList, isIP } from 'node:net';
-
-/** `::ffff:10.1.2.3` (an IPv4 peer on a dual-stack socket) as `10.1.2.3`; anything else unchanged. */
-export function normalizeAddress(address: string): string {
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
-  return mapped ? mapped[1]! : address;
-}
+import { normalizeAddress } from '../../auth/index.js';
 
 /** An address as a proxy writes it in `X-Forwarded-For` (`1.2.3.4`, `1.2.3.4:5678`, `[::1]:80`, `::1`), or undefined. */
 function forwardedAddress(entry: string): string | undefined {
