@@ -454,15 +454,9 @@ export class Mirror {
 
   /** Whether the cached tag `tag` of `name` (naming `digest`) came from this route's upstream and remote name. */
   private async cameFrom(route: Route, name: string, tag: string, digest: Digest): Promise<boolean> {
+    // Records are only ever written by recordOrigin, as this exact serialisation.
     const raw = await this.registry.driver.getContent(layout.tagOriginPath(name, tag)).catch(() => undefined);
-    if (!raw) return false;
-    try {
-      const stored = JSON.parse(raw.toString('utf8')) as Partial<OriginRecord>;
-      const wanted = this.originOf(route, digest);
-      return stored.upstream === wanted.upstream && stored.url === wanted.url && stored.remote === wanted.remote && stored.digest === wanted.digest;
-    } catch {
-      return false;
-    }
+    return raw?.toString('utf8') === JSON.stringify(this.originOf(route, digest));
   }
 
   /**
