@@ -44,7 +44,7 @@ async function driverOn(overrides: Partial<S3DriverOptions> = {}): Promise<{ raw
 
 driverSuite('s3', async () => {
   const { raw, cleanup } = await driverOn();
-  return { driver: raw, cleanup };
+  return { driver: raw, cleanup, redirects: true };
 });
 
 async function setup(t: ExecutionContext, overrides: Partial<S3DriverOptions> = {}) {

@@ -26,7 +26,8 @@ import {
 } from '../storage-drivers/driver.js';
 import { sha256 } from './helpers.js';
 
-export type DriverFactory = () => Promise<{ driver: StorageDriver; cleanup(): Promise<void> }>;
+/** A fresh driver and its clean-up; `redirects` says whether it hands out redirect URLs (default: it does not). */
+export type DriverFactory = () => Promise<{ driver: StorageDriver; cleanup(): Promise<void>; redirects?: boolean }>;
 
 const MiB = 1 << 20;
 
@@ -611,16 +612,22 @@ export function driverSuite(name: string, factory: DriverFactory): void {
 
   // ---- redirectURL ---------------------------------------------------------------------------------------------
 
-  test(title('redirectURL is null or an absolute http(s) URL'), async (t) => {
-    const d = await open(t);
+  test(title('redirectURL is an absolute URL serving the bytes, or null for a driver that never redirects'), async (t) => {
+    const { driver, cleanup, redirects = false } = await factory();
+    t.teardown(cleanup);
+    const d = checkedDriver(driver);
     await d.putContent('/blob', 'x');
     for (const method of ['GET', 'HEAD'] as const) {
       const url = await d.redirectURL('/blob', { method, expiresIn: 60 });
-      if (url === null) {
-        t.pass();
-      } else {
-        t.regex(new URL(url).protocol, /^https?:$/);
+      if (!redirects) {
+        t.is(url, null);
+        continue;
       }
+      t.regex(new URL(url!).protocol, /^https?:$/);
+      const res = await fetch(url!, { method });
+      t.is(res.status, 200);
+      if (method === 'GET') t.is(await res.text(), 'x');
+      else t.is(res.headers.get('content-length'), '1');
     }
   });
 
