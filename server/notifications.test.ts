@@ -116,7 +116,7 @@ test('a dead endpoint keeps at most maxQueue events: memory stays bounded', asyn
 
 test('a running registry notifies pushes, pulls and deletes, as configured under notifications.endpoints', async (t) => {
   const { startWharf } = await import('../testing/harness.js');
-  const { createHash } = await import('node:crypto');
+  const { sha256 } = await import('../testing/helpers.js');
   const r = await receiver();
   t.teardown(() => r.server.close());
   const w = await startWharf({
@@ -128,13 +128,12 @@ test('a running registry notifies pushes, pulls and deletes, as configured under
     },
   });
   t.teardown(() => w.stop());
-  const sha = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
   const config = Buffer.from('{"architecture":"amd64","os":"linux"}');
-  t.is((await fetch(`${w.url}/v2/events/app/blobs/uploads/?digest=${sha(config)}`, { method: 'POST', body: config })).status, 201);
+  t.is((await fetch(`${w.url}/v2/events/app/blobs/uploads/?digest=${sha256(config)}`, { method: 'POST', body: config })).status, 201);
   const manifest = JSON.stringify({
     schemaVersion: 2,
     mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
     layers: [],
   });
   const put = await fetch(`${w.url}/v2/events/app/manifests/v1`, {
@@ -149,8 +148,8 @@ test('a running registry notifies pushes, pulls and deletes, as configured under
   const events = r.received.map((x) => x.events[0]!);
   t.deepEqual(events.map((e) => e.action), ['push', 'push', 'pull', 'delete'], 'HEAD is not a pull');
   t.is(r.received[0]!.headers['x-token'], 'abc');
-  t.like(events[0]!.target, { repository: 'events/app', digest: sha(config), mediaType: 'application/octet-stream', size: config.length });
-  t.like(events[1]!.target, { repository: 'events/app', digest: sha(manifest), tag: 'v1', mediaType: 'application/vnd.oci.image.manifest.v1+json' });
+  t.like(events[0]!.target, { repository: 'events/app', digest: sha256(config), mediaType: 'application/octet-stream', size: config.length });
+  t.like(events[1]!.target, { repository: 'events/app', digest: sha256(manifest), tag: 'v1', mediaType: 'application/vnd.oci.image.manifest.v1+json' });
   t.regex(events[1]!.target.url!, /\/v2\/events\/app\/manifests\/sha256:/);
   t.like(events[3]!.target, { repository: 'events/app', tag: 'v1' });
   t.is(events[1]!.request.method, 'PUT');

@@ -13,9 +13,10 @@ import { gunzipSync } from 'node:zlib';
 import type { RunningWharf } from '../../testing/harness.js';
 import { startDockerd, findExecutable, type PrivateDocker } from '../../testing/e2e/dockerd.js';
 import {
-  MediaType, allBlobs, generateImage, generateMultiArch, hostPlatform, sha256, writeDockerSave, writeOciLayout,
+  MediaType, allBlobs, generateImage, generateMultiArch, hostPlatform, writeDockerSave, writeOciLayout,
 } from '../../testing/e2e/image.js';
 import { runOk, startRegistry, tempDir } from '../../testing/e2e/target.js';
+import { sha256 } from '../../testing/helpers.js';
 
 const dockerd = await findExecutable('dockerd');
 

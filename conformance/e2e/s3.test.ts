@@ -25,7 +25,8 @@ import { startS3TestServer, type S3TestServer } from '../../testing/s3-test-serv
 import { CLI_PATH, startWharf, type RunningWharf } from '../../testing/harness.js';
 import { checks, createContext, runCheck, skipReason, type SuiteOptions } from '../suite.js';
 import type { Context } from '../check.js';
-import { generateImage, sha256, writeOciLayout, allBlobs, type Image } from '../../testing/e2e/image.js';
+import { generateImage, writeOciLayout, allBlobs, type Image } from '../../testing/e2e/image.js';
+import { pushBlob } from '../../testing/helpers.js';
 import { assertLayoutHasBlobs, layoutRef } from '../../testing/e2e/layout.js';
 import { GiB, MiB, PseudoRandomStream, RssSampler, hashingGet, residentBytes, simpleRequest, streamRequest } from '../../testing/e2e/transfer.js';
 import { runOk, tempDir } from '../../testing/e2e/target.js';
@@ -100,13 +101,6 @@ for (const check of checks) {
 }
 
 // ---- redirects ---------------------------------------------------------------------------------------------------
-
-async function pushBlob(base: string, repo: string, bytes: Buffer): Promise<string> {
-  const digest = sha256(bytes);
-  const res = await simpleRequest('POST', `${base}/v2/${repo}/blobs/uploads/?digest=${digest}`, { 'Content-Type': 'application/octet-stream' }, bytes);
-  if (res.status !== 201) throw new Error(`monolithic upload: ${res.status} ${res.body}`);
-  return digest;
-}
 
 test('s3: blob GET answers 307 to a presigned URL that serves the bytes; HEAD does not redirect', async (t) => {
   const bytes = randomBytes(50_000);

@@ -8,9 +8,10 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RunningWharf } from '../../testing/harness.js';
 import {
-  MediaType, allBlobs, generateImage, generateMultiArch, sha256, writeOciLayout, type Image, type MultiArchImage,
+  MediaType, allBlobs, generateImage, generateMultiArch, writeOciLayout, type Image, type MultiArchImage,
 } from '../../testing/e2e/image.js';
 import { assertLayoutHasBlobs, dirBlob, layoutBlob, layoutRef } from '../../testing/e2e/layout.js';
+import { sha256 } from '../../testing/helpers.js';
 import { run, runOk, startRegistry, tempDir, type RunResult } from '../../testing/e2e/target.js';
 
 let registry: RunningWharf;

@@ -7,8 +7,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import {
-  allBlobs, generateImage, generateMultiArch, randomLayer, sha256, tar, writeDockerSave, writeOciLayout,
+  allBlobs, generateImage, generateMultiArch, randomLayer, tar, writeDockerSave, writeOciLayout,
 } from './image.js';
+import { sha256 } from '../helpers.js';
 import { runOk, tempDir } from './target.js';
 
 test('tar archives are read back by GNU tar with identical content', async (t) => {

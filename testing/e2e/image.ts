@@ -265,4 +265,3 @@ export async function writeDockerSave(path: string, image: Image, repoTags: stri
   await writeFile(path, tar(entries));
 }
 
-export { sha256 };

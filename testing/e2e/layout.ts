@@ -4,7 +4,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { sha256, type Blob } from './image.js';
+import { sha256 } from '../helpers.js';
+import type { Blob } from './image.js';
 
 /** The descriptor that `index.json` of the OCI layout at `dir` names with ref `tag`. */
 export async function layoutRef(dir: string, tag: string): Promise<{ mediaType: string; digest: string; size: number }> {
