@@ -23,7 +23,7 @@ import { SharedFlights } from './proxy/shared-flight.js';
 import { createAuth } from './http/auth-setup.js';
 import { createLogger } from './logging.js';
 import { Metrics, countingCache, instrumentedDriver } from './metrics.js';
-import { METRICS_PATH as GC_METRICS_PATH } from './gc/state.js';
+import { GC_METRICS_PATH } from './registry/layout.js';
 import { Notifier } from './notifications.js';
 import type { HttpOptions } from './http/context.js';
 import { purgeUploads } from './registry/purge.js';

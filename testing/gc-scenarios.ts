@@ -13,7 +13,7 @@ import { orUndefined } from '../server/registry/blobs.js';
 import * as layout from '../server/registry/layout.js';
 import { parseDigest, parseReference } from '../server/registry/reference.js';
 import type { Registry } from '../server/registry/registry.js';
-import { LOCK_PATH, METRICS_PATH, StorageGcLock, TRASH_ROOT } from '../server/gc/state.js';
+import { StorageGcLock } from '../server/gc/state.js';
 import {
   pullsCompletely, pushBlob, pushImage, pushIndex, randomBlob, runWharf, sha256, storedBlobs,
 } from './gc-helpers.js';
@@ -91,9 +91,9 @@ export function gcScenarios(name: string, open: () => Promise<GcFixture>, option
     t.is(stats.bytesFreed, a.manifest.size + a.config.size + a.layers[1]!.size);
     t.deepEqual([...(await storedBlobs(f.driver))].sort(), [b.manifest.digest, b.config.digest, ...b.layers.map((l) => l.digest)].sort());
     // The lock is released, the trash removed, and the metrics of the run are in storage.
-    t.false(await exists(f.driver, LOCK_PATH));
-    t.false(await exists(f.driver, TRASH_ROOT));
-    t.regex((await f.driver.getContent(METRICS_PATH)).toString('utf8'), /wharf_gc_blobs_deleted 3\n/);
+    t.false(await exists(f.driver, layout.GC_LOCK_PATH));
+    t.false(await exists(f.driver, layout.GC_TRASH_ROOT));
+    t.regex((await f.driver.getContent(layout.GC_METRICS_PATH)).toString('utf8'), /wharf_gc_blobs_deleted 3\n/);
   });
 
   test(title('multi-arch index with --delete-untagged keeps its untagged children; a dangling manifest goes'), async (t) => {
@@ -210,13 +210,13 @@ export function gcScenarios(name: string, open: () => Promise<GcFixture>, option
       void done.then(() => { exited = true; });
       // The sweep has started once something was moved aside.
       const watch = async () => {
-        while (!exited && !(await exists(f.driver, TRASH_ROOT))) await new Promise((r) => setImmediate(r));
+        while (!exited && !(await exists(f.driver, layout.GC_TRASH_ROOT))) await new Promise((r) => setImmediate(r));
         if (!exited) process.kill(pid, 'SIGKILL');
       };
       void watch();
     });
     t.is(killed.signal, 'SIGKILL', `the worker finished before the kill: ${killed.stdout}`);
-    t.true(await exists(f.driver, LOCK_PATH), 'the dead worker left its lock');
+    t.true(await exists(f.driver, layout.GC_LOCK_PATH), 'the dead worker left its lock');
     t.true((await storedBlobs(f.driver)).size > 20, 'the sweep was interrupted');
 
     const rerun = await runWharf(['garbage-collect', config, '--delete-untagged', grace]);
@@ -228,7 +228,7 @@ export function gcScenarios(name: string, open: () => Promise<GcFixture>, option
     }
     // Exactly the live content is left: 4 images of manifest + config + 2 layers; no trash, no lock.
     t.is((await storedBlobs(f.driver)).size, kept.length * 4);
-    t.false(await exists(f.driver, TRASH_ROOT));
-    t.false(await exists(f.driver, LOCK_PATH));
+    t.false(await exists(f.driver, layout.GC_TRASH_ROOT));
+    t.false(await exists(f.driver, layout.GC_LOCK_PATH));
   });
 }

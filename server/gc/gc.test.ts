@@ -9,9 +9,7 @@ import { orUndefined } from '../registry/blobs.js';
 import { parseDigest, parseReference } from '../registry/reference.js';
 import * as layout from '../registry/layout.js';
 import { GcRecorder } from './recorder.js';
-import {
-  LOCK_PATH, LockBusyError, StorageGcLock, StorageLiveSet, TRASH_ROOT,
-} from './state.js';
+import { LockBusyError, StorageGcLock, StorageLiveSet } from './state.js';
 import { restoreTrash } from './sweep.js';
 import {
   OCI_MANIFEST, ageAll, filesystemGcFixture, fixture, hasBlob, pullsCompletely, pushBlob, pushImage, randomBlob, sha256, storedBlobs,
@@ -82,7 +80,7 @@ test('a digest the server records while the sweeper works is kept (re-check befo
   t.true(await hasBlob(f.root, rescued));
   t.false(await hasBlob(f.root, blobs[1]!.digest));
   t.is(stats.blobsDeleted, 1);
-  t.is(await orUndefined(f.driver.stat(TRASH_ROOT)), undefined, 'the rescued blob was moved back, the other deleted, the trash removed');
+  t.is(await orUndefined(f.driver.stat(layout.GC_TRASH_ROOT)), undefined, 'the rescued blob was moved back, the other deleted, the trash removed');
 });
 
 test('a manifest PUT needing a blob the collector removed fails with MANIFEST_BLOB_UNKNOWN', async (t) => {
@@ -175,12 +173,12 @@ test('never two collections at once; a crashed holder on this host is taken over
 
   // A lock left by a process that no longer exists on this host.
   const dead = { owner: 'x', runId: 'r', host: (await import('node:os')).hostname(), pid: 2 ** 22 + 12345, acquiredAt: new Date().toISOString(), expiresAt: new Date(Date.now() + HOUR).toISOString() };
-  await f.driver.putContent(LOCK_PATH, JSON.stringify(dead));
+  await f.driver.putContent(layout.GC_LOCK_PATH, JSON.stringify(dead));
   await t.notThrowsAsync(gc(f));
   // One held by a live process elsewhere (another host) blocks until it expires.
-  await f.driver.putContent(LOCK_PATH, JSON.stringify({ ...dead, host: 'elsewhere' }));
+  await f.driver.putContent(layout.GC_LOCK_PATH, JSON.stringify({ ...dead, host: 'elsewhere' }));
   await t.throwsAsync(gc(f), { instanceOf: LockBusyError });
-  await f.driver.putContent(LOCK_PATH, JSON.stringify({ ...dead, host: 'elsewhere', expiresAt: new Date(Date.now() - 1).toISOString() }));
+  await f.driver.putContent(layout.GC_LOCK_PATH, JSON.stringify({ ...dead, host: 'elsewhere', expiresAt: new Date(Date.now() - 1).toISOString() }));
   await t.notThrowsAsync(gc(f));
 });
 
@@ -191,12 +189,12 @@ test('files an interrupted run left in trash are put back', async (t) => {
   const [d, e] = img.layers.map((l) => parseDigest(l.digest)) as [ReturnType<typeof parseDigest>, ReturnType<typeof parseDigest>];
   t.true(await pullsCompletely(f.registry, 'tr', 'v'));
   // A blob's data as the sweeper sets it aside (flat), and as earlier versions did (its path below the run).
-  await f.driver.move(layout.blobDataPath(d), `${TRASH_ROOT}/deadrun/blobs/${d.algorithm}/${d.hex}`);
-  await f.driver.move(layout.blobDataPath(e), `${TRASH_ROOT}/olderrun/${layout.blobDataPath(e).slice(layout.ROOT.length + 1)}`);
+  await f.driver.move(layout.blobDataPath(d), `${layout.GC_TRASH_ROOT}/deadrun/blobs/${d.algorithm}/${d.hex}`);
+  await f.driver.move(layout.blobDataPath(e), `${layout.GC_TRASH_ROOT}/olderrun/${layout.blobDataPath(e).slice(layout.ROOT.length + 1)}`);
   t.false(await pullsCompletely(f.registry, 'tr', 'v'));
   t.is(await restoreTrash(f.driver), 2);
   t.true(await pullsCompletely(f.registry, 'tr', 'v'));
-  t.is(await orUndefined(f.driver.stat(TRASH_ROOT)), undefined, 'the emptied trash folder is removed');
+  t.is(await orUndefined(f.driver.stat(layout.GC_TRASH_ROOT)), undefined, 'the emptied trash folder is removed');
 });
 
 test('many blobs: only the garbage goes, memory follows live digests', async (t) => {

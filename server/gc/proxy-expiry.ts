@@ -34,10 +34,11 @@
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import type { ProxyConfig } from '../config/types.js';
 import { orUndefined } from '../registry/blobs.js';
-import * as layout from '../registry/layout.js';
-import { tryParseDigest } from '../registry/reference.js';
+import {
+  isLinked, lastPullRecords, removeEmptyLastPullFolders, removeTag, tagLink, type RepositoryScan,
+} from '../registry/scan.js';
 import { isLocal, routeOf } from '../proxy/routing.js';
-import { markRepository, type RepositoryScan } from './mark.js';
+import { markRepository } from './mark.js';
 import type { GcStats } from './report.js';
 
 export interface ExpiryContext {
@@ -61,8 +62,6 @@ export interface ProxyExpiryOptions {
   /** "Now", for tests. */
   now?: () => number;
 }
-
-const ALGORITHMS = ['sha256', 'sha512'];
 
 export class ProxyExpiry implements RepositoryExpiry {
   /** The upstreams the records of the repository just seen by beforeMark name (afterRepository needs them too). */
@@ -99,11 +98,10 @@ export class ProxyExpiry implements RepositoryExpiry {
     const { stats, note, dryRun } = this.options;
 
     for (const [tag, digest] of [...scan.tags]) {
-      const current = layout.tagCurrentLinkPath(scan.name, tag);
-      const mtime = (await orUndefined(this.driver.stat(current)))?.modTime.getTime();
-      if (mtime === undefined || !old(digest, mtime)) continue;
-      if (!(await remove(current, digest))) continue;
-      if (!dryRun) await orUndefined(this.driver.delete(layout.tagPath(scan.name, tag)));
+      const current = await tagLink(this.driver, scan.name, tag);
+      if (!current || !old(digest, current.mtime)) continue;
+      if (!(await remove(current.path, digest))) continue;
+      if (!dryRun) await removeTag(this.driver, scan.name, tag);
       scan.tags.delete(tag);
       stats.expiredTags++;
       note?.('tag', `${scan.name}:${tag}`);
@@ -127,30 +125,10 @@ export class ProxyExpiry implements RepositoryExpiry {
   async afterRepository(name: string): Promise<void> {
     const upstreams = this.recordedUpstreams?.name === name ? this.recordedUpstreams.upstreams : (await this.lastPulls(name)).upstreams;
     if (this.options.dryRun || this.ttlOf(name, upstreams) === undefined) return;
-    const root = `${layout.PROXY_LAST_PULL_ROOT}/${name}`;
-    for (const [digest, path] of await this.records(name)) {
-      const d = tryParseDigest(digest)!;
-      const linked = (await orUndefined(this.driver.stat(layout.revisionLinkPath(name, d)))) ?? (await orUndefined(this.driver.stat(layout.layerLinkPath(name, d))));
-      if (!linked) await orUndefined(this.driver.delete(path));
+    for (const [digest, path] of await lastPullRecords(this.driver, name)) {
+      if (!(await isLinked(this.driver, name, digest))) await orUndefined(this.driver.delete(path));
     }
-    // Folders left empty (the filesystem keeps them; object stores have none).
-    for (const dir of [...ALGORITHMS.map((alg) => `${root}/${alg}`), root]) {
-      const left = await orUndefined(this.driver.list(dir));
-      if (left && left.length === 0) await orUndefined(this.driver.delete(dir));
-    }
-  }
-
-  /** digest → record path, for `name`'s own records (not those of nested repositories). */
-  private async records(name: string): Promise<Map<string, string>> {
-    const out = new Map<string, string>();
-    for (const alg of ALGORITHMS) {
-      const dir = `${layout.PROXY_LAST_PULL_ROOT}/${name}/${alg}`;
-      for (const path of (await orUndefined(this.driver.list(dir))) ?? []) {
-        const digest = tryParseDigest(`${alg}:${layout.baseName(path)}`);
-        if (digest) out.set(digest.value, path);
-      }
-    }
-    return out;
+    await removeEmptyLastPullFolders(this.driver, name);
   }
 
   /**
@@ -160,7 +138,7 @@ export class ProxyExpiry implements RepositoryExpiry {
   private async lastPulls(name: string): Promise<{ pulls: Map<string, number>; upstreams: Set<string> }> {
     const pulls = new Map<string, number>();
     const upstreams = new Set<string>();
-    for (const [digest, path] of await this.records(name)) {
+    for (const [digest, path] of await lastPullRecords(this.driver, name)) {
       const text = await orUndefined(this.driver.getContent(path));
       const [date = '', upstream] = text ? text.toString('utf8').trim().split(/\s+/, 2) : [];
       if (upstream) upstreams.add(upstream);

@@ -16,10 +16,10 @@ import { startWharf, type RunningWharf } from '../../testing/harness.js';
 import { createDescriptorCache } from '../cache/index.js';
 import { startRedis } from '../../testing/redis-test-server.js';
 import { parseConfig } from '../config/index.js';
+import { GC_LOCK_PATH } from '../registry/layout.js';
 import { sharedStateOptions } from './command.js';
 import { workerGcState } from './redis-state.js';
 import type { GcStats } from './report.js';
-import { LOCK_PATH } from './state.js';
 import { OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, randomBlob, sha256 } from '../../testing/gc-helpers.js';
 import { collectGarbage, type GcOptions } from './worker.js';
 
@@ -187,10 +187,10 @@ async function race(t: ExecutionContext, backend: Backend): Promise<void> {
   const pushed: string[] = [];
   const lockHeld = async () => {
     // A slow client: its second half arrives once a collection holds the lock (or they are all over).
-    while (!gcDone && !(await driver.stat(LOCK_PATH).then(() => true, () => false))) await new Promise((r) => setTimeout(r, 20));
+    while (!gcDone && !(await driver.stat(GC_LOCK_PATH).then(() => true, () => false))) await new Promise((r) => setTimeout(r, 20));
   };
   const lockFree = async () => {
-    while (!gcDone && (await driver.stat(LOCK_PATH).then(() => true, () => false))) await new Promise((r) => setTimeout(r, 20));
+    while (!gcDone && (await driver.stat(GC_LOCK_PATH).then(() => true, () => false))) await new Promise((r) => setTimeout(r, 20));
   };
   // Two clients: a fast one, and a slow one whose uploads and manifests straddle collections.
   let count = 0;

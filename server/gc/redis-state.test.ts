@@ -12,6 +12,7 @@ import { createDriver } from '../../storage-drivers/index.js';
 import { startRedis, until } from '../../testing/redis-test-server.js';
 import { parseConfig } from '../config/index.js';
 import { RegistryError } from '../registry/errors.js';
+import { GC_LOCK_PATH } from '../registry/layout.js';
 import { parseDigest } from '../registry/reference.js';
 import { Registry } from '../registry/registry.js';
 import { garbageCollectCommand } from './command.js';
@@ -19,7 +20,7 @@ import { GcRecorder } from './recorder.js';
 import {
   DualLiveSet, DualLockProbe, RedisGcConnection, RedisGcLock, RedisLiveSet, RedisLockProbe, serverGcState, workerGcState,
 } from './redis-state.js';
-import { LOCK_PATH, LockBusyError, LockLostError, StorageGcLock, StorageLiveSet, StorageLockProbe } from './state.js';
+import { LockBusyError, LockLostError, StorageGcLock, StorageLiveSet, StorageLockProbe } from './state.js';
 import { ageAll, fixture, hasBlob, pushBlob, pushImage, randomBlob, sha256, storedBlobs } from '../../testing/gc-helpers.js';
 import { collectGarbage } from './worker.js';
 
@@ -230,7 +231,7 @@ test('worker and servers configured differently: the mismatch stops writes or is
   const refused = await t.throwsAsync(pushBlob(registry, 'mixed', randomBlob()));
   t.true(refused instanceof RegistryError && refused.code === 'UNAVAILABLE', refused?.message);
   await redisLock.release();
-  t.is(await f.driver.stat(LOCK_PATH).then(() => 'there', () => 'gone'), 'gone', 'release removes the marker');
+  t.is(await f.driver.stat(GC_LOCK_PATH).then(() => 'there', () => 'gone'), 'gone', 'release removes the marker');
   await plain.check();
   await t.notThrowsAsync(pushBlob(registry, 'mixed', randomBlob()), 'no collection: writes go on');
 

@@ -60,8 +60,9 @@ import {
 import type { WharfConfig } from '../config/index.js';
 import { orUndefined } from '../registry/blobs.js';
 import { RegistryError } from '../registry/errors.js';
+import { GC_LOCK_PATH } from '../registry/layout.js';
 import {
-  LOCK_PATH, LOCK_STALE_MS, LockBusyError, LockLostError, StorageGcLock, StorageLiveSet, StorageLockProbe,
+  LOCK_STALE_MS, LockBusyError, LockLostError, StorageGcLock, StorageLiveSet, StorageLockProbe,
   type GcLock, type LiveSet, type LockInfo, type LockProbe,
 } from './state.js';
 
@@ -275,7 +276,7 @@ export class RedisGcLock extends RedisLockProbe implements GcLock {
     if (!this.options.driver || !this.mine) return;
     this.markerWrittenAt = Date.now();
     const marker = { ...this.mine, expiresAt: new Date(this.markerWrittenAt + this.markerTtlMs).toISOString() };
-    await this.options.driver.putContent(LOCK_PATH, JSON.stringify(marker));
+    await this.options.driver.putContent(GC_LOCK_PATH, JSON.stringify(marker));
   }
 
   /** Extend the lock; LockLostError when it is no longer ours. A Redis failure rejects (the caller stops). */
@@ -319,8 +320,8 @@ export class RedisGcLock extends RedisLockProbe implements GcLock {
     const driver = this.options.driver;
     if (driver) {
       try {
-        const raw = await orUndefined(driver.getContent(LOCK_PATH));
-        if (raw && (JSON.parse(raw.toString('utf8')) as LockInfo).owner === mine.owner) await orUndefined(driver.delete(LOCK_PATH));
+        const raw = await orUndefined(driver.getContent(GC_LOCK_PATH));
+        if (raw && (JSON.parse(raw.toString('utf8')) as LockInfo).owner === mine.owner) await orUndefined(driver.delete(GC_LOCK_PATH));
       } catch {
         // the marker expires on its own
       }

@@ -3,15 +3,8 @@
  *
  * Both sit behind small interfaces (`GcLock`, `LockProbe`, `LiveSet`) so a Redis implementation can replace the
  * storage one. The storage implementation keeps everything under a Wharf-only folder that registry:2 never reads
- * (it only walks `blobs/` and `repositories/`):
- *
- *   /docker/registry/v2/_wharf/gc/
- *     lock                                   JSON LockInfo of the run holding the lock (absent: free)
- *     live/blobs/<alg>/<hex>                 a server linked, mounted or referenced this digest while a lock was held
- *     live/repositories/<name>/marker        a server wrote into this repository while a lock was held
- *     trash/<run id>/<path below v2>         a file the sweeper moved aside and is about to delete (or restore);
- *     trash/<run id>/blobs/<alg>/<hex>         a blob's data is kept flat there instead (./sweep.ts)
- *     metrics.prom                           Prometheus text of the last run
+ * (it only walks `blobs/` and `repositories/`): `_wharf/gc/` (the lock, live markers, trash and metrics; their
+ * paths are in server/registry/layout.ts).
  *
  * See ./worker.ts for the protocol these pieces implement.
  */
@@ -19,14 +12,9 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
 import { orUndefined } from '../registry/blobs.js';
-import { GC_ROOT } from '../registry/layout.js';
+import { GC_LIVE_ROOT, GC_LOCK_PATH, gcLiveBlobPath, gcLiveBlobsDir, gcLiveRepositoryPath } from '../registry/layout.js';
 import { tryParseDigest } from '../registry/reference.js';
-
-export { GC_ROOT };
-export const LOCK_PATH = `${GC_ROOT}/lock`;
-export const LIVE_ROOT = `${GC_ROOT}/live`;
-export const TRASH_ROOT = `${GC_ROOT}/trash`;
-export const METRICS_PATH = `${GC_ROOT}/metrics.prom`;
+import { forEachLimited } from '../registry/scan.js';
 
 /**
  * How often a server re-reads the lock. The worker waits LOCK_PROPAGATION_MS after taking the lock before it marks,
@@ -126,7 +114,7 @@ export class StorageLockProbe implements LockProbe {
   constructor(protected readonly driver: StorageDriver) {}
 
   async current(): Promise<LockInfo | undefined> {
-    return unexpired(parseLock(await orUndefined(this.driver.getContent(LOCK_PATH))));
+    return unexpired(parseLock(await orUndefined(this.driver.getContent(GC_LOCK_PATH))));
   }
 }
 
@@ -168,7 +156,7 @@ export class StorageGcLock extends StorageLockProbe implements GcLock {
       pid: process.pid,
       acquiredAt: new Date().toISOString(),
     });
-    await this.driver.putContent(LOCK_PATH, JSON.stringify(info));
+    await this.driver.putContent(GC_LOCK_PATH, JSON.stringify(info));
     await new Promise((r) => setTimeout(r, this.settleMs));
     const now = await this.current();
     if (!now || now.owner !== info.owner) throw new LockBusyError(now ?? info);
@@ -183,25 +171,21 @@ export class StorageGcLock extends StorageLockProbe implements GcLock {
     const left = new Date(now.expiresAt).getTime() - Date.now();
     if (left < (this.ttlMs * 2) / 3) {
       this.mine = this.fresh(this.mine);
-      await this.driver.putContent(LOCK_PATH, JSON.stringify(this.mine));
+      await this.driver.putContent(GC_LOCK_PATH, JSON.stringify(this.mine));
     }
   }
 
   async release(): Promise<void> {
     if (!this.mine) return;
-    const now = parseLock(await orUndefined(this.driver.getContent(LOCK_PATH)));
-    if (now?.owner === this.mine.owner) await orUndefined(this.driver.delete(LOCK_PATH));
+    const now = parseLock(await orUndefined(this.driver.getContent(GC_LOCK_PATH)));
+    if (now?.owner === this.mine.owner) await orUndefined(this.driver.delete(GC_LOCK_PATH));
     this.mine = undefined;
   }
 }
 
 function blobMarker(digest: string): string | undefined {
   const d = tryParseDigest(digest);
-  return d ? `${LIVE_ROOT}/blobs/${d.algorithm}/${d.hex}` : undefined;
-}
-
-function repositoryMarker(repository: string): string {
-  return `${LIVE_ROOT}/repositories/${repository}/marker`;
+  return d ? gcLiveBlobPath(d) : undefined;
 }
 
 /** The live set as small marker files in storage, so every replica and the worker see it. */
@@ -213,7 +197,7 @@ export class StorageLiveSet implements LiveSet {
       const path = blobMarker(d);
       return path ? this.driver.putContent(path, d) : Promise.resolve();
     });
-    writes.push(this.driver.putContent(repositoryMarker(repository), repository));
+    writes.push(this.driver.putContent(gcLiveRepositoryPath(repository), repository));
     await Promise.all(writes);
   }
 
@@ -234,7 +218,7 @@ export class StorageLiveSet implements LiveSet {
       byAlgorithm.set(d.algorithm, list);
     }
     for (const [algorithm, wanted] of byAlgorithm) {
-      const folder = `${LIVE_ROOT}/blobs/${algorithm}`;
+      const folder = gcLiveBlobsDir(algorithm);
       const markers = new Set(((await orUndefined(this.driver.list(folder))) ?? []).map((p) => p.slice(folder.length + 1)));
       for (const digest of wanted) if (markers.has(digest.slice(algorithm.length + 1))) found.add(digest);
     }
@@ -242,7 +226,7 @@ export class StorageLiveSet implements LiveSet {
   }
 
   async hasRepository(repository: string): Promise<boolean> {
-    return (await orUndefined(this.driver.stat(repositoryMarker(repository)))) !== undefined;
+    return (await orUndefined(this.driver.stat(gcLiveRepositoryPath(repository)))) !== undefined;
   }
 
   /** Delete the old markers, then the folders that left empty (rmdir-style, so a server's new marker survives). */
@@ -250,7 +234,7 @@ export class StorageLiveSet implements LiveSet {
     const old: string[] = [];
     const folders: string[] = [];
     try {
-      for await (const info of this.driver.walk(LIVE_ROOT)) {
+      for await (const info of this.driver.walk(GC_LIVE_ROOT)) {
         if (info.isDir) folders.push(info.path);
         else if (info.modTime.getTime() < before.getTime()) old.push(info.path);
         if (old.length >= 1000) await this.deleteAll(old.splice(0));
@@ -264,24 +248,6 @@ export class StorageLiveSet implements LiveSet {
   }
 
   private async deleteAll(paths: string[]): Promise<void> {
-    await runLimited(paths, 8, (p) => orUndefined(this.driver.delete(p)));
+    await forEachLimited(paths, 8, (p) => orUndefined(this.driver.delete(p)));
   }
-}
-
-/** Run `fn` over `items` with at most `limit` at a time; the first error is thrown after the running ones end. */
-export async function runLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<unknown>): Promise<void> {
-  let next = 0;
-  let failure: unknown;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (failure === undefined && next < items.length) {
-      const item = items[next++]!;
-      try {
-        await fn(item);
-      } catch (err) {
-        failure ??= err;
-      }
-    }
-  });
-  await Promise.all(workers);
-  if (failure !== undefined) throw failure;
 }

@@ -23,13 +23,9 @@
  */
 import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
 import { orUndefined } from '../registry/blobs.js';
-import { ROOT, parentOf } from '../registry/layout.js';
-import { TRASH_ROOT, runLimited, type LiveSet } from './state.js';
-
-/** `<root>/blobs/<alg>/<xx>/<hex>/data`: algorithm and hex. */
-const BLOB_DATA = new RegExp(`^${ROOT}/blobs/([a-z0-9]+)/[0-9a-f]{2}/([0-9a-f]+)/data$`);
-/** A blob's data in trash, `<run>/blobs/<alg>/<hex>`, back to where it came from. */
-const TRASHED_BLOB = /^blobs\/([a-z0-9]+)\/([0-9a-f]+)$/;
+import { GC_TRASH_ROOT, gcTrashOrigin, gcTrashPath, gcTrashRunDir } from '../registry/layout.js';
+import { forEachLimited, removeEmptyParents } from '../registry/scan.js';
+import type { LiveSet } from './state.js';
 
 export interface Doomed {
   /** The file to delete. */
@@ -48,16 +44,6 @@ export class Sweeper {
     private readonly concurrency = 8,
   ) {}
 
-  private get runRoot(): string {
-    return `${TRASH_ROOT}/${this.runId}`;
-  }
-
-  /** Where `path` waits in trash: a blob's data flat per algorithm (one folder for all), anything else mirrored. */
-  private trashPath(path: string): string {
-    const blob = BLOB_DATA.exec(path);
-    return blob ? `${this.runRoot}/blobs/${blob[1]}/${blob[2]}` : `${this.runRoot}/${path.slice(ROOT.length + 1)}`;
-  }
-
   /**
    * Delete each item's file unless the live set has its digest; `beforeSecondLook` runs between the move and the
    * second look (tests use it to act as a server at the worst moment). Resolves to the items deleted.
@@ -68,9 +54,9 @@ export class Sweeper {
     const moved: T[] = [];
     let second: Set<string>;
     try {
-      await runLimited(items.filter((i) => !first.has(i.digest)), this.concurrency, async (item) => {
+      await forEachLimited(items.filter((i) => !first.has(i.digest)), this.concurrency, async (item) => {
         try {
-          await this.driver.move(item.path, this.trashPath(item.path));
+          await this.driver.move(item.path, gcTrashPath(this.runId, item.path));
           moved.push(item);
         } catch (err) {
           if (!(err instanceof PathNotFoundError)) throw err; // gone already: nothing to delete
@@ -83,12 +69,12 @@ export class Sweeper {
       // No second look (the live set is unreachable, the lock lost, a move failed): whatever was set aside may be
       // live, so it goes back now rather than staying invisible until the next run restores it.
       // Each is tried (one that fails stays in trash, and the next run's restoreTrash puts it back).
-      await runLimited(moved, this.concurrency, (item) => this.driver.move(this.trashPath(item.path), item.path).catch(() => {}));
+      await forEachLimited(moved, this.concurrency, (item) => this.driver.move(gcTrashPath(this.runId, item.path), item.path).catch(() => {}));
       throw err;
     }
     const deleted: T[] = [];
-    await runLimited(moved, this.concurrency, async (item) => {
-      const trash = this.trashPath(item.path);
+    await forEachLimited(moved, this.concurrency, async (item) => {
+      const trash = gcTrashPath(this.runId, item.path);
       if (second.has(item.digest)) {
         await this.driver.move(trash, item.path);
         return;
@@ -98,7 +84,7 @@ export class Sweeper {
       // The same folders, in trash and in place: removed here one by one (a recursive delete of the run's
       // trash at the end would read and remove every one of them again, all at once).
       if (item.keep) {
-        await removeEmptyParents(this.driver, trash, this.trashPath(item.keep));
+        await removeEmptyParents(this.driver, trash, gcTrashPath(this.runId, item.keep));
         await removeEmptyParents(this.driver, item.path, item.keep);
       }
     });
@@ -107,62 +93,20 @@ export class Sweeper {
 
   /** Remove this run's trash folder once the run is over (only this run writes below it). */
   async emptyTrash(): Promise<void> {
-    await orUndefined(this.driver.delete(this.runRoot));
-    await this.driver.removeEmptyDirectory?.(TRASH_ROOT);
+    await orUndefined(this.driver.delete(gcTrashRunDir(this.runId)));
+    await this.driver.removeEmptyDirectory?.(GC_TRASH_ROOT);
   }
-
-  /** Delete a folder that holds no files (only empty folders), unless a server wrote to `repository` meanwhile. */
-  async removeEmptyRepositoryParts(repository: string, paths: string[]): Promise<boolean> {
-    if (await this.liveSet.hasRepository(repository)) return false;
-    for (const path of paths) {
-      if (!(await removeEmptyTree(this.driver, path))) await orUndefined(this.driver.delete(path));
-    }
-    return true;
-  }
-}
-
-/**
- * Remove the folders above `path` that are empty, nearest first, up to but not including `keep` (an ancestor of
- * `path`); stops at the first that is not empty.
- */
-export async function removeEmptyParents(driver: StorageDriver, path: string, keep: string): Promise<void> {
-  if (!driver.removeEmptyDirectory) return;
-  for (let dir = parentOf(path); dir.length > keep.length && dir.startsWith(`${keep}/`); dir = parentOf(dir)) {
-    if (!(await driver.removeEmptyDirectory(dir))) return;
-  }
-}
-
-/**
- * Remove `path` and every folder below it, deepest first, when none holds a file. True when `path` is gone (or
- * was never there); false when something is left in it.
- */
-export async function removeEmptyTree(driver: StorageDriver, path: string): Promise<boolean> {
-  const dirs: string[] = [];
-  try {
-    for await (const info of driver.walk(path)) {
-      if (!info.isDir) return false;
-      dirs.push(info.path);
-    }
-  } catch (err) {
-    if (err instanceof PathNotFoundError) return true;
-    throw err;
-  }
-  // Walk order puts a folder before its contents, so the reverse puts every folder after its contents.
-  for (const dir of dirs.reverse()) await driver.removeEmptyDirectory?.(dir);
-  return (await driver.removeEmptyDirectory?.(path)) || (await orUndefined(driver.stat(path))) === undefined;
 }
 
 /** Put back every file an interrupted run left in trash (where nothing took its place), then empty the trash. */
 export async function restoreTrash(driver: StorageDriver): Promise<number> {
   let restored = 0;
-  const runs = (await orUndefined(driver.list(TRASH_ROOT))) ?? [];
+  const runs = (await orUndefined(driver.list(GC_TRASH_ROOT))) ?? [];
   for (const run of runs) {
     try {
       for await (const info of driver.walk(run)) {
         if (info.isDir) continue;
-        const inRun = info.path.slice(run.length + 1);
-        const blob = TRASHED_BLOB.exec(inRun);
-        const original = blob ? `${ROOT}/blobs/${blob[1]}/${blob[2]!.slice(0, 2)}/${blob[2]}/data` : `${ROOT}/${inRun}`;
+        const original = gcTrashOrigin(info.path.slice(run.length + 1));
         if ((await orUndefined(driver.stat(original))) === undefined) {
           await driver.move(info.path, original);
           restored++;
@@ -173,6 +117,6 @@ export async function restoreTrash(driver: StorageDriver): Promise<number> {
     }
     await orUndefined(driver.delete(run));
   }
-  await driver.removeEmptyDirectory?.(TRASH_ROOT);
+  await driver.removeEmptyDirectory?.(GC_TRASH_ROOT);
   return restored;
 }

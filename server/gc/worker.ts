@@ -45,17 +45,17 @@
  */
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { orUndefined } from '../registry/blobs.js';
-import * as layout from '../registry/layout.js';
+import { GC_LOCK_PATH, GC_METRICS_PATH } from '../registry/layout.js';
 import { purgeUploads } from '../registry/purge.js';
-import { tryParseDigest } from '../registry/reference.js';
-import { listRepositories, markRepository, scanRepository } from './mark.js';
+import {
+  listBlobs, listRepositories, removeEmptyBlobFolders, removeEmptyRepository, repositoryRelativePath, scanRepository,
+  type BlobFile, type LinkEntry, type RepositoryScan,
+} from '../registry/scan.js';
+import { markRepository, type MarkResult } from './mark.js';
 import type { RepositoryExpiry } from './proxy-expiry.js';
 import { metricsText, newStats, type GcStats } from './report.js';
-import {
-  LOCK_PATH, LOCK_PROPAGATION_MS, METRICS_PATH, StorageGcLock, StorageLiveSet, runLimited,
-  type GcLock, type LiveSet,
-} from './state.js';
-import { Sweeper, removeEmptyParents, restoreTrash, type Doomed } from './sweep.js';
+import { LOCK_PROPAGATION_MS, StorageGcLock, StorageLiveSet, type GcLock, type LiveSet } from './state.js';
+import { Sweeper, restoreTrash, type Doomed } from './sweep.js';
 
 export interface GcOptions {
   dryRun?: boolean;
@@ -89,203 +89,215 @@ export interface GcOptions {
 
 export const DEFAULT_GRACE_MS = 60 * 60_000;
 export const DEFAULT_UPLOAD_AGE_MS = 24 * 60 * 60_000;
+/** Links removed per sweep (and lock check). */
 const BATCH = 256;
 
 /** One full collection. Throws LockBusyError when another run holds the lock; on failure the lock is released. */
 export async function collectGarbage(driver: StorageDriver, options: GcOptions = {}): Promise<GcStats> {
+  const run = await takeLock(driver, options);
+  let success = false;
+  try {
+    const cutoff = await settle(run);
+    const purged = await purgeStaleUploads(run);
+    const live = await markRepositories(run, cutoff, purged);
+    await sweepBlobs(run, cutoff, live);
+    await tidy(run);
+    run.stats.phase = 'done';
+    success = true;
+    return run.stats;
+  } finally {
+    await report(run, success);
+  }
+}
+
+/** What every phase of one run shares. */
+interface Run {
+  driver: StorageDriver;
+  options: GcOptions;
+  stats: GcStats;
+  dryRun: boolean;
+  lock: GcLock;
+  liveSet: LiveSet;
+  sweeper: Sweeper;
+  note: NonNullable<GcOptions['onDelete']>;
+  /** Throw LockLostError unless the lock is still ours (a dry run holds none). */
+  verify(): Promise<void>;
+  /** Delete with the live-set re-check (./sweep.ts); a dry run deletes nothing and reports all a real run would try. */
+  removeAll<T extends Doomed>(items: T[], hook?: (item: T) => Promise<void> | void): Promise<T[]>;
+}
+
+/** Phase `lock`: take the lock. A dry run deletes nothing, so it needs neither the lock nor the servers' records. */
+async function takeLock(driver: StorageDriver, options: GcOptions): Promise<Run> {
   const dryRun = options.dryRun ?? false;
   const stats = options.stats ?? newStats(dryRun);
   stats.dryRun = dryRun;
-  const graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
   const liveSet = options.liveSet ?? new StorageLiveSet(driver);
-  const lock = options.lock ?? new StorageGcLock(driver);
-  const concurrency = options.concurrency ?? 8;
-  const note = options.onDelete ?? (() => {});
-
-  // A dry run deletes nothing, so it needs neither the lock nor the servers' records.
+  const gcLock = options.lock ?? new StorageGcLock(driver);
   let runId = 'dry-run';
   if (!dryRun) {
     stats.phase = 'lock';
-    const info = await lock.acquire();
-    runId = info.runId;
+    runId = (await gcLock.acquire()).runId;
   }
-  let success = false;
-  try {
-    if (!dryRun) {
-      await new Promise((r) => setTimeout(r, options.propagationMs ?? LOCK_PROPAGATION_MS));
-      // Records older than our lock belong to earlier runs; the lock file's time is the storage's clock.
-      const lockTime = (await orUndefined(driver.stat(LOCK_PATH)))?.modTime;
-      if (lockTime) await liveSet.prune(new Date(lockTime.getTime() - 1000));
-      stats.restored = await restoreTrash(driver);
-      await lock.verify();
-    }
-    const cutoff = Date.now() - graceMs;
-    const sweeper = new Sweeper(driver, liveSet, runId, concurrency);
-    // A dry run deletes nothing and reports everything a real run would try.
-    const removeAll = <T extends Doomed>(items: T[], hook?: (item: T) => Promise<void> | void): Promise<T[]> =>
-      dryRun ? Promise.resolve(items) : sweeper.removeAll(items, hook);
-    /** One file through the same sweep (the mirror expiry's tags and revisions); true when it was deleted. */
-    const remove = async (path: string, digest: string): Promise<boolean> => (await removeAll([{ path, digest }])).length === 1;
-
-    // Stale uploads first, so repositories they alone kept alive are emptied in this run.
-    stats.phase = 'uploads';
-    const purge = await purgeUploads(driver, { olderThanMs: options.uploadAgeMs ?? DEFAULT_UPLOAD_AGE_MS, dryRun });
-    stats.uploadsPurged = purge.purged.length;
-    for (const p of purge.purged) note('upload', p);
-
-    stats.phase = 'mark';
-    const live = new Set<string>();
-    for await (const name of listRepositories(driver)) {
-      if (!dryRun) await lock.verify();
-      const scan = await scanRepository(driver, name);
-      // Mirrored content past its TTL leaves the scan (and storage) first, so mark no longer counts it
-      // (./proxy-expiry.ts).
-      await options.expiry?.beforeMark(scan, { remove, cutoff });
-      const marked = await markRepository(driver, scan, { deleteUntagged: options.deleteUntagged ?? false, cutoff });
-      stats.repositories++;
-      stats.manifestsMarked += marked.manifests.size;
-      stats.missingManifests += marked.missing.length;
-      for (const d of marked.manifests) live.add(d);
-      for (const d of marked.blobs) live.add(d);
-      stats.blobsMarked = live.size;
-
-      // Links of this repository that nothing live needs, and that are old enough. Emptied link folders are
-      // removed up to the repository's `_manifests`, `_layers` and `_referrers` folders.
-      const root = layout.repositoryPath(name);
-      const keepFolder = (path: string) => path.slice(0, path.indexOf('/', root.length + 1));
-      let remaining = 0;
-      const doomed: (Doomed & { kind: 'manifest' | 'link' })[] = [];
-      for (const [d, link] of scan.revisions) {
-        if (marked.manifests.has(d) || link.mtime >= cutoff) remaining++;
-        else doomed.push({ path: link.path, digest: d, kind: 'manifest', keep: keepFolder(link.path) });
-      }
-      for (const refs of scan.referrers.values()) {
-        for (const [d, link] of refs) {
-          if (marked.manifests.has(d) || link.mtime >= cutoff) remaining++;
-          else doomed.push({ path: link.path, digest: d, kind: 'link', keep: keepFolder(link.path) });
-        }
-      }
-      for (const [d, link] of scan.layers) {
-        if (marked.blobs.has(d) || marked.manifests.has(d) || link.mtime >= cutoff) remaining++;
-        else doomed.push({ path: link.path, digest: d, kind: 'link', keep: keepFolder(link.path) });
-      }
-      for (let i = 0; i < doomed.length; i += BATCH) {
-        if (!dryRun) await lock.verify();
-        const batch = doomed.slice(i, i + BATCH);
-        const deleted = await removeAll(batch);
-        remaining += batch.length - deleted.length;
-        for (const { path, digest, kind } of deleted) {
-          if (!dryRun) await options.forgetLink?.(name, digest);
-          if (kind === 'manifest') stats.manifestsDeleted++;
-          else stats.linksDeleted++;
-          note(kind, `${name}@${digest}${kind === 'link' ? ` (${path.slice(root.length + 1)})` : ''}`);
-        }
-      }
-
-      // A repository left with no tags, no links and no uploads is removed (its `_` folders, then itself if empty).
-      if (remaining === 0 && scan.tags.size === 0 && scan.uploads - (purgedIn(purge.purged, name)) <= 0) {
-        const parts = ['_layers', '_manifests', '_referrers'].map((p) => `${root}/${p}`);
-        if (((await orUndefined(driver.list(`${root}/_uploads`))) ?? []).length === 0) parts.push(`${root}/_uploads`);
-        const removed = dryRun || (await sweeper.removeEmptyRepositoryParts(name, parts));
-        if (removed) {
-          // The repository's folder and its namespace folders above it go only if nothing else is in them.
-          if (!dryRun && (await driver.removeEmptyDirectory?.(root))) await removeEmptyParents(driver, root, layout.REPOSITORIES_ROOT);
-          stats.repositoriesDeleted++;
-          note('repository', name);
-        }
-      }
-      await options.expiry?.afterRepository(name);
-    }
-
-    stats.phase = 'sweep';
-    const sweepBatch = async (items: (Doomed & { size: number })[]) => {
-      if (!dryRun) await lock.verify();
-      const hook = options.beforeBlobDelete;
-      for (const { digest, size } of await removeAll(items, hook && ((item) => hook(item.digest)))) {
-        stats.blobsDeleted++;
-        stats.bytesFreed += size;
-        note('blob', digest);
-        if (!dryRun) await options.forget?.(digest);
-      }
-    };
-    // Reading the next batch overlaps with sweeping the previous one (at most one sweep in flight). A failed
-    // sweep surfaces at the next await of `sweeping`; nothing goes on (the lock is not released) while one runs.
-    let sweeping: Promise<void> = Promise.resolve();
-    try {
-      // An empty `<hex>` folder goes too (rmdir-style, so a blob being stored into it meanwhile is not disturbed).
-      const noData = dryRun ? undefined : async (folder: string) => driver.removeEmptyDirectory?.(folder);
-      for await (const blobs of listBlobs(driver, concurrency, noData)) {
-        const doomed: (Doomed & { size: number })[] = [];
-        for (const b of blobs) {
-          stats.blobsSeen++;
-          if (live.has(b.digest) || b.modTime.getTime() >= cutoff) continue;
-          // Its `<hex>` folder goes with it; `<xx>` folders are tidied once the sweep is over.
-          doomed.push({ path: b.path, digest: b.digest, size: b.size, keep: layout.parentOf(layout.parentOf(b.path)) });
-        }
-        await sweeping;
-        sweeping = sweepBatch(doomed);
-        sweeping.catch(() => {}); // handled by the awaits; this only keeps it from counting as unhandled meanwhile
-      }
-    } finally {
-      await sweeping.catch(() => {});
-    }
-    await sweeping;
-    if (!dryRun) {
-      await removeEmptyBlobFolders(driver, concurrency);
-      await sweeper.emptyTrash();
-    }
-    stats.phase = 'done';
-    success = true;
-    return stats;
-  } finally {
-    stats.durationMs = Date.now() - stats.startedAt;
-    try {
-      await driver.putContent(METRICS_PATH, metricsText(stats, success));
-    } finally {
-      if (!dryRun) await lock.release();
-    }
-  }
-}
-
-interface BlobFile {
-  path: string;
-  digest: string;
-  size: number;
-  modTime: Date;
+  const sweeper = new Sweeper(driver, liveSet, runId, options.concurrency ?? 8);
+  return {
+    driver, options, stats, dryRun, lock: gcLock, liveSet, sweeper,
+    note: options.onDelete ?? (() => {}),
+    verify: async () => {
+      if (!dryRun) await gcLock.verify();
+    },
+    removeAll: (items, hook) => (dryRun ? Promise.resolve(items) : sweeper.removeAll(items, hook)),
+  };
 }
 
 /**
- * Every `blobs/<alg>/<xx>/<hex>/data`, a batch (at most BATCH) at a time: one listing per `<xx>` folder and one stat
- * per blob (`concurrency` at a time), rather than a walk that also stats and lists every `<hex>` folder. Memory: one
- * `<xx>` folder's names. A `<hex>` folder without data (left by a run that died before removing it) is passed to
- * `noData`.
+ * Wait until every server knows of the lock, forget older runs' records, put back what an interrupted run left in
+ * trash. Resolves to the grace cutoff: nothing modified at or after it (ms) is deleted.
  */
-async function* listBlobs(driver: StorageDriver, concurrency: number, noData?: (folder: string) => Promise<unknown>): AsyncGenerator<BlobFile[]> {
-  for (const alg of (await orUndefined(driver.list(layout.BLOBS_ROOT))) ?? []) {
-    for (const prefix of (await orUndefined(driver.list(alg))) ?? []) {
-      const folders = (await orUndefined(driver.list(prefix))) ?? [];
-      for (let i = 0; i < folders.length; i += BATCH) {
-        const batch: BlobFile[] = [];
-        await runLimited(folders.slice(i, i + BATCH), concurrency, async (folder) => {
-          const digest = tryParseDigest(`${layout.baseName(alg)}:${layout.baseName(folder)}`)?.value;
-          const info = digest ? await orUndefined(driver.stat(`${folder}/data`)) : undefined;
-          if (digest && info && !info.isDir) batch.push({ path: info.path, digest, size: info.size, modTime: info.modTime });
-          else if (digest && !info) await noData?.(folder);
-        });
-        if (batch.length > 0) yield batch;
-      }
+async function settle(run: Run): Promise<number> {
+  const { driver, options } = run;
+  if (!run.dryRun) {
+    await new Promise((r) => setTimeout(r, options.propagationMs ?? LOCK_PROPAGATION_MS));
+    // Records older than our lock belong to earlier runs; the lock file's time is the storage's clock.
+    const lockTime = (await orUndefined(driver.stat(GC_LOCK_PATH)))?.modTime;
+    if (lockTime) await run.liveSet.prune(new Date(lockTime.getTime() - 1000));
+    run.stats.restored = await restoreTrash(driver);
+    await run.lock.verify();
+  }
+  return Date.now() - (options.graceMs ?? DEFAULT_GRACE_MS);
+}
+
+/**
+ * Phase `uploads`: stale upload sessions go first, so repositories they alone kept alive are emptied in this run.
+ * Resolves to the `<repository>/<id>` of each session purged.
+ */
+async function purgeStaleUploads(run: Run): Promise<string[]> {
+  run.stats.phase = 'uploads';
+  const purge = await purgeUploads(run.driver, { olderThanMs: run.options.uploadAgeMs ?? DEFAULT_UPLOAD_AGE_MS, dryRun: run.dryRun });
+  run.stats.uploadsPurged = purge.purged.length;
+  for (const p of purge.purged) run.note('upload', p);
+  return purge.purged;
+}
+
+/**
+ * Phase `mark`: for each repository, expire mirrored content past its TTL (./proxy-expiry.ts), mark, sweep the
+ * links nothing live needs, and remove the repository when that left it empty. Resolves to every digest live in
+ * any repository.
+ */
+async function markRepositories(run: Run, cutoff: number, purged: string[]): Promise<Set<string>> {
+  const { driver, options, stats } = run;
+  stats.phase = 'mark';
+  const live = new Set<string>();
+  /** One file through the same sweep (the mirror expiry's tags and revisions); true when it was deleted. */
+  const remove = async (path: string, digest: string): Promise<boolean> => (await run.removeAll([{ path, digest }])).length === 1;
+  for await (const name of listRepositories(driver)) {
+    await run.verify();
+    const scan = await scanRepository(driver, name);
+    // Mirrored content past its TTL leaves the scan (and storage) first, so mark no longer counts it.
+    await options.expiry?.beforeMark(scan, { remove, cutoff });
+    const marked = await markRepository(driver, scan, { deleteUntagged: options.deleteUntagged ?? false, cutoff });
+    stats.repositories++;
+    stats.manifestsMarked += marked.manifests.size;
+    stats.missingManifests += marked.missing.length;
+    for (const d of marked.manifests) live.add(d);
+    for (const d of marked.blobs) live.add(d);
+    stats.blobsMarked = live.size;
+
+    const remaining = await sweepLinks(run, cutoff, scan, marked);
+    const uploadsLeft = scan.uploads - purged.filter((p) => p.slice(0, p.lastIndexOf('/')) === name).length;
+    if (remaining === 0 && scan.tags.size === 0 && uploadsLeft <= 0) await removeRepository(run, name);
+    await options.expiry?.afterRepository(name);
+  }
+  return live;
+}
+
+/**
+ * The links of one repository that nothing live needs and that are old enough, in batches; the folders they leave
+ * empty go too, up to each link's `keep` folder. Resolves to the number of links left.
+ */
+async function sweepLinks(run: Run, cutoff: number, scan: RepositoryScan, marked: MarkResult): Promise<number> {
+  const { name } = scan;
+  let remaining = 0;
+  const doomed: (Doomed & { kind: 'manifest' | 'link' })[] = [];
+  const consider = (kind: 'manifest' | 'link', digest: string, link: LinkEntry, live: boolean) => {
+    if (live || link.mtime >= cutoff) remaining++;
+    else doomed.push({ path: link.path, digest, kind, keep: link.keep });
+  };
+  for (const [d, link] of scan.revisions) consider('manifest', d, link, marked.manifests.has(d));
+  for (const refs of scan.referrers.values()) for (const [d, link] of refs) consider('link', d, link, marked.manifests.has(d));
+  for (const [d, link] of scan.layers) consider('link', d, link, marked.blobs.has(d) || marked.manifests.has(d));
+  for (let i = 0; i < doomed.length; i += BATCH) {
+    await run.verify();
+    const batch = doomed.slice(i, i + BATCH);
+    const deleted = await run.removeAll(batch);
+    remaining += batch.length - deleted.length;
+    for (const { path, digest, kind } of deleted) {
+      if (!run.dryRun) await run.options.forgetLink?.(name, digest);
+      if (kind === 'manifest') run.stats.manifestsDeleted++;
+      else run.stats.linksDeleted++;
+      run.note(kind, `${name}@${digest}${kind === 'link' ? ` (${repositoryRelativePath(name, path)})` : ''}`);
     }
   }
+  return remaining;
 }
 
-/** Remove the `blobs/<alg>/<xx>` folders the sweep left empty (`blobs/<alg>` itself stays, as registry:2 has it). */
-async function removeEmptyBlobFolders(driver: StorageDriver, concurrency: number): Promise<void> {
-  if (!driver.removeEmptyDirectory) return;
-  for (const alg of (await orUndefined(driver.list(layout.BLOBS_ROOT))) ?? []) {
-    await runLimited((await orUndefined(driver.list(alg))) ?? [], concurrency, (prefix) => driver.removeEmptyDirectory!(prefix));
+/** A repository left with no tags, no links and no uploads goes, unless a server wrote to it meanwhile. */
+async function removeRepository(run: Run, name: string): Promise<void> {
+  const removed = run.dryRun || (await removeEmptyRepository(run.driver, name, async () => !(await run.liveSet.hasRepository(name))));
+  if (!removed) return;
+  run.stats.repositoriesDeleted++;
+  run.note('repository', name);
+}
+
+/**
+ * Phase `sweep`: every blob older than the cutoff that no repository marked, a page at a time (the lock checked
+ * before each). Reading the next page overlaps with sweeping the previous one (at most one sweep in flight).
+ */
+async function sweepBlobs(run: Run, cutoff: number, live: Set<string>): Promise<void> {
+  const { driver, options, stats } = run;
+  stats.phase = 'sweep';
+  const sweepPage = async (items: BlobFile[]) => {
+    await run.verify();
+    const hook = options.beforeBlobDelete;
+    for (const { digest, size } of await run.removeAll(items, hook && ((item) => hook(item.digest)))) {
+      stats.blobsDeleted++;
+      stats.bytesFreed += size;
+      run.note('blob', digest);
+      if (!run.dryRun) await options.forget?.(digest);
+    }
+  };
+  // A failed sweep surfaces at the next await of `sweeping`; nothing goes on (the lock is not released) while one
+  // runs.
+  let sweeping: Promise<void> = Promise.resolve();
+  try {
+    // An empty `<hex>` folder goes too (rmdir-style, so a blob being stored into it meanwhile is not disturbed).
+    const noData = run.dryRun ? undefined : async (folder: string) => driver.removeEmptyDirectory?.(folder);
+    for await (const blobs of listBlobs(driver, options.concurrency ?? 8, noData)) {
+      stats.blobsSeen += blobs.length;
+      // Its `<hex>` folder goes with it (`keep` is its `<xx>` folder); `<xx>` folders are tidied once all is swept.
+      const doomed = blobs.filter((b) => !live.has(b.digest) && b.modTime.getTime() < cutoff);
+      await sweeping;
+      sweeping = sweepPage(doomed);
+      sweeping.catch(() => {}); // handled by the awaits; this only keeps it from counting as unhandled meanwhile
+    }
+  } finally {
+    await sweeping.catch(() => {});
   }
+  await sweeping;
 }
 
-function purgedIn(purged: string[], name: string): number {
-  return purged.filter((p) => p.slice(0, p.lastIndexOf('/')) === name).length;
+/** Remove the `blobs/<alg>/<xx>` folders the sweep left empty, and this run's trash. */
+async function tidy(run: Run): Promise<void> {
+  if (run.dryRun) return;
+  await removeEmptyBlobFolders(run.driver, run.options.concurrency ?? 8);
+  await run.sweeper.emptyTrash();
+}
+
+/** Write the run's metrics (also of a failed run), then release the lock. */
+async function report(run: Run, success: boolean): Promise<void> {
+  run.stats.durationMs = Date.now() - run.stats.startedAt;
+  try {
+    await run.driver.putContent(GC_METRICS_PATH, metricsText(run.stats, success));
+  } finally {
+    if (!run.dryRun) await run.lock.release();
+  }
 }

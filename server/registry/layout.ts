@@ -20,8 +20,13 @@
  *       _uploads/<id>/verified/<token>                                  Wharf: the re-hashed copy being committed
  *       _uploads/<id>/hashstates/<alg>/<offset>                         (registry:2 only; Wharf does not write these)
  *       _referrers/<alg>/<subject hex>/<alg>/<referrer hex>/link        Wharf: manifests whose `subject` is the digest
- *     _wharf/gc/                                                        Wharf: garbage-collector lock, live set, trash,
- *                                                                       metrics (paths in server/gc/state.ts)
+ *     _wharf/gc/                                                        Wharf: the garbage collector's state (server/gc/)
+ *       lock                                                            JSON LockInfo of the run holding the lock
+ *       live/blobs/<alg>/<hex>                                          a server used this digest while a lock was held
+ *       live/repositories/<name>/marker                                 a server wrote into <name> meanwhile
+ *       trash/<run id>/<path below v2>                                  a file the sweeper moved aside (to delete or
+ *       trash/<run id>/blobs/<alg>/<hex>                                restore); a blob's data is kept flat there
+ *       metrics.prom                                                    Prometheus text of the last run
  *     _wharf/proxy/lastpull/<name>/<alg>/<hex>                         Wharf: when the mirror last served this digest
  *                                                                       for <name> (ISO 8601; server/proxy/mirror.ts)
  *
@@ -36,6 +41,10 @@ export const BLOBS_ROOT = `${ROOT}/blobs`;
 export const REPOSITORIES_ROOT = `${ROOT}/repositories`;
 /** Wharf-only state of the garbage collector; registry:2 reads only `blobs/` and `repositories/`. */
 export const GC_ROOT = `${ROOT}/_wharf/gc`;
+export const GC_LOCK_PATH = `${GC_ROOT}/lock`;
+export const GC_METRICS_PATH = `${GC_ROOT}/metrics.prom`;
+export const GC_LIVE_ROOT = `${GC_ROOT}/live`;
+export const GC_TRASH_ROOT = `${GC_ROOT}/trash`;
 /** Wharf-only records of the pull-through cache: last-pull times for TTL expiry (docs/mirror.md). */
 export const PROXY_LAST_PULL_ROOT = `${ROOT}/_wharf/proxy/lastpull`;
 
@@ -131,12 +140,52 @@ export function uploadVerifiedPath(name: string, id: string, token: string): str
   return `${uploadDir(name, id)}/verified/${token}`;
 }
 
+export function referrersRoot(name: string): string {
+  return `${repositoryPath(name)}/_referrers`;
+}
+
 export function referrersPath(name: string, subject: Digest): string {
-  return `${repositoryPath(name)}/_referrers/${subject.algorithm}/${subject.hex}`;
+  return `${referrersRoot(name)}/${subject.algorithm}/${subject.hex}`;
 }
 
 export function referrerLinkPath(name: string, subject: Digest, referrer: Digest): string {
   return `${referrersPath(name, subject)}/${referrer.algorithm}/${referrer.hex}/link`;
+}
+
+export function lastPullDir(name: string): string {
+  return `${PROXY_LAST_PULL_ROOT}/${name}`;
+}
+
+/** The live-set markers of one digest algorithm (a marker's name is the digest's hex). */
+export function gcLiveBlobsDir(algorithm: string): string {
+  return `${GC_LIVE_ROOT}/blobs/${algorithm}`;
+}
+
+export function gcLiveBlobPath(d: Digest): string {
+  return `${gcLiveBlobsDir(d.algorithm)}/${d.hex}`;
+}
+
+export function gcLiveRepositoryPath(name: string): string {
+  return `${GC_LIVE_ROOT}/repositories/${name}/marker`;
+}
+
+export function gcTrashRunDir(runId: string): string {
+  return `${GC_TRASH_ROOT}/${runId}`;
+}
+
+const BLOB_DATA = new RegExp(`^${BLOBS_ROOT}/([a-z0-9]+)/[0-9a-f]{2}/([0-9a-f]+)/data$`);
+const TRASHED_BLOB = /^blobs\/([a-z0-9]+)\/([0-9a-f]+)$/;
+
+/** Where run `runId` keeps `path` while it decides: a blob's data flat per algorithm, anything else at its path. */
+export function gcTrashPath(runId: string, path: string): string {
+  const blob = BLOB_DATA.exec(path);
+  return blob ? `${gcTrashRunDir(runId)}/blobs/${blob[1]}/${blob[2]}` : `${gcTrashRunDir(runId)}/${path.slice(ROOT.length + 1)}`;
+}
+
+/** Where a file found at `inRun` below a run's trash folder came from (the inverse of gcTrashPath). */
+export function gcTrashOrigin(inRun: string): string {
+  const blob = TRASHED_BLOB.exec(inRun);
+  return blob ? `${BLOBS_ROOT}/${blob[1]}/${blob[2]!.slice(0, 2)}/${blob[2]}/data` : `${ROOT}/${inRun}`;
 }
 
 /** The last path component. */
