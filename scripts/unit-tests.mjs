@@ -24,6 +24,7 @@ export const UNIT_TESTS = [
   'server/proxy/mirror.test.ts',
   'server/registry/purge.test.ts',
   'server/registry/reference.test.ts',
+  'server/registry/scan.test.ts',
   'server/registry/registry.test.ts',
   'server/registry/uploads.test.ts',
   'storage-drivers/checked.test.ts',
