@@ -116,6 +116,7 @@ interface Run {
   options: GcOptions;
   stats: GcStats;
   dryRun: boolean;
+  concurrency: number;
   lock: GcLock;
   liveSet: LiveSet;
   sweeper: Sweeper;
@@ -138,9 +139,10 @@ async function takeLock(driver: StorageDriver, options: GcOptions): Promise<Run>
     stats.phase = 'lock';
     runId = (await gcLock.acquire()).runId;
   }
-  const sweeper = new Sweeper(driver, liveSet, runId, options.concurrency ?? 8);
+  const concurrency = options.concurrency ?? 8;
+  const sweeper = new Sweeper(driver, liveSet, runId, concurrency);
   return {
-    driver, options, stats, dryRun, lock: gcLock, liveSet, sweeper,
+    driver, options, stats, dryRun, concurrency, lock: gcLock, liveSet, sweeper,
     note: options.onDelete ?? (() => {}),
     verify: async () => {
       if (!dryRun) await gcLock.verify();
@@ -271,7 +273,7 @@ async function sweepBlobs(run: Run, cutoff: number, live: Set<string>): Promise<
   try {
     // An empty `<hex>` folder goes too (rmdir-style, so a blob being stored into it meanwhile is not disturbed).
     const noData = run.dryRun ? undefined : async (folder: string) => driver.removeEmptyDirectory?.(folder);
-    for await (const blobs of listBlobs(driver, options.concurrency ?? 8, noData)) {
+    for await (const blobs of listBlobs(driver, run.concurrency, noData)) {
       stats.blobsSeen += blobs.length;
       // Its `<hex>` folder goes with it (`keep` is its `<xx>` folder); `<xx>` folders are tidied once all is swept.
       const doomed = blobs.filter((b) => !live.has(b.digest) && b.modTime.getTime() < cutoff);
@@ -288,7 +290,7 @@ async function sweepBlobs(run: Run, cutoff: number, live: Set<string>): Promise<
 /** Remove the `blobs/<alg>/<xx>` folders the sweep left empty, and this run's trash. */
 async function tidy(run: Run): Promise<void> {
   if (run.dryRun) return;
-  await removeEmptyBlobFolders(run.driver, run.options.concurrency ?? 8);
+  await removeEmptyBlobFolders(run.driver, run.concurrency);
   await run.sweeper.emptyTrash();
 }
 

@@ -152,6 +152,7 @@ export function referrerLinkPath(name: string, subject: Digest, referrer: Digest
   return `${referrersPath(name, subject)}/${referrer.algorithm}/${referrer.hex}/link`;
 }
 
+/** The mirror's last-pull records of `name`, one per `<alg>/<hex>` below. */
 export function lastPullDir(name: string): string {
   return `${PROXY_LAST_PULL_ROOT}/${name}`;
 }

@@ -1,7 +1,7 @@
 import test from 'ava';
-import { createHash } from 'node:crypto';
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { createDriver } from '../../storage-drivers/index.js';
+import { sha256 } from '../../testing/helpers.js';
 import { orUndefined } from './blobs.js';
 import * as layout from './layout.js';
 import { parseDigest, type Digest } from './reference.js';
@@ -11,7 +11,7 @@ import {
   scanRepository, tagLink,
 } from './scan.js';
 
-const digestOf = (text: string): Digest => parseDigest(`sha256:${createHash('sha256').update(text).digest('hex')}`);
+const digestOf = (text: string): Digest => parseDigest(sha256(text));
 const exists = async (driver: StorageDriver, path: string) => (await orUndefined(driver.stat(path))) !== undefined;
 const settle = () => new Promise((r) => setImmediate(r));
 

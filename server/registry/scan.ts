@@ -1,14 +1,7 @@
 /**
- * Storage scans for the garbage collector (server/gc/): what the stored tree holds, read and tidied as domain
- * operations so the collector never builds a storage path itself (./layout.ts has the tree).
- *
- *   repositories      listRepositories, scanRepository (tags, revisions, layer links, referrers, uploads),
- *                     tagLink, removeTag, isLinked, removeEmptyRepository, repositoryRelativePath
- *   content store     listBlobs (page at a time, for millions of blobs), blobContent, removeEmptyBlobFolders
- *   mirror records    lastPullRecords, removeEmptyLastPullFolders
- *   folders           removeEmptyParents, removeEmptyTree (rmdir-style: a file written meanwhile is never lost)
- *
- * Every path handed out (a link's, a blob's, a record's) is only passed back to the driver or to these functions.
+ * The garbage collector's reads and tidying of the stored tree (./layout.ts), as operations, so server/gc/ builds
+ * no storage path: repositories and their links, the content store a page at a time, the mirror's last-pull records,
+ * and removing the folders a deletion left empty (rmdir-style: a file written meanwhile is never lost).
  */
 import pLimit from 'p-limit';
 import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
