@@ -25,12 +25,8 @@ import type { ProxyConfig, ProxyUpstreamConfig } from '../config/types.js';
 import { RegistryError } from '../registry/errors.js';
 import * as layout from '../registry/layout.js';
 import { parseManifest } from '../registry/manifest-format.js';
-import type { BlobDescriptor } from '../registry/blobs.js';
-import type { Descriptor } from '../registry/manifest-format.js';
-import type { PutManifestResult, TagPage } from '../registry/manifests.js';
-import { digestOf, parseDigest, tryParseDigest, type Digest, type DigestAlgorithm, type Reference } from '../registry/reference.js';
-import type { BlobAnswer, BlobWant, CatalogPage, LocalRegistry, Manifest, Registry } from '../registry/registry.js';
-import type { AppendOptions, UploadStatus } from '../registry/uploads.js';
+import { digestOf, parseDigest, tryParseDigest, type Digest, type Reference } from '../registry/reference.js';
+import type { BlobAnswer, BlobWant, LocalRegistry, Manifest, Registry } from '../registry/registry.js';
 import type { FlightOutcome, SharedFlights } from './shared-flight.js';
 import { namespacedName, routeOf } from './routing.js';
 import { UpstreamClient, UpstreamError } from './upstream.js';
@@ -158,7 +154,7 @@ export class Mirror implements Registry {
     }
   }
 
-  // The Registry operations: reads of a mirrored repository fill the local registry first; writes are refused there.
+  // The Registry operations: a read of a mirrored repository fills the local registry first.
 
   async getManifest(name: string, ref: Reference): Promise<Manifest> {
     const route = this.route(name);
@@ -173,68 +169,25 @@ export class Mirror implements Registry {
     return (route && (await this.fillBlob(route, name, digest, want))) ?? this.local.statBlob(name, digest);
   }
 
-  readBlob(name: string, digest: Digest, offset: number, length: number): Promise<Readable> {
-    return this.local.readBlob(name, digest, offset, length);
-  }
+  // The rest goes to the local registry; a write only for a repository that is not mirrored.
+  readBlob: Registry['readBlob'] = (...args) => this.local.readBlob(...args);
+  blobURL: Registry['blobURL'] = (...args) => this.local.blobURL(...args);
+  listTags: Registry['listTags'] = (...args) => this.local.listTags(...args);
+  referrers: Registry['referrers'] = (...args) => this.local.referrers(...args);
+  catalog: Registry['catalog'] = (...args) => this.local.catalog(...args);
+  uploadStatus: Registry['uploadStatus'] = (...args) => this.local.uploadStatus(...args);
+  putManifest: Registry['putManifest'] = async (name, ...rest) => this.writable(name).putManifest(name, ...rest);
+  deleteManifest: Registry['deleteManifest'] = async (name, ...rest) => this.writable(name).deleteManifest(name, ...rest);
+  deleteBlob: Registry['deleteBlob'] = async (name, ...rest) => this.writable(name).deleteBlob(name, ...rest);
+  mount: Registry['mount'] = async (name, ...rest) => this.writable(name).mount(name, ...rest);
+  startUpload: Registry['startUpload'] = async (name, ...rest) => this.writable(name).startUpload(name, ...rest);
+  appendUpload: Registry['appendUpload'] = async (name, ...rest) => this.writable(name).appendUpload(name, ...rest);
+  completeUpload: Registry['completeUpload'] = async (name, ...rest) => this.writable(name).completeUpload(name, ...rest);
+  cancelUpload: Registry['cancelUpload'] = async (name, ...rest) => this.writable(name).cancelUpload(name, ...rest);
 
-  blobURL(name: string, digest: Digest): Promise<string | null> {
-    return this.local.blobURL(name, digest);
-  }
-
-  listTags(name: string, n?: number, last?: string): Promise<TagPage> {
-    return this.local.listTags(name, n, last);
-  }
-
-  referrers(name: string, subject: Digest, artifactType?: string): Promise<Descriptor[]> {
-    return this.local.referrers(name, subject, artifactType);
-  }
-
-  catalog(n?: number, last?: string, include?: (name: string) => boolean): Promise<CatalogPage> {
-    return this.local.catalog(n, last, include);
-  }
-
-  uploadStatus(name: string, id: string): Promise<UploadStatus> {
-    return this.local.uploadStatus(name, id);
-  }
-
-  async putManifest(name: string, ref: Reference, content: Buffer, contentType: string | undefined, tags: string[]): Promise<PutManifestResult> {
+  private writable(name: string): LocalRegistry {
     this.assertWritable(name);
-    return this.local.putManifest(name, ref, content, contentType, tags);
-  }
-
-  async deleteManifest(name: string, ref: Reference): Promise<void> {
-    this.assertWritable(name);
-    return this.local.deleteManifest(name, ref);
-  }
-
-  async deleteBlob(name: string, digest: Digest): Promise<void> {
-    this.assertWritable(name);
-    return this.local.deleteBlob(name, digest);
-  }
-
-  async mount(name: string, digest: Digest, from?: string): Promise<BlobDescriptor | undefined> {
-    this.assertWritable(name);
-    return this.local.mount(name, digest, from);
-  }
-
-  async startUpload(name: string, algorithm: DigestAlgorithm): Promise<UploadStatus> {
-    this.assertWritable(name);
-    return this.local.startUpload(name, algorithm);
-  }
-
-  async appendUpload(name: string, id: string, body: AsyncIterable<Uint8Array>, options?: AppendOptions): Promise<UploadStatus> {
-    this.assertWritable(name);
-    return this.local.appendUpload(name, id, body, options);
-  }
-
-  async completeUpload(name: string, id: string, digest: Digest, body?: AsyncIterable<Uint8Array>, options?: AppendOptions): Promise<BlobDescriptor> {
-    this.assertWritable(name);
-    return this.local.completeUpload(name, id, digest, body, options);
-  }
-
-  async cancelUpload(name: string, id: string): Promise<void> {
-    this.assertWritable(name);
-    return this.local.cancelUpload(name, id);
+    return this.local;
   }
 
   /** Run `fn` once for concurrent callers with the same key. */

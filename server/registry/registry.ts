@@ -115,62 +115,21 @@ export class LocalRegistry implements Registry {
     });
   }
 
-  getManifest(name: string, ref: Reference): Promise<Manifest> {
-    return this.manifests.get(name, ref);
-  }
-
-  putManifest(name: string, ref: Reference, content: Buffer, contentType: string | undefined, tags: string[]): Promise<PutManifestResult> {
-    return this.manifests.put(name, ref, content, contentType, tags);
-  }
-
-  deleteManifest(name: string, ref: Reference): Promise<void> {
-    return this.manifests.delete(name, ref);
-  }
-
-  listTags(name: string, n?: number, last?: string): Promise<TagPage> {
-    return this.manifests.listTags(name, n, last);
-  }
-
-  referrers(name: string, subject: Digest, artifactType?: string): Promise<Descriptor[]> {
-    return this.manifests.referrers(name, subject, artifactType);
-  }
-
-  async statBlob(name: string, digest: Digest): Promise<BlobAnswer> {
-    const { size } = await this.blobs.stat(name, digest);
-    return { kind: 'stored', digest: digest.value, size };
-  }
-
-  readBlob(_name: string, digest: Digest, offset: number, length: number): Promise<Readable> {
-    return this.blobs.open(digest, offset, length);
-  }
-
-  blobURL(_name: string, digest: Digest): Promise<string | null> {
-    return this.blobs.redirectURL(digest, 'GET');
-  }
-
-  deleteBlob(name: string, digest: Digest): Promise<void> {
-    return this.blobs.unlink(name, digest);
-  }
-
-  startUpload(name: string, algorithm: DigestAlgorithm): Promise<UploadStatus> {
-    return this.uploads.start(name, algorithm);
-  }
-
-  appendUpload(name: string, id: string, body: AsyncIterable<Uint8Array>, options?: AppendOptions): Promise<UploadStatus> {
-    return this.uploads.append(name, id, body, options);
-  }
-
-  completeUpload(name: string, id: string, digest: Digest, body?: AsyncIterable<Uint8Array>, options?: AppendOptions): Promise<BlobDescriptor> {
-    return this.uploads.complete(name, id, digest, body, options);
-  }
-
-  uploadStatus(name: string, id: string): Promise<UploadStatus> {
-    return this.uploads.status(name, id);
-  }
-
-  cancelUpload(name: string, id: string): Promise<void> {
-    return this.uploads.cancel(name, id);
-  }
+  // The Registry operations, each done by one of the stores.
+  getManifest: Registry['getManifest'] = (name, ref) => this.manifests.get(name, ref);
+  putManifest: Registry['putManifest'] = (...args) => this.manifests.put(...args);
+  deleteManifest: Registry['deleteManifest'] = (...args) => this.manifests.delete(...args);
+  listTags: Registry['listTags'] = (...args) => this.manifests.listTags(...args);
+  referrers: Registry['referrers'] = (...args) => this.manifests.referrers(...args);
+  statBlob: Registry['statBlob'] = async (name, digest) => ({ kind: 'stored', ...(await this.blobs.stat(name, digest)) });
+  readBlob: Registry['readBlob'] = (_name, digest, offset, length) => this.blobs.open(digest, offset, length);
+  blobURL: Registry['blobURL'] = (_name, digest) => this.blobs.redirectURL(digest, 'GET');
+  deleteBlob: Registry['deleteBlob'] = (...args) => this.blobs.unlink(...args);
+  startUpload: Registry['startUpload'] = (...args) => this.uploads.start(...args);
+  appendUpload: Registry['appendUpload'] = (...args) => this.uploads.append(...args);
+  completeUpload: Registry['completeUpload'] = (...args) => this.uploads.complete(...args);
+  uploadStatus: Registry['uploadStatus'] = (...args) => this.uploads.status(...args);
+  cancelUpload: Registry['cancelUpload'] = (...args) => this.uploads.cancel(...args);
 
   /** Tell the garbage collector's live set about digests about to be linked by other means (the mirror). */
   async recordReferences(name: string, digests: string[]): Promise<void> {
