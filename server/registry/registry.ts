@@ -16,6 +16,7 @@ import { ManifestStore, type PutManifestResult, type StoredManifest, type TagPag
 import { isValidRepositoryName, type Digest, type DigestAlgorithm, type Reference } from './reference.js';
 import { UploadStore, type AppendOptions, type UploadStatus } from './uploads.js';
 
+/** Every operation a handler performs on a registry (see the top of this file). */
 export interface Registry {
   getManifest(name: string, ref: Reference): Promise<Manifest>;
   putManifest(name: string, ref: Reference, content: Buffer, contentType: string | undefined, tags: string[]): Promise<PutManifestResult>;
@@ -116,7 +117,7 @@ export class LocalRegistry implements Registry {
   }
 
   // The Registry operations, each done by one of the stores.
-  getManifest: Registry['getManifest'] = (name, ref) => this.manifests.get(name, ref);
+  getManifest: Registry['getManifest'] = (...args) => this.manifests.get(...args);
   putManifest: Registry['putManifest'] = (...args) => this.manifests.put(...args);
   deleteManifest: Registry['deleteManifest'] = (...args) => this.manifests.delete(...args);
   listTags: Registry['listTags'] = (...args) => this.manifests.listTags(...args);
