@@ -54,7 +54,7 @@ export interface AppDeps {
    * The pull-through cache (registry:2 `proxy`, docs/mirror.md), also `registry` then; absent when no upstream is
    * configured. Dispatch asks it only routing facts: the repository `?ns=` reads, and whether a write is refused.
    */
-  proxy?: Mirror;
+  proxy?: Pick<Mirror, 'localName' | 'assertWritable'>;
   /** Limits on open upload sessions (`storage.maintenance.uploadlimits`); absent: no limits. */
   uploadLimits?: UploadLimits;
 }
