@@ -1,6 +1,6 @@
 /**
- * Assemble and run the registry from a loaded configuration: storage driver, registry domain, Koa app, HTTP(S)
- * listener, and graceful shutdown.
+ * Assemble and run the registry from a loaded configuration: storage driver, registry domain (the local registry,
+ * wrapped by the pull-through cache when `proxy` is configured), Koa app, HTTP(S) listener, and graceful shutdown.
  */
 import { readFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server } from 'node:http';
@@ -27,7 +27,7 @@ import { GC_METRICS_PATH } from './registry/layout.js';
 import { Notifier } from './notifications.js';
 import type { HttpOptions } from './http/context.js';
 import { purgeUploads } from './registry/purge.js';
-import { Registry } from './registry/registry.js';
+import { LocalRegistry } from './registry/registry.js';
 import { driverFor, driverOptionsFor } from './storage.js';
 
 export interface RunningServer {
@@ -88,7 +88,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
   await gcRecorder.start();
   // Authentication first: it may generate the token signing key and certificate, and it decides mount rules.
   const auth = await createAuth(config, logger);
-  const registry = new Registry(driver, {
+  const registry = new LocalRegistry(driver, {
     // With access checks, a mount without `from` could reveal blobs of repositories the caller cannot read.
     mayMountWithoutFrom: auth.checksRequests ? () => false : undefined,
     // storage.cache.blobdescriptor (inmemory or redis); a Redis that is down only means no cache until it is back.
@@ -111,8 +111,12 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     { endpoints: config.notifications.endpoints, maxQueue: config.notifications.maxqueue },
     logger,
   );
+  const mirror = config.proxy
+    ? new Mirror(config.proxy, registry, logger, { manifestMaxSize: config.validation.manifests.maxsize, ...(metrics ? { metrics: metrics.registry } : {}), ...(sharedFlights ? { sharedFlights } : {}) })
+    : undefined;
   const app = createApp({
-    registry,
+    // Handlers call one Registry: the pull-through cache wrapping the local registry, or the local registry.
+    registry: mirror ?? registry,
     logger,
     options: httpOptions(config),
     accessLogDisabled: config.log.accesslog.disabled,
@@ -125,7 +129,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
       perUser: config.storage.maintenance.uploadlimits.peruser,
       maxAgeMs: config.storage.maintenance.uploadpurging.age,
     }),
-    ...(config.proxy ? { proxy: new Mirror(config.proxy, registry, logger, { manifestMaxSize: config.validation.manifests.maxsize, ...(metrics ? { metrics: metrics.registry } : {}), ...(sharedFlights ? { sharedFlights } : {}) }) } : {}),
+    ...(mirror ? { proxy: mirror } : {}),
   });
   const handler = app.callback();
   const limits: ConnectionLimits = {
@@ -215,7 +219,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
  * started together do not all walk storage at once), then every `interval`. Off in read-only mode. Returns a stop
  * function.
  */
-function schedulePurging(config: WharfConfig, registry: Registry, logger: Logger): () => void {
+function schedulePurging(config: WharfConfig, registry: LocalRegistry, logger: Logger): () => void {
   const { enabled, age, interval, dryrun } = config.storage.maintenance.uploadpurging;
   if (!enabled || config.storage.maintenance.readonly.enabled) return () => {};
   let timer: NodeJS.Timeout;

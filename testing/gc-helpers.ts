@@ -13,7 +13,7 @@ import { createDriver } from '../storage-drivers/index.js';
 import type { StorageDriver } from '../storage-drivers/driver.js';
 import * as layout from '../server/registry/layout.js';
 import { parseDigest, parseReference } from '../server/registry/reference.js';
-import { Registry, type RegistryOptions } from '../server/registry/registry.js';
+import { LocalRegistry, type RegistryOptions } from '../server/registry/registry.js';
 import type { GcFixture } from './gc-scenarios.js';
 import { sha256 } from './helpers.js';
 
@@ -25,14 +25,14 @@ export const OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
 export interface Fixture {
   root: string;
   driver: StorageDriver;
-  registry: Registry;
+  registry: LocalRegistry;
   remove(): Promise<void>;
 }
 
 export async function fixture(options: RegistryOptions = {}): Promise<Fixture> {
   const root = await mkdtemp(join(tmpdir(), 'wharf-gc-'));
   const driver = createDriver({ driver: 'filesystem', rootDirectory: root });
-  return { root, driver, registry: new Registry(driver, options), remove: () => rm(root, { recursive: true, force: true }) };
+  return { root, driver, registry: new LocalRegistry(driver, options), remove: () => rm(root, { recursive: true, force: true }) };
 }
 
 export interface BlobRef {
@@ -41,7 +41,7 @@ export interface BlobRef {
   mediaType: string;
 }
 
-export async function pushBlob(registry: Registry, repo: string, bytes: Buffer, mediaType = OCI_LAYER): Promise<BlobRef> {
+export async function pushBlob(registry: LocalRegistry, repo: string, bytes: Buffer, mediaType = OCI_LAYER): Promise<BlobRef> {
   const digest = sha256(bytes);
   const session = await registry.uploads.start(repo);
   await registry.uploads.complete(repo, session.id, parseDigest(digest), (async function* () { yield bytes; })());
@@ -60,7 +60,7 @@ export interface PushedImage {
 
 /** Push a config, the given layers (existing BlobRefs are linked by mounting from `sharedFrom`) and a manifest. */
 export async function pushImage(
-  registry: Registry,
+  registry: LocalRegistry,
   repo: string,
   tag: string | undefined,
   layers: (Buffer | BlobRef)[],
@@ -89,7 +89,7 @@ export async function pushImage(
   return { manifest: { digest, size: bytes.byteLength, mediaType: OCI_MANIFEST }, config, layers: pushed };
 }
 
-export async function pushIndex(registry: Registry, repo: string, tag: string | undefined, children: BlobRef[]): Promise<BlobRef> {
+export async function pushIndex(registry: LocalRegistry, repo: string, tag: string | undefined, children: BlobRef[]): Promise<BlobRef> {
   const bytes = Buffer.from(JSON.stringify({
     schemaVersion: 2,
     mediaType: OCI_INDEX,
@@ -135,7 +135,7 @@ export async function storedBlobs(driver: StorageDriver): Promise<Set<string>> {
 }
 
 /** Every path of an image (manifest, config, layers) that a pull needs, checked through the registry domain. */
-export async function pullsCompletely(registry: Registry, repo: string, tag: string): Promise<boolean> {
+export async function pullsCompletely(registry: LocalRegistry, repo: string, tag: string): Promise<boolean> {
   try {
     const m = await registry.manifests.get(repo, parseReference(tag));
     const doc = JSON.parse(m.content.toString('utf8')) as { config?: { digest: string }; layers?: { digest: string }[]; manifests?: { digest: string }[] };

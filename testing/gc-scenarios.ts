@@ -12,7 +12,7 @@ import type { StorageDriver } from '../storage-drivers/driver.js';
 import { orUndefined } from '../server/registry/blobs.js';
 import * as layout from '../server/registry/layout.js';
 import { parseDigest, parseReference } from '../server/registry/reference.js';
-import type { Registry } from '../server/registry/registry.js';
+import type { LocalRegistry } from '../server/registry/registry.js';
 import { StorageGcLock } from '../server/gc/state.js';
 import {
   pullsCompletely, pushBlob, pushImage, pushIndex, randomBlob, runWharf, sha256, storedBlobs,
@@ -23,7 +23,7 @@ const HOUR = 3_600_000;
 
 export interface GcFixture {
   driver: StorageDriver;
-  registry: Registry;
+  registry: LocalRegistry;
   /** Make everything stored so far `ms` older, as the collector sees it. */
   age(ms: number): Promise<void>;
   /** The grace period to give the collector so that it means `graceMs` after the ageing done so far. */

@@ -8,7 +8,7 @@ import { createDescriptorCache, GatedDescriptorCache, InMemoryDescriptorCache, t
 import { startRedis, until } from '../../testing/redis-test-server.js';
 import { parseConfig } from '../config/index.js';
 import { parseDigest } from '../registry/reference.js';
-import { Registry } from '../registry/registry.js';
+import { LocalRegistry } from '../registry/registry.js';
 import { garbageCollectCommand } from './command.js';
 import { GcRecorder } from './recorder.js';
 import { RedisGcConnection, RedisGcLock, serverGcState } from './redis-state.js';
@@ -37,7 +37,7 @@ async function setting(t: Teardown) {
 async function replica(t: Teardown, { f, config }: Awaited<ReturnType<typeof setting>>) {
   const state = await serverGcState(config, f.driver);
   const recorder = new GcRecorder(f.driver, { probe: state.probe, liveSet: state.liveSet, redis: true, pollMs: 20, staleMs: 60_000 });
-  const registry = new Registry(f.driver, { descriptorCache: await createDescriptorCache(config), recorder });
+  const registry = new LocalRegistry(f.driver, { descriptorCache: await createDescriptorCache(config), recorder });
   recorder.guard(registry.descriptorCache!);
   await recorder.start();
   t.teardown(async () => {

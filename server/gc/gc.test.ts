@@ -140,8 +140,8 @@ test('the server records what it links while a lock is held, and only then', asy
   const recorder = new GcRecorder(f.driver, { pollMs: 20, staleMs: 60_000 });
   await recorder.start();
   t.teardown(() => recorder.stop());
-  const { Registry } = await import('../registry/registry.js');
-  const registry = new Registry(f.driver, { recorder });
+  const { LocalRegistry } = await import('../registry/registry.js');
+  const registry = new LocalRegistry(f.driver, { recorder });
   const liveSet = new StorageLiveSet(f.driver);
 
   const before = await pushBlob(registry, 'rec', randomBlob());

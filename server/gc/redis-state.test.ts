@@ -14,7 +14,7 @@ import { parseConfig } from '../config/index.js';
 import { RegistryError } from '../registry/errors.js';
 import { GC_LOCK_PATH } from '../registry/layout.js';
 import { parseDigest } from '../registry/reference.js';
-import { Registry } from '../registry/registry.js';
+import { LocalRegistry } from '../registry/registry.js';
 import { garbageCollectCommand } from './command.js';
 import { GcRecorder } from './recorder.js';
 import {
@@ -168,7 +168,7 @@ test('a server records into Redis while a Redis lock is held; with Redis down a 
   const recorder = new GcRecorder(f.driver, { probe: state.probe, liveSet: state.liveSet, redis: state.redis, pollMs: 20, staleMs: 60_000 });
   await recorder.start();
   t.teardown(() => recorder.stop());
-  const registry = new Registry(f.driver, { recorder });
+  const registry = new LocalRegistry(f.driver, { recorder });
 
   const lock = new RedisGcLock(await connect(), { driver: f.driver });
   await lock.acquire();
@@ -222,7 +222,7 @@ test('worker and servers configured differently: the mismatch stops writes or is
 
   // A worker with Redis, a server without: the server sees the storage marker and refuses what it must record.
   const plain = new GcRecorder(f.driver, { pollMs: 60_000, staleMs: 60_000 });
-  const registry = new Registry(f.driver, { recorder: plain });
+  const registry = new LocalRegistry(f.driver, { recorder: plain });
   const redisLock = new RedisGcLock(await connect(), { driver: f.driver });
   await redisLock.acquire();
   t.is((await new StorageLockProbe(f.driver).current())?.backend, 'redis', 'the marker is in storage');
@@ -245,7 +245,7 @@ test('worker and servers configured differently: the mismatch stops writes or is
   });
   await dual.check();
   t.true(dual.mayBeCollecting());
-  const pushed = await pushBlob(new Registry(f.driver, { recorder: dual }), 'mixed', randomBlob());
+  const pushed = await pushBlob(new LocalRegistry(f.driver, { recorder: dual }), 'mixed', randomBlob());
   t.true(await new StorageLiveSet(f.driver).has(pushed.digest), 'recorded in storage for the worker without Redis');
   await storageLock.release();
 });
@@ -260,7 +260,7 @@ test('no lock: a server with Redis records nothing and writes go on', async (t) 
   const recorder = new GcRecorder(f.driver, { probe: state.probe, liveSet: state.liveSet, redis: true, pollMs: 60_000, staleMs: 60_000 });
   await recorder.check();
   t.false(recorder.mayBeCollecting());
-  const b = await pushBlob(new Registry(f.driver, { recorder }), 'quiet', randomBlob());
+  const b = await pushBlob(new LocalRegistry(f.driver, { recorder }), 'quiet', randomBlob());
   t.true(await hasBlob(f.root, b.digest));
   t.false((await new RedisLiveSet(await connect()).recorded([b.digest])).size > 0);
 });

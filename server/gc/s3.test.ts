@@ -12,7 +12,7 @@ import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { checkedDriver } from '../../storage-drivers/checked.js';
 import { S3Driver } from '../../storage-drivers/s3.js';
 import { startS3TestServer, type S3TestServer } from '../../testing/s3-test-server.js';
-import { Registry } from '../registry/registry.js';
+import { LocalRegistry } from '../registry/registry.js';
 import { gcScenarios, type GcFixture } from '../../testing/gc-scenarios.js';
 import { configFileFor, randomBlob } from '../../testing/gc-helpers.js';
 
@@ -35,7 +35,7 @@ async function s3Fixture(): Promise<GcFixture> {
   };
   return {
     driver,
-    registry: new Registry(driver),
+    registry: new LocalRegistry(driver),
     age: async (ms) => {
       skew += ms;
     },

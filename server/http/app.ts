@@ -244,12 +244,8 @@ export function createApp(deps: AppDeps): Koa {
       }
       match.name = local;
     }
-    // A mirrored repository takes no pushes or deletes (proxy.localnamespaces lists the ones that do).
-    if (deps.proxy && isWrite(ctx.method) && match.name !== undefined && deps.proxy.isMirrored(match.name)) {
-      throw new RegistryError('UNSUPPORTED', 'this repository is a mirror of an upstream registry; pushes are not accepted', {
-        detail: { name: match.name },
-      });
-    }
+    // A mirrored repository takes no pushes or deletes: refused here already, before the access check and any body.
+    if (deps.proxy && isWrite(ctx.method) && match.name !== undefined) deps.proxy.assertWritable(match.name);
     const rctx = ctx as RegistryContext;
     rctx.state.match = match;
     rctx.state.deps = deps;

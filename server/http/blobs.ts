@@ -32,20 +32,16 @@ export async function getBlob(ctx: RegistryContext): Promise<void> {
   const { registry, options } = ctx.state.deps;
   const name = ctx.state.match.name!;
   const digest = parseDigest(ctx.state.match.param!);
-  // The mirror, when configured, caches a blob not yet in storage; the first request streams it as it arrives.
-  const proxied = await ctx.state.deps.proxy?.blob(name, digest, {
-    head: ctx.method === 'HEAD',
-    wait: ctx.get('Range') !== '',
-  });
-  if (proxied && proxied.kind !== 'local') {
+  const desc = await registry.statBlob(name, digest, { head: ctx.method === 'HEAD', range: ctx.get('Range') !== '' });
+  if (desc.kind === 'upstream') {
+    // A mirror's first request for a blob: streamed as it arrives from the upstream (and is stored).
     ctx.set('Docker-Content-Digest', digest.value);
     ctx.type = 'application/octet-stream';
     ctx.status = 200;
-    if (proxied.size !== undefined) ctx.length = proxied.size;
-    if (proxied.kind === 'stream') ctx.body = proxied.body;
+    if (desc.size !== undefined) ctx.length = desc.size;
+    if (desc.body) ctx.body = desc.body;
     return;
   }
-  const desc = await registry.blobs.stat(name, digest);
 
   ctx.set('Docker-Content-Digest', desc.digest);
   ctx.set('Accept-Ranges', 'bytes');
@@ -53,7 +49,7 @@ export async function getBlob(ctx: RegistryContext): Promise<void> {
   ctx.set('Cache-Control', 'max-age=31536000');
 
   if (ctx.method === 'GET' && options.redirectEnabled) {
-    const url = await registry.blobs.redirectURL(digest, 'GET');
+    const url = await registry.blobURL(name, digest);
     if (url) {
       ctx.status = 307;
       ctx.set('Location', url);
@@ -83,7 +79,7 @@ export async function getBlob(ctx: RegistryContext): Promise<void> {
   }
   const start = range?.start ?? 0;
   const length = range ? range.end - range.start + 1 : desc.size;
-  const stream = await registry.blobs.open(digest, start, length);
+  const stream = await registry.readBlob(name, digest, start, length);
   if (range) {
     ctx.status = 206;
     ctx.set('Content-Range', `bytes ${range.start}-${range.end}/${desc.size}`);
@@ -108,7 +104,7 @@ export async function deleteBlob(ctx: RegistryContext): Promise<void> {
     throw new RegistryError('UNSUPPORTED', 'deletion is disabled (storage.delete.enabled)');
   }
   const digest = parseDigest(ctx.state.match.param!);
-  await registry.blobs.unlink(ctx.state.match.name!, digest);
+  await registry.deleteBlob(ctx.state.match.name!, digest);
   respondEmpty(ctx, 202);
   notify(ctx, 'delete', { digest: digest.value });
 }

@@ -38,6 +38,7 @@ export interface HttpOptions {
 }
 
 export interface AppDeps {
+  /** What every handler calls: the local registry, or the pull-through cache wrapping it (server/proxy/mirror.ts). */
   registry: Registry;
   logger: Logger;
   options: HttpOptions;
@@ -49,8 +50,11 @@ export interface AppDeps {
   health?: Health;
   /** Webhook notifications (registry:2 `notifications`). */
   notifier?: Notifier;
-  /** The pull-through cache (registry:2 `proxy`, docs/mirror.md); absent when no upstream is configured. */
-  proxy?: Mirror;
+  /**
+   * The pull-through cache (registry:2 `proxy`, docs/mirror.md), also `registry` then; absent when no upstream is
+   * configured. Dispatch asks it only routing facts: the repository `?ns=` reads, and whether a write is refused.
+   */
+  proxy?: Pick<Mirror, 'localName' | 'assertWritable'>;
   /** Limits on open upload sessions (`storage.maintenance.uploadlimits`); absent: no limits. */
   uploadLimits?: UploadLimits;
 }

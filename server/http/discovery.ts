@@ -24,7 +24,7 @@ export async function listTags(ctx: RegistryContext): Promise<void> {
   const n = paginationCount(ctx, options.maxTags)!;
   const last = queryParam(ctx, 'last');
   if (n === 0) return json(ctx, { name, tags: [] });
-  const page = await registry.manifests.listTags(name, n, last);
+  const page = await registry.listTags(name, n, last);
   if (page.next !== undefined) {
     ctx.set('Link', nextLink(`${options.prefix}/v2/${name}/tags/list`, n, page.next));
   }
@@ -35,7 +35,7 @@ export async function listReferrers(ctx: RegistryContext): Promise<void> {
   const { registry } = ctx.state.deps;
   const subject = parseDigest(ctx.state.match.param!);
   const artifactType = queryParam(ctx, 'artifactType');
-  const manifests = await registry.manifests.referrers(ctx.state.match.name!, subject, artifactType || undefined);
+  const manifests = await registry.referrers(ctx.state.match.name!, subject, artifactType || undefined);
   if (artifactType) ctx.set('OCI-Filters-Applied', 'artifactType');
   json(ctx, { schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests }, MediaType.OCI_INDEX);
 }

@@ -11,12 +11,10 @@ import { contentLength, notify, queryParams, respondEmpty, urlFor, type Registry
 export const MAX_TAGS_PER_PUT = 100;
 
 export async function getManifest(ctx: RegistryContext): Promise<void> {
-  const { registry, proxy } = ctx.state.deps;
-  // The mirror, when configured, first brings the manifest into storage (or keeps the cached one, with a warning).
-  const reference = parseReference(ctx.state.match.param!);
-  const warning = proxy && (await proxy.prepareManifest(ctx.state.match.name!, ctx.state.match.param!)).warning;
-  const manifest = await registry.manifests.get(ctx.state.match.name!, reference);
-  if (warning) ctx.set('Warning', warning);
+  const { registry } = ctx.state.deps;
+  const manifest = await registry.getManifest(ctx.state.match.name!, parseReference(ctx.state.match.param!));
+  // A mirror serving its cached copy because the upstream failed says so.
+  if (manifest.warning) ctx.set('Warning', manifest.warning);
   ctx.set('Docker-Content-Digest', manifest.digest);
   ctx.set('ETag', `"${manifest.digest}"`);
   // Set verbatim: the spec asks for no parameters (such as a charset) on a manifest's Content-Type.
@@ -88,7 +86,7 @@ export async function putManifest(ctx: RegistryContext): Promise<void> {
     });
   }
   const content = await readLimited(ctx, options.manifestMaxSize);
-  const result = await registry.manifests.put(name, ref, content, ctx.get('Content-Type') || undefined, tags);
+  const result = await registry.putManifest(name, ref, content, ctx.get('Content-Type') || undefined, tags);
 
   ctx.set('Location', urlFor(ctx, `/v2/${name}/manifests/${result.digest}`));
   ctx.set('Docker-Content-Digest', result.digest);
@@ -112,7 +110,7 @@ export async function deleteManifest(ctx: RegistryContext): Promise<void> {
     throw new RegistryError('UNSUPPORTED', 'deletion is disabled (storage.delete.enabled)');
   }
   const ref = parseReference(ctx.state.match.param!);
-  await registry.manifests.delete(ctx.state.match.name!, ref);
+  await registry.deleteManifest(ctx.state.match.name!, ref);
   respondEmpty(ctx, 202);
   notify(ctx, 'delete', ref.kind === 'tag' ? { tag: ref.tag } : { digest: ref.digest.value });
 }

@@ -203,7 +203,7 @@ function bump(map: Map<string, number>, key: string, by: number): void {
 /** Start an upload session for the request, within the configured limits (none when they are not configured). */
 export function startUploadSession(ctx: RegistryContext, name: string, algorithm: DigestAlgorithm): Promise<UploadStatus> {
   const { registry, uploadLimits } = ctx.state.deps;
-  const begin = () => registry.uploads.start(name, algorithm);
+  const begin = () => registry.startUpload(name, algorithm);
   return uploadLimits ? uploadLimits.start(name, uploaderOf(ctx), begin) : begin();
 }
 

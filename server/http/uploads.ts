@@ -95,7 +95,7 @@ export async function startBlobUpload(ctx: RegistryContext): Promise<void> {
     const digest = parseDigest(digestParam);
     const session = await startUploadSession(ctx, name, digest.algorithm);
     const chunks = body(ctx) ?? noBody();
-    const desc = await registry.uploads.complete(name, session.id, digest, chunks, { length: contentLength(ctx) });
+    const desc = await registry.completeUpload(name, session.id, digest, chunks, { length: contentLength(ctx) });
     uploadSessionClosed(ctx, name, session.id);
     return blobCreated(ctx, name, desc);
   }
@@ -115,7 +115,7 @@ export async function patchBlobData(ctx: RegistryContext): Promise<void> {
   const name = ctx.state.match.name!;
   const id = uploadId(ctx);
   const range = chunkRange(ctx);
-  const status = await registry.uploads.append(name, id, body(ctx) ?? noBody(), { range, length: contentLength(ctx) });
+  const status = await registry.appendUpload(name, id, body(ctx) ?? noBody(), { range, length: contentLength(ctx) });
   uploadAccepted(ctx, name, id, status.offset, 202);
 }
 
@@ -129,7 +129,7 @@ export async function putBlobUploadComplete(ctx: RegistryContext): Promise<void>
   }
   const digest = parseDigest(digestParam);
   const chunks = body(ctx);
-  const desc = await registry.uploads.complete(name, id, digest, chunks, {
+  const desc = await registry.completeUpload(name, id, digest, chunks, {
     range: chunks ? chunkRange(ctx) : undefined,
     length: chunks ? contentLength(ctx) : undefined,
   });
@@ -140,7 +140,7 @@ export async function putBlobUploadComplete(ctx: RegistryContext): Promise<void>
 export async function getBlobUploadStatus(ctx: RegistryContext): Promise<void> {
   const { registry } = ctx.state.deps;
   const name = ctx.state.match.name!;
-  const status = await registry.uploads.status(name, uploadId(ctx));
+  const status = await registry.uploadStatus(name, uploadId(ctx));
   uploadAccepted(ctx, name, status.id, status.offset, 204);
 }
 
@@ -148,7 +148,7 @@ export async function cancelBlobUpload(ctx: RegistryContext): Promise<void> {
   const { registry } = ctx.state.deps;
   const name = ctx.state.match.name!;
   const id = uploadId(ctx);
-  await registry.uploads.cancel(name, id);
+  await registry.cancelUpload(name, id);
   uploadSessionClosed(ctx, name, id);
   respondEmpty(ctx, 204);
 }

@@ -1,19 +1,23 @@
 /**
  * The mirror's config and routing: registry:2's `proxy` keys, Wharf's `proxy.upstreams` (prefix and `?ns=`
- * routing, `library/` mapping), local namespaces, and config problems named by key.
+ * routing, `library/` mapping), local namespaces, and config problems named by key. And the mirror as a `Registry`
+ * wrapping the local one, against an upstream answered by a stand-in `fetch`.
  */
 import test from 'ava';
 import pino from 'pino';
 import { InMemoryDriver } from '../../storage-drivers/inmemory.js';
 import { parseConfig } from '../config/load.js';
-import { Registry } from '../registry/registry.js';
-import { Mirror } from './mirror.js';
+import { RegistryError } from '../registry/errors.js';
+import { MediaType } from '../registry/manifest-format.js';
+import { digestOf, parseDigest, parseReference } from '../registry/reference.js';
+import { LocalRegistry } from '../registry/registry.js';
+import { Mirror, STALE_WARNING } from './mirror.js';
 
 const MINIMAL = 'version: 0.1\nstorage: inmemory\n';
 
 function mirrorOf(yaml: string): Mirror {
   const { config } = parseConfig(`${MINIMAL}${yaml}`, {}, 'x');
-  return new Mirror(config.proxy!, new Registry(new InMemoryDriver()), pino({ level: 'silent' }), { manifestMaxSize: 1 << 20 });
+  return new Mirror(config.proxy!, new LocalRegistry(new InMemoryDriver()), pino({ level: 'silent' }), { manifestMaxSize: 1 << 20 });
 }
 
 test("registry:2's proxy keys make one upstream for every repository; Docker Hub maps single names to library/", (t) => {
@@ -98,4 +102,102 @@ test('realmhosts, per upstream and for proxy.remoteurl; ?ns= is honoured only wi
   t.is(parseConfig(`${MINIMAL}proxy: {remoteurl: http://a}\n`, {}, 'x').config.proxy?.upstreams[0]?.realmhosts, undefined, 'default: none');
   const single = mirrorOf('proxy: {remoteurl: http://127.0.0.1:5000}\n');
   t.is(single.localName('team/app', 'docker.io'), 'team/app', 'registry:2 ignores ?ns=');
+});
+
+/** An upstream serving `team/app:1` (a manifest and its layer), answered by a stand-in `fetch`; `down` fails it. */
+function upstreamDouble() {
+  const layer = Buffer.from('layer bytes');
+  const config = Buffer.from('{}');
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MediaType.OCI_MANIFEST,
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: digestOf(config), size: config.length },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: digestOf(layer), size: layer.length }],
+  }));
+  const double = { layer, config, manifest, down: false, requests: [] as string[] };
+  const fetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+    const method = init?.method ?? 'GET';
+    const path = new URL(String(input)).pathname;
+    double.requests.push(`${method} ${path}`);
+    if (double.down) throw new TypeError('fetch failed');
+    const answer = (body: Buffer, headers: Record<string, string>) =>
+      new Response(method === 'HEAD' ? null : new Uint8Array(body), { headers: { 'Content-Length': String(body.length), ...headers } });
+    if (path === '/v2/team/app/manifests/1') {
+      return answer(manifest, { 'Content-Type': MediaType.OCI_MANIFEST, 'Docker-Content-Digest': digestOf(manifest) });
+    }
+    for (const blob of [layer, config]) {
+      if (path === `/v2/team/app/blobs/${digestOf(blob)}`) return answer(blob, { 'Content-Type': 'application/octet-stream' });
+    }
+    return new Response(null, { status: 404 });
+  };
+  return { double, fetch };
+}
+
+function mirrorWith(fetch: typeof globalThis.fetch): { mirror: Mirror; local: LocalRegistry } {
+  const { config } = parseConfig(`${MINIMAL}proxy: {remoteurl: "http://127.0.0.1:9", localnamespaces: [mine]}\n`, {}, 'x');
+  const local = new LocalRegistry(new InMemoryDriver());
+  return { mirror: new Mirror(config.proxy!, local, pino({ level: 'silent' }), { manifestMaxSize: 1 << 20, fetch }), local };
+}
+
+async function read(stream: AsyncIterable<Buffer>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+test('as a Registry: a manifest is filled from upstream, and served stale with a warning when the upstream is down', async (t) => {
+  const { double, fetch } = upstreamDouble();
+  const { mirror, local } = mirrorWith(fetch);
+  const tag = parseReference('1');
+  const fresh = await mirror.getManifest('team/app', tag);
+  t.deepEqual(fresh.content, double.manifest);
+  t.is(fresh.digest, digestOf(double.manifest));
+  t.is(fresh.warning, undefined);
+  t.is((await local.getManifest('team/app', tag)).digest, fresh.digest, 'stored in the local registry');
+
+  double.down = true;
+  const stale = await mirror.getManifest('team/app', tag);
+  t.deepEqual(stale.content, double.manifest);
+  t.is(stale.warning, STALE_WARNING);
+  // Another tag has no cached copy: the upstream's failure is the answer.
+  const err = await t.throwsAsync(mirror.getManifest('team/app', parseReference('2')), { instanceOf: RegistryError });
+  t.is(err.code, 'UNAVAILABLE');
+});
+
+test('as a Registry: a blob not cached is streamed while stored; a range or a HEAD does not stream', async (t) => {
+  const { double, fetch } = upstreamDouble();
+  const { mirror } = mirrorWith(fetch);
+  const layer = parseDigest(digestOf(double.layer));
+  const head = await mirror.statBlob('team/app', layer, { head: true });
+  t.deepEqual(head, { kind: 'upstream', size: double.layer.length }, 'a HEAD answers what the upstream said');
+
+  const first = await mirror.statBlob('team/app', layer);
+  if (first.kind !== 'upstream' || !first.body) return t.fail('expected the upstream stream');
+  t.is(first.size, double.layer.length);
+  t.deepEqual(await read(first.body), double.layer);
+  t.deepEqual(await mirror.statBlob('team/app', layer), { kind: 'stored', digest: layer.value, size: double.layer.length });
+  t.deepEqual(await read(await mirror.readBlob('team/app', layer, 6, 5)), Buffer.from('bytes'));
+
+  const config = parseDigest(digestOf(double.config));
+  t.deepEqual(await mirror.statBlob('team/app', config, { range: true }), { kind: 'stored', digest: config.value, size: 2 },
+    'a range waits for the fetch and reads from storage');
+  t.is(double.requests.filter((r) => r.startsWith('GET /v2/team/app/blobs/')).length, 2, 'one fetch per blob');
+});
+
+test('as a Registry: writes to a mirrored repository are refused; local names pass through without the upstream', async (t) => {
+  const { double, fetch } = upstreamDouble();
+  const { mirror } = mirrorWith(fetch);
+  const refused = await t.throwsAsync(mirror.startUpload('team/app', 'sha256'), { instanceOf: RegistryError });
+  t.is(refused.code, 'UNSUPPORTED');
+  await t.throwsAsync(mirror.putManifest('team/app', parseReference('1'), double.manifest, MediaType.OCI_MANIFEST, []), { instanceOf: RegistryError });
+  await t.throwsAsync(mirror.deleteBlob('team/app', parseDigest(digestOf(double.layer))), { message: /mirror of an upstream/ });
+
+  const session = await mirror.startUpload('mine/app', 'sha256');
+  const blob = await mirror.completeUpload('mine/app', session.id, parseDigest(digestOf(double.layer)), (async function* () {
+    yield double.layer;
+  })());
+  t.is(blob.size, double.layer.length);
+  const missing = await t.throwsAsync(mirror.getManifest('mine/app', parseReference('1')), { instanceOf: RegistryError });
+  t.is(missing.code, 'MANIFEST_UNKNOWN');
+  t.deepEqual(double.requests, [], 'the upstream was never asked');
 });

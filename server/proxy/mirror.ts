@@ -1,8 +1,10 @@
 /**
- * The pull-through cache: makes sure a manifest or blob a client pulls is in local storage (the normal registry:2
- * layout), fetching it from the upstream that serves the repository when needed. The HTTP handlers ask it before
- * serving from storage as usual (server/http/manifests.ts, blobs.ts); a blob not yet cached is streamed to the
- * first client while it is written through a normal upload session.
+ * The pull-through cache: a `Registry` (server/registry/registry.ts) wrapping the local one. A read of a mirrored
+ * repository first makes sure the manifest or blob is in local storage (the normal registry:2 layout), fetching it
+ * from the upstream that serves the repository when needed, then answers from storage as the local registry does; a
+ * blob not yet cached is answered as a stream of the upstream's bytes while they are written through a normal upload
+ * session. Writes to a mirrored repository are refused; local repositories (`proxy.localnamespaces`, and names no
+ * upstream takes) pass straight through.
  *
  * - Routing (./routing.ts): by the repository name alone; the upstream whose prefix starts it (prefix removed
  *   upstream), else the upstream without a prefix. Local namespaces are never mirrored. containerd's `?ns=` is
@@ -23,8 +25,8 @@ import type { ProxyConfig, ProxyUpstreamConfig } from '../config/types.js';
 import { RegistryError } from '../registry/errors.js';
 import * as layout from '../registry/layout.js';
 import { parseManifest } from '../registry/manifest-format.js';
-import { digestOf, parseDigest, tryParseDigest, type Digest } from '../registry/reference.js';
-import type { Registry } from '../registry/registry.js';
+import { digestOf, parseDigest, tryParseDigest, type Digest, type Reference } from '../registry/reference.js';
+import type { BlobAnswer, BlobWant, LocalRegistry, Manifest, Registry } from '../registry/registry.js';
 import type { FlightOutcome, SharedFlights } from './shared-flight.js';
 import { namespacedName, routeOf } from './routing.js';
 import { UpstreamClient, UpstreamError } from './upstream.js';
@@ -58,14 +60,6 @@ export interface Route {
   remote: string;
 }
 
-export type BlobAnswer =
-  /** Serve from local storage as usual. */
-  | { kind: 'local' }
-  /** The blob is being fetched: stream this body (its size, when the upstream said). */
-  | { kind: 'stream'; size?: number; body: Readable }
-  /** A HEAD for a blob not cached: what the upstream said. */
-  | { kind: 'head'; size?: number };
-
 export interface MirrorCounters {
   hits: number;
   misses: number;
@@ -96,7 +90,7 @@ function mirrorMetrics(registry: MetricsRegistry) {
 /** Only write a last-pull record when the previous one from this process is older than this. */
 const LAST_PULL_INTERVAL_MS = 3600_000;
 
-export class Mirror {
+export class Mirror implements Registry {
   readonly upstreams: Upstream[];
   /** Per upstream name. */
   readonly counters = new Map<string, MirrorCounters>();
@@ -109,7 +103,7 @@ export class Mirror {
 
   constructor(
     readonly config: ProxyConfig,
-    private readonly registry: Registry,
+    private readonly local: LocalRegistry,
     private readonly logger: Logger,
     private readonly options: MirrorOptions,
   ) {
@@ -149,6 +143,51 @@ export class Mirror {
   /** Whether writes to `name` must be refused (it is mirrored, not a local namespace). */
   isMirrored(name: string): boolean {
     return this.route(name) !== undefined;
+  }
+
+  /** Refuse a write to a mirrored repository (proxy.localnamespaces lists the ones that take pushes). */
+  assertWritable(name: string): void {
+    if (this.isMirrored(name)) {
+      throw new RegistryError('UNSUPPORTED', 'this repository is a mirror of an upstream registry; pushes are not accepted', {
+        detail: { name },
+      });
+    }
+  }
+
+  // The Registry operations: a read of a mirrored repository fills the local registry first.
+
+  async getManifest(name: string, ref: Reference): Promise<Manifest> {
+    const route = this.route(name);
+    if (!route) return this.local.getManifest(name, ref);
+    const warning = await this.fillManifest(route, name, ref);
+    const manifest = await this.local.getManifest(name, ref);
+    return warning ? { ...manifest, warning } : manifest;
+  }
+
+  async statBlob(name: string, digest: Digest, want: BlobWant = {}): Promise<BlobAnswer> {
+    const route = this.route(name);
+    return (route && (await this.fillBlob(route, name, digest, want))) ?? this.local.statBlob(name, digest);
+  }
+
+  // The rest goes to the local registry; a write only for a repository that is not mirrored.
+  readBlob: Registry['readBlob'] = (...args) => this.local.readBlob(...args);
+  blobURL: Registry['blobURL'] = (...args) => this.local.blobURL(...args);
+  listTags: Registry['listTags'] = (...args) => this.local.listTags(...args);
+  referrers: Registry['referrers'] = (...args) => this.local.referrers(...args);
+  catalog: Registry['catalog'] = (...args) => this.local.catalog(...args);
+  uploadStatus: Registry['uploadStatus'] = (...args) => this.local.uploadStatus(...args);
+  putManifest: Registry['putManifest'] = async (name, ...rest) => this.writable(name).putManifest(name, ...rest);
+  deleteManifest: Registry['deleteManifest'] = async (name, ...rest) => this.writable(name).deleteManifest(name, ...rest);
+  deleteBlob: Registry['deleteBlob'] = async (name, ...rest) => this.writable(name).deleteBlob(name, ...rest);
+  mount: Registry['mount'] = async (name, ...rest) => this.writable(name).mount(name, ...rest);
+  startUpload: Registry['startUpload'] = async (name, ...rest) => this.writable(name).startUpload(name, ...rest);
+  appendUpload: Registry['appendUpload'] = async (name, ...rest) => this.writable(name).appendUpload(name, ...rest);
+  completeUpload: Registry['completeUpload'] = async (name, ...rest) => this.writable(name).completeUpload(name, ...rest);
+  cancelUpload: Registry['cancelUpload'] = async (name, ...rest) => this.writable(name).cancelUpload(name, ...rest);
+
+  private writable(name: string): LocalRegistry {
+    this.assertWritable(name);
+    return this.local;
   }
 
   /** Run `fn` once for concurrent callers with the same key. */
@@ -194,21 +233,20 @@ export class Mirror {
   }
 
   /**
-   * Make sure the manifest `reference` (tag or digest) of `name` is in storage and current. Returns a warning to send
-   * when a cached copy is served because the upstream failed. Local repositories: nothing to do.
+   * Make sure the manifest `ref` (tag or digest) of mirrored `name` is in storage and current. Returns the warning to
+   * send when a cached copy is served because the upstream failed.
    */
-  async prepareManifest(name: string, reference: string): Promise<{ warning?: string }> {
-    const route = this.route(name);
-    if (!route) return {};
-    const manifests = this.registry.manifests;
-    if (reference.includes(':')) {
-      const digest = parseDigest(reference);
+  private async fillManifest(route: Route, name: string, ref: Reference): Promise<string | undefined> {
+    const manifests = this.local.manifests;
+    if (ref.kind === 'digest') {
+      const digest = ref.digest;
+      const reference = digest.value;
       // Recorded first (a no-op unless a GC run holds its lock), so a collection expiring it keeps it instead.
-      await this.registry.recordReferences(name, [digest.value]);
+      await this.local.recordReferences(name, [digest.value]);
       if (await manifests.hasRevision(name, digest)) {
         this.count(route, 'hits');
         this.recordPull(route, name, digest);
-        return {};
+        return undefined;
       }
       try {
         const outcome = await this.once(`m\0${name}\0${digest.value}`, () =>
@@ -221,11 +259,12 @@ export class Mirror {
         if (err instanceof UpstreamError) throw this.failure(route, err, 'manifest', name, reference);
         throw err;
       }
-      return {};
+      return undefined;
     }
 
+    const reference = ref.tag;
     const local = await manifests.resolveTag(name, reference);
-    if (local) await this.registry.recordReferences(name, [local.value]);
+    if (local) await this.local.recordReferences(name, [local.value]);
     const cached = local !== undefined && (await manifests.hasRevision(name, local)) ? local : undefined;
     try {
       await this.once(`t\0${name}\0${reference}`, async () => {
@@ -247,7 +286,7 @@ export class Mirror {
         const outcome = await this.shared(route, `tag:${name}:${reference}@${wanted.value}`, isDone, fetch);
         if (!outcome.fetched) this.count(route, 'hits');
       });
-      return {};
+      return undefined;
     } catch (err) {
       if (!(err instanceof UpstreamError)) throw err;
       // Only unavailability leaves the cached copy servable, and only a copy this upstream and remote name gave:
@@ -257,7 +296,7 @@ export class Mirror {
         this.count(route, 'upstreamErrors');
         this.logger.warn({ upstream: route.upstream.config.name, repository: name, tag: reference, reason: err.message }, 'serving cached manifest: upstream unavailable');
         this.recordPull(route, name, cached);
-        return { warning: STALE_WARNING };
+        return STALE_WARNING;
       }
       throw this.failure(route, err, 'manifest', name, reference);
     }
@@ -278,11 +317,11 @@ export class Mirror {
     } catch (err) {
       throw new UpstreamError('invalid', `upstream sent an invalid manifest: ${(err as Error).message}`);
     }
-    await this.registry.recordReferences(name, [digest.value]);
-    await this.registry.blobs.putContent(digest, got.content);
-    await this.registry.driver.putContent(layout.revisionLinkPath(name, digest), digest.value);
+    await this.local.recordReferences(name, [digest.value]);
+    await this.local.blobs.putContent(digest, got.content);
+    await this.local.driver.putContent(layout.revisionLinkPath(name, digest), digest.value);
     if (tag !== undefined) {
-      await this.registry.manifests.tag(name, tag, digest);
+      await this.local.manifests.tag(name, tag, digest);
       await this.recordOrigin(route, name, tag, digest, true);
     }
     this.recordPull(route, name, digest);
@@ -290,38 +329,36 @@ export class Mirror {
   }
 
   /**
-   * Make sure a blob can be served: `local` when it is (or now is) in storage for `name`; otherwise a stream of the
-   * upstream's bytes being cached (GET), or the upstream's size (HEAD). With `wait` (a range request), the fetch is
-   * finished first and the answer is `local`.
+   * Make sure a blob of mirrored `name` can be served: undefined when it is (or now is) in storage for `name`;
+   * otherwise a stream of the upstream's bytes being cached, or for a `head` the upstream's size. For a `range`, the
+   * fetch is finished first and the answer is undefined.
    */
-  async blob(name: string, digest: Digest, options: { head?: boolean; wait?: boolean } = {}): Promise<BlobAnswer> {
-    const route = this.route(name);
-    if (!route) return { kind: 'local' };
-    const blobs = this.registry.blobs;
-    await this.registry.recordReferences(name, [digest.value]);
+  private async fillBlob(route: Route, name: string, digest: Digest, want: BlobWant): Promise<BlobAnswer | undefined> {
+    const blobs = this.local.blobs;
+    await this.local.recordReferences(name, [digest.value]);
     const present = await blobs.statContent(digest);
     if (present && (await blobs.isLinked(name, digest))) {
       this.count(route, 'hits');
       this.recordPull(route, name, digest);
-      return { kind: 'local' };
+      return undefined;
     }
     const key = `${name}\0${digest.value}`;
     try {
       if (present) {
         // In the content store for another repository: link it here once the upstream confirms this one has it.
         await route.upstream.client.headBlob(route.remote, digest.value);
-        await this.registry.recordReferences(name, [digest.value]);
+        await this.local.recordReferences(name, [digest.value]);
         await blobs.link(name, digest);
         this.count(route, 'hits');
         this.recordPull(route, name, digest);
-        return { kind: 'local' };
+        return undefined;
       }
       const running = this.blobFlights.get(key);
       if (running) {
         await running;
-        return { kind: 'local' };
+        return undefined;
       }
-      if (options.head) return { kind: 'head', ...(await route.upstream.client.headBlob(route.remote, digest.value)) };
+      if (want.head) return { kind: 'upstream', ...(await route.upstream.client.headBlob(route.remote, digest.value)) };
       const body = new PassThrough();
       // Failures reach the client as a broken connection; the reason is logged below.
       body.on('error', () => undefined);
@@ -336,7 +373,7 @@ export class Mirror {
           this.count(route, 'misses');
           const upstream = await route.upstream.client.getBlob(route.remote, digest.value);
           announce(upstream.size);
-          await this.store(route, name, digest, upstream.body, options.wait ? undefined : body);
+          await this.store(route, name, digest, upstream.body, want.range ? undefined : body);
         });
         if (!outcome.fetched) {
           this.count(route, 'hits');
@@ -352,14 +389,14 @@ export class Mirror {
           this.logger.warn({ upstream: route.upstream.config.name, repository: name, digest: digest.value, reason: (err as Error).message }, 'blob fetch from upstream failed');
         },
       );
-      if (options.wait) {
+      if (want.range) {
         await done;
-        return { kind: 'local' };
+        return undefined;
       }
       // A blob another replica is fetching is answered from storage once it is there: headers come only then.
       const size = await Promise.race([headers, done.then(() => undefined)]);
-      if (!fetching) return { kind: 'local' };
-      return size === undefined ? { kind: 'stream', body } : { kind: 'stream', size, body };
+      if (!fetching) return undefined;
+      return size === undefined ? { kind: 'upstream', body } : { kind: 'upstream', size, body };
     } catch (err) {
       if (err instanceof UpstreamError) throw this.failure(route, err, 'blob', name, digest.value);
       throw err;
@@ -372,7 +409,7 @@ export class Mirror {
    * so a client never receives a complete body that is wrong.
    */
   private async store(route: Route, name: string, digest: Digest, source: Readable, client?: PassThrough): Promise<void> {
-    const uploads = this.registry.uploads;
+    const uploads = this.local.uploads;
     const { id } = await uploads.start(name, digest.algorithm);
     let listening = client !== undefined;
     client?.once('close', () => (listening = false));
@@ -442,8 +479,8 @@ export class Mirror {
     if (!fetched && this.origins.get(key) === record) return;
     const path = layout.tagOriginPath(name, tag);
     try {
-      const stored = fetched ? undefined : await this.registry.driver.getContent(path).then((b) => b.toString('utf8'), () => undefined);
-      if (stored !== record) await this.registry.driver.putContent(path, record);
+      const stored = fetched ? undefined : await this.local.driver.getContent(path).then((b) => b.toString('utf8'), () => undefined);
+      if (stored !== record) await this.local.driver.putContent(path, record);
       this.origins.set(key, record);
       if (this.origins.size > 100_000) this.origins.delete(this.origins.keys().next().value!);
     } catch (err) {
@@ -455,7 +492,7 @@ export class Mirror {
   /** Whether the cached tag `tag` of `name` (naming `digest`) came from this route's upstream and remote name. */
   private async cameFrom(route: Route, name: string, tag: string, digest: Digest): Promise<boolean> {
     // Records are only ever written by recordOrigin, as this exact serialisation.
-    const raw = await this.registry.driver.getContent(layout.tagOriginPath(name, tag)).catch(() => undefined);
+    const raw = await this.local.driver.getContent(layout.tagOriginPath(name, tag)).catch(() => undefined);
     return raw?.toString('utf8') === JSON.stringify(this.originOf(route, digest));
   }
 
@@ -469,7 +506,7 @@ export class Mirror {
     if ((this.lastPulls.get(key) ?? 0) > now - LAST_PULL_INTERVAL_MS) return;
     this.lastPulls.set(key, now);
     if (this.lastPulls.size > 100_000) this.lastPulls.delete(this.lastPulls.keys().next().value!);
-    this.registry.driver
+    this.local.driver
       .putContent(`${LAST_PULL_ROOT}/${name}/${digest.algorithm}/${digest.hex}`, `${new Date(now).toISOString()} ${route.upstream.config.name}`)
       .catch((err: unknown) => this.logger.debug({ err: (err as Error).message }, 'could not record a last pull'));
   }

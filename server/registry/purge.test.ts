@@ -2,13 +2,13 @@ import test from 'ava';
 import { createDriver } from '../../storage-drivers/index.js';
 import * as layout from './layout.js';
 import { purgeUploads } from './purge.js';
-import { Registry } from './registry.js';
+import { LocalRegistry } from './registry.js';
 
 const HOUR = 60 * 60 * 1000;
 
 test('sessions older than the age are purged, younger ones and finished blobs stay', async (t) => {
   const driver = createDriver({ driver: 'inmemory' });
-  const registry = new Registry(driver);
+  const registry = new LocalRegistry(driver);
   const old = await registry.uploads.start('team/app');
   const fresh = await registry.uploads.start('team/app');
   const other = await registry.uploads.start('solo');

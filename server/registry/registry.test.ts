@@ -7,25 +7,25 @@ import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import { EMPTY_JSON_DIGEST, MediaType } from './manifest-format.js';
 import { digestOf, parseDigest, parseReference } from './reference.js';
-import { Registry } from './registry.js';
+import { LocalRegistry } from './registry.js';
 
-function fresh(): { driver: StorageDriver; registry: Registry } {
+function fresh(): { driver: StorageDriver; registry: LocalRegistry } {
   const driver = createDriver({ driver: 'inmemory' });
-  return { driver, registry: new Registry(driver) };
+  return { driver, registry: new LocalRegistry(driver) };
 }
 
 async function* chunks(...parts: Buffer[]): AsyncIterable<Uint8Array> {
   for (const p of parts) yield p;
 }
 
-async function pushBlob(registry: Registry, name: string, data: Buffer): Promise<string> {
+async function pushBlob(registry: LocalRegistry, name: string, data: Buffer): Promise<string> {
   const digest = parseDigest(digestOf(data));
   const { id } = await registry.uploads.start(name);
   await registry.uploads.complete(name, id, digest, chunks(data));
   return digest.value;
 }
 
-async function pushImage(registry: Registry, name: string, tag?: string, extra: Record<string, unknown> = {}) {
+async function pushImage(registry: LocalRegistry, name: string, tag?: string, extra: Record<string, unknown> = {}) {
   const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', n: randomBytes(4).toString('hex') }));
   const layer = randomBytes(1000);
   const configDigest = await pushBlob(registry, name, config);
@@ -58,7 +58,7 @@ test('a chunked upload resumes on another replica and commits under its digest',
   t.is(after.offset, a.length);
 
   // A second process over the same storage has no running hash: it must rebuild it from the stored bytes.
-  const replica = new Registry(driver);
+  const replica = new LocalRegistry(driver);
   t.is((await replica.uploads.status('r/one', id)).offset, a.length);
   const digest = parseDigest(digestOf(data));
   const desc = await replica.uploads.complete('r/one', id, digest, chunks(b), { range: { start: a.length, end: data.length - 1 } });
@@ -296,10 +296,10 @@ test('catalog lists repositories with blobs or manifests, in path order, paged',
 
 test('a catalog page reads only as far as it needs', async (t) => {
   const driver = createDriver({ driver: 'inmemory' });
-  const registry = new Registry(driver);
+  const registry = new LocalRegistry(driver);
   for (let i = 0; i < 200; i++) await driver.putContent(`${layout.REPOSITORIES_ROOT}/r${String(i).padStart(3, '0')}/_layers/sha256/x/link`, 'x');
   const calls: string[] = [];
-  const counting = new Registry(new Proxy(driver, {
+  const counting = new LocalRegistry(new Proxy(driver, {
     get(target, prop) {
       const value = Reflect.get(target, prop) as unknown;
       if (typeof value !== 'function') return value;
@@ -330,7 +330,7 @@ test('concurrent PUTs to one tag leave one consistent tag', async (t) => {
 
 test('the blob-descriptor cache answers from memory and forgets a blob whose bytes are gone', async (t) => {
   const driver = createDriver({ driver: 'inmemory' });
-  const registry = new Registry(driver, { descriptorCacheSize: 2 });
+  const registry = new LocalRegistry(driver, { descriptorCacheSize: 2 });
   const data = Buffer.from('cached blob');
   const digest = parseDigest(await pushBlob(registry, 'c', data));
   t.is((await registry.blobs.statContent(digest))?.size, data.length);

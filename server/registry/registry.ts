@@ -1,15 +1,67 @@
 /**
- * The registry domain: one object giving the HTTP layer (and later the garbage collector and the pull-through
- * cache) everything it needs over a storage driver. It knows OCI and the storage layout, nothing of HTTP.
+ * The registry's operations (`Registry`): everything a request handler does to a registry, in domain terms (names,
+ * digests, references, byte streams; nothing of HTTP). Two implementations: `LocalRegistry` below, over a storage
+ * driver, and the pull-through cache (server/proxy/mirror.ts), which wraps a local one and fills it from upstream.
+ * A new operation is declared here; the compiler then asks for it in both (the mirror passes a local repository's
+ * calls through, fills mirrored ones on reads and refuses their writes).
  */
+import type { Readable } from 'node:stream';
 import { PathNotFoundError, comparePaths, isBelow, type StorageDriver } from '../../storage-drivers/driver.js';
 import { GatedDescriptorCache, InMemoryDescriptorCache, type BlobDescriptorCache } from '../cache/index.js';
 import { BlobStore, type BlobDescriptor, type DescriptorCache } from './blobs.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
-import { ManifestStore } from './manifests.js';
-import { isValidRepositoryName, type Digest } from './reference.js';
-import { UploadStore } from './uploads.js';
+import type { Descriptor } from './manifest-format.js';
+import { ManifestStore, type PutManifestResult, type StoredManifest, type TagPage } from './manifests.js';
+import { isValidRepositoryName, type Digest, type DigestAlgorithm, type Reference } from './reference.js';
+import { UploadStore, type AppendOptions, type UploadStatus } from './uploads.js';
+
+/** Every operation a handler performs on a registry (see the top of this file). */
+export interface Registry {
+  getManifest(name: string, ref: Reference): Promise<Manifest>;
+  putManifest(name: string, ref: Reference, content: Buffer, contentType: string | undefined, tags: string[]): Promise<PutManifestResult>;
+  deleteManifest(name: string, ref: Reference): Promise<void>;
+  listTags(name: string, n?: number, last?: string): Promise<TagPage>;
+  referrers(name: string, subject: Digest, artifactType?: string): Promise<Descriptor[]>;
+  catalog(n?: number, last?: string, include?: (name: string) => boolean): Promise<CatalogPage>;
+
+  /** The blob as `name` serves it (BLOB_UNKNOWN when it does not); `want` says what the caller will read. */
+  statBlob(name: string, digest: Digest, want?: BlobWant): Promise<BlobAnswer>;
+  /** `length` bytes from `offset` of a blob `statBlob` answered `stored` for. */
+  readBlob(name: string, digest: Digest, offset: number, length: number): Promise<Readable>;
+  /** A URL the client may fetch a stored blob from directly, when the storage offers one. */
+  blobURL(name: string, digest: Digest): Promise<string | null>;
+  deleteBlob(name: string, digest: Digest): Promise<void>;
+  /** Link a blob `from` (or, without it, the content store) serves into `name`; undefined when it cannot be. */
+  mount(name: string, digest: Digest, from?: string): Promise<BlobDescriptor | undefined>;
+
+  startUpload(name: string, algorithm: DigestAlgorithm): Promise<UploadStatus>;
+  appendUpload(name: string, id: string, body: AsyncIterable<Uint8Array>, options?: AppendOptions): Promise<UploadStatus>;
+  /** Append the optional last chunk, verify the digest, and make the blob visible in `name`. */
+  completeUpload(name: string, id: string, digest: Digest, body?: AsyncIterable<Uint8Array>, options?: AppendOptions): Promise<BlobDescriptor>;
+  uploadStatus(name: string, id: string): Promise<UploadStatus>;
+  cancelUpload(name: string, id: string): Promise<void>;
+}
+
+/** A manifest as served; `warning` is set when a mirror served its cached copy because the upstream failed. */
+export interface Manifest extends StoredManifest {
+  warning?: string;
+}
+
+/** What a blob read will want: only its size (`head`), or part of its bytes (`range`). */
+export interface BlobWant {
+  head?: boolean;
+  range?: boolean;
+}
+
+export type BlobAnswer =
+  /** In storage for the repository: read with `readBlob` or `blobURL`. */
+  | { kind: 'stored'; digest: string; size: number }
+  /**
+   * A mirror's blob not yet stored: the bytes as they arrive from the upstream while they are stored (no body for a
+   * `head`), and the size when the upstream said. Never for a `range`: that is fetched first and answered `stored`.
+   */
+  | { kind: 'upstream'; size?: number; body?: Readable };
 
 export interface CatalogPage {
   repositories: string[];
@@ -37,7 +89,12 @@ export interface RegistryOptions {
   onCorruptContent?: (digest: string) => void;
 }
 
-export class Registry {
+/**
+ * The registry over a storage driver, in registry:2's layout: the HTTP layer's `Registry` when no mirror is
+ * configured. Its stores (`blobs`, `uploads`, `manifests`) are what the operations are made of; the pull-through cache
+ * fills them directly.
+ */
+export class LocalRegistry implements Registry {
   readonly blobs: BlobStore;
   readonly uploads: UploadStore;
   readonly manifests: ManifestStore;
@@ -58,6 +115,22 @@ export class Registry {
       ...(options.onCorruptContent ? { onCorrupt: options.onCorruptContent } : {}),
     });
   }
+
+  // The Registry operations, each done by one of the stores.
+  getManifest: Registry['getManifest'] = (...args) => this.manifests.get(...args);
+  putManifest: Registry['putManifest'] = (...args) => this.manifests.put(...args);
+  deleteManifest: Registry['deleteManifest'] = (...args) => this.manifests.delete(...args);
+  listTags: Registry['listTags'] = (...args) => this.manifests.listTags(...args);
+  referrers: Registry['referrers'] = (...args) => this.manifests.referrers(...args);
+  statBlob: Registry['statBlob'] = async (name, digest) => ({ kind: 'stored', ...(await this.blobs.stat(name, digest)) });
+  readBlob: Registry['readBlob'] = (_name, digest, offset, length) => this.blobs.open(digest, offset, length);
+  blobURL: Registry['blobURL'] = (_name, digest) => this.blobs.redirectURL(digest, 'GET');
+  deleteBlob: Registry['deleteBlob'] = (...args) => this.blobs.unlink(...args);
+  startUpload: Registry['startUpload'] = (...args) => this.uploads.start(...args);
+  appendUpload: Registry['appendUpload'] = (...args) => this.uploads.append(...args);
+  completeUpload: Registry['completeUpload'] = (...args) => this.uploads.complete(...args);
+  uploadStatus: Registry['uploadStatus'] = (...args) => this.uploads.status(...args);
+  cancelUpload: Registry['cancelUpload'] = (...args) => this.uploads.cancel(...args);
 
   /** Tell the garbage collector's live set about digests about to be linked by other means (the mirror). */
   async recordReferences(name: string, digests: string[]): Promise<void> {

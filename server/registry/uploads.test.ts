@@ -9,7 +9,7 @@ import { errorResponse } from '../http/errors.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import { parseDigest } from './reference.js';
-import { Registry } from './registry.js';
+import { LocalRegistry } from './registry.js';
 import { BlobStore } from './blobs.js';
 import { MIN_WRITE_WINDOW, UploadStore, WRITE_BUDGET, WRITE_WINDOW } from './uploads.js';
 
@@ -50,7 +50,7 @@ function failingWrites(driver: StorageDriver, failAt: number): StorageDriver & {
 
 test('an upload keeps several writes in flight and stores every byte in order', async (t) => {
   const driver = createDriver({ driver: 'inmemory' });
-  const registry = new Registry(driver);
+  const registry = new LocalRegistry(driver);
   const parts = Array.from({ length: 40 }, (_, i) => Buffer.alloc(64 * 1024 + i, i));
   const data = Buffer.concat(parts);
   const { id } = await registry.uploads.start('r');
@@ -64,7 +64,7 @@ test('an upload keeps several writes in flight and stores every byte in order', 
 test('a write failing while others are in flight fails the request, leaves no write running, and the session resumes from storage', async (t) => {
   const inner = createDriver({ driver: 'inmemory' });
   const driver = failingWrites(inner, 5);
-  const registry = new Registry(driver);
+  const registry = new LocalRegistry(driver);
   const parts = Array.from({ length: 8 }, (_, i) => Buffer.alloc(WRITE_WINDOW / 4, i + 1));
   const { id } = await registry.uploads.start('r');
   await t.throwsAsync(registry.uploads.append('r', id, chunks(parts)), { message: 'disk full' });
@@ -73,7 +73,7 @@ test('a write failing while others are in flight fails the request, leaves no wr
   // What storage holds is the truth: finish the session on a healthy replica under the digest of those bytes.
   const stored = await inner.getContent(layout.uploadDataPath('r', id));
   t.true(stored.equals(Buffer.concat(parts.slice(0, 4))));
-  const other = new Registry(inner);
+  const other = new LocalRegistry(inner);
   const rest = Buffer.from('the rest');
   const { offset } = await other.uploads.status('r', id);
   t.is(offset, stored.length);
@@ -102,7 +102,7 @@ function recordingEnds(driver: StorageDriver): StorageDriver & { ends: string[] 
 
 test('every request that stores upload bytes commits them before it is answered; a failed one only closes', async (t) => {
   const driver = recordingEnds(createDriver({ driver: 'inmemory' }));
-  const registry = new Registry(driver);
+  const registry = new LocalRegistry(driver);
   const { id } = await registry.uploads.start('r');
   driver.ends.length = 0; // creating the empty data file is not a request that stores bytes
   const first = Buffer.alloc(100_000, 1);
@@ -128,7 +128,7 @@ test('every request that stores upload bytes commits them before it is answered;
 
 test('a digest that does not match what was written makes nothing visible', async (t) => {
   const driver = createDriver({ driver: 'inmemory' });
-  const registry = new Registry(driver);
+  const registry = new LocalRegistry(driver);
   const data = Buffer.alloc(3 * WRITE_WINDOW, 7);
   const wrong = digestOf(Buffer.from('something else'));
   const { id } = await registry.uploads.start('r');
@@ -213,7 +213,7 @@ test('the write window is wide for one upload and shares WRITE_BUDGET between ma
   const parts = (n: number) => Array.from({ length: n }, (_, i) => Buffer.alloc(chunk, i));
 
   const alone = slowWrites(createDriver({ driver: 'inmemory' }));
-  const one = new Registry(alone);
+  const one = new LocalRegistry(alone);
   const { id } = await one.uploads.start('r');
   await one.uploads.append('r', id, chunks(parts(40)));
   const single = alone.most.at(-1)!;
@@ -221,7 +221,7 @@ test('the write window is wide for one upload and shares WRITE_BUDGET between ma
   t.true(single <= WRITE_WINDOW + chunk);
 
   const shared = slowWrites(createDriver({ driver: 'inmemory' }));
-  const many = new Registry(shared);
+  const many = new LocalRegistry(shared);
   const count = 16;
   const ids = await Promise.all(Array.from({ length: count }, async () => (await many.uploads.start('r')).id));
   shared.most.length = 0; // only the appends' writers
@@ -352,7 +352,7 @@ test('bytes changed after completion hashed them never become the blob: the re-h
 
 test('a blob file already there under the digest is replaced by the pushed bytes, never trusted', async (t) => {
   const driver = createDriver({ driver: 'inmemory' });
-  const registry = new Registry(driver);
+  const registry = new LocalRegistry(driver);
   const honest = Buffer.from('the honest content of the blob');
   const digest = digestOf(honest);
   // What a writer that won a race earlier would have left: other bytes of the same length under the digest.
@@ -365,7 +365,7 @@ test('a blob file already there under the digest is replaced by the pushed bytes
     ['re-hashed on another process', async () => {
       const { id } = await registry.uploads.start('r');
       await registry.uploads.append('r', id, chunks([honest]));
-      return new Registry(driver).uploads.complete('r', id, digest);
+      return new LocalRegistry(driver).uploads.complete('r', id, digest);
     }],
   ] as const) {
     await driver.putContent(layout.blobDataPath(digest), planted);
@@ -408,7 +408,7 @@ test('a request that wrote nothing leaves no claim behind, and a failed completi
 
 test('a size cached for a planted blob file is forgotten when the pushed bytes replace it', async (t) => {
   const driver = createDriver({ driver: 'inmemory' });
-  const registry = new Registry(driver, { descriptorCacheSize: 10 });
+  const registry = new LocalRegistry(driver, { descriptorCacheSize: 10 });
   const honest = Buffer.from('the honest content');
   const digest = digestOf(honest);
   await driver.putContent(layout.blobDataPath(digest), Buffer.from('short'));
@@ -421,7 +421,7 @@ test('a size cached for a planted blob file is forgotten when the pushed bytes r
 
 test('bytes a writer left without marking where it ended (it crashed) cannot be continued or completed', async (t) => {
   const driver = createDriver({ driver: 'inmemory' });
-  const registry = new Registry(driver);
+  const registry = new LocalRegistry(driver);
   const { id } = await registry.uploads.start('r');
   await registry.uploads.append('r', id, chunks([Buffer.from('first chunk')]));
   // A writer of another process that claimed the end, wrote and died before marking its end.
@@ -449,7 +449,7 @@ test('on storage that cannot create files exclusively, uploads work and every co
       return inner.reader(path, offset, length);
     },
   });
-  const registry = new Registry(driver);
+  const registry = new LocalRegistry(driver);
   const data = Buffer.from('bytes pushed without claims');
   const { id } = await registry.uploads.start('r');
   await registry.uploads.append('r', id, chunks([data.subarray(0, 10)]));

@@ -76,11 +76,10 @@ interface Claim {
   exclusive: boolean;
 }
 
-/** Hooks the registry uses to learn about commits (the garbage collector's live set listens here later). */
+/** What the registry is told about commits. */
 export interface UploadHooks {
   /** Called after the digest is verified and before the bytes are committed and linked (the GC live set). */
   beforeBlobLinked?(name: string, digest: string): Promise<void> | void;
-  onBlobLinked?(name: string, digest: string): Promise<void> | void;
 }
 
 /**
@@ -500,7 +499,6 @@ export class UploadStore {
         await this.driver.move(source, layout.blobDataPath(digest));
         await this.blobs.contentReplaced(digest, before, size);
         await this.blobs.link(name, digest);
-        await this.hooks.onBlobLinked?.(name, digest.value);
         discarded = true;
         await this.discard(name, id);
         return { digest: digest.value, size };
