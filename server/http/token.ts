@@ -15,11 +15,10 @@ import busboy from 'busboy';
 import type { Context } from 'koa';
 import type { Logger } from 'pino';
 import {
-  formatScope, parseScopes, TokenError, type Access, type Htpasswd, type Policy, type Throttle, type TokenIssuer,
-  type TokenVerifier, type VerifiedToken,
+  formatScope, parseAuthorization, parseScopes, type Access, type Authentication, type Credentials, type Policy, type TokenIssuer,
+  type TokenServerUsers,
 } from '../../auth/index.js';
-import { RegistryError } from '../registry/errors.js';
-import { checkPassword, parseAuthorization } from './auth.js';
+import { THROTTLED_MESSAGE } from './auth.js';
 import { OAuthError } from './errors.js';
 
 export interface TokenServerState {
@@ -28,12 +27,10 @@ export interface TokenServerState {
   /** Basic realm named when credentials are refused. */
   realm: string;
   issuer: TokenIssuer;
-  /** Verifies this server's own refresh tokens. */
-  refreshVerifier: TokenVerifier;
   refreshLifetimeSeconds: number;
-  users: Htpasswd;
+  /** Passwords (throttled) and this server's refresh tokens. */
+  users: TokenServerUsers;
   policy: Policy;
-  throttle: Throttle;
 }
 
 const MAX_FORM_BYTES = 64 * 1024;
@@ -73,16 +70,13 @@ export class TokenServer {
     return new OAuthError('invalid_grant', message);
   }
 
-  /** `checkPassword`, with its throttle's refusal as the token endpoint answers it. */
-  private async passwordMatches(user: string, password: string, address: string): Promise<boolean> {
-    try {
-      return await checkPassword(this.state.throttle, this.state.users, user, password, address);
-    } catch (err) {
-      if (err instanceof RegistryError && err.code === 'TOOMANYREQUESTS') {
-        throw new OAuthError('temporarily_unavailable', err.message, { kind: 'rate-limited' });
-      }
-      throw err;
+  /** Check credentials with the users' authenticator; the throttle's refusal is answered here. */
+  private async authenticate(credentials: Credentials, address: string): Promise<Authentication> {
+    const result = await this.state.users.authenticate(credentials, address);
+    if (!result.ok && result.refusal === 'throttled') {
+      throw new OAuthError('temporarily_unavailable', THROTTLED_MESSAGE, { kind: 'rate-limited' });
     }
+    return result;
   }
 
   private checkService(service: string | undefined): void {
@@ -99,7 +93,7 @@ export class TokenServer {
     const creds = parseAuthorization(ctx.get('Authorization') || undefined);
     let user: string | undefined;
     if (creds.scheme === 'basic') {
-      if (!(await this.passwordMatches(creds.user, creds.password, ctx.ip))) {
+      if (!(await this.authenticate(creds, ctx.ip)).ok) {
         this.logger.info({ user: creds.user, remote: ctx.ip }, 'token request: authentication failed');
         throw this.badClient();
       }
@@ -110,7 +104,7 @@ export class TokenServer {
       throw this.badClient('Basic credentials expected');
     }
     const offline = one('offline_token') === 'true';
-    this.respond(ctx, user, parseScopes(all('scope')), offline && user !== undefined);
+    await this.respond(ctx, user, parseScopes(all('scope')), offline && user !== undefined);
   }
 
   private async post(ctx: Context): Promise<void> {
@@ -121,39 +115,30 @@ export class TokenServer {
     const offline = form.access_type === 'offline';
     if (form.grant_type === 'password') {
       const username = form.username ?? '';
-      if (!(await this.passwordMatches(username, form.password ?? '', ctx.ip))) {
+      if (!(await this.authenticate({ scheme: 'basic', user: username, password: form.password ?? '' }, ctx.ip)).ok) {
         this.logger.info({ user: username, remote: ctx.ip }, 'token request: authentication failed');
         throw this.badGrant('invalid username or password');
       }
-      this.respond(ctx, username, scopes, offline);
+      await this.respond(ctx, username, scopes, offline);
       return;
     }
     if (form.grant_type === 'refresh_token') {
-      let verified: VerifiedToken;
-      try {
-        verified = this.state.refreshVerifier.verify(form.refresh_token ?? '');
-      } catch (err) {
-        if (!(err instanceof TokenError)) throw err;
+      // Valid only while the user's entry is the one the token was issued against (auth/authenticator.ts).
+      const result = await this.authenticate({ scheme: 'bearer', token: form.refresh_token ?? '' }, ctx.ip);
+      if (!result.ok) {
+        if (result.user !== undefined) this.logger.info({ user: result.user, remote: ctx.ip }, `token request: ${result.reason}`);
         throw this.badGrant('invalid refresh token');
       }
-      const subject = verified.subject;
-      // Only while the user's entry is the one the token was issued against: a removed user or a changed password
-      // ends every refresh token issued before.
-      const credential = subject ? this.state.users.credentialOf(subject) : undefined;
-      if (credential === undefined || !this.state.issuer.matchesCredential(verified.claims.cred, subject, credential)) {
-        this.logger.info({ user: subject, remote: ctx.ip }, 'token request: refresh token no longer valid for the user');
-        throw this.badGrant('invalid refresh token');
-      }
-      this.respond(ctx, subject, scopes, false, form.refresh_token);
+      await this.respond(ctx, result.identity.subject, scopes, false, form.refresh_token);
       return;
     }
     throw new OAuthError('unsupported_grant_type', 'grant_type must be password or refresh_token');
   }
 
-  private respond(ctx: Context, user: string | undefined, requested: Access[], withRefresh: boolean, refreshToken?: string): void {
+  private async respond(ctx: Context, user: string | undefined, requested: Access[], withRefresh: boolean, refreshToken?: string): Promise<void> {
     const { issuer, service, policy } = this.state;
     const granted = policy.grant(user, requested);
-    const issued = issuer.issue(user ?? '', service, granted);
+    const issued = await issuer.issue(user ?? '', service, granted);
     const body: Record<string, unknown> = {
       token: issued.token,
       access_token: issued.token,
@@ -161,10 +146,9 @@ export class TokenServer {
       issued_at: issued.issuedAt,
       scope: granted.map(formatScope).join(' '),
     };
-    const credential = user !== undefined ? this.state.users.credentialOf(user) : undefined;
-    if (withRefresh && user !== undefined && credential !== undefined) {
-      const cred = issuer.credentialTag(user, credential);
-      body.refresh_token = issuer.issue(user, refreshAudience(service), [], this.state.refreshLifetimeSeconds, { cred }).token;
+    const binding = withRefresh && user !== undefined ? this.state.users.refreshClaims(user) : undefined;
+    if (binding !== undefined) {
+      body.refresh_token = (await issuer.issue(user!, refreshAudience(service), [], this.state.refreshLifetimeSeconds, binding)).token;
     } else if (refreshToken !== undefined) {
       body.refresh_token = refreshToken;
     }
