@@ -154,7 +154,7 @@ test('security: malformed and oversized tokens are rejected without throwing any
   }
 });
 
-test('RSA (RS256, PS256) and EdDSA keys from a JWKS file verify; an algorithm outside signingalgorithms does not', async (t) => {
+test('RSA (RS256, PS256) and EdDSA keys from a JWKS file verify; an algorithm outside signingalgorithms, an Ed448 key and an RSA key under 2048 bits do not', async (t) => {
   const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const ed = generateKeyPairSync('ed25519');
   const jwks = parseJwks(JSON.stringify({ keys: [
@@ -167,6 +167,19 @@ test('RSA (RS256, PS256) and EdDSA keys from a JWKS file verify; an algorithm ou
   t.is((await v.verify(await sign({ sub: 'ed' }, ed.privateKey, { kid: 'ed-1' }, 'EdDSA'))).subject, 'ed');
   const iat = Math.floor(NOW / 1000);
   await t.throwsAsync(v.verify(await sign({ sub: 'ed', exp: iat - 600 }, ed.privateKey, { kid: 'ed-1' }, 'EdDSA')), { message: /expired/ });
+  // EdDSA means Ed25519: a token signed with an Ed448 key is refused.
+  const ed448 = generateKeyPairSync('ed448');
+  const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const input = `${enc({ alg: 'EdDSA', kid: 'ed448' })}.${enc({ iss: 'wharf', aud: 'registry', sub: 'ed', exp: iat + 60, access })}`;
+  const { sign: nodeSign } = require_('node:crypto');
+  const ed448Token = `${input}.${nodeSign(null, Buffer.from(input), ed448.privateKey).toString('base64url')}`;
+  const withEd448 = verifier({ roots: [], jwks: new Map([['ed448', ed448.publicKey]]) });
+  await t.throwsAsync(withEd448.verify(ed448Token), { message: /does not fit/ });
+  // An RSA key under 2048 bits is refused (jose's minimum).
+  const weak = generateKeyPairSync('rsa', { modulusLength: 1024 });
+  const weakInput = `${enc({ alg: 'RS256', kid: 'weak' })}.${enc({ iss: 'wharf', aud: 'registry', sub: 'w', exp: iat + 60, access })}`;
+  const weakToken = `${weakInput}.${nodeSign('sha256', Buffer.from(weakInput), weak.privateKey).toString('base64url')}`;
+  await t.throwsAsync(verifier({ roots: [], jwks: new Map([['weak', weak.publicKey]]) }).verify(weakToken), { message: /2048/ });
   // An algorithm left out of signingalgorithms is refused.
   await t.throwsAsync(verifier({ roots: [], jwks, algorithms: ['ES256'] }).verify(await sign({}, rsa.privateKey, { kid: 'rsa-1' }, 'RS256')), { message: /not allowed/ });
 });

@@ -56,8 +56,7 @@ function algorithmFits(alg: string, key: KeyObject): boolean {
       return /^(RS|PS)(256|384|512)$/.test(alg);
     case 'ec':
       return EC_ALGORITHM[key.asymmetricKeyDetails?.namedCurve ?? ''] === alg;
-    case 'ed25519':
-    case 'ed448':
+    case 'ed25519': // EdDSA is Ed25519 only (as in jose and registry:2's go-jose): an Ed448 key verifies nothing
       return alg === 'EdDSA';
     default:
       return false;
