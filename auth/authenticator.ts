@@ -13,7 +13,7 @@
 import type { Htpasswd } from './htpasswd.js';
 import type { Access } from './scope.js';
 import type { Throttle } from './throttle.js';
-import { TokenError, type TokenIssuer, type TokenVerifier } from './token.js';
+import { TokenError, type TokenIssuer, type TokenVerifier, type VerifiedToken } from './token.js';
 
 /** Longest Authorization header read; longer ones are refused as malformed without decoding. */
 export const MAX_AUTHORIZATION_LENGTH = 16 * 1024 + 16;
@@ -71,9 +71,13 @@ export interface Authenticator {
   authenticate(credentials: Credentials, address: string): Promise<Authentication>;
 }
 
-const ANONYMOUS: Authentication = { ok: true, identity: { authenticated: false } };
-
 const refused = (refusal: Refusal, reason?: string, user?: string): Authentication => ({ ok: false, refusal, reason, user });
+
+/** The answer to credentials not of `scheme`: none is anonymous, unreadable ones malformed, others the wrong scheme. */
+function notOf(scheme: 'basic' | 'bearer', credentials: Credentials): Authentication {
+  if (credentials.scheme === 'none') return { ok: true, identity: { authenticated: false } };
+  return refused(credentials.scheme === 'malformed' ? 'malformed' : 'wrong-scheme');
+}
 
 /**
  * Check a password with throttling: an (account, address) pair or an address that failed too often is refused
@@ -95,24 +99,14 @@ export class HtpasswdAuthenticator implements Authenticator {
   constructor(readonly users: Htpasswd, protected readonly throttle: Throttle) {}
 
   async authenticate(credentials: Credentials, address: string): Promise<Authentication> {
-    switch (credentials.scheme) {
-      case 'none':
-        return ANONYMOUS;
-      case 'basic': {
-        const outcome = await checkPassword(this.throttle, this.users, credentials.user, credentials.password, address);
-        if (outcome !== 'ok') return refused(outcome);
-        return { ok: true, identity: { authenticated: true, subject: credentials.user } };
-      }
-      case 'bearer':
-        return refused('wrong-scheme');
-      default:
-        return refused('malformed');
-    }
+    if (credentials.scheme !== 'basic') return notOf('basic', credentials);
+    const outcome = await checkPassword(this.throttle, this.users, credentials.user, credentials.password, address);
+    return outcome === 'ok' ? { ok: true, identity: { authenticated: true, subject: credentials.user } } : refused(outcome);
   }
 }
 
-/** A bearer token's subject and access, or why it is not valid. Errors other than TokenError are bugs: thrown. */
-async function verifyToken(verifier: TokenVerifier, token: string): Promise<{ subject: string; access: Access[]; claims: Record<string, unknown> } | Authentication> {
+/** A verified token, or why it is not valid. Errors other than TokenError are bugs: thrown. */
+async function verifyToken(verifier: TokenVerifier, token: string): Promise<VerifiedToken | Authentication> {
   try {
     return await verifier.verify(token);
   } catch (err) {
@@ -128,19 +122,10 @@ export class BearerAuthenticator implements Authenticator {
   constructor(private readonly verifier: TokenVerifier) {}
 
   async authenticate(credentials: Credentials): Promise<Authentication> {
-    switch (credentials.scheme) {
-      case 'none':
-        return ANONYMOUS;
-      case 'bearer': {
-        const verified = await verifyToken(this.verifier, credentials.token);
-        if ('ok' in verified) return verified;
-        return { ok: true, identity: { authenticated: true, subject: verified.subject || undefined, access: verified.access } };
-      }
-      case 'basic':
-        return refused('wrong-scheme');
-      default:
-        return refused('malformed');
-    }
+    if (credentials.scheme !== 'bearer') return notOf('bearer', credentials);
+    const verified = await verifyToken(this.verifier, credentials.token);
+    if ('ok' in verified) return verified;
+    return { ok: true, identity: { authenticated: true, subject: verified.subject || undefined, access: verified.access } };
   }
 }
 

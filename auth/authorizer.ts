@@ -1,13 +1,7 @@
 /**
  * Whether a request may go ahead: the caller's identity (from an Authenticator) against the access the request
- * needs (a token's access claim, else the access rules of the Policy). The answer is a decision the caller applies;
- * nothing here touches the request.
- *
- *   allow       go ahead as `user`; `dropMount`: the mount source is not readable, so the request becomes a plain
- *               upload (as the spec asks); `catalogFilter`: list only the repositories it returns true for
- *   challenge   401: credentials missing, unreadable, of the wrong scheme, refused, or a token without the scope
- *   deny        403: authenticated by password, without the right
- *   throttled   429: too many failed passwords lately
+ * needs (a token's access claim, else the Policy's rules). Returns a decision for the caller to apply (allow, 401
+ * challenge, 403 deny, 429 throttled); touches nothing.
  */
 import type { Authenticator, Credentials, Refusal } from './authenticator.js';
 import type { Policy } from './policy.js';
@@ -30,6 +24,8 @@ export interface AccessRequest {
 export type ChallengeReason = Refusal | 'anonymous' | 'insufficient-scope';
 
 export type AccessDecision =
+  /** `dropMount`: the mount source is not readable, so the request becomes a plain upload (as the spec asks);
+   * `catalogFilter`: list only the repositories it returns true for. */
   | { kind: 'allow'; user?: string; dropMount: boolean; catalogFilter?: (name: string) => boolean }
   | {
     kind: 'challenge';
@@ -72,10 +68,8 @@ export class Authorizer {
     const dropMount = mountFrom !== undefined && !(granted !== undefined
       ? allows(granted, 'repository', mountFrom, 'pull')
       : this.policy.repositoryActions(user, mountFrom).has('pull'));
-    const policy = this.policy;
-    const catalogFilter = request.catalog && policy.hasRules
-      ? (name: string) => policy.repositoryActions(user, name).has('pull')
-      : undefined;
+    const { policy } = this;
+    const catalogFilter = request.catalog && policy.hasRules ? (name: string) => policy.repositoryActions(user, name).has('pull') : undefined;
     return { kind: 'allow', user, dropMount, catalogFilter };
   }
 

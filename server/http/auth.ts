@@ -1,6 +1,6 @@
 /**
- * The Koa side of authentication and access control: which access a request needs, who the caller is (htpasswd
- * Basic or Bearer token, see auth/), whether that is enough, and the challenge when it is not.
+ * The Koa side of authentication and access control: which access a request needs, and the answer to the decision
+ * of auth/authorizer.ts (who the caller is and whether that is enough), with the challenge when it is not.
  *
  *   route / method                          required access
  *   GET /v2/                                 none, but credentials (so `docker login` sees a challenge)
@@ -47,24 +47,16 @@ export interface AuthState {
   challenge: ChallengeOptions;
 }
 
-type Challenge = Extract<AccessDecision, { kind: 'challenge' }>;
+type Reason = Extract<AccessDecision, { kind: 'challenge' }>['reason'];
 
-/** The message of a 401, and the `error` its Bearer challenge names, by the reason of the decision. */
-function challengeText(reason: Challenge['reason'], scheme: 'basic' | 'bearer'): { message: string; error?: 'invalid_token' | 'insufficient_scope' } {
-  const bearer = scheme === 'bearer';
-  switch (reason) {
-    case 'malformed':
-      return { message: 'malformed Authorization header', error: bearer ? 'invalid_token' : undefined };
-    case 'wrong-scheme':
-      return { message: bearer ? 'a Bearer token is required; get one from the realm' : 'Basic credentials required' };
-    case 'rejected':
-      return bearer ? { message: 'invalid token', error: 'invalid_token' } : { message: 'invalid username or password' };
-    case 'insufficient-scope':
-      return { message: 'insufficient scope', error: 'insufficient_scope' };
-    default:
-      return { message: 'authentication required' };
-  }
-}
+/** A 401's message in Basic and in Bearer mode, and the `error` a Bearer challenge names, by the decision's reason. */
+const CHALLENGES: Record<Reason, [basic: string, bearer: string, error?: 'invalid_token' | 'insufficient_scope']> = {
+  malformed: ['malformed Authorization header', 'malformed Authorization header', 'invalid_token'],
+  'wrong-scheme': ['Basic credentials required', 'a Bearer token is required; get one from the realm'],
+  rejected: ['invalid username or password', 'invalid token', 'invalid_token'],
+  anonymous: ['authentication required', 'authentication required'],
+  'insufficient-scope': ['insufficient scope', 'insufficient scope', 'insufficient_scope'],
+};
 
 function quote(value: string): string {
   return `"${value.replace(/["\\]/g, '')}"`;
@@ -111,12 +103,12 @@ export class AccessControl {
     // Who made the request, for the access log and notification events.
     if (decision.user) ctx.state.user = decision.user;
     if (decision.kind === 'challenge') {
-      const { scheme } = this.state.challenge;
       if (decision.reason === 'rejected') {
         if (credentials.scheme === 'basic') this.logger.info({ user: credentials.user, remote: ctx.ip }, 'authentication failed');
         else this.logger.info({ reason: decision.detail, remote: ctx.ip }, 'token rejected');
       }
-      const { message, error } = challengeText(decision.reason, scheme);
+      const [basicMessage, bearerMessage, error] = CHALLENGES[decision.reason];
+      const message = this.state.challenge.scheme === 'basic' ? basicMessage : bearerMessage;
       throw new RegistryError('UNAUTHORIZED', message, {
         reason: { kind: 'authentication-required', challenge: this.challengeHeader(ctx, decision.scope, error) },
         detail: accessDetail(decision.scope),
