@@ -94,3 +94,47 @@ test('the example users file of docs/examples/auth works with the passwords its 
     t.true(await file.verify(user, password!), user);
   }
 });
+
+test('throttle: at most maxEntries keys are kept, and the least recently failed one goes first', (t) => {
+  const th = new Throttle({ accountFailures: 2, addressFailures: 100, accountTotalFailures: 100, maxEntries: 4, now: () => 0 });
+  th.failure('alice', '10.0.0.1');
+  th.failure('alice', '10.0.0.1');
+  t.true(th.isLocked('alice', '10.0.0.1'));
+  // Three keys per failure (pair, address, account): bob's failure pushes out alice's pair, the oldest key.
+  th.failure('bob', '10.0.0.1');
+  t.false(th.isLocked('alice', '10.0.0.1'), 'the least recently failed key was dropped');
+  th.failure('bob', '10.0.0.1');
+  t.true(th.isLocked('bob', '10.0.0.1'), 'a recent key is kept');
+});
+
+test('throttle: a known address stays known for knownMs, then the account under attack refuses it too', (t) => {
+  let clock = 0;
+  const th = new Throttle({ accountFailures: 100, addressFailures: 100, accountTotalFailures: 2, windowMs: 10_000, knownMs: 1000, now: () => clock });
+  th.success('alice', '10.0.0.1');
+  th.failure('alice', '10.9.9.1');
+  th.failure('alice', '10.9.9.2');
+  t.false(th.isLocked('alice', '10.0.0.1'));
+  clock = 1001;
+  t.true(th.isLocked('alice', '10.0.0.1'), 'no longer known');
+});
+
+test.serial('htpasswd: a verified password is remembered for a minute, by the exact credentials', async (t) => {
+  let clock = 0;
+  const file = new Htpasswd(`alice:${y}\n`, 'users', () => clock);
+  // Count bcrypt runs: Htpasswd calls the same module's hash.
+  const original = bcrypt.hash;
+  let runs = 0;
+  (bcrypt as { hash: unknown }).hash = (...args: Parameters<typeof original>) => { runs++; return original(...args); };
+  try {
+    t.true(await file.verify('alice', 'secret'));
+    t.true(await file.verify('alice', 'secret'));
+    t.is(runs, 1, 'the second check came from the cache');
+    t.false(await file.verify('alice', 'wrong'));
+    t.is(runs, 2, 'another password is checked with bcrypt');
+    clock = 60_001;
+    t.true(await file.verify('alice', 'secret'));
+    t.is(runs, 3, 'checked with bcrypt again after the minute');
+  } finally {
+    (bcrypt as { hash: unknown }).hash = original;
+  }
+});

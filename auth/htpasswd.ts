@@ -11,6 +11,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import bcrypt from 'bcryptjs';
+import { LRUCache } from 'lru-cache';
 
 const BCRYPT = /^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$/;
 const BCRYPT_ALPHABET = './ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
@@ -22,7 +23,8 @@ export class Htpasswd {
   private readonly dummyHash: string;
   /** The bcrypt cost an unknown user's check pays: the highest of the file (10 for a file without entries). */
   readonly dummyCost: number;
-  private readonly verified = new Map<string, number>();
+  /** Recently verified credentials (a hash of user, password and entry) → until when; at most 10000. */
+  private readonly verified = new LRUCache<string, number>({ max: 10_000 });
 
   /** Parse the file's text. Throws HtpasswdError naming the line of an entry it cannot use. */
   constructor(text: string, source = 'htpasswd', private readonly now: () => number = Date.now) {
@@ -74,7 +76,6 @@ export class Htpasswd {
     if (hash !== undefined && until !== undefined && until > this.now()) return true;
     const ok = await compareBcrypt(password, hash ?? this.dummyHash);
     if (ok && hash !== undefined) {
-      if (this.verified.size > 10_000) this.verified.clear();
       this.verified.set(cacheKey, this.now() + 60_000);
       return true;
     }

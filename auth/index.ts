@@ -6,3 +6,5 @@ export * from './policy.js';
 export * from './throttle.js';
 export * from './keys.js';
 export * from './token.js';
+export * from './authenticator.js';
+export * from './authorizer.js';

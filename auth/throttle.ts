@@ -17,6 +17,7 @@
  * IPv6 addresses are counted by their /64 prefix: a single client usually holds a whole /64, so counting each
  * address apart would give it billions of fresh starts.
  */
+import { LRUCache } from 'lru-cache';
 
 export interface ThrottleOptions {
   /** Failed attempts per (account, address) within the window before that pair is locked. Default 5. */
@@ -30,12 +31,8 @@ export interface ThrottleOptions {
   /** The window, in milliseconds. Default 60 s. */
   windowMs?: number;
   now?: () => number;
-  /** Most keys remembered; the oldest are dropped beyond it. Default 100000. */
+  /** Most keys remembered (failures and known addresses apart); the least recently used are dropped. Default 100000. */
   maxEntries?: number;
-}
-
-interface Entry {
-  failures: number[];
 }
 
 /** `::ffff:10.1.2.3` (an IPv4 peer on a dual-stack socket) as `10.1.2.3`; anything else unchanged. */
@@ -56,28 +53,30 @@ export function addressKey(peer: string): string {
 }
 
 export class Throttle {
-  private readonly entries = new Map<string, Entry>();
+  /** Key → failure times, oldest first; the least recently failed key is dropped first. */
+  private readonly entries: LRUCache<string, number[]>;
   private readonly accountFailures: number;
   private readonly addressFailures: number;
   private readonly accountTotalFailures: number;
-  private readonly knownMs: number;
   /** (address, account) → time of the latest successful login; apart from failures, so failures cannot evict it. */
-  private readonly known = new Map<string, number>();
+  private readonly known: LRUCache<string, number>;
+  private readonly knownMs: number;
   private readonly windowMs: number;
   /** Failure times kept per key: enough to reach the highest limit. */
   private readonly keep: number;
   private readonly now: () => number;
-  private readonly maxEntries: number;
 
   constructor(options: ThrottleOptions = {}) {
     this.accountFailures = options.accountFailures ?? 5;
     this.addressFailures = options.addressFailures ?? 20;
     this.accountTotalFailures = options.accountTotalFailures ?? 100;
-    this.knownMs = options.knownMs ?? 30 * 24 * 3600_000;
     this.keep = Math.max(this.accountFailures, this.addressFailures, this.accountTotalFailures);
     this.windowMs = options.windowMs ?? 60_000;
     this.now = options.now ?? Date.now;
-    this.maxEntries = options.maxEntries ?? 100_000;
+    this.knownMs = options.knownMs ?? 30 * 24 * 3600_000;
+    // Times are kept in the values rather than as lru-cache TTLs: the windows are measured from the latest failure.
+    this.entries = new LRUCache({ max: options.maxEntries ?? 100_000 });
+    this.known = new LRUCache({ max: options.maxEntries ?? 100_000 });
   }
 
   private static pairKey(account: string, address: string): string {
@@ -101,7 +100,7 @@ export class Throttle {
 
   private isKnown(account: string, address: string): boolean {
     const key = Throttle.pairKey(account, address);
-    const at = this.known.get(key);
+    const at = this.known.peek(key);
     if (at === undefined) return false;
     if (at + this.knownMs > this.now()) return true;
     this.known.delete(key);
@@ -110,33 +109,30 @@ export class Throttle {
 
   failure(account: string, address: string): void {
     for (const key of [Throttle.pairKey(account, address), Throttle.addressOnlyKey(address), Throttle.accountKey(account)]) {
-      const entry = this.entries.get(key) ?? { failures: [] };
-      this.entries.delete(key); // re-insert: Map order is then least recently failed first
-      entry.failures.push(this.now());
-      if (entry.failures.length > this.keep) entry.failures.splice(0, entry.failures.length - this.keep);
-      this.entries.set(key, entry);
+      const failures = this.entries.peek(key) ?? [];
+      failures.push(this.now());
+      if (failures.length > this.keep) failures.splice(0, failures.length - this.keep);
+      this.entries.set(key, failures); // now the most recently failed key
     }
-    while (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
   }
 
   success(account: string, address: string): void {
     const key = Throttle.pairKey(account, address);
     this.entries.delete(key);
-    this.known.delete(key); // re-insert: Map order is then least recently successful first
-    this.known.set(key, this.now());
-    while (this.known.size > this.maxEntries) this.known.delete(this.known.keys().next().value!);
+    this.known.set(key, this.now()); // now the most recently successful pair
   }
 
   private count(key: string): number {
-    const entry = this.entries.get(key);
-    if (!entry) return 0;
+    // peek: checking does not make a key recent, only failing does.
+    const failures = this.entries.peek(key);
+    if (!failures) return 0;
     const since = this.now() - this.windowMs;
     // Locked until the window has passed since the latest failure: count all failures while the newest is recent.
-    const latest = entry.failures.at(-1)!;
+    const latest = failures.at(-1)!;
     if (latest <= since) {
       this.entries.delete(key);
       return 0;
     }
-    return entry.failures.filter((t) => t > latest - this.windowMs).length;
+    return failures.filter((t) => t > latest - this.windowMs).length;
   }
 }

@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import jwt from 'jsonwebtoken';
+import { SignJWT } from 'jose';
 import { ensureSigningMaterial, jwkThumbprint, libtrustKeyId, parseJwks, type SigningMaterial } from './keys.js';
 import { TokenIssuer, TokenVerifier } from './token.js';
 
@@ -27,26 +27,28 @@ function verifier(extra: Partial<ConstructorParameters<typeof TokenVerifier>[0]>
   return new TokenVerifier({ issuer: 'wharf', audience: 'registry', roots: [material.certificate], now, ...extra });
 }
 
-function sign(payload: Record<string, unknown>, key: KeyObject = material.privateKey, header: Record<string, unknown> = {}, alg: jwt.Algorithm = 'ES256'): string {
+type Alg = 'ES256' | 'RS256' | 'PS256' | 'EdDSA';
+
+function sign(payload: Record<string, unknown>, key: KeyObject = material.privateKey, header: Record<string, unknown> = {}, alg: Alg = 'ES256'): Promise<string> {
   const iat = Math.floor(NOW / 1000);
-  return jwt.sign({ iss: 'wharf', aud: 'registry', sub: 'alice', iat, nbf: iat, exp: iat + 300, access, ...payload }, key, {
-    algorithm: alg, header: { alg, kid: libtrustKeyId(material.publicKey), ...header } as jwt.JwtHeader,
-  });
+  return new SignJWT({ iss: 'wharf', aud: 'registry', sub: 'alice', iat, nbf: iat, exp: iat + 300, access, ...payload })
+    .setProtectedHeader({ alg, kid: libtrustKeyId(material.publicKey), ...header })
+    .sign(key);
 }
 
-test('a token issued with the generated key verifies, by libtrust kid, and carries its access', (t) => {
+test('a token issued with the generated key verifies, by libtrust kid, and carries its access', async (t) => {
   const issuer = new TokenIssuer({ privateKey: material.privateKey, issuer: 'wharf', expiresInSeconds: 300, now });
-  const { token, expiresIn } = issuer.issue('alice', 'registry', access);
+  const { token, expiresIn } = await issuer.issue('alice', 'registry', access);
   t.is(expiresIn, 300);
   const header = JSON.parse(Buffer.from(token.split('.')[0]!, 'base64url').toString());
   t.is(header.alg, 'ES256');
   t.regex(header.kid, /^([A-Z2-7]{4}:){11}[A-Z2-7]{4}$/);
-  const v = verifier().verify(token);
+  const v = await verifier().verify(token);
   t.is(v.subject, 'alice');
   t.deepEqual(v.access, access);
 });
 
-test('the certificate is self-signed for the key and the key file is private', (t) => {
+test('the certificate is self-signed for the key and the key file is private', async (t) => {
   const cert = new X509Certificate(readFileSync(join(dir, 'cert.pem')));
   t.true(cert.verify(material.publicKey));
   t.true(cert.checkIssued(cert));
@@ -60,99 +62,99 @@ test('an existing key and certificate are loaded, not replaced', async (t) => {
   t.is(libtrustKeyId(again.publicKey), libtrustKeyId(material.publicKey));
 });
 
-test('the RFC 7638 thumbprint also identifies a trusted key', (t) => {
-  t.is(verifier().verify(sign({}, material.privateKey, { kid: jwkThumbprint(material.publicKey) })).subject, 'alice');
+test('the RFC 7638 thumbprint also identifies a trusted key', async (t) => {
+  t.is((await verifier().verify(await sign({}, material.privateKey, { kid: jwkThumbprint(material.publicKey) }))).subject, 'alice');
 });
 
-test('an x5c chain ending at a root certificate is accepted; one ending elsewhere is not', (t) => {
+test('an x5c chain ending at a root certificate is accepted; one ending elsewhere is not', async (t) => {
   const x5c = [material.certificate.raw.toString('base64')];
-  t.is(verifier().verify(sign({}, material.privateKey, { kid: undefined, x5c })).subject, 'alice');
+  t.is((await verifier().verify(await sign({}, material.privateKey, { kid: undefined, x5c }))).subject, 'alice');
   const foreign = [other.certificate.raw.toString('base64')];
-  t.throws(() => verifier().verify(sign({}, other.privateKey, { kid: undefined, x5c: foreign })), { message: /trusted root/ });
+  await t.throwsAsync(verifier().verify(await sign({}, other.privateKey, { kid: undefined, x5c: foreign })), { message: /trusted root/ });
 });
 
-test('a jwk header is accepted only for a trusted key', (t) => {
+test('a jwk header is accepted only for a trusted key', async (t) => {
   const trustedJwk = material.publicKey.export({ format: 'jwk' });
-  t.is(verifier().verify(sign({}, material.privateKey, { kid: undefined, jwk: trustedJwk })).subject, 'alice');
+  t.is((await verifier().verify(await sign({}, material.privateKey, { kid: undefined, jwk: trustedJwk }))).subject, 'alice');
   const selfSigned = other.publicKey.export({ format: 'jwk' });
-  t.throws(() => verifier().verify(sign({}, other.privateKey, { kid: undefined, jwk: selfSigned })), { message: /untrusted jwk/ });
+  await t.throwsAsync(verifier().verify(await sign({}, other.privateKey, { kid: undefined, jwk: selfSigned })), { message: /untrusted jwk/ });
 });
 
-test('security: expired token is rejected (beyond the leeway)', (t) => {
+test('security: expired token is rejected (beyond the leeway)', async (t) => {
   const iat = Math.floor(NOW / 1000);
-  t.throws(() => verifier().verify(sign({ iat: iat - 1000, nbf: iat - 1000, exp: iat - 61 })), { message: /expired/ });
+  await t.throwsAsync(verifier().verify(await sign({ iat: iat - 1000, nbf: iat - 1000, exp: iat - 61 })), { message: /expired/ });
   // within the 60 s leeway it is still fine
-  t.notThrows(() => verifier().verify(sign({ exp: iat - 30 })));
+  await t.notThrowsAsync(verifier().verify(await sign({ exp: iat - 30 })));
 });
 
-test('security: a token without exp is rejected', (t) => {
-  const token = jwt.sign({ iss: 'wharf', aud: 'registry', sub: 'a', access }, material.privateKey, {
-    algorithm: 'ES256', keyid: libtrustKeyId(material.publicKey), noTimestamp: true,
-  });
-  t.throws(() => verifier().verify(token), { message: /expiry/ });
+test('security: a token without exp is rejected', async (t) => {
+  const token = await new SignJWT({ iss: 'wharf', aud: 'registry', sub: 'a', access })
+    .setProtectedHeader({ alg: 'ES256', kid: libtrustKeyId(material.publicKey) })
+    .sign(material.privateKey);
+  await t.throwsAsync(verifier().verify(token), { message: /expiry/ });
 });
 
-test('security: not-yet-valid token is rejected', (t) => {
+test('security: not-yet-valid token is rejected', async (t) => {
   const iat = Math.floor(NOW / 1000);
-  t.throws(() => verifier().verify(sign({ nbf: iat + 600, exp: iat + 900 })), { message: /not active|not yet/ });
+  await t.throwsAsync(verifier().verify(await sign({ nbf: iat + 600, exp: iat + 900 })), { message: /not active|not yet/ });
 });
 
-test('security: wrong audience and wrong issuer are rejected; an audience list containing ours is accepted', (t) => {
-  t.throws(() => verifier().verify(sign({ aud: 'other-registry' })), { message: /audience/ });
-  t.throws(() => verifier().verify(sign({ iss: 'evil' })), { message: /issuer/ });
-  t.is(verifier().verify(sign({ aud: ['x', 'registry'] })).subject, 'alice');
+test('security: wrong audience and wrong issuer are rejected; an audience list containing ours is accepted', async (t) => {
+  await t.throwsAsync(verifier().verify(await sign({ aud: 'other-registry' })), { message: /audience/ });
+  await t.throwsAsync(verifier().verify(await sign({ iss: 'evil' })), { message: /issuer/ });
+  t.is((await verifier().verify(await sign({ aud: ['x', 'registry'] }))).subject, 'alice');
 });
 
-test('security: alg none is rejected', (t) => {
+test('security: alg none is rejected', async (t) => {
   const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
   const iat = Math.floor(NOW / 1000);
   const body = enc({ iss: 'wharf', aud: 'registry', sub: 'alice', exp: iat + 300, access });
   const kid = libtrustKeyId(material.publicKey);
-  t.throws(() => verifier().verify(`${enc({ alg: 'none', kid })}.${body}.`), { message: /not allowed/ });
-  t.throws(() => verifier().verify(`${enc({ alg: 'None', kid })}.${body}.`), { message: /not allowed/ });
+  await t.throwsAsync(verifier().verify(`${enc({ alg: 'none', kid })}.${body}.`), { message: /not allowed/ });
+  await t.throwsAsync(verifier().verify(`${enc({ alg: 'None', kid })}.${body}.`), { message: /not allowed/ });
 });
 
-test('security: HS256 signed with the public key is rejected', (t) => {
+test('security: HS256 signed with the public key is rejected', async (t) => {
   const pem = material.publicKey.export({ type: 'spki', format: 'pem' }) as string;
   const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
   const { createHmac } = require_('node:crypto');
   const iat = Math.floor(NOW / 1000);
   const signingInput = `${enc({ alg: 'HS256', kid: libtrustKeyId(material.publicKey) })}.${enc({ iss: 'wharf', aud: 'registry', sub: 'alice', exp: iat + 300, access })}`;
   const sig = createHmac('sha256', pem).update(signingInput).digest('base64url');
-  t.throws(() => verifier().verify(`${signingInput}.${sig}`), { message: /not allowed/ });
+  await t.throwsAsync(verifier().verify(`${signingInput}.${sig}`), { message: /not allowed/ });
   // even if a misconfiguration allowed HS256, the verifier drops non-asymmetric algorithms
-  t.throws(() => verifier({ algorithms: ['HS256', 'ES256'] }).verify(`${signingInput}.${sig}`), { message: /not allowed/ });
+  await t.throwsAsync(verifier({ algorithms: ['HS256', 'ES256'] }).verify(`${signingInput}.${sig}`), { message: /not allowed/ });
 });
 
-test('security: an algorithm that does not fit the key is rejected (RS256 claim on an EC key)', (t) => {
+test('security: an algorithm that does not fit the key is rejected (RS256 claim on an EC key)', async (t) => {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  t.throws(() => verifier().verify(sign({}, privateKey, {}, 'RS256')), { message: /does not fit/ });
+  await t.throwsAsync(verifier().verify(await sign({}, privateKey, {}, 'RS256')), { message: /does not fit/ });
 });
 
-test('security: unknown kid is rejected', (t) => {
-  t.throws(() => verifier().verify(sign({}, material.privateKey, { kid: 'AAAA:BBBB' })), { message: /unknown kid/ });
-  t.throws(() => verifier().verify(sign({}, other.privateKey, { kid: libtrustKeyId(other.publicKey) })), { message: /unknown kid/ });
+test('security: unknown kid is rejected', async (t) => {
+  await t.throwsAsync(verifier().verify(await sign({}, material.privateKey, { kid: 'AAAA:BBBB' })), { message: /unknown kid/ });
+  await t.throwsAsync(verifier().verify(await sign({}, other.privateKey, { kid: libtrustKeyId(other.publicKey) })), { message: /unknown kid/ });
 });
 
-test('security: a token signed by another key under a trusted kid is rejected', (t) => {
-  t.throws(() => verifier().verify(sign({}, other.privateKey)), { message: /signature/ });
+test('security: a token signed by another key under a trusted kid is rejected', async (t) => {
+  await t.throwsAsync(verifier().verify(await sign({}, other.privateKey)), { message: /signature/ });
 });
 
-test('security: a tampered payload is rejected', (t) => {
-  const [h, p, s] = sign({}).split('.') as [string, string, string];
+test('security: a tampered payload is rejected', async (t) => {
+  const [h, p, s] = (await sign({})).split('.') as [string, string, string];
   const claims = JSON.parse(Buffer.from(p, 'base64url').toString());
   claims.access = [{ type: 'repository', name: '*', actions: ['*'] }];
   const forged = `${h}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.${s}`;
-  t.throws(() => verifier().verify(forged), { message: /signature/ });
+  await t.throwsAsync(verifier().verify(forged), { message: /signature/ });
 });
 
-test('security: malformed and oversized tokens are rejected without throwing anything but TokenError', (t) => {
+test('security: malformed and oversized tokens are rejected without throwing anything but TokenError', async (t) => {
   for (const bad of ['', 'abc', 'a.b', 'a.b.c', '!!!.###.$$$', `${'A'.repeat(20000)}.b.c`, 'eyJhbGciOiJFUzI1NiJ9.e30.']) {
-    t.throws(() => verifier().verify(bad), { instanceOf: Error, message: /token|algorithm|key/ }, bad.slice(0, 20));
+    await t.throwsAsync(verifier().verify(bad), { instanceOf: Error, message: /token|algorithm|key/ }, bad.slice(0, 20));
   }
 });
 
-test('RSA (RS256, PS256) and EdDSA keys from a JWKS file verify; an algorithm outside signingalgorithms does not', (t) => {
+test('RSA (RS256, PS256) and EdDSA keys from a JWKS file verify; an algorithm outside signingalgorithms, an Ed448 key and an RSA key under 2048 bits do not', async (t) => {
   const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const ed = generateKeyPairSync('ed25519');
   const jwks = parseJwks(JSON.stringify({ keys: [
@@ -160,24 +162,31 @@ test('RSA (RS256, PS256) and EdDSA keys from a JWKS file verify; an algorithm ou
     { ...ed.publicKey.export({ format: 'jwk' }), kid: 'ed-1' },
   ] }));
   const v = verifier({ roots: [], jwks });
-  t.is(v.verify(sign({}, rsa.privateKey, { kid: 'rsa-1' }, 'RS256')).subject, 'alice');
-  t.is(v.verify(sign({}, rsa.privateKey, { kid: 'rsa-1' }, 'PS256')).subject, 'alice');
-  // EdDSA: jsonwebtoken cannot sign it, so build the token by hand.
-  const { sign: edSign } = require_('node:crypto');
-  const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  t.is((await v.verify(await sign({}, rsa.privateKey, { kid: 'rsa-1' }, 'RS256'))).subject, 'alice');
+  t.is((await v.verify(await sign({}, rsa.privateKey, { kid: 'rsa-1' }, 'PS256'))).subject, 'alice');
+  t.is((await v.verify(await sign({ sub: 'ed' }, ed.privateKey, { kid: 'ed-1' }, 'EdDSA'))).subject, 'ed');
   const iat = Math.floor(NOW / 1000);
-  const input = `${enc({ alg: 'EdDSA', kid: 'ed-1' })}.${enc({ iss: 'wharf', aud: 'registry', sub: 'ed', exp: iat + 60, access })}`;
-  const good = `${input}.${edSign(null, Buffer.from(input), ed.privateKey).toString('base64url')}`;
-  t.is(v.verify(good).subject, 'ed');
-  const expiredInput = `${enc({ alg: 'EdDSA', kid: 'ed-1' })}.${enc({ iss: 'wharf', aud: 'registry', sub: 'ed', exp: iat - 600, access })}`;
-  t.throws(() => v.verify(`${expiredInput}.${edSign(null, Buffer.from(expiredInput), ed.privateKey).toString('base64url')}`), { message: /expired/ });
+  await t.throwsAsync(v.verify(await sign({ sub: 'ed', exp: iat - 600 }, ed.privateKey, { kid: 'ed-1' }, 'EdDSA')), { message: /expired/ });
+  // EdDSA means Ed25519: a token signed with an Ed448 key is refused.
+  const ed448 = generateKeyPairSync('ed448');
+  const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const input = `${enc({ alg: 'EdDSA', kid: 'ed448' })}.${enc({ iss: 'wharf', aud: 'registry', sub: 'ed', exp: iat + 60, access })}`;
+  const { sign: nodeSign } = require_('node:crypto');
+  const ed448Token = `${input}.${nodeSign(null, Buffer.from(input), ed448.privateKey).toString('base64url')}`;
+  const withEd448 = verifier({ roots: [], jwks: new Map([['ed448', ed448.publicKey]]) });
+  await t.throwsAsync(withEd448.verify(ed448Token), { message: /does not fit/ });
+  // An RSA key under 2048 bits is refused (jose's minimum).
+  const weak = generateKeyPairSync('rsa', { modulusLength: 1024 });
+  const weakInput = `${enc({ alg: 'RS256', kid: 'weak' })}.${enc({ iss: 'wharf', aud: 'registry', sub: 'w', exp: iat + 60, access })}`;
+  const weakToken = `${weakInput}.${nodeSign('sha256', Buffer.from(weakInput), weak.privateKey).toString('base64url')}`;
+  await t.throwsAsync(verifier({ roots: [], jwks: new Map([['weak', weak.publicKey]]) }).verify(weakToken), { message: /2048/ });
   // An algorithm left out of signingalgorithms is refused.
-  t.throws(() => verifier({ roots: [], jwks, algorithms: ['ES256'] }).verify(sign({}, rsa.privateKey, { kid: 'rsa-1' }, 'RS256')), { message: /not allowed/ });
+  await t.throwsAsync(verifier({ roots: [], jwks, algorithms: ['ES256'] }).verify(await sign({}, rsa.privateKey, { kid: 'rsa-1' }, 'RS256')), { message: /not allowed/ });
 });
 
-test('a malformed access claim grants nothing', (t) => {
-  t.deepEqual(verifier().verify(sign({ access: 'everything' })).access, []);
-  t.deepEqual(verifier().verify(sign({ access: [{ type: 'repository', name: 5, actions: ['pull'] }] })).access, []);
+test('a malformed access claim grants nothing', async (t) => {
+  t.deepEqual((await verifier().verify(await sign({ access: 'everything' }))).access, []);
+  t.deepEqual((await verifier().verify(await sign({ access: [{ type: 'repository', name: 5, actions: ['pull'] }] }))).access, []);
 });
 
 function require_(id: string) {

@@ -9,11 +9,10 @@
  *    when that key is itself one of the trusted keys;
  *  - `iss` must equal the configured issuer, `aud` (string or list) must contain the service, `exp` is required,
  *    and `exp`/`nbf` are checked with a small leeway.
+ * Signatures and claims are checked, and tokens signed, by `jose`; this module chooses the key and the rules.
  */
-import {
-  createHash, createHmac, createPublicKey, randomBytes, timingSafeEqual, verify as cryptoVerify, X509Certificate, type KeyObject,
-} from 'node:crypto';
-import jwt from 'jsonwebtoken';
+import { createHash, createHmac, createPublicKey, randomBytes, timingSafeEqual, X509Certificate, type KeyObject } from 'node:crypto';
+import { errors as joseErrors, jwtVerify, SignJWT, type JWTHeaderParameters, type JWTPayload } from 'jose';
 import { jwkThumbprint, libtrustKeyId } from './keys.js';
 import { readAccessClaim, type Access } from './scope.js';
 
@@ -57,29 +56,33 @@ function algorithmFits(alg: string, key: KeyObject): boolean {
       return /^(RS|PS)(256|384|512)$/.test(alg);
     case 'ec':
       return EC_ALGORITHM[key.asymmetricKeyDetails?.namedCurve ?? ''] === alg;
-    case 'ed25519':
-    case 'ed448':
+    case 'ed25519': // EdDSA is Ed25519 only (as in jose and registry:2's go-jose): an Ed448 key verifies nothing
       return alg === 'EdDSA';
     default:
       return false;
   }
 }
 
-function decodeSegment(segment: string, what: string): Record<string, unknown> {
-  if (!/^[A-Za-z0-9_-]*$/.test(segment)) throw new TokenError(`malformed token ${what}`);
-  let value: unknown;
-  try {
-    value = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));
-  } catch {
-    throw new TokenError(`malformed token ${what}`);
+/** A jose failure as the TokenError the callers log (the messages name the check that failed). */
+function tokenError(err: unknown): TokenError {
+  if (err instanceof TokenError) return err;
+  if (err instanceof joseErrors.JWTExpired) return new TokenError('token expired');
+  if (err instanceof joseErrors.JWTClaimValidationFailed) {
+    if (err.claim === 'exp') return new TokenError('token has no expiry');
+    if (err.claim === 'nbf') return new TokenError('token not yet valid');
+    if (err.claim === 'iss') return new TokenError('token issuer mismatch');
+    if (err.claim === 'aud') return new TokenError('token audience mismatch');
   }
-  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new TokenError(`malformed token ${what}`);
-  return value as Record<string, unknown>;
+  if (err instanceof joseErrors.JOSEAlgNotAllowed) return new TokenError('token algorithm not allowed');
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return new TokenError('invalid token signature');
+  if (err instanceof joseErrors.JWSInvalid || err instanceof joseErrors.JWTInvalid) return new TokenError('malformed token');
+  // Anything else jose refuses (a key it cannot use, such as an RSA key under 2048 bits) is still a bad token.
+  return new TokenError(`invalid token: ${(err as Error).message}`);
 }
 
 export class TokenVerifier {
   private readonly trusted = new Map<string, KeyObject>();
-  private readonly algorithms: Set<string>;
+  private readonly algorithms: string[];
   private readonly leeway: number;
   private readonly now: () => number;
 
@@ -89,59 +92,38 @@ export class TokenVerifier {
       this.trusted.set(jwkThumbprint(cert.publicKey), cert.publicKey);
     }
     for (const [kid, key] of options.jwks ?? []) this.trusted.set(kid, key);
-    const allowed = (options.algorithms ?? [...ASYMMETRIC_ALGORITHMS]).filter((a) => (ASYMMETRIC_ALGORITHMS as readonly string[]).includes(a));
-    this.algorithms = new Set(allowed);
+    this.algorithms = (options.algorithms ?? [...ASYMMETRIC_ALGORITHMS]).filter((a) => (ASYMMETRIC_ALGORITHMS as readonly string[]).includes(a));
     this.leeway = options.leewaySeconds ?? 60;
     this.now = options.now ?? Date.now;
   }
 
-  verify(token: string): VerifiedToken {
+  /** The token's subject and access; throws TokenError (only) when it is not valid. Signature and claims: jose. */
+  async verify(token: string): Promise<VerifiedToken> {
     if (token.length > MAX_TOKEN_LENGTH) throw new TokenError('token too long');
-    const parts = token.split('.');
-    if (parts.length !== 3) throw new TokenError('malformed token');
-    const header = decodeSegment(parts[0]!, 'header');
-    const alg = header.alg;
-    if (typeof alg !== 'string' || !this.algorithms.has(alg)) throw new TokenError('token algorithm not allowed');
-    const key = this.signingKey(header);
-    if (!algorithmFits(alg, key)) throw new TokenError('token algorithm does not fit its key');
-
-    let claims: Record<string, unknown>;
-    if (alg === 'EdDSA') {
-      // jsonwebtoken has no EdDSA; verify the signature with Node, then the claims the same way.
-      const ok = cryptoVerify(null, Buffer.from(`${parts[0]}.${parts[1]}`), key, Buffer.from(parts[2]!, 'base64url'));
-      if (!ok) throw new TokenError('invalid token signature');
-      claims = decodeSegment(parts[1]!, 'payload');
-      this.checkClaims(claims);
-    } else {
-      try {
-        claims = jwt.verify(token, key, {
-          algorithms: [alg as jwt.Algorithm],
-          issuer: this.options.issuer,
-          audience: this.options.audience,
-          clockTolerance: this.leeway,
-          clockTimestamp: Math.floor(this.now() / 1000),
-        }) as Record<string, unknown>;
-      } catch (err) {
-        throw new TokenError(`invalid token: ${(err as Error).message}`);
-      }
-      if (typeof claims !== 'object' || claims === null) throw new TokenError('malformed token payload');
-      if (typeof claims.exp !== 'number') throw new TokenError('token has no expiry');
+    let claims: JWTPayload;
+    try {
+      ({ payload: claims } = await jwtVerify(token, (header) => this.signingKey(header), {
+        algorithms: this.algorithms,
+        issuer: this.options.issuer,
+        audience: this.options.audience,
+        requiredClaims: ['exp'],
+        clockTolerance: this.leeway,
+        currentDate: new Date(this.now()),
+      }));
+    } catch (err) {
+      throw tokenError(err);
     }
     return { subject: typeof claims.sub === 'string' ? claims.sub : '', access: readAccessClaim(claims.access), claims };
   }
 
-  /** The exp/nbf/iss/aud checks, for the path that does not go through jsonwebtoken. */
-  private checkClaims(claims: Record<string, unknown>): void {
-    const now = Math.floor(this.now() / 1000);
-    if (typeof claims.exp !== 'number') throw new TokenError('token has no expiry');
-    if (now > claims.exp + this.leeway) throw new TokenError('token expired');
-    if (typeof claims.nbf === 'number' && now < claims.nbf - this.leeway) throw new TokenError('token not yet valid');
-    if (claims.iss !== this.options.issuer) throw new TokenError('token issuer mismatch');
-    const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
-    if (!aud.includes(this.options.audience)) throw new TokenError('token audience mismatch');
+  /** The key that must have signed the token (jose has already checked `alg` against the allowed list). */
+  private signingKey(header: JWTHeaderParameters): KeyObject {
+    const key = this.namedKey(header);
+    if (!algorithmFits(header.alg, key)) throw new TokenError('token algorithm does not fit its key');
+    return key;
   }
 
-  private signingKey(header: Record<string, unknown>): KeyObject {
+  private namedKey(header: JWTHeaderParameters): KeyObject {
     if (header.x5c !== undefined) return this.keyFromChain(header.x5c);
     if (header.jwk !== undefined) {
       let key: KeyObject;
@@ -208,7 +190,7 @@ export interface IssuedToken {
 
 /** Signs tokens as registry:2 expects them: ES256 (or RS256 for an RSA key) with `kid` = the libtrust key ID. */
 export class TokenIssuer {
-  readonly algorithm: jwt.Algorithm;
+  readonly algorithm: 'ES256' | 'ES384' | 'ES512' | 'RS256';
   readonly keyId: string;
   private readonly now: () => number;
   private readonly bindingKey: Buffer;
@@ -216,7 +198,7 @@ export class TokenIssuer {
   constructor(private readonly options: IssuerOptions) {
     const key = options.privateKey;
     const curve = key.asymmetricKeyDetails?.namedCurve ?? '';
-    if (key.asymmetricKeyType === 'ec' && EC_ALGORITHM[curve]) this.algorithm = EC_ALGORITHM[curve] as jwt.Algorithm;
+    if (key.asymmetricKeyType === 'ec' && EC_ALGORITHM[curve]) this.algorithm = EC_ALGORITHM[curve] as 'ES256';
     else if (key.asymmetricKeyType === 'rsa') this.algorithm = 'RS256';
     else throw new Error('the token signing key must be an ECDSA (P-256/384/521) or RSA key');
     this.keyId = libtrustKeyId(createPublicKey(key));
@@ -247,7 +229,7 @@ export class TokenIssuer {
   }
 
   /** An access token for `subject` (empty for anonymous) on `audience` with `access`. */
-  issue(subject: string, audience: string, access: Access[], lifetimeSeconds = this.options.expiresInSeconds, extra: Record<string, unknown> = {}): IssuedToken {
+  async issue(subject: string, audience: string, access: Access[], lifetimeSeconds = this.options.expiresInSeconds, extra: Record<string, unknown> = {}): Promise<IssuedToken> {
     const nowMs = this.now();
     const iat = Math.floor(nowMs / 1000);
     const payload = {
@@ -261,7 +243,9 @@ export class TokenIssuer {
       access: access.map((a) => ({ type: a.type, name: a.name, actions: a.actions })),
       ...extra,
     };
-    const token = jwt.sign(payload, this.options.privateKey, { algorithm: this.algorithm, keyid: this.keyId });
+    const token = await new SignJWT(payload)
+      .setProtectedHeader({ alg: this.algorithm, typ: 'JWT', kid: this.keyId })
+      .sign(this.options.privateKey);
     return { token, expiresIn: lifetimeSeconds, issuedAt: new Date(iat * 1000).toISOString() };
   }
 }

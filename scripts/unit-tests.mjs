@@ -6,6 +6,8 @@
  * holds; testing/unit-set.test.ts checks each listed source for the imports and calls that would break it.
  */
 export const UNIT_TESTS = [
+  'auth/authenticator.test.ts',
+  'auth/authorizer.test.ts',
   'auth/htpasswd.test.ts',
   'auth/policy.test.ts',
   'auth/scope.test.ts',

@@ -4,7 +4,7 @@
  * limits on open upload sessions.
  */
 import test from 'ava';
-import jwt from 'jsonwebtoken';
+import { SignJWT } from 'jose';
 import bcrypt from 'bcryptjs';
 import { request as httpRequest } from 'node:http';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
@@ -218,8 +218,9 @@ test('finding 9: a changed password or a removed user ends refresh tokens; an un
     // A refresh token without the binding (as issued before it existed) is not accepted either.
     const key = createPrivateKey(await readFile(join(hdir, 'token.key')));
     const now = Math.floor(Date.now() / 1000);
-    const unbound = jwt.sign({ iss: 'iss', aud: 'svc:refresh', sub: 'keep', nbf: now - 5, exp: now + 300, access: [] }, key,
-      { algorithm: 'ES256', keyid: libtrustKeyId(createPublicKey(key)) });
+    const unbound = await new SignJWT({ iss: 'iss', aud: 'svc:refresh', sub: 'keep', nbf: now - 5, exp: now + 300, access: [] })
+      .setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: libtrustKeyId(createPublicKey(key)) })
+      .sign(key);
     t.is((await refresh(unbound)).status, 400);
     t.false(wharf.output().includes(tokens.keep), 'no refresh token in the logs');
   } finally {

@@ -6,20 +6,13 @@
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import {
-  ensureSigningMaterial, Htpasswd, parseCertificateBundle, parseJwks, Policy, Throttle, TokenIssuer, TokenVerifier,
-  type SigningMaterial,
+  Authorizer, BearerAuthenticator, ensureSigningMaterial, Htpasswd, HtpasswdAuthenticator, parseCertificateBundle, parseJwks,
+  Policy, Throttle, TokenIssuer, TokenServerUsers, TokenVerifier, type SigningMaterial,
 } from '../../auth/index.js';
 import type { WharfConfig } from '../config/index.js';
 import { AccessControl, type AuthState } from './auth.js';
-import type { RegistryContext } from './context.js';
+import type { AuthHooks } from './context.js';
 import { refreshAudience, TokenServer, type TokenServerState } from './token.js';
-import type { Context } from 'koa';
-
-/** What the Koa app calls: the token endpoint (before routing) and the access check (after the route match). */
-export interface AuthHooks {
-  serveToken(ctx: Context): Promise<boolean>;
-  authorize(ctx: RegistryContext): Promise<void>;
-}
 
 export interface AuthSystem {
   /** Undefined when no auth is configured (everything is allowed, as registry:2 without `auth`). */
@@ -56,7 +49,10 @@ export async function createAuth(config: WharfConfig, logger: Logger): Promise<A
     const policy = new Policy(a.access);
     const out: { access?: AuthState; token?: TokenServerState } = {};
     if (a.htpasswd) {
-      out.access = { mode: { kind: 'htpasswd', realm: a.htpasswd.realm, users: Htpasswd.fromFile(a.htpasswd.path) }, policy, throttle };
+      out.access = {
+        authorizer: new Authorizer(new HtpasswdAuthenticator(Htpasswd.fromFile(a.htpasswd.path), throttle), policy),
+        challenge: { scheme: 'basic', realm: a.htpasswd.realm },
+      };
     } else if (a.token) {
       const roots = [];
       if (a.token.rootcertbundle) roots.push(...parseCertificateBundle(readFileSync(a.token.rootcertbundle, 'utf8'), a.token.rootcertbundle));
@@ -64,23 +60,22 @@ export async function createAuth(config: WharfConfig, logger: Logger): Promise<A
       const jwks = a.token.jwks ? parseJwks(readFileSync(a.token.jwks, 'utf8'), a.token.jwks) : undefined;
       const verifier = new TokenVerifier({ issuer: a.token.issuer, audience: a.token.service, roots, jwks, algorithms: a.token.signingalgorithms });
       out.access = {
-        mode: { kind: 'token', realm: a.token.realm, service: a.token.service, autoredirect: a.token.autoredirect, verifier },
-        policy,
-        throttle,
+        authorizer: new Authorizer(new BearerAuthenticator(verifier), policy),
+        challenge: { scheme: 'bearer', realm: a.token.realm, service: a.token.service, autoredirect: a.token.autoredirect },
       };
     }
     if (a.tokenserver && material) {
       const ts = a.tokenserver;
+      const issuer = new TokenIssuer({ privateKey: material.privateKey, issuer: ts.issuer, expiresInSeconds: Math.max(1, Math.round(ts.expiration / 1000)) });
+      const refreshVerifier = new TokenVerifier({ issuer: ts.issuer, audience: refreshAudience(ts.service), roots: [material.certificate] });
       out.token = {
         path: ts.path,
         service: ts.service,
         realm: ts.realm,
-        issuer: new TokenIssuer({ privateKey: material.privateKey, issuer: ts.issuer, expiresInSeconds: Math.max(1, Math.round(ts.expiration / 1000)) }),
-        refreshVerifier: new TokenVerifier({ issuer: ts.issuer, audience: refreshAudience(ts.service), roots: [material.certificate] }),
+        issuer,
         refreshLifetimeSeconds: Math.max(1, Math.round(ts.refreshexpiration / 1000)),
-        users: Htpasswd.fromFile(ts.htpasswd),
+        users: new TokenServerUsers(Htpasswd.fromFile(ts.htpasswd), throttle, refreshVerifier, issuer),
         policy,
-        throttle,
       };
     }
     return out;
@@ -93,7 +88,7 @@ export async function createAuth(config: WharfConfig, logger: Logger): Promise<A
   const hooks: AuthHooks | undefined = access || tokenServer
     ? {
         serveToken: async (ctx) => (tokenServer ? tokenServer.handle(ctx) : false),
-        authorize: async (ctx) => { if (access) await access.authorize(ctx); },
+        authorize: async (ctx) => { if (access) await access.check(ctx); },
       }
     : undefined;
 
@@ -103,11 +98,11 @@ export async function createAuth(config: WharfConfig, logger: Logger): Promise<A
     reload(cfg: WharfConfig) {
       const next = build(cfg);
       if (Boolean(next.access) !== Boolean(access) || Boolean(next.token) !== Boolean(tokenServer) ||
-        (next.access && initial.access && next.access.mode.kind !== initial.access.mode.kind)) {
+        (next.access && initial.access && next.access.challenge.scheme !== initial.access.challenge.scheme)) {
         logger.warn('auth: switching authentication on, off or between htpasswd and token needs a restart; only rules, users and certificates were reloaded');
       }
-      if (access && next.access && next.access.mode.kind === initial.access!.mode.kind) access.update(next.access);
-      else if (access && next.access) access.update({ ...next.access, mode: initial.access!.mode });
+      if (access && next.access && next.access.challenge.scheme === initial.access!.challenge.scheme) access.update(next.access);
+      else if (access && next.access) access.update({ ...initial.access!, authorizer: new Authorizer(initial.access!.authorizer.authenticator, next.access.authorizer.policy) });
       if (tokenServer && next.token) tokenServer.update(next.token);
       logger.info({ rules: cfg.auth.access?.rules.length ?? 0 }, 'auth: configuration reloaded');
     },

@@ -11,7 +11,7 @@ import { request as httpRequest, Agent } from 'node:http';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import jwt from 'jsonwebtoken';
+import { SignJWT } from 'jose';
 import { stringify } from 'yaml';
 import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
 import { libtrustKeyId } from '../../auth/keys.js';
@@ -105,9 +105,10 @@ async function forge(payload: Record<string, unknown>): Promise<string> {
   const key = createPrivateKey(await readFile(join(dir, 'token.key')));
   const { createPublicKey } = await import('node:crypto');
   const now = Math.floor(Date.now() / 1000);
-  return jwt.sign({ iss: 'wharf-issuer', aud: 'wharf-test', sub: 'alice', nbf: now - 5, exp: now + 300,
-    access: [{ type: 'repository', name: 'alice/empty', actions: ['pull', 'push'] }], ...payload },
-  key, { algorithm: 'ES256', keyid: libtrustKeyId(createPublicKey(key)) });
+  return new SignJWT({ iss: 'wharf-issuer', aud: 'wharf-test', sub: 'alice', nbf: now - 5, exp: now + 300,
+    access: [{ type: 'repository', name: 'alice/empty', actions: ['pull', 'push'] }], ...payload })
+    .setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: libtrustKeyId(createPublicKey(key)) })
+    .sign(key);
 }
 
 // ---- token mode: challenges ------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import type { Mirror } from '../proxy/mirror.js';
 import { RegistryError, type ErrorCode } from '../registry/errors.js';
 import { parseDigest, validateRepositoryName, type Digest } from '../registry/reference.js';
 import type { Registry } from '../registry/registry.js';
-import type { AuthHooks } from './auth-setup.js';
 import type { RouteMatch } from './routes.js';
 import type { UploadLimits } from './upload-limits.js';
 
@@ -35,6 +34,13 @@ export interface HttpOptions {
   maxTags: number;
   /** Addresses and CIDR ranges whose X-Forwarded-* headers are believed (`http.trustedproxies`). */
   trustedProxies: readonly string[];
+}
+
+/** What the Koa app calls when auth is configured (built by auth-setup.ts): the token endpoint, before routing,
+ * and the access check, after the route match. */
+export interface AuthHooks {
+  serveToken(ctx: Context): Promise<boolean>;
+  authorize(ctx: RegistryContext): Promise<void>;
 }
 
 export interface AppDeps {

@@ -11,15 +11,13 @@
  * carries a keyed tag of the user's entry in the users file (claim `cred`): a changed password or a removed user
  * (after the file is reloaded) makes every refresh token issued before it invalid.
  */
-import busboy from 'busboy';
 import type { Context } from 'koa';
 import type { Logger } from 'pino';
 import {
-  formatScope, parseScopes, TokenError, type Access, type Htpasswd, type Policy, type Throttle, type TokenIssuer,
-  type TokenVerifier, type VerifiedToken,
+  formatScope, parseAuthorization, parseScopes, type Access, type Authentication, type Credentials, type Policy, type TokenIssuer,
+  type TokenServerUsers,
 } from '../../auth/index.js';
-import { RegistryError } from '../registry/errors.js';
-import { checkPassword, parseAuthorization } from './auth.js';
+import { THROTTLED_MESSAGE } from './auth.js';
 import { OAuthError } from './errors.js';
 
 export interface TokenServerState {
@@ -28,15 +26,14 @@ export interface TokenServerState {
   /** Basic realm named when credentials are refused. */
   realm: string;
   issuer: TokenIssuer;
-  /** Verifies this server's own refresh tokens. */
-  refreshVerifier: TokenVerifier;
   refreshLifetimeSeconds: number;
-  users: Htpasswd;
+  /** Passwords (throttled) and this server's refresh tokens. */
+  users: TokenServerUsers;
   policy: Policy;
-  throttle: Throttle;
 }
 
 const MAX_FORM_BYTES = 64 * 1024;
+const FORM_FIELDS = 32;
 
 function refreshAudience(service: string): string {
   return `${service}:refresh`;
@@ -73,16 +70,13 @@ export class TokenServer {
     return new OAuthError('invalid_grant', message);
   }
 
-  /** `checkPassword`, with its throttle's refusal as the token endpoint answers it. */
-  private async passwordMatches(user: string, password: string, address: string): Promise<boolean> {
-    try {
-      return await checkPassword(this.state.throttle, this.state.users, user, password, address);
-    } catch (err) {
-      if (err instanceof RegistryError && err.code === 'TOOMANYREQUESTS') {
-        throw new OAuthError('temporarily_unavailable', err.message, { kind: 'rate-limited' });
-      }
-      throw err;
+  /** Check credentials with the users' authenticator; the throttle's refusal is answered here. */
+  private async authenticate(credentials: Credentials, address: string): Promise<Authentication> {
+    const result = await this.state.users.authenticate(credentials, address);
+    if (!result.ok && result.refusal === 'throttled') {
+      throw new OAuthError('temporarily_unavailable', THROTTLED_MESSAGE, { kind: 'rate-limited' });
     }
+    return result;
   }
 
   private checkService(service: string | undefined): void {
@@ -99,7 +93,7 @@ export class TokenServer {
     const creds = parseAuthorization(ctx.get('Authorization') || undefined);
     let user: string | undefined;
     if (creds.scheme === 'basic') {
-      if (!(await this.passwordMatches(creds.user, creds.password, ctx.ip))) {
+      if (!(await this.authenticate(creds, ctx.ip)).ok) {
         this.logger.info({ user: creds.user, remote: ctx.ip }, 'token request: authentication failed');
         throw this.badClient();
       }
@@ -110,7 +104,7 @@ export class TokenServer {
       throw this.badClient('Basic credentials expected');
     }
     const offline = one('offline_token') === 'true';
-    this.respond(ctx, user, parseScopes(all('scope')), offline && user !== undefined);
+    await this.respond(ctx, user, parseScopes(all('scope')), offline && user !== undefined);
   }
 
   private async post(ctx: Context): Promise<void> {
@@ -121,39 +115,30 @@ export class TokenServer {
     const offline = form.access_type === 'offline';
     if (form.grant_type === 'password') {
       const username = form.username ?? '';
-      if (!(await this.passwordMatches(username, form.password ?? '', ctx.ip))) {
+      if (!(await this.authenticate({ scheme: 'basic', user: username, password: form.password ?? '' }, ctx.ip)).ok) {
         this.logger.info({ user: username, remote: ctx.ip }, 'token request: authentication failed');
         throw this.badGrant('invalid username or password');
       }
-      this.respond(ctx, username, scopes, offline);
+      await this.respond(ctx, username, scopes, offline);
       return;
     }
     if (form.grant_type === 'refresh_token') {
-      let verified: VerifiedToken;
-      try {
-        verified = this.state.refreshVerifier.verify(form.refresh_token ?? '');
-      } catch (err) {
-        if (!(err instanceof TokenError)) throw err;
+      // Valid only while the user's entry is the one the token was issued against (auth/authenticator.ts).
+      const result = await this.authenticate({ scheme: 'bearer', token: form.refresh_token ?? '' }, ctx.ip);
+      if (!result.ok) {
+        if (result.user !== undefined) this.logger.info({ user: result.user, remote: ctx.ip }, `token request: ${result.reason}`);
         throw this.badGrant('invalid refresh token');
       }
-      const subject = verified.subject;
-      // Only while the user's entry is the one the token was issued against: a removed user or a changed password
-      // ends every refresh token issued before.
-      const credential = subject ? this.state.users.credentialOf(subject) : undefined;
-      if (credential === undefined || !this.state.issuer.matchesCredential(verified.claims.cred, subject, credential)) {
-        this.logger.info({ user: subject, remote: ctx.ip }, 'token request: refresh token no longer valid for the user');
-        throw this.badGrant('invalid refresh token');
-      }
-      this.respond(ctx, subject, scopes, false, form.refresh_token);
+      await this.respond(ctx, result.identity.subject, scopes, false, form.refresh_token);
       return;
     }
     throw new OAuthError('unsupported_grant_type', 'grant_type must be password or refresh_token');
   }
 
-  private respond(ctx: Context, user: string | undefined, requested: Access[], withRefresh: boolean, refreshToken?: string): void {
+  private async respond(ctx: Context, user: string | undefined, requested: Access[], withRefresh: boolean, refreshToken?: string): Promise<void> {
     const { issuer, service, policy } = this.state;
     const granted = policy.grant(user, requested);
-    const issued = issuer.issue(user ?? '', service, granted);
+    const issued = await issuer.issue(user ?? '', service, granted);
     const body: Record<string, unknown> = {
       token: issued.token,
       access_token: issued.token,
@@ -161,10 +146,9 @@ export class TokenServer {
       issued_at: issued.issuedAt,
       scope: granted.map(formatScope).join(' '),
     };
-    const credential = user !== undefined ? this.state.users.credentialOf(user) : undefined;
-    if (withRefresh && user !== undefined && credential !== undefined) {
-      const cred = issuer.credentialTag(user, credential);
-      body.refresh_token = issuer.issue(user, refreshAudience(service), [], this.state.refreshLifetimeSeconds, { cred }).token;
+    const binding = withRefresh && user !== undefined ? this.state.users.refreshClaims(user) : undefined;
+    if (binding !== undefined) {
+      body.refresh_token = (await issuer.issue(user!, refreshAudience(service), [], this.state.refreshLifetimeSeconds, binding)).token;
     } else if (refreshToken !== undefined) {
       body.refresh_token = refreshToken;
     }
@@ -176,46 +160,35 @@ export class TokenServer {
 
 export { refreshAudience };
 
-/** Read an urlencoded form with busboy, within fixed limits. */
-function readForm(ctx: Context): Promise<Record<string, string>> {
-  const type = ctx.get('Content-Type');
-  if (!/^application\/x-www-form-urlencoded\b/i.test(type)) {
-    return Promise.reject(new OAuthError('invalid_request', 'expected an application/x-www-form-urlencoded body'));
+/**
+ * Read an urlencoded form of at most MAX_FORM_BYTES, with at most FORM_FIELDS fields, names of 64 bytes and values of
+ * 16 KiB. A repeated field keeps its first value, except `scope`, whose values are joined.
+ */
+async function readForm(ctx: Context): Promise<Record<string, string>> {
+  if (!/^application\/x-www-form-urlencoded\b/i.test(ctx.get('Content-Type'))) {
+    throw new OAuthError('invalid_request', 'expected an application/x-www-form-urlencoded body');
   }
-  const declared = Number(ctx.get('Content-Length') || '0');
-  if (declared > MAX_FORM_BYTES) {
-    return Promise.reject(new OAuthError('invalid_request', 'form too large', { kind: 'body-too-large', limit: MAX_FORM_BYTES }));
-  }
-  return new Promise((resolve, reject) => {
-    const fields: Record<string, string> = {};
-    let parser: busboy.Busboy;
-    try {
-      parser = busboy({ headers: ctx.req.headers, limits: { fields: 32, fieldSize: 16 * 1024, fieldNameSize: 64, parts: 32 } });
-    } catch {
-      reject(new OAuthError('invalid_request', 'malformed form'));
-      return;
+  const tooLarge = (message = 'form too large') => new OAuthError('invalid_request', message, { kind: 'body-too-large', limit: MAX_FORM_BYTES });
+  if (Number(ctx.get('Content-Length') || '0') > MAX_FORM_BYTES) throw tooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    // Stopping early leaves the request open: Node discards the rest once the error is answered.
+    for await (const chunk of ctx.req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+      size += chunk.byteLength;
+      if (size > MAX_FORM_BYTES) throw tooLarge();
+      chunks.push(chunk);
     }
-    let received = 0;
-    let failed = false;
-    const fail = (err: OAuthError) => {
-      if (failed) return;
-      failed = true;
-      ctx.req.unpipe(parser);
-      ctx.req.resume();
-      reject(err);
-    };
-    parser.on('field', (name, value, info) => {
-      if (info.valueTruncated || info.nameTruncated) fail(new OAuthError('invalid_request', 'form field too large', { kind: 'body-too-large', limit: MAX_FORM_BYTES }));
-      else if (!Object.prototype.hasOwnProperty.call(fields, name)) Object.defineProperty(fields, name, { value, enumerable: true, writable: true, configurable: true });
-      else if (name === 'scope') fields.scope = `${fields.scope} ${value}`;
-    });
-    parser.on('fieldsLimit', () => fail(new OAuthError('invalid_request', 'too many form fields', { kind: 'body-too-large', limit: MAX_FORM_BYTES })));
-    parser.on('error', () => fail(new OAuthError('invalid_request', 'malformed form')));
-    parser.on('close', () => { if (!failed) resolve(fields); });
-    ctx.req.on('data', (chunk: Buffer) => {
-      received += chunk.length;
-      if (received > MAX_FORM_BYTES) fail(new OAuthError('invalid_request', 'form too large', { kind: 'body-too-large', limit: MAX_FORM_BYTES }));
-    });
-    ctx.req.pipe(parser);
-  });
+  } catch (err) {
+    throw err instanceof OAuthError ? err : new OAuthError('invalid_request', 'malformed form');
+  }
+  const fields = Object.create(null) as Record<string, string>;
+  let count = 0;
+  for (const [name, value] of new URLSearchParams(Buffer.concat(chunks, size).toString('utf8'))) {
+    if (++count > FORM_FIELDS) throw tooLarge('too many form fields');
+    if (Buffer.byteLength(name) > 64 || Buffer.byteLength(value) > 16 * 1024) throw tooLarge('form field too large');
+    if (!(name in fields)) fields[name] = value;
+    else if (name === 'scope') fields.scope = `${fields.scope} ${value}`;
+  }
+  return fields;
 }
