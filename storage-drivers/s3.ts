@@ -36,6 +36,10 @@
  * Errors: NoSuchKey/404 is PathNotFoundError; everything else is a StorageDriverError naming the operation. The SDK
  * retries transient failures (503 SlowDown, 500, timeouts, connection resets) with exponential backoff and jitter,
  * `maxAttempts` times in all.
+ *
+ * node:http and node:https appear here only for the SDK client's connection agents (keep-alive, socket limit, TLS
+ * verification): the driver's own connection to S3. Readers are plain streams (no COPY_INTO): how a response is
+ * written is the HTTP layer's business, as for every driver.
  */
 import type * as AwsS3 from '@aws-sdk/client-s3';
 import type { CompletedPart, ServerSideEncryption, StorageClass } from '@aws-sdk/client-s3';
