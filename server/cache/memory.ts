@@ -2,7 +2,7 @@
  * The blob-descriptor cache of one process (`storage.cache.blobdescriptor: inmemory`): a bounded LRU map by digest.
  * Each entry holds the descriptor (when known) and the repositories known to link the digest.
  */
-import { DEFAULT_TOMBSTONE_MS, type BlobDescriptorCache, type CacheStatus, type CachedDescriptor } from './cache.js';
+import { DEFAULT_TOMBSTONE_MS, type CacheStatus, type CachedDescriptor, type DescriptorCache } from './cache.js';
 
 interface Entry {
   descriptor?: CachedDescriptor;
@@ -15,7 +15,7 @@ export interface InMemoryCacheOptions {
   tombstoneMs?: number;
 }
 
-export class InMemoryDescriptorCache implements BlobDescriptorCache {
+export class InMemoryDescriptorCache implements DescriptorCache {
   readonly backend = 'inmemory' as const;
   private readonly entries = new Map<string, Entry>();
   /** digest → time (ms) until which it may not be cached again. */
