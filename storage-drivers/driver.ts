@@ -98,7 +98,7 @@ export interface StorageDriver {
   /**
    * A stream of the file's bytes from `offset` (default 0), at most `length` bytes when given.
    * PathNotFoundError when absent; InvalidOffsetError when offset is negative or beyond the size
-   * (offset === size yields an empty stream).
+   * (offset === size yields an empty stream). The stream may also offer COPY_INTO (below).
    */
   reader(path: string, offset?: number, length?: number): Promise<Readable>;
 
