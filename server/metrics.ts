@@ -18,7 +18,7 @@
  */
 import type { Readable } from 'node:stream';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { BlobDescriptorCache } from './cache/index.js';
+import type { DescriptorCache } from './cache/index.js';
 import {
   PathNotFoundError,
   type FileInfo,
@@ -118,7 +118,7 @@ export class Metrics {
 }
 
 /** Count the hits and misses of a blob-descriptor cache; behaviour is unchanged. */
-export function countingCache(cache: BlobDescriptorCache, metrics: Metrics): BlobDescriptorCache {
+export function countingCache(cache: DescriptorCache, metrics: Metrics): DescriptorCache {
   const count = (kind: 'stat' | 'link', hit: boolean) =>
     metrics.cacheRequests.inc({ backend: cache.backend, kind, result: hit ? 'hit' : 'miss' });
   return {

@@ -4,7 +4,8 @@
  * (throwing plain errors, breaking its streams) so the normalisation can be observed.
  */
 import test from 'ava';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { checkedDriver, normaliseError } from './checked.js';
 import {
   InvalidOffsetError,
@@ -12,6 +13,9 @@ import {
   PathNotFoundError,
   StorageDriverError,
   StorageError,
+  COPY_INTO,
+  copyIntoOf,
+  type CopyInto,
   type FileInfo,
   type FileWriter,
   type WalkOptions,
@@ -176,6 +180,44 @@ test('reader streams keep their bytes through the wrapper, which adds no buffer 
   const stream = await d.reader('/x');
   t.is(stream.readableHighWaterMark, 0, 'the wrapper buffers nothing itself');
   t.true((await readAll(stream)).equals(data));
+});
+
+/** An in-memory driver whose reader streams offer a COPY_INTO that writes `sent` into `dest`, then fails with `error` if given. */
+class CopyingDriver extends InMemoryDriver {
+  constructor(private readonly sent: string, private readonly error?: Error) {
+    super();
+  }
+  override async reader(path: string, offset?: number, length?: number): Promise<Readable> {
+    const stream = await super.reader(path, offset, length);
+    const copyInto: CopyInto = (dest, done) => {
+      dest.write(this.sent, () => {
+        stream.destroy();
+        done(this.error);
+      });
+    };
+    return Object.assign(stream, { [COPY_INTO]: copyInto });
+  }
+}
+
+test('the wrapper forwards a reader\'s COPY_INTO: its stream ends when the copy is done, or fails with a StorageError', async (t) => {
+  const d = checkedDriver(new CopyingDriver('copied'));
+  await d.putContent('/x', 'stored');
+  const stream = await d.reader('/x');
+  const dest = new PassThrough();
+  t.is(await new Promise<unknown>((resolve) => copyIntoOf(stream)!(dest, resolve)), undefined);
+  await finished(stream);
+  t.true(stream.readableEnded, 'the stream ended without being read');
+  t.is(dest.read()?.toString(), 'copied');
+
+  const failing = checkedDriver(new CopyingDriver('partial', new Error('disk gone')));
+  await failing.putContent('/x', 'stored');
+  const broken = await failing.reader('/x');
+  const ended = finished(broken);
+  const error = await new Promise<unknown>((resolve) => copyIntoOf(broken)!(new PassThrough(), resolve));
+  t.true(error instanceof StorageDriverError);
+  t.is(((error as Error).cause as Error).message, 'disk gone');
+  const emitted = await t.throwsAsync(ended);
+  t.is(emitted, error as Error, 'the stream failed with the same StorageError');
 });
 
 test('writer errors are normalised, and a finished writer says so', async (t) => {

@@ -12,7 +12,6 @@
  *     `StorageError`s pass through unchanged, anything else becomes `StorageDriverError(name, …)` with the
  *     original as `cause`. Exceptions thrown by the caller's own `descend` callback are passed back unchanged.
  */
-import { ServerResponse } from 'node:http';
 import { Readable, finished } from 'node:stream';
 import {
   InvalidOffsetError,
@@ -24,8 +23,9 @@ import {
   type RedirectOptions,
   type StorageDriver,
   type WalkOptions,
-  WRITE_TO_RESPONSE,
-  type WriteToResponse,
+  COPY_INTO,
+  copyIntoOf,
+  type CopyInto,
 } from './driver.js';
 
 const CHECKED = Symbol('wharf.checkedDriver');
@@ -234,31 +234,30 @@ function normalisingStream(source: Readable, driverName: string): Readable {
     if (!out.push(chunk)) source.pause();
   });
   source.once('end', () => out.push(null));
-  /** Set once the driver writes into a response itself: the source is then never read, only closed. */
+  /** Set once the driver copies its bytes itself (COPY_INTO): the source is then never read, only closed. */
   let delegated = false;
   finished(source, { writable: false }, (err) => {
     if (err && !delegated) out.destroy(normaliseError(driverName, err));
   });
-  // Piped straight into an HTTP response (how blobs are served; Koa pipes through stream.pipeline), the driver
-  // writes into it (WRITE_TO_RESPONSE), and `out` ends when it is done so the pipeline ends the response.
-  const writeTo = (source as Readable & { [WRITE_TO_RESPONSE]?: WriteToResponse })[WRITE_TO_RESPONSE];
-  if (writeTo) {
-    out.pipe = function <T extends NodeJS.WritableStream>(this: Readable, dest: T, options?: { end?: boolean }): T {
-      if (!(dest instanceof ServerResponse) || this.readableFlowing !== null || delegated) {
-        return Readable.prototype.pipe.call(this, dest, options) as T;
-      }
+  // `out` forwards the source's COPY_INTO, and ends when the copy is done (or fails with a StorageError), so that
+  // whoever waits on `out` (Koa's pipeline into the response) finishes as if the bytes had flowed through it.
+  const copyInto = copyIntoOf(source);
+  if (copyInto) {
+    const forward: CopyInto = (dest, done) => {
       delegated = true;
-      writeTo(dest, (err) => {
+      copyInto(dest, (err) => {
         if (err) {
-          out.destroy(normaliseError(driverName, err));
+          const error = normaliseError(driverName, err);
+          out.destroy(error);
+          done(error);
           return;
         }
         out.push(null);
         out.resume();
-        if (options?.end !== false) dest.end();
+        done();
       });
-      return dest;
     };
+    Object.assign(out, { [COPY_INTO]: forward });
   }
   return out;
 }

@@ -22,8 +22,7 @@
  *   - A read past the end is `InvalidOffsetError`.
  *   - Anything else the backend reports is wrapped in `StorageDriverError` with the driver's name.
  */
-import type { ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 
 export interface FileInfo {
   /** The path asked about, as given. */
@@ -99,7 +98,7 @@ export interface StorageDriver {
   /**
    * A stream of the file's bytes from `offset` (default 0), at most `length` bytes when given.
    * PathNotFoundError when absent; InvalidOffsetError when offset is negative or beyond the size
-   * (offset === size yields an empty stream).
+   * (offset === size yields an empty stream). The stream may also offer COPY_INTO (below).
    */
   reader(path: string, offset?: number, length?: number): Promise<Readable>;
 
@@ -195,14 +194,21 @@ export class StorageDriverError extends StorageError {
 const COMPONENT = /^[A-Za-z0-9._-]+$/;
 
 /**
- * Optional on a reader's stream that has not been read: write its bytes into an HTTP response directly, through
- * buffers the driver reuses (each handed back once the response's write callback says the socket has taken it),
- * instead of a fresh buffer per chunk. It does not end the response; `done` is called once, with the error if the
- * copy failed, after the stream has released its file. The checked driver makes its stream's `pipe` into an HTTP
- * response use it (see checked.ts); nothing else needs to.
+ * Optional on a reader's stream that has not been read: `stream[COPY_INTO](dest, done)` copies the stream's bytes
+ * into `dest` (any Writable) instead of the stream being read, through buffers the driver reuses: each goes back to
+ * the driver once `dest`'s write callback says it was taken, rather than a fresh buffer per chunk. It stops early
+ * when `dest` closes (its consumer went away) and never ends `dest`. `done` is called once, with the error if the
+ * copy failed, after the stream has released what it held. Call it at most once; `copyIntoOf` finds it. The
+ * filesystem driver offers it; the checked driver's stream forwards it (see checked.ts). Who copies where is the
+ * caller's choice: the HTTP layer uses it to send a blob (server/http/send-blob.ts).
  */
-export const WRITE_TO_RESPONSE = Symbol('wharf.writeToResponse');
-export type WriteToResponse = (res: ServerResponse, done: (err?: unknown) => void) => void;
+export const COPY_INTO = Symbol('wharf.copyInto');
+export type CopyInto = (dest: Writable, done: (err?: unknown) => void) => void;
+
+/** The stream's COPY_INTO, when its driver offers one. */
+export function copyIntoOf(stream: Readable): CopyInto | undefined {
+  return (stream as Readable & { [COPY_INTO]?: CopyInto })[COPY_INTO];
+}
 
 /** Longest accepted path component. */
 export const MAX_COMPONENT_LENGTH = 255;

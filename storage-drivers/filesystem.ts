@@ -19,8 +19,7 @@ import { constants, readFile as readFileCallback, type Stats } from 'node:fs';
 import { copyFile, lstat, mkdir, open, readdir, rename, rm, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
-import type { ServerResponse } from 'node:http';
-import { Readable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import {
   InvalidOffsetError,
   PathNotFoundError,
@@ -32,8 +31,8 @@ import {
   type FileWriter,
   type StorageDriver,
   type WalkOptions,
-  WRITE_TO_RESPONSE,
-  type WriteToResponse,
+  COPY_INTO,
+  type CopyInto,
 } from './driver.js';
 
 export interface FilesystemDriverOptions {
@@ -181,14 +180,14 @@ export class FilesystemDriver implements StorageDriver {
         highWaterMark: READ_CHUNK,
       });
       const end = length === undefined ? st.size : Math.min(offset + length, st.size);
-      const writeTo: WriteToResponse = (res, done) => {
+      const copyInto: CopyInto = (dest, done) => {
         // The stream (never read) owns the handle: destroying it closes the file, before `done` goes on.
-        writeThroughPool(handle, offset, end, res).then(
+        copyThroughPool(handle, offset, end, dest).then(
           () => { stream.destroy(); done(); },
           (err: unknown) => { stream.destroy(); done(err); },
         );
       };
-      return Object.assign(stream, { [WRITE_TO_RESPONSE]: writeTo });
+      return Object.assign(stream, { [COPY_INTO]: copyInto });
     } catch (err) {
       await handle.close().catch(() => {});
       throw err;
@@ -365,23 +364,23 @@ export class FilesystemDriver implements StorageDriver {
   }
 }
 
-/** Read buffers kept for reuse across requests (at most this many idle), and how many one response keeps in flight. */
+/** Read buffers kept for reuse across copies (at most this many idle), and how many one copy keeps in flight. */
 const SPARE_BUFFERS = 16;
 const BUFFERS_IN_FLIGHT = 2;
 const spareBuffers: Buffer[] = [];
 
 /**
- * Copy bytes [start, end) of `handle` into `res` (see WRITE_TO_RESPONSE in driver.ts). Fresh memory for every
- * chunk was most of the CPU a blob download cost: page faults and zeroing of new pages, and garbage collection
- * (about 0.3 s per 200 MB against 0.1 s with reused buffers on a 2-core VM). A buffer goes back to the pool only
- * when its write succeeded; after a failed one the socket may still hold it, so it is left to the garbage
- * collector. Stops when the response closes (client gone). Does not end the response (the caller does).
+ * Copy bytes [start, end) of `handle` into `dest` (see COPY_INTO in driver.ts). Fresh memory for every chunk was
+ * most of the CPU a blob download cost: page faults and zeroing of new pages, and garbage collection (about 0.3 s
+ * per 200 MB against 0.1 s with reused buffers on a 2-core VM). A buffer goes back to the pool only when its write
+ * succeeded; after a failed one `dest` (a socket) may still hold it, so it is left to the garbage collector. Stops
+ * when `dest` closes (client gone). Does not end `dest` (the caller does).
  */
-async function writeThroughPool(handle: FileHandle, start: number, end: number, res: ServerResponse): Promise<void> {
+async function copyThroughPool(handle: FileHandle, start: number, end: number, dest: Writable): Promise<void> {
   const inFlight = new Set<Promise<void>>();
   let closed = false;
-  // Every response closes once, at its end or when the client goes away, so this listener does not outlive it.
-  const gone = new Promise<void>((resolve) => res.once('close', () => {
+  // A Writable closes once (an HTTP response at its end or when the client goes away): the listener goes with it.
+  const gone = new Promise<void>((resolve) => dest.once('close', () => {
     closed = true;
     resolve();
   }));
@@ -400,7 +399,7 @@ async function writeThroughPool(handle: FileHandle, start: number, end: number, 
       }
       pos += bytesRead;
       const written = new Promise<void>((resolve) => {
-        res.write(buffer.subarray(0, bytesRead), (err) => {
+        dest.write(buffer.subarray(0, bytesRead), (err) => {
           if (!err) giveBack(buffer);
           resolve();
         });
@@ -410,7 +409,7 @@ async function writeThroughPool(handle: FileHandle, start: number, end: number, 
     }
     if (!closed) await Promise.race([Promise.all(inFlight), gone]);
   } catch (err) {
-    // A client that went away is not an error (the read may fail because the stream closed the file meanwhile).
+    // A consumer that went away is not an error (the read may fail because the stream closed the file meanwhile).
     if (!closed) throw err;
   }
 }

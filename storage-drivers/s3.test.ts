@@ -5,9 +5,10 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { createServer as createHttpServer, request as httpRequest, type Server } from 'node:http';
+import { createServer as createHttpServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { HeadObjectCommand, ListMultipartUploadsCommand, ListPartsCommand } from '@aws-sdk/client-s3';
+import pLimit from 'p-limit';
 import { checkedDriver } from './checked.js';
 import { PathNotFoundError, StorageDriverError, type FileInfo, type StorageDriver } from './driver.js';
 import { S3Driver, S3_LIMITS, copyRanges, maxUploadSize, partSize, type S3DriverOptions } from './s3.js';
@@ -277,15 +278,8 @@ test('s3: move above multipartcopythresholdsize copies in parts of multipartcopy
 test('s3: list, walk and delete page through more than 1000 keys', async (t) => {
   const { driver } = await setup(t);
   const names = Array.from({ length: 1100 }, (_, i) => `tag${String(i).padStart(5, '0')}`);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: 32 }, async () => {
-      while (next < names.length) {
-        const name = names[next++]!;
-        await driver.putContent(`/repo/tags/${name}/current/link`, name);
-      }
-    }),
-  );
+  const limit = pLimit(32);
+  await Promise.all(names.map((name) => limit(() => driver.putContent(`/repo/tags/${name}/current/link`, name))));
   const listed = await driver.list('/repo/tags');
   t.is(listed.length, names.length);
   t.deepEqual(listed, names.map((n) => `/repo/tags/${n}`));
@@ -367,13 +361,13 @@ test('s3: startup check names a wrong secret, an unknown access key and a missin
  * A loopback HTTP proxy in front of the real S3 that fails the requests `fault` picks: with a 503 SlowDown (as S3
  * throttles), or by resetting the connection. Everything else is forwarded untouched (signatures stay valid).
  */
-async function faultyProxy(target: string, fault: (n: number) => 'slowdown' | 'reset' | undefined) {
+async function faultyProxy(target: string, fault: (n: number, req: IncomingMessage) => 'slowdown' | 'reset' | undefined) {
   let count = 0;
   const faults: string[] = [];
   const upstream = new URL(target);
   const proxy: Server = createHttpServer((req, res) => {
     const n = ++count;
-    const what = fault(n);
+    const what = fault(n, req);
     if (what) faults.push(`${req.method} ${what}`);
     if (what === 'slowdown') {
       req.resume();
@@ -422,6 +416,32 @@ test('s3: transient errors (503 SlowDown, connection resets) are retried with ba
   t.teardown(() => hopeless.destroy());
   await t.throwsAsync(checkedDriver(hopeless).getContent('/x'), { instanceOf: StorageDriverError, message: /SlowDown/ });
   t.is(denied.count(), 3);
+});
+
+test('s3: a multipart move whose part copy fails starts no further parts, aborts its upload and keeps the source', async (t) => {
+  const { raw, root, driver } = await setup(t);
+  const big = randomBytes(20 * MiB + 7);
+  await driver.putContent('/m/big', big);
+  const base = await driverOptions();
+  // Every UploadPartCopy (a PUT naming a copy source) is refused; with one attempt and one part at a time, the
+  // first part's failure must keep the other three from starting.
+  const proxy = await faultyProxy(base.regionEndpoint!, (_n, req) => (req.method === 'PUT' && req.headers['x-amz-copy-source'] ? 'slowdown' : undefined));
+  t.teardown(proxy.close);
+  const failing = new S3Driver({
+    ...base,
+    regionEndpoint: proxy.url,
+    rootDirectory: `/${root}/`,
+    maxAttempts: 1,
+    multipartCopyThresholdSize: 5 * MiB,
+    multipartCopyChunkSize: 5 * MiB,
+    multipartCopyMaxConcurrency: 1,
+  });
+  t.teardown(() => failing.destroy());
+  await t.throwsAsync(checkedDriver(failing).move('/m/big', '/m/moved'), { instanceOf: StorageDriverError, message: /SlowDown/ });
+  t.deepEqual(proxy.faults, ['PUT slowdown'], 'one part copy tried, none after it');
+  t.deepEqual(await openUploads(raw, raw.key('/m')), []);
+  t.is(sha(await driver.getContent('/m/big')), sha(big));
+  await t.throwsAsync(driver.stat('/m/moved'), { instanceOf: PathNotFoundError });
 });
 
 test('s3: a missing object is PathNotFoundError and a missing bucket is a StorageDriverError saying so', async (t) => {

@@ -36,11 +36,16 @@
  * Errors: NoSuchKey/404 is PathNotFoundError; everything else is a StorageDriverError naming the operation. The SDK
  * retries transient failures (503 SlowDown, 500, timeouts, connection resets) with exponential backoff and jitter,
  * `maxAttempts` times in all.
+ *
+ * node:http and node:https appear here only for the SDK client's connection agents (keep-alive, socket limit, TLS
+ * verification): the driver's own connection to S3. Readers are plain streams (no COPY_INTO): how a response is
+ * written is the HTTP layer's business, as for every driver.
  */
 import type * as AwsS3 from '@aws-sdk/client-s3';
 import type { CompletedPart, ServerSideEncryption, StorageClass } from '@aws-sdk/client-s3';
 import type * as AwsPresigner from '@aws-sdk/s3-request-presigner';
 import { createRequire } from 'node:module';
+import pLimit from 'p-limit';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
@@ -202,24 +207,6 @@ export function describeS3Error(err: unknown, bucket: string): string {
   if (status === 404) return `bucket "${bucket}" does not exist (create it, or fix storage.s3.bucket)`;
   if (status === 403) return `access to bucket "${bucket}" was denied (${code || raw})`;
   return `${code ? `${code}: ` : ''}${raw}`;
-}
-
-/** Run `tasks` with at most `limit` running at once; rejects with the first failure. */
-async function pooled<T>(items: T[], limit: number, task: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed: unknown;
-  const worker = async () => {
-    while (failed === undefined && next < items.length) {
-      const item = items[next++]!;
-      try {
-        await task(item);
-      } catch (err) {
-        failed ??= err;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  if (failed !== undefined) throw failed;
 }
 
 interface Child {
@@ -660,23 +647,27 @@ export class S3Driver implements StorageDriver {
     try {
       const ranges = copyRanges(size, this.copyChunkSize);
       const parts: CompletedPart[] = new Array(ranges.length);
-      await pooled(
-        ranges.map((range, i) => ({ range, i })),
-        this.copyConcurrency,
-        async ({ range, i }) => {
-          const res = await this.client.send(
-            new aws.UploadPartCopyCommand({
-              Bucket: this.bucket,
-              Key: dest,
-              UploadId: uploadId,
-              PartNumber: i + 1,
-              CopySource: this.copySource(source),
-              CopySourceRange: `bytes=${range.start}-${range.end}`,
-            }),
-          );
-          parts[i] = { PartNumber: i + 1, ETag: res.CopyPartResult?.ETag };
-        },
-      );
+      const limit = pLimit(this.copyConcurrency);
+      let failure: unknown;
+      const copyPart = async (range: { start: number; end: number }, i: number) => {
+        // After the first failure the parts not yet started are skipped; those running finish before the abort.
+        if (failure !== undefined) return;
+        const res = await this.client.send(
+          new aws.UploadPartCopyCommand({
+            Bucket: this.bucket,
+            Key: dest,
+            UploadId: uploadId,
+            PartNumber: i + 1,
+            CopySource: this.copySource(source),
+            CopySourceRange: `bytes=${range.start}-${range.end}`,
+          }),
+        );
+        parts[i] = { PartNumber: i + 1, ETag: res.CopyPartResult?.ETag };
+      };
+      await Promise.all(ranges.map((range, i) => limit(() => copyPart(range, i).catch((err: unknown) => {
+        failure ??= err;
+      }))));
+      if (failure !== undefined) throw failure;
       await this.client.send(
         new aws.CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: dest, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
       );

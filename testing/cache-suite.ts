@@ -6,18 +6,18 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
-import type { BlobDescriptorCache } from '../server/cache/cache.js';
+import type { DescriptorCache } from '../server/cache/cache.js';
 
 export type CacheFactory = (options?: { tombstoneMs?: number }) => Promise<{
-  cache: BlobDescriptorCache;
+  cache: DescriptorCache;
   /** Another process's view of the same cache, for shared implementations. */
-  second?: () => Promise<BlobDescriptorCache>;
+  second?: () => Promise<DescriptorCache>;
   cleanup(): Promise<void>;
 }>;
 
 const digest = () => `sha256:${randomBytes(32).toString('hex')}`;
 
-type Body = (t: ExecutionContext, cache: BlobDescriptorCache, second?: () => Promise<BlobDescriptorCache>) => Promise<void>;
+type Body = (t: ExecutionContext, cache: DescriptorCache, second?: () => Promise<DescriptorCache>) => Promise<void>;
 
 export function cacheSuite(name: string, factory: CacheFactory, kind: { shared: boolean } = { shared: false }): void {
   const it = (title: string, fn: Body, options?: { tombstoneMs?: number }) =>

@@ -11,8 +11,10 @@
  *
  * Storage stays the truth: everything here can be lost at any moment (Nothing is stored only in the cache).
  *
- * Implementations: `InMemoryDescriptorCache` (one process) and `RedisDescriptorCache` (shared by every replica and
- * by the garbage collector). `testing/cache-suite.ts` is the behaviour both pass.
+ * Names: `DescriptorCache` is the interface, implemented per backing store by `InMemoryDescriptorCache` (one
+ * process) and `RedisDescriptorCache` (shared by every replica and by the garbage collector); `testing/cache-suite.ts`
+ * is the behaviour both pass. `GatedDescriptorCache` (index.ts) is either behind the garbage collector's gate, with
+ * tickets for writes: what the registry holds.
  */
 
 export interface CachedDescriptor {
@@ -31,7 +33,7 @@ export interface CacheStatus {
   lastError?: string;
 }
 
-export interface BlobDescriptorCache {
+export interface DescriptorCache {
   readonly backend: CacheStatus['backend'];
   /** The cached descriptor of `digest`'s bytes, or undefined when unknown (ask storage). Never throws. */
   stat(digest: string): Promise<CachedDescriptor | undefined>;

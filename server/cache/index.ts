@@ -7,11 +7,11 @@
  *   await cache?.close();
  */
 import type { RedisConfig, WharfConfig } from '../config/index.js';
-import type { BlobDescriptorCache, CacheStatus, CachedDescriptor } from './cache.js';
+import type { DescriptorCache, CacheStatus, CachedDescriptor } from './cache.js';
 import { InMemoryDescriptorCache } from './memory.js';
 import { RedisDescriptorCache, type CacheLogger, type RedisCacheOptions, type RedisConnectionOptions } from './redis.js';
 
-export { CacheUnavailableError, type BlobDescriptorCache, type CacheStatus, type CachedDescriptor } from './cache.js';
+export { CacheUnavailableError, type CacheStatus, type CachedDescriptor, type DescriptorCache } from './cache.js';
 export { InMemoryDescriptorCache } from './memory.js';
 export { RedisDescriptorCache, type CacheLogger } from './redis.js';
 
@@ -40,7 +40,7 @@ export interface CreateCacheOptions {
  * The configured blob-descriptor cache, or undefined when none is configured. A Redis cache has made its first
  * connection attempt when this resolves; if Redis is down it is returned anyway (switched off until Redis is back).
  */
-export async function createDescriptorCache(config: WharfConfig, options: CreateCacheOptions = {}): Promise<BlobDescriptorCache | undefined> {
+export async function createDescriptorCache(config: WharfConfig, options: CreateCacheOptions = {}): Promise<DescriptorCache | undefined> {
   const kind = config.storage.cache.blobdescriptor;
   if (kind === 'inmemory') return new InMemoryDescriptorCache({ maxEntries: config.storage.cache.blobdescriptorsize });
   if (kind !== 'redis') return undefined;
@@ -56,11 +56,11 @@ export async function createDescriptorCache(config: WharfConfig, options: Create
  * taken before the storage read they report: they are skipped when the gate was reset since (server/gc/recorder.ts
  * says why).
  */
-export class GatedDescriptorCache implements BlobDescriptorCache {
+export class GatedDescriptorCache implements DescriptorCache {
   private gate: () => boolean = () => true;
   private generation = 0;
 
-  constructor(readonly inner: BlobDescriptorCache) {}
+  constructor(readonly inner: DescriptorCache) {}
 
   get backend(): CacheStatus['backend'] {
     return this.inner.backend;

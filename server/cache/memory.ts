@@ -2,7 +2,8 @@
  * The blob-descriptor cache of one process (`storage.cache.blobdescriptor: inmemory`): a bounded LRU map by digest.
  * Each entry holds the descriptor (when known) and the repositories known to link the digest.
  */
-import { DEFAULT_TOMBSTONE_MS, type BlobDescriptorCache, type CacheStatus, type CachedDescriptor } from './cache.js';
+import { LRUCache } from 'lru-cache';
+import { DEFAULT_TOMBSTONE_MS, type CacheStatus, type CachedDescriptor, type DescriptorCache } from './cache.js';
 
 interface Entry {
   descriptor?: CachedDescriptor;
@@ -15,22 +16,26 @@ export interface InMemoryCacheOptions {
   tombstoneMs?: number;
 }
 
-export class InMemoryDescriptorCache implements BlobDescriptorCache {
+export class InMemoryDescriptorCache implements DescriptorCache {
   readonly backend = 'inmemory' as const;
-  private readonly entries = new Map<string, Entry>();
+  /** By digest; reads (`get`) make an entry the most recently used. */
+  private readonly entries: LRUCache<string, Entry>;
   /** digest → time (ms) until which it may not be cached again. */
   private readonly tombstones = new Map<string, number>();
-  private readonly maxEntries: number;
   private readonly tombstoneMs: number;
   private readonly since = Date.now();
 
   constructor(options: InMemoryCacheOptions = {}) {
-    this.maxEntries = options.maxEntries ?? 10_000;
+    const maxEntries = options.maxEntries ?? 10_000;
+    // lru-cache wants a bound: "no limit" counts every entry as 1 against a total no process reaches.
+    this.entries = maxEntries > 0
+      ? new LRUCache({ max: maxEntries })
+      : new LRUCache({ maxSize: Number.MAX_SAFE_INTEGER, sizeCalculation: () => 1 });
     this.tombstoneMs = options.tombstoneMs ?? DEFAULT_TOMBSTONE_MS;
   }
 
   async stat(digest: string): Promise<CachedDescriptor | undefined> {
-    const descriptor = this.touch(digest)?.descriptor;
+    const descriptor = this.entries.get(digest)?.descriptor;
     return descriptor && { ...descriptor };
   }
 
@@ -40,7 +45,7 @@ export class InMemoryDescriptorCache implements BlobDescriptorCache {
   }
 
   async isLinked(repository: string, digest: string): Promise<boolean> {
-    return this.touch(digest)?.repositories.has(repository) ?? false;
+    return this.entries.get(digest)?.repositories.has(repository) ?? false;
   }
 
   async setLinked(repository: string, digest: string): Promise<void> {
@@ -54,7 +59,7 @@ export class InMemoryDescriptorCache implements BlobDescriptorCache {
 
   async forgetLink(repository: string, digest: string): Promise<void> {
     this.bury(digest);
-    this.entries.get(digest)?.repositories.delete(repository);
+    this.entries.peek(digest)?.repositories.delete(repository);
   }
 
   async clear(): Promise<void> {
@@ -78,15 +83,6 @@ export class InMemoryDescriptorCache implements BlobDescriptorCache {
     return this.entries.size;
   }
 
-  private touch(digest: string): Entry | undefined {
-    const entry = this.entries.get(digest);
-    if (entry) {
-      this.entries.delete(digest);
-      this.entries.set(digest, entry);
-    }
-    return entry;
-  }
-
   /** The entry to write into, created if needed; undefined while a tombstone forbids caching the digest. */
   private entryFor(digest: string): Entry | undefined {
     const until = this.tombstones.get(digest);
@@ -94,11 +90,10 @@ export class InMemoryDescriptorCache implements BlobDescriptorCache {
       if (Date.now() < until) return undefined;
       this.tombstones.delete(digest);
     }
-    let entry = this.touch(digest);
+    let entry = this.entries.get(digest);
     if (!entry) {
       entry = { repositories: new Set() };
       this.entries.set(digest, entry);
-      if (this.maxEntries > 0 && this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
     }
     return entry;
   }

@@ -21,7 +21,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { createClient, RedisClientType } from 'redis';
-import { CacheUnavailableError, DEFAULT_TOMBSTONE_MS, type BlobDescriptorCache, type CacheStatus, type CachedDescriptor } from './cache.js';
+import { CacheUnavailableError, DEFAULT_TOMBSTONE_MS, type CacheStatus, type CachedDescriptor, type DescriptorCache } from './cache.js';
 
 /** Where and how to connect: registry:2's `redis` section plus Wharf's `redis.url`. */
 export interface RedisConnectionOptions {
@@ -175,7 +175,7 @@ export function safeMessage(err: unknown): string {
   return msg.replace(/\/\/[^@/\s]*@/g, '//***@');
 }
 
-export class RedisDescriptorCache implements BlobDescriptorCache {
+export class RedisDescriptorCache implements DescriptorCache {
   readonly backend = 'redis' as const;
   private readonly client: AnyRedisClient;
   private readonly prefix: string;

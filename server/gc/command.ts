@@ -10,7 +10,7 @@ import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { nanosToMillis, parseGoDuration } from '../config/duration.js';
 import type { WharfConfig } from '../config/index.js';
 import type { ProxyConfig } from '../config/types.js';
-import { createDescriptorCache, type BlobDescriptorCache } from '../cache/index.js';
+import { createDescriptorCache, type DescriptorCache } from '../cache/index.js';
 import { driverFor } from '../storage.js';
 import { metricsText, newStats, startProgress, summaryText } from './report.js';
 import { ProxyExpiry } from './proxy-expiry.js';
@@ -84,7 +84,7 @@ async function writeMetricsFile(path: string, text: string): Promise<void> {
 }
 
 /** The collectGarbage options that tie a run to its lock, live set and shared descriptor cache. */
-export function sharedStateOptions(gc: WorkerGcState, cache?: BlobDescriptorCache): Pick<GcOptions, 'lock' | 'liveSet' | 'forget' | 'forgetLink'> {
+export function sharedStateOptions(gc: WorkerGcState, cache?: DescriptorCache): Pick<GcOptions, 'lock' | 'liveSet' | 'forget' | 'forgetLink'> {
   return {
     lock: gc.lock,
     liveSet: gc.liveSet,
@@ -94,7 +94,7 @@ export function sharedStateOptions(gc: WorkerGcState, cache?: BlobDescriptorCach
 }
 
 /** One run with output; resolves to the exit code. */
-async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: BlobDescriptorCache, proxy?: ProxyConfig): Promise<number> {
+async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig): Promise<number> {
   const stats = newStats(o.dryRun);
   const listing = o.dryRun && !o.quiet ? (kind: string, what: string) => void process.stdout.write(`would delete ${kind} ${what}\n`) : undefined;
   const stopProgress = o.quiet ? () => {} : startProgress(stats, process.stderr);
@@ -148,7 +148,7 @@ export async function garbageCollectCommand(config: WharfConfig, o: GcCommandOpt
   }
 }
 
-async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: BlobDescriptorCache, proxy?: ProxyConfig): Promise<number> {
+async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig): Promise<number> {
   if (o.everyMs === undefined) return runOnce(driver, o, gc, cache, proxy);
   let stopping = false;
   let wake: () => void = () => {};

@@ -23,7 +23,7 @@
  *     the shared cache is then emptied, a new generation for every replica, before this server's gate opens.
  */
 import type { StorageDriver } from '../../storage-drivers/driver.js';
-import type { DescriptorCache } from '../registry/blobs.js';
+import type { GatedDescriptorCache } from '../cache/index.js';
 import { RegistryError } from '../registry/errors.js';
 import { LOCK_POLL_MS, LOCK_STALE_MS, StorageLiveSet, StorageLockProbe, type LiveSet, type LockInfo, type LockProbe } from './state.js';
 
@@ -53,7 +53,7 @@ export class GcRecorder {
   private inflight?: Promise<void>;
   /** A read queued behind `inflight`, for callers that need a read begun after their call. */
   private queued?: Promise<void>;
-  private readonly caches: DescriptorCache[] = [];
+  private readonly caches: GatedDescriptorCache[] = [];
 
   constructor(driver: StorageDriver, private readonly options: RecorderOptions = {}) {
     this.probe = options.probe ?? new StorageLockProbe(driver);
@@ -63,7 +63,7 @@ export class GcRecorder {
   }
 
   /** Gate this descriptor cache on the lock: unused and empty while a collection may be deleting. */
-  guard(cache: DescriptorCache): void {
+  guard(cache: GatedDescriptorCache): void {
     this.caches.push(cache);
     cache.setGate(() => this.cacheUsable());
   }

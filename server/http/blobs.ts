@@ -4,6 +4,7 @@
 import { RegistryError } from '../registry/errors.js';
 import { parseDigest } from '../registry/reference.js';
 import { notify, respondEmpty, urlFor, type RegistryContext } from './context.js';
+import { blobBody } from './send-blob.js';
 
 export type ByteRange = { start: number; end: number } | 'unsatisfiable' | undefined;
 
@@ -86,7 +87,7 @@ export async function getBlob(ctx: RegistryContext): Promise<void> {
   } else {
     ctx.status = 200;
   }
-  ctx.body = stream;
+  ctx.body = blobBody(stream, ctx.res);
   ctx.type = 'application/octet-stream';
   ctx.length = length;
   notify(ctx, 'pull', {

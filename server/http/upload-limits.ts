@@ -17,6 +17,7 @@
  * Cost: one directory listing of the repository's `_uploads/` per session start; the start times of sessions are
  * only read when the listing reaches the limit, and remembered.
  */
+import { LRUCache } from 'lru-cache';
 import { addressKey } from '../../auth/index.js';
 import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
 import type { DigestAlgorithm } from '../registry/reference.js';
@@ -52,14 +53,16 @@ export class UploadLimits {
   /** Starts admitted and still running in this process, per uploader and per repository. */
   private readonly pendingByUploader = new Map<string, number>();
   private readonly pendingByRepository = new Map<string, number>();
-  /** Start times read from storage, by session directory (they never change). */
-  private readonly startTimes = new Map<string, number>();
+  /** Start times read from storage, by session directory (they never change); at most `maxTracked`. */
+  private readonly startTimes: LRUCache<string, number>;
   private readonly now: () => number;
   private readonly maxTracked: number;
 
   constructor(private readonly driver: StorageDriver, private readonly options: UploadLimitOptions) {
     this.now = options.now ?? Date.now;
     this.maxTracked = options.maxTracked ?? 100_000;
+    // Counted by maxSize rather than max, so that lru-cache does not allocate every slot up front.
+    this.startTimes = new LRUCache({ maxSize: this.maxTracked, sizeCalculation: () => 1 });
   }
 
   /** Start a session for `uploader` in repository `name`, within the limits; 429 TOOMANYREQUESTS beyond them. */
@@ -161,7 +164,6 @@ export class UploadLimits {
       throw err;
     }
     if (started === undefined) return undefined;
-    if (this.startTimes.size >= this.maxTracked) this.startTimes.delete(this.startTimes.keys().next().value!);
     this.startTimes.set(dir, started.getTime());
     return started.getTime();
   }

@@ -18,6 +18,7 @@
  *   replicas through Redis when configured, ./shared-flight.ts); a client going away does not stop the fetch.
  * - Last pulls are recorded under `_wharf/proxy/` (see docs/mirror.md) for TTL expiry.
  */
+import { LRUCache } from 'lru-cache';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { Counter, type Registry as MetricsRegistry } from 'prom-client';
@@ -96,9 +97,10 @@ export class Mirror implements Registry {
   readonly counters = new Map<string, MirrorCounters>();
   private readonly flights = new Map<string, Promise<unknown>>();
   private readonly blobFlights = new Map<string, Promise<void>>();
-  private readonly lastPulls = new Map<string, number>();
-  /** Origin records known to be in storage, by repository and tag (OriginRecord). */
-  private readonly origins = new Map<string, string>();
+  /** Pulls recorded within the interval, by repository and digest (bounded; counted by maxSize so slots grow as used). */
+  private readonly lastPulls = new LRUCache<string, true>({ maxSize: 100_000, sizeCalculation: () => 1, ttl: LAST_PULL_INTERVAL_MS });
+  /** Origin records known to be in storage, by repository and tag (OriginRecord; bounded like lastPulls). */
+  private readonly origins = new LRUCache<string, string>({ maxSize: 100_000, sizeCalculation: () => 1 });
   private readonly metrics?: ReturnType<typeof mirrorMetrics>;
 
   constructor(
@@ -482,7 +484,6 @@ export class Mirror implements Registry {
       const stored = fetched ? undefined : await this.local.driver.getContent(path).then((b) => b.toString('utf8'), () => undefined);
       if (stored !== record) await this.local.driver.putContent(path, record);
       this.origins.set(key, record);
-      if (this.origins.size > 100_000) this.origins.delete(this.origins.keys().next().value!);
     } catch (err) {
       // Without the record the tag is not served stale; the pull itself goes on.
       this.logger.debug({ err: (err as Error).message }, 'could not record a cached tag\'s origin');
@@ -502,10 +503,9 @@ export class Mirror implements Registry {
    */
   private recordPull(route: Route, name: string, digest: Digest): void {
     const key = `${name}@${digest.value}`;
+    if (this.lastPulls.has(key)) return;
+    this.lastPulls.set(key, true);
     const now = Date.now();
-    if ((this.lastPulls.get(key) ?? 0) > now - LAST_PULL_INTERVAL_MS) return;
-    this.lastPulls.set(key, now);
-    if (this.lastPulls.size > 100_000) this.lastPulls.delete(this.lastPulls.keys().next().value!);
     this.local.driver
       .putContent(`${LAST_PULL_ROOT}/${name}/${digest.algorithm}/${digest.hex}`, `${new Date(now).toISOString()} ${route.upstream.config.name}`)
       .catch((err: unknown) => this.logger.debug({ err: (err as Error).message }, 'could not record a last pull'));

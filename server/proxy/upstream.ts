@@ -15,6 +15,7 @@
  * on a redirect to another origin). Bodies read into memory (manifests, token answers) are bounded in
  * size and time; error bodies are never read.
  */
+import { LRUCache } from 'lru-cache';
 import { pipeline, Readable, Transform } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { Logger } from 'pino';
@@ -97,17 +98,13 @@ export function parseChallenge(header: string): Challenge | undefined {
   return { scheme: m[1]!.toLowerCase(), params };
 }
 
-interface CachedToken {
-  token: string;
-  expiresAt: number;
-}
-
 /** Tokens are refreshed this long before they expire, so one does not run out between check and use. */
 const TOKEN_MARGIN_MS = 10_000;
 
 export class UpstreamClient {
   readonly base: string;
-  private readonly tokens = new Map<string, CachedToken>();
+  /** Bearer tokens by scope, each kept until shortly before it expires (lru-cache's per-entry ttl). */
+  private readonly tokens = new LRUCache<string, string>({ max: 10_000 });
   /** Set once the upstream asked for Basic auth: send credentials up front from then on. */
   private basic = false;
   private readonly doFetch: typeof fetch;
@@ -151,7 +148,7 @@ export class UpstreamClient {
   /** A token for `scope` from the challenge's realm (cached per scope until it expires). */
   private async token(challenge: Challenge, scope: string): Promise<string> {
     const cached = this.tokens.get(scope);
-    if (cached && cached.expiresAt > Date.now()) return cached.token;
+    if (cached) return cached;
     const realm = challenge.params.realm;
     if (!realm) throw new UpstreamError('invalid', 'upstream sent a Bearer challenge without a realm');
     let url: URL;
@@ -198,8 +195,9 @@ export class UpstreamClient {
     if (!token) throw new UpstreamError('invalid', 'upstream token server answered without a token');
     // The spec's default lifetime is 60 s when expires_in is missing.
     const expiresIn = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 60;
-    this.tokens.set(scope, { token, expiresAt: Date.now() + expiresIn * 1000 - TOKEN_MARGIN_MS });
-    if (this.tokens.size > 10_000) this.tokens.delete(this.tokens.keys().next().value!);
+    // A token that would not outlive the margin is used once and not kept (a ttl of 0 would keep it forever).
+    const ttl = expiresIn * 1000 - TOKEN_MARGIN_MS;
+    if (ttl > 0) this.tokens.set(scope, token, { ttl });
     return token;
   }
 
@@ -212,7 +210,7 @@ export class UpstreamClient {
     const url = `${this.base}/v2/${path}`;
     const withAuth = (): Record<string, string> => {
       const cached = this.tokens.get(scope);
-      if (cached && cached.expiresAt > Date.now()) return { ...headers, Authorization: `Bearer ${cached.token}` };
+      if (cached) return { ...headers, Authorization: `Bearer ${cached}` };
       const basic = this.basic ? this.basicHeader() : undefined;
       return basic ? { ...headers, Authorization: basic } : headers;
     };

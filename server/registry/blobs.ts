@@ -25,14 +25,8 @@ export async function orUndefined<T>(p: Promise<T>): Promise<T | undefined> {
   }
 }
 
-/**
- * The blob-descriptor cache as the registry holds it (see server/cache/): gated, so the garbage collector's
- * recorder can switch it off while a collection may be deleting.
- */
-export type DescriptorCache = GatedDescriptorCache;
-
 export class BlobStore {
-  constructor(private readonly driver: StorageDriver, private readonly cache?: DescriptorCache) {}
+  constructor(private readonly driver: StorageDriver, private readonly cache?: GatedDescriptorCache) {}
 
   /** Size of the blob in the shared content store, or undefined when its bytes are absent. */
   async statContent(digest: Digest): Promise<BlobDescriptor | undefined> {
@@ -63,7 +57,7 @@ export class BlobStore {
    * Run a cache invalidation. When it cannot reach a shared cache, the cache has already switched itself off (and
    * logged it), so this process serves nothing stale; the storage change stands either way.
    */
-  private async invalidate(run: (cache: DescriptorCache) => Promise<void>): Promise<void> {
+  private async invalidate(run: (cache: GatedDescriptorCache) => Promise<void>): Promise<void> {
     if (!this.cache) return;
     try {
       await run(this.cache);

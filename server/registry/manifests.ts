@@ -5,6 +5,7 @@
  * a `current/link` holding a manifest digest (plus an index of every digest it ever held, as registry:2 keeps).
  * A manifest with a `subject` is recorded under `_referrers/<subject>` so the referrers API is a directory listing.
  */
+import { LRUCache } from 'lru-cache';
 import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
 import { BlobStore, orUndefined } from './blobs.js';
 import { RegistryError } from './errors.js';
@@ -52,33 +53,6 @@ function manifestUnknown(name: string, reference: string): RegistryError {
   return new RegistryError('MANIFEST_UNKNOWN', undefined, { detail: { name, reference } });
 }
 
-/** A cache of immutable manifest bytes by digest, bounded by total size (a manifest GET by tag is the hot path). */
-class ContentCache {
-  private readonly entries = new Map<string, Buffer>();
-  private bytes = 0;
-  constructor(private readonly maxBytes: number) {}
-
-  get(digest: string): Buffer | undefined {
-    const hit = this.entries.get(digest);
-    if (hit) {
-      this.entries.delete(digest);
-      this.entries.set(digest, hit);
-    }
-    return hit;
-  }
-
-  set(digest: string, content: Buffer): void {
-    if (content.byteLength > this.maxBytes / 4 || this.entries.has(digest)) return;
-    this.entries.set(digest, content);
-    this.bytes += content.byteLength;
-    for (const [key, value] of this.entries) {
-      if (this.bytes <= this.maxBytes) break;
-      this.entries.delete(key);
-      this.bytes -= value.byteLength;
-    }
-  }
-}
-
 /**
  * The media type of cached manifest bytes ('' when they are not a servable manifest), worked out once per cached
  * buffer rather than parsed on every GET.
@@ -93,20 +67,20 @@ function mediaTypeOf(content: Buffer): string | undefined {
   return mediaType === '' ? undefined : mediaType;
 }
 
-/** (repository, digest) pairs whose revision link this process has seen, bounded (oldest dropped first). */
+/** (repository, digest) pairs whose revision link this process has seen, bounded (least recently added dropped first). */
 class RevisionSet {
-  private readonly entries = new Set<string>();
-  constructor(private readonly maxEntries: number) {}
+  // Counted by maxSize rather than max, so that lru-cache does not allocate every slot up front.
+  private readonly entries: LRUCache<string, true>;
+  constructor(maxEntries: number) {
+    this.entries = new LRUCache({ maxSize: maxEntries, sizeCalculation: () => 1 });
+  }
 
   has(name: string, digest: string): boolean {
     return this.entries.has(`${name}\u0000${digest}`);
   }
 
   add(name: string, digest: string): void {
-    const key = `${name}\u0000${digest}`;
-    if (this.entries.has(key)) return;
-    this.entries.add(key);
-    if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.values().next().value!);
+    this.entries.set(`${name}\u0000${digest}`, true);
   }
 
   delete(name: string, digest: string): void {
@@ -115,7 +89,15 @@ class RevisionSet {
 }
 
 export class ManifestStore {
-  private readonly cache = new ContentCache(32 * 1024 * 1024);
+  /**
+   * Immutable manifest bytes by digest, bounded by total size; none above a quarter of it is kept (a manifest GET by
+   * tag is the hot path). Sizes must be positive for lru-cache, so empty bytes count as one.
+   */
+  private readonly cache = new LRUCache<string, Buffer>({
+    maxSize: 32 * 1024 * 1024,
+    maxEntrySize: 8 * 1024 * 1024,
+    sizeCalculation: (content) => Math.max(content.byteLength, 1),
+  });
   private readonly revisions = new RevisionSet(100_000);
 
   constructor(

@@ -7,8 +7,8 @@
  */
 import type { Readable } from 'node:stream';
 import { PathNotFoundError, comparePaths, isBelow, type StorageDriver } from '../../storage-drivers/driver.js';
-import { GatedDescriptorCache, InMemoryDescriptorCache, type BlobDescriptorCache } from '../cache/index.js';
-import { BlobStore, type BlobDescriptor, type DescriptorCache } from './blobs.js';
+import { GatedDescriptorCache, InMemoryDescriptorCache, type DescriptorCache } from '../cache/index.js';
+import { BlobStore, type BlobDescriptor } from './blobs.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import type { Descriptor } from './manifest-format.js';
@@ -77,7 +77,7 @@ export interface RegistryOptions {
    */
   mayMountWithoutFrom?: (digest: Digest) => Promise<boolean> | boolean;
   /** The blob-descriptor cache (`storage.cache.blobdescriptor`, see server/cache/); none when absent. */
-  descriptorCache?: BlobDescriptorCache;
+  descriptorCache?: DescriptorCache;
   /** Shorthand for an in-memory `descriptorCache` of at most this many digests (0: no limit). */
   descriptorCacheSize?: number;
   /**
@@ -98,8 +98,8 @@ export class LocalRegistry implements Registry {
   readonly blobs: BlobStore;
   readonly uploads: UploadStore;
   readonly manifests: ManifestStore;
-  /** The in-memory blob-descriptor cache, when configured. */
-  readonly descriptorCache?: DescriptorCache;
+  /** The blob-descriptor cache behind the collector's gate, when configured. */
+  readonly descriptorCache?: GatedDescriptorCache;
 
   constructor(readonly driver: StorageDriver, private readonly options: RegistryOptions = {}) {
     const inner =
