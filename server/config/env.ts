@@ -55,8 +55,9 @@ export function applyEnvOverrides(
       warnings.push(`environment variable ${variable} matches no configuration key (ignored)`);
       continue;
     }
-    if (parts.length === 1 && parts[0]!.toUpperCase() === 'VERSION') {
-      warnings.push(`environment variable ${variable}: the configuration version cannot be overridden (ignored)`);
+    const top = parts.length === 1 ? fieldNamed(schema, parts[0]!) : undefined;
+    if (top !== undefined && (schema.properties as Record<string, TSchema>)[top]!['x-env'] === false) {
+      warnings.push(`environment variable ${variable}: the configuration ${top} cannot be overridden (ignored)`);
       continue;
     }
     const ctx: Context = { variable, raw: env[variable]!, warnings, problems, origins };

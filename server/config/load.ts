@@ -225,7 +225,7 @@ function decodeDuration(node: TreeNode, fail: (message: string) => undefined): n
 const ajv = new Ajv({ allErrors: true, useDefaults: true, verbose: true, strict: true });
 ajv.addVocabulary([
   'x-duration', 'x-unsupported', 'x-message', 'x-required', 'x-at-parent', 'x-expected', 'x-case', 'x-aliases',
-  'x-one-or-list', 'x-unknown', 'x-driver', 'x-doc-default', 'x-doc-skip', 'x-deprecated',
+  'x-one-or-list', 'x-unknown', 'x-driver', 'x-doc-default', 'x-doc-skip', 'x-deprecated', 'x-env',
 ]);
 const validate = ajv.compile<Record<string, unknown>>(ConfigSchema);
 

@@ -23,6 +23,7 @@
  * - `x-doc-default`: the default as the docs show it, when it is not a plain value (derived from other keys).
  * - `x-deprecated`: an old spelling of another key, read with a warning.
  * - `x-aliases`: other words accepted for a value (`warning` for `warn`).
+ * - `x-env`: false for a key no `REGISTRY_*` variable may set.
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 
@@ -330,7 +331,7 @@ const Proxy = optionalSection({
 
 /** The whole of config.yml. */
 export const ConfigSchema = Type.Object({
-  version: Type.Literal('0.1', { description: 'The configuration format version. Must be `0.1`.', 'x-required': 'must be "0.1" (missing)', 'x-message': 'must be "0.1", got {got}' }),
+  version: Type.Literal('0.1', { description: 'The configuration format version. Must be `0.1`. It describes the file, so the environment cannot override it.', 'x-env': false, 'x-required': 'must be "0.1" (missing)', 'x-message': 'must be "0.1", got {got}' }),
   loglevel: opt(oneOf(['error', 'warn', 'info', 'debug'], 'Old top-level form of `log.level`, used only when `log.level` is not set. Produces a warning.', {
     'x-deprecated': true, 'x-case': 'lower', 'x-aliases': { warning: 'warn' }, 'x-message': 'expected one of error, warn (or warning), info, debug, got {got}',
   })),
