@@ -9,7 +9,7 @@
  * problem names its key (and the environment variable, when one set it), and they are listed in schema order.
  */
 import type { TSchema } from '@sinclair/typebox';
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { readFile } from 'node:fs/promises';
 import { isIP, isIPv6 } from 'node:net';
 import { resolve as resolvePath } from 'node:path';
@@ -101,6 +101,7 @@ export function parseConfig(
 
   const data = (decode(root, ConfigSchema, [], run) ?? {}) as Record<string, any>;
   const driver = storageDriver(data, run);
+  const validate = validator();
   if (!validate(data)) for (const err of validate.errors ?? []) schemaProblem(err, run);
   const config = data as WharfConfig;
   config.storage.driver = driver;
@@ -222,12 +223,18 @@ function decodeDuration(node: TreeNode, fail: (message: string) => undefined): n
 
 // ---- the schema's own checks (ajv) -----------------------------------------------------------------------------
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, verbose: true, strict: true });
-ajv.addVocabulary([
-  'x-duration', 'x-unsupported', 'x-message', 'x-required', 'x-at-parent', 'x-expected', 'x-case', 'x-aliases',
-  'x-one-or-list', 'x-unknown', 'x-driver', 'x-doc-default', 'x-doc-skip', 'x-deprecated', 'x-env',
-]);
-const validate = ajv.compile<Record<string, unknown>>(ConfigSchema);
+let compiled: ValidateFunction | undefined;
+
+/** The schema's validator, compiled on first use (compiling takes a few hundred milliseconds). */
+function validator(): ValidateFunction {
+  if (compiled) return compiled;
+  const ajv = new Ajv({ allErrors: true, useDefaults: true, verbose: true, strict: true });
+  ajv.addVocabulary([
+    'x-duration', 'x-unsupported', 'x-message', 'x-required', 'x-at-parent', 'x-expected', 'x-case', 'x-aliases',
+    'x-one-or-list', 'x-unknown', 'x-driver', 'x-doc-default', 'x-doc-skip', 'x-deprecated', 'x-env',
+  ]);
+  return (compiled = ajv.compile(ConfigSchema));
+}
 
 /** One ajv error as a problem worded as Wharf words them. */
 function schemaProblem(err: ErrorObject, run: Run): void {
@@ -314,12 +321,18 @@ function inSchemaOrder(problems: Problem[]): Problem[] {
 
 type Data = Record<string, any>;
 
-const SUPPORTED_STORAGE_DRIVERS = ['filesystem', 'inmemory', 's3'] as const;
+/** The keys of a driver section (storage, auth) that name drivers, and of those the ones Wharf has. */
+function driversOf(schema: TSchema): { all: string[]; supported: string[] } {
+  const settings = (schema['x-driver'] as DriverRule).settings;
+  const all = Object.keys(schema.properties as object).filter((k) => !settings.includes(k));
+  return { all, supported: all.filter((k) => kindOf((schema.properties as Record<string, TSchema>)[k]!) !== 'unsupported') };
+}
 
 /** `storage` names exactly one driver, one Wharf has; the other drivers' sections are dropped. */
 function storageDriver(data: Data, run: Run): WharfConfig['storage']['driver'] {
   const storageSchema = ConfigSchema.properties.storage;
   const settings = (storageSchema['x-driver'] as DriverRule).settings;
+  const SUPPORTED_STORAGE_DRIVERS = driversOf(storageSchema).supported;
   const node = run.root.get('storage');
   let driver: WharfConfig['storage']['driver'] = 'filesystem';
   if (isUnset(node) || isMapNode(node)) {
@@ -327,7 +340,7 @@ function storageDriver(data: Data, run: Run): WharfConfig['storage']['driver'] {
     const available = `(available: ${SUPPORTED_STORAGE_DRIVERS.join(', ')})`;
     if (drivers.length !== 1) {
       problem(run, ['storage'], `exactly one storage driver must be configured (got ${drivers.join(', ') || 'none'})`);
-    } else if ((SUPPORTED_STORAGE_DRIVERS as readonly string[]).includes(drivers[0]!)) {
+    } else if (SUPPORTED_STORAGE_DRIVERS.includes(drivers[0]!)) {
       driver = drivers[0] as WharfConfig['storage']['driver'];
     } else if (drivers[0]! in storageSchema.properties) {
       problem(run, ['storage', drivers[0]!], `this storage driver is not supported by this Wharf version ${available}`);
@@ -485,7 +498,8 @@ function validation(data: Data, run: Run): void {
 function auth(data: Data, run: Run): void {
   const auth = data.auth;
   const node = run.root.get('auth');
-  const drivers = isMapNode(node) ? [...node.keys()].filter((k) => ['htpasswd', 'token', 'silly'].includes(k)) : [];
+  const names = driversOf(ConfigSchema.properties.auth).all.filter((k) => k !== 'none');
+  const drivers = isMapNode(node) ? [...node.keys()].filter((k) => names.includes(k)) : [];
   if (drivers.length > 1) problem(run, ['auth'], `only one of htpasswd, token may be configured (got ${drivers.join(', ')})`);
   delete auth.none;
   const file = (path: string | undefined) => (path === undefined ? undefined : resolvePath(run.cwd, path));
