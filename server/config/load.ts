@@ -130,7 +130,8 @@ for (const [words, value] of [
  * (their defaults apply); values of the wrong shape are problems; unknown and unsupported keys are warnings.
  */
 function decode(node: TreeNode | undefined, schema: TSchema, path: string[], run: Run): unknown {
-  if (isUnset(node)) return undefined;
+  // An empty value is unset, except where one value or a list is taken: there it is a list of none.
+  if (isUnset(node)) return node !== undefined && schema['x-one-or-list'] ? [] : undefined;
   const fail = (message: string): undefined => problem(run, path, message);
   const expected = schema['x-expected'] as string | undefined;
   const kind = kindOf(schema);
@@ -166,8 +167,12 @@ function decode(node: TreeNode | undefined, schema: TSchema, path: string[], run
       if (!items) return fail(`expected ${expected ?? 'a list of strings'}, got ${describe(node!)}`);
       const itemSchema = schema.items as TSchema;
       if (kindOf(itemSchema) === 'string') {
-        const bad = items.find((item) => !isScalarNode(item) || item.value === null);
-        if (bad) return fail(`expected ${expected ?? 'a list of strings'}, got ${describe(single ? bad : node!)}`);
+        const bad = items.filter((item) => !isScalarNode(item) || item.value === null);
+        if (bad.length > 0) {
+          // Where a single value is accepted, each bad item is named; otherwise the list is.
+          for (const item of single ? bad : [node!]) fail(`expected ${expected ?? 'a list of strings'}, got ${describe(item)}`);
+          return undefined;
+        }
         return items.map((item) => (item as { text: string }).text);
       }
       // Entries keep their index (a broken one leaves a hole, already reported) so later problems name the right one.
@@ -243,7 +248,7 @@ function schemaProblem(err: ErrorObject, run: Run): void {
   const node = nodeAt(run.root, path);
   const got = node !== undefined ? describe(node) : JSON.stringify(err.data);
   // Errors about a list's items are reported at the list (`auth.token.signingalgorithms: "HS256" is not allowed`).
-  if (err.schemaPath.endsWith(`/items/${err.keyword}`)) path = path.slice(0, -1);
+  if (err.keyword !== 'required' && err.schemaPath.endsWith(`/items/${err.keyword}`)) path = path.slice(0, -1);
   // `{got}`: the value as read (case normalised); for `const` (the version), as written, so `0.2` is not `"0.2"`.
   const custom = (text: string) => text.replace('{got}', typeof err.data === 'string' && err.keyword !== 'const' ? JSON.stringify(err.data) : got);
   switch (err.keyword) {
@@ -641,6 +646,7 @@ function proxy(data: Data, run: Run): void {
     upstreams.push(upstream);
   };
   if (section.remoteurl !== undefined) add(section, ['proxy'], 'remoteurl', 'default', undefined);
+  else if ((run.root.get('proxy') as Map<string, unknown> | undefined)?.has?.('remoteurl')) problem(run, ['proxy', 'remoteurl'], 'an upstream needs a URL');
   (section.upstreams as (Data | undefined)[] | undefined)?.forEach((entry, i) => {
     if (!entry || entry.url === undefined) return;
     const at = ['proxy', 'upstreams', String(i)];

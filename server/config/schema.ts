@@ -262,7 +262,7 @@ const Auth = section({
 const Endpoint = Type.Object({
   name: str('A name for logs; unique.', { 'x-required': 'an endpoint needs a name', 'x-at-parent': true }),
   url: str('Where events are POSTed (http or https). Credentials in it (`user:pw@`) are refused: use `headers`.', { 'x-required': 'an endpoint needs a url', 'x-at-parent': true }),
-  headers: headerMap('Headers sent with every delivery (an `Authorization` token, say).'),
+  headers: Type.Record(Type.String(), Type.Array(Type.String()), { default: {}, description: 'Headers sent with every delivery (an `Authorization` token, say): header name → list of values.' }),
   timeout: duration(1000, true, 'Per delivery attempt.'),
   threshold: int(10, 1, 'Failures in a row before the endpoint is logged as failing.'),
   backoff: duration(1000, true, 'Pause before retrying a failed delivery.'),
