@@ -74,6 +74,8 @@ const optionalSection = <P extends Record<string, TSchema>>(properties: P, opts:
 const unsupported = (description: string, note: string | true = true) =>
   Type.Optional(Type.Unknown({ 'x-unsupported': note, description }));
 const opt = Type.Optional;
+/** A key read for registry:2's sake but not kept in the loaded config (typed `unknown`, so the types leave it out). */
+const notKept = (schema: TSchema) => Type.Optional(Type.Unsafe<unknown>(schema));
 
 // ---- the keys --------------------------------------------------------------------------------------------------
 
@@ -108,7 +110,7 @@ const S3 = Type.Object({
   storageclass: oneOf(['STANDARD', 'REDUCED_REDUNDANCY', 'STANDARD_IA', 'ONEZONE_IA', 'INTELLIGENT_TIERING', 'OUTPOSTS', 'GLACIER_IR', 'NONE'], 'Storage class of new objects, or `NONE` to send none (for services that reject the header). Case does not matter.', { default: 'STANDARD', 'x-case': 'upper' }),
   encrypt: bool(false, 'Server-side encryption of new objects: `AES256`, or `aws:kms` when `keyid` is set.'),
   keyid: opt(str('The KMS key for `encrypt`.')),
-  v4auth: opt(Type.Boolean({ description: 'Accepted for compatibility; requests are always signed with Signature Version 4 (`false` gives a warning).', 'x-doc-default': '`true`' })),
+  v4auth: notKept(Type.Boolean({ description: 'Accepted for compatibility; requests are always signed with Signature Version 4 (`false` gives a warning).', 'x-doc-default': '`true`' })),
   useragent: unsupported('Finer S3 client setting.'),
   usedualstack: unsupported('Finer S3 client setting.'),
   accelerate: unsupported('Finer S3 client setting.'),
@@ -133,7 +135,7 @@ const Storage = section({
   redirect: section({ disable: bool(false, 'Serve blob bytes through the registry instead of redirecting clients to the storage backend. Only drivers that can hand out direct URLs ever redirect: with `s3`, a blob `GET` answers 307 to a presigned URL valid for 20 minutes (`HEAD` never redirects); `filesystem` and `inmemory` always serve the bytes themselves.') }),
   cache: section({
     blobdescriptor: opt(str('Cache blob descriptors (digest → size, and which repositories link a digest) so repeated existence and size look-ups skip the storage backend. `inmemory`: per process (one replica only: another replica\'s deletes do not reach it). `redis`: shared by every replica and the garbage collector, needs the `redis` section (an error without it, as in registry:2); see [redis.md](redis.md). An unknown value gives a warning and no cache, as in registry:2.', { 'x-doc-default': 'none (no cache)' })),
-    layerinfo: opt(str('Old name of `blobdescriptor`, used only when that is not set. Produces a warning.', { 'x-deprecated': true })),
+    layerinfo: notKept(str('Old name of `blobdescriptor`, used only when that is not set. Produces a warning.', { 'x-deprecated': true })),
     blobdescriptorsize: int(10_000, 0, 'The most descriptors the in-memory cache keeps; `0` means no limit.'),
   }),
   maintenance: section({
@@ -191,7 +193,7 @@ const Http = section({
 
 const Validation = section({
   disabled: bool(false, 'Turns off the optional checks configured in this section (in registry:2, the manifest URL allow and deny lists). The size limit below and the checks the OCI distribution spec requires always apply.'),
-  enabled: opt(Type.Boolean({ description: 'Old inverse of `validation.disabled`, used only when `disabled` is not set. Produces a warning.', 'x-deprecated': true })),
+  enabled: notKept(Type.Boolean({ description: 'Old inverse of `validation.disabled`, used only when `disabled` is not set. Produces a warning.', 'x-deprecated': true })),
   manifests: section({
     maxsize: int(4 * MiB, 1, '**Wharf key.** The largest manifest accepted, in bytes (4 MiB by default); larger pushes are refused. 4 MiB is the size the OCI spec says registries should accept at least.'),
     urls: unsupported('URL allow/deny lists for foreign layers.'),
@@ -332,7 +334,7 @@ const Proxy = optionalSection({
 /** The whole of config.yml. */
 export const ConfigSchema = Type.Object({
   version: Type.Literal('0.1', { description: 'The configuration format version. Must be `0.1`. It describes the file, so the environment cannot override it.', 'x-env': false, 'x-required': 'must be "0.1" (missing)', 'x-message': 'must be "0.1", got {got}' }),
-  loglevel: opt(oneOf(['error', 'warn', 'info', 'debug'], 'Old top-level form of `log.level`, used only when `log.level` is not set. Produces a warning.', {
+  loglevel: notKept(oneOf(['error', 'warn', 'info', 'debug'], 'Old top-level form of `log.level`, used only when `log.level` is not set. Produces a warning.', {
     'x-deprecated': true, 'x-case': 'lower', 'x-aliases': { warning: 'warn' }, 'x-message': 'expected one of error, warn (or warning), info, debug, got {got}',
   })),
   log: Log,
@@ -362,45 +364,42 @@ export const ConfigSchema = Type.Object({
 });
 
 // ---- the types the rest of Wharf reads -----------------------------------------------------------------------
-// The loaded config is the file's shape with defaults filled in, less the deprecated and unsupported keys, plus a
-// few values derived from several keys (the storage driver, the mirror's upstreams).
+// The loaded config is the file's shape with defaults filled in, less the keys it does not keep (unsupported and
+// deprecated keys, typed `unknown`), plus a few values derived from several keys (the storage driver, the upstreams).
 
-type File = Static<typeof ConfigSchema>;
-type Drop<T, K extends PropertyKey> = Omit<T, K & keyof T>;
-type Unsupported = 'hooks' | 'reportcaller' | 'maxthreads' | 'gcs' | 'azure' | 'swift' | 'oss' | 'tag' | 'secret' | 'http2' | 'h2c'
-  | 'clientauth' | 'minimumtls' | 'ciphersuites' | 'letsencrypt' | 'useragent' | 'usedualstack' | 'accelerate' | 'objectacl'
-  | 'loglevel' | 'urls' | 'indexes' | 'silly' | 'autoredirectpath' | 'addrs' | 'file' | 'tcp' | 'middleware' | 'reporting'
-  | 'compatibility' | 'policy' | 'events' | 'none' | 'v4auth';
+/** `T` without its `unknown` keys (keys of maps chosen by the user are kept whatever their type). */
+type Loaded<T> = T extends readonly (infer U)[]
+  ? Loaded<U>[]
+  : T extends object
+    ? { [K in keyof T as string extends K ? K : unknown extends T[K] ? never : K]: string extends K ? T[K] : Loaded<T[K]> }
+    : T;
+type File = Loaded<Static<typeof ConfigSchema>>;
 
 export type LogLevel = File['log']['level'];
-export type LogConfig = Drop<File['log'], Unsupported | 'formatter'> & { formatter: 'json' | 'text' | 'auto' };
-export type S3StorageConfig = Drop<Static<typeof S3>, Unsupported>;
-export interface StorageConfig extends Drop<File['storage'], Unsupported | 'inmemory' | 's3' | 'filesystem' | 'cache'> {
+export type LogConfig = Omit<File['log'], 'formatter'> & { formatter: 'json' | 'text' | 'auto' };
+export type S3StorageConfig = Loaded<Static<typeof S3>>;
+export interface StorageConfig extends Omit<File['storage'], 'inmemory' | 'cache'> {
   /** Which driver section was given. Exactly one driver section is allowed. */
   driver: 'filesystem' | 'inmemory' | 's3';
-  filesystem: Drop<File['storage']['filesystem'], Unsupported>;
-  s3?: S3StorageConfig;
   cache: { blobdescriptor?: 'inmemory' | 'redis'; blobdescriptorsize: number };
 }
 type HttpFile = File['http'];
-export interface HttpConfig extends Drop<HttpFile, Unsupported | 'tls' | 'debug'> {
-  tls?: { certificate: string; key: string; clientcas?: string[] };
+export interface HttpConfig extends Omit<HttpFile, 'tls' | 'debug'> {
+  tls?: Omit<NonNullable<HttpFile['tls']>, 'certificate' | 'key'> & { certificate: string; key: string };
   debug?: { addr: string; prometheus: NonNullable<HttpFile['debug']>['prometheus'] };
 }
-export type ValidationConfig = { disabled: boolean; manifests: { maxsize: number } };
-export type AccessRuleConfig = Static<typeof AccessRule>;
-type AuthFile = File['auth'];
-type TokenServerFile = NonNullable<AuthFile['tokenserver']>;
-export interface AuthConfig extends Drop<AuthFile, Unsupported | 'token' | 'tokenserver'> {
-  token?: Drop<NonNullable<AuthFile['token']>, Unsupported>;
-  tokenserver?: Drop<TokenServerFile, 'issuer' | 'service'> & { issuer: string; service: string };
+export type ValidationConfig = File['validation'];
+export type AccessRuleConfig = Loaded<Static<typeof AccessRule>>;
+type TokenServerFile = NonNullable<File['auth']['tokenserver']>;
+export interface AuthConfig extends Omit<File['auth'], 'tokenserver'> {
+  tokenserver?: Omit<TokenServerFile, 'issuer' | 'service'> & { issuer: string; service: string };
 }
-export type RedisConfig = Drop<NonNullable<File['redis']>, Unsupported>;
-export type NotificationEndpointConfig = Static<typeof Endpoint>;
-export type NotificationsConfig = Drop<File['notifications'], Unsupported>;
-type UpstreamFile = Static<typeof Upstream>;
+export type RedisConfig = NonNullable<File['redis']>;
+export type NotificationEndpointConfig = Loaded<Static<typeof Endpoint>>;
+export type NotificationsConfig = Omit<File['notifications'], 'events'>;
+type UpstreamFile = Loaded<Static<typeof Upstream>>;
 /** One upstream registry the mirror pulls from (docs/mirror.md). Durations in ms. */
-export type ProxyUpstreamConfig = Drop<UpstreamFile, 'name' | 'ttl' | 'namespaces' | 'librarymapping'> & {
+export type ProxyUpstreamConfig = Omit<UpstreamFile, 'name' | 'ttl' | 'namespaces' | 'librarymapping'> & {
   name: string; ttl: number; namespaces: string[]; librarymapping: boolean;
 };
 export interface ProxyConfig extends Pick<NonNullable<File['proxy']>, 'localnamespaces' | 'timeout'> {
@@ -409,14 +408,12 @@ export interface ProxyConfig extends Pick<NonNullable<File['proxy']>, 'localname
   /** Set when the only upstream is registry:2's `proxy.remoteurl`: containerd's `?ns=` is ignored, as registry:2 does. */
   ignoresNamespace?: boolean;
 }
-export interface WharfConfig extends Drop<File, Unsupported | 'log' | 'storage' | 'http' | 'validation' | 'auth' | 'redis' | 'health' | 'proxy'> {
+export interface WharfConfig extends Omit<File, 'log' | 'storage' | 'http' | 'auth' | 'notifications' | 'proxy'> {
   log: LogConfig;
   storage: StorageConfig;
   http: HttpConfig;
-  validation: ValidationConfig;
   auth: AuthConfig;
-  redis?: RedisConfig;
-  health: { storagedriver: File['health']['storagedriver'] };
+  notifications: NotificationsConfig;
   proxy?: ProxyConfig;
 }
 
