@@ -175,7 +175,7 @@ export function helmConfigSchema(): Record<string, unknown> {
       case 'string': {
         const out: Record<string, unknown> = { type: 'string' };
         if (schema.enum) out.enum = [...(schema.enum as string[]), ...Object.keys((schema['x-aliases'] as object | undefined) ?? {})];
-        if (schema.pattern) out.pattern = schema.pattern;
+        if (schema.pattern ?? schema['x-chart-pattern']) out.pattern = schema.pattern ?? schema['x-chart-pattern'];
         return out;
       }
       case 'value':

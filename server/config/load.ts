@@ -236,7 +236,7 @@ function validator(): ValidateFunction {
   const ajv = new Ajv({ allErrors: true, useDefaults: true, verbose: true, strict: true });
   ajv.addVocabulary([
     'x-duration', 'x-unsupported', 'x-message', 'x-required', 'x-at-parent', 'x-expected', 'x-case', 'x-aliases',
-    'x-one-or-list', 'x-unknown', 'x-driver', 'x-doc-default', 'x-doc-skip', 'x-deprecated', 'x-env',
+    'x-one-or-list', 'x-unknown', 'x-driver', 'x-doc-default', 'x-doc-skip', 'x-deprecated', 'x-env', 'x-chart-pattern',
   ]);
   return (compiled = ajv.compile(ConfigSchema));
 }

@@ -24,6 +24,7 @@
  * - `x-deprecated`: an old spelling of another key, read with a warning.
  * - `x-aliases`: other words accepted for a value (`warning` for `warn`).
  * - `x-env`: false for a key no `REGISTRY_*` variable may set.
+ * - `x-chart-pattern`: a pattern only the Helm chart's schema checks (Wharf checks the key in load.ts, more precisely).
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 
@@ -157,7 +158,7 @@ const Storage = section({
 const Http = section({
   addr: str('Where to listen. With `net: tcp`: `host:port` or `:port` (all interfaces); IPv6 addresses in brackets, `[::1]:5000`. With `net: unix`: the socket\'s path, which is then required.', { default: ':5000' }),
   net: oneOf(['tcp', 'unix'], '`tcp` or `unix`.', { default: 'tcp', 'x-case': 'lower', 'x-message': 'expected tcp or unix, got {got}' }),
-  host: opt(str('The address clients reach the registry at, as `scheme://host[:port]` with scheme `http` or `https`. When set, absolute URLs the registry hands out (such as upload `Location` headers) use it; otherwise they are derived from each request. A trailing slash is dropped; a path is an error (use `http.prefix`).')),
+  host: opt(str('The address clients reach the registry at, as `scheme://host[:port]` with scheme `http` or `https`. When set, absolute URLs the registry hands out (such as upload `Location` headers) use it; otherwise they are derived from each request. A trailing slash is dropped; a path is an error (use `http.prefix`).', { 'x-chart-pattern': '^(|https?://[^/]+)$' })),
   prefix: str('Serve the API under this path (`/registry/` serves `/registry/v2/...`). registry:2 asks for a leading and a trailing slash; Wharf adds either if it is missing.', { default: '/' }),
   secret: unsupported('The key registry:2 signs upload state with. Wharf keeps upload state in storage, so it needs no secret; the warning says so.', 'http.secret: not needed by Wharf (upload state lives in storage, not in signed client state); ignored'),
   relativeurls: bool(false, 'Answer relative `Location` headers instead of absolute ones.'),
@@ -182,7 +183,7 @@ const Http = section({
   }),
   http2: unsupported('HTTP/2 settings.'),
   h2c: unsupported('HTTP/2 settings.'),
-  trustedproxies: strList('**Wharf key.** The reverse proxies (IP addresses and CIDR ranges) whose `X-Forwarded-For`, `X-Forwarded-Host` and `X-Forwarded-Proto` are believed. From any other peer these headers are ignored: the connection\'s address is the client (in logs, notification events and the per-address login throttle) and the `Host` header names the host. From a listed proxy, the client is the right-most `X-Forwarded-For` address that is not itself listed. List exactly your proxies (an ingress controller\'s pod range, a load balancer\'s address); listing a range clients can connect from lets them choose their address. See [api.md](api.md#client-address-host-and-scheme).', { default: [] }),
+  trustedproxies: Type.Array(Type.String({ 'x-chart-pattern': '^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$' }), { description: '**Wharf key.** The reverse proxies (IP addresses and CIDR ranges) whose `X-Forwarded-For`, `X-Forwarded-Host` and `X-Forwarded-Proto` are believed. From any other peer these headers are ignored: the connection\'s address is the client (in logs, notification events and the per-address login throttle) and the `Host` header names the host. From a listed proxy, the client is the right-most `X-Forwarded-For` address that is not itself listed. List exactly your proxies (an ingress controller\'s pod range, a load balancer\'s address); listing a range clients can connect from lets them choose their address. See [api.md](api.md#client-address-host-and-scheme).', default: [] }),
   timeouts: section({
     readheader: duration(30_000, true, '**Wharf key.** The request line and headers must arrive within this (then 408 and the connection is closed). Checked every quarter of the value, at most every 5 s.'),
     stall: duration(60_000, true, '**Wharf key.** How long a transfer may stand still while the server waits on the client: a request body the client announced and stopped sending, or a response it stopped reading. Only time without a byte moving counts, so a push or pull of any size that keeps moving is never cut, and neither is a request the server itself is slow to answer (a slow storage backend).'),
