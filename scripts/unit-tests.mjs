@@ -14,6 +14,7 @@ export const UNIT_TESTS = [
   'auth/token.test.ts',
   'server/cache/memory.test.ts',
   'server/config/auth.test.ts',
+  'server/config/docs.test.ts',
   'server/config/duration.test.ts',
   'server/config/env.test.ts',
   'server/config/load.test.ts',

@@ -182,3 +182,14 @@ test('an unsupported section set from the environment is warned about like one i
   const { warnings } = load({ REGISTRY_REPORTING_BUGSNAG_APIKEY: 'x', REGISTRY_AUTH_FOO_REALM: 'x' });
   t.deepEqual(warnings, ['unknown key auth.foo (ignored)', 'reporting: not supported by this Wharf version']);
 });
+
+test('entries of a list of sections are addressed by index, the schema telling list from mapping', (t) => {
+  const { config } = load({
+    REGISTRY_NOTIFICATIONS_ENDPOINTS_0_NAME: 'audit',
+    REGISTRY_NOTIFICATIONS_ENDPOINTS_0_URL: 'http://127.0.0.1:8088/events',
+    REGISTRY_PROXY_UPSTREAMS_0_URL: 'http://127.0.0.1:5001',
+    REGISTRY_PROXY_UPSTREAMS_0_PREFIX: 'up',
+  });
+  t.like(config.notifications.endpoints[0], { name: 'audit', url: 'http://127.0.0.1:8088/events', timeout: 1000 });
+  t.like(config.proxy?.upstreams[0], { name: 'up', url: 'http://127.0.0.1:5001', prefix: 'up' });
+});

@@ -16,7 +16,9 @@
  * - A variable that matches no key is ignored with a warning (Kubernetes injects `REGISTRY_PORT` and the like
  *   for a Service named "registry"); `REGISTRY_VERSION` is ignored too: the version describes the file.
  */
-import { fieldNamed, type DriverRule, type Shape } from './schema.js';
+import type { TSchema } from '@sinclair/typebox';
+import type { Problem } from './errors.js';
+import { fieldNamed, kindOf, mapValues, type DriverRule } from './schema.js';
 import { isMapNode, isScalarNode, isSeqNode, parseYamlTree, scalar, type MapNode, type TreeNode } from './tree.js';
 
 /** Which environment variable set a node, so error messages can point at it. */
@@ -26,19 +28,22 @@ interface Context {
   readonly variable: string;
   readonly raw: string;
   readonly warnings: string[];
-  readonly problems: string[];
+  readonly problems: Problem[];
   readonly origins: Origins;
 }
+
+/** Keys whose schema says nothing: anything goes below them. */
+const ANY: TSchema = {} as TSchema;
 
 const PREFIX = 'REGISTRY_';
 
 /** Apply every `REGISTRY_*` variable in `env` to `root` (in place). */
 export function applyEnvOverrides(
   root: MapNode,
-  shape: Shape,
+  schema: TSchema,
   env: Record<string, string | undefined>,
   warnings: string[],
-  problems: string[],
+  problems: Problem[],
   origins: Origins,
 ): void {
   const names = Object.keys(env)
@@ -50,35 +55,37 @@ export function applyEnvOverrides(
       warnings.push(`environment variable ${variable} matches no configuration key (ignored)`);
       continue;
     }
-    if (parts.length === 1 && parts[0]!.toUpperCase() === 'VERSION') {
-      warnings.push(`environment variable ${variable}: the configuration version cannot be overridden (ignored)`);
+    const top = parts.length === 1 ? fieldNamed(schema, parts[0]!) : undefined;
+    if (top !== undefined && (schema.properties as Record<string, TSchema>)[top]!['x-env'] === false) {
+      warnings.push(`environment variable ${variable}: the configuration ${top} cannot be overridden (ignored)`);
       continue;
     }
     const ctx: Context = { variable, raw: env[variable]!, warnings, problems, origins };
-    apply(root, shape, parts, [], ctx);
+    apply(root, schema, parts, [], ctx);
   }
 }
 
 /**
- * Set the value at `parts` below `node` (whose shape is `shape` and whose key path is `path`), and return the
+ * Set the value at `parts` below `node` (whose schema is `schema` and whose key path is `path`), and return the
  * node that should now stand in `node`'s place.
  */
-function apply(node: TreeNode | undefined, shape: Shape, parts: string[], path: string[], ctx: Context): TreeNode | undefined {
-  if (parts.length === 0) return valueFor(node, shape, ctx);
+function apply(node: TreeNode | undefined, schema: TSchema, parts: string[], path: string[], ctx: Context): TreeNode | undefined {
+  if (parts.length === 0) return valueFor(node, schema, ctx);
   const [head, ...rest] = parts as [string, ...string[]];
+  const driver = schema['x-driver'] as DriverRule | undefined;
 
-  switch (shape.kind) {
+  switch (kindOf(schema)) {
     case 'section': {
       let map = isMapNode(node) ? node : created(new Map(), node, ctx);
-      if (shape.driver && isScalarNode(node) && typeof node.value === 'string') {
-        map = created(switchDriver(undefined, node.value, shape.driver), node, ctx);
+      if (driver && isScalarNode(node) && typeof node.value === 'string') {
+        map = created(switchDriver(undefined, node.value, driver), node, ctx);
       }
-      const name = fieldNamed(shape, head) ?? (shape.driver ? head.toLowerCase() : undefined);
+      const name = fieldNamed(schema, head) ?? (driver ? head.toLowerCase() : undefined);
       if (name === undefined) {
         ctx.warnings.push(`environment variable ${ctx.variable} matches no configuration key (ignored)`);
         return node;
       }
-      const child = apply(map.get(name), shape.fields[name] ?? { kind: 'any' }, rest, [...path, name], ctx);
+      const child = apply(map.get(name), (schema.properties as Record<string, TSchema>)[name] ?? ANY, rest, [...path, name], ctx);
       if (child !== undefined) map.set(name, child);
       return map;
     }
@@ -87,24 +94,26 @@ function apply(node: TreeNode | undefined, shape: Shape, parts: string[], path: 
     case 'unsupported': {
       const map = isMapNode(node) ? node : created(new Map(), node, ctx);
       const name = [...map.keys()].find((k) => k.toUpperCase() === head.toUpperCase()) ?? head.toLowerCase();
-      const child = apply(map.get(name), shape.kind === 'map' ? shape.values : { kind: 'any' }, rest, [...path, name], ctx);
+      const child = apply(map.get(name), kindOf(schema) === 'map' ? mapValues(schema) : ANY, rest, [...path, name], ctx);
       if (child !== undefined) map.set(name, child);
       return map;
     }
     case 'list': {
       const list = isSeqNode(node) ? node : created([], node, ctx);
       if (!/^\d+$/.test(head) || Number(head) > list.length) {
-        ctx.problems.push(
-          `${path.join('.')} (from ${ctx.variable}): ${head} is not an index of this list ` +
-            `(it has ${list.length} item${list.length === 1 ? '' : 's'}; the next index appends)`,
-        );
+        ctx.problems.push({
+          path,
+          origin: ctx.variable,
+          message: `${head} is not an index of this list (it has ${list.length} item${list.length === 1 ? '' : 's'}; the next index appends)`,
+        });
         return node;
       }
       const index = Number(head);
-      const child = apply(list[index], shape.items, rest, [...path, head], ctx);
+      const child = apply(list[index], schema.items as TSchema, rest, [...path, head], ctx);
       if (child !== undefined) list[index] = child;
       return list;
     }
+    case 'string':
     case 'value':
       ctx.warnings.push(`environment variable ${ctx.variable}: ${path.join('.')} holds a single value, not a section (ignored)`);
       return node;
@@ -121,10 +130,11 @@ function created<T extends MapNode | TreeNode[]>(container: T, replaced: TreeNod
   return container;
 }
 
-/** The node an environment value becomes, given the shape of the key it is set on. */
-function valueFor(existing: TreeNode | undefined, shape: Shape, ctx: Context): TreeNode {
+/** The node an environment value becomes, given the schema of the key it is set on. */
+function valueFor(existing: TreeNode | undefined, schema: TSchema, ctx: Context): TreeNode {
   let value: TreeNode;
-  if (shape.kind === 'value' && shape.type === 'string') {
+  const driver = schema['x-driver'] as DriverRule | undefined;
+  if (kindOf(schema) === 'string') {
     value = scalar(ctx.raw, ctx.raw);
   } else if (ctx.raw.trim() === '') {
     value = scalar(null);
@@ -135,9 +145,9 @@ function valueFor(existing: TreeNode | undefined, shape: Shape, ctx: Context): T
       value = scalar(ctx.raw, ctx.raw); // not YAML: take it as a plain string, the reader will judge it
     }
   }
-  if (shape.kind === 'section' && shape.driver && isScalarNode(value) && typeof value.value === 'string') {
+  if (driver && isScalarNode(value) && typeof value.value === 'string') {
     // Only the section and a newly named driver come from the variable; kept settings still come from the file.
-    const switched = switchDriver(existing, value.value, shape.driver);
+    const switched = switchDriver(existing, value.value, driver);
     ctx.origins.set(switched, ctx.variable);
     for (const [key, child] of switched) {
       if (!(isMapNode(existing) && existing.get(key) === child)) markOrigin(child, ctx);

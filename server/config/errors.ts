@@ -20,3 +20,14 @@ export class ConfigError extends Error {
     this.source = source;
   }
 }
+
+/** A problem with one key, before it is written as a line: the key path, and the variable that set it, if any. */
+export interface Problem {
+  path: readonly string[];
+  message: string;
+  origin?: string;
+}
+
+export function formatProblem(p: Problem): string {
+  return `${p.path.join('.')}${p.origin ? ` (from ${p.origin})` : ''}: ${p.message}`;
+}
