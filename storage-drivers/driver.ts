@@ -166,6 +166,16 @@ export class PathNotFoundError extends StorageError {
   }
 }
 
+/** The value of `p`, or undefined when it fails because the path does not exist; any other failure is thrown. */
+export async function ifExists<T>(p: Promise<T>): Promise<T | undefined> {
+  try {
+    return await p;
+  } catch (err) {
+    if (err instanceof PathNotFoundError) return undefined;
+    throw err;
+  }
+}
+
 export class InvalidPathError extends StorageError {
   constructor(readonly path: string) {
     super(`invalid path: ${JSON.stringify(path)}`);

@@ -8,8 +8,7 @@
  * collector is given instead (`grace`); the filesystem fixture really sets the times back.
  */
 import test, { type ExecutionContext } from 'ava';
-import type { StorageDriver } from '../storage-drivers/driver.js';
-import { orUndefined } from '../server/registry/blobs.js';
+import { ifExists, type StorageDriver } from '../storage-drivers/driver.js';
 import * as layout from '../server/registry/layout.js';
 import { parseDigest, parseReference } from '../server/registry/reference.js';
 import type { LocalRegistry } from '../server/registry/registry.js';
@@ -38,11 +37,11 @@ export interface GcFixture {
 }
 
 export async function blobStored(driver: StorageDriver, digest: string): Promise<boolean> {
-  return (await orUndefined(driver.stat(layout.blobDataPath(parseDigest(digest))))) !== undefined;
+  return (await ifExists(driver.stat(layout.blobDataPath(parseDigest(digest))))) !== undefined;
 }
 
 async function exists(driver: StorageDriver, path: string): Promise<boolean> {
-  return (await orUndefined(driver.stat(path))) !== undefined;
+  return (await ifExists(driver.stat(path))) !== undefined;
 }
 
 /** Register every scenario for the driver `name`; `open` gives a fresh, empty fixture. */

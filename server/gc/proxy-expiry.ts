@@ -31,9 +31,8 @@
  *
  * A dry run removes nothing and reports what would expire (tags as `tag`, revisions as `manifest`).
  */
-import type { StorageDriver } from '../../storage-drivers/driver.js';
+import { ifExists, type StorageDriver } from '../../storage-drivers/driver.js';
 import type { ProxyConfig } from '../config/types.js';
-import { orUndefined } from '../registry/blobs.js';
 import {
   isLinked, lastPullRecords, removeEmptyLastPullFolders, removeTag, tagLink, type RepositoryScan,
 } from '../registry/scan.js';
@@ -126,7 +125,7 @@ export class ProxyExpiry implements RepositoryExpiry {
     const upstreams = this.recordedUpstreams?.name === name ? this.recordedUpstreams.upstreams : (await this.lastPulls(name)).upstreams;
     if (this.options.dryRun || this.ttlOf(name, upstreams) === undefined) return;
     for (const [digest, path] of await lastPullRecords(this.driver, name)) {
-      if (!(await isLinked(this.driver, name, digest))) await orUndefined(this.driver.delete(path));
+      if (!(await isLinked(this.driver, name, digest))) await ifExists(this.driver.delete(path));
     }
     await removeEmptyLastPullFolders(this.driver, name);
   }
@@ -139,11 +138,11 @@ export class ProxyExpiry implements RepositoryExpiry {
     const pulls = new Map<string, number>();
     const upstreams = new Set<string>();
     for (const [digest, path] of await lastPullRecords(this.driver, name)) {
-      const text = await orUndefined(this.driver.getContent(path));
+      const text = await ifExists(this.driver.getContent(path));
       const [date = '', upstream] = text ? text.toString('utf8').trim().split(/\s+/, 2) : [];
       if (upstream) upstreams.add(upstream);
       const at = Date.parse(date);
-      const time = Number.isNaN(at) ? (await orUndefined(this.driver.stat(path)))?.modTime.getTime() : at;
+      const time = Number.isNaN(at) ? (await ifExists(this.driver.stat(path)))?.modTime.getTime() : at;
       if (time !== undefined) pulls.set(digest, time);
     }
     return { pulls, upstreams };

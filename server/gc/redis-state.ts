@@ -52,13 +52,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { StorageDriver } from '../../storage-drivers/driver.js';
+import { ifExists, type StorageDriver } from '../../storage-drivers/driver.js';
 import { redisConnectionOptions } from '../cache/index.js';
 import {
   closeRedisClient, createRedisClient, dialWithin, safeMessage, timedCommand, type AnyRedisClient, type RedisConnectionOptions,
 } from '../cache/redis.js';
 import type { WharfConfig } from '../config/index.js';
-import { orUndefined } from '../registry/blobs.js';
 import { RegistryError } from '../registry/errors.js';
 import { GC_LOCK_PATH } from '../registry/layout.js';
 import {
@@ -320,8 +319,8 @@ export class RedisGcLock extends RedisLockProbe implements GcLock {
     const driver = this.options.driver;
     if (driver) {
       try {
-        const raw = await orUndefined(driver.getContent(GC_LOCK_PATH));
-        if (raw && (JSON.parse(raw.toString('utf8')) as LockInfo).owner === mine.owner) await orUndefined(driver.delete(GC_LOCK_PATH));
+        const raw = await ifExists(driver.getContent(GC_LOCK_PATH));
+        if (raw && (JSON.parse(raw.toString('utf8')) as LockInfo).owner === mine.owner) await ifExists(driver.delete(GC_LOCK_PATH));
       } catch {
         // the marker expires on its own
       }

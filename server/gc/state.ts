@@ -10,8 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
-import { orUndefined } from '../registry/blobs.js';
+import { PathNotFoundError, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
 import { GC_LIVE_ROOT, GC_LOCK_PATH, gcLiveBlobPath, gcLiveBlobsDir, gcLiveRepositoryPath } from '../registry/layout.js';
 import { tryParseDigest } from '../registry/reference.js';
 import { forEachLimited } from '../registry/scan.js';
@@ -114,7 +113,7 @@ export class StorageLockProbe implements LockProbe {
   constructor(protected readonly driver: StorageDriver) {}
 
   async current(): Promise<LockInfo | undefined> {
-    return unexpired(parseLock(await orUndefined(this.driver.getContent(GC_LOCK_PATH))));
+    return unexpired(parseLock(await ifExists(this.driver.getContent(GC_LOCK_PATH))));
   }
 }
 
@@ -177,8 +176,8 @@ export class StorageGcLock extends StorageLockProbe implements GcLock {
 
   async release(): Promise<void> {
     if (!this.mine) return;
-    const now = parseLock(await orUndefined(this.driver.getContent(GC_LOCK_PATH)));
-    if (now?.owner === this.mine.owner) await orUndefined(this.driver.delete(GC_LOCK_PATH));
+    const now = parseLock(await ifExists(this.driver.getContent(GC_LOCK_PATH)));
+    if (now?.owner === this.mine.owner) await ifExists(this.driver.delete(GC_LOCK_PATH));
     this.mine = undefined;
   }
 }
@@ -203,7 +202,7 @@ export class StorageLiveSet implements LiveSet {
 
   async has(digest: string): Promise<boolean> {
     const path = blobMarker(digest);
-    return path !== undefined && (await orUndefined(this.driver.stat(path))) !== undefined;
+    return path !== undefined && (await ifExists(this.driver.stat(path))) !== undefined;
   }
 
   /** One listing of `live/blobs/<alg>` per algorithm in the batch, not a stat per digest. */
@@ -219,14 +218,14 @@ export class StorageLiveSet implements LiveSet {
     }
     for (const [algorithm, wanted] of byAlgorithm) {
       const folder = gcLiveBlobsDir(algorithm);
-      const markers = new Set(((await orUndefined(this.driver.list(folder))) ?? []).map((p) => p.slice(folder.length + 1)));
+      const markers = new Set(((await ifExists(this.driver.list(folder))) ?? []).map((p) => p.slice(folder.length + 1)));
       for (const digest of wanted) if (markers.has(digest.slice(algorithm.length + 1))) found.add(digest);
     }
     return found;
   }
 
   async hasRepository(repository: string): Promise<boolean> {
-    return (await orUndefined(this.driver.stat(gcLiveRepositoryPath(repository)))) !== undefined;
+    return (await ifExists(this.driver.stat(gcLiveRepositoryPath(repository)))) !== undefined;
   }
 
   /** Delete the old markers, then the folders that left empty (rmdir-style, so a server's new marker survives). */
@@ -248,6 +247,6 @@ export class StorageLiveSet implements LiveSet {
   }
 
   private async deleteAll(paths: string[]): Promise<void> {
-    await forEachLimited(paths, 8, (p) => orUndefined(this.driver.delete(p)));
+    await forEachLimited(paths, 8, (p) => ifExists(this.driver.delete(p)));
   }
 }

@@ -21,8 +21,7 @@
  * a server writing into the same folder at that moment never loses its file: it either wins and the folder stays,
  * or finds the folder gone and creates it again.
  */
-import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
-import { orUndefined } from '../registry/blobs.js';
+import { PathNotFoundError, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
 import { GC_TRASH_ROOT, gcTrashOrigin, gcTrashPath, gcTrashRunDir } from '../registry/layout.js';
 import { forEachLimited, removeEmptyParents } from '../registry/scan.js';
 import type { LiveSet } from './state.js';
@@ -79,7 +78,7 @@ export class Sweeper {
         await this.driver.move(trash, item.path);
         return;
       }
-      await orUndefined(this.driver.delete(trash));
+      await ifExists(this.driver.delete(trash));
       deleted.push(item);
       // The same folders, in trash and in place: removed here one by one (a recursive delete of the run's
       // trash at the end would read and remove every one of them again, all at once).
@@ -93,7 +92,7 @@ export class Sweeper {
 
   /** Remove this run's trash folder once the run is over (only this run writes below it). */
   async emptyTrash(): Promise<void> {
-    await orUndefined(this.driver.delete(gcTrashRunDir(this.runId)));
+    await ifExists(this.driver.delete(gcTrashRunDir(this.runId)));
     await this.driver.removeEmptyDirectory?.(GC_TRASH_ROOT);
   }
 }
@@ -101,13 +100,13 @@ export class Sweeper {
 /** Put back every file an interrupted run left in trash (where nothing took its place), then empty the trash. */
 export async function restoreTrash(driver: StorageDriver): Promise<number> {
   let restored = 0;
-  const runs = (await orUndefined(driver.list(GC_TRASH_ROOT))) ?? [];
+  const runs = (await ifExists(driver.list(GC_TRASH_ROOT))) ?? [];
   for (const run of runs) {
     try {
       for await (const info of driver.walk(run)) {
         if (info.isDir) continue;
         const original = gcTrashOrigin(info.path.slice(run.length + 1));
-        if ((await orUndefined(driver.stat(original))) === undefined) {
+        if ((await ifExists(driver.stat(original))) === undefined) {
           await driver.move(info.path, original);
           restored++;
         }
@@ -115,7 +114,7 @@ export async function restoreTrash(driver: StorageDriver): Promise<number> {
     } catch (err) {
       if (!(err instanceof PathNotFoundError)) throw err;
     }
-    await orUndefined(driver.delete(run));
+    await ifExists(driver.delete(run));
   }
   await driver.removeEmptyDirectory?.(GC_TRASH_ROOT);
   return restored;

@@ -43,8 +43,7 @@
  *    no "exists" answer for a deleted blob comes from memory; the worker forgets each deleted blob and link in a
  *    shared Redis cache itself (see ./redis-state.ts for the lock and live set in Redis).
  */
-import type { StorageDriver } from '../../storage-drivers/driver.js';
-import { orUndefined } from '../registry/blobs.js';
+import { ifExists, type StorageDriver } from '../../storage-drivers/driver.js';
 import { GC_LOCK_PATH, GC_METRICS_PATH } from '../registry/layout.js';
 import { purgeUploads } from '../registry/purge.js';
 import {
@@ -160,7 +159,7 @@ async function settle(run: Run): Promise<number> {
   if (!run.dryRun) {
     await new Promise((r) => setTimeout(r, options.propagationMs ?? LOCK_PROPAGATION_MS));
     // Records older than our lock belong to earlier runs; the lock file's time is the storage's clock.
-    const lockTime = (await orUndefined(driver.stat(GC_LOCK_PATH)))?.modTime;
+    const lockTime = (await ifExists(driver.stat(GC_LOCK_PATH)))?.modTime;
     if (lockTime) await run.liveSet.prune(new Date(lockTime.getTime() - 1000));
     run.stats.restored = await restoreTrash(driver);
     await run.lock.verify();

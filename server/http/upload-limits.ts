@@ -19,10 +19,9 @@
  */
 import { LRUCache } from 'lru-cache';
 import { addressKey } from '../../auth/index.js';
-import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
+import { PathNotFoundError, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
 import type { DigestAlgorithm } from '../registry/reference.js';
 import { RegistryError } from '../registry/errors.js';
-import { orUndefined } from '../registry/blobs.js';
 import * as layout from '../registry/layout.js';
 import { startedAt } from '../registry/purge.js';
 import type { UploadStatus } from '../registry/uploads.js';
@@ -121,7 +120,7 @@ export class UploadLimits {
       const batch = [...sessions.keys()].slice(0, PRUNE_BATCH);
       const present = await Promise.all(batch.map((key) => {
         const slash = key.lastIndexOf('/');
-        return orUndefined(this.driver.stat(layout.uploadDir(key.slice(0, slash), key.slice(slash + 1))));
+        return ifExists(this.driver.stat(layout.uploadDir(key.slice(0, slash), key.slice(slash + 1))));
       }));
       batch.forEach((key, i) => {
         const started = sessions.get(key);
@@ -139,7 +138,7 @@ export class UploadLimits {
     const limit = this.options.perRepository;
     const reserve = () => bump(this.pendingByRepository, name, 1);
     if (limit <= 0) return reserve();
-    const dirs = (await orUndefined(this.driver.list(layout.uploadsPath(name)))) ?? [];
+    const dirs = (await ifExists(this.driver.list(layout.uploadsPath(name)))) ?? [];
     if (dirs.length + (this.pendingByRepository.get(name) ?? 0) < limit) return reserve();
     // At the limit by the listing: count only the sessions younger than the purge age.
     const cutoff = this.now() - this.options.maxAgeMs;

@@ -4,7 +4,7 @@
  * its bytes exist in the shared content store (`blobs/<alg>/<xx>/<hex>/data`).
  */
 import type { Readable } from 'node:stream';
-import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
+import { PathNotFoundError, ifExists, type StorageDriver } from '../../storage-drivers/driver.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import type { Digest } from './reference.js';
@@ -15,16 +15,6 @@ export interface BlobDescriptor {
   size: number;
 }
 
-/** Treat a missing path as `undefined`; rethrow anything else. */
-export async function orUndefined<T>(p: Promise<T>): Promise<T | undefined> {
-  try {
-    return await p;
-  } catch (err) {
-    if (err instanceof PathNotFoundError) return undefined;
-    throw err;
-  }
-}
-
 export class BlobStore {
   constructor(private readonly driver: StorageDriver, private readonly cache?: GatedDescriptorCache) {}
 
@@ -33,7 +23,7 @@ export class BlobStore {
     const ticket = this.cache?.ticket();
     const cached = await this.cache?.stat(digest.value);
     if (cached !== undefined) return { digest: digest.value, size: cached.size };
-    const info = await orUndefined(this.driver.stat(layout.blobDataPath(digest)));
+    const info = await ifExists(this.driver.stat(layout.blobDataPath(digest)));
     if (!info || info.isDir) return undefined;
     await this.cache?.set(digest.value, { size: info.size }, ticket);
     return { digest: digest.value, size: info.size };
@@ -49,7 +39,7 @@ export class BlobStore {
   }
 
   private async isLinkedInStorage(name: string, digest: Digest): Promise<boolean> {
-    const link = await orUndefined(this.driver.getContent(layout.layerLinkPath(name, digest)));
+    const link = await ifExists(this.driver.getContent(layout.layerLinkPath(name, digest)));
     return link !== undefined && link.toString('utf8').trim() === digest.value;
   }
 
@@ -67,7 +57,7 @@ export class BlobStore {
   }
 
   private async isManifestRevision(name: string, digest: Digest): Promise<boolean> {
-    const link = await orUndefined(this.driver.getContent(layout.revisionLinkPath(name, digest)));
+    const link = await ifExists(this.driver.getContent(layout.revisionLinkPath(name, digest)));
     return link !== undefined && link.toString('utf8').trim() === digest.value;
   }
 
@@ -124,7 +114,7 @@ export class BlobStore {
     if (!(await this.isLinkedInStorage(name, digest))) {
       throw new RegistryError('BLOB_UNKNOWN', undefined, { detail: { digest: digest.value } });
     }
-    await orUndefined(this.driver.delete(`${layout.layersPath(name)}/${digest.algorithm}/${digest.hex}`));
+    await ifExists(this.driver.delete(`${layout.layersPath(name)}/${digest.algorithm}/${digest.hex}`));
     await this.invalidate((cache) => cache.forgetLink(name, digest.value));
   }
 
@@ -134,13 +124,13 @@ export class BlobStore {
    */
   async putContent(digest: Digest, content: Uint8Array): Promise<void> {
     const path = layout.blobDataPath(digest);
-    const stored = await orUndefined(this.driver.getContent(path));
+    const stored = await ifExists(this.driver.getContent(path));
     if (stored && Buffer.compare(stored, content) === 0) return;
     await this.driver.putContent(path, content);
   }
 
   async getContent(digest: Digest): Promise<Buffer | undefined> {
-    const content = await orUndefined(this.driver.getContent(layout.blobDataPath(digest)));
+    const content = await ifExists(this.driver.getContent(layout.blobDataPath(digest)));
     if (content === undefined) await this.invalidate((cache) => cache.forget(digest.value));
     return content;
   }

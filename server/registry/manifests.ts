@@ -6,8 +6,8 @@
  * A manifest with a `subject` is recorded under `_referrers/<subject>` so the referrers API is a directory listing.
  */
 import { LRUCache } from 'lru-cache';
-import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
-import { BlobStore, orUndefined } from './blobs.js';
+import { PathNotFoundError, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
+import { BlobStore } from './blobs.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import {
@@ -107,7 +107,7 @@ export class ManifestStore {
   ) {}
 
   private async readLink(path: string): Promise<Digest | undefined> {
-    const raw = await orUndefined(this.driver.getContent(path));
+    const raw = await ifExists(this.driver.getContent(path));
     return raw === undefined ? undefined : tryParseDigest(raw.toString('utf8').trim());
   }
 
@@ -239,7 +239,7 @@ export class ManifestStore {
   async delete(name: string, ref: Reference): Promise<void> {
     if (ref.kind === 'tag') {
       if (!(await this.resolveTag(name, ref.tag))) throw manifestUnknown(name, ref.tag);
-      await orUndefined(this.driver.delete(layout.tagPath(name, ref.tag)));
+      await ifExists(this.driver.delete(layout.tagPath(name, ref.tag)));
       return;
     }
     const digest = ref.digest;
@@ -248,26 +248,26 @@ export class ManifestStore {
     const content = await this.content(digest);
     for (const tag of await this.allTags(name)) {
       const current = await this.resolveTag(name, tag);
-      if (current?.value === digest.value) await orUndefined(this.driver.delete(layout.tagPath(name, tag)));
+      if (current?.value === digest.value) await ifExists(this.driver.delete(layout.tagPath(name, tag)));
     }
     if (content) {
       try {
         const subject = parseManifest(content, undefined).subject;
-        if (subject) await orUndefined(this.driver.delete(layout.referrerLinkPath(name, subject.parsed, digest).replace(/\/link$/, '')));
+        if (subject) await ifExists(this.driver.delete(layout.referrerLinkPath(name, subject.parsed, digest).replace(/\/link$/, '')));
       } catch {
         // Bytes that no longer parse have no referrers entry we could have written.
       }
     }
-    await orUndefined(this.driver.delete(layout.revisionDir(name, digest)));
+    await ifExists(this.driver.delete(layout.revisionDir(name, digest)));
   }
 
   /** True when anything was ever stored for the repository. */
   async repositoryExists(name: string): Promise<boolean> {
-    return (await orUndefined(this.driver.stat(layout.repositoryPath(name)))) !== undefined;
+    return (await ifExists(this.driver.stat(layout.repositoryPath(name)))) !== undefined;
   }
 
   private async allTags(name: string): Promise<string[]> {
-    const entries = await orUndefined(this.driver.list(layout.tagsPath(name)));
+    const entries = await ifExists(this.driver.list(layout.tagsPath(name)));
     return (entries ?? []).map(layout.baseName).sort();
   }
 
@@ -312,9 +312,9 @@ export class ManifestStore {
    */
   async referrers(name: string, subject: Digest, artifactType?: string): Promise<Descriptor[]> {
     const found = new Map<string, Digest>();
-    const algDirs = await orUndefined(this.driver.list(layout.referrersPath(name, subject)));
+    const algDirs = await ifExists(this.driver.list(layout.referrersPath(name, subject)));
     for (const algDir of algDirs ?? []) {
-      for (const entry of (await orUndefined(this.driver.list(algDir))) ?? []) {
+      for (const entry of (await ifExists(this.driver.list(algDir))) ?? []) {
         const d = tryParseDigest(`${layout.baseName(algDir)}:${layout.baseName(entry)}`);
         if (d) found.set(d.value, d);
       }

@@ -3,8 +3,7 @@
  * never finished, once they are older than the configured age. The server runs it on an interval; the garbage
  * collector can run it too.
  */
-import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
-import { orUndefined } from './blobs.js';
+import { PathNotFoundError, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
 import * as layout from './layout.js';
 
 export interface PurgeOptions {
@@ -23,10 +22,10 @@ export interface PurgeResult {
 
 /** When the session started: its `startedat` file, else the modification time of its data. */
 export async function startedAt(driver: StorageDriver, dir: string): Promise<Date | undefined> {
-  const raw = await orUndefined(driver.getContent(`${dir}/startedat`));
+  const raw = await ifExists(driver.getContent(`${dir}/startedat`));
   const parsed = raw ? new Date(raw.toString('utf8').trim()) : undefined;
   if (parsed && !Number.isNaN(parsed.getTime())) return parsed;
-  return (await orUndefined(driver.stat(`${dir}/data`)))?.modTime ?? (await orUndefined(driver.stat(dir)))?.modTime;
+  return (await ifExists(driver.stat(`${dir}/data`)))?.modTime ?? (await ifExists(driver.stat(dir)))?.modTime;
 }
 
 export async function purgeUploads(driver: StorageDriver, options: PurgeOptions): Promise<PurgeResult> {
@@ -46,12 +45,12 @@ export async function purgeUploads(driver: StorageDriver, options: PurgeOptions)
   const prefix = `${layout.REPOSITORIES_ROOT}/`;
   for (const uploads of uploadDirs) {
     const repository = uploads.slice(prefix.length, -'/_uploads'.length);
-    for (const dir of (await orUndefined(driver.list(uploads))) ?? []) {
+    for (const dir of (await ifExists(driver.list(uploads))) ?? []) {
       result.examined++;
       const started = await startedAt(driver, dir);
       if (!started || started.getTime() >= cutoff) continue;
       result.purged.push(`${repository}/${layout.baseName(dir)}`);
-      if (!options.dryRun) await orUndefined(driver.delete(dir));
+      if (!options.dryRun) await ifExists(driver.delete(dir));
     }
   }
   return result;

@@ -1,8 +1,7 @@
 import test from 'ava';
-import type { StorageDriver } from '../../storage-drivers/driver.js';
+import { ifExists, type StorageDriver } from '../../storage-drivers/driver.js';
 import { createDriver } from '../../storage-drivers/index.js';
 import { sha256 } from '../../testing/helpers.js';
-import { orUndefined } from './blobs.js';
 import * as layout from './layout.js';
 import { parseDigest, type Digest } from './reference.js';
 import {
@@ -12,7 +11,7 @@ import {
 } from './scan.js';
 
 const digestOf = (text: string): Digest => parseDigest(sha256(text));
-const exists = async (driver: StorageDriver, path: string) => (await orUndefined(driver.stat(path))) !== undefined;
+const exists = async (driver: StorageDriver, path: string) => (await ifExists(driver.stat(path))) !== undefined;
 const settle = () => new Promise((r) => setImmediate(r));
 
 test('listRepositories names every folder holding _layers or _manifests, nested ones too, and nothing else', async (t) => {

@@ -4,8 +4,7 @@
  * and removing the folders a deletion left empty (rmdir-style: a file written meanwhile is never lost).
  */
 import pLimit from 'p-limit';
-import { PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
-import { orUndefined } from './blobs.js';
+import { PathNotFoundError, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
 import * as layout from './layout.js';
 import { tryParseDigest } from './reference.js';
 
@@ -105,7 +104,7 @@ export async function scanRepository(driver: StorageDriver, name: string): Promi
     })) {
       const parts = info.path.slice(root.length + 1).split('/');
       if (parts[0] === '_uploads') {
-        if (parts.length === 1) scan.uploads = ((await orUndefined(driver.list(info.path))) ?? []).length;
+        if (parts.length === 1) scan.uploads = ((await ifExists(driver.list(info.path))) ?? []).length;
         continue;
       }
       if (info.isDir || parts.at(-1) !== 'link') continue;
@@ -132,7 +131,7 @@ export async function scanRepository(driver: StorageDriver, name: string): Promi
     if (!(err instanceof PathNotFoundError)) throw err;
   }
   for (const [tag, path] of currentLinks) {
-    const raw = await orUndefined(driver.getContent(path));
+    const raw = await ifExists(driver.getContent(path));
     const d = raw ? tryParseDigest(raw.toString('utf8').trim()) : undefined;
     if (d) scan.tags.set(tag, d.value);
   }
@@ -147,20 +146,20 @@ export function repositoryRelativePath(name: string, path: string): string {
 /** The tag's current link, or undefined when it has none. */
 export async function tagLink(driver: StorageDriver, name: string, tag: string): Promise<LinkEntry | undefined> {
   const path = layout.tagCurrentLinkPath(name, tag);
-  const info = await orUndefined(driver.stat(path));
+  const info = await ifExists(driver.stat(path));
   return info && { path, mtime: info.modTime.getTime(), keep: layout.manifestsPath(name) };
 }
 
 /** Delete the tag's folder (what is left of its current link, its index, its mirror origin). */
 export async function removeTag(driver: StorageDriver, name: string, tag: string): Promise<void> {
-  await orUndefined(driver.delete(layout.tagPath(name, tag)));
+  await ifExists(driver.delete(layout.tagPath(name, tag)));
 }
 
 /** Whether the repository links `digest` as a manifest revision or a layer. */
 export async function isLinked(driver: StorageDriver, name: string, digest: string): Promise<boolean> {
   const d = tryParseDigest(digest);
   if (!d) return false;
-  return ((await orUndefined(driver.stat(layout.revisionLinkPath(name, d)))) ?? (await orUndefined(driver.stat(layout.layerLinkPath(name, d))))) !== undefined;
+  return ((await ifExists(driver.stat(layout.revisionLinkPath(name, d)))) ?? (await ifExists(driver.stat(layout.layerLinkPath(name, d))))) !== undefined;
 }
 
 /**
@@ -172,10 +171,10 @@ export async function isLinked(driver: StorageDriver, name: string, digest: stri
 export async function removeEmptyRepository(driver: StorageDriver, name: string, mayRemove: () => Promise<boolean>): Promise<boolean> {
   const root = layout.repositoryPath(name);
   const parts = [layout.layersPath(name), layout.manifestsPath(name), layout.referrersRoot(name)];
-  if (((await orUndefined(driver.list(layout.uploadsPath(name)))) ?? []).length === 0) parts.push(layout.uploadsPath(name));
+  if (((await ifExists(driver.list(layout.uploadsPath(name)))) ?? []).length === 0) parts.push(layout.uploadsPath(name));
   if (!(await mayRemove())) return false;
   for (const path of parts) {
-    if (!(await removeEmptyTree(driver, path))) await orUndefined(driver.delete(path));
+    if (!(await removeEmptyTree(driver, path))) await ifExists(driver.delete(path));
   }
   if (await driver.removeEmptyDirectory?.(root)) await removeEmptyParents(driver, root, layout.REPOSITORIES_ROOT);
   return true;
@@ -184,7 +183,7 @@ export async function removeEmptyRepository(driver: StorageDriver, name: string,
 /** The stored bytes of `digest`, or undefined when the content store has none. */
 export async function blobContent(driver: StorageDriver, digest: string): Promise<Buffer | undefined> {
   const d = tryParseDigest(digest);
-  return d ? orUndefined(driver.getContent(layout.blobDataPath(d))) : undefined;
+  return d ? ifExists(driver.getContent(layout.blobDataPath(d))) : undefined;
 }
 
 /**
@@ -194,14 +193,14 @@ export async function blobContent(driver: StorageDriver, digest: string): Promis
  * passed to `noData`.
  */
 export async function* listBlobs(driver: StorageDriver, concurrency: number, noData?: (folder: string) => Promise<unknown>): AsyncGenerator<BlobFile[]> {
-  for (const alg of (await orUndefined(driver.list(layout.BLOBS_ROOT))) ?? []) {
-    for (const prefix of (await orUndefined(driver.list(alg))) ?? []) {
-      const folders = (await orUndefined(driver.list(prefix))) ?? [];
+  for (const alg of (await ifExists(driver.list(layout.BLOBS_ROOT))) ?? []) {
+    for (const prefix of (await ifExists(driver.list(alg))) ?? []) {
+      const folders = (await ifExists(driver.list(prefix))) ?? [];
       for (let i = 0; i < folders.length; i += BLOB_PAGE) {
         const page: BlobFile[] = [];
         await forEachLimited(folders.slice(i, i + BLOB_PAGE), concurrency, async (folder) => {
           const digest = tryParseDigest(`${layout.baseName(alg)}:${layout.baseName(folder)}`)?.value;
-          const info = digest ? await orUndefined(driver.stat(`${folder}/data`)) : undefined;
+          const info = digest ? await ifExists(driver.stat(`${folder}/data`)) : undefined;
           if (digest && info && !info.isDir) page.push({ path: info.path, digest, size: info.size, modTime: info.modTime, keep: prefix });
           else if (digest && !info) await noData?.(folder);
         });
@@ -214,8 +213,8 @@ export async function* listBlobs(driver: StorageDriver, concurrency: number, noD
 /** Remove the `blobs/<alg>/<xx>` folders that are empty (`blobs/<alg>` itself stays, as registry:2 has it). */
 export async function removeEmptyBlobFolders(driver: StorageDriver, concurrency: number): Promise<void> {
   if (!driver.removeEmptyDirectory) return;
-  for (const alg of (await orUndefined(driver.list(layout.BLOBS_ROOT))) ?? []) {
-    await forEachLimited((await orUndefined(driver.list(alg))) ?? [], concurrency, (prefix) => driver.removeEmptyDirectory!(prefix));
+  for (const alg of (await ifExists(driver.list(layout.BLOBS_ROOT))) ?? []) {
+    await forEachLimited((await ifExists(driver.list(alg))) ?? [], concurrency, (prefix) => driver.removeEmptyDirectory!(prefix));
   }
 }
 
@@ -225,7 +224,7 @@ const LAST_PULL_ALGORITHMS = ['sha256', 'sha512'];
 export async function lastPullRecords(driver: StorageDriver, name: string): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   for (const alg of LAST_PULL_ALGORITHMS) {
-    for (const path of (await orUndefined(driver.list(`${layout.lastPullDir(name)}/${alg}`))) ?? []) {
+    for (const path of (await ifExists(driver.list(`${layout.lastPullDir(name)}/${alg}`))) ?? []) {
       const digest = tryParseDigest(`${alg}:${layout.baseName(path)}`);
       if (digest) out.set(digest.value, path);
     }
@@ -237,8 +236,8 @@ export async function lastPullRecords(driver: StorageDriver, name: string): Prom
 export async function removeEmptyLastPullFolders(driver: StorageDriver, name: string): Promise<void> {
   const root = layout.lastPullDir(name);
   for (const dir of [...LAST_PULL_ALGORITHMS.map((alg) => `${root}/${alg}`), root]) {
-    const left = await orUndefined(driver.list(dir));
-    if (left && left.length === 0) await orUndefined(driver.delete(dir));
+    const left = await ifExists(driver.list(dir));
+    if (left && left.length === 0) await ifExists(driver.delete(dir));
   }
 }
 
@@ -270,5 +269,5 @@ export async function removeEmptyTree(driver: StorageDriver, path: string): Prom
   }
   // Walk order puts a folder before its contents, so the reverse puts every folder after its contents.
   for (const dir of dirs.reverse()) await driver.removeEmptyDirectory?.(dir);
-  return (await driver.removeEmptyDirectory?.(path)) || (await orUndefined(driver.stat(path))) === undefined;
+  return (await driver.removeEmptyDirectory?.(path)) || (await ifExists(driver.stat(path))) === undefined;
 }

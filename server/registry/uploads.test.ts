@@ -312,12 +312,12 @@ test('bytes another process wrote inside the range a running hash covers never b
   } else {
     t.true(isCode(completed, 'DIGEST_INVALID'), String(completed));
   }
-  const blob = await orUndefinedContent(driver, layout.blobDataPath(digest));
+  const blob = await contentIfExists(driver, layout.blobDataPath(digest));
   if (blob) t.true((await driver.getContent(layout.blobDataPath(digest))).equals(Buffer.concat([a1, a2])));
   t.is(refused !== undefined, true, 'b may not write into a session while a writes to it');
 });
 
-async function orUndefinedContent(driver: StorageDriver, path: string) {
+async function contentIfExists(driver: StorageDriver, path: string) {
   try {
     return await driver.stat(path);
   } catch {

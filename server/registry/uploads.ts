@@ -29,8 +29,8 @@
  * to match.
  */
 import { randomUUID, type Hash } from 'node:crypto';
-import { PathNotFoundError, UnsupportedOperationError, type FileWriter, type StorageDriver } from '../../storage-drivers/driver.js';
-import { BlobStore, type BlobDescriptor, orUndefined } from './blobs.js';
+import { PathNotFoundError, UnsupportedOperationError, type FileWriter, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
+import { BlobStore, type BlobDescriptor } from './blobs.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import { newHash, type Digest, type DigestAlgorithm } from './reference.js';
@@ -193,7 +193,7 @@ export class UploadStore {
 
   async status(name: string, id: string): Promise<UploadStatus> {
     if (!isValidUploadId(id)) throw this.unknown(id);
-    const info = await orUndefined(this.driver.stat(layout.uploadDataPath(name, id)));
+    const info = await ifExists(this.driver.stat(layout.uploadDataPath(name, id)));
     if (!info || info.isDir) throw this.unknown(id);
     return { id, offset: info.size };
   }
@@ -219,7 +219,7 @@ export class UploadStore {
     try {
       if (exclusive && !(await this.driver.putContentIfAbsent(path, token))) {
         // The token is new, so a claim holding it is ours: a create the driver retried after its answer was lost.
-        const held = await orUndefined(this.driver.getContent(path));
+        const held = await ifExists(this.driver.getContent(path));
         if (held?.toString('utf8') !== token) throw await this.busyError(name, id);
       }
     } catch (err) {
@@ -230,8 +230,8 @@ export class UploadStore {
     }
     const claim = { offset, token, path, exclusive };
     const [boundary, info] = await Promise.all([
-      offset === 0 || !exclusive ? true : orUndefined(this.driver.stat(layout.uploadEndPath(name, id, offset))).then(Boolean),
-      orUndefined(this.driver.stat(layout.uploadDataPath(name, id))),
+      offset === 0 || !exclusive ? true : ifExists(this.driver.stat(layout.uploadEndPath(name, id, offset))).then(Boolean),
+      ifExists(this.driver.stat(layout.uploadDataPath(name, id))),
     ]);
     if (!info || info.isDir || info.size !== offset || !boundary) {
       await this.release(name, id, claim, !info || info.isDir);
@@ -254,7 +254,7 @@ export class UploadStore {
    */
   private async release(name: string, id: string, claim: Claim, sessionGone = false): Promise<void> {
     if (!claim.exclusive) return;
-    await orUndefined(this.driver.delete(claim.path));
+    await ifExists(this.driver.delete(claim.path));
     if (this.driver.removeEmptyDirectory && (await this.driver.removeEmptyDirectory(layout.uploadClaimsDir(name, id)))) {
       if (sessionGone) await this.driver.removeEmptyDirectory(layout.uploadDir(name, id));
     }
@@ -396,7 +396,7 @@ export class UploadStore {
    * marked as a boundary; when nothing landed, the claim is given back instead.
    */
   private async endFailedWrite(name: string, id: string, claim: Claim, handed: number): Promise<void> {
-    const info = handed > 0 ? await orUndefined(this.driver.stat(layout.uploadDataPath(name, id))) : undefined;
+    const info = handed > 0 ? await ifExists(this.driver.stat(layout.uploadDataPath(name, id))) : undefined;
     if (info && !info.isDir && info.size > claim.offset) await this.markEnd(name, id, info.size, claim);
     else await this.release(name, id, claim);
   }
@@ -504,7 +504,7 @@ export class UploadStore {
         return { digest: digest.value, size };
       } catch (err) {
         if (!discarded) {
-          await orUndefined(this.driver.delete(layout.uploadVerifiedPath(name, id, final.token))).catch(() => {});
+          await ifExists(this.driver.delete(layout.uploadVerifiedPath(name, id, final.token))).catch(() => {});
           // The session may be retried: from the end of the final chunk, which is marked now, or by giving back
           // the claim of the end, under which nothing was written.
           if (unmarked !== undefined) await this.markEnd(name, id, unmarked, final).catch(() => {});
