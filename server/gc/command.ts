@@ -9,7 +9,7 @@ import { writeFile, rename } from 'node:fs/promises';
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { nanosToMillis, parseGoDuration } from '../config/duration.js';
 import type { WharfConfig } from '../config/index.js';
-import type { ProxyConfig } from '../config/types.js';
+import type { ProxyConfig } from '../config/index.js';
 import { createDescriptorCache, type DescriptorCache } from '../cache/index.js';
 import { driverFor } from '../storage.js';
 import { metricsText, newStats, startProgress, summaryText } from './report.js';

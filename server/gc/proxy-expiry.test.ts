@@ -7,7 +7,7 @@ import test from 'ava';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseConfig } from '../config/load.js';
-import type { ProxyConfig } from '../config/types.js';
+import type { ProxyConfig } from '../config/index.js';
 import * as layout from '../registry/layout.js';
 import { parseDigest } from '../registry/reference.js';
 import { ProxyExpiry } from './proxy-expiry.js';

@@ -32,7 +32,7 @@
  * A dry run removes nothing and reports what would expire (tags as `tag`, revisions as `manifest`).
  */
 import { ifExists, type StorageDriver } from '../../storage-drivers/driver.js';
-import type { ProxyConfig } from '../config/types.js';
+import type { ProxyConfig } from '../config/index.js';
 import {
   isLinked, lastPullRecords, removeEmptyLastPullFolders, removeTag, tagLink, type RepositoryScan,
 } from '../registry/scan.js';

@@ -22,7 +22,7 @@ import { LRUCache } from 'lru-cache';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { Counter, type Registry as MetricsRegistry } from 'prom-client';
-import type { ProxyConfig, ProxyUpstreamConfig } from '../config/types.js';
+import type { ProxyConfig, ProxyUpstreamConfig } from '../config/index.js';
 import { RegistryError } from '../registry/errors.js';
 import * as layout from '../registry/layout.js';
 import { parseManifest } from '../registry/manifest-format.js';

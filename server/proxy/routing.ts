@@ -12,7 +12,7 @@
  * upstream's prefix; a request that cannot be represented that way is refused. With registry:2's `proxy.remoteurl`
  * alone (one upstream), `?ns=` is ignored, as registry:2 does.
  */
-import type { ProxyConfig, ProxyUpstreamConfig } from '../config/types.js';
+import type { ProxyConfig, ProxyUpstreamConfig } from '../config/index.js';
 import { isValidRepositoryName } from '../registry/reference.js';
 
 export interface UpstreamRoute {
