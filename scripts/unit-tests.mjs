@@ -34,5 +34,6 @@ export const UNIT_TESTS = [
   'storage-drivers/index.test.ts',
   'storage-drivers/inmemory.test.ts',
   'testing/e2e/image.test.ts',
+  'testing/import-cycles.test.ts',
   'testing/unit-set.test.ts',
 ];
