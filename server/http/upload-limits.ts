@@ -18,14 +18,11 @@
  * only read when the listing reaches the limit, and remembered.
  */
 import { LRUCache } from 'lru-cache';
-import { addressKey } from '../../auth/index.js';
 import { PathNotFoundError, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
-import type { DigestAlgorithm } from '../registry/reference.js';
 import { RegistryError } from '../registry/errors.js';
 import * as layout from '../registry/layout.js';
 import { startedAt } from '../registry/purge.js';
 import type { UploadStatus } from '../registry/uploads.js';
-import type { RegistryContext } from './context.js';
 
 export interface UploadLimitOptions {
   /** Most open sessions per repository; 0 for no limit. */
@@ -37,11 +34,6 @@ export interface UploadLimitOptions {
   now?: () => number;
   /** Most sessions remembered for the per-user count; the least recently used users are forgotten beyond it. */
   maxTracked?: number;
-}
-
-/** Who a session is counted against. */
-export function uploaderOf(ctx: RegistryContext): string {
-  return ctx.state.user !== undefined ? `user:${ctx.state.user}` : `address:${addressKey(ctx.ip)}`;
 }
 
 export class UploadLimits {
@@ -199,16 +191,4 @@ function bump(map: Map<string, number>, key: string, by: number): void {
   const next = (map.get(key) ?? 0) + by;
   if (next <= 0) map.delete(key);
   else map.set(key, next);
-}
-
-/** Start an upload session for the request, within the configured limits (none when they are not configured). */
-export function startUploadSession(ctx: RegistryContext, name: string, algorithm: DigestAlgorithm): Promise<UploadStatus> {
-  const { registry, uploadLimits } = ctx.state.deps;
-  const begin = () => registry.startUpload(name, algorithm);
-  return uploadLimits ? uploadLimits.start(name, uploaderOf(ctx), begin) : begin();
-}
-
-/** The session was completed or cancelled: it no longer counts against its user. */
-export function uploadSessionClosed(ctx: RegistryContext, name: string, id: string): void {
-  ctx.state.deps.uploadLimits?.closed(name, id);
 }

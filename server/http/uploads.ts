@@ -4,9 +4,10 @@
  *
  * Request bodies are streamed straight from the socket into storage; nothing is buffered beyond a chunk.
  */
+import { addressKey } from '../../auth/index.js';
 import { RegistryError } from '../registry/errors.js';
-import { isDigestAlgorithm, parseDigest } from '../registry/reference.js';
-import { isValidUploadId, type ChunkRange } from '../registry/uploads.js';
+import { isDigestAlgorithm, parseDigest, type DigestAlgorithm } from '../registry/reference.js';
+import { isValidUploadId, type ChunkRange, type UploadStatus } from '../registry/uploads.js';
 import { uploadRangeHeader } from './errors.js';
 import {
   contentLength,
@@ -18,7 +19,6 @@ import {
   urlFor,
   type RegistryContext,
 } from './context.js';
-import { startUploadSession, uploadSessionClosed } from './upload-limits.js';
 
 function uploadUrl(ctx: RegistryContext, name: string, id: string): string {
   return urlFor(ctx, `/v2/${name}/blobs/uploads/${id}`);
@@ -151,4 +151,21 @@ export async function cancelBlobUpload(ctx: RegistryContext): Promise<void> {
   await registry.cancelUpload(name, id);
   uploadSessionClosed(ctx, name, id);
   respondEmpty(ctx, 204);
+}
+
+/** Who a session is counted against (http.uploadlimits): the user, or the address of an anonymous client. */
+function uploaderOf(ctx: RegistryContext): string {
+  return ctx.state.user !== undefined ? `user:${ctx.state.user}` : `address:${addressKey(ctx.ip)}`;
+}
+
+/** Start an upload session for the request, within the configured limits (none when they are not configured). */
+function startUploadSession(ctx: RegistryContext, name: string, algorithm: DigestAlgorithm): Promise<UploadStatus> {
+  const { registry, uploadLimits } = ctx.state.deps;
+  const begin = () => registry.startUpload(name, algorithm);
+  return uploadLimits ? uploadLimits.start(name, uploaderOf(ctx), begin) : begin();
+}
+
+/** The session was completed or cancelled: it no longer counts against its user. */
+function uploadSessionClosed(ctx: RegistryContext, name: string, id: string): void {
+  ctx.state.deps.uploadLimits?.closed(name, id);
 }
