@@ -2,7 +2,10 @@ import test from 'ava';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { Ajv } from 'ajv';
 import { ConfigError, loadConfig, parseConfig, type WharfConfig } from './index.js';
+import { ANNOTATIONS } from './load.js';
+import { ConfigSchema } from './schema.js';
 
 /** The configuration registry:2's own image ships as /etc/docker/registry/config.yml. */
 const REGISTRY2_IMAGE_CONFIG = `version: 0.1
@@ -632,4 +635,12 @@ test('storage.maintenance.uploadlimits: defaults, 0 for no limit, the environmen
     'storage.maintenance.uploadlimits.perrepository: must be at least 0, got -1',
     'storage.maintenance.uploadlimits.peruser: expected an integer, got "many"',
   ]);
+});
+
+test('the schema is valid JSON Schema (the loader compiles it without checking, so this test does)', (t) => {
+  const ajv = new Ajv({ strict: true });
+  ajv.addVocabulary(ANNOTATIONS);
+  t.true(ajv.validateSchema(ConfigSchema), JSON.stringify(ajv.errors));
+  // And the check bites: a misspelt type is caught.
+  t.false(ajv.validateSchema({ type: 'strnig' }));
 });
