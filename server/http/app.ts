@@ -9,7 +9,7 @@ import type { Health } from '../health.js';
 import type { Metrics } from '../metrics.js';
 import { RegistryError } from '../registry/errors.js';
 import { deleteBlob, getBlob } from './blobs.js';
-import { errorResponse } from './errors.js';
+import { asOAuthError, errorResponse } from './errors.js';
 import { queryParam, type AppDeps, type RegistryContext } from './context.js';
 import { TrustedProxies } from './forwarded.js';
 import { getBase, getCatalog, listReferrers, listTags } from './discovery.js';
@@ -208,7 +208,13 @@ export function createApp(deps: AppDeps): Koa {
   if (deps.auth) {
     const auth = deps.auth;
     app.use(async (ctx: Koa.Context, next: Next) => {
-      if (!(await auth.serveToken(ctx))) await next();
+      let served: boolean;
+      try {
+        served = await auth.serveToken(ctx);
+      } catch (err) {
+        throw isClientAbort(err) ? err : asOAuthError(err);
+      }
+      if (!served) await next();
     });
   }
 

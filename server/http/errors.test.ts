@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { InvalidPathError, StorageError } from '../../storage-drivers/driver.js';
 import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
 import { ERROR_MESSAGES, RegistryError, type ErrorCode } from '../registry/errors.js';
-import { ERROR_STATUS, OAuthError, errorResponse } from './errors.js';
+import { ERROR_STATUS, OAuthError, asOAuthError, errorResponse } from './errors.js';
 
 test('every code has its status in the HTTP table, and the table holds the spec\'s statuses', (t) => {
   for (const code of Object.keys(ERROR_MESSAGES) as ErrorCode[]) t.is(typeof ERROR_STATUS[code], 'number', code);
@@ -54,6 +54,19 @@ test('OAuth errors: 400 with the RFC 6749 body, 401 with a challenge for client 
   t.like(errorResponse(new OAuthError('invalid_client', 'no', { kind: 'authentication-required', challenge: 'Basic realm="w"' })), {
     status: 401, headers: { 'WWW-Authenticate': 'Basic realm="w"' }, authFailure: 'UNAUTHORIZED',
   });
+});
+
+test('a failure inside the token endpoint is OAuth2\'s server_error (500), its text kept out of the body', (t) => {
+  const bug = new TypeError('cannot read properties of undefined (secret-key-path)');
+  const wrapped = asOAuthError(bug);
+  t.true(wrapped instanceof OAuthError);
+  t.is((wrapped as Error).cause, bug, 'the cause stays for the log');
+  const answer = errorResponse(wrapped);
+  t.like(answer, { status: 500, code: 'server_error', body: { error: 'server_error' } });
+  t.false(JSON.stringify(answer.body).includes('secret-key-path'));
+  // The endpoint's own errors pass as they are.
+  const own = new OAuthError('invalid_grant', 'no');
+  t.is(asOAuthError(own), own);
 });
 
 let dir: string;

@@ -38,19 +38,20 @@ export function uploadRangeHeader(offset: number): string {
  */
 export type OAuthErrorCode =
   | 'invalid_request' | 'invalid_client' | 'invalid_grant' | 'unauthorized_client' | 'unsupported_grant_type'
-  | 'invalid_scope' | 'temporarily_unavailable';
+  | 'invalid_scope' | 'temporarily_unavailable' | 'server_error';
 
 /**
  * An error of the token endpoint (server/http/token.ts), answered as OAuth2 prescribes:
  * `{"error","error_description"}`, 400 unless its reason says otherwise (401 with a challenge for refused client
- * credentials, 413 for a body over the limit, 405 for a method the endpoint does not take).
+ * credentials, 413 for a body over the limit, 405 for a method the endpoint does not take); `server_error`, the
+ * endpoint's own failure, is 500.
  */
 export class OAuthError extends Error {
   readonly error: OAuthErrorCode;
   readonly reason: ErrorReason | undefined;
 
-  constructor(error: OAuthErrorCode, description: string, reason?: ErrorReason) {
-    super(description);
+  constructor(error: OAuthErrorCode, description: string, reason?: ErrorReason, options?: { cause?: unknown }) {
+    super(description, options);
     this.name = 'OAuthError';
     this.error = error;
     this.reason = reason;
@@ -107,6 +108,15 @@ export function toRegistryError(err: unknown): RegistryError {
   return new RegistryError('UNKNOWN', 'internal server error');
 }
 
+/**
+ * What the token endpoint threw, as its OAuth2 answer: its own errors as they are, anything else (a bug, a failing
+ * dependency) as `server_error`, whose text stays in the log (the cause) and out of the body.
+ */
+export function asOAuthError(err: unknown): unknown {
+  if (err instanceof OAuthError) return err;
+  return new OAuthError('server_error', 'internal server error', undefined, { cause: err });
+}
+
 /** The status a registry error is answered with. */
 export function errorStatus(err: RegistryError): number {
   return answerFor(err.reason).status ?? ERROR_STATUS[err.code];
@@ -117,7 +127,7 @@ const AUTH_FAILURES = new Set<string>(['UNAUTHORIZED', 'DENIED', 'TOOMANYREQUEST
 /** The OAuth2 answer of the token endpoint. */
 function oauthResponse(err: OAuthError): ErrorResponse {
   const answer = answerFor(err.reason);
-  const status = answer.status ?? 400;
+  const status = answer.status ?? (err.error === 'server_error' ? 500 : 400);
   const authFailure = err.error === 'invalid_client' || err.error === 'invalid_grant' ? 'UNAUTHORIZED'
     : err.error === 'temporarily_unavailable' ? 'TOOMANYREQUESTS' : undefined;
   return {
