@@ -4,7 +4,7 @@
  * image pushes and complete pulls over HTTP.
  */
 import type { ExecutionContext } from 'ava';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -159,8 +159,4 @@ export async function pullProblems(base: string, repo: string, tag: string): Pro
     else if (sha256(bytes) !== d) problems.push(`${repo}:${tag}: blob ${d} hashes to ${sha256(bytes)}`);
   }
   return problems;
-}
-
-export function sha256hex(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
 }

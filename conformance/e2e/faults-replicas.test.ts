@@ -212,7 +212,7 @@ test('manifest PUT: a replica killed while the body is arriving leaves the tag o
   t.is(await assertTagWhole(t, b.url, repo, 'latest', [m1.digest, m2.digest]), m2.digest);
 });
 
-test('manifest PUT: a replica killed right after the whole body was sent, or once the manifest is stored, leaves the tag on the old or the new manifest, whole', async (t) => {
+test('manifest PUT: a replica killed after the body, once the manifest is stored, once the tag history has it, or after its 201, leaves the tag on a whole old or new manifest', async (t) => {
   const storage = await sharedStorage(t);
   const b = await storage.replica();
   const repo = 'faults/manifest-afterbody';
@@ -229,14 +229,25 @@ test('manifest PUT: a replica killed right after the whole body was sent, or onc
     const a = await storage.replica();
     const raw = await rawRequest(a.url, 'PUT', `/v2/${repo}/manifests/latest`, { 'Content-Type': OCI_MANIFEST, 'Content-Length': m2.bytes.length });
     await raw.send(m2.bytes);
-    if (round % 2 === 1) {
-      // Later in the request: once M2's bytes are in the blob store, before or while the tag moves.
-      const file = onDisk(storage.root, layout.blobDataPath(parseDigest(m2.digest)));
-      await waitFor('A to store the manifest', async () => ((await stat(file).catch(() => undefined)) ? true : undefined), 10_000, 1);
+    // Where the kill lands: 0 right after the body is sent; 1 once M2's bytes are in the blob store; 2 once the
+    // tag's history records M2 (its current link is replaced next); 3 once A has answered 201.
+    const landmark = [
+      undefined,
+      layout.blobDataPath(parseDigest(m2.digest)),
+      layout.tagIndexLinkPath(repo, 'latest', parseDigest(m2.digest)),
+    ][round];
+    if (landmark) {
+      const file = onDisk(storage.root, landmark);
+      await waitFor(`A to write ${landmark}`, async () => ((await stat(file).catch(() => undefined)) ? true : undefined), 10_000, 1);
     }
+    const answer = round === 3 ? await raw.response : undefined;
     await sigkill(a);
     await raw.response;
     const after = await assertTagWhole(t, b.url, repo, 'latest', [m1.digest, m2.digest]);
+    if (answer !== undefined) {
+      t.regex(answer, /^HTTP\/1\.1 201/);
+      t.is(after, m2.digest, 'an acknowledged manifest PUT survives the kill');
+    }
     seen.push(`round ${round}: ${after === m1.digest ? 'old' : 'new'}`);
     // Service goes on: B moves the tag to M2 (whatever the killed request left).
     await putManifest(b.url, repo, 'latest', m2.bytes);
