@@ -122,6 +122,10 @@ test('upload: a replica killed in the middle of a PATCH body; the other replica 
   t.is(status.status, 204);
   t.true(status.offset! > CHUNK && status.offset! <= 2 * CHUNK, `offset ${status.offset}`);
 
+  // What the dead writer left: its claim on the offset it started at, and no mark where its bytes end.
+  t.truthy(await stat(onDisk(storage.root, layout.uploadClaimPath(repo, id, CHUNK))).catch(() => undefined), 'the claim at the chunk start is held');
+  t.falsy(await stat(onDisk(storage.root, layout.uploadEndPath(repo, id, status.offset!))).catch(() => undefined), 'no write ended at the stored size');
+
   // Known limit: the dead writer never marked where its bytes end, so the session cannot continue (another
   // replica cannot tell a dead writer from a slow one). Resuming is refused with a clear 416, never accepted into
   // a corrupt blob.
