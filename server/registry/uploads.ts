@@ -146,6 +146,10 @@ class WriteWindow {
  */
 export const MAX_HASH_STATES = 10_000;
 
+/** The 416 message when the stored bytes end where no write ended (a write in progress, or one whose writer died). */
+export const UNFINISHED_WRITE =
+  'the last write to this upload is in progress or did not finish (its writer stopped); retry once it ends, or start a new upload';
+
 export class UploadStore {
   /** Running hashes by session, least recently used first. */
   private readonly states = new Map<string, HashState>();
@@ -198,9 +202,9 @@ export class UploadStore {
     return { id, offset: info.size };
   }
 
-  private async busyError(name: string, id: string): Promise<RegistryError> {
+  private async busyError(name: string, id: string, message = 'another request is writing to this upload'): Promise<RegistryError> {
     const { offset } = await this.status(name, id);
-    return new RegistryError('BLOB_UPLOAD_INVALID', 'another request is writing to this upload', {
+    return new RegistryError('BLOB_UPLOAD_INVALID', message, {
       reason: { kind: 'upload-busy', uuid: id, offset },
       detail: { uuid: id },
     });
@@ -236,6 +240,9 @@ export class UploadStore {
     if (!info || info.isDir || info.size !== offset || !boundary) {
       await this.release(name, id, claim, !info || info.isDir);
       if (!info || info.isDir) throw this.unknown(id);
+      // No write ended where storage ends: one is in progress, or its writer died (a killed replica) and the
+      // session can never continue; nobody here can tell which, so the client is told both ways out.
+      if (info.size === offset && !boundary) throw await this.busyError(name, id, UNFINISHED_WRITE);
       throw await this.busyError(name, id);
     }
     return claim;
