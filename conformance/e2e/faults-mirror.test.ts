@@ -15,7 +15,7 @@ import test from 'ava';
 import { existsSync, readdirSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
-import { startRegistry2, startWharf, type RunningWharf } from '../../testing/harness.js';
+import { freePort, startRegistry2, startWharf, type RunningWharf } from '../../testing/harness.js';
 import { generateImage, type Image } from '../../testing/e2e/image.js';
 import { FaultFront, pushImage } from '../../testing/faults-mirror.js';
 import { sha256, waitFor } from '../../testing/helpers.js';
@@ -27,13 +27,27 @@ const TIMEOUT_MS = 1000;
 let upstream: RunningWharf;
 let front: FaultFront;
 let mirror: RunningWharf;
+/** The mirror's debug listener (Prometheus metrics: requests in flight). */
+let debugPort: number;
 
 test.before(async () => {
   upstream = await startRegistry2();
   front = new FaultFront(upstream.url);
   await front.listen();
-  mirror = await startWharf({ config: { log: { level: 'debug' }, proxy: { remoteurl: front.url, timeout: `${TIMEOUT_MS}ms` } } });
+  debugPort = await freePort();
+  mirror = await startWharf({
+    config: {
+      log: { level: 'debug' },
+      http: { debug: { addr: `127.0.0.1:${debugPort}`, prometheus: { enabled: true } } },
+      proxy: { remoteurl: front.url, timeout: `${TIMEOUT_MS}ms` },
+    },
+  });
 });
+
+async function requestsInFlight(): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${debugPort}/metrics`)).text();
+  return Number(/^wharf_http_requests_in_flight (\d+)/m.exec(text)?.[1] ?? 0);
+}
 
 test.after.always(async () => {
   await Promise.all([mirror?.stop(), upstream?.stop(), front?.close()]);
@@ -190,6 +204,27 @@ test.serial('an upstream connection reset in the middle of a blob: the client se
   front.modes = {};
   t.is((await get(`${repo}/blobs/${layer}`)).digest, layer);
   t.true(storedBlob(mirror, layer));
+});
+
+test.serial('a client waiting for a fetch that is reset mid-blob gets 503 UNAVAILABLE, not an internal error', async (t) => {
+  const { repo, layer } = await pushed(2 * 1024 * 1024);
+  front.modes = { blob: { kind: 'reset', bytes: 512 * 1024, held: true } };
+  // The first client's fetch is caught mid-body; a second client asks for the same blob and waits for that fetch.
+  const first = get(`${repo}/blobs/${layer}`);
+  await waitFor('the fetch to be held mid-body', async () => (front.holding === 1 ? true : undefined));
+  const second = get(`${repo}/blobs/${layer}`);
+  // The first request's handler has answered (its body streams on); the second one's is still running.
+  await waitFor('the second request in the mirror', async () => ((await requestsInFlight()) === 1 ? true : undefined));
+  front.modes = {};
+  front.resetHeld();
+  t.true((await first).broken);
+  const waiter = await second;
+  // Waiting on the failed fetch it gets the documented answer for an unavailable upstream; had it arrived only
+  // after that fetch ended, it would have fetched the blob itself (the front passes again).
+  if (waiter.status === 200) t.is(waiter.digest, layer);
+  else t.like(waiter, { status: 503, error: { code: 'UNAVAILABLE' } });
+  t.notRegex(mirror.output(), /"err":\{"type":"TypeError"/, 'no unexpected error logged');
+  t.true(await healthy(mirror));
 });
 
 test.serial('20 clients pulling one missing blob at once through one Wharf: one upstream GET, all get the right bytes', async (t) => {

@@ -340,6 +340,12 @@ export class UpstreamClient {
       timer = setTimeout(() => out.destroy(new UpstreamError('unavailable', `upstream body stalled for ${idle} ms`)), idle);
     };
     arm();
+    // A connection reset or cut in the middle of the body is the upstream being unavailable, like a stall: said so
+    // before pipeline (listening after this) passes the network error on, so a client waiting for this fetch gets
+    // 503, not a 500.
+    source.once('error', (err) => {
+      out.destroy(err instanceof UpstreamError ? err : new UpstreamError('unavailable', `upstream body failed (${errorCode(err)})`, undefined, { cause: err }));
+    });
     pipeline(source, out, () => clearTimeout(timer));
     return out;
   }
