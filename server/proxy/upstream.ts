@@ -4,7 +4,7 @@
  * the realm, Basic credentials when configured → retry), tokens cached per scope until they expire, and Basic auth.
  *
  * Every failure is an `UpstreamError` whose `kind` says what the caller should do: `notfound` (the upstream does
- * not have it), `ratelimited` (429), `unavailable` (timeout, connection refused, 5xx), `denied` (401/403 after
+ * not have it), `ratelimited` (429), `unavailable` (timeout, connection refused or reset, a stalled body, 5xx), `denied` (401/403 after
  * authenticating), `invalid` (an answer that makes no sense). Its message is for the log: it names the request
  * path and status or an error code, never a URL (which could carry a signed query), a body, credentials or tokens.
  *
