@@ -4,8 +4,8 @@
  * the realm, Basic credentials when configured → retry), tokens cached per scope until they expire, and Basic auth.
  *
  * Every failure is an `UpstreamError` whose `kind` says what the caller should do: `notfound` (the upstream does
- * not have it), `ratelimited` (429), `unavailable` (timeout, connection refused or reset, a stalled body, 5xx), `denied` (401/403 after
- * authenticating), `invalid` (an answer that makes no sense). Its message is for the log: it names the request
+ * not have it), `ratelimited` (429), `unavailable` (timeout, connection refused or reset, a stalled body, 5xx),
+ * `denied` (401/403 after authenticating), `invalid` (an answer that makes no sense). Its message is for the log: it names the request
  * path and status or an error code, never a URL (which could carry a signed query), a body, credentials or tokens.
  *
  * Credentials go only where they belong: to the upstream itself, and to a token realm on the upstream's host (any
