@@ -75,8 +75,14 @@ interface Answer {
   length?: number;
 }
 
+/**
+ * GET from the mirror. `broken`: the connection ended before the response did (status 0 when it ended before the
+ * headers: a blob's first client is answered as the bytes arrive, and a fetch failing before the first of them
+ * reached it ends the connection just the same).
+ */
 async function get(path: string, image?: Image): Promise<Answer> {
-  const res = await fetch(`${mirror.url}/v2/${path}`, { headers: image ? { Accept: image.manifest.mediaType } : {} });
+  const res = await fetch(`${mirror.url}/v2/${path}`, { headers: image ? { Accept: image.manifest.mediaType } : {} }).catch(() => undefined);
+  if (!res) return { status: 0, warning: null, broken: true };
   let body: Buffer;
   try {
     body = Buffer.from(await res.arrayBuffer());
@@ -159,7 +165,7 @@ test.serial('an upstream that sends the headers and then stalls the body: the cl
   const manifest = await get(`${repo}/manifests/1`, image);
   t.is(manifest.status, 503);
   t.is(manifest.error?.code, 'UNAVAILABLE');
-  // A blob is streamed: the client has its headers, and its connection ends early.
+  // A blob is streamed as it arrives: the client's connection ends early (within four times proxy.timeout).
   const blob = await get(`${repo}/blobs/${layer}`);
   t.true(blob.broken, `a broken body, not ${JSON.stringify(blob)}`);
   t.true(await healthy(mirror));
@@ -180,8 +186,9 @@ test.serial('an upstream connection reset in the middle of a blob: the client se
   const { repo, layer, image } = await pushed(2 * 1024 * 1024);
   const size = image.layers[0]!.blob.size;
   front.modes = { blob: { kind: 'reset', bytes: 512 * 1024 } };
-  // Read with node:http to see exactly what arrived: the headers promised `size` bytes; fewer came, then an error.
-  const got = await new Promise<{ status: number; length: string | undefined; received: number; complete: boolean }>((resolve, reject) => {
+  // Read with node:http to see exactly what arrived: fewer bytes than the headers promised, then the end of the
+  // connection (or, when the fetch failed before a first byte was passed on, the end before any headers).
+  const got = await new Promise<{ status: number; length: string | undefined; received: number; complete: boolean }>((resolve) => {
     const req = httpRequest(`${mirror.url}/v2/${repo}/blobs/${layer}`, (res) => {
       let received = 0;
       res.on('data', (c: Buffer) => (received += c.length));
@@ -190,13 +197,12 @@ test.serial('an upstream connection reset in the middle of a blob: the client se
       res.on('error', done);
       res.on('close', done);
     });
-    req.on('error', reject);
+    req.on('error', () => resolve({ status: 0, length: undefined, received: 0, complete: false }));
     req.end();
   });
-  t.is(got.status, 200);
   t.false(got.complete, 'the response did not complete');
   t.true(got.received < size, `${got.received} of ${size} bytes`);
-  t.is(got.length, String(size));
+  if (got.status !== 0) t.like(got, { status: 200, length: String(size) });
   await waitFor('the aborted upload to be removed', async () => (uploadsOf(mirror, repo).length === 0 ? true : undefined));
   t.false(storedBlob(mirror, layer));
   t.false(layerLink(mirror, repo, layer));
@@ -212,8 +218,8 @@ test.serial('a client waiting for a fetch that is reset mid-blob gets 503 UNAVAI
   // The first client's fetch is caught mid-body; a second client asks for the same blob and waits for that fetch.
   const first = get(`${repo}/blobs/${layer}`);
   await waitFor('the fetch to be held mid-body', async () => (front.holding === 1 ? true : undefined));
+  await waitFor('the first request to be answered (its body streams on)', async () => ((await requestsInFlight()) === 0 ? true : undefined));
   const second = get(`${repo}/blobs/${layer}`);
-  // The first request's handler has answered (its body streams on); the second one's is still running.
   await waitFor('the second request in the mirror', async () => ((await requestsInFlight()) === 1 ? true : undefined));
   front.modes = {};
   front.resetHeld();
