@@ -4,8 +4,8 @@
  * the realm, Basic credentials when configured → retry), tokens cached per scope until they expire, and Basic auth.
  *
  * Every failure is an `UpstreamError` whose `kind` says what the caller should do: `notfound` (the upstream does
- * not have it), `ratelimited` (429), `unavailable` (timeout, connection refused, 5xx), `denied` (401/403 after
- * authenticating), `invalid` (an answer that makes no sense). Its message is for the log: it names the request
+ * not have it), `ratelimited` (429), `unavailable` (timeout, connection refused or reset, a stalled body, 5xx),
+ * `denied` (401/403 after authenticating), `invalid` (an answer that makes no sense). Its message is for the log: it names the request
  * path and status or an error code, never a URL (which could carry a signed query), a body, credentials or tokens.
  *
  * Credentials go only where they belong: to the upstream itself, and to a token realm on the upstream's host (any
@@ -340,6 +340,12 @@ export class UpstreamClient {
       timer = setTimeout(() => out.destroy(new UpstreamError('unavailable', `upstream body stalled for ${idle} ms`)), idle);
     };
     arm();
+    // A connection reset or cut in the middle of the body is the upstream being unavailable, like a stall: said so
+    // before pipeline (listening after this) passes the network error on, so a client waiting for this fetch gets
+    // 503, not a 500.
+    source.once('error', (err) => {
+      out.destroy(err instanceof UpstreamError ? err : new UpstreamError('unavailable', `upstream body failed (${errorCode(err)})`, undefined, { cause: err }));
+    });
     pipeline(source, out, () => clearTimeout(timer));
     return out;
   }
