@@ -100,13 +100,14 @@ export interface Image {
   blobs: Map<string, Buffer>;
 }
 
-export function makeImage(repo: string, tag: string, layers = 2, layerSize = 4096): Image {
+/** An image of `layers` random layers, plus `reuse` (layers some other push stored already) at the end. */
+export function makeImage(repo: string, tag: string, layers = 2, layerSize = 4096, reuse: Buffer[] = []): Image {
   const blobs = new Map<string, Buffer>();
   const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', nonce: randomBytes(8).toString('hex') }));
   blobs.set(sha256(config), config);
   const layerDescs = [];
-  for (let i = 0; i < layers; i++) {
-    const bytes = randomBytes(layerSize);
+  const contents = [...Array.from({ length: layers }, () => randomBytes(layerSize)), ...reuse];
+  for (const bytes of contents) {
     blobs.set(sha256(bytes), bytes);
     layerDescs.push({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(bytes), size: bytes.length });
   }
