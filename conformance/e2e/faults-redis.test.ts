@@ -278,8 +278,13 @@ test('Redis SIGKILLed during a collection: the collector stops without deleting,
   const config = await gcConfig();
 
   let gcPid = 0;
-  const collection: Promise<CliRun> = runWharf(['garbage-collect', config, '--grace', '0s'], (pid) => { gcPid = pid; });
-  t.teardown(() => { try { process.kill(gcPid, 'SIGKILL'); } catch { /* already gone */ } });
+  let gcExited = false;
+  const collection: Promise<CliRun> = runWharf(['garbage-collect', config, '--grace', '0s'], (pid, done) => {
+    gcPid = pid;
+    void done.then(() => { gcExited = true; });
+  });
+  // Only a collector that is still running is signalled (its PID is not reused while we have not reaped it).
+  t.teardown(() => { if (gcPid && !gcExited) process.kill(gcPid, 'SIGKILL'); });
   // The collector holds the Redis lock (and then waits for every replica to see it before it marks): kill Redis now.
   await waitFor('the collector to take its Redis lock', async () => (await redis.cli('EXISTS', 'wharf:gc:lock')) === '1' ? true : undefined, 30_000, 10);
   await redis.kill();
@@ -335,17 +340,24 @@ test('Redis SIGKILLed while a collection sweeps: an image pushed meanwhile that 
   let paused!: () => void;
   const sweeping = new Promise<void>((resolve) => { paused = resolve; });
   const watcher = watch(gcDir, (_event, name) => {
-    if (name === 'trash' && gcPid) {
+    if (name === 'trash' && gcPid && !gcExited) {
       process.kill(gcPid, 'SIGSTOP');
       watcher.close();
       paused();
     }
   });
+  let gcExited = false;
   t.teardown(() => {
     watcher.close();
-    try { process.kill(gcPid, 'SIGCONT'); process.kill(gcPid, 'SIGKILL'); } catch { /* already gone */ }
+    if (gcPid && !gcExited) {
+      process.kill(gcPid, 'SIGCONT');
+      process.kill(gcPid, 'SIGKILL');
+    }
   });
-  const collection: Promise<CliRun> = runWharf(['garbage-collect', config, '--grace', '0s'], (pid) => { gcPid = pid; });
+  const collection: Promise<CliRun> = runWharf(['garbage-collect', config, '--grace', '0s'], (pid, done) => {
+    gcPid = pid;
+    void done.then(() => { gcExited = true; });
+  });
   await Promise.race([
     sweeping,
     collection.then((r) => { throw new Error(`the collection ended before its sweep was seen:\n${r.stdout}\n${r.stderr}`); }),
