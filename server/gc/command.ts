@@ -14,8 +14,8 @@ import { createDescriptorCache, type DescriptorCache } from '../cache/index.js';
 import { driverFor } from '../storage.js';
 import { metricsText, newStats, startProgress, summaryText } from './report.js';
 import { ProxyExpiry } from './proxy-expiry.js';
-import { workerGcState, type WorkerGcState } from './redis-state.js';
-import { LockBusyError } from './state.js';
+import { GcRedisUnavailableError, workerGcState, type WorkerGcState } from './redis-state.js';
+import { LockBusyError, LockLostError } from './state.js';
 import { DEFAULT_GRACE_MS, DEFAULT_UPLOAD_AGE_MS, collectGarbage, type GcOptions } from './worker.js';
 
 export const GC_USAGE = `usage: wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <duration>]
@@ -117,6 +117,8 @@ async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcS
     stopProgress();
     code = 1;
     if (err instanceof LockBusyError) process.stderr.write(`wharf: garbage collection skipped: ${err.message}\n`);
+    // Redis gone or the lock lost: an outage, not a bug, so its message without a stack trace.
+    else if (err instanceof GcRedisUnavailableError || err instanceof LockLostError) process.stderr.write(`wharf: garbage collection failed: ${err.message}; stopped, nothing more deleted\n`);
     else process.stderr.write(`wharf: garbage collection failed: ${(err as Error).stack ?? String(err)}\n`);
   }
   if (o.metricsFile) await writeMetricsFile(o.metricsFile, metricsText(stats, code === 0));

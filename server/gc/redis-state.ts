@@ -117,6 +117,11 @@ export interface RedisGcOptions extends RedisConnectionOptions {
   prefix?: string;
 }
 
+/** Redis could not answer a command of the collector's lock or live set: the run stops (nothing more is deleted). */
+export class GcRedisUnavailableError extends Error {
+  override name = 'GcRedisUnavailableError';
+}
+
 /** One connection for the GC state, with the cache's client settings and time limits. */
 export class RedisGcConnection {
   private readonly client: AnyRedisClient;
@@ -148,8 +153,18 @@ export class RedisGcConnection {
     }
   }
 
-  command(args: string[]): Promise<unknown> {
-    return timedCommand(this.client, args, this.timeoutMs);
+  /**
+   * One command within the time limit. A failure (not connected, timed out, an error reply) rejects with
+   * GcRedisUnavailableError, whose message says it was Redis; the lock-lost reply is left to the caller.
+   */
+  async command(args: string[]): Promise<unknown> {
+    try {
+      return await timedCommand(this.client, args, this.timeoutMs);
+    } catch (err) {
+      const message = safeMessage(err);
+      if (message.includes('WHARF_GC_LOCK_LOST')) throw err;
+      throw new GcRedisUnavailableError(`redis (garbage-collection lock) unavailable: ${message}`);
+    }
   }
 
   /** A script over KEYS: the lock, `other`, the repository set, the unfinished-run note. */
