@@ -85,9 +85,9 @@ export class BlobStore {
     }
   }
 
-  /** A URL the client may fetch the content from directly, when the driver offers one. */
-  redirectURL(digest: Digest, method: 'GET' | 'HEAD'): Promise<string | null> {
-    return this.driver.redirectURL(layout.blobDataPath(digest), { method, expiresIn: 20 * 60 });
+  /** A URL the client may GET the content from directly, when the driver offers one (a HEAD is answered here). */
+  redirectURL(digest: Digest): Promise<string | null> {
+    return this.driver.redirectURL(layout.blobDataPath(digest), { method: 'GET', expiresIn: 20 * 60 });
   }
 
   /**

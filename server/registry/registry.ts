@@ -124,7 +124,7 @@ export class LocalRegistry implements Registry {
   referrers: Registry['referrers'] = (...args) => this.manifests.referrers(...args);
   statBlob: Registry['statBlob'] = async (name, digest) => ({ kind: 'stored', ...(await this.blobs.stat(name, digest)) });
   readBlob: Registry['readBlob'] = (_name, digest, offset, length) => this.blobs.open(digest, offset, length);
-  blobURL: Registry['blobURL'] = (_name, digest) => this.blobs.redirectURL(digest, 'GET');
+  blobURL: Registry['blobURL'] = (_name, digest) => this.blobs.redirectURL(digest);
   deleteBlob: Registry['deleteBlob'] = (...args) => this.blobs.unlink(...args);
   startUpload: Registry['startUpload'] = (...args) => this.uploads.start(...args);
   appendUpload: Registry['appendUpload'] = (...args) => this.uploads.append(...args);
