@@ -3,50 +3,13 @@
  * killed with SIGKILL by PID; raw-socket requests whose body is sent in parts, so that a kill lands mid-request;
  * image pushes and complete pulls over HTTP.
  */
-import type { ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
-import { startWharf, type RunningWharf } from './harness.js';
+import type { RunningWharf } from './harness.js';
 import { pushBlob, sha256 } from './helpers.js';
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-
-/** A shared storage directory and the replicas started on it; all are stopped and removed when the test ends. */
-export interface SharedStorage {
-  /** The storage root directory every replica uses. */
-  root: string;
-  /** Start one more replica on the shared storage. */
-  replica(): Promise<RunningWharf>;
-  /** A config file for `wharf garbage-collect` over the same storage. */
-  gcConfig(): Promise<string>;
-}
-
-export async function sharedStorage(t: ExecutionContext): Promise<SharedStorage> {
-  const dir = await mkdtemp(join(tmpdir(), 'wharf-faults-replicas-'));
-  const root = join(dir, 'data');
-  const started: RunningWharf[] = [];
-  t.teardown(async () => {
-    await Promise.all(started.map((r) => r.stop()));
-    await rm(dir, { recursive: true, force: true });
-  });
-  return {
-    root,
-    async replica() {
-      const r = await startWharf({ rootDirectory: root });
-      started.push(r);
-      return r;
-    },
-    async gcConfig() {
-      const path = join(dir, 'gc.yml');
-      await writeFile(path, stringify({ version: '0.1', log: { level: 'warn' }, storage: { filesystem: { rootdirectory: root } } }));
-      return path;
-    },
-  };
-}
 
 /** SIGKILL the replica's process (by its PID) and wait until it is gone. */
 export async function sigkill(replica: RunningWharf): Promise<void> {

@@ -4,6 +4,7 @@
  * Used by the conformance test, the real-client end-to-end tests and the memory tests. The server runs in its own
  * process, exactly as an operator runs it, so what is measured and exercised is the product.
  */
+import type { ExecutionContext } from 'ava';
 import bcrypt from 'bcryptjs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -186,4 +187,37 @@ export async function startRegistry2(options: Omit<StartOptions, 'nodeArgs' | 'e
     await new Promise((r) => setTimeout(r, 50));
   }
   return { url, host: `127.0.0.1:${port}`, rootDirectory, process: child, output: () => out, stop };
+}
+
+/** A shared storage directory and the replicas started on it; all are stopped and removed when the test ends. */
+export interface SharedStorage {
+  /** The storage root directory every replica uses. */
+  root: string;
+  /** Start one more replica on the shared storage. */
+  replica(): Promise<RunningWharf>;
+  /** A config file for `wharf garbage-collect` over the same storage. */
+  gcConfig(): Promise<string>;
+}
+
+export async function sharedStorage(t: ExecutionContext): Promise<SharedStorage> {
+  const dir = await mkdtemp(join(tmpdir(), 'wharf-faults-replicas-'));
+  const root = join(dir, 'data');
+  const started: RunningWharf[] = [];
+  t.teardown(async () => {
+    await Promise.all(started.map((r) => r.stop()));
+    await rm(dir, { recursive: true, force: true });
+  });
+  return {
+    root,
+    async replica() {
+      const r = await startWharf({ rootDirectory: root });
+      started.push(r);
+      return r;
+    },
+    async gcConfig() {
+      const path = join(dir, 'gc.yml');
+      await writeFile(path, stringify({ version: '0.1', log: { level: 'warn' }, storage: { filesystem: { rootdirectory: root } } }));
+      return path;
+    },
+  };
 }

@@ -14,8 +14,9 @@ import { runWharf } from '../../testing/gc-helpers.js';
 import { sha256, waitFor } from '../../testing/helpers.js';
 import {
   OCI_MANIFEST, getManifest, imageManifest, onDisk, pathOf, pullProblems, pushImage, putManifest, rawRequest,
-  sharedStorage, sigkill,
+  sigkill,
 } from '../../testing/faults-replicas.js';
+import { sharedStorage } from '../../testing/harness.js';
 import { pushBlob } from '../../testing/helpers.js';
 
 const CHUNK = 256 * 1024;

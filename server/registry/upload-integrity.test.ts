@@ -12,10 +12,9 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { Agent, request, type IncomingHttpHeaders } from 'node:http';
-import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startWharf, type RunningWharf } from '../../testing/harness.js';
+import { sharedStorage, startWharf } from '../../testing/harness.js';
 import * as layout from './layout.js';
 import { parseDigest } from './reference.js';
 import { sha256 } from '../../testing/helpers.js';
@@ -180,15 +179,8 @@ async function honestPushIsServed(t: ExecutionContext, bases: string[], repo: st
 }
 
 test('two replicas on one directory: bytes written into a session by the other replica never commit under the digest of the first', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'wharf-integrity-'));
-  const root = join(dir, 'data');
-  const replicas: RunningWharf[] = [];
-  t.teardown(async () => {
-    await Promise.all(replicas.map((r) => r.stop()));
-    await rm(dir, { recursive: true, force: true });
-  });
-  replicas.push(await startWharf({ rootDirectory: root }), await startWharf({ rootDirectory: root }));
-  const [ra, rb] = replicas as [RunningWharf, RunningWharf];
+  const storage = await sharedStorage(t);
+  const [ra, rb] = [await storage.replica(), await storage.replica()];
   const a = { base: ra.url, agent: connection() };
   const b = { base: rb.url, agent: connection() };
   t.teardown(() => { a.agent.destroy(); b.agent.destroy(); });
