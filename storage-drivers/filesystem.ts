@@ -522,6 +522,10 @@ class FilesystemWriter implements FileWriter {
 
   write(chunk: Uint8Array): Promise<void> {
     if (this.state !== 'open') return Promise.reject(this.notOpen());
+    // Refused here, not queued: flush() must never finish before `flushing` is set (it would clear `flushing`
+    // first, and the stale promise left in it would keep every later write queued for ever). Started from here
+    // with no failure known, its first batch always waits for the disk.
+    if (this.failure) return Promise.reject(this.failed());
     return new Promise((resolve, reject) => {
       this.pending.push({ chunk, resolve, reject });
       this.flushing ??= this.flush();
