@@ -104,8 +104,21 @@ function answerFor(reason: ErrorReason | undefined): { status?: number; headers:
 export function toRegistryError(err: unknown): RegistryError {
   if (err instanceof RegistryError) return err;
   if (err instanceof InvalidPathError) return new RegistryError('NAME_INVALID', 'invalid name', { detail: {} });
-  if (err instanceof StorageError) return new RegistryError('UNKNOWN', 'storage backend error', { reason: { kind: 'storage-failed' } });
+  if (err instanceof StorageError) return new RegistryError('UNKNOWN', storageMessage(err), { reason: { kind: 'storage-failed' } });
   return new RegistryError('UNKNOWN', 'internal server error');
+}
+
+/**
+ * What a storage failure is answered with. A full or read-only filesystem is named, so that the client (and the
+ * operator reading its output) knows why pushes fail and that reads go on; no path or other detail goes out.
+ */
+function storageMessage(err: StorageError): string {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT') return 'storage backend error: no space left on the storage';
+    if (code === 'EROFS') return 'storage backend error: the storage is read-only';
+  }
+  return 'storage backend error';
 }
 
 /**
