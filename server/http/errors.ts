@@ -3,7 +3,7 @@
  * headers each situation of server/registry/errors.ts is answered with. Nothing below the HTTP layer names a status
  * or a header; everything that answers an error (server/http/app.ts) goes through `errorResponse`.
  */
-import { InvalidPathError, StorageError } from '../../storage-drivers/driver.js';
+import { InvalidPathError, StorageError, storageCondition } from '../../storage-drivers/driver.js';
 import { RegistryError, type ErrorCode, type ErrorReason } from '../registry/errors.js';
 
 /** The status each code is answered with, unless its reason says otherwise (the spec's table, and registry:2's). */
@@ -113,12 +113,14 @@ export function toRegistryError(err: unknown): RegistryError {
  * operator reading its output) knows why pushes fail and that reads go on; no path or other detail goes out.
  */
 function storageMessage(err: StorageError): string {
-  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOSPC' || code === 'EDQUOT') return 'storage backend error: no space left on the storage';
-    if (code === 'EROFS') return 'storage backend error: the storage is read-only';
+  switch (storageCondition(err)) {
+    case 'full':
+      return 'storage backend error: no space left on the storage';
+    case 'read-only':
+      return 'storage backend error: the storage is read-only';
+    default:
+      return 'storage backend error';
   }
-  return 'storage backend error';
 }
 
 /**
