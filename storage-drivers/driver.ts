@@ -160,6 +160,19 @@ export class StorageError extends Error {
   }
 }
 
+/**
+ * Whether `err` (or an error it was caused by) says the storage is full (ENOSPC, EDQUOT) or read-only (EROFS): a
+ * condition of the storage an operator must fix, not a fault of the request or a bug.
+ */
+export function storageCondition(err: unknown): 'full' | 'read-only' | undefined {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT') return 'full';
+    if (code === 'EROFS') return 'read-only';
+  }
+  return undefined;
+}
+
 export class PathNotFoundError extends StorageError {
   constructor(readonly path: string, readonly driver = '') {
     super(`path not found: ${path}`);

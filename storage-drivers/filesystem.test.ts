@@ -115,6 +115,29 @@ test('filesystem: an open writer resumes across driver instances (another replic
   t.is((await driver.getContent('/uploads/id/data')).toString(), 'part one, part two');
 });
 
+test('filesystem: after a failed write every later write fails at once, none waits for ever, and close ends', async (t) => {
+  const { root, driver } = await setup(t);
+  await driver.putContent('/full/seed', '');
+  // Every write to /dev/full fails with ENOSPC, as on a full disk.
+  await symlink('/dev/full', join(root, 'full/data'));
+  const writer = await driver.writer('/full/data', true);
+  const settled = async (p: Promise<void>, what: string) => {
+    let timer: NodeJS.Timeout | undefined;
+    const never = new Promise<string>((resolve) => { timer = setTimeout(() => resolve(`${what} never settled`), 10_000); });
+    try {
+      return await Promise.race([p.then(() => `${what} succeeded`, (err: Error) => err.message), never]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  const chunk = Buffer.alloc(64 * 1024, 1);
+  // Queued without waiting, as an upload does; then more once the failure is known.
+  const first = [writer.write(chunk), writer.write(chunk), writer.write(chunk)];
+  for (const [i, p] of first.entries()) t.regex(await settled(p, `write ${i}`), /ENOSPC|an earlier write failed/);
+  for (const i of [3, 4, 5]) t.regex(await settled(writer.write(chunk), `write ${i}`), /an earlier write failed/);
+  t.is(await settled(writer.close(), 'close'), 'close succeeded');
+});
+
 test('filesystem: cancel does not delete a file that replaced the writer\'s file', async (t) => {
   const { driver } = await setup(t);
   const w = await driver.writer('/f', false);

@@ -58,6 +58,33 @@ function code(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
 }
 
+/**
+ * `mkdir -p`. Node's recursive mkdir reports ENOENT for every failure on the way down (a read-only filesystem,
+ * a denied permission), which would hide why a write failed; on ENOENT the levels are created one at a time, so the
+ * real error is what is thrown.
+ */
+async function makeDirectory(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true });
+  } catch (err) {
+    if (code(err) !== 'ENOENT') throw err;
+    await makeLevels(dir);
+  }
+}
+
+async function makeLevels(dir: string): Promise<void> {
+  try {
+    await mkdir(dir);
+  } catch (err) {
+    if (code(err) === 'EEXIST') return;
+    if (code(err) !== 'ENOENT' || dirname(dir) === dir) throw err;
+    await makeLevels(dirname(dir));
+    await mkdir(dir).catch((again: unknown) => {
+      if (code(again) !== 'EEXIST') throw again;
+    });
+  }
+}
+
 function isNotFound(err: unknown): boolean {
   const c = code(err);
   return c === 'ENOENT' || c === 'ENOTDIR';
@@ -354,7 +381,7 @@ export class FilesystemDriver implements StorageDriver {
     const parent = dirname(target);
     for (let attempt = 1; ; attempt++) {
       try {
-        await mkdir(parent, { recursive: true });
+        await makeDirectory(parent);
         return await fn();
       } catch (err) {
         // Not "does the parent exist now": another writer may have created it again meanwhile.
@@ -522,6 +549,10 @@ class FilesystemWriter implements FileWriter {
 
   write(chunk: Uint8Array): Promise<void> {
     if (this.state !== 'open') return Promise.reject(this.notOpen());
+    // Refused here, not queued: flush() must never finish before `flushing` is set (it would clear `flushing`
+    // first, and the stale promise left in it would keep every later write queued for ever). Started from here
+    // with no failure known, its first batch always waits for the disk.
+    if (this.failure) return Promise.reject(this.failed());
     return new Promise((resolve, reject) => {
       this.pending.push({ chunk, resolve, reject });
       this.flushing ??= this.flush();

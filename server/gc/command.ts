@@ -6,7 +6,7 @@
  * ./worker.ts. Exit codes: 0 done, 1 the run failed (or the lock is held by another run), 2 invalid usage.
  */
 import { writeFile, rename } from 'node:fs/promises';
-import type { StorageDriver } from '../../storage-drivers/driver.js';
+import { storageCondition, type StorageDriver } from '../../storage-drivers/driver.js';
 import { nanosToMillis, parseGoDuration } from '../config/duration.js';
 import type { WharfConfig } from '../config/index.js';
 import type { ProxyConfig } from '../config/index.js';
@@ -119,7 +119,12 @@ async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcS
     if (err instanceof LockBusyError) process.stderr.write(`wharf: garbage collection skipped: ${err.message}\n`);
     // Redis gone or the lock lost: an outage, not a bug, so its message without a stack trace.
     else if (err instanceof GcRedisUnavailableError || err instanceof LockLostError) process.stderr.write(`wharf: garbage collection failed: ${err.message}; stopped, nothing more deleted\n`);
-    else process.stderr.write(`wharf: garbage collection failed: ${(err as Error).stack ?? String(err)}\n`);
+    // A full or read-only storage: the operator's to fix, so said plainly (a run stops at its first failed write,
+    // which is the lock's when the disk is already full: then nothing at all was deleted).
+    else if (storageCondition(err)) {
+      const what = storageCondition(err) === 'full' ? 'the storage is full' : 'the storage is read-only';
+      process.stderr.write(`wharf: garbage collection failed: ${what} (${(err as Error).message}), in phase ${stats.phase}; stopped, nothing more deleted. Free some space or make the storage writable, then run it again\n`);
+    } else process.stderr.write(`wharf: garbage collection failed: ${(err as Error).stack ?? String(err)}\n`);
   }
   if (o.metricsFile) await writeMetricsFile(o.metricsFile, metricsText(stats, code === 0));
   return code;

@@ -102,10 +102,11 @@ export async function answerHealth(ctx: Koa.Context, health: Health, kind: 'live
 export const DISCARD_LIMIT = 16 * 1024 * 1024;
 
 function boundDiscardedBody(req: IncomingMessage, res: ServerResponse): void {
+  // Taken now: by the time the response has finished, Node may have detached the request from its socket (null).
+  const socket = req.socket;
   res.once('finish', () => {
-    if (req.complete) return;
+    if (req.complete || socket.destroyed) return;
     // Node discards the rest inside its parser (no 'data' events reach anyone), so what the socket reads is counted.
-    const socket = req.socket;
     const base = socket.bytesRead;
     const check = setInterval(() => {
       if (req.complete || socket.destroyed) return clearInterval(check);

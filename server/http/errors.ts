@@ -3,7 +3,7 @@
  * headers each situation of server/registry/errors.ts is answered with. Nothing below the HTTP layer names a status
  * or a header; everything that answers an error (server/http/app.ts) goes through `errorResponse`.
  */
-import { InvalidPathError, StorageError } from '../../storage-drivers/driver.js';
+import { InvalidPathError, StorageError, storageCondition } from '../../storage-drivers/driver.js';
 import { RegistryError, type ErrorCode, type ErrorReason } from '../registry/errors.js';
 
 /** The status each code is answered with, unless its reason says otherwise (the spec's table, and registry:2's). */
@@ -104,8 +104,23 @@ function answerFor(reason: ErrorReason | undefined): { status?: number; headers:
 export function toRegistryError(err: unknown): RegistryError {
   if (err instanceof RegistryError) return err;
   if (err instanceof InvalidPathError) return new RegistryError('NAME_INVALID', 'invalid name', { detail: {} });
-  if (err instanceof StorageError) return new RegistryError('UNKNOWN', 'storage backend error', { reason: { kind: 'storage-failed' } });
+  if (err instanceof StorageError) return new RegistryError('UNKNOWN', storageMessage(err), { reason: { kind: 'storage-failed' } });
   return new RegistryError('UNKNOWN', 'internal server error');
+}
+
+/**
+ * What a storage failure is answered with. A full or read-only filesystem is named, so that the client (and the
+ * operator reading its output) knows why pushes fail and that reads go on; no path or other detail goes out.
+ */
+function storageMessage(err: StorageError): string {
+  switch (storageCondition(err)) {
+    case 'full':
+      return 'storage backend error: no space left on the storage';
+    case 'read-only':
+      return 'storage backend error: the storage is read-only';
+    default:
+      return 'storage backend error';
+  }
 }
 
 /**

@@ -95,8 +95,18 @@ export async function startBlobUpload(ctx: RegistryContext): Promise<void> {
     const digest = parseDigest(digestParam);
     const session = await startUploadSession(ctx, name, digest.algorithm);
     const chunks = body(ctx) ?? noBody();
-    const desc = await registry.completeUpload(name, session.id, digest, chunks, { length: contentLength(ctx) });
-    uploadSessionClosed(ctx, name, session.id);
+    let desc;
+    try {
+      desc = await registry.completeUpload(name, session.id, digest, chunks, { length: contentLength(ctx) });
+    } catch (err) {
+      // The client never learns this session's URL, so nobody can resume it: it goes now rather than holding its
+      // bytes (on a full disk, the space others need) until purging. When storage refuses even that (read-only),
+      // upload purging removes it.
+      await registry.cancelUpload(name, session.id).catch(() => {});
+      throw err;
+    } finally {
+      uploadSessionClosed(ctx, name, session.id);
+    }
     return blobCreated(ctx, name, desc);
   }
 

@@ -400,12 +400,20 @@ export class UploadStore {
 
   /**
    * After a write failed with its writer closed: where storage now ends is where the session resumes, so it is
-   * marked as a boundary; when nothing landed, the claim is given back instead.
+   * marked as a boundary; when nothing landed, the claim is given back instead. When the boundary cannot be marked
+   * either (the disk is full), the session could never continue (416 on every later write) and would only hold its
+   * bytes, the very space others need, until upload purging: it is removed, and the client's next request learns
+   * that the upload is unknown and starts a new one.
    */
   private async endFailedWrite(name: string, id: string, claim: Claim, handed: number): Promise<void> {
     const info = handed > 0 ? await ifExists(this.driver.stat(layout.uploadDataPath(name, id))) : undefined;
-    if (info && !info.isDir && info.size > claim.offset) await this.markEnd(name, id, info.size, claim);
-    else await this.release(name, id, claim);
+    if (!info || info.isDir || info.size <= claim.offset) return this.release(name, id, claim);
+    try {
+      await this.markEnd(name, id, info.size, claim);
+    } catch (err) {
+      await this.discard(name, id);
+      throw err;
+    }
   }
 
   /**
