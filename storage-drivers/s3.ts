@@ -35,7 +35,8 @@
  *
  * Errors: NoSuchKey/404 is PathNotFoundError; everything else is a StorageDriverError naming the operation. The SDK
  * retries transient failures (503 SlowDown, 500, timeouts, connection resets) with exponential backoff and jitter,
- * `maxAttempts` times in all.
+ * `maxAttempts` times in all. No attempt can hang: connecting is bounded (10 s) and so is a connection standing
+ * still (`stallTimeoutMs`), also under a response body being read, which then errors rather than waits.
  *
  * node:http and node:https appear here only for the SDK client's connection agents (keep-alive, socket limit, TLS
  * verification): the driver's own connection to S3. Readers are plain streams (no COPY_INTO): how a response is
@@ -96,6 +97,8 @@ export const S3_DEFAULTS = {
   storageClass: 'STANDARD',
   redirectExpirySeconds: 20 * 60,
   maxAttempts: 5,
+  stallTimeoutMs: 30_000,
+  connectionTimeoutMs: 10_000,
 } as const;
 
 export interface S3DriverOptions {
@@ -128,6 +131,11 @@ export interface S3DriverOptions {
   keyId?: string;
   /** Total attempts per request, retries included. */
   maxAttempts?: number;
+  /**
+   * How long one request may stand still (no byte sent or received on its connection) before it is abandoned
+   * (and retried, as a timeout).
+   */
+  stallTimeoutMs?: number;
   /** Lifetime of presigned redirect URLs when the caller gives none. */
   redirectExpirySeconds?: number;
 }
@@ -279,10 +287,17 @@ export class S3Driver implements StorageDriver {
       // S3-compatible service (Ceph RGW answers 411), and AWS accepts this setting.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
+      // The SDK's standard retry mode: `maxAttempts` attempts, backoff with full jitter (a random wait up to
+      // 100 ms × 2^retry, 500 ms × 2^retry for throttling such as SlowDown), and a per-client retry budget (500
+      // tokens, 5 a retry, 10 after a timeout, given back on success) so a long outage stops retrying rather than
+      // multiplying the load on S3. Every attempt is bounded by the timeouts below, so a request to S3 ends in
+      // bounded time: at most maxAttempts × (connection or stall timeout) plus the backoff.
       requestHandler: {
-        connectionTimeout: 10_000,
-        // Socket inactivity, not the whole request: large bodies may take long but must keep moving.
-        requestTimeout: 120_000,
+        connectionTimeout: S3_DEFAULTS.connectionTimeoutMs,
+        // Inactivity on the connection, not the whole request: large bodies may take long but must keep moving.
+        // (The handler's `requestTimeout` only warns unless told to throw, and would bound a whole part upload.)
+        // It stays on a response body the caller reads, so a body that stops in the middle errors too.
+        socketTimeout: options.stallTimeoutMs ?? S3_DEFAULTS.stallTimeoutMs,
         httpAgent: new HttpAgent({ keepAlive: true, maxSockets, noDelay: true }),
         httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets, noDelay: true, rejectUnauthorized: !options.skipVerify }),
       },
