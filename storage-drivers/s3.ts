@@ -397,7 +397,16 @@ export class S3Driver implements StorageDriver {
   }
 
   async stat(path: string): Promise<FileInfo> {
-    if (path === '/') return { path, size: 0, modTime: EPOCH, isDir: true };
+    if (path === '/') {
+      // The root always exists, but S3 is asked all the same: this is the health check's probe (registry:2's too),
+      // which must fail while S3 does.
+      try {
+        await this.client.send(new aws.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }));
+      } catch (err) {
+        this.fail('stat', path, err);
+      }
+      return { path, size: 0, modTime: EPOCH, isDir: true };
+    }
     const info = await this.head(path);
     if (info) return { path, size: info.size, modTime: info.modTime, isDir: false };
     try {
