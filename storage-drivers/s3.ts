@@ -245,6 +245,7 @@ export class S3Driver implements StorageDriver {
   private readonly storageClass: StorageClass | undefined;
   private readonly encryption: { ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string };
   private readonly redirectExpiry: number;
+  private readonly maxAttempts: number;
 
   constructor(options: S3DriverOptions) {
     this.bucket = options.bucket;
@@ -268,6 +269,7 @@ export class S3Driver implements StorageDriver {
         ? { ServerSideEncryption: 'aws:kms', SSEKMSKeyId: options.keyId }
         : { ServerSideEncryption: 'AES256' };
     this.redirectExpiry = options.redirectExpirySeconds ?? S3_DEFAULTS.redirectExpirySeconds;
+    this.maxAttempts = Math.max(1, options.maxAttempts ?? S3_DEFAULTS.maxAttempts);
 
     let endpoint = options.regionEndpoint;
     if (endpoint && !/^[a-z][a-z0-9+.-]*:\/\//i.test(endpoint)) endpoint = `${options.secure === false ? 'http' : 'https'}://${endpoint}`;
@@ -282,7 +284,7 @@ export class S3Driver implements StorageDriver {
         options.accessKey && options.secretKey
           ? { accessKeyId: options.accessKey, secretAccessKey: options.secretKey, sessionToken: options.sessionToken }
           : undefined,
-      maxAttempts: options.maxAttempts ?? S3_DEFAULTS.maxAttempts,
+      maxAttempts: this.maxAttempts,
       // Checksums only where S3 requires them: streamed aws-chunked bodies are not understood by every
       // S3-compatible service (Ceph RGW answers 411), and AWS accepts this setting.
       requestChecksumCalculation: 'WHEN_REQUIRED',
@@ -349,13 +351,33 @@ export class S3Driver implements StorageDriver {
   async getContent(path: string): Promise<Buffer> {
     if (path === '/') throw new PathNotFoundError(path, NAME);
     try {
-      const res = await this.client.send(new aws.GetObjectCommand({ Bucket: this.bucket, Key: this.key(path) }));
-      const chunks: Buffer[] = [];
-      for await (const chunk of res.Body as Readable) chunks.push(chunk as Buffer);
-      return Buffer.concat(chunks);
+      return await this.getWhole({ Bucket: this.bucket, Key: this.key(path) });
     } catch (err) {
       if (isNoSuchKey(err)) throw new PathNotFoundError(path, NAME);
       this.fail('getContent', path, err);
+    }
+  }
+
+  /**
+   * A GetObject read whole. The SDK retries a request that fails before its answer's headers; a body that breaks
+   * off after them (a reset, a cut-short answer, a stall) is the caller's to retry, and for a read this small it is
+   * done here the same way: `maxAttempts` in all, with backoff and jitter between them.
+   */
+  private async getWhole(input: { Bucket: string; Key: string; Range?: string }): Promise<Buffer> {
+    for (let attempt = 1; ; attempt++) {
+      const res = await this.client.send(new aws.GetObjectCommand(input));
+      try {
+        const chunks: Buffer[] = [];
+        for await (const chunk of res.Body as Readable) chunks.push(chunk as Buffer);
+        const body = Buffer.concat(chunks);
+        if (res.ContentLength !== undefined && body.length !== res.ContentLength) {
+          throw new StorageDriverError(NAME, `read ${input.Key}: ${body.length} of ${res.ContentLength} bytes arrived`);
+        }
+        return body;
+      } catch (err) {
+        if (attempt >= this.maxAttempts) throw err;
+        await new Promise((r) => setTimeout(r, Math.random() * 100 * 2 ** attempt));
+      }
     }
   }
 
@@ -804,10 +826,7 @@ export class S3Driver implements StorageDriver {
   /** @internal */
   async getRange(key: string, size: number): Promise<Buffer> {
     if (size === 0) return Buffer.alloc(0);
-    const res = await this.client.send(new aws.GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=0-${size - 1}` }));
-    const chunks: Buffer[] = [];
-    for await (const chunk of res.Body as Readable) chunks.push(chunk as Buffer);
-    return Buffer.concat(chunks);
+    return this.getWhole({ Bucket: this.bucket, Key: key, Range: `bytes=0-${size - 1}` });
   }
 
   /** @internal */
