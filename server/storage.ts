@@ -30,6 +30,7 @@ export function driverOptionsFor(config: WharfConfig): DriverOptions {
       multipartCopyChunkSize: s3.multipartcopychunksize,
       multipartCopyMaxConcurrency: s3.multipartcopymaxconcurrency,
       multipartCopyThresholdSize: s3.multipartcopythresholdsize,
+      stallTimeoutMs: s3.stalltimeout,
       secure: s3.secure,
       skipVerify: s3.skipverify,
       storageClass: s3.storageclass,

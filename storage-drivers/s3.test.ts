@@ -5,8 +5,6 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { createServer as createHttpServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { HeadObjectCommand, ListMultipartUploadsCommand, ListPartsCommand } from '@aws-sdk/client-s3';
 import pLimit from 'p-limit';
 import { checkedDriver } from './checked.js';
@@ -14,6 +12,7 @@ import { PathNotFoundError, StorageDriverError, type FileInfo, type StorageDrive
 import { S3Driver, S3_LIMITS, copyRanges, maxUploadSize, partSize, type S3DriverOptions } from './s3.js';
 import { startS3TestServer, type S3TestServer } from '../testing/s3-test-server.js';
 import { driverSuite } from '../testing/storage-suite.js';
+import { faultyProxy } from '../testing/faults-s3.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -356,43 +355,6 @@ test('s3: startup check names a wrong secret, an unknown access key and a missin
   await t.throwsAsync(check({ ...base, accessKey: 'NOSUCHKEY' }), { instanceOf: StorageDriverError, message: /access key is not known/ });
   await t.throwsAsync(check({ ...base, bucket: 'no-such-bucket' }), { instanceOf: StorageDriverError, message: /bucket "no-such-bucket" does not exist/ });
 });
-
-/**
- * A loopback HTTP proxy in front of the real S3 that fails the requests `fault` picks: with a 503 SlowDown (as S3
- * throttles), or by resetting the connection. Everything else is forwarded untouched (signatures stay valid).
- */
-async function faultyProxy(target: string, fault: (n: number, req: IncomingMessage) => 'slowdown' | 'reset' | undefined) {
-  let count = 0;
-  const faults: string[] = [];
-  const upstream = new URL(target);
-  const proxy: Server = createHttpServer((req, res) => {
-    const n = ++count;
-    const what = fault(n, req);
-    if (what) faults.push(`${req.method} ${what}`);
-    if (what === 'slowdown') {
-      req.resume();
-      res.writeHead(503, { 'Content-Type': 'application/xml' });
-      res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>');
-      return;
-    }
-    if (what === 'reset') {
-      req.socket.destroy();
-      return;
-    }
-    const out = httpRequest(
-      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
-      (up) => {
-        res.writeHead(up.statusCode!, up.headers);
-        up.pipe(res);
-      },
-    );
-    out.on('error', () => res.destroy());
-    req.pipe(out);
-  });
-  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
-  const url = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
-  return { url, faults, count: () => count, close: () => new Promise<void>((r) => { proxy.closeAllConnections(); proxy.close(() => r()); }) };
-}
 
 test('s3: transient errors (503 SlowDown, connection resets) are retried with backoff', async (t) => {
   const base = await driverOptions();

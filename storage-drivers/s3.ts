@@ -35,7 +35,8 @@
  *
  * Errors: NoSuchKey/404 is PathNotFoundError; everything else is a StorageDriverError naming the operation. The SDK
  * retries transient failures (503 SlowDown, 500, timeouts, connection resets) with exponential backoff and jitter,
- * `maxAttempts` times in all.
+ * `maxAttempts` times in all. No attempt can hang: connecting is bounded (10 s) and so is a connection standing
+ * still (`stallTimeoutMs`), also under a response body being read, which then errors rather than waits.
  *
  * node:http and node:https appear here only for the SDK client's connection agents (keep-alive, socket limit, TLS
  * verification): the driver's own connection to S3. Readers are plain streams (no COPY_INTO): how a response is
@@ -96,6 +97,8 @@ export const S3_DEFAULTS = {
   storageClass: 'STANDARD',
   redirectExpirySeconds: 20 * 60,
   maxAttempts: 5,
+  stallTimeoutMs: 30_000,
+  connectionTimeoutMs: 10_000,
 } as const;
 
 export interface S3DriverOptions {
@@ -128,6 +131,11 @@ export interface S3DriverOptions {
   keyId?: string;
   /** Total attempts per request, retries included. */
   maxAttempts?: number;
+  /**
+   * How long one request may stand still (no byte sent or received on its connection) before it is abandoned
+   * (and retried, as a timeout).
+   */
+  stallTimeoutMs?: number;
   /** Lifetime of presigned redirect URLs when the caller gives none. */
   redirectExpirySeconds?: number;
 }
@@ -237,6 +245,7 @@ export class S3Driver implements StorageDriver {
   private readonly storageClass: StorageClass | undefined;
   private readonly encryption: { ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string };
   private readonly redirectExpiry: number;
+  private readonly maxAttempts: number;
 
   constructor(options: S3DriverOptions) {
     this.bucket = options.bucket;
@@ -260,6 +269,7 @@ export class S3Driver implements StorageDriver {
         ? { ServerSideEncryption: 'aws:kms', SSEKMSKeyId: options.keyId }
         : { ServerSideEncryption: 'AES256' };
     this.redirectExpiry = options.redirectExpirySeconds ?? S3_DEFAULTS.redirectExpirySeconds;
+    this.maxAttempts = Math.max(1, options.maxAttempts ?? S3_DEFAULTS.maxAttempts);
 
     let endpoint = options.regionEndpoint;
     if (endpoint && !/^[a-z][a-z0-9+.-]*:\/\//i.test(endpoint)) endpoint = `${options.secure === false ? 'http' : 'https'}://${endpoint}`;
@@ -274,15 +284,22 @@ export class S3Driver implements StorageDriver {
         options.accessKey && options.secretKey
           ? { accessKeyId: options.accessKey, secretAccessKey: options.secretKey, sessionToken: options.sessionToken }
           : undefined,
-      maxAttempts: options.maxAttempts ?? S3_DEFAULTS.maxAttempts,
+      maxAttempts: this.maxAttempts,
       // Checksums only where S3 requires them: streamed aws-chunked bodies are not understood by every
       // S3-compatible service (Ceph RGW answers 411), and AWS accepts this setting.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
+      // The SDK's standard retry mode: `maxAttempts` attempts, backoff with full jitter (a random wait up to
+      // 100 ms × 2^retry, 500 ms × 2^retry for throttling such as SlowDown), and a per-client retry budget (500
+      // tokens, 5 a retry, 10 after a timeout, given back on success) so a long outage stops retrying rather than
+      // multiplying the load on S3. Every attempt is bounded by the timeouts below, so a request to S3 ends in
+      // bounded time: at most maxAttempts × (connection or stall timeout) plus the backoff.
       requestHandler: {
-        connectionTimeout: 10_000,
-        // Socket inactivity, not the whole request: large bodies may take long but must keep moving.
-        requestTimeout: 120_000,
+        connectionTimeout: S3_DEFAULTS.connectionTimeoutMs,
+        // Inactivity on the connection, not the whole request: large bodies may take long but must keep moving.
+        // (The handler's `requestTimeout` only warns unless told to throw, and would bound a whole part upload.)
+        // It stays on a response body the caller reads, so a body that stops in the middle errors too.
+        socketTimeout: options.stallTimeoutMs ?? S3_DEFAULTS.stallTimeoutMs,
         httpAgent: new HttpAgent({ keepAlive: true, maxSockets, noDelay: true }),
         httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets, noDelay: true, rejectUnauthorized: !options.skipVerify }),
       },
@@ -334,13 +351,33 @@ export class S3Driver implements StorageDriver {
   async getContent(path: string): Promise<Buffer> {
     if (path === '/') throw new PathNotFoundError(path, NAME);
     try {
-      const res = await this.client.send(new aws.GetObjectCommand({ Bucket: this.bucket, Key: this.key(path) }));
-      const chunks: Buffer[] = [];
-      for await (const chunk of res.Body as Readable) chunks.push(chunk as Buffer);
-      return Buffer.concat(chunks);
+      return await this.getWhole({ Bucket: this.bucket, Key: this.key(path) });
     } catch (err) {
       if (isNoSuchKey(err)) throw new PathNotFoundError(path, NAME);
       this.fail('getContent', path, err);
+    }
+  }
+
+  /**
+   * A GetObject read whole. The SDK retries a request that fails before its answer's headers; a body that breaks
+   * off after them (a reset, a cut-short answer, a stall) is the caller's to retry, and for a read this small it is
+   * done here the same way: `maxAttempts` in all, with backoff and jitter between them.
+   */
+  private async getWhole(input: { Bucket: string; Key: string; Range?: string }): Promise<Buffer> {
+    for (let attempt = 1; ; attempt++) {
+      const res = await this.client.send(new aws.GetObjectCommand(input));
+      try {
+        const chunks: Buffer[] = [];
+        for await (const chunk of res.Body as Readable) chunks.push(chunk as Buffer);
+        const body = Buffer.concat(chunks);
+        if (res.ContentLength !== undefined && body.length !== res.ContentLength) {
+          throw new StorageDriverError(NAME, `read ${input.Key}: ${body.length} of ${res.ContentLength} bytes arrived`);
+        }
+        return body;
+      } catch (err) {
+        if (attempt >= this.maxAttempts) throw err;
+        await new Promise((r) => setTimeout(r, Math.random() * 100 * 2 ** attempt));
+      }
     }
   }
 
@@ -382,7 +419,16 @@ export class S3Driver implements StorageDriver {
   }
 
   async stat(path: string): Promise<FileInfo> {
-    if (path === '/') return { path, size: 0, modTime: EPOCH, isDir: true };
+    if (path === '/') {
+      // The root always exists, but S3 is asked all the same: this is the health check's probe (registry:2's too),
+      // which must fail while S3 does.
+      try {
+        await this.client.send(new aws.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }));
+      } catch (err) {
+        this.fail('stat', path, err);
+      }
+      return { path, size: 0, modTime: EPOCH, isDir: true };
+    }
     const info = await this.head(path);
     if (info) return { path, size: info.size, modTime: info.modTime, isDir: false };
     try {
@@ -780,10 +826,7 @@ export class S3Driver implements StorageDriver {
   /** @internal */
   async getRange(key: string, size: number): Promise<Buffer> {
     if (size === 0) return Buffer.alloc(0);
-    const res = await this.client.send(new aws.GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=0-${size - 1}` }));
-    const chunks: Buffer[] = [];
-    for await (const chunk of res.Body as Readable) chunks.push(chunk as Buffer);
-    return Buffer.concat(chunks);
+    return this.getWhole({ Bucket: this.bucket, Key: key, Range: `bytes=0-${size - 1}` });
   }
 
   /** @internal */

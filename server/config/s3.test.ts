@@ -24,6 +24,7 @@ test('s3: a minimal section gets registry:2 defaults and no warnings', (t) => {
     multipartcopychunksize: 32 * MiB,
     multipartcopymaxconcurrency: 100,
     multipartcopythresholdsize: 32 * MiB,
+    stalltimeout: 30_000,
     secure: true,
     skipverify: false,
     storageclass: 'STANDARD',
@@ -49,6 +50,7 @@ storage:
     multipartcopychunksize: 67108864
     multipartcopymaxconcurrency: 8
     multipartcopythresholdsize: 0
+    stalltimeout: 5s
     secure: false
     skipverify: true
     storageclass: reduced_redundancy
@@ -70,6 +72,7 @@ storage:
     multipartcopychunksize: 64 * MiB,
     multipartcopymaxconcurrency: 8,
     multipartcopythresholdsize: 0,
+    stalltimeout: 5000,
     secure: false,
     skipverify: true,
     storageclass: 'REDUCED_REDUNDANCY',

@@ -106,6 +106,7 @@ const S3 = Type.Object({
   multipartcopychunksize: int(32 * MiB, 5 * MiB, 'Part size of multipart server-side copies (32 MiB by default, 5 MiB to 5 GiB).', { maximum: 5 * GiB }),
   multipartcopymaxconcurrency: int(100, 1, 'Parts copied at the same time.'),
   multipartcopythresholdsize: int(32 * MiB, 0, 'Blobs larger than this (32 MiB by default, at most 5 GiB) are committed by a multipart server-side copy (needed above 5 GiB, faster above a few tens of MiB).', { maximum: 5 * GiB }),
+  stalltimeout: duration(30_000, true, '**Wharf key.** How long a request to S3 may stand still (no byte sent or received) before it is abandoned and retried; a request that keeps moving is never cut, whatever its size. Each request is tried 5 times (the first and 4 retries, with exponential backoff and jitter), so a stalled S3 fails a registry request with a 503 after at most about five times this.'),
   secure: bool(true, 'Use https for an endpoint given without a scheme (and for AWS).'),
   skipverify: bool(false, 'Do not verify the endpoint\'s TLS certificate.'),
   storageclass: oneOf(['STANDARD', 'REDUCED_REDUNDANCY', 'STANDARD_IA', 'ONEZONE_IA', 'INTELLIGENT_TIERING', 'OUTPOSTS', 'GLACIER_IR', 'NONE'], 'Storage class of new objects, or `NONE` to send none (for services that reject the header). Case does not matter.', { default: 'STANDARD', 'x-case': 'upper' }),
