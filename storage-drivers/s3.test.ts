@@ -12,7 +12,7 @@ import { PathNotFoundError, StorageDriverError, type FileInfo, type StorageDrive
 import { S3Driver, S3_LIMITS, copyRanges, maxUploadSize, partSize, type S3DriverOptions } from './s3.js';
 import { startS3TestServer, type S3TestServer } from '../testing/s3-test-server.js';
 import { driverSuite } from '../testing/storage-suite.js';
-import { faultyProxy } from '../testing/faults-s3.js';
+import { S3FaultProxy, faultyProxy } from '../testing/faults-s3.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -378,6 +378,39 @@ test('s3: transient errors (503 SlowDown, connection resets) are retried with ba
   t.teardown(() => hopeless.destroy());
   await t.throwsAsync(checkedDriver(hopeless).getContent('/x'), { instanceOf: StorageDriverError, message: /SlowDown/ });
   t.is(denied.count(), 3);
+});
+
+test('s3: copies and multipart completions, during which S3 sends nothing, may take longer than the stall timeout', async (t) => {
+  const { driver, root } = await setup(t);
+  const big = randomBytes(6 * MiB + 3);
+  await driver.putContent('/slow/big', big);
+  await driver.putContent('/slow/small', 'small');
+  const base = await driverOptions();
+  // Every copy and every completion is answered 2.5 s late: S3 busy copying, as a loaded gateway is.
+  const proxy = await S3FaultProxy.start(base.regionEndpoint!);
+  t.teardown(() => proxy.close());
+  proxy.set({
+    fault: { kind: 'latency', ms: 2_500 },
+    match: (r) => Boolean(r.headers['x-amz-copy-source']) || (r.method === 'POST' && r.query.has('uploadId')),
+  });
+  const slow = new S3Driver({
+    ...base,
+    regionEndpoint: proxy.url,
+    rootDirectory: `/${root}/`,
+    stallTimeoutMs: 1_000,
+    multipartCopyThresholdSize: 5 * MiB,
+    multipartCopyChunkSize: 5 * MiB,
+  });
+  t.teardown(() => slow.destroy());
+  const d = checkedDriver(slow);
+  await d.move('/slow/big', '/slow/big-moved');
+  await d.move('/slow/small', '/slow/small-moved');
+  t.is(sha(await driver.getContent('/slow/big-moved')), sha(big));
+  t.is((await driver.getContent('/slow/small-moved')).toString(), 'small');
+  t.true(proxy.faults.length >= 3, `a part copy, its completion and a copy were slow: ${proxy.faults.join(', ')}`);
+  // Anything else still has the short bound: a read answered late fails (after its retries), it does not wait.
+  proxy.set({ fault: { kind: 'latency', ms: 2_500 }, match: (r) => r.method === 'GET' });
+  await t.throwsAsync(d.getContent('/slow/small-moved'), { instanceOf: StorageDriverError });
 });
 
 test('s3: a multipart move whose part copy fails starts no further parts, aborts its upload and keeps the source', async (t) => {

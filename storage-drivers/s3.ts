@@ -99,6 +99,12 @@ export const S3_DEFAULTS = {
   maxAttempts: 5,
   stallTimeoutMs: 30_000,
   connectionTimeoutMs: 10_000,
+  /**
+   * The stall bound of requests during which S3 works and legitimately sends nothing: a copy (CopyObject,
+   * UploadPartCopy) and a multipart completion. S3 documents that a completion can take minutes, and a gateway
+   * copying many large parts at once answers each only when its part is done.
+   */
+  serverSideStallTimeoutMs: 5 * 60_000,
 } as const;
 
 export interface S3DriverOptions {
@@ -235,6 +241,8 @@ function bytesOf(content: Uint8Array | string): Buffer {
 export class S3Driver implements StorageDriver {
   readonly name = NAME;
   readonly client: AwsS3.S3Client;
+  /** The same client for copies and multipart completions, with a stall bound of minutes (see S3_DEFAULTS). */
+  private readonly serverSideClient: AwsS3.S3Client;
   readonly bucket: string;
   /** Key prefix of the root, '' or ending in '/'. */
   private readonly prefix: string;
@@ -275,7 +283,8 @@ export class S3Driver implements StorageDriver {
     if (endpoint && !/^[a-z][a-z0-9+.-]*:\/\//i.test(endpoint)) endpoint = `${options.secure === false ? 'http' : 'https'}://${endpoint}`;
     const maxSockets = Math.max(50, this.copyConcurrency);
     aws ??= requireSdk('@aws-sdk/client-s3') as typeof AwsS3;
-    this.client = new aws.S3Client({
+    const stall = options.stallTimeoutMs ?? S3_DEFAULTS.stallTimeoutMs;
+    const clientFor = (socketTimeout: number) => new aws.S3Client({
       region: options.region,
       endpoint,
       forcePathStyle: options.forcePathStyle ?? false,
@@ -299,11 +308,13 @@ export class S3Driver implements StorageDriver {
         // Inactivity on the connection, not the whole request: large bodies may take long but must keep moving.
         // (The handler's `requestTimeout` only warns unless told to throw, and would bound a whole part upload.)
         // It stays on a response body the caller reads, so a body that stops in the middle errors too.
-        socketTimeout: options.stallTimeoutMs ?? S3_DEFAULTS.stallTimeoutMs,
+        socketTimeout,
         httpAgent: new HttpAgent({ keepAlive: true, maxSockets, noDelay: true }),
         httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets, noDelay: true, rejectUnauthorized: !options.skipVerify }),
       },
     });
+    this.client = clientFor(stall);
+    this.serverSideClient = clientFor(Math.max(stall, S3_DEFAULTS.serverSideStallTimeoutMs));
   }
 
   /** The object key of a driver path (the root maps to the prefix itself). */
@@ -641,7 +652,7 @@ export class S3Driver implements StorageDriver {
         await this.abortUpload(key, uploadId);
         return;
       }
-      await this.client.send(
+      await this.serverSideClient.send(
         new aws.CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
       );
     } catch (err) {
@@ -658,7 +669,7 @@ export class S3Driver implements StorageDriver {
     const dest = this.key(destPath);
     try {
       if (info.size <= this.copyThreshold) {
-        await this.client.send(
+        await this.serverSideClient.send(
           new aws.CopyObjectCommand({ Bucket: this.bucket, Key: dest, CopySource: this.copySource(source), ...this.putExtras() }),
         );
       } else {
@@ -698,7 +709,7 @@ export class S3Driver implements StorageDriver {
       const copyPart = async (range: { start: number; end: number }, i: number) => {
         // After the first failure the parts not yet started are skipped; those running finish before the abort.
         if (failure !== undefined) return;
-        const res = await this.client.send(
+        const res = await this.serverSideClient.send(
           new aws.UploadPartCopyCommand({
             Bucket: this.bucket,
             Key: dest,
@@ -714,7 +725,7 @@ export class S3Driver implements StorageDriver {
         failure ??= err;
       }))));
       if (failure !== undefined) throw failure;
-      await this.client.send(
+      await this.serverSideClient.send(
         new aws.CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: dest, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
       );
     } catch (err) {
@@ -786,7 +797,7 @@ export class S3Driver implements StorageDriver {
 
   /** @internal Copy bytes `range` of the object at `key` itself as part `partNumber` of an upload to the same key. */
   async uploadPartCopy(key: string, uploadId: string, partNumber: number, range: { start: number; end: number }): Promise<CompletedPart> {
-    const res = await this.client.send(
+    const res = await this.serverSideClient.send(
       new aws.UploadPartCopyCommand({
         Bucket: this.bucket,
         Key: key,
@@ -801,7 +812,7 @@ export class S3Driver implements StorageDriver {
 
   /** @internal */
   async completeUpload(key: string, uploadId: string, parts: CompletedPart[]): Promise<void> {
-    await this.client.send(
+    await this.serverSideClient.send(
       new aws.CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
     );
   }
@@ -837,6 +848,7 @@ export class S3Driver implements StorageDriver {
   /** Release the client's sockets. */
   destroy(): void {
     this.client.destroy();
+    this.serverSideClient.destroy();
   }
 }
 
