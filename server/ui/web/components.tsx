@@ -74,29 +74,38 @@ export function Bar({ value, max, label }: { value: number; max: number; label: 
   );
 }
 
-/** A command shown as text with a button that copies it (or selects it where the clipboard is not available). */
-export function CopyCommand({ command, label }: { command: string; label: string }) {
+/**
+ * A command shown as text with a button that copies it (or selects it where the clipboard is not available).
+ * `compact` (in a table row) shows only the button, with the command as its title, until a copy needs the text shown.
+ */
+export function CopyCommand({ command, label, compact }: { command: string; label: string; compact?: boolean }) {
   const code = useRef<HTMLElement>(null);
   const [said, setSaid] = useState('');
+  const [shown, setShown] = useState(!compact);
+  const select = () => {
+    if (!code.current) return;
+    const range = document.createRange();
+    range.selectNodeContents(code.current);
+    const sel = getSelection();
+    sel?.removeAllRanges();
+    sel?.addRange(range);
+  };
   const copy = async () => {
     try {
       await navigator.clipboard.writeText(command);
       setSaid('Copied');
     } catch {
-      const range = document.createRange();
-      if (code.current) {
-        range.selectNodeContents(code.current);
-        const sel = getSelection();
-        sel?.removeAllRanges();
-        sel?.addRange(range);
-      }
+      setShown(true);
       setSaid('Selected: press Ctrl+C to copy');
+      requestAnimationFrame(select);
     }
   };
   return (
-    <div class="copy">
-      <code ref={code} class="command">{command}</code>
-      <button type="button" class="small" onClick={copy} aria-label={`Copy ${label}`}>Copy</button>
+    <div class={compact ? 'copy compact' : 'copy'} data-command={command}>
+      {shown && <code ref={code} class="command">{command}</code>}
+      <button type="button" class="small" onClick={copy} title={command} aria-label={`Copy ${label}: ${command}`}>
+        {compact ? 'Copy pull command' : 'Copy'}
+      </button>
       <span class="copied" aria-live="polite">{said}</span>
     </div>
   );

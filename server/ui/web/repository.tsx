@@ -82,12 +82,12 @@ export function Repository({ session, name, params }: { session: Session; name: 
                   <td data-label="Size" class="num">{bytes(t.size)}</td>
                   <td data-label="Created"><Time iso={t.created} /></td>
                   <td data-label="Last push"><Time iso={t.lastPush} /></td>
-                  <td data-label="Pull"><CopyCommand command={`docker pull ${session.registryHost}/${name}:${t.tag}`} label={`the pull command for ${t.tag}`} /></td>
+                  <td data-label="Pull"><CopyCommand command={`docker pull ${session.registryHost}/${name}:${t.tag}`} label={`the pull command for ${t.tag}`} compact /></td>
                   {canDelete && (
-                    <td data-label="Delete" class="row-actions">
-                      <button type="button" class="danger small" onClick={() => setDeleting({ tag: t, what: 'tag' })}>Delete tag</button>
-                      <button type="button" class="danger small" onClick={() => setDeleting({ tag: t, what: 'manifest' })}>Delete manifest</button>
-                    </td>
+                    <td data-label="Delete"><div class="row-actions">
+                      <button type="button" class="danger small" onClick={() => setDeleting({ tag: t, what: 'tag' })} aria-label={`Delete the tag ${t.tag}`}>Delete tag</button>
+                      <button type="button" class="danger small" onClick={() => setDeleting({ tag: t, what: 'manifest' })} aria-label={`Delete the manifest of ${t.tag}`}>Delete manifest</button>
+                    </div></td>
                   )}
                 </tr>
               ))}
