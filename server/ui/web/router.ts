@@ -44,7 +44,7 @@ export function parseRoute(pathname: string): Route {
 export const href = {
   repositories: (q?: { q?: string; next?: string | null }) => `/${search(q ?? {})}`,
   repository: (name: string, q?: { q?: string; sort?: string; next?: string | null }) => `/ui/r/${namePath(name)}${search(q ?? {})}`,
-  manifest: (name: string, reference: string) => `/ui/r/${namePath(name)}/manifest/${encodeURIComponent(reference)}`,
+  manifest: (name: string, reference: string) => `/ui/r/${namePath(name)}/manifest/${encodeURIComponent(reference).replace(/%3A/g, ':')}`,
   status: () => '/ui/status',
   login: (back?: string) => `/ui/login${back && back !== '/' ? search({ back }) : ''}`,
 };
