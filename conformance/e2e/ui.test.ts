@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
+import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
 import { pushBlob, sha256 } from '../../testing/helpers.js';
 
 const CHROMIUM = process.env.WHARF_CHROMIUM ?? '/usr/bin/chromium';
@@ -26,6 +26,15 @@ const TITLE = 'Acme registry';
 const HOSTILE_IMG = '<img src=x onerror="window.__pwned=1">';
 const HOSTILE_SCRIPT = '<script>window.__pwned=2</script>';
 const SBOM_TYPE = 'application/vnd.example.sbom+json';
+/** alice: everything; bob: his own namespace; everyone, also anonymous: pull public/**. */
+const ACCESS = {
+  anonymous: ['public/**'],
+  groups: { admins: ['alice'] },
+  rules: [
+    { groups: ['admins'], repositories: ['**'], actions: ['*'], catalog: true },
+    { users: ['bob'], repositories: ['bob/**'], actions: ['pull', 'push', 'delete'] },
+  ],
+};
 
 const M = {
   manifest: 'application/vnd.oci.image.manifest.v1+json',
@@ -89,14 +98,7 @@ test.before(async () => {
       ui: { title: TITLE },
       auth: {
         htpasswd: { realm: 'wharf-ui', path: join(work, 'htpasswd') },
-        access: {
-          anonymous: ['public/**'],
-          groups: { admins: ['alice'] },
-          rules: [
-            { groups: ['admins'], repositories: ['**'], actions: ['*'], catalog: true },
-            { users: ['bob'], repositories: ['bob/**'], actions: ['pull', 'push', 'delete'] },
-          ],
-        },
+        access: ACCESS,
       },
     },
   });
@@ -164,8 +166,8 @@ async function open(t: ExecutionContext, viewport = { width: 1200, height: 900 }
 }
 
 /** Nothing went to another origin (the data: icon is no request to anyone). */
-function assertSameOrigin(t: ExecutionContext, w: Watched): void {
-  const origin = new URL(wharf.url).origin;
+function assertSameOrigin(t: ExecutionContext, w: Watched, server: RunningWharf = wharf): void {
+  const origin = new URL(server.url).origin;
   const foreign = w.requests.filter((u) => !u.startsWith('data:') && new URL(u).origin !== origin);
   t.deepEqual(foreign, [], 'the page requested nothing from another origin');
   t.true(w.requests.length > 0);
@@ -205,7 +207,8 @@ test.serial('the repositories page: what anonymous visitors may pull, with the t
   await w.page.getByRole('button', { name: 'Search' }).click();
   await w.page.waitForURL(/\?q=mul$/);
   await main(w.page).getByRole('link', { name: 'public/app', exact: true }).waitFor({ state: 'detached' });
-  t.is(await main(w.page).getByRole('table').getByRole('link').count(), 1);
+  await main(w.page).getByRole('table').getByRole('link', { name: 'public/multi', exact: true }).waitFor();
+  t.deepEqual(await main(w.page).getByRole('table').getByRole('link').allInnerTexts(), ['public/multi']);
   await w.page.goto(`${wharf.url}/`);
   await main(w.page).getByRole('link', { name: 'public/app', exact: true }).waitFor();
   await w.page.screenshot({ path: join(shots, 'ui-repositories.png') });
@@ -379,6 +382,50 @@ test.serial('a user without rights sees nothing of a private repository, and a r
   t.is((await (await fetch(`${wharf.url}/v2/public/doomed/manifests/b`, { method: 'HEAD' })).status), 200);
   t.deepEqual(w.dialogs, []);
   assertSameOrigin(t, w);
+});
+
+test.serial('with the built-in token server: the same login form, the same rules', async (t) => {
+  // A second Wharf on the same storage, in token mode with Wharf's own token server and the same users and rules.
+  const port = await freePort();
+  const tokenWharf = await startWharf({
+    rootDirectory: wharf.rootDirectory,
+    config: {
+      http: { addr: `127.0.0.1:${port}` },
+      auth: {
+        token: { realm: `http://127.0.0.1:${port}/auth/token`, service: 'wharf-ui', issuer: 'wharf-ui-issuer' },
+        tokenserver: { key: join(work, 'token.key'), certificate: join(work, 'token.crt'), htpasswd: join(work, 'htpasswd') },
+        access: ACCESS,
+      },
+    },
+  });
+  t.teardown(() => tokenWharf.stop());
+  const w = await open(t);
+  await w.page.goto(`${tokenWharf.url}/`);
+  await main(w.page).getByRole('link', { name: 'public/app', exact: true }).waitFor();
+  t.false((await main(w.page).innerText()).includes('private/secret'));
+  await login(w, 'alice');
+  await w.page.getByText('Logged in as').waitFor();
+  await main(w.page).getByRole('link', { name: 'private/secret', exact: true }).click();
+  await w.page.locator('tr[data-tag="v1"]').waitFor();
+  await w.page.locator('tr[data-tag="v1"]').getByRole('link', { name: 'v1', exact: true }).click();
+  await w.page.getByRole('heading', { name: 'Labels' }).waitFor();
+  t.true((await main(w.page).innerText()).includes('the-private-label'));
+  assertSameOrigin(t, w, tokenWharf);
+});
+
+test.serial('without auth: everyone browses everything and is offered delete, and there is no login', async (t) => {
+  const open_ = await startWharf({ rootDirectory: wharf.rootDirectory });
+  t.teardown(() => open_.stop());
+  const w = await open(t);
+  await w.page.goto(`${open_.url}/`);
+  await main(w.page).getByRole('link', { name: 'private/secret', exact: true }).waitFor();
+  t.is(await w.page.getByRole('link', { name: 'Log in' }).count(), 0);
+  await w.page.goto(`${open_.url}/ui/r/public/doomed`);
+  await w.page.locator('tr[data-tag="b"]').waitFor();
+  t.is(await w.page.getByRole('button', { name: 'Delete the tag b' }).count(), 1);
+  await w.page.goto(`${open_.url}/ui/login`);
+  await w.page.getByText('This registry has no users').waitFor();
+  assertSameOrigin(t, w, open_);
 });
 
 test.serial('at phone width (375 px) the pages fit the screen, and the keyboard reaches every action', async (t) => {
