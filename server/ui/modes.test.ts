@@ -42,6 +42,7 @@ test.before(async (t) => {
   // Tokens of another server: this one has no users of its own.
   external = await startWharf({
     config: {
+      http: { host: 'https://registry.example.com:8443' },
       auth: {
         token: { realm: 'https://auth.example/token', service: 'svc', issuer: 'iss', rootcertbundle: join(dir, 'token.crt') },
         access: { anonymous: ['pub/**'] },
@@ -85,7 +86,7 @@ test('token mode: the token server\'s users log in, and see what the rules give 
 
 test('external token server: no login, anonymous browsing under the anonymous rules', async (t) => {
   const session = await call(external.url, '/ui/api/session');
-  t.like(session.json, { authMode: 'external', canLogin: false, user: null });
+  t.like(session.json, { authMode: 'external', canLogin: false, user: null, registryHost: 'registry.example.com:8443' });
   const login = await call(external.url, '/ui/api/login', { method: 'POST', headers: UI, body: JSON.stringify({ username: 'owner', password: 'owner-pw' }) });
   t.is(login.status, 405);
   t.regex(login.json.errors[0].message, /external token server/);
