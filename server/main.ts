@@ -127,6 +127,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
         logger,
         notifier,
         storageDriver: config.storage.driver,
+        ...(mirror ? { mirrorStatus: () => mirror.upstreamStatus() } : {}),
       })
     : undefined;
   const app = createApp({
