@@ -18,6 +18,8 @@ export interface Page<T> {
   items: T[];
   next: string | null;
   total: number | null;
+  /** Whether the user may delete in this repository, when the server says (tags answer); absent: unknown. */
+  canDelete?: boolean;
 }
 
 export interface RepositoryItem {
@@ -101,6 +103,8 @@ export interface ManifestInfo {
   config: ImageConfig | null;
   layers?: Layer[] | null;
   referrers?: Referrer[] | null;
+  /** Whether the user may delete this manifest, when the server says; absent: unknown. */
+  canDelete?: boolean;
 }
 
 export interface GcStatus {

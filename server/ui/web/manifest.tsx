@@ -72,7 +72,7 @@ function Body({ session, name, reference, m, onDelete }: { session: Session; nam
         <RawJson value={m.raw} label="manifest JSON" />
         {m.config && <RawJson value={m.config.raw} label="config JSON" />}
       </section>
-      {mayOfferDelete(session) && (
+      {mayOfferDelete(session, m.canDelete) && (
         <section aria-labelledby="delete-title">
           <h2 id="delete-title">Delete</h2>
           <button type="button" class="danger" onClick={onDelete}>Delete manifest</button>

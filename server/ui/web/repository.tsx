@@ -13,9 +13,12 @@ const SORTS: [string, string][] = [
   ['pushed', 'Oldest push first'],
 ];
 
-/** Whether to offer deletion: the registry allows it and the user is someone who might (the server decides). */
-export function mayOfferDelete(session: Session): boolean {
-  return session.deleteEnabled && (session.authMode === 'none' || session.user !== null);
+/**
+ * Whether to offer deletion: the registry allows it, the user is someone who might, and the answer did not say they
+ * may not (`canDelete: false`). The server decides in the end; a refusal is shown.
+ */
+export function mayOfferDelete(session: Session, canDelete?: boolean): boolean {
+  return session.deleteEnabled && (session.authMode === 'none' || session.user !== null) && canDelete !== false;
 }
 
 export function Kind({ kind, artifactType }: { kind: string; artifactType: string | null }) {
@@ -37,7 +40,7 @@ export function Repository({ session, name, params }: { session: Session; name: 
   if (seenQ !== q) { setSeenQ(q); setInput(q); }
   const [deleting, setDeleting] = useState<{ tag: TagItem; what: 'tag' | 'manifest' } | null>(null);
   const [notice, setNotice] = useState('');
-  const canDelete = mayOfferDelete(session);
+  const canDelete = mayOfferDelete(session, page.data?.canDelete);
   const items = page.data?.items ?? [];
   const go = (p: { q?: string; sort?: string }) => navigate(href.repository(name, { q: p.q ?? q, sort: (p.sort ?? sort) === 'name' ? '' : (p.sort ?? sort) }));
   return (
