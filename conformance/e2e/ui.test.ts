@@ -133,6 +133,7 @@ test.before(async () => {
   await pushImage('private/secret', 'v1', { labels: { secret: 'the-private-label' } });
   await pushImage('public/doomed', 'a', { layers: [700] });
   await pushImage('public/doomed', 'b', { layers: [900] });
+  await pushImage('public/doomed', 'c', { layers: [1100] });
 });
 
 test.after.always(async () => {
@@ -230,6 +231,21 @@ test.serial('a repository of a multi-platform index: the tag, its kind and platf
   // Anonymous: no delete buttons.
   t.is(await w.page.getByRole('button', { name: /Delete/ }).count(), 0);
   await w.page.screenshot({ path: join(shots, 'ui-repository.png') });
+  // Sorting and filtering are in the URL and done by the server.
+  const tags = () => w.page.locator('tr[data-tag]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-tag')));
+  t.deepEqual(await tags(), ['amd64-only', 'arm64-only', 'latest']);
+  await w.page.getByLabel('Sort').selectOption('-name');
+  await w.page.waitForURL(/sort=-name/);
+  await w.page.waitForFunction(() => (globalThis as any).document.querySelector('tr[data-tag]')?.getAttribute('data-tag') === 'latest');
+  t.deepEqual(await tags(), ['latest', 'arm64-only', 'amd64-only']);
+  await w.page.getByLabel('Tag contains').fill('arm');
+  await w.page.getByRole('button', { name: 'Filter' }).click();
+  await w.page.waitForURL(/q=arm/);
+  await w.page.locator('tr[data-tag="latest"]').waitFor({ state: 'detached' });
+  await w.page.locator('tr[data-tag="arm64-only"]').waitFor();
+  t.deepEqual(await tags(), ['arm64-only']);
+  await w.page.goto(`${wharf.url}/ui/r/public/multi`);
+  await row.waitFor();
 
   await row.getByRole('link', { name: 'latest', exact: true }).click();
   await w.page.waitForURL(`${wharf.url}/ui/r/public/multi/manifest/latest`);
@@ -240,6 +256,11 @@ test.serial('a repository of a multi-platform index: the tag, its kind and platf
   t.true(commands.includes(`docker pull ${wharf.host}/public/multi:latest`));
   t.true(commands.some((c) => c.startsWith(`docker pull ${wharf.host}/public/multi@sha256:`)));
   await w.page.screenshot({ path: join(shots, 'ui-index.png'), fullPage: true });
+  // The Copy button puts the command on the clipboard.
+  await w.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(wharf.url).origin });
+  await w.page.getByRole('button', { name: /Copy the pull command by tag/ }).click();
+  await w.page.getByText('Copied').waitFor();
+  t.is(await w.page.evaluate('navigator.clipboard.readText()'), `docker pull ${wharf.host}/public/multi:latest`);
 
   await w.page.getByRole('link', { name: 'linux/arm64/v8' }).click();
   await w.page.waitForURL(/\/ui\/r\/public\/multi\/manifest\/sha256:[0-9a-f]{64}$/);
@@ -342,6 +363,16 @@ test.serial('login, the private repository, delete a tag after a confirmation (c
   await row.waitFor({ state: 'detached' });
   await w.page.locator('tr[data-tag="b"]').waitFor();
   t.is((await (await fetch(`${wharf.url}/v2/public/doomed/manifests/a`, { method: 'HEAD' })).status), 404);
+
+  // A manifest is deleted from its own page, after the same confirmation; the page returns to the repository.
+  await w.page.goto(`${wharf.url}/ui/r/public/doomed/manifest/c`);
+  await w.page.getByRole('heading', { name: 'Layers' }).waitFor();
+  await w.page.getByRole('button', { name: 'Delete manifest' }).click();
+  await w.page.getByRole('dialog').getByRole('button', { name: 'Delete manifest' }).click();
+  await w.page.waitForURL(`${wharf.url}/ui/r/public/doomed`);
+  await w.page.locator('tr[data-tag="b"]').waitFor();
+  t.is(await w.page.locator('tr[data-tag="c"]').count(), 0);
+  t.is((await (await fetch(`${wharf.url}/v2/public/doomed/manifests/c`, { method: 'HEAD' })).status), 404);
 
   await w.page.getByRole('link', { name: 'Status' }).click();
   await w.page.getByText('Storage driver').waitFor();
@@ -484,4 +515,27 @@ test.serial('the assets: hashed names with a long cache, index.html never cached
     t.is(res.status, 404, path);
     t.false((await res.text()).includes('"name": "wharf"'), path);
   }
+});
+
+test.serial('paging: a page of 50 repositories, the next page from the cursor in the URL, and back to the first', async (t) => {
+  // Last, since it adds repositories the other tests' lists would see.
+  await Promise.all(Array.from({ length: 50 }, (_, i) => pushImage(`public/page-${String(i).padStart(2, '0')}`, 'v1', { layers: [100] })));
+  const w = await open(t);
+  await w.page.goto(`${wharf.url}/`);
+  await main(w.page).getByRole('link', { name: 'public/app', exact: true }).waitFor();
+  const names = () => main(w.page).getByRole('table').getByRole('link').allInnerTexts();
+  const first = await names();
+  t.is(first.length, 50);
+  t.is(first[0], 'public/app');
+  await w.page.getByRole('link', { name: 'Next page' }).click();
+  await w.page.waitForURL(/\?next=/);
+  await main(w.page).getByRole('link', { name: 'public/app', exact: true }).waitFor({ state: 'detached' });
+  await main(w.page).getByRole('link', { name: 'public/page-49', exact: true }).waitFor();
+  const second = await names();
+  t.deepEqual([...first, ...second].sort(), [...new Set([...first, ...second])].sort(), 'no repository on both pages');
+  t.is(first.length + second.length, 53);
+  t.is(await w.page.getByRole('link', { name: 'Next page' }).count(), 0);
+  await w.page.getByRole('link', { name: 'First page' }).click();
+  await main(w.page).getByRole('link', { name: 'public/app', exact: true }).waitFor();
+  assertSameOrigin(t, w);
 });
