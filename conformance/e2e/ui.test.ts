@@ -9,6 +9,7 @@
  * are written to docs/images/ui-*.png; otherwise to a temporary directory.
  */
 import test, { type ExecutionContext } from 'ava';
+import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -538,4 +539,16 @@ test.serial('paging: a page of 50 repositories, the next page from the cursor in
   await w.page.getByRole('link', { name: 'First page' }).click();
   await main(w.page).getByRole('link', { name: 'public/app', exact: true }).waitFor();
   assertSameOrigin(t, w);
+});
+
+test('the page\'s source type-checks (esbuild bundles it without checking; tsc checks it with the DOM types)', async (t) => {
+  const tsc = join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc');
+  const result = await new Promise<{ code: number | null; out: string }>((done) => {
+    const child = spawn(process.execPath, [tsc, '-p', join(repoRoot, 'server', 'ui', 'web'), '--noEmit'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    child.once('exit', (code) => done({ code, out }));
+  });
+  t.is(result.code, 0, result.out);
 });
