@@ -302,18 +302,17 @@ export class UiApi {
     const { driver } = this.deps.local;
     const entries = (await ifExists(driver.list(layout.tagsPath(name)))) ?? [];
     const tags = entries.map(layout.baseName).filter(isValidTag);
-    const limiter = pLimit(CONCURRENCY);
     let lastPush = 0;
     const blobs = new Map<string, number>();
     let count = 0;
-    await Promise.all(tags.map((tag) => limiter(async () => {
+    await inBatches(tags, CONCURRENCY, async (tag) => {
       const info = await this.tagLink(name, tag);
       if (!info) return;
       count++;
       if (info.modified > lastPush) lastPush = info.modified;
       const summary = await this.summary(name, info.digest);
       for (const [d, s] of summary?.blobs ?? []) blobs.set(d, s);
-    })));
+    });
     let size = 0;
     for (const s of blobs.values()) size += s;
     return { name, tags: count, lastPush: lastPush > 0 ? new Date(lastPush).toISOString() : null, size };
@@ -374,11 +373,12 @@ export class UiApi {
         const links = await Promise.all(page.map((tag) => limiter(async () => ({ tag, link: await this.tagLink(name, tag) }))));
         chosen = links.filter((l): l is { tag: string; link: { digest: Digest; modified: number } } => l.link !== undefined);
       } else {
-        const limiter = pLimit(CONCURRENCY * 2);
-        const stamped = (await Promise.all(tags.map((tag) => limiter(async () => {
+        const stamped: { tag: string; t: number }[] = [];
+        await inBatches(tags, CONCURRENCY * 2, async (tag) => {
           const info = await ifExists(this.deps.local.driver.stat(layout.tagCurrentLinkPath(name, tag)));
-          return info ? { tag, t: info.modTime.getTime() } : undefined;
-        })))).filter((x): x is { tag: string; t: number } => x !== undefined);
+          if (info) stamped.push({ tag, t: info.modTime.getTime() });
+        });
+        const limiter = pLimit(CONCURRENCY);
         const dir = sort === 'pushed' ? 1 : -1;
         const cmp = (a: { tag: string; t: number }, b: { tag: string; t: number }) => (a.t - b.t) * dir || (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0);
         stamped.sort(cmp);
@@ -606,6 +606,15 @@ export class UiApi {
 }
 
 // ---- helpers ----------------------------------------------------------------------------------------------------
+
+/** Run `fn` on every item, `width` at a time, without queueing a promise per item up front (10,000 tags). */
+async function inBatches<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
+}
 
 function methodNotAllowed(allowed: readonly string[]): RegistryError {
   return new RegistryError('UNSUPPORTED', 'method not allowed here', { reason: { kind: 'method-not-allowed', allowed } });
