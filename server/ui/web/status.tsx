@@ -3,11 +3,22 @@ import { api, type Session } from './api.js';
 import { ErrorMessage, Loading, Time, useLoad } from './components.js';
 import { bytes, duration } from './format.js';
 
+/** The collector's figures (server/gc: wharf_gc_* in its metrics file), in the order and words people read them. */
+const count = (v: unknown) => String(v);
 const GC_FIELDS: [string, string, (v: unknown) => string][] = [
   ['durationSeconds', 'Duration', (v) => duration(v as number)],
-  ['blobsDeleted', 'Blobs removed', String],
-  ['manifestsDeleted', 'Manifests removed', String],
+  ['dryRun', 'Dry run', (v) => (v ? 'yes (nothing removed)' : 'no')],
   ['bytesFreed', 'Space freed', (v) => bytes(v as number)],
+  ['blobsDeleted', 'Blobs removed', count],
+  ['manifestsDeleted', 'Manifest revisions removed', count],
+  ['repositoriesDeleted', 'Emptied repositories removed', count],
+  ['linksDeleted', 'Repository links removed', count],
+  ['uploadsPurged', 'Stale uploads purged', count],
+  ['proxyExpiredTags', 'Mirrored tags expired', count],
+  ['proxyExpiredManifests', 'Mirrored manifests expired', count],
+  ['repositoriesMarked', 'Repositories examined', count],
+  ['manifestsMarked', 'Live manifests', count],
+  ['blobsMarked', 'Live blobs', count],
 ];
 
 export function Status({ session }: { session: Session }) {
