@@ -457,6 +457,12 @@ test.serial('with the built-in token server: the same login form, the same rules
   await w.page.locator('tr[data-tag="v1"]').getByRole('link', { name: 'v1', exact: true }).click();
   await w.page.getByRole('heading', { name: 'Labels' }).waitFor();
   t.true((await main(w.page).innerText()).includes('the-private-label'));
+  // The session ends (here: the cookie is gone) while the page is open: the next refusal puts "Log in" back.
+  await w.context.clearCookies();
+  await w.page.evaluate("history.pushState(null, '', '/ui/r/private/secret'); dispatchEvent(new PopStateEvent('popstate'))");
+  await w.page.getByRole('alert').filter({ hasText: 'Log in to see this repository' }).waitFor();
+  await w.page.locator('header').getByRole('link', { name: 'Log in' }).waitFor();
+  t.is(await w.page.getByText('Logged in as').count(), 0);
   assertSameOrigin(t, w, tokenWharf);
 });
 

@@ -137,6 +137,12 @@ export class ApiError extends Error {
   }
 }
 
+let unauthorized: (() => void) | undefined;
+/** Called when an answer is 401: the session may have ended (expired, password changed), so the header can say so. */
+export function onUnauthorized(fn: () => void): void {
+  unauthorized = fn;
+}
+
 async function request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
   const headers: Record<string, string> = { Accept: 'application/json' };
   if (method !== 'GET') headers['X-Wharf-UI'] = '1';
@@ -166,6 +172,7 @@ async function request<T>(method: string, path: string, body?: unknown, signal?:
     const first = (parsed as { errors?: { code?: unknown; message?: unknown }[] } | undefined)?.errors?.[0];
     const code = typeof first?.code === 'string' ? first.code : 'UNKNOWN';
     const message = typeof first?.message === 'string' ? first.message : `${res.status} ${res.statusText}`;
+    if (res.status === 401 && !path.startsWith('/ui/api/login') && !path.startsWith('/ui/api/session')) unauthorized?.();
     throw new ApiError(res.status, code, message);
   }
   return parsed as T;

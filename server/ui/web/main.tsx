@@ -5,7 +5,7 @@
 import './app.css';
 import { render } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, type Session } from './api.js';
+import { api, onUnauthorized, type Session } from './api.js';
 import { ErrorMessage, Loading } from './components.js';
 import { Login } from './login.js';
 import { Manifest } from './manifest.js';
@@ -46,7 +46,11 @@ function App() {
       setSessionError(err);
     }
   };
-  useEffect(() => { void loadSession(); }, []);
+  useEffect(() => {
+    void loadSession();
+    // A 401 while someone seems logged in means their session ended: ask again who we are.
+    onUnauthorized(() => { void loadSession(); });
+  }, []);
 
   const url = new URL(loc, location.origin);
   const route = parseRoute(url.pathname);
