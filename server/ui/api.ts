@@ -67,6 +67,7 @@ export interface Platform {
   os: string;
   architecture: string;
   variant?: string;
+  'os.version'?: string;
 }
 
 type Kind = 'image' | 'index' | 'artifact';
@@ -689,7 +690,12 @@ function annotationsOf(v: unknown): Record<string, string> {
 
 function platformOf(v: unknown): Platform | undefined {
   if (!isObject(v) || typeof v.os !== 'string' || typeof v.architecture !== 'string') return undefined;
-  return { os: v.os, architecture: v.architecture, ...(typeof v.variant === 'string' ? { variant: v.variant } : {}) };
+  return {
+    os: v.os,
+    architecture: v.architecture,
+    ...(typeof v.variant === 'string' ? { variant: v.variant } : {}),
+    ...(typeof v['os.version'] === 'string' ? { 'os.version': v['os.version'] } : {}),
+  };
 }
 
 interface LooseDescriptor {

@@ -79,6 +79,8 @@ export function uiMiddleware({ api, statics, logger }: UiMiddlewareOptions): Mid
   return async (ctx: Context, next: Next) => {
     const path = ctx.path;
     if (!isUiPath(path)) return next();
+    // The access log and metrics name these requests' route `ui`.
+    ctx.state.ui = true;
     const setHeaders = () => {
       for (const [k, v] of Object.entries(UI_HEADERS)) ctx.set(k, v);
     };
