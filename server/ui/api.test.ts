@@ -49,7 +49,7 @@ test.before(async (t) => {
         },
       },
     }),
-    startWharf({ config: { storage: { delete: { enabled: false } }, ui: { title: 'Test <b>Reg</b>' } } }),
+    startWharf({ config: { storage: { delete: { enabled: false } }, ui: { title: 'Test <b>Reg</b>' }, http: { headers: { 'X-Team': ['ui'] } } } }),
     startWharf({ config: { ui: { enabled: false } } }),
   ]);
   const a = basic('alice');
@@ -93,6 +93,9 @@ test('every UI API answer has the UI policy, nosniff, no-referrer and no-store; 
   const notFound = await get(secured, '/nope');
   t.is(notFound.status, 404);
   t.is(notFound.json.errors[0].code, 'NAME_UNKNOWN');
+  // http.headers reach UI answers, errors included.
+  t.is((await get(open, '/session')).headers['x-team'], 'ui');
+  t.is((await get(open, '/repositories?limit=0')).headers['x-team'], 'ui');
   // The API itself keeps its own policy.
   const api = await call(secured.url, '/v2/');
   t.regex(String(api.headers['content-security-policy']), /sandbox/);
