@@ -177,7 +177,7 @@ export function createApp(deps: AppDeps): Koa {
     } finally {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const match = (ctx.state as Partial<RegistryContext['state']>).match;
-      const route = match?.route ?? (HEALTH_PATHS.has(ctx.path) ? 'health' : 'none');
+      const route = match?.route ?? (HEALTH_PATHS.has(ctx.path) ? 'health' : ctx.state.ui ? 'ui' : 'none');
       if (deps.metrics) observeRequest(deps.metrics, ctx, route, seconds);
       if (!deps.accessLogDisabled) {
         logger.info(

@@ -8,7 +8,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
-import { call, pushArtifact, pushImage, pushIndex, uiLogin, type Answer, type Pushed } from '../../testing/ui-fixtures.js';
+import { pushBlob } from '../../testing/helpers.js';
+import { call, OCI_CONFIG, OCI_MANIFEST, pushArtifact, pushImage, pushIndex, putManifest, uiLogin, type Answer, type Pushed } from '../../testing/ui-fixtures.js';
 
 const PASSWORDS = { alice: 'alice-pw-1', bob: 'bob-pw-2', carol: 'carol-pw-3' };
 const basic = (user: keyof typeof PASSWORDS) => ({ Authorization: `Basic ${Buffer.from(`${user}:${PASSWORDS[user]}`).toString('base64')}` });
@@ -49,7 +50,7 @@ test.before(async (t) => {
         },
       },
     }),
-    startWharf({ config: { storage: { delete: { enabled: false } }, ui: { title: 'Test <b>Reg</b>' } } }),
+    startWharf({ config: { storage: { delete: { enabled: false } }, ui: { title: 'Test <b>Reg</b>' }, http: { headers: { 'X-Team': ['ui'] } } } }),
     startWharf({ config: { ui: { enabled: false } } }),
   ]);
   const a = basic('alice');
@@ -93,6 +94,9 @@ test('every UI API answer has the UI policy, nosniff, no-referrer and no-store; 
   const notFound = await get(secured, '/nope');
   t.is(notFound.status, 404);
   t.is(notFound.json.errors[0].code, 'NAME_UNKNOWN');
+  // http.headers reach UI answers, errors included.
+  t.is((await get(open, '/session')).headers['x-team'], 'ui');
+  t.is((await get(open, '/repositories?limit=0')).headers['x-team'], 'ui');
   // The API itself keeps its own policy.
   const api = await call(secured.url, '/v2/');
   t.regex(String(api.headers['content-security-policy']), /sandbox/);
@@ -462,4 +466,24 @@ test('page routes without a built page answer 404 in JSON; other methods 405', a
   t.regex(String(page.headers['content-security-policy']), /script-src 'self'/);
   const post = await call(open.url, '/', { method: 'POST', headers: UI });
   t.is(post.status, 405);
+});
+
+test('a config over 4 MiB is not read: the manifest shows its descriptor and says it is too large', async (t) => {
+  const config = Buffer.from(JSON.stringify({ os: 'linux', architecture: 'amd64', created: '2024-01-01T00:00:00Z', config: { Labels: { pad: 'x'.repeat(4 * 1024 * 1024 + 10) } } }));
+  const configDigest = await pushBlob(open.url, 'big/config', config);
+  const layer = Buffer.from('layer');
+  const layerDigest = await pushBlob(open.url, 'big/config', layer);
+  await putManifest(open.url, 'big/config', 'v1', Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: OCI_MANIFEST,
+    config: { mediaType: OCI_CONFIG, digest: configDigest, size: config.byteLength },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: layerDigest, size: layer.byteLength }],
+  })), OCI_MANIFEST);
+  const m = await get(open, '/repositories/big/config/manifests/v1');
+  t.is(m.status, 200, m.text.slice(0, 300));
+  t.like(m.json.config, { digest: configDigest, size: config.byteLength, tooLarge: true, os: null, created: null, raw: null });
+  t.deepEqual(m.json.config.labels, {});
+  t.deepEqual(m.json.layers.map((l: any) => [l.digest, l.createdBy]), [[layerDigest, null]]);
+  t.true(m.text.length < 100_000, 'the config is not in the answer');
+  const tags = await get(open, '/repositories/big/config/tags');
+  t.like(tags.json.items[0], { tag: 'v1', kind: 'image', created: null, size: config.byteLength + layer.byteLength });
 });

@@ -67,6 +67,7 @@ export interface Platform {
   os: string;
   architecture: string;
   variant?: string;
+  'os.version'?: string;
 }
 
 type Kind = 'image' | 'index' | 'artifact';
@@ -522,12 +523,14 @@ export class UiApi {
         const h = history[i];
         return { digest: l.digest, mediaType: l.mediaType, size: l.size, createdBy: isObject(h) ? str(h.created_by) : null };
       });
-      if (configDesc && parsed) {
+      // An image's config, also when it could not be read (then only its descriptor, and `tooLarge` when that is why).
+      if (configDesc && IMAGE_CONFIG_TYPES.has(configDesc.mediaType)) {
         const inner = isObject(parsed?.config) ? parsed.config : {};
         config = {
           digest: configDesc.digest,
           mediaType: configDesc.mediaType,
           size: configDesc.size,
+          tooLarge: configDesc.size > CONFIG_MAX_BYTES,
           os: str(parsed?.os),
           architecture: str(parsed?.architecture),
           variant: str(parsed?.variant),
@@ -689,7 +692,12 @@ function annotationsOf(v: unknown): Record<string, string> {
 
 function platformOf(v: unknown): Platform | undefined {
   if (!isObject(v) || typeof v.os !== 'string' || typeof v.architecture !== 'string') return undefined;
-  return { os: v.os, architecture: v.architecture, ...(typeof v.variant === 'string' ? { variant: v.variant } : {}) };
+  return {
+    os: v.os,
+    architecture: v.architecture,
+    ...(typeof v.variant === 'string' ? { variant: v.variant } : {}),
+    ...(typeof v['os.version'] === 'string' ? { 'os.version': v['os.version'] } : {}),
+  };
 }
 
 interface LooseDescriptor {

@@ -79,10 +79,14 @@ export function uiMiddleware({ api, statics, logger }: UiMiddlewareOptions): Mid
   return async (ctx: Context, next: Next) => {
     const path = ctx.path;
     if (!isUiPath(path)) return next();
+    // The access log and metrics name these requests' route `ui`.
+    ctx.state.ui = true;
     const setHeaders = () => {
       for (const [k, v] of Object.entries(UI_HEADERS)) ctx.set(k, v);
     };
     setHeaders();
+    // Headers set so far (the app's common ones, http.headers, ours) stay on an error answer; a handler's go.
+    const kept = new Set(ctx.res.getHeaderNames());
     try {
       if (path.startsWith('/ui/api/') || path === '/ui/api') {
         ctx.set('Cache-Control', 'no-store');
@@ -115,9 +119,7 @@ export function uiMiddleware({ api, statics, logger }: UiMiddlewareOptions): Mid
         return;
       }
       const cookies = ctx.response.get('Set-Cookie');
-      for (const header of ctx.res.getHeaderNames()) {
-        if (header !== 'x-request-id' && header !== 'docker-distribution-api-version') ctx.res.removeHeader(header);
-      }
+      for (const header of ctx.res.getHeaderNames()) if (!kept.has(header)) ctx.res.removeHeader(header);
       setHeaders();
       // A cleared stale cookie still goes out with the error.
       if (cookies) ctx.set('Set-Cookie', cookies);

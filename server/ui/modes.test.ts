@@ -5,6 +5,8 @@
  */
 import test from 'ava';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
@@ -159,4 +161,34 @@ test('status: a mirror\'s upstreams with their last success and failure', async 
   t.deepEqual(repos.json.items.map((r: any) => r.name), ['live/library/mirrored']);
   const del = await call(mirror.url, '/ui/api/repositories/live/library/mirrored/tags/v1', { method: 'DELETE', headers: UI });
   t.is(del.status, 405, 'a mirrored repository takes no deletes');
+});
+
+test('a delete from the UI sends the same webhook event as a delete through the API, naming the user', async (t) => {
+  const events: any[] = [];
+  const receiver = createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => { body += d; });
+    req.on('end', () => { events.push(...(JSON.parse(body) as { events: any[] }).events); res.writeHead(200).end(); });
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => receiver.close());
+  const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/events`;
+  await writeHtpasswd(join(dir, 'events-htpasswd'), { erin: 'erin-pw' });
+  const w = await startWharf({
+    config: {
+      auth: { htpasswd: { realm: 'r', path: join(dir, 'events-htpasswd') } },
+      notifications: { endpoints: [{ name: 'hook', url, ignore: { actions: ['push', 'pull'] } }] },
+    },
+  });
+  t.teardown(() => w.stop());
+  const basicErin = { Authorization: `Basic ${Buffer.from('erin:erin-pw').toString('base64')}` };
+  const img = await pushImage(w.url, 'ev/app', 'v1', {}, basicErin);
+  const cookie = await uiLogin(w.url, 'erin', 'erin-pw');
+  t.is((await call(w.url, '/ui/api/repositories/ev/app/tags/v1', { method: 'DELETE', headers: { ...UI, Cookie: cookie } })).status, 204);
+  t.is((await call(w.url, `/ui/api/repositories/ev/app/manifests/${img.digest}`, { method: 'DELETE', headers: { ...UI, Cookie: cookie } })).status, 204);
+  await waitFor('two delete events', async () => (events.length >= 2 ? true : undefined));
+  t.like(events[0], { action: 'delete', target: { repository: 'ev/app', tag: 'v1' }, actor: { name: 'erin' }, request: { method: 'DELETE' } });
+  t.like(events[1], { action: 'delete', target: { repository: 'ev/app', digest: img.digest }, actor: { name: 'erin' } });
+  t.false(JSON.stringify(events).includes('wharf_session'), 'no cookie in events');
 });
