@@ -324,6 +324,21 @@ test.serial('an image: config, env, labels (a hostile one as text, running nothi
   assertSameOrigin(t, w);
 });
 
+test.serial('an image whose config is larger than the UI reads: said in a sentence, the layers still shown', async (t) => {
+  const layer = await blob('public/big', Buffer.from('a layer of bytes'), M.layer);
+  const config = await blob('public/big', Buffer.from(JSON.stringify({
+    architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [layer.digest] }, padding: 'x'.repeat(4.5 * 1024 * 1024),
+  })), M.config);
+  await putManifest('public/big', 'v1', { schemaVersion: 2, mediaType: M.manifest, config, layers: [layer] }, M.manifest);
+  const w = await open(t);
+  await w.page.goto(`${wharf.url}/ui/r/public/big/manifest/v1`);
+  await w.page.getByText('more than the web UI reads').waitFor();
+  t.true((await main(w.page).innerText()).includes(config.digest));
+  t.is(await w.page.locator('li.layer').count(), 1);
+  t.is(await w.page.getByRole('button', { name: 'Show config JSON' }).count(), 0);
+  t.deepEqual(w.errors, []);
+});
+
 test.serial('login, the private repository, delete a tag after a confirmation (cancel first), status, logout', async (t) => {
   const w = await open(t);
   await w.page.goto(`${wharf.url}/`);
@@ -548,7 +563,7 @@ test.serial('paging: a page of 50 repositories, the next page from the cursor in
   await main(w.page).getByRole('link', { name: 'public/page-49', exact: true }).waitFor();
   const second = await names();
   t.deepEqual([...first, ...second].sort(), [...new Set([...first, ...second])].sort(), 'no repository on both pages');
-  t.is(first.length + second.length, 53);
+  t.is(first.length + second.length, 54);
   t.is(await w.page.getByRole('link', { name: 'Next page' }).count(), 0);
   await w.page.getByRole('link', { name: 'First page' }).click();
   await main(w.page).getByRole('link', { name: 'public/app', exact: true }).waitFor();

@@ -64,6 +64,10 @@ export interface Child {
 
 export interface ImageConfig {
   digest: string;
+  mediaType?: string;
+  size?: number;
+  /** The config is over the size the server reads (then only its descriptor is known). */
+  tooLarge?: boolean;
   os: string | null;
   architecture: string | null;
   variant?: string | null;
@@ -96,6 +100,8 @@ export interface ManifestInfo {
   kind: Kind;
   artifactType: string | null;
   size: number;
+  /** The bytes of everything the manifest references (config, layers, an index's manifests), counted once. */
+  totalSize?: number;
   raw: unknown;
   subject: Descriptor | null;
   annotations: Record<string, string> | null;

@@ -31,7 +31,8 @@ export function duration(seconds: number | null | undefined): string {
 
 export function platform(p: Platform | null | undefined): string {
   if (!p) return 'unknown';
-  return [p.os, p.architecture, p.variant].filter(Boolean).join('/');
+  const name = [p.os, p.architecture, p.variant].filter(Boolean).join('/');
+  return p['os.version'] ? `${name} (${p['os.version']})` : name;
 }
 
 export function shortDigest(digest: string): string {

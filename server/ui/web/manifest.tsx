@@ -49,7 +49,7 @@ function Body({ session, name, reference, m, onDelete }: { session: Session; nam
         <div><dt>Digest</dt><dd class="digest-full">{m.digest}</dd></div>
         <div><dt>Kind</dt><dd><Kind kind={m.kind} artifactType={m.artifactType} /></dd></div>
         <div><dt>Media type</dt><dd>{m.mediaType}</dd></div>
-        <div><dt>Size</dt><dd>{bytes(m.size)} (manifest)</dd></div>
+        <div><dt>Size</dt><dd>{m.totalSize ? `${bytes(m.totalSize)} in all (the manifest: ${bytes(m.size)})` : `${bytes(m.size)} (the manifest)`}</dd></div>
         {m.subject && (
           <div><dt>Subject</dt><dd><a href={href.manifest(name, m.subject.digest)} class="digest">{m.subject.digest}</a></dd></div>
         )}
@@ -70,7 +70,7 @@ function Body({ session, name, reference, m, onDelete }: { session: Session; nam
       <section aria-labelledby="raw-title">
         <h2 id="raw-title">Raw JSON</h2>
         <RawJson value={m.raw} label="manifest JSON" />
-        {m.config && <RawJson value={m.config.raw} label="config JSON" />}
+        {m.config && m.config.raw !== null && m.config.raw !== undefined && <RawJson value={m.config.raw} label="config JSON" />}
       </section>
       {mayOfferDelete(session, m.canDelete) && (
         <section aria-labelledby="delete-title">
@@ -113,6 +113,18 @@ function Words({ words }: { words: string[] | null | undefined }) {
 
 function Config({ m }: { m: ManifestInfo }) {
   const c = m.config!;
+  if (c.raw === null || c.raw === undefined) {
+    return (
+      <section aria-labelledby="config-title">
+        <h2 id="config-title">Configuration</h2>
+        <p class="message" role="status">
+          {c.tooLarge
+            ? `The config (${c.digest}) is ${bytes(c.size)}, more than the web UI reads; fetch it with a registry client to see it.`
+            : `The config (${c.digest}) could not be read.`}
+        </p>
+      </section>
+    );
+  }
   return (
     <section aria-labelledby="config-title">
       <h2 id="config-title">Configuration</h2>
