@@ -5,6 +5,7 @@
 import test from 'ava';
 import { SignJWT } from 'jose';
 import pino from 'pino';
+import { UnsupportedOperationError } from '../../storage-drivers/driver.js';
 import { InMemoryDriver } from '../../storage-drivers/inmemory.js';
 import { UI_SESSION_KEY_PATH } from '../registry/layout.js';
 import { parseGcMetrics } from './index.js';
@@ -79,4 +80,12 @@ test('GC figures: read from the collector\'s Prometheus text; none before any ru
     lastRun: '2023-11-14T22:13:20.000Z', durationSeconds: 2.5, success: true, dryRun: false,
     blobsDeleted: 4, bytesFreed: 1024, manifestsDeleted: 1,
   });
+});
+
+test('without exclusive create, the key is written plainly and read back', async (t) => {
+  const driver = new InMemoryDriver();
+  driver.putContentIfAbsent = async () => { throw new UnsupportedOperationError('inmemory', 'putContentIfAbsent', 'no conditional writes'); };
+  const first = await loadSessionKey(driver, logger);
+  t.is(first.byteLength, 32);
+  t.deepEqual(await loadSessionKey(driver, logger), first);
 });

@@ -14,7 +14,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { jwtVerify, SignJWT } from 'jose';
 import type { Logger } from 'pino';
-import { ifExists, type StorageDriver } from '../../storage-drivers/driver.js';
+import { ifExists, UnsupportedOperationError, type StorageDriver } from '../../storage-drivers/driver.js';
 import { UI_SESSION_KEY_PATH } from '../registry/layout.js';
 
 export const COOKIE_NAME = 'wharf_session';
@@ -31,11 +31,23 @@ export async function loadSessionKey(driver: StorageDriver, logger: Logger): Pro
     if (existing && existing.byteLength === KEY_BYTES) return new Uint8Array(existing);
     const fresh = randomBytes(KEY_BYTES);
     if (existing) await driver.putContent(UI_SESSION_KEY_PATH, fresh);
-    else if (!(await driver.putContentIfAbsent(UI_SESSION_KEY_PATH, fresh))) {
-      // Another process created it first: use theirs.
-      const theirs = await driver.getContent(UI_SESSION_KEY_PATH);
-      if (theirs.byteLength === KEY_BYTES) return new Uint8Array(theirs);
+    else {
+      let created: boolean;
+      try {
+        created = await driver.putContentIfAbsent(UI_SESSION_KEY_PATH, fresh);
+      } catch (err) {
+        // A backend without exclusive create: written plainly; processes starting at the same moment may race once.
+        if (!(err instanceof UnsupportedOperationError)) throw err;
+        await driver.putContent(UI_SESSION_KEY_PATH, fresh);
+        created = true;
+      }
+      if (!created) {
+        // Another process created it first: use theirs.
+        const theirs = await driver.getContent(UI_SESSION_KEY_PATH);
+        if (theirs.byteLength === KEY_BYTES) return new Uint8Array(theirs);
+      }
     }
+    // Read back: what is stored is what every other process uses.
     const stored = await driver.getContent(UI_SESSION_KEY_PATH);
     return new Uint8Array(stored);
   } catch (err) {
