@@ -3,7 +3,7 @@
  * needs (a token's access claim, else the Policy's rules). Returns a decision for the caller to apply (allow, 401
  * challenge, 403 deny, 429 throttled); touches nothing.
  */
-import type { Authenticator, Credentials, Refusal } from './authenticator.js';
+import type { Authenticator, Credentials, Identity, Refusal } from './authenticator.js';
 import type { Policy } from './policy.js';
 import { allows, missingAccess, type Access } from './scope.js';
 
@@ -43,13 +43,21 @@ export class Authorizer {
   constructor(readonly authenticator: Authenticator, readonly policy: Policy) {}
 
   async authorize(request: AccessRequest): Promise<AccessDecision> {
-    const { required, mountFrom } = request;
     const result = await this.authenticator.authenticate(request.credentials, request.address);
     if (!result.ok) {
       if (result.refusal === 'throttled') return { kind: 'throttled' };
-      return { kind: 'challenge', reason: result.refusal, scope: required, detail: result.reason };
+      return { kind: 'challenge', reason: result.refusal, scope: request.required, detail: result.reason };
     }
-    const { authenticated, subject: user, access: granted } = result.identity;
+    return this.decide(result.identity, request);
+  }
+
+  /**
+   * The decision for an identity already established (by `authorize`'s authenticator, or by the web UI's session
+   * cookie, server/ui/session.ts): the same rules whoever checked the credentials.
+   */
+  decide(identity: Identity, request: Omit<AccessRequest, 'credentials' | 'address'>): AccessDecision {
+    const { required, mountFrom } = request;
+    const { authenticated, subject: user, access: granted } = identity;
     if (request.base) {
       return authenticated ? { kind: 'allow', user, dropMount: false } : { kind: 'challenge', reason: 'anonymous', scope: required };
     }

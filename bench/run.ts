@@ -23,7 +23,7 @@ import { WORKLOADS, type Figure, type Shared, type Sizes, type Workload } from '
 import { startS3TestServer } from '../testing/s3-test-server.js';
 
 const HELP = `usage: npm run bench -- [options]
-  --workloads 1,2,4     run only these workloads (default: all, 1-7)
+  --workloads 1,2,4     run only these workloads (default: all, 1-8)
   --reps N              repetitions per server (default 3; 2 with --quick)
   --quick               small sizes for a fast check (32 MB blob, 2 MB x 20, 1,000 tags, 3 s load, 10,000 GC blobs)
   --blob-mb N           size of the big blob of workloads 1-2 (default 200)

@@ -320,4 +320,65 @@ const garbageCollect: Workload = {
   },
 };
 
-export const WORKLOADS: Workload[] = [blobGet, blobPush, concurrentPush, manifestGet, listing, skopeoRoundTrip, garbageCollect];
+/** Repositories of one tag each, and one repository of many tags, written straight into the storage tree. */
+async function seedUiListing(server: BenchServer, count: number, manifest: Buffer): Promise<void> {
+  const v2 = join(server.rootDirectory, 'docker', 'registry', 'v2', 'repositories');
+  const digest = sha256(manifest);
+  const hex = digest.slice('sha256:'.length);
+  const tag = async (repoDir: string, name: string) => {
+    const tagDir = join(repoDir, '_manifests', 'tags', name);
+    await mkdir(join(tagDir, 'index', 'sha256', hex), { recursive: true });
+    await mkdir(join(tagDir, 'current'), { recursive: true });
+    await writeFile(join(tagDir, 'index', 'sha256', hex, 'link'), digest);
+    await writeFile(join(tagDir, 'current', 'link'), digest);
+  };
+  const writes: Array<() => Promise<void>> = [];
+  const many = join(v2, 'bench', 'ui-tags');
+  writes.push(async () => {
+    await mkdir(join(many, '_manifests', 'revisions', 'sha256', hex), { recursive: true });
+    await writeFile(join(many, '_manifests', 'revisions', 'sha256', hex, 'link'), digest);
+  });
+  for (let i = 0; i < count; i++) writes.push(() => tag(many, `tag-${String(i).padStart(6, '0')}`));
+  for (let i = 0; i < count; i++) {
+    const repo = join(v2, 'bench', 'ui', `repo-${String(i).padStart(5, '0')}`);
+    writes.push(async () => {
+      await mkdir(join(repo, '_manifests', 'revisions', 'sha256', hex), { recursive: true });
+      await writeFile(join(repo, '_manifests', 'revisions', 'sha256', hex, 'link'), digest);
+      await tag(repo, 'latest');
+    });
+  }
+  for (let i = 0; i < writes.length; i += 64) await Promise.all(writes.slice(i, i + 64).map((w) => w()));
+}
+
+/**
+ * The web UI's first pages (issue #16): its JSON API, which is what the page waits for before it shows anything.
+ * The repositories page reads, for each of its 50 repositories, the tags folder and each tag's link; a tags page
+ * reads its tags' links and each manifest once (then the per-digest summary is cached).
+ */
+const webUi: Workload = {
+  id: 8,
+  title: 'Web UI first pages',
+  wharfOnly: true,
+  figures: (s) => [
+    { id: 'ui-repos-first', label: `UI repositories, first page (50) of ${s.tags.toLocaleString('en')} repositories`, unit: 'ms', better: 'lower', target: { max: 500 } },
+    { id: 'ui-repos-middle', label: 'UI repositories, a middle page (50)', unit: 'ms', better: 'lower', target: { max: 500 } },
+    { id: 'ui-tags-first', label: `UI tags, first page (50) of ${s.tags.toLocaleString('en')} tags, by name`, unit: 'ms', better: 'lower', target: { max: 500 } },
+    { id: 'ui-tags-pushed', label: `UI tags, first page (50) of ${s.tags.toLocaleString('en')} tags, newest first`, unit: 'ms', better: 'lower' },
+  ],
+  async setup(server, shared) {
+    const manifest = await pushSmallImage(server.url, 'bench/ui-seed', 'seed');
+    await seedUiListing(server, shared.sizes.tags, manifest);
+  },
+  async measure(server, shared) {
+    const base = `${server.url}/ui/api`;
+    const middle = Buffer.from(JSON.stringify({ k: `bench/ui/repo-${String(Math.floor(shared.sizes.tags / 2)).padStart(5, '0')}` })).toString('base64url');
+    return {
+      'ui-repos-first': await latencyMs(`${base}/repositories?limit=50`, 20),
+      'ui-repos-middle': await latencyMs(`${base}/repositories?limit=50&next=${middle}`, 20),
+      'ui-tags-first': await latencyMs(`${base}/repositories/bench/ui-tags/tags?limit=50`, 20),
+      'ui-tags-pushed': await latencyMs(`${base}/repositories/bench/ui-tags/tags?limit=50&sort=-pushed`, 5),
+    };
+  },
+};
+
+export const WORKLOADS: Workload[] = [blobGet, blobPush, concurrentPush, manifestGet, listing, skopeoRoundTrip, garbageCollect, webUi];

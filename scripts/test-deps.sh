@@ -6,6 +6,7 @@
 #   redis-server            a real Redis for the blob-descriptor cache and the replica tests (server/cache, server/replicas)
 #   ceph-mon ceph-osd radosgw  a throw-away single-node Ceph RADOS Gateway: the real S3 the s3 driver tests use
 #   openssl                 an independent reader of the certificate the token server makes (auth/x509.test.ts)
+#   chromium                the headless browser the web UI's tests drive through playwright-core (conformance/e2e/ui.test.ts)
 # On Debian as root it installs what is missing with apt-get; elsewhere it says what to install and fails.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ command -v ceph-mon >/dev/null 2>&1 || need+=(ceph-mon)
 command -v ceph-osd >/dev/null 2>&1 || need+=(ceph-osd)
 command -v radosgw >/dev/null 2>&1 || need+=(radosgw)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 # Optional: without helm, Go with Debian's sprig and yaml.v3 sources lets helm/chart.test.ts render the chart
 # (helm/render/main.go); without either, those tests are skipped. Installed only where apt-get can, never required.
 optional=()

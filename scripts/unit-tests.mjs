@@ -30,6 +30,8 @@ export const UNIT_TESTS = [
   'server/registry/scan.test.ts',
   'server/registry/registry.test.ts',
   'server/registry/uploads.test.ts',
+  'server/ui/session.test.ts',
+  'server/ui/static.test.ts',
   'storage-drivers/checked.test.ts',
   'storage-drivers/index.test.ts',
   'storage-drivers/inmemory.test.ts',

@@ -21,6 +21,7 @@ import { TrustedProxies } from './http/forwarded.js';
 import { Mirror } from './proxy/mirror.js';
 import { SharedFlights } from './proxy/shared-flight.js';
 import { createAuth } from './http/auth-setup.js';
+import { createUi } from './ui/index.js';
 import { createLogger } from './logging.js';
 import { Metrics, countingCache, instrumentedDriver } from './metrics.js';
 import { GC_METRICS_PATH } from './registry/layout.js';
@@ -114,6 +115,21 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
   const mirror = config.proxy
     ? new Mirror(config.proxy, registry, logger, { manifestMaxSize: config.validation.manifests.maxsize, ...(metrics ? { metrics: metrics.registry } : {}), ...(sharedFlights ? { sharedFlights } : {}) })
     : undefined;
+  const ui = config.ui.enabled
+    ? await createUi({
+        driver,
+        local: registry,
+        registry: mirror ?? registry,
+        options: httpOptions(config),
+        auth: () => auth.ui(),
+        title: config.ui.title,
+        sessionLifetimeMs: config.ui.sessionlifetime,
+        logger,
+        notifier,
+        storageDriver: config.storage.driver,
+        ...(mirror ? { mirrorStatus: () => mirror.upstreamStatus() } : {}),
+      })
+    : undefined;
   const app = createApp({
     // Handlers call one Registry: the pull-through cache wrapping the local registry, or the local registry.
     registry: mirror ?? registry,
@@ -130,6 +146,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
       maxAgeMs: config.storage.maintenance.uploadpurging.age,
     }),
     ...(mirror ? { proxy: mirror } : {}),
+    ...(ui ? { ui } : {}),
   });
   const handler = app.callback();
   const limits: ConnectionLimits = {

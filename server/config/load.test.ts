@@ -56,6 +56,7 @@ const FILE_DEFAULTS: WharfConfig = {
   health: { storagedriver: { enabled: false, interval: 10_000, threshold: 3 } },
   notifications: { endpoints: [], maxqueue: 10_000 },
   auth: { throttle: { accountfailures: 5, addressfailures: 20, accounttotalfailures: 100, window: 60_000 } },
+  ui: { enabled: true, title: 'Wharf', sessionlifetime: 8 * 3600_000 },
 };
 
 /** The problems a config produces (it must be invalid). */
@@ -190,6 +191,10 @@ auth:
     anonymous: [public/*]
     rules: [{groups: [admins], repositories: ["**"], actions: ["*"], catalog: true}]
   throttle: {accountfailures: 3, addressfailures: 9, accounttotalfailures: 30, window: 2m}
+ui:
+  enabled: false
+  title: Team registry
+  sessionlifetime: 30m
 `,
     {},
     'full.yml',
@@ -234,7 +239,17 @@ auth:
       throttle: { accountfailures: 3, addressfailures: 9, accounttotalfailures: 30, window: 120_000 },
     },
     notifications: { endpoints: [], maxqueue: 10_000 },
+    ui: { enabled: false, title: 'Team registry', sessionlifetime: 30 * 60_000 },
   });
+});
+
+test('ui: the title is at most 100 characters (empty: the default); the session lifetime positive; REGISTRY_UI_* set them', (t) => {
+  t.is(parseConfig("version: 0.1\nstorage: inmemory\nui:\n  title: ''\n", {}, 'x').config.ui.title, 'Wharf');
+  t.true(problemsOf(`version: 0.1\nstorage: inmemory\nui:\n  title: ${'x'.repeat(101)}\n`).some((p) => p.includes('ui.title')));
+  t.true(problemsOf('version: 0.1\nstorage: inmemory\nui:\n  sessionlifetime: 0s\n').some((p) => p.includes('ui.sessionlifetime')));
+  const { config } = parseConfig('version: 0.1\nstorage: inmemory\n', { REGISTRY_UI_ENABLED: 'false', REGISTRY_UI_TITLE: 'true' }, 'x');
+  t.is(config.ui.enabled, false);
+  t.is(config.ui.title, 'true');
 });
 
 test('`storage: inmemory` is short for an inmemory section', (t) => {

@@ -359,6 +359,11 @@ export const ConfigSchema = Type.Object({
   catalog: section({ maxentries: int(1000, undefined, 'The most repository names one `/v2/_catalog` page holds; a larger or absent `n` is cut to it and `Link` leads to the next page (as registry:2). Zero or less means the default, as in registry:2.') }),
   tags: section({ maxtags: int(1000, undefined, 'The most tags one tags list page holds, also when the request gives no `n` or a larger one; `Link` leads to the next page. Zero or less means the default.') }),
   proxy: Proxy,
+  ui: section({
+    enabled: bool(true, '**Wharf key.** Serve the web UI on the registry listener: `GET /` and the pages under `/ui/` (the API stays under `/v2/`). When false, those paths answer 404 as any unknown path. See [ui.md](ui.md).'),
+    title: str('**Wharf key.** The registry\'s name in the web UI\'s header and page title (shown as text).', { default: 'Wharf', minLength: 1, maxLength: 100 }),
+    sessionlifetime: duration(8 * 3600_000, true, '**Wharf key.** How long a web UI login lasts. The session cookie is a signed token that expires then; its key is kept in storage (`_wharf/ui/session-key`), so every replica and worker accepts it. A password change or a removed user ends it at once.'),
+  }),
   middleware: unsupported('Registry, repository and storage middleware (CloudFront, redirect, ...).'),
   reporting: unsupported('Error reporting to Bugsnag or New Relic.'),
   compatibility: unsupported('Schema 1 manifest support.'),

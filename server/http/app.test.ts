@@ -89,7 +89,8 @@ test('unknown paths and methods answer the JSON error envelope; HEAD errors have
   const unknown = await fetch(`${w.url}/v2/x/nothing-here`);
   t.is(unknown.status, 404);
   t.is(await errorCode(unknown), 'NAME_UNKNOWN');
-  const root = await fetch(`${w.url}/`);
+  // `/` and `/ui/…` belong to the web UI (server/ui/, ui.enabled); any other path outside /v2/ is unknown.
+  const root = await fetch(`${w.url}/nothing-here`);
   t.is(root.status, 404);
   t.is(await errorCode(root), 'NAME_UNKNOWN');
 

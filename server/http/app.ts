@@ -177,7 +177,7 @@ export function createApp(deps: AppDeps): Koa {
     } finally {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const match = (ctx.state as Partial<RegistryContext['state']>).match;
-      const route = match?.route ?? (HEALTH_PATHS.has(ctx.path) ? 'health' : 'none');
+      const route = match?.route ?? (HEALTH_PATHS.has(ctx.path) ? 'health' : ctx.state.ui ? 'ui' : 'none');
       if (deps.metrics) observeRequest(deps.metrics, ctx, route, seconds);
       if (!deps.accessLogDisabled) {
         logger.info(
@@ -219,7 +219,11 @@ export function createApp(deps: AppDeps): Koa {
     });
   }
 
-  // 4. Routing and dispatch.
+  // 4. The web UI (`ui.enabled`, server/ui/): `/`, `/ui/…` pages and assets, and its JSON API under `/ui/api/`,
+  //    with its own security headers; every other path passes on to the registry's routes.
+  if (deps.ui) app.use(deps.ui);
+
+  // 5. Routing and dispatch.
   app.use(async (ctx: Koa.Context) => {
     let path = ctx.path;
     if (options.prefix) {

@@ -21,6 +21,20 @@ export interface AuthSystem {
   checksRequests: boolean;
   /** Re-read rules, groups, users and trusted certificates from a newly loaded configuration. */
   reload(config: WharfConfig): void;
+  /** What the web UI (server/ui/) decides with: the current rules and users, the same objects as the API's. */
+  ui(): UiAuth;
+}
+
+/**
+ * The web UI's view of authentication. `mode`: `none` (no checks: everything allowed), `htpasswd`, `token` (with
+ * this server's own token server, whose users can log in) or `external` (tokens from another server: the UI can
+ * only browse as an anonymous caller). `passwords` checks a login's password (throttled as the API's), when
+ * logging in is possible.
+ */
+export interface UiAuth {
+  mode: 'none' | 'htpasswd' | 'token' | 'external';
+  authorizer?: Authorizer;
+  passwords?: HtpasswdAuthenticator;
 }
 
 export async function createAuth(config: WharfConfig, logger: Logger): Promise<AuthSystem> {
@@ -81,7 +95,8 @@ export async function createAuth(config: WharfConfig, logger: Logger): Promise<A
     return out;
   };
 
-  const initial = build(config);
+  let current = build(config);
+  const initial = current;
   const access = initial.access ? new AccessControl(initial.access, logger) : undefined;
   const tokenServer = initial.token ? new TokenServer(initial.token, logger) : undefined;
 
@@ -95,15 +110,26 @@ export async function createAuth(config: WharfConfig, logger: Logger): Promise<A
   return {
     hooks,
     checksRequests: access !== undefined,
+    ui(): UiAuth {
+      const authorizer = access ? current.access?.authorizer : undefined;
+      if (!authorizer) return { mode: 'none' };
+      if (authorizer.authenticator instanceof HtpasswdAuthenticator) return { mode: 'htpasswd', authorizer, passwords: authorizer.authenticator };
+      if (current.token) return { mode: 'token', authorizer, passwords: current.token.users };
+      return { mode: 'external', authorizer };
+    },
     reload(cfg: WharfConfig) {
       const next = build(cfg);
       if (Boolean(next.access) !== Boolean(access) || Boolean(next.token) !== Boolean(tokenServer) ||
         (next.access && initial.access && next.access.challenge.scheme !== initial.access.challenge.scheme)) {
         logger.warn('auth: switching authentication on, off or between htpasswd and token needs a restart; only rules, users and certificates were reloaded');
       }
-      if (access && next.access && next.access.challenge.scheme === initial.access!.challenge.scheme) access.update(next.access);
-      else if (access && next.access) access.update({ ...initial.access!, authorizer: new Authorizer(initial.access!.authorizer.authenticator, next.access.authorizer.policy) });
+      // What is applied (and what the web UI then sees): the new state, or the old authenticator with new rules.
+      let applied = current.access;
+      if (access && next.access && next.access.challenge.scheme === initial.access!.challenge.scheme) applied = next.access;
+      else if (access && next.access) applied = { ...initial.access!, authorizer: new Authorizer(initial.access!.authorizer.authenticator, next.access.authorizer.policy) };
+      if (access && applied) access.update(applied);
       if (tokenServer && next.token) tokenServer.update(next.token);
+      current = { access: applied, token: tokenServer && next.token ? next.token : current.token };
       logger.info({ rules: cfg.auth.access?.rules.length ?? 0 }, 'auth: configuration reloaded');
     },
   };

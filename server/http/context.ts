@@ -2,7 +2,7 @@
  * What every handler shares: the request context type, URL building for `Location` headers, query and header
  * parsing with OCI errors, and empty responses.
  */
-import type { Context } from 'koa';
+import type { Context, Middleware } from 'koa';
 import type { Logger } from 'pino';
 import type { Health } from '../health.js';
 import type { Metrics } from '../metrics.js';
@@ -61,6 +61,8 @@ export interface AppDeps {
    * configured. Dispatch asks it only routing facts: the repository `?ns=` reads, and whether a write is refused.
    */
   proxy?: Pick<Mirror, 'localName' | 'assertWritable'>;
+  /** The web UI's middleware (server/ui/index.ts), mounted before the registry routes; absent when `ui.enabled` is false. */
+  ui?: Middleware;
   /** Limits on open upload sessions (`storage.maintenance.uploadlimits`); absent: no limits. */
   uploadLimits?: UploadLimits;
 }

@@ -88,6 +88,7 @@ function answerFor(reason: ErrorReason | undefined): { status?: number; headers:
     case 'no-such-endpoint':
       return { status: 404, headers: {} };
     case 'parameter-repeated':
+    case 'invalid-request':
       return { status: 400, headers: {} };
     case 'authentication-required':
       return { status: 401, headers: { 'WWW-Authenticate': reason.challenge } };

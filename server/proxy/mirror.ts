@@ -102,6 +102,8 @@ export class Mirror implements Registry {
   /** Origin records known to be in storage, by repository and tag (OriginRecord; bounded like lastPulls). */
   private readonly origins = new LRUCache<string, string>({ maxSize: 100_000, sizeCalculation: () => 1 });
   private readonly metrics?: ReturnType<typeof mirrorMetrics>;
+  /** When each upstream last answered and last failed, in this process (the web UI's status page). */
+  private readonly health = new Map<string, { lastSuccess?: number; lastFailure?: number; lastError?: string }>();
 
   constructor(
     readonly config: ProxyConfig,
@@ -122,7 +124,31 @@ export class Mirror implements Registry {
     });
   }
 
+  /**
+   * Each upstream's last success and failure in this process: an answer (a 404 too) is a success; unavailability,
+   * rate limits, refusals and bad content are failures, described by kind and status only (never a URL or body).
+   */
+  upstreamStatus(): { upstream: string; lastSuccess: string | null; lastFailure: string | null; lastError: string | null }[] {
+    const iso = (t: number | undefined) => (t === undefined ? null : new Date(t).toISOString());
+    return this.upstreams.map((u) => {
+      const h = this.health.get(u.config.name) ?? {};
+      return { upstream: u.config.name, lastSuccess: iso(h.lastSuccess), lastFailure: iso(h.lastFailure), lastError: h.lastError ?? null };
+    });
+  }
+
+  private noteUpstream(route: Route, err?: UpstreamError): void {
+    const name = route.upstream.config.name;
+    const h = this.health.get(name) ?? {};
+    if (!err || err.kind === 'notfound') h.lastSuccess = Date.now();
+    else {
+      h.lastFailure = Date.now();
+      h.lastError = err.status !== undefined ? `${err.kind} (HTTP ${err.status})` : err.kind;
+    }
+    this.health.set(name, h);
+  }
+
   private count(route: Route, key: keyof MirrorCounters, n = 1): void {
+    if (key === 'bytes') this.noteUpstream(route);
     const c = this.counters.get(route.upstream.config.name);
     if (c) c[key] += n;
     this.metrics?.[key].inc({ upstream: route.upstream.config.name }, n);
@@ -217,6 +243,7 @@ export class Mirror implements Registry {
    */
   private failure(route: Route, err: UpstreamError, what: 'manifest' | 'blob', name: string, reference: string): RegistryError {
     this.count(route, 'upstreamErrors');
+    this.noteUpstream(route, err);
     const detail = { name, reference };
     if (err.kind !== 'notfound') {
       this.logger.warn({ upstream: route.upstream.config.name, repository: name, reference, kind: err.kind, status: err.status, reason: err.message }, 'upstream request failed');
@@ -271,6 +298,7 @@ export class Mirror implements Registry {
     try {
       await this.once(`t\0${name}\0${reference}`, async () => {
         const head = await route.upstream.client.headManifest(route.remote, reference);
+        this.noteUpstream(route);
         if (cached && head.digest === cached.value) {
           this.count(route, 'hits');
           this.recordPull(route, name, cached);
@@ -296,6 +324,7 @@ export class Mirror implements Registry {
       const unavailable = err.kind === 'unavailable' || err.kind === 'ratelimited';
       if (cached && unavailable && (await this.cameFrom(route, name, reference, cached))) {
         this.count(route, 'upstreamErrors');
+        this.noteUpstream(route, err);
         this.logger.warn({ upstream: route.upstream.config.name, repository: name, tag: reference, reason: err.message }, 'serving cached manifest: upstream unavailable');
         this.recordPull(route, name, cached);
         return STALE_WARNING;

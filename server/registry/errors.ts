@@ -57,6 +57,8 @@ export type ErrorReason =
   | { kind: 'no-such-endpoint' }
   /** A query parameter that may appear once appeared more than once. */
   | { kind: 'parameter-repeated'; parameter: string }
+  /** A request the web UI's API cannot read (a malformed body, cursor or parameter): 400 whatever the code. */
+  | { kind: 'invalid-request' }
   /** Credentials are missing or refused; `challenge` says how to authenticate (the scheme and its parameters). */
   | { kind: 'authentication-required'; challenge: string }
   /** Too many failed attempts: a throttle refuses this client for now. */

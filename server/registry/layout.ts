@@ -29,6 +29,7 @@
  *       metrics.prom                                                    Prometheus text of the last run
  *     _wharf/proxy/lastpull/<name>/<alg>/<hex>                         Wharf: when the mirror last served this digest
  *                                                                       for <name> (ISO 8601; server/proxy/mirror.ts)
+ *     _wharf/ui/session-key                                            Wharf: the web UI's cookie signing key (server/ui/session.ts)
  *
  * Every `link` file holds a digest string (`sha256:…`). registry:2 skips directories whose names start with `_` when
  * it walks for repositories, so `_referrers` is invisible to it. Names and digests reaching these functions have
@@ -47,6 +48,8 @@ export const GC_LIVE_ROOT = `${GC_ROOT}/live`;
 export const GC_TRASH_ROOT = `${GC_ROOT}/trash`;
 /** Wharf-only records of the pull-through cache: last-pull times for TTL expiry (docs/mirror.md). */
 export const PROXY_LAST_PULL_ROOT = `${ROOT}/_wharf/proxy/lastpull`;
+/** Wharf: the web UI's session signing key, shared by every replica through storage. */
+export const UI_SESSION_KEY_PATH = `${ROOT}/_wharf/ui/session-key`;
 
 export function blobDir(d: Digest): string {
   return `${BLOBS_ROOT}/${d.algorithm}/${d.hex.slice(0, 2)}/${d.hex}`;

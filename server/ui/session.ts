@@ -1,0 +1,120 @@
+/**
+ * The web UI's login sessions: a cookie `wharf_session` holding a signed, expiring token (a JWT, HS256 by `jose`).
+ *
+ * The signing key is 32 random bytes kept in storage (`layout.UI_SESSION_KEY_PATH`), created once by whichever
+ * process starts first (an exclusive create), so every worker and replica sharing the storage signs and accepts
+ * the same cookies without any configuration. Whoever can read the storage can forge a session; they can read every
+ * image already.
+ *
+ * A token names the user and binds to their current entry in the users file (`cred`: an HMAC of that line under
+ * the session key), so changing a user's password or removing the user ends their sessions at once. Logging out
+ * clears the cookie; there is no revocation store, so a copied cookie stays valid until it expires
+ * (`ui.sessionlifetime`).
+ */
+import { createHmac, randomBytes } from 'node:crypto';
+import { jwtVerify, SignJWT } from 'jose';
+import type { Logger } from 'pino';
+import { ifExists, UnsupportedOperationError, type StorageDriver } from '../../storage-drivers/driver.js';
+import { UI_SESSION_KEY_PATH } from '../registry/layout.js';
+
+export const COOKIE_NAME = 'wharf_session';
+const AUDIENCE = 'wharf-ui';
+const ISSUER = 'wharf-ui';
+const KEY_BYTES = 32;
+/** Longest cookie value looked at; a token of ours is well under this. */
+const MAX_TOKEN_LENGTH = 2048;
+
+/** Read the shared key, creating it when no process has yet. Falls back to a key of this process alone. */
+export async function loadSessionKey(driver: StorageDriver, logger: Logger): Promise<Uint8Array> {
+  try {
+    const existing = await ifExists(driver.getContent(UI_SESSION_KEY_PATH));
+    if (existing && existing.byteLength === KEY_BYTES) return new Uint8Array(existing);
+    const fresh = randomBytes(KEY_BYTES);
+    if (existing) await driver.putContent(UI_SESSION_KEY_PATH, fresh);
+    else {
+      let created: boolean;
+      try {
+        created = await driver.putContentIfAbsent(UI_SESSION_KEY_PATH, fresh);
+      } catch (err) {
+        // A backend without exclusive create: written plainly; processes starting at the same moment may race once.
+        if (!(err instanceof UnsupportedOperationError)) throw err;
+        await driver.putContent(UI_SESSION_KEY_PATH, fresh);
+        created = true;
+      }
+      if (!created) {
+        // Another process created it first: use theirs.
+        const theirs = await driver.getContent(UI_SESSION_KEY_PATH);
+        if (theirs.byteLength === KEY_BYTES) return new Uint8Array(theirs);
+      }
+    }
+    // Read back: what is stored is what every other process uses.
+    const stored = await driver.getContent(UI_SESSION_KEY_PATH);
+    return new Uint8Array(stored);
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, 'web UI: could not keep the session key in storage; logins are valid in this process only');
+    return new Uint8Array(randomBytes(KEY_BYTES));
+  }
+}
+
+export interface Session {
+  user: string;
+  /** The token's `cred`, checked against the user's current entry. */
+  cred: string;
+}
+
+export class SessionKeys {
+  constructor(private readonly key: Uint8Array, private readonly lifetimeSeconds: number) {}
+
+  get maxAgeSeconds(): number {
+    return this.lifetimeSeconds;
+  }
+
+  /** The binding of a session to one entry of the users file (an HMAC of the whole line, not reversible). */
+  credentialTag(user: string, credential: string): string {
+    return createHmac('sha256', this.key).update(`${user}\n${credential}`).digest('base64url').slice(0, 22);
+  }
+
+  async issue(user: string, credential: string): Promise<string> {
+    return new SignJWT({ cred: this.credentialTag(user, credential) })
+      .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+      .setSubject(user)
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setIssuedAt()
+      .setExpirationTime(Math.floor(Date.now() / 1000) + this.lifetimeSeconds)
+      .sign(this.key);
+  }
+
+  /** The session a cookie value carries, or undefined when it is not one of ours, expired, or malformed. */
+  async verify(token: string | undefined): Promise<Session | undefined> {
+    if (!token || token.length > MAX_TOKEN_LENGTH) return undefined;
+    try {
+      const { payload } = await jwtVerify(token, this.key, { algorithms: ['HS256'], audience: AUDIENCE, issuer: ISSUER });
+      if (typeof payload.sub !== 'string' || payload.sub === '' || typeof payload.cred !== 'string') return undefined;
+      return { user: payload.sub, cred: payload.cred };
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** The `Set-Cookie` value that sets (or, with `token` null, clears) the session cookie. */
+export function sessionCookie(token: string | null, maxAgeSeconds: number, secure: boolean): string {
+  const parts = [`${COOKIE_NAME}=${token ?? ''}`, 'HttpOnly', 'SameSite=Strict', 'Path=/', `Max-Age=${token ? maxAgeSeconds : 0}`];
+  if (secure) parts.push('Secure');
+  return parts.join('; ');
+}
+
+/** The session cookie's value in a `Cookie` header (the first one of that name), read without decoding. */
+export function readSessionCookie(header: string | undefined): string | undefined {
+  if (!header || header.length > 16 * 1024) return undefined;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq < 0) continue;
+    if (part.slice(0, eq).trim() === COOKIE_NAME) {
+      const value = part.slice(eq + 1).trim();
+      return /^[A-Za-z0-9._-]+$/.test(value) ? value : undefined;
+    }
+  }
+  return undefined;
+}
