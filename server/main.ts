@@ -127,7 +127,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
         logger,
         notifier,
         storageDriver: config.storage.driver,
-        ...(mirror ? { mirrorStatus: () => mirror.upstreamStatus() } : {}),
+        ...(mirror ? { mirrorStatus: () => mirror.upstreamStatus(), isMirrored: (name: string) => mirror.isMirrored(name) } : {}),
       })
     : undefined;
   const app = createApp({

@@ -335,12 +335,19 @@ test('manifest: unknown reference, bad names and digests answer as the API', asy
 
 // ---- deletes ------------------------------------------------------------------------------------------------------
 
-test('delete: allowed for alice (tag, then manifest), denied for bob, refused when deletion is disabled', async (t) => {
+test('delete: offered to and allowed for alice (tag, then manifest), neither for bob, never when deletion is disabled', async (t) => {
   const a = basic('alice');
   const img = await pushImage(secured.url, 'public/del', 'one', {}, a);
   await fetch(`${secured.url}/v2/public/del/manifests/two`, { method: 'PUT', headers: { ...a, 'Content-Type': img.mediaType }, body: (await (await fetch(`${secured.url}/v2/public/del/manifests/one`, { headers: { ...a, Accept: img.mediaType } })).arrayBuffer()) });
   const alice = { ...UI, Cookie: await uiLogin(secured.url, 'alice', PASSWORDS.alice) };
   const bob = { ...UI, Cookie: await uiLogin(secured.url, 'bob', PASSWORDS.bob) };
+  // What the page offers: delete only where the same rules would let it through.
+  const offered = async (headers: Record<string, string>, base = secured.url, repo = 'public/del', ref = 'one') => [
+    (await call(base, `/ui/api/repositories/${repo}/tags`, { headers })).json.canDelete,
+    (await call(base, `/ui/api/repositories/${repo}/manifests/${ref}`, { headers })).json.canDelete,
+  ];
+  t.deepEqual(await offered(alice), [true, true], 'alice may delete');
+  t.deepEqual(await offered(bob), [false, false], 'bob may only pull');
   const denied = await call(secured.url, '/ui/api/repositories/public/del/tags/one', { method: 'DELETE', headers: bob });
   t.is(denied.status, 403);
   t.is(denied.json.errors[0].code, 'DENIED');
@@ -357,6 +364,7 @@ test('delete: allowed for alice (tag, then manifest), denied for bob, refused wh
   t.is(byTag.status, 400, 'a manifest delete takes a digest');
 
   const kept = await pushImage(open.url, 'keep/me', 'v1');
+  t.deepEqual(await offered({}, open.url, 'keep/me', 'v1'), [false, false], 'deletion disabled: never offered');
   const disabled = await call(open.url, '/ui/api/repositories/keep/me/tags/v1', { method: 'DELETE', headers: UI });
   t.is(disabled.status, 405);
   t.is(disabled.json.errors[0].code, 'UNSUPPORTED');

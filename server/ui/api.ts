@@ -60,6 +60,8 @@ export interface UiApiDeps {
   title: string;
   logger: Logger;
   notifier?: Notifier;
+  /** Whether `name` is a mirrored repository, whose deletes the mirror refuses. */
+  isMirrored?: (name: string) => boolean;
   status: () => Promise<StatusInfo>;
 }
 
@@ -226,6 +228,16 @@ export class UiApi {
     const detail = required.map((a) => ({ Type: a.type, Name: a.name, Action: a.actions.join(',') }));
     if (!identity.authenticated) throw new RegistryError('UNAUTHORIZED', 'authentication required', { detail });
     throw new RegistryError('DENIED', 'requested access to the resource is denied', { detail });
+  }
+
+  /**
+   * Whether a delete in `name` by the caller would go ahead: deletion on, not read-only, not a mirrored repository,
+   * and the `delete` action granted by the same rules `delete` checks. The page offers delete only then.
+   */
+  private async canDelete(ctx: Context, name: string): Promise<boolean> {
+    const { options, isMirrored } = this.deps;
+    if (!options.deleteEnabled || options.readOnly || isMirrored?.(name)) return false;
+    return this.allowed(ctx, [{ type: 'repository', name, actions: ['delete'] }]);
   }
 
   /** A filter of repository names the caller may pull (undefined: every name). */
@@ -407,7 +419,7 @@ export class UiApi {
         lastPush: new Date(link.modified).toISOString(),
       };
     })));
-    json(ctx, 200, { items, next, total });
+    json(ctx, 200, { items, next, total, canDelete: await this.canDelete(ctx, name) });
   }
 
   // ---- manifests ----
@@ -562,6 +574,7 @@ export class UiApi {
       config,
       layers,
       referrers,
+      canDelete: await this.canDelete(ctx, name),
     });
   }
 

@@ -147,6 +147,8 @@ export interface UiSetup {
   notifier?: Notifier;
   storageDriver: string;
   mirrorStatus?: () => StatusInfo['mirror'];
+  /** Whether `name` is a mirrored repository (the mirror refuses writes to it, deletes included). */
+  isMirrored?: (name: string) => boolean;
   /** The page's files; by default ./static.js when it exists (the built UI). */
   statics?: UiStatic | null;
 }
@@ -215,6 +217,7 @@ export async function createUi(setup: UiSetup): Promise<Middleware> {
     title: setup.title,
     logger: setup.logger,
     notifier: setup.notifier,
+    ...(setup.isMirrored ? { isMirrored: setup.isMirrored } : {}),
     status: async () => {
       const gcText = await ifExists(setup.driver.getContent(GC_METRICS_PATH));
       return {

@@ -159,6 +159,7 @@ test('status: a mirror\'s upstreams with their last success and failure', async 
   // The UI lists what the mirror holds, without asking the upstream.
   const repos = await call(mirror.url, '/ui/api/repositories');
   t.deepEqual(repos.json.items.map((r: any) => r.name), ['live/library/mirrored']);
+  t.is((await call(mirror.url, '/ui/api/repositories/live/library/mirrored/tags')).json.canDelete, false, 'so none is offered');
   const del = await call(mirror.url, '/ui/api/repositories/live/library/mirrored/tags/v1', { method: 'DELETE', headers: UI });
   t.is(del.status, 405, 'a mirrored repository takes no deletes');
 });

@@ -14,11 +14,12 @@ const SORTS: [string, string][] = [
 ];
 
 /**
- * Whether to offer deletion: the registry allows it, the user is someone who might, and the answer did not say they
- * may not (`canDelete: false`). The server decides in the end; a refusal is shown.
+ * Whether to offer deletion: the answer's `canDelete`, which the server works out with the same rules a delete is
+ * checked by (deletion on, not a mirrored repository, the user granted `delete`). The server decides in the end, and
+ * a refusal is shown.
  */
 export function mayOfferDelete(session: Session, canDelete?: boolean): boolean {
-  return session.deleteEnabled && (session.authMode === 'none' || session.user !== null) && canDelete !== false;
+  return session.deleteEnabled && canDelete === true;
 }
 
 export function Kind({ kind, artifactType }: { kind: string; artifactType: string | null }) {
