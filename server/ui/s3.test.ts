@@ -1,13 +1,14 @@
 /**
  * The web UI's API on the S3 driver (a real Ceph RADOS Gateway, testing/s3-test-server.ts), with two replicas
  * sharing the bucket: the repository listing, tags and a manifest view read from S3, and a login made on one
- * replica is accepted by the other (the session key is kept in storage).
+ * replica is accepted by the other (the session key is kept in storage). The same, seen in headless Chromium.
  */
 import test from 'ava';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
+import { chromium } from 'playwright-core';
 import { startS3TestServer, type S3TestServer } from '../../testing/s3-test-server.js';
 import { call, pushArtifact, pushImage, pushIndex, uiLogin } from '../../testing/ui-fixtures.js';
 
@@ -37,7 +38,7 @@ test.after.always(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-test('s3: repositories, tags and a manifest with its referrers, read from S3; a login works on every replica', async (t) => {
+test.serial('s3: repositories, tags and a manifest with its referrers, read from S3; a login works on every replica', async (t) => {
   const index = await pushIndex(one.url, 'pub/multi', 'v1', undefined, alice);
   const image = await pushImage(one.url, 'pub/img', 'latest', { labels: { team: 'ui' } }, alice);
   const sig = await pushArtifact(one.url, 'pub/img', image, 'application/example.sig', {}, alice);
@@ -65,4 +66,43 @@ test('s3: repositories, tags and a manifest with its referrers, read from S3; a 
   t.is((await call(two.url, '/ui/api/session', { headers: { Cookie: cookie } })).json.user, 'alice');
   const all = await call(two.url, '/ui/api/repositories', { headers: { Cookie: cookie } });
   t.deepEqual(all.json.items.map((r: any) => r.name), ['priv/hidden', 'pub/img', 'pub/multi']);
+});
+
+test.serial('s3, in Chromium: the list, a repository and an image with its referrer; a login on one replica shows the private one', async (t) => {
+  const image = await pushImage(one.url, 'pub/browser', 'v2', { labels: { team: 'browser-ui' } }, alice);
+  await pushArtifact(one.url, 'pub/browser', image, 'application/example.sbom', {}, alice);
+  await pushImage(one.url, 'priv/seen-by-alice', 'v1', {}, alice);
+  const browser = await chromium.launch({ executablePath: process.env.WHARF_CHROMIUM ?? '/usr/bin/chromium', headless: true });
+  t.teardown(() => browser.close());
+  const page = await (await browser.newContext()).newPage();
+  page.setDefaultTimeout(15_000);
+  const requests: string[] = [];
+  page.on('request', (r) => requests.push(r.url()));
+
+  // Anonymous, on the replica that did not take the pushes: everything is read from S3.
+  await page.goto(`${two.url}/`);
+  await page.getByRole('link', { name: 'pub/browser' }).waitFor();
+  t.is(await page.getByRole('link', { name: 'priv/seen-by-alice' }).count(), 0, 'a private repository is not listed');
+  await page.getByRole('link', { name: 'pub/browser' }).click();
+  await page.locator('tr[data-tag="v2"]').waitFor();
+  await page.goto(`${two.url}/ui/r/pub/browser/manifest/v2`);
+  await page.getByText('browser-ui').waitFor();
+  await page.getByText('application/example.sbom').first().waitFor();
+  t.true(await page.getByText('browser-ui').isVisible(), 'the label is shown');
+  t.true(await page.getByRole('heading', { name: 'Referrers' }).isVisible(), 'and the referrers, by artifact type');
+
+  // Logged in through the page of one replica; the other one's page knows the session.
+  await page.goto(`${one.url}/`);
+  await page.getByRole('link', { name: 'Log in' }).first().click();
+  await page.getByLabel('User name').fill('alice');
+  await page.getByLabel('Password').fill('alice-pw');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('link', { name: 'priv/seen-by-alice' }).waitFor();
+  const cookies = await page.context().cookies(one.url);
+  // Same host, another port: the browser sends the cookie there too (cookies are not per port), as behind one name.
+  await page.goto(`${two.url}/`);
+  await page.getByRole('link', { name: 'priv/seen-by-alice' }).waitFor();
+  t.true(cookies.some((c) => c.name === 'wharf_session' && c.httpOnly));
+  const origins = new Set(requests.map((u) => new URL(u).origin));
+  t.deepEqual([...origins].sort(), [new URL(one.url).origin, new URL(two.url).origin].sort(), 'no other origin');
 });
