@@ -716,9 +716,10 @@ test('.dockerignore keeps node_modules, dist, data and .git out, and nothing the
   const needed = ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'server', 'storage-drivers', 'auth'];
   for (const path of needed) t.false(patterns.includes(path), `${path} is needed by the build`);
   t.true(tsconfig.include.includes('server/**/*.ts'));
-  // the image's build compiles the product only: no tests and no test helpers
+  // the image's build compiles the product only (no tests, no test helpers) and bundles the web UI's page
   const pkg = JSON.parse(read(join(root, 'package.json'))) as { scripts: Record<string, string> };
-  t.is(pkg.scripts.build, 'tsc -p tsconfig.build.json');
+  t.is(pkg.scripts.build, 'tsc -p tsconfig.build.json && node scripts/build-ui.mjs');
+  for (const path of ['scripts', 'server/ui/web']) t.false(patterns.includes(path), `${path} is needed by the build`);
   const build = JSON.parse(read(join(root, 'tsconfig.build.json'))) as { include: string[]; exclude: string[] };
   t.true(build.include.includes('server/**/*.ts'));
   for (const path of ['**/*.test.ts', 'testing/**']) t.true(build.exclude.includes(path), `tsconfig.build.json leaves out ${path}`);
