@@ -25,7 +25,7 @@ import { RegistryError } from '../registry/errors.js';
 import { GC_METRICS_PATH } from '../registry/layout.js';
 import type { LocalRegistry, Registry } from '../registry/registry.js';
 import { UiApi, type StatusInfo } from './api.js';
-import { loadSessionKey, SessionKeys } from './session.js';
+import { SessionKeys, SharedSessionKey } from './session.js';
 
 /** What serves the built page and assets (server/ui/static.ts). */
 export interface UiStatic {
@@ -204,8 +204,8 @@ async function loadStatics(logger: Logger): Promise<UiStatic | undefined> {
 
 /** Build the web UI's middleware for server/http/app.ts. */
 export async function createUi(setup: UiSetup): Promise<Middleware> {
-  const key = await loadSessionKey(setup.driver, setup.logger);
-  const sessions = new SessionKeys(key, Math.max(60, Math.round(setup.sessionLifetimeMs / 1000)));
+  // Found or created when first needed (a cookie to check, a login), so that starting and serving reads write nothing.
+  const sessions = new SessionKeys(new SharedSessionKey(setup.driver, setup.logger), Math.max(60, Math.round(setup.sessionLifetimeMs / 1000)));
   const startedAt = new Date();
   const version = await readVersion();
   const api = new UiApi({

@@ -9,7 +9,7 @@ import { UnsupportedOperationError } from '../../storage-drivers/driver.js';
 import { InMemoryDriver } from '../../storage-drivers/inmemory.js';
 import { UI_SESSION_KEY_PATH } from '../registry/layout.js';
 import { parseGcMetrics } from './index.js';
-import { COOKIE_NAME, loadSessionKey, readSessionCookie, SessionKeys, sessionCookie } from './session.js';
+import { COOKIE_NAME, loadSessionKey, readSessionCookie, SessionKeys, sessionCookie, SharedSessionKey } from './session.js';
 
 const logger = pino({ level: 'silent' });
 const key = new Uint8Array(32).fill(7);
@@ -67,6 +67,24 @@ test('the session key is created once in storage and every process reads the sam
   const replaced = await loadSessionKey(driver, logger);
   t.is(replaced.byteLength, 32);
   t.deepEqual(await loadSessionKey(driver, logger), replaced);
+});
+
+test('the shared key is written at the first login, not before; a cookie is checked against it on every process', async (t) => {
+  const driver = new InMemoryDriver();
+  const one = new SessionKeys(new SharedSessionKey(driver, logger), 3600);
+  const two = new SessionKeys(new SharedSessionKey(driver, logger), 3600);
+  // Checking a cookie before anybody logged in writes nothing and accepts nothing.
+  const foreign = await new SessionKeys(new Uint8Array(32).fill(9), 3600).issue('alice', 'c');
+  t.is(await one.verify(foreign), undefined);
+  t.is(one.credentialTag('alice', 'c'), '', 'no key, no binding');
+  await t.throwsAsync(driver.getContent(UI_SESSION_KEY_PATH), undefined, 'no key in storage yet');
+  // The first login creates it; the other process, which read "none" before, finds it now.
+  const token = await one.issue('alice', 'c');
+  t.is((await driver.getContent(UI_SESSION_KEY_PATH)).byteLength, 32);
+  const seen = await two.verify(token);
+  t.deepEqual(seen, { user: 'alice', cred: two.credentialTag('alice', 'c') });
+  t.is(seen!.cred, one.credentialTag('alice', 'c'));
+  t.is(await two.verify(foreign), undefined);
 });
 
 test('GC figures: read from the collector\'s Prometheus text; none before any run', (t) => {

@@ -1,9 +1,10 @@
 /**
  * The web UI's login sessions: a cookie `wharf_session` holding a signed, expiring token (a JWT, HS256 by `jose`).
  *
- * The signing key is 32 random bytes kept in storage (`layout.UI_SESSION_KEY_PATH`), created once by whichever
- * process starts first (an exclusive create), so every worker and replica sharing the storage signs and accepts
- * the same cookies without any configuration. Whoever can read the storage can forge a session; they can read every
+ * The signing key is 32 random bytes kept in storage (`layout.UI_SESSION_KEY_PATH`), created at the first login by
+ * whichever process gets there first (an exclusive create), so every worker and replica sharing the storage signs
+ * and accepts the same cookies without any configuration. Until somebody logs in nothing is written: a registry
+ * nobody logs in to through the UI keeps exactly registry:2's tree, and serving reads writes nothing. Whoever can read the storage can forge a session; they can read every
  * image already.
  *
  * A token names the user and binds to their current entry in the users file (`cred`: an HMAC of that line under
@@ -62,19 +63,63 @@ export interface Session {
   cred: string;
 }
 
+/**
+ * The shared key, found lazily: read from storage when a cookie is to be checked (until it exists), created by the
+ * first login. Once known it is kept for the life of the process.
+ */
+export class SharedSessionKey {
+  private known: Uint8Array | undefined;
+  private creating: Promise<Uint8Array> | undefined;
+
+  constructor(private readonly driver: StorageDriver, private readonly logger: Logger) {}
+
+  /** The key if one exists (no write); undefined while nobody has logged in. */
+  async existing(): Promise<Uint8Array | undefined> {
+    if (this.known) return this.known;
+    const stored = await ifExists(this.driver.getContent(UI_SESSION_KEY_PATH)).catch(() => undefined);
+    if (stored?.byteLength === KEY_BYTES) this.known ??= new Uint8Array(stored);
+    return this.known;
+  }
+
+  /** The key, created in storage when none exists yet. */
+  async create(): Promise<Uint8Array> {
+    if (this.known) return this.known;
+    this.creating ??= loadSessionKey(this.driver, this.logger).then((key) => (this.known ??= key));
+    return this.creating;
+  }
+
+  /** The key when it is already known in this process, without any storage access. */
+  get current(): Uint8Array | undefined {
+    return this.known;
+  }
+}
+
 export class SessionKeys {
-  constructor(private readonly key: Uint8Array, private readonly lifetimeSeconds: number) {}
+  private readonly shared: SharedSessionKey | undefined;
+  private readonly fixed: Uint8Array | undefined;
+
+  /** `key`: a fixed key, or the storage's shared one. */
+  constructor(key: Uint8Array | SharedSessionKey, private readonly lifetimeSeconds: number) {
+    if (key instanceof SharedSessionKey) this.shared = key;
+    else this.fixed = key;
+  }
 
   get maxAgeSeconds(): number {
     return this.lifetimeSeconds;
   }
 
-  /** The binding of a session to one entry of the users file (an HMAC of the whole line, not reversible). */
+  /**
+   * The binding of a session to one entry of the users file (an HMAC of the whole line, not reversible). Empty (so
+   * matching no token) while no key is known, which can only be before any token of ours was verified or issued.
+   */
   credentialTag(user: string, credential: string): string {
-    return createHmac('sha256', this.key).update(`${user}\n${credential}`).digest('base64url').slice(0, 22);
+    const key = this.fixed ?? this.shared?.current;
+    if (!key) return '';
+    return createHmac('sha256', key).update(`${user}\n${credential}`).digest('base64url').slice(0, 22);
   }
 
   async issue(user: string, credential: string): Promise<string> {
+    const key = this.fixed ?? (await this.shared!.create());
     return new SignJWT({ cred: this.credentialTag(user, credential) })
       .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
       .setSubject(user)
@@ -82,14 +127,16 @@ export class SessionKeys {
       .setAudience(AUDIENCE)
       .setIssuedAt()
       .setExpirationTime(Math.floor(Date.now() / 1000) + this.lifetimeSeconds)
-      .sign(this.key);
+      .sign(key);
   }
 
   /** The session a cookie value carries, or undefined when it is not one of ours, expired, or malformed. */
   async verify(token: string | undefined): Promise<Session | undefined> {
     if (!token || token.length > MAX_TOKEN_LENGTH) return undefined;
+    const key = this.fixed ?? (await this.shared!.existing());
+    if (!key) return undefined;
     try {
-      const { payload } = await jwtVerify(token, this.key, { algorithms: ['HS256'], audience: AUDIENCE, issuer: ISSUER });
+      const { payload } = await jwtVerify(token, key, { algorithms: ['HS256'], audience: AUDIENCE, issuer: ISSUER });
       if (typeof payload.sub !== 'string' || payload.sub === '' || typeof payload.cred !== 'string') return undefined;
       return { user: payload.sub, cred: payload.cred };
     } catch {
