@@ -132,10 +132,13 @@ export interface Answer {
   json: any;
 }
 
-/** One HTTP request with any headers (fetch would refuse to set Origin or Cookie as a browser does). */
-export function call(base: string, path: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Answer> {
+/**
+ * One HTTP request with any headers (fetch would refuse to set Origin or Cookie as a browser does), optionally from
+ * another loopback source address (`from`: Linux routes all of 127.0.0.0/8 to lo), as another client would.
+ */
+export function call(base: string, path: string, init: { method?: string; headers?: Record<string, string>; body?: string; from?: string } = {}): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(`${base}${path}`, { method: init.method ?? 'GET', headers: init.headers }, (res) => {
+    const req = httpRequest(`${base}${path}`, { method: init.method ?? 'GET', headers: init.headers, localAddress: init.from ?? '127.0.0.1' }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {

@@ -6,7 +6,6 @@
 import test from 'ava';
 import { SignJWT } from 'jose';
 import bcrypt from 'bcryptjs';
-import { request as httpRequest } from 'node:http';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,6 +17,7 @@ import { UploadStore } from '../registry/uploads.js';
 import { UploadLimits } from './upload-limits.js';
 import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
 import { sha256 } from '../../testing/helpers.js';
+import { call, type Answer } from '../../testing/ui-fixtures.js';
 
 const PASSWORDS = { owner: 'owner-pw-A1', other: 'other-pw-B2', distant: 'distant-pw-C3' };
 let dir: string;
@@ -54,27 +54,6 @@ test.after.always(async () => {
 
 const claims = (t: string) => JSON.parse(Buffer.from(t.split('.')[1]!, 'base64url').toString());
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
-
-interface Answer { status: number; headers: Record<string, string | string[] | undefined>; text: string; json: any }
-
-/** One HTTP request from a chosen loopback source address (Linux routes all of 127.0.0.0/8 to lo). */
-function call(base: string, path: string, init: { method?: string; headers?: Record<string, string>; body?: string; from?: string } = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(`${base}${path}`, { method: init.method ?? 'GET', headers: init.headers, localAddress: init.from ?? '127.0.0.1' }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let json: any;
-        try { json = JSON.parse(text); } catch { json = undefined; }
-        resolve({ status: res.statusCode!, headers: res.headers, text, json });
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(init.body);
-  });
-}
 
 // ---- finding 8: lockout on demand -------------------------------------------------------------------------------
 
