@@ -3,15 +3,13 @@
  * driver's storage root, filling it up to a chosen free space, remounting it read-only, and checking what the
  * storage holds (every blob's bytes against its digest, the upload sessions left). Test-only.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { mkdtemp, open, readdir, rm, rmdir, statfs, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rm, rmdir, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { stringify } from 'yaml';
-import { CLI_PATH } from './harness.js';
 import { sha256 } from './helpers.js';
 
 const run = promisify(execFile);
@@ -184,23 +182,4 @@ export async function pullAndVerify(base: string, repo: string, tag: string, ima
     if (blob.status !== 200) throw new Error(`blob GET ${digest} answered ${blob.status}: ${bytes.toString()}`);
     if (sha256(bytes) !== digest) throw new Error(`blob ${digest} came back with other bytes`);
   }
-}
-
-/** Write a config file for `wharf garbage-collect` on `rootDirectory`; returns its path. */
-export async function writeGcConfig(dir: string, rootDirectory: string): Promise<string> {
-  const path = join(dir, 'gc.yml');
-  await writeFile(path, stringify({ version: '0.1', log: { level: 'warn' }, storage: { filesystem: { rootdirectory: rootDirectory }, delete: { enabled: true } } }));
-  return path;
-}
-
-/** Run the compiled `wharf garbage-collect <config>` as a process; its exit code and output. */
-export function garbageCollect(config: string, ...args: string[]): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI_PATH, 'garbage-collect', config, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { output += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { output += d; });
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, output }));
-  });
 }

@@ -171,6 +171,11 @@ export async function configFileFor(storage: Record<string, unknown>, path: stri
   return path;
 }
 
+/** A configuration for `wharf garbage-collect` on the filesystem storage at `rootDirectory`, written into `dir`. */
+export function writeGcConfig(dir: string, rootDirectory: string): Promise<string> {
+  return configFileFor({ filesystem: { rootdirectory: rootDirectory }, delete: { enabled: true } }, join(dir, 'gc.yml'));
+}
+
 export interface CliRun {
   code: number | null;
   signal: NodeJS.Signals | null;

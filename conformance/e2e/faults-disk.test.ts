@@ -22,8 +22,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { startWharf, type RunningWharf } from '../../testing/harness.js';
 import { postBlob, sha256 } from '../../testing/helpers.js';
+import { runWharf, writeGcConfig } from '../../testing/gc-helpers.js';
 import {
-  corruptBlobs, fill, freeBytes, garbageCollect, makeImage, writeGcConfig, mountTmpfs, pullAndVerify, putManifest, unfill, uploadFiles, uploadSessions,
+  corruptBlobs, fill, freeBytes, makeImage, mountTmpfs, pullAndVerify, putManifest, unfill, uploadFiles, uploadSessions,
   type TestImage, type Tmpfs,
 } from '../../testing/faults-disk.js';
 
@@ -248,10 +249,10 @@ diskTest('wharf garbage-collect on a full disk refuses cleanly and deletes nothi
   const orphanStored = () => fetch(`${wharf.url}/v2/${REPO}/blobs/${sha256(orphan)}`, { method: 'HEAD' }).then((r) => r.status);
 
   let filler = await fill(fs.dir, 0);
-  const refused = await garbageCollect(config, '--grace', '0s');
-  t.is(refused.code, 1, refused.output);
-  t.regex(refused.output, /garbage collection failed: the storage is full \(.*no space left on device.*\), in phase lock; stopped/, 'it says why');
-  t.notRegex(refused.output, /\n\s+at /, 'a plain message, no stack trace');
+  const refused = await runWharf(['garbage-collect', config, '--grace', '0s']);
+  t.is(refused.code, 1, refused.stdout + refused.stderr);
+  t.regex(refused.stderr, /garbage collection failed: the storage is full \(.*no space left on device.*\), in phase lock; stopped/, 'it says why');
+  t.notRegex(refused.stderr, /\n\s+at /, 'a plain message, no stack trace');
   t.is(await orphanStored(), 200, 'nothing was deleted');
   await assertSound(t, wharf, [['kept', kept]]);
 
@@ -259,8 +260,8 @@ diskTest('wharf garbage-collect on a full disk refuses cleanly and deletes nothi
   await unfill(filler);
   filler = await fill(fs.dir, 256 * KiB);
   const room = await freeBytes(fs.dir);
-  const ran = await garbageCollect(config, '--grace', '0s');
-  t.is(ran.code, 0, ran.output);
+  const ran = await runWharf(['garbage-collect', config, '--grace', '0s']);
+  t.is(ran.code, 0, ran.stdout + ran.stderr);
   t.is(await orphanStored(), 404, 'the orphan is gone');
   t.true((await freeBytes(fs.dir)) >= room + 2 * MiB - 64 * KiB, 'its space is free again');
   await assertSound(t, wharf, [['kept', kept]]);

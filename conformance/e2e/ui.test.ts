@@ -16,7 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
-import { garbageCollect, writeGcConfig } from '../../testing/faults-disk.js';
+import { runWharf, writeGcConfig } from '../../testing/gc-helpers.js';
 import { pushBlob, sha256 } from '../../testing/helpers.js';
 
 const CHROMIUM = process.env.WHARF_CHROMIUM ?? '/usr/bin/chromium';
@@ -392,8 +392,8 @@ test.serial('login, the private repository, delete a tag after a confirmation (c
   t.is((await (await fetch(`${wharf.url}/v2/public/doomed/manifests/c`, { method: 'HEAD' })).status), 404);
 
   // The status page, after a garbage collection has run on the storage: its figures as the collector recorded them.
-  const gc = await garbageCollect(await writeGcConfig(work, wharf.rootDirectory));
-  t.is(gc.code, 0, gc.output);
+  const gc = await runWharf(['garbage-collect', await writeGcConfig(work, wharf.rootDirectory)]);
+  t.is(gc.code, 0, gc.stdout + gc.stderr);
   await w.page.getByRole('link', { name: 'Status' }).click();
   await w.page.getByText('Storage driver').waitFor();
   const status = await main(w.page).innerText();

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
-import { garbageCollect, writeGcConfig } from '../../testing/faults-disk.js';
+import { runWharf, writeGcConfig } from '../../testing/gc-helpers.js';
 import { waitFor } from '../../testing/helpers.js';
 import { call, pushImage, uiLogin } from '../../testing/ui-fixtures.js';
 
@@ -114,8 +114,8 @@ test('status: the last garbage collection\'s figures, as the collector recorded 
   const before = await call(plain.url, '/ui/api/status');
   t.is(before.json.gc, null);
   await pushImage(plain.url, 'gc/me', 'v1');
-  const { code, output } = await garbageCollect(await writeGcConfig(dir, plain.rootDirectory));
-  t.is(code, 0, output);
+  const { code, stdout, stderr } = await runWharf(['garbage-collect', await writeGcConfig(dir, plain.rootDirectory)]);
+  t.is(code, 0, stdout + stderr);
   const status = await call(plain.url, '/ui/api/status');
   t.is(status.status, 200);
   const { gc } = status.json;
