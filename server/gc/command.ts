@@ -116,13 +116,14 @@ async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcS
   } catch (err) {
     stopProgress();
     code = 1;
+    const condition = storageCondition(err);
     if (err instanceof LockBusyError) process.stderr.write(`wharf: garbage collection skipped: ${err.message}\n`);
     // Redis gone or the lock lost: an outage, not a bug, so its message without a stack trace.
     else if (err instanceof GcRedisUnavailableError || err instanceof LockLostError) process.stderr.write(`wharf: garbage collection failed: ${err.message}; stopped, nothing more deleted\n`);
     // A full or read-only storage: the operator's to fix, so said plainly (a run stops at its first failed write,
     // which is the lock's when the disk is already full: then nothing at all was deleted).
-    else if (storageCondition(err)) {
-      const what = storageCondition(err) === 'full' ? 'the storage is full' : 'the storage is read-only';
+    else if (condition) {
+      const what = condition === 'full' ? 'the storage is full' : 'the storage is read-only';
       process.stderr.write(`wharf: garbage collection failed: ${what} (${(err as Error).message}), in phase ${stats.phase}; stopped, nothing more deleted. Free some space or make the storage writable, then run it again\n`);
     } else process.stderr.write(`wharf: garbage collection failed: ${(err as Error).stack ?? String(err)}\n`);
   }
