@@ -108,11 +108,11 @@ async function serve(args: string[]): Promise<void> {
       },
     );
   };
-  // SIGHUP re-reads the configuration file and applies its auth rules, groups and users; the listener and open
-  // connections are untouched. A file that no longer loads leaves the running rules as they were.
+  // SIGHUP re-reads the configuration file and applies its auth rules, groups and users, content policies and
+  // manifest validation; the listener and open connections are untouched. A file that no longer loads leaves the running rules as they were.
   process.on('SIGHUP', () => {
     loadConfig({ path, env: process.env }).then(
-      ({ config: next }) => running.reloadAuth(next),
+      ({ config: next }) => running.reload(next),
       (err: unknown) => logger.error({ err: (err as Error).message }, 'SIGHUP: configuration not reloaded'),
     ).catch((err: unknown) => logger.error({ err: (err as Error).message }, 'SIGHUP: configuration not reloaded'));
   });

@@ -29,6 +29,7 @@ import { Notifier } from './notifications.js';
 import type { HttpOptions } from './http/context.js';
 import { purgeUploads } from './registry/purge.js';
 import { LocalRegistry } from './registry/registry.js';
+import { Policies } from './policies/rules.js';
 import { driverFor, driverOptionsFor } from './storage.js';
 
 export interface RunningServer {
@@ -39,8 +40,11 @@ export interface RunningServer {
   debugUrl?: string;
   /** Stop accepting, let in-flight requests finish (up to http.draintimeout), then close everything. */
   close(): Promise<void>;
-  /** Apply a re-read configuration's access rules, users and trusted certificates (SIGHUP); connections stay. */
-  reloadAuth(config: WharfConfig): void;
+  /**
+   * Apply a re-read configuration (SIGHUP): access rules, users and trusted certificates, and the content policies
+   * and manifest validation (`policies`, `validation.manifests`); connections stay.
+   */
+  reload(config: WharfConfig): void;
 }
 
 export { driverFor, driverOptionsFor };
@@ -89,7 +93,10 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
   await gcRecorder.start();
   // Authentication first: it may generate the token signing key and certificate, and it decides mount rules.
   const auth = await createAuth(config, logger);
+  // Immutable tags, quotas, retention and manifest validation; swapped on SIGHUP.
+  const policies = new Policies(config);
   const registry = new LocalRegistry(driver, {
+    policies,
     // With access checks, a mount without `from` could reveal blobs of repositories the caller cannot read.
     mayMountWithoutFrom: auth.checksRequests ? () => false : undefined,
     // storage.cache.blobdescriptor (inmemory or redis); a Redis that is down only means no cache until it is back.
@@ -228,7 +235,12 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     });
     return closing;
   };
-  return { server, url, debugUrl: debug?.url, close, reloadAuth: (next) => auth.reload(next) };
+  const reload = (next: WharfConfig) => {
+    auth.reload(next);
+    policies.reload(next);
+    logger.info({ immutabletags: next.policies.immutabletags.length, quotas: next.policies.quotas.length, retention: next.policies.retention.length }, 'policies: configuration reloaded');
+  };
+  return { server, url, debugUrl: debug?.url, close, reload };
 }
 
 /**

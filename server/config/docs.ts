@@ -68,6 +68,7 @@ function typeText(schema: TSchema): string {
       break;
   }
   if (schema['x-duration']) return schema.exclusiveMinimum === 0 ? 'duration > 0' : 'duration ≥ 0';
+  if (schema['x-size']) return 'size (bytes, or `500MiB`, `10GiB`, `2TB`)';
   if (schema.type === 'integer') {
     if (schema.maximum !== undefined) return `integer, ${sizeText(schema.minimum as number)} to ${sizeText(schema.maximum as number)}`;
     return schema.minimum !== undefined ? `integer ≥ ${schema.minimum}` : 'integer';
@@ -180,6 +181,7 @@ export function helmConfigSchema(): Record<string, unknown> {
       }
       case 'value':
         if (schema['x-duration']) return { anyOf: [{ type: 'string', pattern: GO_DURATION }, { type: 'integer', minimum: 0 }] };
+        if (schema['x-size']) return { anyOf: [{ type: 'string', pattern: '^\\d+(\\.\\d+)?\\s*([KMGTP]i?B?|[kmgtp]i?b?|[Bb])?$' }, { type: 'integer', minimum: 0 }] };
         return {
           type: schema.type,
           ...(schema.minimum !== undefined ? { minimum: schema.minimum } : {}),

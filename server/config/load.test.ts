@@ -50,13 +50,17 @@ const FILE_DEFAULTS: WharfConfig = {
     addr: ':5000', net: 'tcp', prefix: '/', relativeurls: false, draintimeout: 60_000, headers: {},
     trustedproxies: [], timeouts: { readheader: 30_000, stall: 60_000, idle: 75_000 }, maxconnectionsperaddress: 100,
   },
-  validation: { disabled: false, manifests: { maxsize: 4194304 } },
+  validation: {
+    disabled: false,
+    manifests: { maxsize: 4194304, urls: { allow: [], deny: [] }, indexes: { platforms: 'all', platformlist: [] } },
+  },
   catalog: { maxentries: 1000 },
   tags: { maxtags: 1000 },
   health: { storagedriver: { enabled: false, interval: 10_000, threshold: 3 } },
   notifications: { endpoints: [], maxqueue: 10_000 },
   auth: { throttle: { accountfailures: 5, addressfailures: 20, accounttotalfailures: 100, window: 60_000 } },
   ui: { enabled: true, title: 'Wharf', sessionlifetime: 8 * 3600_000 },
+  policies: { immutabletags: [], quotas: [], retention: [] },
 };
 
 /** The problems a config produces (it must be invalid). */
@@ -229,7 +233,10 @@ ui:
       timeouts: { readheader: 30_000, stall: 60_000, idle: 75_000 },
       maxconnectionsperaddress: 100,
     },
-    validation: { disabled: true, manifests: { maxsize: 1048576 } },
+    validation: {
+      disabled: true,
+      manifests: { maxsize: 1048576, urls: { allow: [], deny: [] }, indexes: { platforms: 'all', platformlist: [] } },
+    },
     catalog: { maxentries: 1000 },
     tags: { maxtags: 1000 },
     health: { storagedriver: { enabled: true, interval: 5000, threshold: 2 } },
@@ -240,6 +247,7 @@ ui:
     },
     notifications: { endpoints: [], maxqueue: 10_000 },
     ui: { enabled: false, title: 'Team registry', sessionlifetime: 30 * 60_000 },
+    policies: { immutabletags: [], quotas: [], retention: [] },
   });
 });
 
@@ -475,7 +483,6 @@ catalog: {maxentries: 100}
     'http.secret: not needed by Wharf (upload state lives in storage, not in signed client state); ignored',
     'http.http2: not supported by this Wharf version',
     'http.tls.letsencrypt: not supported by this Wharf version',
-    'validation.manifests.urls: not supported by this Wharf version',
     'middleware: not supported by this Wharf version',
     'notifications.events.includereferences: not supported by this Wharf version',
     'health.file: not supported by this Wharf version',
@@ -658,4 +665,80 @@ test('the schema is valid JSON Schema (the loader compiles it without checking, 
   t.true(ajv.validateSchema(ConfigSchema), JSON.stringify(ajv.errors));
   // And the check bites: a misspelt type is caught.
   t.false(ajv.validateSchema({ type: 'strnig' }));
+});
+
+test('policies and manifest validation: sizes with units, durations, rules as written', (t) => {
+  const { config, warnings } = parseConfig(
+    `${MINIMAL}validation:
+  manifests:
+    urls:
+      allow: ['^https?://([^/]+\\.)*example\\.com/']
+      deny: ['^https?://internal\\.example\\.com/']
+    indexes:
+      platforms: LIST
+      platformlist: [{os: linux, architecture: amd64}, {os: linux, architecture: arm64, variant: v8}]
+policies:
+  immutabletags:
+    - repositories: ['release/**']
+      tags: ['v*']
+  quotas:
+    - repositories: ['team-a/**']
+      maxsize: 10GiB
+    - repositories: ['team-b/**']
+      maxsize: 1.5GB
+    - repositories: ['team-c/**']
+      maxsize: 4096
+  retention:
+    - repositories: ['ci/**']
+      keep: {mostrecent: 10, pulledwithin: 720h, tags: ['latest', 'v*']}
+      untagged: {olderthan: 24h}
+`,
+    {},
+    'test.yml',
+  );
+  t.deepEqual(warnings, []);
+  t.deepEqual(config.validation.manifests.urls, { allow: ['^https?://([^/]+\\.)*example\\.com/'], deny: ['^https?://internal\\.example\\.com/'] });
+  t.deepEqual(config.validation.manifests.indexes, {
+    platforms: 'list',
+    platformlist: [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64', variant: 'v8' }],
+  });
+  t.deepEqual(config.policies.immutabletags, [{ repositories: ['release/**'], tags: ['v*'] }]);
+  t.deepEqual(config.policies.quotas.map((q) => q.maxsize), [10 * 1024 ** 3, 1.5e9, 4096]);
+  t.deepEqual(config.policies.retention, [
+    { repositories: ['ci/**'], keep: { mostrecent: 10, pulledwithin: 720 * 3600_000, tags: ['latest', 'v*'] }, untagged: { olderthan: 24 * 3600_000 } },
+  ]);
+});
+
+test('policies and manifest validation: each mistake is named at its key', (t) => {
+  const problems = problemsOf(`${MINIMAL}validation:
+  manifests:
+    urls:
+      allow: ['(unclosed']
+    indexes:
+      platforms: list
+policies:
+  immutabletags:
+    - repositories: ['release/**']
+  quotas:
+    - repositories: ['team-a/**']
+      maxsize: 10 gigs
+    - repositories: ['']
+      maxsize: 0
+  retention:
+    - repositories: ['ci/**']
+      keep: {}
+    - repositories: ['x/**']
+      keep: {mostrecent: -1}
+      colour: blue
+`);
+  const text = problems.join('\n');
+  t.regex(text, /validation\.manifests\.urls\.allow\.0: not a regular expression/);
+  t.regex(text, /validation\.manifests\.indexes\.platformlist: required with platforms: list/);
+  t.regex(text, /policies\.immutabletags\.0: a rule needs tags/);
+  t.regex(text, /policies\.quotas\.0\.maxsize: expected a size such as 500MiB/);
+  t.regex(text, /policies\.quotas\.1\.repositories\.0: expected a glob pattern/);
+  t.regex(text, /policies\.quotas\.1\.maxsize: must be at least 1/);
+  t.regex(text, /policies\.retention\.0: a retention rule needs keep/);
+  t.regex(text, /policies\.retention\.1\.keep\.mostrecent: must be at least 0/);
+  t.regex(text, /policies\.retention\.1\.colour: unknown retention key/);
 });

@@ -193,6 +193,7 @@ function decode(node: TreeNode | undefined, schema: TSchema, path: string[], run
         }
         return fail(`expected a boolean, got ${describe(node!)}`);
       }
+      if (schema['x-size']) return decodeSize(node!, fail);
       if (schema.type === 'integer') {
         let n: number | undefined;
         if (isScalarNode(node)) {
@@ -205,6 +206,26 @@ function decode(node: TreeNode | undefined, schema: TSchema, path: string[], run
       if (schema['x-duration']) return decodeDuration(node!, fail);
       return toPlain(node!);
   }
+}
+
+const SIZE_UNITS: Record<string, number> = {
+  '': 1, b: 1,
+  kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, pb: 1e15,
+  kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4, pib: 1024 ** 5,
+};
+
+/** A byte size: an integer, or a number with a unit (`KB`/`MB`/`GB`/`TB` decimal; `KiB`/`MiB`/`GiB`/`TiB` binary). */
+export function parseSize(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined) return undefined;
+  const n = Math.round(Number(m[1]) * unit);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+function decodeSize(node: TreeNode, fail: (message: string) => undefined): number | undefined {
+  const n = isScalarNode(node) && (typeof node.value === 'number' || typeof node.value === 'string') ? parseSize(node.text) : undefined;
+  return n ?? fail(`expected a size such as 500MiB, 10GiB or 2TB (or a number of bytes), got ${describe(node)}`);
 }
 
 /** A Go-syntax duration (`90s`, `1h30m`) or a bare integer of nanoseconds, in milliseconds. */
@@ -232,7 +253,7 @@ let compiled: ValidateFunction | undefined;
 
 /** Wharf's annotations (see schema.ts): keywords ajv carries without checking. */
 export const ANNOTATIONS = [
-  'x-duration', 'x-unsupported', 'x-message', 'x-required', 'x-at-parent', 'x-expected', 'x-case', 'x-aliases',
+  'x-duration', 'x-size', 'x-unsupported', 'x-message', 'x-required', 'x-at-parent', 'x-expected', 'x-case', 'x-aliases',
   'x-one-or-list', 'x-unknown', 'x-driver', 'x-doc-default', 'x-doc-skip', 'x-deprecated', 'x-env', 'x-chart-pattern',
 ];
 
@@ -507,6 +528,45 @@ function validation(data: Data, run: Run): void {
   delete v.enabled;
 }
 
+/** `validation.manifests`: the URL lists are regular expressions; `platforms: list` needs its list. */
+function manifestChecks(data: Data, run: Run): void {
+  const m = data.validation.manifests;
+  for (const kind of ['allow', 'deny'] as const) {
+    (m.urls[kind] as string[]).forEach((re, i) => {
+      try {
+        new RegExp(re);
+      } catch (err) {
+        problem(run, ['validation', 'manifests', 'urls', kind, String(i)], `not a regular expression: ${(err as Error).message}`);
+      }
+    });
+  }
+  if (m.indexes.platforms === 'list' && m.indexes.platformlist.length === 0) {
+    problem(run, ['validation', 'manifests', 'indexes', 'platformlist'], 'required with platforms: list (the platforms whose children must be present)');
+  }
+}
+
+/** `policies`: every pattern is a glob the rules can use; a retention rule says what it does. */
+function policies(data: Data, run: Run): void {
+  const p = data.policies;
+  const globs = (at: string[], patterns: string[] | undefined) =>
+    (patterns ?? []).forEach((pattern, i) => {
+      if (pattern === '' || pattern.includes('${user}')) problem(run, [...at, String(i)], `expected a glob pattern, got ${JSON.stringify(pattern)}`);
+    });
+  for (const kind of ['immutabletags', 'quotas', 'retention'] as const) {
+    (p[kind] as (Data | undefined)[]).forEach((rule, i) => {
+      if (!rule) return;
+      const at = ['policies', kind, String(i)];
+      globs([...at, 'repositories'], rule.repositories);
+      if (kind === 'immutabletags') globs([...at, 'tags'], rule.tags);
+      if (kind === 'retention') {
+        globs([...at, 'keep', 'tags'], rule.keep.tags);
+        const keeps = rule.keep.mostrecent !== undefined || rule.keep.pulledwithin !== undefined || rule.keep.tags.length > 0;
+        if (!keeps && !rule.untagged) problem(run, at, 'a retention rule needs keep (mostrecent, pulledwithin or tags) or untagged');
+      }
+    });
+  }
+}
+
 /** `auth`: one driver; token trust; the token server's defaults from `auth.token`; paths; access rules. */
 function auth(data: Data, run: Run): void {
   const auth = data.auth;
@@ -685,7 +745,7 @@ function proxy(data: Data, run: Run): void {
 }
 
 /** The checks, in the order their warnings are reported. */
-const CHECKS: ReadonlyArray<(data: Data, run: Run) => void> = [log, storagePaths, s3, cache, http, validation, auth, notifications, pageLimits, redis, proxy];
+const CHECKS: ReadonlyArray<(data: Data, run: Run) => void> = [log, storagePaths, s3, cache, http, validation, manifestChecks, auth, notifications, pageLimits, redis, proxy, policies];
 
 // ---- helpers ---------------------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@
  *
  * Wharf's own annotations (all optional, prefixed `x-`):
  * - `x-duration`: a Go duration (`90s`, or a bare integer of nanoseconds) in the file, milliseconds in the config.
+ * - `x-size`: a byte size (an integer, or a number with a unit: `512MiB`, `10GiB`, `2TB`) in the file, bytes in the config.
  * - `x-unsupported`: a registry:2 key Wharf recognises but does not implement; a warning (this text, if a string).
  * - `x-message`: the problem reported when the value breaks `enum`, `const` or `pattern`; `{got}` is the value.
  * - `x-required`: the problem reported when the key is missing (default `required`); `x-at-parent` reports it at
@@ -48,12 +49,13 @@ const bool = (dflt: boolean, description: string) => Type.Boolean({ default: dfl
 const int = (dflt: number | undefined, minimum: number | undefined, description: string, opts: Opts = {}) =>
   Type.Integer({ ...(dflt === undefined ? {} : { default: dflt }), ...(minimum === undefined ? {} : { minimum }), description, ...opts });
 /** A Go duration; `dfltMs` in milliseconds. `positive`: zero is refused too. */
-const duration = (dfltMs: number | undefined, positive: boolean, description: string) =>
+const duration = (dfltMs: number | undefined, positive: boolean, description: string, opts: Opts = {}) =>
   Type.Number({
     'x-duration': true,
     ...(positive ? { exclusiveMinimum: 0 } : { minimum: 0 }),
     ...(dfltMs === undefined ? {} : { default: dfltMs }),
     description,
+    ...opts,
   });
 /** One of a fixed set of strings. */
 const oneOf = <const T extends readonly string[]>(values: T, description: string, opts: Opts = {}) =>
@@ -193,13 +195,25 @@ const Http = section({
   maxconnectionsperaddress: int(100, 0, '**Wharf key.** Open connections one client address may hold; further ones are closed at once, without an answer (a warning is logged once a minute per address). `0`: no limit. Proxies in `http.trustedproxies` are exempt, since every client behind them shares their address. Counted per process: with `--workers N` an address may hold up to N times this. Clients behind one NAT address share the limit; raise it if many of them push in parallel.'),
 });
 
+const Platform = Type.Object({
+  os: str('The operating system, as in an index\'s `platform.os` (`linux`).', { 'x-required': 'a platform needs os and architecture', 'x-at-parent': true }),
+  architecture: str('The architecture, as in `platform.architecture` (`amd64`, `arm64`).', { 'x-required': 'a platform needs os and architecture', 'x-at-parent': true }),
+  variant: opt(str('The variant (`v8`); when absent, any variant matches.')),
+}, { 'x-unknown': 'unknown platform key (expected os, architecture, variant)', 'x-expected': 'a mapping with os and architecture' });
+
 const Validation = section({
   disabled: bool(false, 'Turns off the optional checks configured in this section (in registry:2, the manifest URL allow and deny lists). The size limit below and the checks the OCI distribution spec requires always apply.'),
   enabled: notKept(Type.Boolean({ description: 'Old inverse of `validation.disabled`, used only when `disabled` is not set. Produces a warning.', 'x-deprecated': true })),
   manifests: section({
     maxsize: int(4 * MiB, 1, '**Wharf key.** The largest manifest accepted, in bytes (4 MiB by default); larger pushes are refused. 4 MiB is the size the OCI spec says registries should accept at least.'),
-    urls: unsupported('URL allow/deny lists for foreign layers.'),
-    indexes: unsupported('Index platform checks.'),
+    urls: section({
+      allow: strList('Regular expressions (JavaScript syntax, unanchored as in registry:2) of the foreign-layer URLs a manifest may carry. A manifest with a layer URL that no `allow` expression matches is refused with `MANIFEST_INVALID`; with no `allow` list, every manifest carrying URLs is refused (registry:2\'s rule). See [policies.md](policies.md#foreign-layer-urls).', { default: [] }),
+      deny: strList('Regular expressions of layer URLs refused even when `allow` matches them.', { default: [] }),
+    }),
+    indexes: section({
+      platforms: oneOf(['all', 'none', 'list'], 'Which children of an image index (or manifest list) must already be in the repository when the index is pushed: `all` (every child), `none` (sparse indexes are accepted: children may be missing), `list` (only the children whose platform is in `platformlist`). See [policies.md](policies.md#sparse-indexes).', { default: 'all', 'x-case': 'lower', 'x-message': 'expected one of all, none, list, got {got}' }),
+      platformlist: Type.Array(Platform, { default: [], description: 'With `platforms: list`: the platforms whose children must be present. Each entry: `os` and `architecture` (and optionally `variant`).', 'x-expected': 'a list of platforms (os, architecture)' }),
+    }),
   }),
 });
 
@@ -333,6 +347,38 @@ const Proxy = optionalSection({
   realmhosts: opt(Type.Array(Type.String(REALM_HOSTS), { description: '**Wharf key.** Token-realm hosts, besides the upstream\'s own host (and `auth.docker.io` for Docker Hub), that may receive the credentials of `remoteurl`.' })),
 }, { description: 'A pull-through cache; see [mirror.md](mirror.md). Without `remoteurl` or `upstreams` there is no mirror.' });
 
+/** A byte size: an integer of bytes, or a number with a unit (`512MiB`, `10GiB`, `1.5TB`); bytes in the config. */
+const size = (minimum: number, description: string) => Type.Integer({ 'x-size': true, minimum, description });
+const REPOSITORY_GLOBS = 'Repository glob patterns, as in `auth.access` rules: `*` within one path component, `**` across components (`team-a/**` is every repository below `team-a/`).';
+
+const ImmutableTagRule = Type.Object({
+  repositories: strList(REPOSITORY_GLOBS, { 'x-required': 'a rule needs repositories', 'x-at-parent': true, minItems: 1 }),
+  tags: strList('Tag glob patterns (`v*`, `release-*`, `*` for every tag). A matching tag, once pushed, may not be moved to another manifest or deleted, and the manifest it names may not be deleted.', { 'x-required': 'a rule needs tags', 'x-at-parent': true, minItems: 1 }),
+}, { 'x-unknown': 'unknown immutabletags key (expected repositories, tags)', 'x-expected': 'a mapping with repositories and tags' });
+
+const QuotaRule = Type.Object({
+  repositories: strList(REPOSITORY_GLOBS, { 'x-required': 'a rule needs repositories', 'x-at-parent': true, minItems: 1 }),
+  maxsize: size(1, 'The most unique bytes (blobs and manifests, each counted once however many repositories of the rule link it) that the repositories matching the rule may reference together: bytes, or with a unit (`500MiB`, `10GiB`, `2TB`).'),
+}, { 'x-unknown': 'unknown quotas key (expected repositories, maxsize)', 'x-expected': 'a mapping with repositories and maxsize' });
+
+const RetentionRule = Type.Object({
+  repositories: strList(REPOSITORY_GLOBS + ' A repository follows the first rule that matches it.', { 'x-required': 'a rule needs repositories', 'x-at-parent': true, minItems: 1 }),
+  keep: section({
+    mostrecent: opt(int(undefined, 0, 'Keep this many of the most recently pushed tags.')),
+    pulledwithin: opt(duration(undefined, true, 'Keep every tag pulled (by tag, or its manifest by digest) within this long.')),
+    tags: strList('Tag glob patterns always kept.', { default: [] }),
+  }, { 'x-unknown': 'unknown keep key (expected mostrecent, pulledwithin, tags)' }),
+  untagged: optionalSection({
+    olderthan: duration(undefined, false, 'Delete manifests no tag names once their revision is older than this (never a child of an index that is kept, nor a referrer of a kept manifest).', { 'x-required': 'required (how old an untagged manifest must be to go)' }),
+  }, { 'x-unknown': 'unknown untagged key (expected olderthan)' }),
+}, { 'x-unknown': 'unknown retention key (expected repositories, keep, untagged)', 'x-expected': 'a mapping with repositories, keep and untagged' });
+
+const Policies = section({
+  immutabletags: Type.Array(ImmutableTagRule, { default: [], description: '**Wharf key.** Tags that may not be moved or deleted once pushed. See [policies.md](policies.md#immutable-tags).', 'x-expected': 'a list of rules' }),
+  quotas: Type.Array(QuotaRule, { default: [], description: '**Wharf key.** Storage quotas over groups of repositories. See [policies.md](policies.md#quotas).', 'x-expected': 'a list of rules' }),
+  retention: Type.Array(RetentionRule, { default: [], description: '**Wharf key.** Which tags and untagged manifests `wharf garbage-collect` and `wharf retention` remove. See [policies.md](policies.md#retention).', 'x-expected': 'a list of rules' }),
+}, { 'x-unknown': 'unknown policies key (expected immutabletags, quotas, retention)' });
+
 /** The whole of config.yml. */
 export const ConfigSchema = Type.Object({
   version: Type.Literal('0.1', { description: 'The configuration format version. Must be `0.1`. It describes the file, so the environment cannot override it.', 'x-env': false, 'x-required': 'must be "0.1" (missing)', 'x-message': 'must be "0.1", got {got}' }),
@@ -364,6 +410,7 @@ export const ConfigSchema = Type.Object({
     title: str('**Wharf key.** The registry\'s name in the web UI\'s header and page title (shown as text).', { default: 'Wharf', minLength: 1, maxLength: 100 }),
     sessionlifetime: duration(8 * 3600_000, true, '**Wharf key.** How long a web UI login lasts. The session cookie is a signed token that expires then; its key is kept in storage (`_wharf/ui/session-key`), so every replica and worker accepts it. A password change or a removed user ends it at once.'),
   }),
+  policies: Policies,
   middleware: unsupported('Registry, repository and storage middleware (CloudFront, redirect, ...).'),
   reporting: unsupported('Error reporting to Bugsnag or New Relic.'),
   compatibility: unsupported('Schema 1 manifest support.'),
@@ -396,6 +443,11 @@ export interface HttpConfig extends Omit<HttpFile, 'tls' | 'debug'> {
   debug?: { addr: string; prometheus: NonNullable<HttpFile['debug']>['prometheus'] };
 }
 export type ValidationConfig = File['validation'];
+export type PoliciesConfig = File['policies'];
+export type ImmutableTagRuleConfig = Loaded<Static<typeof ImmutableTagRule>>;
+export type QuotaRuleConfig = Loaded<Static<typeof QuotaRule>>;
+export type RetentionRuleConfig = Loaded<Static<typeof RetentionRule>>;
+export type PlatformConfig = Loaded<Static<typeof Platform>>;
 export type AccessRuleConfig = Loaded<Static<typeof AccessRule>>;
 type TokenServerFile = NonNullable<File['auth']['tokenserver']>;
 export interface AuthConfig extends Omit<File['auth'], 'tokenserver'> {

@@ -15,6 +15,7 @@ import type { Descriptor } from './manifest-format.js';
 import { ManifestStore, type PutManifestResult, type StoredManifest, type TagPage } from './manifests.js';
 import { isValidRepositoryName, type Digest, type DigestAlgorithm, type Reference } from './reference.js';
 import { UploadStore, type AppendOptions, type UploadStatus } from './uploads.js';
+import type { Policies } from '../policies/rules.js';
 
 /** Every operation a handler performs on a registry (see the top of this file). */
 export interface Registry {
@@ -87,6 +88,11 @@ export interface RegistryOptions {
   recorder?: { record(name: string, digests: string[]): Promise<void> };
   /** Told when stored manifest bytes do not hash to their digest (they are answered as unknown, never served). */
   onCorruptContent?: (digest: string) => void;
+  /**
+   * The content policies and manifest validation in force (server/policies/rules.ts; read at each decision, so a
+   * SIGHUP reload applies to the next request). Absent: no policies, registry:2's default validation.
+   */
+  policies?: Policies;
 }
 
 /**
