@@ -18,6 +18,7 @@ import {
   servableMediaType,
   type Descriptor,
 } from './manifest-format.js';
+import type { Policies } from '../policies/rules.js';
 import { digestOf, isValidTag, parseDigest, tryParseDigest, validateTag, type Digest, type Reference } from './reference.js';
 
 export interface StoredManifest {
@@ -41,6 +42,8 @@ export interface ManifestHooks {
   onReferenced?(name: string, digests: string[]): Promise<void> | void;
   /** Told when stored bytes do not hash to the digest they are stored under (they are then not served). */
   onCorrupt?(digest: string): void;
+  /** The content policies and manifest validation in force (read at each decision; see server/policies/rules.ts). */
+  policies?: Policies;
 }
 
 export interface TagPage {

@@ -106,6 +106,8 @@ export class LocalRegistry implements Registry {
   readonly manifests: ManifestStore;
   /** The blob-descriptor cache behind the collector's gate, when configured. */
   readonly descriptorCache?: GatedDescriptorCache;
+  /** The content policies in force, when configured (server/policies/rules.ts). */
+  readonly policies?: Policies;
 
   constructor(readonly driver: StorageDriver, private readonly options: RegistryOptions = {}) {
     const inner =
@@ -119,7 +121,9 @@ export class LocalRegistry implements Registry {
     this.manifests = new ManifestStore(driver, this.blobs, {
       ...(recorder ? { onReferenced: (name: string, ds: string[]) => recorder.record(name, ds) } : {}),
       ...(options.onCorruptContent ? { onCorrupt: options.onCorruptContent } : {}),
+      ...(options.policies ? { policies: options.policies } : {}),
     });
+    this.policies = options.policies;
   }
 
   // The Registry operations, each done by one of the stores.
