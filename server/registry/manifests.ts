@@ -6,7 +6,7 @@
  * A manifest with a `subject` is recorded under `_referrers/<subject>` so the referrers API is a directory listing.
  */
 import { LRUCache } from 'lru-cache';
-import { PathNotFoundError, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
+import { PathNotFoundError, StorageDriverError, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
 import { BlobStore } from './blobs.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
@@ -282,12 +282,27 @@ export class ManifestStore {
         // Bytes that no longer parse have no referrers entry we could have written.
       }
     }
-    await ifExists(this.driver.delete(layout.revisionDir(name, digest)));
+    await this.removeRevisionDir(name, digest);
     // A push may have set an immutable tag to the manifest since the first look: then the delete did not happen.
     const raced = await immutableTagsNaming(this.driver, policies, name, digest);
     if (raced.length > 0) {
       await this.restoreRevision(name, digest, content);
       throw manifestDeleteDenied(digest.value, raced);
+    }
+  }
+
+  /**
+   * Remove a revision's folder. A push of the same manifest writing its link meanwhile can make a recursive removal
+   * on the filesystem fail (ENOTEMPTY); the removal is tried again, as the delete was asked first.
+   */
+  private async removeRevisionDir(name: string, digest: Digest): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await ifExists(this.driver.delete(layout.revisionDir(name, digest)));
+        return;
+      } catch (err) {
+        if (!(err instanceof StorageDriverError) || attempt >= 3) throw err;
+      }
     }
   }
 
