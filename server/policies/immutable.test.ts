@@ -15,7 +15,7 @@ import { RegistryError } from '../registry/errors.js';
 import * as layout from '../registry/layout.js';
 import { digestOf, parseDigest, parseReference } from '../registry/reference.js';
 import { LocalRegistry } from '../registry/registry.js';
-import { fixture, OCI_MANIFEST, pullsCompletely, pushImage, randomBlob, type Fixture } from '../../testing/gc-helpers.js';
+import { fixture, OCI_MANIFEST, pullsCompletely, pushImage, pushIndex, randomBlob, type Fixture } from '../../testing/gc-helpers.js';
 import { Policies } from './rules.js';
 
 const RULES = `policies:\n  immutabletags:\n    - repositories: ['release/**']\n      tags: ['v*']\n`;
@@ -232,4 +232,27 @@ test('the mirror serves a cached immutable tag that upstream moved, and warns on
   for (let i = 0; i < 3; i++) t.is((await mirror.getManifest('release/app', parseReference('v1'))).digest, first, 'the cached manifest is served');
   t.is((await mirror.getManifest('release/app', parseReference('latest'))).digest, digestOf(upstream), 'a mutable tag follows upstream');
   t.is(lines.filter((l) => l.msg.includes('immutable')).length, 1, 'one warning');
+});
+
+test('the manifests an index lists are protected while an immutable tag names the index, across a racing delete too', async (t) => {
+  const f = await setup(t);
+  const amd = await pushImage(f.registry, 'release/app', undefined, [randomBlob()]);
+  const arm = await pushImage(f.registry, 'release/app', undefined, [randomBlob()]);
+  const index = await pushIndex(f.registry, 'release/app', 'v1', [amd.manifest, arm.manifest]);
+  const err = await denied(t, f.registry.manifests.delete('release/app', parseReference(amd.manifest.digest)));
+  t.deepEqual(err.detail, { digest: amd.manifest.digest, tags: [{ tag: 'v1', rule: RULE_NAME, index: index.digest }] });
+  t.true(err.message.includes(index.digest));
+  t.true(await f.registry.manifests.hasRevision('release/app', parseDigest(amd.manifest.digest)));
+
+  // A child deleted by another replica after the index push checked its children, before the tag was set: the
+  // push writes the child's revision back.
+  const x = await pushImage(f.registry, 'release/app', undefined, [randomBlob()]);
+  const y = await pushImage(f.registry, 'release/app', undefined, [randomBlob()]);
+  const deleter = new LocalRegistry(f.driver, { policies: f.policies });
+  const pusher = new LocalRegistry(interceptOnce(f.driver, 'putContentIfAbsent', (p) => p === layout.tagCurrentLinkPath('release/app', 'v2'), async () => {
+    await deleter.manifests.delete('release/app', parseReference(x.manifest.digest));
+  }), { policies: f.policies });
+  await pushIndex(pusher, 'release/app', 'v2', [x.manifest, y.manifest]);
+  t.true(await f.registry.manifests.hasRevision('release/app', parseDigest(x.manifest.digest)), 'the child is back');
+  t.true(await pullsCompletely(f.registry, 'release/app', 'v2'));
 });

@@ -30,6 +30,8 @@ import type { ImmutableTagRule, Policies } from './rules.js';
 export interface ImmutableTag {
   tag: string;
   rule: ImmutableTagRule;
+  /** Set when the tag names an index that lists the manifest (a platform's manifest), rather than the manifest. */
+  index?: string;
 }
 
 /** The refusal of a push that would move a covered tag. */
@@ -52,10 +54,11 @@ export function tagDeleteDenied(rule: ImmutableTagRule, tag: string, current: st
 export function manifestDeleteDenied(digest: string, naming: readonly ImmutableTag[]): RegistryError {
   const first = naming[0]!;
   const others = naming.length > 1 ? ` (and ${naming.length - 1} more immutable tag${naming.length > 2 ? 's' : ''})` : '';
+  const how = first.index ? `listed by index ${first.index}, which tag ${first.tag} names` : `named by tag ${first.tag}`;
   return new RegistryError(
     'DENIED',
-    `manifest ${digest} is named by tag ${first.tag}, immutable under ${first.rule.name}${others}, and cannot be deleted`,
-    { detail: { digest, tags: naming.map((n) => ({ tag: n.tag, rule: n.rule.name })) } },
+    `manifest ${digest} is ${how}, immutable under ${first.rule.name}${others}, and cannot be deleted`,
+    { detail: { digest, tags: naming.map((n) => ({ tag: n.tag, rule: n.rule.name, ...(n.index ? { index: n.index } : {}) })) } },
   );
 }
 
@@ -113,9 +116,16 @@ export async function setImmutableTag(driver: StorageDriver, name: string, tag: 
 
 /**
  * The covered tags of `name` naming `digest` now (each tag's current link read from storage), among the tags
- * listed in storage. Empty without rules covering the repository.
+ * listed in storage, or naming an index that lists it (`childrenOf`: the manifests an index lists, [] for others).
+ * Empty without rules covering the repository.
  */
-export async function immutableTagsNaming(driver: StorageDriver, policies: Policies | undefined, name: string, digest: Digest): Promise<ImmutableTag[]> {
+export async function immutableTagsNaming(
+  driver: StorageDriver,
+  policies: Policies | undefined,
+  name: string,
+  digest: Digest,
+  childrenOf?: (index: Digest) => Promise<readonly string[]>,
+): Promise<ImmutableTag[]> {
   const rules = policies?.rules;
   if (!rules?.hasImmutableTags(name)) return [];
   const entries = (await ifExists(driver.list(layout.tagsPath(name)))) ?? [];
@@ -123,7 +133,10 @@ export async function immutableTagsNaming(driver: StorageDriver, policies: Polic
   for (const tag of entries.map(layout.baseName).sort()) {
     const rule = rules.immutableRule(name, tag);
     if (!rule) continue;
-    if ((await readLink(driver, layout.tagCurrentLinkPath(name, tag)))?.value === digest.value) found.push({ tag, rule });
+    const current = await readLink(driver, layout.tagCurrentLinkPath(name, tag));
+    if (!current) continue;
+    if (current.value === digest.value) found.push({ tag, rule });
+    else if (childrenOf && (await childrenOf(current)).includes(digest.value)) found.push({ tag, rule, index: current.value });
   }
   return found;
 }
@@ -152,5 +165,8 @@ export async function immutableTagsByDigest(driver: StorageDriver, policies: Pol
 /** Why a delete of the manifest named by these covered tags would be refused (the web UI shows it). */
 export function manifestDeleteRefusal(naming: readonly ImmutableTag[]): string | null {
   const first = naming[0];
-  return first ? `named by the immutable tag ${first.tag} (${first.rule.name})` : null;
+  if (!first) return null;
+  return first.index
+    ? `listed by the index ${first.index}, which the immutable tag ${first.tag} names (${first.rule.name})`
+    : `named by the immutable tag ${first.tag} (${first.rule.name})`;
 }

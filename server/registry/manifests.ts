@@ -19,7 +19,7 @@ import {
   type Descriptor,
 } from './manifest-format.js';
 import type { Policies } from '../policies/rules.js';
-import { immutableTagsNaming, manifestDeleteDenied, refuseMoves, setImmutableTag, tagDeleteDenied } from '../policies/immutable.js';
+import { immutableTagsNaming, manifestDeleteDenied, type ImmutableTag, refuseMoves, setImmutableTag, tagDeleteDenied } from '../policies/immutable.js';
 import { digestOf, isValidTag, parseDigest, tryParseDigest, validateTag, type Digest, type Reference } from './reference.js';
 
 export interface StoredManifest {
@@ -241,7 +241,10 @@ export class ManifestStore {
     const rule = this.hooks.policies?.rules.immutableRule(name, tag);
     if (rule) {
       await setImmutableTag(this.driver, name, tag, digest, rule);
-      if ((await this.revisionLink(name, digest)) === undefined) await this.restoreRevision(name, digest);
+      for (const d of [digest.value, ...(await this.childrenOf(digest))]) {
+        const parsed = parseDigest(d);
+        if ((await this.revisionLink(name, parsed)) === undefined) await this.restoreRevision(name, parsed);
+      }
       return;
     }
     await this.driver.putContent(layout.tagIndexLinkPath(name, tag, digest), digest.value);
@@ -266,7 +269,7 @@ export class ManifestStore {
     if (!(await this.hasRevision(name, digest))) throw manifestUnknown(name, digest.value);
     // Immutable tags naming the manifest refuse the delete before anything is removed; they are never removed below.
     const policies = this.hooks.policies;
-    const locked = await immutableTagsNaming(this.driver, policies, name, digest);
+    const locked = await this.immutableTagsNaming(name, digest);
     if (locked.length > 0) throw manifestDeleteDenied(digest.value, locked);
     const content = await this.content(digest);
     for (const tag of await this.allTags(name)) {
@@ -284,10 +287,29 @@ export class ManifestStore {
     }
     await this.removeRevisionDir(name, digest);
     // A push may have set an immutable tag to the manifest since the first look: then the delete did not happen.
-    const raced = await immutableTagsNaming(this.driver, policies, name, digest);
+    const raced = await this.immutableTagsNaming(name, digest);
     if (raced.length > 0) {
       await this.restoreRevision(name, digest, content);
       throw manifestDeleteDenied(digest.value, raced);
+    }
+  }
+
+  /**
+   * The immutable tags that keep the manifest from being deleted: those naming it, and those naming an index that
+   * lists it (server/policies/immutable.ts).
+   */
+  async immutableTagsNaming(name: string, digest: Digest): Promise<ImmutableTag[]> {
+    return immutableTagsNaming(this.driver, this.hooks.policies, name, digest, (d) => this.childrenOf(d));
+  }
+
+  /** The manifests an index lists ([] for any other manifest, or bytes that are missing or do not parse). */
+  private async childrenOf(digest: Digest): Promise<string[]> {
+    const content = await this.content(digest);
+    if (!content) return [];
+    try {
+      return parseManifest(content, undefined).manifests.map((m) => m.value);
+    } catch {
+      return [];
     }
   }
 

@@ -19,7 +19,7 @@ import type { UiAuth } from '../http/auth-setup.js';
 import type { HttpOptions } from '../http/context.js';
 import { THROTTLED_MESSAGE } from '../http/auth.js';
 import type { Notifier } from '../notifications.js';
-import { immutableTagsByDigest, immutableTagsNaming, manifestDeleteRefusal } from '../policies/immutable.js';
+import { immutableTagsByDigest, manifestDeleteRefusal } from '../policies/immutable.js';
 import { RegistryError } from '../registry/errors.js';
 import * as layout from '../registry/layout.js';
 import { isIndexType, parseManifestJson } from '../registry/manifest-format.js';
@@ -244,7 +244,7 @@ export class UiApi {
   /** `canDelete` of a manifest, and `immutableTags`/`deleteRefusal`: the immutable tags naming it refuse its delete. */
   private async manifestDeletable(ctx: Context, name: string, digest: Digest) {
     const { local } = this.deps;
-    const naming = await immutableTagsNaming(local.driver, local.policies, name, digest);
+    const naming = await local.manifests.immutableTagsNaming(name, digest);
     return {
       canDelete: naming.length === 0 && (await this.canDelete(ctx, name)),
       immutableTags: naming.map((n) => ({ tag: n.tag, rule: n.rule.name })),
