@@ -14,6 +14,7 @@ import { createDescriptorCache, type DescriptorCache } from '../cache/index.js';
 import { driverFor } from '../storage.js';
 import { metricsText, newStats, startProgress, summaryText } from './report.js';
 import { ProxyExpiry } from './proxy-expiry.js';
+import { PolicyRules } from '../policies/rules.js';
 import { GcRedisUnavailableError, workerGcState, type WorkerGcState } from './redis-state.js';
 import { LockBusyError, LockLostError } from './state.js';
 import { DEFAULT_GRACE_MS, DEFAULT_UPLOAD_AGE_MS, collectGarbage, type GcOptions } from './worker.js';
@@ -94,7 +95,7 @@ export function sharedStateOptions(gc: WorkerGcState, cache?: DescriptorCache): 
 }
 
 /** One run with output; resolves to the exit code. */
-async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig): Promise<number> {
+async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig, rules?: PolicyRules): Promise<number> {
   const stats = newStats(o.dryRun);
   const listing = o.dryRun && !o.quiet ? (kind: string, what: string) => void process.stdout.write(`would delete ${kind} ${what}\n`) : undefined;
   const stopProgress = o.quiet ? () => {} : startProgress(stats, process.stderr);
@@ -109,7 +110,7 @@ async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcS
       ...sharedStateOptions(gc, cache),
       onDelete: listing,
       // A mirror's cached content past its upstream's TTL (docs/mirror.md).
-      expiry: proxy ? new ProxyExpiry(driver, proxy, { dryRun: o.dryRun, stats, note: listing }) : undefined,
+      expiry: proxy ? new ProxyExpiry(driver, proxy, { dryRun: o.dryRun, stats, note: listing, ...(rules ? { policies: rules } : {}) }) : undefined,
     });
     stopProgress();
     process.stdout.write(summaryText(stats));
@@ -149,15 +150,15 @@ export async function garbageCollectCommand(config: WharfConfig, o: GcCommandOpt
     return 1;
   }
   try {
-    return await runCommand(driver, o, gc, cache, config.proxy);
+    return await runCommand(driver, o, gc, cache, config.proxy, new PolicyRules(config));
   } finally {
     await gc.close();
     await cache?.close();
   }
 }
 
-async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig): Promise<number> {
-  if (o.everyMs === undefined) return runOnce(driver, o, gc, cache, proxy);
+async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig, rules?: PolicyRules): Promise<number> {
+  if (o.everyMs === undefined) return runOnce(driver, o, gc, cache, proxy, rules);
   let stopping = false;
   let wake: () => void = () => {};
   const stop = () => {
@@ -168,7 +169,7 @@ async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: Worker
   process.on('SIGINT', stop);
   let last = 0;
   while (!stopping) {
-    last = await runOnce(driver, o, gc, cache, proxy);
+    last = await runOnce(driver, o, gc, cache, proxy, rules);
     if (stopping) break;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, o.everyMs);

@@ -72,6 +72,7 @@ function Body({ session, name, reference, m, onDelete }: { session: Session; nam
         <RawJson value={m.raw} label="manifest JSON" />
         {m.config && m.config.raw !== null && m.config.raw !== undefined && <RawJson value={m.config.raw} label="config JSON" />}
       </section>
+      {m.deleteRefusal && session.deleteEnabled && <p class="muted">This manifest cannot be deleted: it is {m.deleteRefusal}.</p>}
       {mayOfferDelete(session, m.canDelete) && (
         <section aria-labelledby="delete-title">
           <h2 id="delete-title">Delete</h2>
