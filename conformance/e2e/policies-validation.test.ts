@@ -3,7 +3,7 @@
  * Ceph RADOS Gateway for the file): foreign-layer URLs (`validation.manifests.urls`) and sparse indexes
  * (`validation.manifests.indexes`), with what must cope with a sparse index (pulls, referrers, the web UI, the
  * garbage collector, DELETE), the conformance suite's sparse-index checks, a SIGHUP reload, and skopeo pushing an
- * index without all its platforms.
+ * index without all its platforms, and two replicas racing the garbage collector.
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
@@ -233,4 +233,58 @@ test('skopeo --multi-arch=index-only with one platform pushed: accepted under pl
   const refused = await skopeo('copy', '--dest-tls-verify=false', '--multi-arch=index-only', `oci:${layout}:multi`, `docker://${all.host}/multi/app:latest`);
   t.not(refused.code, 0);
   t.regex(refused.stderr, /manifest blob unknown|MANIFEST_BLOB_UNKNOWN/i);
+});
+
+test('two replicas under platforms: list, racing the garbage collector: an accepted index never loses a listed child', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'wharf-validation-replicas-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const root = join(dir, 'data');
+  const validation = { manifests: { indexes: { platforms: 'list', platformlist: [{ os: 'linux', architecture: 'amd64' }] } } };
+  const [a, b] = await Promise.all([0, 1].map(() => startWharf({ rootDirectory: root, config: { validation } })));
+  t.teardown(async () => { await Promise.all([a!.stop(), b!.stop()]); });
+  const gcConfig = await configFileFor({ filesystem: { rootdirectory: root }, delete: { enabled: true } }, join(dir, 'gc.yml'));
+
+  // The collector runs again and again with no grace period, deleting untagged manifests, while A pushes an untagged
+  // amd64 image and B an index naming it and an arm64 child nobody pushed.
+  let pushing = true;
+  let collections = 0;
+  const collector = (async () => {
+    while (pushing) {
+      const gc = await runWharf(['garbage-collect', gcConfig, '--delete-untagged', '--grace', '0s', '--quiet']);
+      if (gc.code !== 0) throw new Error(`garbage-collect failed: ${gc.stderr}`);
+      collections++;
+    }
+  })();
+  const accepted: { tag: string; child: Pushed }[] = [];
+  let refused = 0;
+  try {
+    for (let i = 0; i < 12 || (collections < 2 && i < 60); i++) {
+      let child: Pushed | undefined;
+      // A child whose blobs the collector took between upload and manifest is pushed again, as a client would.
+      for (let attempt = 0; !child && attempt < 5; attempt++) child = await pushImage(a!.url, 'multi/app', undefined).catch(() => undefined);
+      if (!child) throw new Error('the child image could not be pushed in 5 attempts');
+      const answer = await put(b!.url, 'multi/app', `v${i}`, sparseIndex(child).body, OCI_INDEX);
+      if (answer.status === 201) accepted.push({ tag: `v${i}`, child });
+      else {
+        // The listed child was collected before the check: refused, never accepted without it.
+        t.is(answer.json.errors[0].code, 'MANIFEST_BLOB_UNKNOWN');
+        refused++;
+      }
+    }
+  } finally {
+    pushing = false;
+    await collector;
+  }
+  const last = await runWharf(['garbage-collect', gcConfig, '--delete-untagged', '--grace', '0s']);
+  t.is(last.code, 0, last.stderr);
+  t.notRegex(last.stdout + last.stderr, /have no content/);
+  t.true(accepted.length > 0, `refused ${refused}`);
+  for (const { tag, child } of accepted) {
+    for (const replica of [a!, b!]) {
+      t.is((await call(replica.url, `/v2/multi/app/manifests/${tag}`)).status, 200, tag);
+      t.is((await call(replica.url, `/v2/multi/app/manifests/${child.digest}`)).status, 200, `${tag}'s amd64 child`);
+    }
+    for (const blob of Object.keys(child.blobs)) t.is((await call(a!.url, `/v2/multi/app/blobs/${blob}`, { method: 'HEAD' })).status, 200, `${tag}: ${blob}`);
+  }
+  t.log(`${accepted.length} indexes accepted, ${refused} refused, ${collections} collections during the pushes`);
 });
