@@ -20,6 +20,7 @@ import {
 } from './manifest-format.js';
 import type { Policies } from '../policies/rules.js';
 import { immutableTagsNaming, manifestDeleteDenied, type ImmutableTag, refuseMoves, setImmutableTag, tagDeleteDenied } from '../policies/immutable.js';
+import { validateManifest } from '../policies/validation.js';
 import { digestOf, isValidTag, parseDigest, tryParseDigest, validateTag, type Digest, type Reference } from './reference.js';
 
 export interface StoredManifest {
@@ -176,8 +177,9 @@ export class ManifestStore {
 
   /**
    * Store a manifest. `ref` is the tag or digest of the URL; `extraTags` come from `?tag=` (digest pushes only).
-   * Validation: JSON and media type (MANIFEST_INVALID), the URL digest matches the bytes (DIGEST_INVALID), every
-   * referenced blob and child manifest is in this repository (MANIFEST_BLOB_UNKNOWN). The subject need not exist.
+   * Validation: JSON and media type (MANIFEST_INVALID), layer URLs (`validation.manifests.urls`, MANIFEST_INVALID),
+   * the URL digest matches the bytes (DIGEST_INVALID), every referenced blob, and every child manifest
+   * `validation.manifests.indexes` requires, is in this repository (MANIFEST_BLOB_UNKNOWN). The subject need not exist.
    */
   async put(
     name: string,
@@ -187,6 +189,8 @@ export class ManifestStore {
     extraTags: string[] = [],
   ): Promise<PutManifestResult> {
     const parsed = parseManifest(content, contentType);
+    // validation.manifests: layer URLs (MANIFEST_INVALID), and which blobs and index children must exist here.
+    const required = validateManifest(parsed, this.hooks.policies?.rules.manifests);
     const algorithm = ref.kind === 'digest' ? ref.digest.algorithm : 'sha256';
     const digest = parseDigest(digestOf(content, algorithm));
     if (ref.kind === 'digest' && ref.digest.value !== digest.value) {
@@ -203,13 +207,13 @@ export class ManifestStore {
     await this.hooks.onReferenced?.(name, [digest.value, ...parsed.blobs.map((b) => b.value), ...parsed.manifests.map((m) => m.value)]);
     const missing: string[] = [];
     let supplyEmptyConfig: Digest | undefined;
-    for (const blob of parsed.blobs) {
+    for (const blob of required.blobs) {
       if ((await this.blobs.isLinked(name, blob)) && (await this.blobs.statContent(blob))) continue;
       // Artifacts use the empty JSON `{}` as config; we know its bytes, so we can supply it when it was not pushed.
       if (blob.value === EMPTY_JSON_DIGEST && parsed.emptyConfig) supplyEmptyConfig = blob;
       else missing.push(blob.value);
     }
-    for (const child of parsed.manifests) {
+    for (const child of required.manifests) {
       if (!(await this.hasRevision(name, child))) missing.push(child.value);
     }
     if (missing.length > 0) {

@@ -536,12 +536,16 @@ export class UiApi {
     const summary = await this.summary(name, digest);
     const index = isIndexType(m.mediaType);
     const subject = descriptors([doc.subject])[0] ?? null;
-    const children = index
-      ? descriptors(doc.manifests).map((c) => ({
-          digest: c.digest, mediaType: c.mediaType, size: c.size, platform: platformOf(c.platform) ?? null,
-          artifactType: c.artifactType ?? null, annotations: c.annotations ?? {},
-        }))
-      : [];
+    const children = [];
+    for (const c of index ? descriptors(doc.manifests) : []) {
+      // A sparse index (validation.manifests.indexes) may name children the repository does not hold.
+      const d = tryParseDigest(c.digest);
+      const missing = !d || !(await this.deps.local.manifests.hasRevision(name, d));
+      children.push({
+        digest: c.digest, mediaType: c.mediaType, size: c.size, platform: platformOf(c.platform) ?? null,
+        artifactType: c.artifactType ?? null, annotations: c.annotations ?? {}, missing,
+      });
+    }
     let config: Record<string, unknown> | null = null;
     let layers: { digest: string; mediaType: string; size: number; createdBy: string | null }[] = [];
     if (!index) {

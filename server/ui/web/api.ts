@@ -64,6 +64,8 @@ export interface Child {
   mediaType: string;
   size: number;
   platform: Platform | null;
+  /** The repository does not hold this child (a sparse index). */
+  missing?: boolean;
 }
 
 export interface ImageConfig {
