@@ -201,7 +201,7 @@ test('SIGHUP: a changed validation.manifests applies to the next push', async (t
   t.is(wharf.process.exitCode, null);
 
   // And back: the old rules return with the next reload.
-  config.validation.manifests = { indexes: { platforms: 'all' } };
+  config.validation.manifests = { urls: { allow: ALLOW, deny: DENY }, indexes: { platforms: 'all' } };
   await writeFile(configPath, stringify(config));
   wharf.process.kill('SIGHUP');
   const other = sparseIndex(present);

@@ -6,7 +6,7 @@
  * moment of the push); the existence checks themselves stay in the manifest store.
  *
  * Foreign-layer URLs follow registry:2: every URL must be an absolute http(s) URL without a fragment, match one
- * `allow` expression and no `deny` expression (with no `allow` list, no URL is accepted); `validation.disabled`
+ * `allow` expression (when there is an `allow` list) and no `deny` expression; `validation.disabled`
  * drops the allow/deny lists but keeps the syntax check. A Docker foreign layer must carry URLs. Index children
  * follow distribution v3's `indexes.platforms`.
  */
@@ -43,8 +43,8 @@ export function urlProblem(url: string, urls: ManifestValidation['urls']): strin
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return `has scheme ${parsed.protocol.replace(/:$/, '')}; only http and https are accepted`;
   if (parsed.hash !== '') return 'has a fragment (#...), which layer URLs may not carry';
   if (!urls) return undefined;
-  if (urls.allow.length === 0) return 'is not allowed: validation.manifests.urls.allow is empty, so no layer URL is accepted';
-  if (!urls.allow.some((re) => re.test(url))) return 'is not allowed: it matches no validation.manifests.urls.allow expression';
+  // No allow list: every URL is allowed that no deny expression matches (what registry:2 does).
+  if (urls.allow.length > 0 && !urls.allow.some((re) => re.test(url))) return 'is not allowed: it matches no validation.manifests.urls.allow expression';
   const denied = urls.deny.find((re) => re.test(url));
   if (denied) return `is denied by validation.manifests.urls.deny expression ${JSON.stringify(denied.source)}`;
   return undefined;
