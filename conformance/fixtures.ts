@@ -47,6 +47,7 @@ export interface Descriptor {
   size: number;
   artifactType?: string;
   annotations?: Record<string, string>;
+  urls?: string[];
   platform?: { architecture: string; os: string };
 }
 

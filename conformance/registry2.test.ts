@@ -33,6 +33,7 @@ const KNOWN_FAILURES: Record<string, string> = {
   manifestPutWithSeveralTags: 'no ?tag= support (spec main branch)',
   uploadToInvalidNameIsNameInvalid: 'invalid names do not route: plain-text 404',
   sha512ManifestByDigest: 'verifies a manifest PUT against its sha256 digest only: DIGEST_INVALID',
+  nonDistributableLayersWithUrlsNeedNotBePushed: 'refuses layer URLs by default with 500 UNKNOWN (plus MANIFEST_BLOB_UNKNOWN), not MANIFEST_INVALID',
   // discovery
   tagsListWithN: 'no tag pagination in 2.8',
   tagsListWithNZero: 'no tag pagination in 2.8',

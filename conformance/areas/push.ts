@@ -508,6 +508,30 @@ push.add({ level: 'required', spec: 'spec.md § Push ("MUST initially accept …
     await pushArtifact(ctx.client, repo, { artifactType: 'application/vnd.conformance.sig', subject });
   });
 
+push.add({ level: 'optional', spec: 'image-spec layer.md (non-distributable layers, urls): accepted without their blobs, or refused with MANIFEST_INVALID; OCI conformance data "nondistributable"' },
+  async function nonDistributableLayersWithUrlsNeedNotBePushed(ctx) {
+    const repo = ctx.repo();
+    const config = await pushBlob(ctx.client, repo, ociConfigBlob(), { mediaType: MediaType.ociConfig });
+    const layer = await pushBlob(ctx.client, repo, randomBlob(100), { mediaType: MediaType.ociLayer });
+    const foreign = (mediaType: string): Descriptor => {
+      const digest = unknownDigest();
+      return { mediaType, digest, size: 12345, urls: [`https://store.example.com/blobs/sha256/${digest.slice('sha256:'.length)}`] };
+    };
+    const manifest = imageManifest({
+      config,
+      layers: [foreign('application/vnd.oci.image.layer.nondistributable.v1.tar+gzip'), foreign('application/vnd.oci.image.layer.nondistributable.v1.tar'), layer],
+    });
+    // A registry may refuse layer URLs by configuration (registry:2 and Wharf do by default): then MANIFEST_INVALID.
+    const res = await putManifest(ctx.client, repo, 'non-distributable', manifest);
+    if (res.status !== 201) {
+      expectError(res, 400, 'MANIFEST_INVALID');
+      return;
+    }
+    const got = await ctx.client.request('GET', `/v2/${repo}/manifests/non-distributable`, { headers: { accept: MediaType.ociManifest } });
+    expectStatus(got, 200);
+    expectBody(got, manifest.body);
+  });
+
 /** A manifest whose `missing` part points at a blob nobody pushed. */
 async function manifestMissing(ctx: Context, repo: string, missing: 'layer' | 'config') {
   const config = await pushBlob(ctx.client, repo, ociConfigBlob(), { mediaType: MediaType.ociConfig });

@@ -52,8 +52,8 @@ test('layer URLs: absolute http(s) without a fragment, matching allow and not de
   t.regex(urlProblem('ftp://cdn.example.com/x', urls)!, /scheme ftp/);
   t.regex(urlProblem('https://cdn.example.com/x#frag', urls)!, /fragment/);
   t.regex(urlProblem('/relative/path', urls)!, /not an absolute URL/);
-  // registry:2 (what its code does): with no allow list every URL is accepted that no deny expression matches.
-  t.is(urlProblem('https://cdn.example.com/x', policies('').rules.manifests.urls), undefined);
+  // registry:2 (what its code does): with neither list no URL is accepted; a deny list alone refuses only what it denies.
+  t.regex(urlProblem('https://cdn.example.com/x', policies('').rules.manifests.urls)!, /no allow list/);
   const denyOnly = policies(`validation:\n  manifests:\n    urls:\n      deny: ['^https?://internal\\.']\n`).rules.manifests.urls;
   t.is(urlProblem('https://cdn.example.com/x', denyOnly), undefined);
   t.regex(urlProblem('https://internal.example.com/x', denyOnly)!, /denied by/);

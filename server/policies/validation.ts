@@ -6,7 +6,8 @@
  * moment of the push); the existence checks themselves stay in the manifest store.
  *
  * Foreign-layer URLs follow registry:2: every URL must be an absolute http(s) URL without a fragment, match one
- * `allow` expression (when there is an `allow` list) and no `deny` expression; `validation.disabled`
+ * `allow` expression and no `deny` expression, where neither list given accepts no URL and a `deny` list alone
+ * accepts every URL it does not deny (registry:2's code); `validation.disabled`
  * drops the allow/deny lists but keeps the syntax check. A Docker foreign layer must carry URLs. Index children
  * follow distribution v3's `indexes.platforms`.
  */
@@ -43,7 +44,8 @@ export function urlProblem(url: string, urls: ManifestValidation['urls']): strin
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return `has scheme ${parsed.protocol.replace(/:$/, '')}; only http and https are accepted`;
   if (parsed.hash !== '') return 'has a fragment (#...), which layer URLs may not carry';
   if (!urls) return undefined;
-  // No allow list: every URL is allowed that no deny expression matches (what registry:2 does).
+  // registry:2's rules: with neither list, no URL is accepted; with only a deny list, every URL it does not deny is.
+  if (urls.allow.length === 0 && urls.deny.length === 0) return 'is not allowed: validation.manifests.urls has no allow list, so no layer URL is accepted';
   if (urls.allow.length > 0 && !urls.allow.some((re) => re.test(url))) return 'is not allowed: it matches no validation.manifests.urls.allow expression';
   const denied = urls.deny.find((re) => re.test(url));
   if (denied) return `is denied by validation.manifests.urls.deny expression ${JSON.stringify(denied.source)}`;
