@@ -7,6 +7,7 @@
  *   wharf config check <config.yml>   validate a configuration file and print its warnings
  *   wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <d>] [--upload-age <d>] [--quiet]
  *                                      [--every <d>] [--metrics-file <path>]   remove unreferenced content (server/gc)
+ *   wharf retention <config.yml> [--dry-run] [--quiet]   apply policies.retention only (server/policies/retention-run.ts)
  *
  * Exit codes: 0 success, 1 runtime failure, 2 invalid usage or configuration.
  *
@@ -14,7 +15,7 @@
  * as a command.
  */
 import { ConfigError, loadConfig, type WharfConfig } from './config/index.js';
-import { GC_USAGE, UsageError, garbageCollectCommand, parseGcArgs } from './gc/command.js';
+import { GC_USAGE, RETENTION_USAGE, UsageError, garbageCollectCommand, parseGcArgs, parseRetentionArgs, retentionCommand } from './gc/command.js';
 import { isWorker, parseWorkers, reportListening, runPrimary } from './cluster.js';
 import { createLogger } from './logging.js';
 import { startServer } from './main.js';
@@ -25,6 +26,7 @@ const USAGE = `usage:
   wharf config check <config.yml>
   wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <duration>] [--upload-age <duration>]
                         [--quiet] [--every <duration>] [--metrics-file <path>]
+  wharf retention <config.yml> [--dry-run] [--quiet]
 `;
 
 async function load(path: string | undefined): Promise<{ config: WharfConfig; warnings: string[] }> {
@@ -144,6 +146,20 @@ async function garbageCollect(args: string[]): Promise<void> {
   process.exitCode = await garbageCollectCommand(config, options);
 }
 
+async function retention(args: string[]): Promise<void> {
+  let options: ReturnType<typeof parseRetentionArgs>;
+  try {
+    options = parseRetentionArgs(args);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`wharf: ${err.message}\n${RETENTION_USAGE}`);
+    process.exit(2);
+  }
+  const { config, warnings } = await load(options.configPath);
+  if (!options.quiet) for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
+  process.exitCode = await retentionCommand(config, options);
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -154,6 +170,8 @@ async function main(argv: string[]): Promise<void> {
       break;
     case 'garbage-collect':
       return garbageCollect(rest);
+    case 'retention':
+      return retention(rest);
     case '--help':
     case '-h':
     case 'help':
