@@ -24,6 +24,8 @@ export const UNIT_TESTS = [
   'server/gc/proxy-expiry.test.ts',
   'server/http/blobs.test.ts',
   'server/logging.test.ts',
+  'server/policies/retention-run.test.ts',
+  'server/policies/retention.test.ts',
   'server/proxy/mirror.test.ts',
   'server/registry/purge.test.ts',
   'server/registry/reference.test.ts',

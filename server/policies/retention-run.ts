@@ -32,7 +32,7 @@ import { ManifestStore } from '../registry/manifests.js';
 import { blobContent, scanRepository, tagLink, type LinkEntry, type RepositoryScan } from '../registry/scan.js';
 import type { Policies, PolicyRules, RetentionRule } from './rules.js';
 import { forgetPull, readPulls } from './pulls.js';
-import { decideRetention, type ManifestState, type RetentionPlan, type TagState } from './retention.js';
+import { decideRetention, stillUnneeded, type ManifestState, type RetentionPlan, type TagState } from './retention.js';
 
 export interface RetentionStats {
   retentionRepositories: number;
@@ -103,7 +103,7 @@ export async function retentionInput(driver: StorageDriver, scan: RepositoryScan
 /** Decide for one repository (no deletes). Undefined when no rule covers it. */
 export async function planRepository(
   driver: StorageDriver, rules: PolicyRules, name: string, now: number,
-): Promise<{ rule: RetentionRule; scan: RepositoryScan; plan: RetentionPlan } | undefined> {
+): Promise<{ rule: RetentionRule; scan: RepositoryScan; plan: RetentionPlan; manifests: ManifestState[]; now: number } | undefined> {
   const rule = rules.retentionFor(name);
   if (!rule) return undefined;
   const scan = await scanRepository(driver, name);
@@ -112,7 +112,7 @@ export async function planRepository(
   const plan = decideRetention({
     rule, now, tags, manifests, pulls, immutable: (tag) => rules.immutableRule(name, tag)?.name,
   });
-  return { rule, scan, plan };
+  return { rule, scan, plan, manifests, now };
 }
 
 /** Apply retention to one repository. */
@@ -121,7 +121,7 @@ export async function retainRepository(ctx: RetentionContext, name: string): Pro
   // The rules in force now (a SIGHUP only concerns servers; the command read its configuration once).
   const planned = await planRepository(driver, ctx.policies.rules, name, (ctx.now ?? Date.now)());
   if (!planned) return;
-  const { rule, scan, plan } = planned;
+  const { rule, scan, plan, manifests, now } = planned;
   stats.retentionRepositories++;
   const store = new ManifestStore(driver, new BlobStore(driver), { policies: ctx.policies });
 
@@ -162,11 +162,13 @@ export async function retainRepository(ctx: RetentionContext, name: string): Pro
   }
 
   if (plan.deleteManifests.length === 0) return;
-  // No tag may name what goes: re-read them all (a push tagging one of these meanwhile is also caught by the sweeper).
-  const tagged = new Set<string>();
+  // Re-read the tags: what they name now (a tag this run kept after all, or one pushed meanwhile) keeps its closure.
+  // A push tagging one of these after this read is caught by the sweeper's live-set looks.
+  let unneeded = new Set(plan.deleteManifests.map((m) => m.digest));
   if (!ctx.dryRun) {
     await ctx.verify();
-    for (const tag of (await scanRepository(driver, name)).tags.values()) tagged.add(tag);
+    const tagsNow = (await scanRepository(driver, name)).tags.values();
+    unneeded = stillUnneeded([...unneeded], manifests, tagsNow, now, rule.untaggedOlderThanMs ?? 0);
   }
   const referrerLinks = new Map<string, LinkEntry>();
   for (const refs of scan.referrers.values()) for (const [d, link] of refs) referrerLinks.set(d, link);
@@ -174,8 +176,8 @@ export async function retainRepository(ctx: RetentionContext, name: string): Pro
   const doomed: { path: string; digest: string; keep?: string }[] = [];
   for (const { digest } of plan.deleteManifests) {
     const revision = scan.revisions.get(digest);
-    if (!revision || tagged.has(digest)) {
-      if (tagged.has(digest)) stats.retentionSkipped++;
+    if (!revision || !unneeded.has(digest)) {
+      if (revision) stats.retentionSkipped++;
       continue;
     }
     doomed.push({ path: revision.path, digest, keep: revision.keep });

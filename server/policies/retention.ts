@@ -116,31 +116,14 @@ export function decideRetention(input: RetentionInput): RetentionPlan {
     return { ...t, keep: false, reason: why.join('; ') };
   });
 
-  const manifests = new Map(input.manifests.map((m) => [m.digest, m]));
-  const referrersOf = new Map<string, string[]>();
-  for (const m of input.manifests) {
-    if (m.subject === undefined) continue;
-    const list = referrersOf.get(m.subject) ?? [];
-    list.push(m.digest);
-    referrersOf.set(m.subject, list);
-  }
   const untaggedBound = rule.untaggedOlderThanMs;
-  const kept = new Set<string>();
-  const addClosure = (roots: Iterable<string>) => {
-    const queue = [...roots];
-    while (queue.length > 0) {
-      const d = queue.pop()!;
-      if (kept.has(d)) continue;
-      kept.add(d);
-      for (const c of manifests.get(d)?.children ?? []) queue.push(c);
-      for (const r of referrersOf.get(d) ?? []) queue.push(r);
-    }
-  };
+  const closure = keptClosure(input.manifests);
+  const kept = closure.kept;
   const roots = verdicts.filter((v) => v.keep).map((v) => v.digest);
   if (untaggedBound !== undefined) {
     for (const m of input.manifests) if (now - m.createdAt < untaggedBound) roots.push(m.digest);
   }
-  addClosure(roots);
+  closure.add(roots);
   // A referrers-schema tag of a kept manifest stays (repeated: what it names may make another such tag's subject kept).
   for (let changed = true; changed;) {
     changed = false;
@@ -150,7 +133,7 @@ export function decideRetention(input: RetentionInput): RetentionPlan {
       if (subject === undefined || !kept.has(subject)) continue;
       v.keep = true;
       v.reason = `referrers tag of kept manifest ${subject}`;
-      addClosure([v.digest]);
+      closure.add([v.digest]);
       changed = true;
     }
   }
@@ -170,4 +153,43 @@ export function decideRetention(input: RetentionInput): RetentionPlan {
     }
   }
   return { tags: verdicts, deleteTags, deleteManifests, kept };
+}
+
+/** The closure over index children and referrers, grown by `add(roots)`. */
+function keptClosure(manifests: readonly ManifestState[]): { kept: Set<string>; add(roots: Iterable<string>): void } {
+  const byDigest = new Map(manifests.map((m) => [m.digest, m]));
+  const referrersOf = new Map<string, string[]>();
+  for (const m of manifests) {
+    if (m.subject === undefined) continue;
+    const list = referrersOf.get(m.subject) ?? [];
+    list.push(m.digest);
+    referrersOf.set(m.subject, list);
+  }
+  const kept = new Set<string>();
+  return {
+    kept,
+    add(roots) {
+      const queue = [...roots];
+      while (queue.length > 0) {
+        const d = queue.pop()!;
+        if (kept.has(d)) continue;
+        kept.add(d);
+        for (const c of byDigest.get(d)?.children ?? []) queue.push(c);
+        for (const r of referrersOf.get(d) ?? []) queue.push(r);
+      }
+    },
+  };
+}
+
+/**
+ * Which of `candidates` (untagged revisions the plan would delete) may still go once the tags are re-read right
+ * before deleting: those outside the closure of what the tags name now and of the young revisions. A tag the run
+ * did not delete after all (it moved, a push touched the repository) or a tag pushed meanwhile keeps what it needs.
+ */
+export function stillUnneeded(
+  candidates: readonly string[], manifests: readonly ManifestState[], tagDigests: Iterable<string>, now: number, olderThanMs: number,
+): Set<string> {
+  const closure = keptClosure(manifests);
+  closure.add([...tagDigests, ...manifests.filter((m) => now - m.createdAt < olderThanMs).map((m) => m.digest)]);
+  return new Set(candidates.filter((d) => !closure.kept.has(d)));
 }
