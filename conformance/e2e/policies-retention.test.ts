@@ -5,7 +5,8 @@
  * (lists with reasons, deletes nothing) and `wharf garbage-collect` (retention as its own phase, then the collection):
  * tags neither pulled nor kept go with their manifests and blobs, while pulled, kept, immutable and other
  * repositories' images, a kept index's children and a kept image's signature stay, and skopeo copies a kept image.
- * A last test races pushes and re-tags against `wharf retention` and checks every pushed image stays complete.
+ * The last tests race pushes and re-tags against `wharf retention` (lock and live set in storage, then in Redis) and
+ * check every pushed image stays complete.
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
@@ -24,6 +25,7 @@ import { ageAll, runWharf } from '../../testing/gc-helpers.js';
 import { startWharf, type RunningWharf } from '../../testing/harness.js';
 import { skopeo } from '../../testing/e2e/upstream.js';
 import { waitFor } from '../../testing/helpers.js';
+import { startRedis } from '../../testing/redis-test-server.js';
 import { startS3TestServer, type S3TestServer } from '../../testing/s3-test-server.js';
 import { OCI_INDEX, OCI_MANIFEST, call, pushArtifact, pushImage, pushIndex, putManifest, type Pushed } from '../../testing/ui-fixtures.js';
 
@@ -76,15 +78,15 @@ async function s3Storage(): Promise<Storage> {
   };
 }
 
-async function replica(t: { teardown(fn: () => Promise<unknown>): void }, storage: Storage): Promise<RunningWharf> {
-  const w = await startWharf({ config: { storage: { ...storage.section, delete: { enabled: true } } }, env: ENV });
+async function replica(t: { teardown(fn: () => Promise<unknown>): void }, storage: Storage, extra: Record<string, unknown> = {}): Promise<RunningWharf> {
+  const w = await startWharf({ config: { storage: { ...storage.section, delete: { enabled: true } }, ...extra }, env: ENV });
   t.teardown(() => w.stop());
   return w;
 }
 
-async function configFile(storage: Storage): Promise<string> {
+async function configFile(storage: Storage, extra: Record<string, unknown> = {}): Promise<string> {
   const path = join(storage.dir, 'retention.yml');
-  await writeFile(path, stringify({ version: '0.1', log: { level: 'warn' }, storage: storage.section, policies: POLICIES }));
+  await writeFile(path, stringify({ version: '0.1', log: { level: 'warn' }, storage: storage.section, policies: POLICIES, ...extra }));
   return path;
 }
 
@@ -166,10 +168,10 @@ test('S3 (Ceph RGW), two replicas: the same', async (t) => {
   await scenario(t, await s3Storage());
 });
 
-test('pushes and re-tags racing `wharf retention` leave every pushed image complete', async (t) => {
+async function race(t: ExecutionContext, extra: Record<string, unknown> = {}): Promise<void> {
   const storage = await filesystemStorage();
   t.teardown(() => storage.remove());
-  const w = await replica(t, storage);
+  const w = await replica(t, storage, extra);
   const repo = 'ci/race';
   // Old candidates: tags nobody pulled, and untagged images; a quiet repository shows the run did delete.
   const orphans: Pushed[] = [];
@@ -179,7 +181,7 @@ test('pushes and re-tags racing `wharf retention` leave every pushed image compl
   }
   await pushImage(w.url, 'ci/quiet', 'stale', { layers: [200] });
   await storage.age!(10 * DAY);
-  const config = await configFile(storage);
+  const config = await configFile(storage, extra);
 
   const retention = runWharf(['retention', config]);
   let done = false;
@@ -202,6 +204,8 @@ test('pushes and re-tags racing `wharf retention` leave every pushed image compl
   const run = await retention;
   t.is(run.code, 0, run.stderr);
   t.regex(run.stdout, /deleted tag ci\/quiet:stale /);
+  // The servers' records (in storage or Redis) reached the run: the raced repository kept its tags.
+  t.regex(run.stderr, /kept ci\/race:stale-\d+: a server wrote into the repository during this run/);
   // Each re-tag and each stale tag's last push is still there and complete (`latest` names the last index).
   const last = new Map(pushed.map((p) => [p.ref, p.image]));
   for (const [ref, image] of last) {
@@ -215,4 +219,12 @@ test('pushes and re-tags racing `wharf retention` leave every pushed image compl
   for (const image of last.values()) {
     for (const child of (image as Pushed & { children?: Pushed[] }).children ?? []) t.is(await status(w.url, repo, child.digest), 200, child.digest);
   }
+}
+
+test('pushes and re-tags racing `wharf retention` leave every pushed image complete', (t) => race(t));
+
+test('the same with the lock and live set in Redis', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  await race(t, { redis: { addr: redis.host } });
 });
