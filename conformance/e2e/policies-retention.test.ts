@@ -9,6 +9,7 @@
  * check every pushed image stays complete.
  */
 import test, { type ExecutionContext } from 'ava';
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -22,7 +23,7 @@ import * as layout from '../../server/registry/layout.js';
 import { parseDigest } from '../../server/registry/reference.js';
 import { readPulls } from '../../server/policies/pulls.js';
 import { ageAll, runWharf } from '../../testing/gc-helpers.js';
-import { startWharf, type RunningWharf } from '../../testing/harness.js';
+import { CLI_PATH, startWharf, type RunningWharf } from '../../testing/harness.js';
 import { skopeo } from '../../testing/e2e/upstream.js';
 import { waitFor } from '../../testing/helpers.js';
 import { startRedis } from '../../testing/redis-test-server.js';
@@ -179,14 +180,39 @@ async function race(t: ExecutionContext, extra: Record<string, unknown> = {}): P
     await pushImage(w.url, repo, `stale-${i}`, { layers: [200] });
     orphans.push(await pushImage(w.url, repo, undefined, { layers: [200] }));
   }
+  // More untagged images, re-tagged all at once at the worst moment: when the run has just finished `ci/quiet` (the
+  // repository before `ci/race`) and is about to delete `ci/race`'s untagged manifests.
+  const late: { image: Pushed; bytes: string }[] = [];
+  for (let i = 0; i < 12; i++) {
+    const image = await pushImage(w.url, repo, undefined, { layers: [100] });
+    late.push({ image, bytes: (await call(w.url, `/v2/${repo}/manifests/${image.digest}`, { headers: { Accept: OCI_MANIFEST } })).text });
+  }
   await pushImage(w.url, 'ci/quiet', 'stale', { layers: [200] });
   await storage.age!(10 * DAY);
   const config = await configFile(storage, extra);
 
-  const retention = runWharf(['retention', config]);
+  const pushed: { ref: string; image: Pushed }[] = [];
+  let burst: Promise<unknown> = Promise.resolve();
+  const retention = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI_PATH, 'retention', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      const first = !stdout.includes('ci/quiet:stale');
+      stdout += d;
+      if (first && stdout.includes('ci/quiet:stale')) {
+        burst = Promise.all(late.map(async ({ image, bytes }, i) => {
+          await putManifest(w.url, repo, `late-${i}`, Buffer.from(bytes), OCI_MANIFEST);
+          pushed.push({ ref: `late-${i}`, image });
+        }));
+      }
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    child.once('error', reject);
+    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+  });
   let done = false;
   void retention.then(() => { done = true; });
-  const pushed: { ref: string; image: Pushed }[] = [];
   // While it runs (its lock wait included): new images and indexes under kept tags, old untagged images re-tagged,
   // and stale tags re-pushed to new images.
   for (let i = 0; !done; i++) {
@@ -202,7 +228,9 @@ async function race(t: ExecutionContext, extra: Record<string, unknown> = {}): P
     pushed.push({ ref: 'latest', image: index });
   }
   const run = await retention;
+  await burst;
   t.is(run.code, 0, run.stderr);
+  t.true(pushed.some((p) => p.ref.startsWith('late-')), 'the late re-tags ran');
   t.regex(run.stdout, /deleted tag ci\/quiet:stale /);
   // The servers' records (in storage or Redis) reached the run: the raced repository kept its tags.
   t.regex(run.stderr, /kept ci\/race:stale-\d+: a server wrote into the repository during this run/);
