@@ -207,7 +207,7 @@ const Validation = section({
   manifests: section({
     maxsize: int(4 * MiB, 1, '**Wharf key.** The largest manifest accepted, in bytes (4 MiB by default); larger pushes are refused. 4 MiB is the size the OCI spec says registries should accept at least.'),
     urls: section({
-      allow: strList('Regular expressions (JavaScript syntax, unanchored as in registry:2) of the foreign-layer URLs a manifest may carry. A manifest with a layer URL that no `allow` expression matches is refused with `MANIFEST_INVALID`; with no `allow` list, every manifest carrying URLs is refused (registry:2\'s rule). See [policies.md](policies.md#foreign-layer-urls).', { default: [] }),
+      allow: strList('Regular expressions (JavaScript syntax, unanchored as in registry:2) of the foreign-layer URLs a manifest may carry. When the list is given, a manifest with a layer URL that no `allow` expression matches is refused with `MANIFEST_INVALID`; with no `allow` list every http(s) URL is accepted unless `deny` refuses it (what registry:2 does). See [policies.md](policies.md#foreign-layer-urls).', { default: [] }),
       deny: strList('Regular expressions of layer URLs refused even when `allow` matches them.', { default: [] }),
     }),
     indexes: section({

@@ -110,7 +110,7 @@ async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcS
       ...sharedStateOptions(gc, cache),
       onDelete: listing,
       // A mirror's cached content past its upstream's TTL (docs/mirror.md).
-      expiry: proxy ? new ProxyExpiry(driver, proxy, { dryRun: o.dryRun, stats, note: listing }) : undefined,
+      expiry: proxy ? new ProxyExpiry(driver, proxy, { dryRun: o.dryRun, stats, note: listing, ...(policies ? { policies: policies.rules } : {}) }) : undefined,
       // policies.retention: its own phase before mark (docs/policies.md#retention).
       retention: policies,
       onWarning: o.quiet ? undefined : (message) => void process.stderr.write(`warning: ${message}\n`),
@@ -153,7 +153,7 @@ export async function garbageCollectCommand(config: WharfConfig, o: GcCommandOpt
     return 1;
   }
   try {
-    return await runCommand(driver, o, gc, cache, config.proxy, retentionPolicies(config));
+    return await runCommand(driver, o, gc, cache, config.proxy, new Policies(config));
   } finally {
     await gc.close();
     await cache?.close();
@@ -185,7 +185,7 @@ async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: Worker
   return last;
 }
 
-/** The configuration's policies when it has retention rules (the phase is skipped otherwise). */
+/** The configuration's policies when it has retention rules. */
 function retentionPolicies(config: WharfConfig): Policies | undefined {
   return config.policies.retention.length > 0 ? new Policies(config) : undefined;
 }
