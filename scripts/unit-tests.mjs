@@ -25,6 +25,8 @@ export const UNIT_TESTS = [
   'server/http/blobs.test.ts',
   'server/logging.test.ts',
   'server/policies/immutable.test.ts',
+  'server/policies/retention-run.test.ts',
+  'server/policies/retention.test.ts',
   'server/policies/validation.test.ts',
   'server/proxy/mirror.test.ts',
   'server/registry/purge.test.ts',

@@ -7,6 +7,7 @@
  *   wharf config check <config.yml>   validate a configuration file and print its warnings
  *   wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <d>] [--upload-age <d>] [--quiet]
  *                                      [--every <d>] [--metrics-file <path>]   remove unreferenced content (server/gc)
+ *   wharf retention <config.yml> [--dry-run] [--quiet]   apply policies.retention only (server/policies/retention-run.ts)
  *
  * Exit codes: 0 success, 1 runtime failure, 2 invalid usage or configuration.
  *
@@ -26,6 +27,7 @@ const USAGE = `usage:
   wharf config check <config.yml>
   wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <duration>] [--upload-age <duration>]
                         [--quiet] [--every <duration>] [--metrics-file <path>]
+  wharf retention <config.yml> [--dry-run] [--quiet]
 `;
 
 async function load(path: string | undefined): Promise<{ config: WharfConfig; warnings: string[] }> {
@@ -179,6 +181,21 @@ async function garbageCollect(args: string[]): Promise<void> {
   process.exitCode = await garbageCollectCommand(config, options);
 }
 
+async function retention(args: string[]): Promise<void> {
+  const { RETENTION_USAGE, UsageError, parseRetentionArgs, retentionCommand } = await import('./gc/command.js');
+  let options: ReturnType<typeof parseRetentionArgs>;
+  try {
+    options = parseRetentionArgs(args);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`wharf: ${err.message}\n${RETENTION_USAGE}`);
+    process.exit(2);
+  }
+  const { config, warnings } = await load(options.configPath);
+  if (!options.quiet) for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
+  process.exitCode = await retentionCommand(config, options);
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -189,6 +206,8 @@ async function main(argv: string[]): Promise<void> {
       break;
     case 'garbage-collect':
       return garbageCollect(rest);
+    case 'retention':
+      return retention(rest);
     case '--help':
     case '-h':
     case 'help':

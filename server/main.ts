@@ -29,6 +29,7 @@ import { Notifier } from './notifications.js';
 import type { HttpOptions } from './http/context.js';
 import { purgeUploads } from './registry/purge.js';
 import { LocalRegistry } from './registry/registry.js';
+import { PullRecorder, pullsFlushMsFromEnv } from './policies/pulls.js';
 import { Policies } from './policies/rules.js';
 import { driverFor, driverOptionsFor } from './storage.js';
 
@@ -95,8 +96,14 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
   const auth = await createAuth(config, logger);
   // Immutable tags, quotas, retention and manifest validation; swapped on SIGHUP.
   const policies = new Policies(config);
+  // Last-pulled times for retention, written to storage in batches (server/policies/pulls.ts); none in read-only mode.
+  const pulls = config.storage.maintenance.readonly.enabled
+    ? undefined
+    : new PullRecorder(driver, { flushMs: pullsFlushMsFromEnv(), onError: (err) => logger.warn({ err }, 'pulls: writing last-pull records failed') });
+  pulls?.start();
   const registry = new LocalRegistry(driver, {
     policies,
+    ...(pulls ? { pulls } : {}),
     // With access checks, a mount without `from` could reveal blobs of repositories the caller cannot read.
     mayMountWithoutFrom: auth.checksRequests ? () => false : undefined,
     // storage.cache.blobdescriptor (inmemory or redis); a Redis that is down only means no cache until it is back.
@@ -229,7 +236,8 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
         void registry.descriptorCache?.close().catch(() => {});
         void sharedFlights?.close();
         void gcState.close();
-        resolve();
+        // The last batch of pull records, then done.
+        void (pulls?.close() ?? Promise.resolve()).finally(resolve);
       });
       server.closeIdleConnections();
     });

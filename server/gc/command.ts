@@ -12,12 +12,12 @@ import type { WharfConfig } from '../config/index.js';
 import type { ProxyConfig } from '../config/index.js';
 import { createDescriptorCache, type DescriptorCache } from '../cache/index.js';
 import { driverFor } from '../storage.js';
-import { metricsText, newStats, startProgress, summaryText } from './report.js';
+import { Policies } from '../policies/rules.js';
+import { metricsText, newStats, retentionLine, startProgress, summaryText } from './report.js';
 import { ProxyExpiry } from './proxy-expiry.js';
-import { PolicyRules } from '../policies/rules.js';
 import { GcRedisUnavailableError, workerGcState, type WorkerGcState } from './redis-state.js';
 import { LockBusyError, LockLostError } from './state.js';
-import { DEFAULT_GRACE_MS, DEFAULT_UPLOAD_AGE_MS, collectGarbage, type GcOptions } from './worker.js';
+import { DEFAULT_GRACE_MS, DEFAULT_UPLOAD_AGE_MS, collectGarbage, runRetention, type GcOptions } from './worker.js';
 
 export const GC_USAGE = `usage: wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <duration>]
                              [--upload-age <duration>] [--quiet] [--every <duration>] [--metrics-file <path>]
@@ -95,7 +95,7 @@ export function sharedStateOptions(gc: WorkerGcState, cache?: DescriptorCache): 
 }
 
 /** One run with output; resolves to the exit code. */
-async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig, rules?: PolicyRules): Promise<number> {
+async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig, policies?: Policies): Promise<number> {
   const stats = newStats(o.dryRun);
   const listing = o.dryRun && !o.quiet ? (kind: string, what: string) => void process.stdout.write(`would delete ${kind} ${what}\n`) : undefined;
   const stopProgress = o.quiet ? () => {} : startProgress(stats, process.stderr);
@@ -110,7 +110,10 @@ async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcS
       ...sharedStateOptions(gc, cache),
       onDelete: listing,
       // A mirror's cached content past its upstream's TTL (docs/mirror.md).
-      expiry: proxy ? new ProxyExpiry(driver, proxy, { dryRun: o.dryRun, stats, note: listing, ...(rules ? { policies: rules } : {}) }) : undefined,
+      expiry: proxy ? new ProxyExpiry(driver, proxy, { dryRun: o.dryRun, stats, note: listing, ...(policies ? { policies: policies.rules } : {}) }) : undefined,
+      // policies.retention: its own phase before mark (docs/policies.md#retention).
+      retention: policies,
+      onWarning: o.quiet ? undefined : (message) => void process.stderr.write(`warning: ${message}\n`),
     });
     stopProgress();
     process.stdout.write(summaryText(stats));
@@ -150,15 +153,15 @@ export async function garbageCollectCommand(config: WharfConfig, o: GcCommandOpt
     return 1;
   }
   try {
-    return await runCommand(driver, o, gc, cache, config.proxy, new PolicyRules(config));
+    return await runCommand(driver, o, gc, cache, config.proxy, new Policies(config));
   } finally {
     await gc.close();
     await cache?.close();
   }
 }
 
-async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig, rules?: PolicyRules): Promise<number> {
-  if (o.everyMs === undefined) return runOnce(driver, o, gc, cache, proxy, rules);
+async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig, policies?: Policies): Promise<number> {
+  if (o.everyMs === undefined) return runOnce(driver, o, gc, cache, proxy, policies);
   let stopping = false;
   let wake: () => void = () => {};
   const stop = () => {
@@ -169,7 +172,7 @@ async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: Worker
   process.on('SIGINT', stop);
   let last = 0;
   while (!stopping) {
-    last = await runOnce(driver, o, gc, cache, proxy, rules);
+    last = await runOnce(driver, o, gc, cache, proxy, policies);
     if (stopping) break;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, o.everyMs);
@@ -180,4 +183,79 @@ async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: Worker
     });
   }
   return last;
+}
+
+/** The configuration's policies when it has retention rules. */
+function retentionPolicies(config: WharfConfig): Policies | undefined {
+  return config.policies.retention.length > 0 ? new Policies(config) : undefined;
+}
+
+export const RETENTION_USAGE = `usage: wharf retention <config.yml> [--dry-run] [--quiet]
+`;
+
+export interface RetentionCommandOptions {
+  configPath: string;
+  dryRun: boolean;
+  quiet: boolean;
+}
+
+export function parseRetentionArgs(args: string[]): RetentionCommandOptions {
+  let configPath: string | undefined;
+  let dryRun = false;
+  let quiet = false;
+  for (const arg of args) {
+    if (arg === '--dry-run' || arg === '-d') dryRun = true;
+    else if (arg === '--quiet' || arg === '-q') quiet = true;
+    else if (arg.startsWith('-') || configPath !== undefined) throw new UsageError(`unexpected argument: ${arg}`);
+    else configPath = arg;
+  }
+  if (configPath === undefined) throw new UsageError('a configuration file is required');
+  return { configPath, dryRun, quiet };
+}
+
+/**
+ * `wharf retention <config.yml> [--dry-run] [--quiet]`: only the retention phase of a collection, under the same lock
+ * (Redis when configured) and live-set protocol. Each tag and manifest deleted (or, with --dry-run, that would be) is
+ * printed with its rule and reason, then a summary. Exit codes as garbage-collect.
+ */
+export async function retentionCommand(config: WharfConfig, o: RetentionCommandOptions): Promise<number> {
+  const policies = retentionPolicies(config);
+  if (!policies) {
+    process.stderr.write('wharf: retention: the configuration has no policies.retention rules; nothing to do\n');
+    return 0;
+  }
+  const driver = driverFor(config);
+  const cache = config.storage.cache.blobdescriptor === 'redis' ? await createDescriptorCache(config) : undefined;
+  let gc: WorkerGcState;
+  try {
+    gc = await workerGcState(config, driver, {
+      clearSharedCache: cache ? async () => { await cache.clear(); return cache.healthy(); } : undefined,
+    });
+  } catch (err) {
+    await cache?.close();
+    process.stderr.write(`wharf: retention failed: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const stats = newStats(o.dryRun);
+  try {
+    await runRetention(driver, {
+      dryRun: o.dryRun,
+      stats,
+      ...sharedStateOptions(gc, cache),
+      retention: policies,
+      onRetention: o.quiet ? undefined : (item) =>
+        void process.stdout.write(`${o.dryRun ? 'would delete' : 'deleted'} ${item.kind} ${item.what} (${item.rule}: ${item.reason})\n`),
+      onWarning: o.quiet ? undefined : (message) => void process.stderr.write(`warning: ${message}\n`),
+    });
+    process.stdout.write(`${retentionLine(stats)}\nretention ${o.dryRun ? 'dry run ' : ''}finished in ${(stats.durationMs / 1000).toFixed(1)}s\n`);
+    return 0;
+  } catch (err) {
+    if (err instanceof LockBusyError) process.stderr.write(`wharf: retention skipped: ${err.message}\n`);
+    else if (err instanceof GcRedisUnavailableError || err instanceof LockLostError) process.stderr.write(`wharf: retention failed: ${err.message}; stopped, nothing more deleted\n`);
+    else process.stderr.write(`wharf: retention failed: ${(err as Error).stack ?? String(err)}\n`);
+    return 1;
+  } finally {
+    await gc.close();
+    await cache?.close();
+  }
 }

@@ -5,7 +5,7 @@
 import type { Writable } from 'node:stream';
 
 export interface GcStats {
-  phase: 'lock' | 'mark' | 'sweep' | 'uploads' | 'done';
+  phase: 'lock' | 'retention' | 'mark' | 'sweep' | 'uploads' | 'done';
   dryRun: boolean;
   repositories: number;
   repositoriesTotal?: number;
@@ -26,6 +26,14 @@ export interface GcStats {
    *  also counted in manifestsDeleted. */
   expiredTags: number;
   expiredManifests: number;
+  /** Retention (server/policies/retention-run.ts): repositories a rule covered, tags and untagged manifests deleted
+   *  (the manifests are not counted in manifestsDeleted), deletes skipped because a push touched them, and tags
+   *  deleted while a push wrote into their repository. */
+  retentionRepositories: number;
+  retentionTagsDeleted: number;
+  retentionManifestsDeleted: number;
+  retentionSkipped: number;
+  retentionRaced: number;
   startedAt: number;
   durationMs: number;
 }
@@ -34,7 +42,9 @@ export function newStats(dryRun: boolean): GcStats {
   return {
     phase: 'lock', dryRun, repositories: 0, repositoriesDeleted: 0, manifestsMarked: 0, manifestsDeleted: 0,
     blobsMarked: 0, blobsSeen: 0, blobsDeleted: 0, linksDeleted: 0, bytesFreed: 0, uploadsPurged: 0, restored: 0,
-    missingManifests: 0, expiredTags: 0, expiredManifests: 0, startedAt: Date.now(), durationMs: 0,
+    missingManifests: 0, expiredTags: 0, expiredManifests: 0,
+    retentionRepositories: 0, retentionTagsDeleted: 0, retentionManifestsDeleted: 0, retentionSkipped: 0, retentionRaced: 0,
+    startedAt: Date.now(), durationMs: 0,
   };
 }
 
@@ -54,6 +64,7 @@ function progressText(s: GcStats): string {
     const total = s.repositoriesTotal;
     return `mark: ${s.repositories}${total !== undefined ? `/${total}` : ''} repositories, ${s.manifestsMarked} manifests, ${s.blobsMarked} digests live`;
   }
+  if (s.phase === 'retention') return `retention: ${s.retentionRepositories} repositories, ${s.retentionTagsDeleted} tags and ${s.retentionManifestsDeleted} manifests deleted`;
   if (s.phase === 'sweep') return `sweep: ${s.blobsSeen} blobs examined, ${s.blobsDeleted} deleted (${formatBytes(s.bytesFreed)})`;
   return `${s.phase}`;
 }
@@ -89,6 +100,7 @@ export function summaryText(s: GcStats): string {
     `blobs: ${s.blobsMarked} marked, ${s.blobsDeleted} ${verb}, ${formatBytes(s.bytesFreed)} ${s.dryRun ? 'would be freed' : 'freed'}`,
     `links: ${s.linksDeleted} ${verb}; upload sessions: ${s.uploadsPurged} ${s.dryRun ? 'would be purged' : 'purged'}`,
     ...(s.expiredTags || s.expiredManifests ? [`mirror TTL: ${s.expiredTags} tags and ${s.expiredManifests} manifests ${s.dryRun ? 'would expire' : 'expired'}`] : []),
+    ...(s.retentionRepositories ? [retentionLine(s)] : []),
     ...(s.restored ? [`restored ${s.restored} files an interrupted run had set aside`] : []),
     ...(s.missingManifests ? [`warning: ${s.missingManifests} live manifests have no content`] : []),
     // Last, one line that says it all (log tails and the benchmark show the last line).
@@ -96,6 +108,15 @@ export function summaryText(s: GcStats): string {
       `${s.blobsDeleted} blobs (${formatBytes(s.bytesFreed)}), ${s.manifestsDeleted} manifests, ` +
       `${s.repositoriesDeleted} repositories ${verb}`,
   ].join('\n') + '\n';
+}
+
+/** The retention phase's figures in one line. */
+export function retentionLine(s: GcStats): string {
+  const verb = s.dryRun ? 'would delete' : 'deleted';
+  return `retention: ${s.retentionRepositories} repositories under a rule, ${s.retentionTagsDeleted} tags and ` +
+    `${s.retentionManifestsDeleted} untagged manifests ${verb}` +
+    (s.retentionSkipped ? `, ${s.retentionSkipped} kept because a push touched them during the run` : '') +
+    (s.retentionRaced ? `; warning: ${s.retentionRaced} tags deleted while a push wrote into their repository` : '');
 }
 
 /** Prometheus text exposition of a finished (or failed) run. */
@@ -117,5 +138,7 @@ export function metricsText(s: GcStats, success: boolean, finishedAt = Date.now(
     g('wharf_gc_uploads_purged', 'Stale upload sessions purged by the last run.', s.uploadsPurged),
     g('wharf_gc_proxy_expired_tags', 'Mirrored tags past their TTL removed by the last run.', s.expiredTags),
     g('wharf_gc_proxy_expired_manifests', 'Mirrored manifest revisions past their TTL removed by the last run.', s.expiredManifests),
+    g('wharf_gc_retention_tags_deleted', 'Tags deleted by retention rules in the last run.', s.retentionTagsDeleted),
+    g('wharf_gc_retention_manifests_deleted', 'Untagged manifests deleted by retention rules in the last run.', s.retentionManifestsDeleted),
   ].join('');
 }

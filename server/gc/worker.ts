@@ -50,6 +50,8 @@ import {
   listBlobs, listRepositories, removeEmptyBlobFolders, removeEmptyRepository, repositoryRelativePath, scanRepository,
   type BlobFile, type LinkEntry, type RepositoryScan,
 } from '../registry/scan.js';
+import { retainRepository, type RetentionItem } from '../policies/retention-run.js';
+import type { Policies } from '../policies/rules.js';
 import { markRepository, type MarkResult } from './mark.js';
 import type { RepositoryExpiry } from './proxy-expiry.js';
 import { metricsText, newStats, type GcStats } from './report.js';
@@ -84,6 +86,15 @@ export interface GcOptions {
   forget?: (digest: string) => Promise<void> | void;
   /** Forget a deleted repository link in that cache. */
   forgetLink?: (repository: string, digest: string) => Promise<void> | void;
+  /**
+   * Retention rules (`policies.retention`): applied as the phase before mark, so what they delete is collected in
+   * the same run (server/policies/retention-run.ts). Absent or no rule: no phase.
+   */
+  retention?: Policies;
+  /** Each tag and manifest retention deletes (in a dry run: would), with the rule and the reason. */
+  onRetention?: (item: RetentionItem) => void;
+  /** Retention's warnings (a delete skipped or raced by a push). */
+  onWarning?: (message: string) => void;
 }
 
 export const DEFAULT_GRACE_MS = 60 * 60_000;
@@ -98,6 +109,7 @@ export async function collectGarbage(driver: StorageDriver, options: GcOptions =
   try {
     const cutoff = await settle(run);
     const purged = await purgeStaleUploads(run);
+    await applyRetention(run);
     const live = await markRepositories(run, cutoff, purged);
     await sweepBlobs(run, cutoff, live);
     await tidy(run);
@@ -177,6 +189,50 @@ async function purgeStaleUploads(run: Run): Promise<string[]> {
   run.stats.uploadsPurged = purge.purged.length;
   for (const p of purge.purged) run.note('upload', p);
   return purge.purged;
+}
+
+/**
+ * Retention alone (`wharf retention`): take the same lock as a collection (so the two never run together), wait for
+ * the servers to record, apply the phase, release. Deletes tags and untagged revision links; their blobs go at the
+ * next collection. Throws LockBusyError when another run holds the lock.
+ */
+export async function runRetention(driver: StorageDriver, options: GcOptions): Promise<GcStats> {
+  const run = await takeLock(driver, options);
+  try {
+    await settle(run);
+    await applyRetention(run);
+    run.stats.phase = 'done';
+    return run.stats;
+  } finally {
+    run.stats.durationMs = Date.now() - run.stats.startedAt;
+    if (!run.dryRun) await run.lock.release();
+  }
+}
+
+/** Phase `retention`: each repository a retention rule covers (server/policies/retention-run.ts). */
+async function applyRetention(run: Run): Promise<void> {
+  const policies = run.options.retention;
+  if (!policies || policies.rules.retention.length === 0) return;
+  run.stats.phase = 'retention';
+  const { driver, options } = run;
+  for await (const name of listRepositories(driver)) {
+    await run.verify();
+    await retainRepository({
+      driver,
+      policies,
+      dryRun: run.dryRun,
+      stats: run.stats,
+      repositoryWritten: (repo) => run.liveSet.hasRepository(repo),
+      remove: (items) => run.removeAll(items),
+      verify: () => run.verify(),
+      note: (item) => {
+        options.onRetention?.(item);
+        run.note(item.kind, `${item.what} (${item.rule}: ${item.reason})`);
+      },
+      ...(options.onWarning ? { warn: options.onWarning } : {}),
+      ...(options.forgetLink ? { forgetLink: options.forgetLink } : {}),
+    }, name);
+  }
 }
 
 /**

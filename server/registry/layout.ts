@@ -29,6 +29,9 @@
  *       metrics.prom                                                    Prometheus text of the last run
  *     _wharf/proxy/lastpull/<name>/<alg>/<hex>                         Wharf: when the mirror last served this digest
  *                                                                       for <name> (ISO 8601; server/proxy/mirror.ts)
+ *     _wharf/pulls/<name>/_tags/<tag>                                  Wharf: <name>:<tag> was pulled (time: the file's
+ *     _wharf/pulls/<name>/_digests/<alg>/<hex>                         modification time; ISO 8601 inside; written in
+ *                                                                       batches; server/policies/pulls.ts, retention)
  *     _wharf/ui/session-key                                            Wharf: the web UI's cookie signing key (server/ui/session.ts)
  *
  * Every `link` file holds a digest string (`sha256:…`). registry:2 skips directories whose names start with `_` when
@@ -48,6 +51,8 @@ export const GC_LIVE_ROOT = `${GC_ROOT}/live`;
 export const GC_TRASH_ROOT = `${GC_ROOT}/trash`;
 /** Wharf-only records of the pull-through cache: last-pull times for TTL expiry (docs/mirror.md). */
 export const PROXY_LAST_PULL_ROOT = `${ROOT}/_wharf/proxy/lastpull`;
+/** Wharf-only last-pull records of every repository, read by retention (`keep.pulledwithin`; docs/policies.md). */
+export const PULLS_ROOT = `${ROOT}/_wharf/pulls`;
 /** Wharf: the web UI's session signing key, shared by every replica through storage. */
 export const UI_SESSION_KEY_PATH = `${ROOT}/_wharf/ui/session-key`;
 
@@ -158,6 +163,21 @@ export function referrerLinkPath(name: string, subject: Digest, referrer: Digest
 /** The mirror's last-pull records of `name`, one per `<alg>/<hex>` below. */
 export function lastPullDir(name: string): string {
   return `${PROXY_LAST_PULL_ROOT}/${name}`;
+}
+
+/** The last-pull records of `name` (its nested repositories have their own folders below it). */
+export function pullsDir(name: string): string {
+  return `${PULLS_ROOT}/${name}`;
+}
+
+/** When `name:tag` was last pulled (by tag). Repository components never start with `_`, so `_tags` is no repository. */
+export function pullTagPath(name: string, tag: string): string {
+  return `${pullsDir(name)}/_tags/${tag}`;
+}
+
+/** When `name@digest` was last pulled (by tag or by digest). */
+export function pullDigestPath(name: string, d: Digest): string {
+  return `${pullsDir(name)}/_digests/${d.algorithm}/${d.hex}`;
 }
 
 /** The live-set markers of one digest algorithm (a marker's name is the digest's hex). */

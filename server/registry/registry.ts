@@ -93,6 +93,8 @@ export interface RegistryOptions {
    * SIGHUP reload applies to the next request). Absent: no policies, registry:2's default validation.
    */
   policies?: Policies;
+  /** Told about every manifest served (GET or HEAD), for retention's last-pulled times (server/policies/pulls.ts). */
+  pulls?: { record(name: string, ref: Reference, digest: string): void };
 }
 
 /**
@@ -127,7 +129,11 @@ export class LocalRegistry implements Registry {
   }
 
   // The Registry operations, each done by one of the stores.
-  getManifest: Registry['getManifest'] = (...args) => this.manifests.get(...args);
+  getManifest: Registry['getManifest'] = async (name, ref) => {
+    const manifest = await this.manifests.get(name, ref);
+    this.options.pulls?.record(name, ref, manifest.digest);
+    return manifest;
+  };
   putManifest: Registry['putManifest'] = (...args) => this.manifests.put(...args);
   deleteManifest: Registry['deleteManifest'] = (...args) => this.manifests.delete(...args);
   listTags: Registry['listTags'] = (...args) => this.manifests.listTags(...args);
