@@ -25,6 +25,7 @@ export const UNIT_TESTS = [
   'server/http/blobs.test.ts',
   'server/logging.test.ts',
   'server/proxy/mirror.test.ts',
+  'server/policies/quota.test.ts',
   'server/registry/purge.test.ts',
   'server/registry/reference.test.ts',
   'server/registry/scan.test.ts',

@@ -30,6 +30,7 @@ import type { HttpOptions } from './http/context.js';
 import { purgeUploads } from './registry/purge.js';
 import { LocalRegistry } from './registry/registry.js';
 import { Policies } from './policies/rules.js';
+import { createQuotas } from './policies/quota-setup.js';
 import { driverFor, driverOptionsFor } from './storage.js';
 
 export interface RunningServer {
@@ -95,8 +96,14 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
   const auth = await createAuth(config, logger);
   // Immutable tags, quotas, retention and manifest validation; swapped on SIGHUP.
   const policies = new Policies(config);
+  const quotas = await createQuotas(config, driver, policies, {
+    logger,
+    ...(metrics ? { onRefused: (rule) => metrics.quotaRefusals.inc({ rule: rule.name }) } : {}),
+  });
+  if (metrics) metrics.quotaMetrics(() => quotas.figures());
   const registry = new LocalRegistry(driver, {
     policies,
+    quotas: quotas.quotas,
     // With access checks, a mount without `from` could reveal blobs of repositories the caller cannot read.
     mayMountWithoutFrom: auth.checksRequests ? () => false : undefined,
     // storage.cache.blobdescriptor (inmemory or redis); a Redis that is down only means no cache until it is back.
@@ -229,6 +236,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
         void registry.descriptorCache?.close().catch(() => {});
         void sharedFlights?.close();
         void gcState.close();
+        void quotas.close();
         resolve();
       });
       server.closeIdleConnections();

@@ -19,6 +19,7 @@ import {
   type Descriptor,
 } from './manifest-format.js';
 import type { Policies } from '../policies/rules.js';
+import type { Quotas } from '../policies/quota.js';
 import { digestOf, isValidTag, parseDigest, tryParseDigest, validateTag, type Digest, type Reference } from './reference.js';
 
 export interface StoredManifest {
@@ -44,6 +45,8 @@ export interface ManifestHooks {
   onCorrupt?(digest: string): void;
   /** The content policies and manifest validation in force (read at each decision; see server/policies/rules.ts). */
   policies?: Policies;
+  /** Quotas (server/policies/quota.ts): a revision link is charged before it is written and released after it goes. */
+  quotas?: Pick<Quotas, 'charge' | 'release'>;
 }
 
 export interface TagPage {
@@ -215,12 +218,27 @@ export class ManifestStore {
       });
     }
 
-    if (supplyEmptyConfig) {
-      await this.blobs.putContent(supplyEmptyConfig, EMPTY_JSON);
-      await this.blobs.link(name, supplyEmptyConfig);
+    // Quotas: the empty config and the manifest's own bytes are charged before their links are written.
+    const undoConfig = supplyEmptyConfig && (await this.hooks.quotas?.charge(name, 'layer', supplyEmptyConfig.value, EMPTY_JSON.length));
+    let undoManifest: (() => Promise<void>) | undefined;
+    try {
+      undoManifest = await this.hooks.quotas?.charge(name, 'manifest', digest.value, content.length);
+    } catch (err) {
+      await undoConfig?.().catch(() => {});
+      throw err;
     }
-    await this.blobs.putContent(digest, content);
-    await this.driver.putContent(layout.revisionLinkPath(name, digest), digest.value);
+    try {
+      if (supplyEmptyConfig) {
+        await this.blobs.putContent(supplyEmptyConfig, EMPTY_JSON);
+        await this.blobs.link(name, supplyEmptyConfig);
+      }
+      await this.blobs.putContent(digest, content);
+      await this.driver.putContent(layout.revisionLinkPath(name, digest), digest.value);
+    } catch (err) {
+      await undoManifest?.().catch(() => {});
+      await undoConfig?.().catch(() => {});
+      throw err;
+    }
     if (parsed.subject) {
       await this.driver.putContent(layout.referrerLinkPath(name, parsed.subject.parsed, digest), digest.value);
     }
@@ -262,6 +280,7 @@ export class ManifestStore {
       }
     }
     await ifExists(this.driver.delete(layout.revisionDir(name, digest)));
+    await this.hooks.quotas?.release(name, 'manifest', digest.value);
   }
 
   /** True when anything was ever stored for the repository. */

@@ -1,0 +1,48 @@
+/**
+ * Quotas without Redis (./quota.ts, StorageQuotaLedger): the shared quota behaviour (testing/quota-scenarios.ts),
+ * and what is particular to counting from storage: another process's links are seen after a refresh, and a refusal
+ * is never decided on a figure older than the request.
+ */
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import { createDriver } from '../../storage-drivers/index.js';
+import { pushBlob } from '../../testing/gc-helpers.js';
+import { quotaConfig, quotaScenarios, world } from '../../testing/quota-scenarios.js';
+import { formatBytes, StorageQuotaLedger } from './quota.js';
+import { RegistryError } from '../registry/errors.js';
+import { parseDigest } from '../registry/reference.js';
+import type { Policies } from './rules.js';
+
+quotaScenarios('storage ledger', async (driver, policies, excluded) =>
+  new StorageQuotaLedger(driver, () => policies.rules.quotas, { ...(excluded ? { excluded } : {}) }));
+
+test('bytes are written as people read them', (t) => {
+  t.is(formatBytes(100), '100 B');
+  t.is(formatBytes(512 * 1024 * 1024), '512 MiB');
+  t.is(formatBytes(Math.round(9.8 * 1024 ** 3)), '9.8 GiB');
+  t.is(formatBytes(10 * 1024 ** 3), '10 GiB');
+});
+
+test('two processes over one storage: a refusal is decided on a fresh recount, and a figure is as old as the refresh interval at most', async (t) => {
+  const driver = createDriver({ driver: 'inmemory' });
+  const config = quotaConfig([{ repositories: ['team/**'], maxsize: 3000 }]);
+  const make = (refreshMs: number) => async (d: typeof driver, policies: Policies) => new StorageQuotaLedger(d, () => policies.rules.quotas, { refreshMs });
+  // Never refreshed by age in this test: only a refusal recounts.
+  const a = await world(make(60_000), config, undefined, driver);
+  const b = await world(make(60_000), config, undefined, driver);
+  const rule = a.policies.rules.quotas[0]!;
+  const first = await pushBlob(a.registry, 'team/a', randomBytes(1000));
+  await pushBlob(b.registry, 'team/b', randomBytes(1500));
+  t.is((b.ledger as StorageQuotaLedger).held(rule), 2500, 'b counted a\'s blob when it first counted');
+  await a.registry.deleteBlob('team/a', parseDigest(first.digest));
+  t.is((b.ledger as StorageQuotaLedger).held(rule), 2500, 'b has not seen the delete yet');
+  // 2500 + 1000 > 3000 on b's figure, but b recounts before refusing: 1500 + 1000 fits.
+  await pushBlob(b.registry, 'team/b', randomBytes(1000));
+  t.is((b.ledger as StorageQuotaLedger).held(rule), 2500);
+  const err = await t.throwsAsync(pushBlob(b.registry, 'team/b', randomBytes(600)), { instanceOf: RegistryError });
+  t.like(err?.detail, { usage: 2500, size: 600, maxsize: 3000 });
+  // A process whose figure is older than the refresh interval recounts before it decides.
+  const c = await world(make(0), config, undefined, driver);
+  await pushBlob(a.registry, 'team/a', randomBytes(100));
+  t.deepEqual((await c.ledger.usage([rule])).get(rule.id), { usage: 2600, repositories: 2 });
+});
