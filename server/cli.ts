@@ -7,6 +7,7 @@
  *   wharf config check <config.yml>   validate a configuration file and print its warnings
  *   wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <d>] [--upload-age <d>] [--quiet]
  *                                      [--every <d>] [--metrics-file <path>]   remove unreferenced content (server/gc)
+ *   wharf quota <config.yml> [--json]  each quota rule's running count next to a recount (server/policies/quota-report.ts)
  *
  * Exit codes: 0 success, 1 runtime failure, 2 invalid usage or configuration.
  *
@@ -17,6 +18,7 @@ import { ConfigError, loadConfig, type WharfConfig } from './config/index.js';
 import { GC_USAGE, UsageError, garbageCollectCommand, parseGcArgs } from './gc/command.js';
 import { isWorker, parseWorkers, reportListening, runPrimary } from './cluster.js';
 import { createLogger } from './logging.js';
+import { quotaCommand } from './policies/quota-report.js';
 import { startServer } from './main.js';
 import { StorageError } from '../storage-drivers/driver.js';
 
@@ -25,6 +27,7 @@ const USAGE = `usage:
   wharf config check <config.yml>
   wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <duration>] [--upload-age <duration>]
                         [--quiet] [--every <duration>] [--metrics-file <path>]
+  wharf quota <config.yml> [--json]
 `;
 
 async function load(path: string | undefined): Promise<{ config: WharfConfig; warnings: string[] }> {
@@ -154,6 +157,9 @@ async function main(argv: string[]): Promise<void> {
       break;
     case 'garbage-collect':
       return garbageCollect(rest);
+    case 'quota':
+      process.exitCode = await quotaCommand(rest, load);
+      return;
     case '--help':
     case '-h':
     case 'help':

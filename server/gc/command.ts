@@ -12,6 +12,10 @@ import type { WharfConfig } from '../config/index.js';
 import type { ProxyConfig } from '../config/index.js';
 import { createDescriptorCache, type DescriptorCache } from '../cache/index.js';
 import { driverFor } from '../storage.js';
+import { Policies } from '../policies/rules.js';
+import { mirroredRepositories, Quotas } from '../policies/quota.js';
+import { compareQuotas } from '../policies/quota-report.js';
+import { createQuotaLedger } from '../policies/quota-setup.js';
 import { metricsText, newStats, startProgress, summaryText } from './report.js';
 import { ProxyExpiry } from './proxy-expiry.js';
 import { GcRedisUnavailableError, workerGcState, type WorkerGcState } from './redis-state.js';
@@ -94,7 +98,7 @@ export function sharedStateOptions(gc: WorkerGcState, cache?: DescriptorCache): 
 }
 
 /** One run with output; resolves to the exit code. */
-async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig): Promise<number> {
+async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig, quotas?: GcOptions['quotas']): Promise<number> {
   const stats = newStats(o.dryRun);
   const listing = o.dryRun && !o.quiet ? (kind: string, what: string) => void process.stdout.write(`would delete ${kind} ${what}\n`) : undefined;
   const stopProgress = o.quiet ? () => {} : startProgress(stats, process.stderr);
@@ -110,6 +114,7 @@ async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcS
       onDelete: listing,
       // A mirror's cached content past its upstream's TTL (docs/mirror.md).
       expiry: proxy ? new ProxyExpiry(driver, proxy, { dryRun: o.dryRun, stats, note: listing }) : undefined,
+      quotas,
     });
     stopProgress();
     process.stdout.write(summaryText(stats));
@@ -148,16 +153,45 @@ export async function garbageCollectCommand(config: WharfConfig, o: GcCommandOpt
     process.stderr.write(`wharf: garbage collection failed: ${(err as Error).message}\n`);
     return 1;
   }
+  let quotas: Awaited<ReturnType<typeof gcQuotas>>;
   try {
-    return await runCommand(driver, o, gc, cache, config.proxy);
+    quotas = await gcQuotas(config, driver);
+  } catch (err) {
+    await gc.close();
+    await cache?.close();
+    process.stderr.write(`wharf: garbage collection failed: ${(err as Error).message}\n`);
+    return 1;
+  }
+  try {
+    return await runCommand(driver, o, gc, cache, config.proxy, quotas?.hooks);
   } finally {
+    await quotas?.close();
     await gc.close();
     await cache?.close();
   }
 }
 
-async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig): Promise<number> {
-  if (o.everyMs === undefined) return runOnce(driver, o, gc, cache, proxy);
+/**
+ * With quota rules configured: the run releases the links it removes (in Redis mode; without Redis every server
+ * recounts from storage) and recounts each rule after the sweep (server/policies/quota-report.ts).
+ */
+async function gcQuotas(config: WharfConfig, driver: StorageDriver): Promise<{ hooks: GcOptions['quotas']; close(): Promise<void> } | undefined> {
+  if (config.policies.quotas.length === 0) return undefined;
+  const policies = new Policies(config);
+  const excluded = mirroredRepositories(config);
+  const ledger = await createQuotaLedger(config, driver, policies);
+  const quotas = new Quotas(policies, ledger, { excluded });
+  return {
+    hooks: {
+      release: (repository, kind, digest) => quotas.release(repository, kind, digest),
+      recount: (dryRun) => compareQuotas(driver, policies.rules.quotas, ledger, { excluded, correct: !dryRun }),
+    },
+    close: () => ledger.close(),
+  };
+}
+
+async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig, quotas?: GcOptions['quotas']): Promise<number> {
+  if (o.everyMs === undefined) return runOnce(driver, o, gc, cache, proxy, quotas);
   let stopping = false;
   let wake: () => void = () => {};
   const stop = () => {
@@ -168,7 +202,7 @@ async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: Worker
   process.on('SIGINT', stop);
   let last = 0;
   while (!stopping) {
-    last = await runOnce(driver, o, gc, cache, proxy);
+    last = await runOnce(driver, o, gc, cache, proxy, quotas);
     if (stopping) break;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, o.everyMs);
