@@ -64,9 +64,11 @@ export async function createQuotas(
     async figures() {
       const rules = policies.rules.quotas;
       if (rules.length === 0) return [];
-      const held = ledger instanceof StorageQuotaLedger ? undefined : await ledger.usage(rules);
+      // Without Redis, a scrape recounts when the figure is older than the refresh interval (at most one walk per
+      // interval), so the gauge shows other replicas' pushes too.
+      const held = await ledger.usage(rules);
       return rules.map((r) => {
-        const usage = ledger instanceof StorageQuotaLedger ? ledger.held(r) : held?.get(r.id)?.usage;
+        const usage = held.get(r.id)?.usage;
         return { rule: r.name, limit: r.maxsize, ...(usage !== undefined ? { usage } : {}) };
       });
     },

@@ -485,7 +485,8 @@ export class UploadStore {
       let unmarked: number | undefined;
       if (body) {
         const expected = this.checkRange(id, offset, options);
-        await this.hooks.quotas?.room(name, offset + (expected ?? 0));
+        // The digest is named here: one a rule already counts costs nothing (a wrong one fails verification below).
+        await this.hooks.quotas?.room(name, offset + (expected ?? 0), digest.value);
         const claim = await this.claim(name, id, offset);
         const written = await this.write(name, id, claim, body, expected, false);
         size += written;
