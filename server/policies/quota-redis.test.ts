@@ -11,6 +11,7 @@ import { quotaConfig, quotaScenarios, world } from '../../testing/quota-scenario
 import { startRedis, type RunningRedis } from '../../testing/redis-test-server.js';
 import { RegistryError } from '../registry/errors.js';
 import { RedisQuotaLedger } from './quota-redis.js';
+import { comparisonText, compareQuotas } from './quota-report.js';
 
 let redis: RunningRedis;
 let n = 0;
@@ -85,5 +86,29 @@ test('Redis not answering: a push under a quota is answered UNAVAILABLE within t
   } finally {
     redis.resume();
   }
+  await w.ledger.close();
+});
+
+test('the GC recount corrects a drifted count only when nothing changed it meanwhile', async (t) => {
+  const driver = createDriver({ driver: 'inmemory' });
+  const w = await world(maker(`drift${n++}:`), quotaConfig([{ repositories: ['team/**'], maxsize: 100_000 }]), undefined, driver);
+  await pushBlob(w.registry, 'team/a', randomBytes(1000));
+  const rule = w.policies.rules.quotas[0]!;
+  // Drift: a charge whose link never reached storage (a crash between the two).
+  await w.ledger.charge([rule], { repository: 'team/a', kind: 'layer', digest: `sha256:${'ab'.repeat(32)}` }, 500);
+  // A push between the two recounts moves the version: reported, not corrected.
+  const [moved] = await compareQuotas(driver, [rule], w.ledger, {
+    correct: true,
+    settle: async () => { await pushBlob(w.registry, 'team/b', randomBytes(100)); },
+  });
+  t.like(moved, { running: 1500, usage: 1000, changedDuring: false, corrected: false });
+  t.deepEqual((await w.ledger.usage([rule])).get(rule.id), { usage: 1600 });
+  // Nothing moving: corrected to the recount.
+  const [fixed] = await compareQuotas(driver, [rule], w.ledger, { correct: true, settle: async () => {} });
+  t.like(fixed, { running: 1600, usage: 1100, corrected: true });
+  t.deepEqual((await w.ledger.usage([rule])).get(rule.id), { usage: 1100 });
+  const [again] = await compareQuotas(driver, [rule], w.ledger, { correct: true, settle: async () => {} });
+  t.like(again, { running: 1100, usage: 1100, corrected: false });
+  t.true(comparisonText([moved!]).includes('differs: running count 1500 bytes, recount 1000 bytes (+500)'));
   await w.ledger.close();
 });

@@ -145,11 +145,20 @@ export class RedisQuotaLedger implements QuotaLedger {
     this.client = createRedisClient(options, () => {});
   }
 
-  async connect(): Promise<void> {
-    await dialWithin(this.client, this.dialTimeoutMs);
+  /**
+   * Connect, waiting at most the dial timeout (node-redis goes on reconnecting in the background). Called at start
+   * when quota rules are configured, else on first use (a SIGHUP may add rules), so a process without quotas never
+   * dials Redis for them.
+   */
+  connect(): Promise<void> {
+    this.connecting ??= dialWithin(this.client, this.dialTimeoutMs);
+    return this.connecting;
   }
 
+  private connecting?: Promise<void>;
+
   private async command(args: string[]): Promise<unknown> {
+    if (!this.connecting) await this.connect();
     return timedCommand(this.client, args, this.timeoutMs);
   }
 
@@ -314,6 +323,6 @@ export class RedisQuotaLedger implements QuotaLedger {
   }
 
   async close(): Promise<void> {
-    await closeRedisClient(this.client);
+    if (this.connecting) await closeRedisClient(this.client);
   }
 }

@@ -35,7 +35,12 @@ export async function compareQuotas(
   driver: StorageDriver,
   rules: readonly QuotaRule[],
   ledger: QuotaLedger,
-  options: { excluded?: (repository: string) => boolean; correct?: boolean; settleMs?: number } = {},
+  options: {
+    excluded?: (repository: string) => boolean;
+    correct?: boolean;
+    /** What happens between the two recounts of a drifted rule (default: a one-second pause). */
+    settle?: () => Promise<void>;
+  } = {},
 ): Promise<QuotaComparison[]> {
   const redis = ledger instanceof RedisQuotaLedger ? ledger : undefined;
   const before = new Map<string, RedisRuleFigures>();
@@ -57,7 +62,7 @@ export async function compareQuotas(
     if (options.correct && drifted && !changedDuring) {
       // A link charged just before the version was read may still have been on its way to storage when its
       // repository was listed: a second recount a moment later must agree before the count is replaced.
-      await new Promise((resolve) => setTimeout(resolve, options.settleMs ?? 1000));
+      await (options.settle ? options.settle() : new Promise((resolve) => setTimeout(resolve, 1000)));
       const again = (await recount(driver, [r], new BlobSizes(driver), options.excluded)).get(r.id)!;
       const same = again.usage === count.usage && again.links.size === count.links.size && [...again.links].every((l) => count.links.has(l));
       corrected = same && (await redis.correct(r, b.version, again));

@@ -39,7 +39,7 @@ export async function createQuotaLedger(
       ...(options.logger ? { logger: options.logger } : {}),
       ...(options.redisPrefix ? { prefix: options.redisPrefix } : {}),
     });
-    await ledger.connect();
+    if (policies.rules.quotas.length > 0) await ledger.connect();
     return ledger;
   }
   return new StorageQuotaLedger(driver, () => policies.rules.quotas, { excluded });

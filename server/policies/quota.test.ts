@@ -9,6 +9,7 @@ import { createDriver } from '../../storage-drivers/index.js';
 import { pushBlob } from '../../testing/gc-helpers.js';
 import { quotaConfig, quotaScenarios, world } from '../../testing/quota-scenarios.js';
 import { formatBytes, StorageQuotaLedger } from './quota.js';
+import { quotaCommand } from './quota-report.js';
 import { RegistryError } from '../registry/errors.js';
 import { parseDigest } from '../registry/reference.js';
 import type { Policies } from './rules.js';
@@ -45,4 +46,25 @@ test('two processes over one storage: a refusal is decided on a fresh recount, a
   const c = await world(make(0), config, undefined, driver);
   await pushBlob(a.registry, 'team/a', randomBytes(100));
   t.deepEqual((await c.ledger.usage([rule])).get(rule.id), { usage: 2600, repositories: 2 });
+});
+
+test('wharf quota: usage errors exit 2; a registry is reported per rule (the storage count is the recount)', async (t) => {
+  const config = quotaConfig([{ repositories: ['team/**'], maxsize: 2048 }]);
+  const load = async () => ({ config });
+  const write = process.stdout.write.bind(process.stdout);
+  const errWrite = process.stderr.write.bind(process.stderr);
+  let out = '';
+  process.stderr.write = (() => true) as typeof process.stderr.write;
+  try {
+    t.is(await quotaCommand([], load), 2);
+    t.is(await quotaCommand(['a.yml', 'b.yml'], load), 2);
+    t.is(await quotaCommand(['--bogus', 'a.yml'], load), 2);
+    process.stdout.write = ((chunk: string) => { out += chunk; return true; }) as typeof process.stdout.write;
+    t.is(await quotaCommand(['a.yml', '--json'], load), 0);
+  } finally {
+    process.stdout.write = write;
+    process.stderr.write = errWrite;
+  }
+  // storage: inmemory is empty in a new process: nothing counted.
+  t.deepEqual(JSON.parse(out), { quotas: [{ rule: 'policies.quotas[0] (team/**)', maxsize: 2048, usage: 0, repositories: 0, mode: 'storage', running: 0 }] });
 });
