@@ -23,9 +23,17 @@ export type Level = 'required' | 'optional' | 'strict';
  * refuses.
  */
 export type Feature = 'delete' | 'delete-disabled' | 'referrers' | 'catalog' | 'mount-without-from' | 'tag-query'
-  | 'sha512';
+  | 'sha512' | 'sparse-index' | 'complete-index';
 export const FEATURES: readonly Feature[] = ['delete', 'delete-disabled', 'referrers', 'catalog',
   'mount-without-from', 'tag-query', 'sha512'];
+
+/**
+ * Features off unless declared on (--sparse-index): behaviour the spec lets a registry choose and that is not the
+ * usual default. `sparse-index`: an index may be pushed while some of its children are absent (the OCI suite's
+ * sparse data). `complete-index` is its reverse: checks that an index with an absent child is refused, which run
+ * only while `sparse-index` is not declared.
+ */
+export const OPT_IN_FEATURES: readonly Feature[] = ['sparse-index'];
 
 export interface Context {
   client: RegistryClient;

@@ -20,6 +20,8 @@ const USAGE = `usage: node dist/conformance/cli.js <registry-url> [flags]
   --skip-referrers       the registry has no referrers API
   --skip-catalog         the registry has no catalog
   --skip <feature>       skip a feature (repeatable): ${FEATURES.filter((f) => f !== 'delete-disabled').join(', ')}
+  --sparse-index         the registry accepts indexes whose children are absent: run the sparse-index checks
+                         (and skip the check that such an index is refused)
   --name <prefix>        repository name prefix (default "conformance")
   --user <u> --password <p>   credentials (Basic, or for the Bearer token flow)
   --timeout <seconds>    per-request timeout (default 60)
@@ -51,6 +53,7 @@ async function main(): Promise<void> {
         'skip-delete': { type: 'boolean' },
         'skip-referrers': { type: 'boolean' },
         'skip-catalog': { type: 'boolean' },
+        'sparse-index': { type: 'boolean' },
         skip: { type: 'string', multiple: true },
         name: { type: 'string' },
         user: { type: 'string' },
@@ -87,6 +90,7 @@ async function main(): Promise<void> {
     strict: values.strict ?? false,
     skipOptional: values['skip-optional'] ?? false,
     skipFeatures: skipFeatures as Feature[],
+    features: values['sparse-index'] ? ['sparse-index'] : [],
     namePrefix: values.name,
     user: values.user,
     password: values.password,

@@ -3,7 +3,8 @@
  * its spec section and what the server answered.
  *
  * A second Wharf with deletion disabled (storage.delete.enabled: false, as in registry:2) runs the checks that
- * verify how a registry refuses deletes.
+ * verify how a registry refuses deletes; a third with sparse indexes accepted
+ * (validation.manifests.indexes.platforms: none) runs the opt-in sparse-index checks (--sparse-index).
  */
 import test from 'ava';
 import { startWharf, type RunningWharf } from '../testing/harness.js';
@@ -14,24 +15,29 @@ let wharf: RunningWharf | undefined;
 let ctx: Context | undefined;
 let noDelete: RunningWharf | undefined;
 let noDeleteCtx: Context | undefined;
+let sparse: RunningWharf | undefined;
+let sparseCtx: Context | undefined;
 
 test.before(async () => {
   // ava runs every check of this file at once: well over the default http.maxconnectionsperaddress from one address.
   const http = { maxconnectionsperaddress: 0 };
-  [wharf, noDelete] = await Promise.all([
+  [wharf, noDelete, sparse] = await Promise.all([
     startWharf({ config: { http } }),
     startWharf({ config: { http, storage: { delete: { enabled: false } } } }),
+    startWharf({ config: { http, validation: { manifests: { indexes: { platforms: 'none' } } } } }),
   ]);
   ctx = createContext({ url: wharf.url });
   noDeleteCtx = createContext({ url: noDelete.url });
+  sparseCtx = createContext({ url: sparse.url });
 });
 
 test.after.always(async () => {
-  await Promise.all([wharf?.stop(), noDelete?.stop()]);
+  await Promise.all([wharf?.stop(), noDelete?.stop(), sparse?.stop()]);
 });
 
 const full: SuiteOptions = { url: '', strict: true };
 const deleteDisabled: SuiteOptions = { url: '', strict: true, skipFeatures: ['delete'] };
+const sparseIndexes: SuiteOptions = { url: '', strict: true, features: ['sparse-index'] };
 
 for (const check of checks) {
   const title = `${check.area} › ${check.name} (${check.level})`;
@@ -47,8 +53,14 @@ for (const check of checks) {
       if (result.status === 'fail') t.fail(`${check.spec}\n${result.message}\n\nserver output:\n${tail(noDelete!.output())}`);
       else t.pass();
     });
+  } else if (!skipReason(check, sparseIndexes)) {
+    test(`${title} [sparse indexes]`, async (t) => {
+      const result = await runCheck(check, sparseCtx!);
+      if (result.status === 'fail') t.fail(`${check.spec}\n${result.message}\n\nserver output:\n${tail(sparse!.output())}`);
+      else t.pass();
+    });
   } else {
-    throw new Error(`check ${check.name} runs in neither configuration`);
+    throw new Error(`check ${check.name} runs in no configuration`);
   }
 }
 

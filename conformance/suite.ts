@@ -10,20 +10,21 @@
  * reports pass / fail / skip.
  */
 import { randomBytes } from 'node:crypto';
-import { AREAS, type Area, type Check, type Context, type Feature } from './check.js';
+import { AREAS, OPT_IN_FEATURES, type Area, type Check, type Context, type Feature } from './check.js';
 import { RegistryClient } from './client.js';
 import { discoveryChecks } from './areas/discovery.js';
 import { managementChecks } from './areas/management.js';
 import { pullChecks } from './areas/pull.js';
 import { pushChecks } from './areas/push.js';
 import { referrersChecks } from './areas/referrers.js';
+import { sparseChecks } from './areas/sparse.js';
 
 export type { Area, Check, Feature, Level } from './check.js';
-export { AREAS, FEATURES } from './check.js';
+export { AREAS, FEATURES, OPT_IN_FEATURES } from './check.js';
 
 /** Every check, in area order. */
 export const checks: readonly Check[] = [
-  ...pullChecks, ...pushChecks, ...discoveryChecks, ...managementChecks, ...referrersChecks,
+  ...pullChecks, ...pushChecks, ...sparseChecks, ...discoveryChecks, ...managementChecks, ...referrersChecks,
 ];
 
 export interface SuiteOptions {
@@ -39,6 +40,8 @@ export interface SuiteOptions {
   skipOptional?: boolean;
   /** Features the registry has turned off. `delete` here also enables the `delete-disabled` checks. */
   skipFeatures?: Feature[];
+  /** Opt-in features the registry has turned on (`sparse-index`; see OPT_IN_FEATURES). */
+  features?: Feature[];
   /** Repository name prefix; each run adds a random segment below it. */
   namePrefix?: string;
   user?: string;
@@ -67,8 +70,13 @@ export function skipReason(check: Check, options: SuiteOptions): string | undefi
   if (check.level === 'strict' && !options.strict) return 'wharf-strict check (run with --strict)';
   if (check.level === 'optional' && options.skipOptional) return 'optional check (--skip-optional)';
   const off = new Set(options.skipFeatures ?? []);
+  const on = new Set(options.features ?? []);
   for (const feature of check.features) {
-    if (feature === 'delete-disabled') {
+    if (OPT_IN_FEATURES.includes(feature)) {
+      if (!on.has(feature)) return `opt-in feature ${feature} not declared (--${feature})`;
+    } else if (feature === 'complete-index') {
+      if (on.has('sparse-index')) return 'the registry accepts sparse indexes (--sparse-index)';
+    } else if (feature === 'delete-disabled') {
       if (!off.has('delete')) return 'runs only when deletion is declared disabled (--skip-delete)';
     } else if (off.has(feature)) {
       return `feature ${feature} skipped`;

@@ -24,6 +24,8 @@ export const UNIT_TESTS = [
   'server/gc/proxy-expiry.test.ts',
   'server/http/blobs.test.ts',
   'server/logging.test.ts',
+  'server/policies/immutable.test.ts',
+  'server/policies/validation.test.ts',
   'server/proxy/mirror.test.ts',
   'server/policies/quota.test.ts',
   'server/registry/purge.test.ts',

@@ -1,11 +1,12 @@
-/** The `wharf` command (server/cli.ts) starts Node with Wharf's flags. */
+/** The `wharf` command (server/cli.ts) starts Node with Wharf's flags, and `serve` does however it was started. */
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NODE_FLAGS } from './node-flags.js';
+import { NODE_FLAGS, missingNodeFlags } from './node-flags.js';
+import { waitFor } from '../testing/helpers.js';
 
 test('run as a command, cli.js starts node with NODE_FLAGS, and npm start passes them too', async (t) => {
   const launcher = join(dirname(fileURLToPath(import.meta.url)), 'cli.js');
@@ -44,4 +45,56 @@ test('run as a command, cli.js starts node with NODE_FLAGS, and npm start passes
   help.stdout.setEncoding('utf8').on('data', (d: string) => { usage += d; });
   t.is(await new Promise<number | null>((resolve) => help.once('close', resolve)), 0);
   t.regex(usage, /usage:/);
+});
+
+test('missingNodeFlags: by name, from the command line or NODE_OPTIONS; another value is the operator\'s choice', (t) => {
+  t.deepEqual(missingNodeFlags([]), [...NODE_FLAGS]);
+  t.deepEqual(missingNodeFlags(['--max-semi-space-size=2']), []);
+  t.deepEqual(missingNodeFlags(['--max_semi_space_size=8']), []);
+  t.deepEqual(missingNodeFlags(['--inspect'], '--max-old-space-size=512  --max-semi-space-size=4'), []);
+  t.deepEqual(missingNodeFlags(['--max-old-space-size=512'], ''), [...NODE_FLAGS]);
+});
+
+test('started as `node cli.js serve` without the flags, serve runs itself again with them and passes signals on', async (t) => {
+  const cli = join(dirname(fileURLToPath(import.meta.url)), 'cli.js');
+  const dir = await mkdtemp(join(tmpdir(), 'wharf-cli-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const config = join(dir, 'config.yml');
+  await writeFile(config, `version: 0.1\nlog:\n  level: info\n  formatter: json\nhttp:\n  addr: 127.0.0.1:0\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n`);
+  const env: NodeJS.ProcessEnv = { ...process.env, WHARF_ANNOUNCE_LISTEN: '1' };
+  delete env.NODE_OPTIONS;
+  delete env.WHARF_RELAUNCHED;
+  const parent = spawn(process.execPath, [cli, 'serve', config], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  t.teardown(() => { parent.kill('SIGKILL'); });
+  let out = '';
+  parent.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
+  const exited = new Promise<number | null>((resolve) => parent.once('exit', resolve));
+  await waitFor('the relaunched server listening', async () => out.includes('WHARF_LISTENING ') || undefined);
+  const parentCmdline = (await readFile(`/proc/${parent.pid}/cmdline`, 'utf8')).split('\0');
+  t.false(parentCmdline.includes(NODE_FLAGS[0]!), 'the test started node without the flags');
+  const children = (await readFile(`/proc/${parent.pid}/task/${parent.pid}/children`, 'utf8')).trim().split(/\s+/).filter(Boolean);
+  t.is(children.length, 1);
+  const childCmdline = (await readFile(`/proc/${children[0]}/cmdline`, 'utf8')).split('\0');
+  t.true(childCmdline.includes(NODE_FLAGS[0]!), childCmdline.join(' '));
+  t.true(childCmdline.includes('serve') && childCmdline.includes(config));
+  const base = /WHARF_LISTENING (\S+)/.exec(out)![1]!;
+  t.is((await fetch(`${base}/v2/`)).status, 200);
+
+  // SIGHUP sent to the process the operator started reaches the server (it logs the reload) ...
+  parent.kill('SIGHUP');
+  await waitFor('the reload logged', async () => out.includes('policies: configuration reloaded') || undefined);
+  // ... and SIGTERM drains and stops it; the parent exits with its code.
+  parent.kill('SIGTERM');
+  t.is(await exited, 0);
+  await waitFor('the server process gone', async () => (await readFile(`/proc/${children[0]}/cmdline`, 'utf8').then(() => false, () => true)) || undefined);
+
+  // A launcher killed outright does not leave its server running.
+  const second = spawn(process.execPath, [cli, 'serve', config], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  t.teardown(() => { second.kill('SIGKILL'); });
+  let out2 = '';
+  second.stdout.setEncoding('utf8').on('data', (d: string) => { out2 += d; });
+  await waitFor('the second server listening', async () => out2.includes('WHARF_LISTENING ') || undefined);
+  const [server] = (await readFile(`/proc/${second.pid}/task/${second.pid}/children`, 'utf8')).trim().split(/\s+/);
+  second.kill('SIGKILL');
+  await waitFor('the orphaned server stopped', async () => (await readFile(`/proc/${server}/cmdline`, 'utf8').then(() => false, () => true)) || undefined);
 });

@@ -12,15 +12,15 @@
  * Exit codes: 0 success, 1 runtime failure, 2 invalid usage or configuration.
  *
  * The first line starts Node with Wharf's flags (NODE_FLAGS in ./node-flags.ts, which says why) when the file runs
- * as a command.
+ * as a command; `serve` started by `node cli.js` without them runs itself again with them (relaunchWithFlags).
  */
-import { ConfigError, loadConfig, type WharfConfig } from './config/index.js';
-import { GC_USAGE, UsageError, garbageCollectCommand, parseGcArgs } from './gc/command.js';
+import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
+// Only light modules are imported up front: `serve` may run itself again with Node's flags (relaunchWithFlags),
+// and the process that does so should not have loaded the server. The rest is imported where a command needs it.
+import type { WharfConfig } from './config/index.js';
 import { isWorker, parseWorkers, reportListening, runPrimary } from './cluster.js';
-import { createLogger } from './logging.js';
-import { quotaCommand } from './policies/quota-report.js';
-import { startServer } from './main.js';
-import { StorageError } from '../storage-drivers/driver.js';
+import { missingNodeFlags } from './node-flags.js';
 
 const USAGE = `usage:
   wharf serve [config.yml] [--workers N|auto]     (or WHARF_WORKERS; default 1)
@@ -31,6 +31,7 @@ const USAGE = `usage:
 `;
 
 async function load(path: string | undefined): Promise<{ config: WharfConfig; warnings: string[] }> {
+  const { ConfigError, loadConfig } = await import('./config/index.js');
   try {
     return await loadConfig({ path, env: process.env });
   } catch (err) {
@@ -43,7 +44,8 @@ async function load(path: string | undefined): Promise<{ config: WharfConfig; wa
 }
 
 /** A storage backend that cannot be used (missing bucket, bad credentials) ends the start with one clear line. */
-function startupFailure(err: unknown): never {
+async function startupFailure(err: unknown): Promise<never> {
+  const { StorageError } = await import('../storage-drivers/driver.js');
   if (err instanceof StorageError) {
     process.stderr.write(`wharf: cannot start: storage ${err.message}\n`);
     process.exit(1);
@@ -72,6 +74,26 @@ function parseServeArgs(args: string[]): { path?: string; workers: number } {
   return { path, workers: parseWorkers(workers) };
 }
 
+/**
+ * Run this same command again in a Node started with the NODE_FLAGS it lacks, and stand in for it: signals are passed
+ * on (SIGHUP reloads, SIGTERM/SIGINT drain), and its exit is this process's exit. So `node dist/server/cli.js serve`
+ * serves as tuned however it was started. The first line of this file makes the `wharf` command start with the flags,
+ * so it never comes here.
+ */
+function relaunchWithFlags(missing: string[]): void {
+  const child = spawn(process.execPath, [...missing, ...process.execArgv, process.argv[1]!, ...process.argv.slice(2)], {
+    // The IPC channel is only there to end: the server stops when this process is gone, even when it was SIGKILLed.
+    stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+    env: { ...process.env, WHARF_RELAUNCHED: '1' },
+  });
+  for (const signal of ['SIGHUP', 'SIGTERM', 'SIGINT'] as const) process.on(signal, () => child.kill(signal));
+  child.once('error', (err) => {
+    process.stderr.write(`wharf: cannot start node with ${missing.join(' ')}: ${err.message}\n`);
+    process.exit(1);
+  });
+  child.once('exit', (code, signal) => process.exit(code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : 1)));
+}
+
 async function serve(args: string[]): Promise<void> {
   let parsed: ReturnType<typeof parseServeArgs>;
   try {
@@ -80,8 +102,11 @@ async function serve(args: string[]): Promise<void> {
     process.stderr.write(`wharf: ${(err as Error).message}\n${USAGE}`);
     process.exit(2);
   }
+  const missing = missingNodeFlags(process.execArgv, process.env.NODE_OPTIONS);
+  if (missing.length > 0 && !process.env.WHARF_RELAUNCHED && !isWorker()) return relaunchWithFlags(missing);
   const { path, workers } = parsed;
   const { config, warnings } = await load(path);
+  const { createLogger } = await import('./logging.js');
   const logger = createLogger(config);
   if (workers > 1 && !isWorker()) {
     for (const warning of warnings) logger.warn({ config: path ?? 'embedded default' }, warning);
@@ -90,9 +115,8 @@ async function serve(args: string[]): Promise<void> {
     return;
   }
   if (!isWorker()) for (const warning of warnings) logger.warn({ config: path ?? 'embedded default' }, warning);
+  const [{ startServer }, { loadConfig }] = await Promise.all([import('./main.js'), import('./config/index.js')]);
   const running = await startServer(config, logger).catch(startupFailure);
-  if (isWorker()) reportListening({ url: running.url, debugUrl: running.debugUrl });
-  else announce(running);
 
   let stopping = false;
   const stop = (signal: string) => {
@@ -112,7 +136,8 @@ async function serve(args: string[]): Promise<void> {
     );
   };
   // SIGHUP re-reads the configuration file and applies its auth rules, groups and users, content policies and
-  // manifest validation; the listener and open connections are untouched. A file that no longer loads leaves the running rules as they were.
+  // manifest validation; the listener and open connections are untouched. A file that no longer loads leaves the
+  // running rules as they were.
   process.on('SIGHUP', () => {
     loadConfig({ path, env: process.env }).then(
       ({ config: next }) => running.reload(next),
@@ -121,6 +146,14 @@ async function serve(args: string[]): Promise<void> {
   });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  if (process.env.WHARF_RELAUNCHED && process.channel) {
+    // Started by relaunchWithFlags: when the process the operator started is gone, drain and stop as on SIGTERM.
+    process.once('disconnect', () => stop('launcher exited'));
+    process.channel.unref();
+  }
+  // Announced once the signals are handled, so whoever waits for it may stop or reload the server at once.
+  if (isWorker()) reportListening({ url: running.url, debugUrl: running.debugUrl });
+  else announce(running);
 }
 
 async function configCheck(path: string | undefined): Promise<void> {
@@ -134,6 +167,7 @@ async function configCheck(path: string | undefined): Promise<void> {
 }
 
 async function garbageCollect(args: string[]): Promise<void> {
+  const { GC_USAGE, UsageError, garbageCollectCommand, parseGcArgs } = await import('./gc/command.js');
   let options: ReturnType<typeof parseGcArgs>;
   try {
     options = parseGcArgs(args);
@@ -157,9 +191,11 @@ async function main(argv: string[]): Promise<void> {
       break;
     case 'garbage-collect':
       return garbageCollect(rest);
-    case 'quota':
+    case 'quota': {
+      const { quotaCommand } = await import('./policies/quota-report.js');
       process.exitCode = await quotaCommand(rest, load);
       return;
+    }
     case '--help':
     case '-h':
     case 'help':

@@ -526,7 +526,7 @@ push.add({ level: 'required', spec: 'spec.md § Push ("MAY reject … it MUST re
     }
   });
 
-push.add({ level: 'strict', spec: 'Wharf: a manifest referencing an unknown blob or child is 400 MANIFEST_BLOB_UNKNOWN' },
+push.add({ level: 'strict', spec: 'Wharf: a manifest referencing an unknown blob is 400 MANIFEST_BLOB_UNKNOWN' },
   async function manifestWithUnknownBlobIsRejected(ctx) {
     const repo = ctx.repo();
     for (const missing of ['layer', 'config'] as const) {
@@ -535,8 +535,15 @@ push.add({ level: 'strict', spec: 'Wharf: a manifest referencing an unknown blob
       const res = await ctx.client.request('HEAD', `/v2/${repo}/manifests/missing-${missing}`);
       expectStatus(res, 404);
     }
+  });
+
+push.add({ level: 'strict', features: ['complete-index'],
+  spec: 'Wharf: an index naming a child the repository lacks is 400 MANIFEST_BLOB_UNKNOWN (unless sparse indexes are on)' },
+  async function indexWithUnknownChildIsRejected(ctx) {
+    const repo = ctx.repo();
     const index = indexManifest([{ mediaType: MediaType.ociManifest, digest: unknownDigest(), size: 321 }]);
     expectError(await putManifest(ctx.client, repo, 'missing-child', index), 400, 'MANIFEST_BLOB_UNKNOWN');
+    expectStatus(await ctx.client.request('HEAD', `/v2/${repo}/manifests/missing-child`), 404);
   });
 
 push.add({ level: 'optional', spec: 'spec.md § Error Codes MANIFEST_INVALID' }, async function invalidManifestJsonIsManifestInvalid(ctx) {

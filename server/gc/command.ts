@@ -12,12 +12,12 @@ import type { WharfConfig } from '../config/index.js';
 import type { ProxyConfig } from '../config/index.js';
 import { createDescriptorCache, type DescriptorCache } from '../cache/index.js';
 import { driverFor } from '../storage.js';
-import { Policies } from '../policies/rules.js';
 import { mirroredRepositories, Quotas } from '../policies/quota.js';
 import { compareQuotas } from '../policies/quota-report.js';
 import { createQuotaLedger } from '../policies/quota-setup.js';
 import { metricsText, newStats, startProgress, summaryText } from './report.js';
 import { ProxyExpiry } from './proxy-expiry.js';
+import { Policies, PolicyRules } from '../policies/rules.js';
 import { GcRedisUnavailableError, workerGcState, type WorkerGcState } from './redis-state.js';
 import { LockBusyError, LockLostError } from './state.js';
 import { DEFAULT_GRACE_MS, DEFAULT_UPLOAD_AGE_MS, collectGarbage, type GcOptions } from './worker.js';
@@ -98,7 +98,7 @@ export function sharedStateOptions(gc: WorkerGcState, cache?: DescriptorCache): 
 }
 
 /** One run with output; resolves to the exit code. */
-async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig, quotas?: GcOptions['quotas']): Promise<number> {
+async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig, rules?: PolicyRules, quotas?: GcOptions['quotas']): Promise<number> {
   const stats = newStats(o.dryRun);
   const listing = o.dryRun && !o.quiet ? (kind: string, what: string) => void process.stdout.write(`would delete ${kind} ${what}\n`) : undefined;
   const stopProgress = o.quiet ? () => {} : startProgress(stats, process.stderr);
@@ -113,7 +113,7 @@ async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcS
       ...sharedStateOptions(gc, cache),
       onDelete: listing,
       // A mirror's cached content past its upstream's TTL (docs/mirror.md).
-      expiry: proxy ? new ProxyExpiry(driver, proxy, { dryRun: o.dryRun, stats, note: listing }) : undefined,
+      expiry: proxy ? new ProxyExpiry(driver, proxy, { dryRun: o.dryRun, stats, note: listing, ...(rules ? { policies: rules } : {}) }) : undefined,
       quotas,
     });
     stopProgress();
@@ -163,7 +163,7 @@ export async function garbageCollectCommand(config: WharfConfig, o: GcCommandOpt
     return 1;
   }
   try {
-    return await runCommand(driver, o, gc, cache, config.proxy, quotas?.hooks);
+    return await runCommand(driver, o, gc, cache, config.proxy, new PolicyRules(config), quotas?.hooks);
   } finally {
     await quotas?.close();
     await gc.close();
@@ -190,8 +190,8 @@ async function gcQuotas(config: WharfConfig, driver: StorageDriver): Promise<{ h
   };
 }
 
-async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig, quotas?: GcOptions['quotas']): Promise<number> {
-  if (o.everyMs === undefined) return runOnce(driver, o, gc, cache, proxy, quotas);
+async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig, rules?: PolicyRules, quotas?: GcOptions['quotas']): Promise<number> {
+  if (o.everyMs === undefined) return runOnce(driver, o, gc, cache, proxy, rules, quotas);
   let stopping = false;
   let wake: () => void = () => {};
   const stop = () => {
@@ -202,7 +202,7 @@ async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: Worker
   process.on('SIGINT', stop);
   let last = 0;
   while (!stopping) {
-    last = await runOnce(driver, o, gc, cache, proxy, quotas);
+    last = await runOnce(driver, o, gc, cache, proxy, rules, quotas);
     if (stopping) break;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, o.everyMs);

@@ -4,7 +4,8 @@
  * Roots are the tags' manifests, every manifest revision unless `deleteUntagged` (except a referrer whose subject
  * is no longer a revision of the repository: an OCI 1.1 signature or SBOM lives as long as its subject), and every
  * revision younger than the grace period. From each live manifest we follow index children, config and layers, and
- * the referrers of that manifest. Memory: the repository's own links, then only the live digests are kept.
+ * the referrers of that manifest. A child of an index that the repository does not hold (a sparse index) is followed
+ * no further and is not reported missing. Memory: the repository's own links, then only the live digests are kept.
  */
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { parseManifest } from '../registry/manifest-format.js';
@@ -31,7 +32,8 @@ export async function markRepository(driver: StorageDriver, scan: RepositoryScan
   const subjectOf = new Map<string, string>();
   for (const [subject, refs] of scan.referrers) for (const r of refs.keys()) subjectOf.set(r, subject);
 
-  const queue: string[] = [...scan.tags.values()];
+  const tagged = new Set(scan.tags.values());
+  const queue: string[] = [...tagged];
   for (const [digest, link] of scan.revisions) {
     const young = link.mtime >= options.cutoff;
     const subject = subjectOf.get(digest);
@@ -50,7 +52,9 @@ export async function markRepository(driver: StorageDriver, scan: RepositoryScan
     for (const r of scan.referrers.get(digest)?.keys() ?? []) queue.push(r);
     const content = await blobContent(driver, digest);
     if (!content) {
-      result.missing.push(digest);
+      // A child an index names but the repository never held (a sparse index: validation.manifests.indexes) is not
+      // damage; only a revision or tag of the repository without bytes is.
+      if (scan.revisions.has(digest) || tagged.has(digest)) result.missing.push(digest);
       continue;
     }
     try {
@@ -58,6 +62,8 @@ export async function markRepository(driver: StorageDriver, scan: RepositoryScan
       // keep its blobs whatever its nesting.
       const parsed = parseManifest(content, undefined, { maxDepth: Infinity });
       for (const b of parsed.blobs) result.blobs.add(b.value);
+      // A foreign layer with URLs need not have been pushed, but when it was its blob is the manifest's too.
+      for (const d of parsed.descriptors) result.blobs.add(d.parsed.value);
       for (const m of parsed.manifests) queue.push(m.value);
     } catch {
       // Not a manifest we can read (or a legacy layer link): keep it, follow nothing.

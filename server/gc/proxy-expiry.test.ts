@@ -11,6 +11,7 @@ import type { ProxyConfig } from '../config/index.js';
 import * as layout from '../registry/layout.js';
 import { parseDigest } from '../registry/reference.js';
 import { ProxyExpiry } from './proxy-expiry.js';
+import { PolicyRules } from '../policies/rules.js';
 import { newStats, summaryText, metricsText, type GcStats } from './report.js';
 import { StorageLiveSet } from './state.js';
 import {
@@ -186,4 +187,21 @@ test('a tag pulled through the mirror while the collection runs is kept, with ev
   t.like(stats, { expiredTags: 0, expiredManifests: 0 });
   // The records of what stays are kept too.
   t.true(existsSync(join(f.root, layout.PROXY_LAST_PULL_ROOT, 'hub/old/sha256', old.manifest.digest.slice(7))));
+});
+
+test('an immutable tag never expires: it, its manifest and blobs stay while other tags of the repository go', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const pinned = await pushImage(f.registry, 'hub/old', 'v1', [randomBlob()]);
+  const loose = await pushImage(f.registry, 'hub/old', 'latest', [randomBlob()]);
+  await ageAll(f.root, 2 * DAY);
+  await pulled(f, 'hub/old', [...digestsOf(pinned), ...digestsOf(loose)], 2 * DAY);
+  const config = parseConfig('version: 0.1\nstorage: inmemory\npolicies:\n  immutabletags: [{repositories: [hub/**], tags: [v*]}]\n', {}, 'x').config;
+  const stats = newStats(false);
+  await gc(f, proxyConfig(), { stats, expiry: new ProxyExpiry(f.driver, proxyConfig(), { dryRun: false, stats, policies: new PolicyRules(config) }) });
+  t.true(await pullsCompletely(f.registry, 'hub/old', 'v1'), 'the immutable tag and all it needs are kept');
+  t.is(await f.registry.manifests.resolveTag('hub/old', 'latest'), undefined, 'the mutable tag expired');
+  const stored = await storedBlobs(f.driver);
+  for (const d of digestsOf(pinned)) t.true(stored.has(d));
+  t.false(stored.has(loose.layers[0]!.digest));
 });

@@ -29,6 +29,9 @@
  *  the tag's folder goes with the folder. The next pull of that tag fetches the manifest again (one HEAD and GET
  *  upstream); no tag is ever left pointing at a manifest or blob that was deleted.
  *
+ * Immutable tags (`policies.immutabletags`, docs/policies.md) never expire: they are skipped, so they stay roots and
+ * the manifest each names (with what it needs) is marked and kept.
+ *
  * A dry run removes nothing and reports what would expire (tags as `tag`, revisions as `manifest`).
  */
 import { ifExists, type StorageDriver } from '../../storage-drivers/driver.js';
@@ -39,6 +42,7 @@ import {
 import { isLocal, routeOf } from '../proxy/routing.js';
 import { markRepository } from './mark.js';
 import type { GcStats } from './report.js';
+import type { PolicyRules } from '../policies/rules.js';
 
 export interface ExpiryContext {
   /** The worker's delete with the live-set re-check (always true in a dry run, which deletes nothing). */
@@ -60,6 +64,8 @@ export interface ProxyExpiryOptions {
   note?: (kind: 'tag' | 'manifest', what: string) => void;
   /** "Now", for tests. */
   now?: () => number;
+  /** The content policies of the configuration: tags an immutable-tag rule covers are never expired. */
+  policies?: PolicyRules;
 }
 
 export class ProxyExpiry implements RepositoryExpiry {
@@ -97,6 +103,7 @@ export class ProxyExpiry implements RepositoryExpiry {
     const { stats, note, dryRun } = this.options;
 
     for (const [tag, digest] of [...scan.tags]) {
+      if (this.options.policies?.immutableRule(scan.name, tag)) continue;
       const current = await tagLink(this.driver, scan.name, tag);
       if (!current || !old(digest, current.mtime)) continue;
       if (!(await remove(current.path, digest))) continue;

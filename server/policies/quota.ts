@@ -117,6 +117,16 @@ export class Quotas {
     return verdict.added ? () => this.release(repository, kind, digest) : async () => {};
   }
 
+  /**
+   * Count a link being written back (a revision restored after a racing delete released it): never refused, and
+   * never fails the caller (a failure is left to the next recount).
+   */
+  async recharge(repository: string, kind: LinkKind, digest: string, size: number): Promise<void> {
+    const rules = this.rulesFor(repository).map((r) => ({ ...r, maxsize: Number.MAX_SAFE_INTEGER }));
+    if (rules.length === 0) return;
+    await this.ledger.charge(rules, { repository, kind, digest }, size).catch(() => {});
+  }
+
   /** A link was removed from storage. Never fails the caller: the storage change stands. */
   async release(repository: string, kind: LinkKind, digest: string): Promise<void> {
     const rules = this.rulesFor(repository);

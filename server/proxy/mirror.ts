@@ -101,6 +101,8 @@ export class Mirror implements Registry {
   private readonly lastPulls = new LRUCache<string, true>({ maxSize: 100_000, sizeCalculation: () => 1, ttl: LAST_PULL_INTERVAL_MS });
   /** Origin records known to be in storage, by repository and tag (OriginRecord; bounded like lastPulls). */
   private readonly origins = new LRUCache<string, string>({ maxSize: 100_000, sizeCalculation: () => 1 });
+  /** Immutable tags this process has warned about (upstream moved them), by repository, tag and upstream digest. */
+  private readonly immutableWarned = new LRUCache<string, true>({ maxSize: 10_000, sizeCalculation: () => 1 });
   private readonly metrics?: ReturnType<typeof mirrorMetrics>;
   /** When each upstream last answered and last failed, in this process (the web UI's status page). */
   private readonly health = new Map<string, { lastSuccess?: number; lastFailure?: number; lastError?: string }>();
@@ -295,6 +297,8 @@ export class Mirror implements Registry {
     const local = await manifests.resolveTag(name, reference);
     if (local) await this.local.recordReferences(name, [local.value]);
     const cached = local !== undefined && (await manifests.hasRevision(name, local)) ? local : undefined;
+    // An immutable tag (docs/policies.md) is never moved by a refresh: the cached manifest is served.
+    if (cached && this.local.policies?.rules.immutableRule(name, reference)) return this.keepImmutable(route, name, reference, cached);
     try {
       await this.once(`t\0${name}\0${reference}`, async () => {
         const head = await route.upstream.client.headManifest(route.remote, reference);
@@ -333,6 +337,29 @@ export class Mirror implements Registry {
     }
   }
 
+  /**
+   * Serve the cached manifest of immutable tag `tag`: the upstream is still asked (one HEAD) so that a tag it moved
+   * is logged, once per process and upstream digest, at warn; its failures change nothing.
+   */
+  private async keepImmutable(route: Route, name: string, tag: string, cached: Digest): Promise<undefined> {
+    this.count(route, 'hits');
+    this.recordPull(route, name, cached);
+    try {
+      const head = await this.once(`i\0${name}\0${tag}`, () => route.upstream.client.headManifest(route.remote, tag));
+      this.noteUpstream(route);
+      const key = `${name}\0${tag}\0${head.digest ?? ''}`;
+      if (head.digest && head.digest !== cached.value && !this.immutableWarned.has(key)) {
+        this.immutableWarned.set(key, true);
+        this.logger.warn({ upstream: route.upstream.config.name, repository: name, tag, cached: cached.value, upstreamDigest: head.digest }, 'upstream moved an immutable tag: serving the cached manifest');
+      }
+    } catch (err) {
+      if (!(err instanceof UpstreamError)) throw err;
+      this.noteUpstream(route, err);
+      this.logger.debug({ upstream: route.upstream.config.name, repository: name, tag, reason: err.message }, 'immutable tag served from the cache; upstream not reached');
+    }
+    return undefined;
+  }
+
   /** GET a manifest upstream, verify its digest, store it as a revision (and tag). */
   private async fetchManifest(route: Route, name: string, reference: string, expected?: Digest, tag?: string): Promise<void> {
     const got = await route.upstream.client.getManifest(route.remote, reference, this.options.manifestMaxSize);
@@ -352,8 +379,14 @@ export class Mirror implements Registry {
     await this.local.blobs.putContent(digest, got.content);
     await this.local.driver.putContent(layout.revisionLinkPath(name, digest), digest.value);
     if (tag !== undefined) {
-      await this.local.manifests.tag(name, tag, digest);
-      await this.recordOrigin(route, name, tag, digest, true);
+      try {
+        await this.local.manifests.tag(name, tag, digest);
+        await this.recordOrigin(route, name, tag, digest, true);
+      } catch (err) {
+        // An immutable tag another replica set first (to another digest): what it names is served.
+        if (!(err instanceof RegistryError && err.code === 'DENIED')) throw err;
+        this.logger.warn({ upstream: route.upstream.config.name, repository: name, tag, digest: digest.value, reason: err.message }, 'upstream manifest not cached under an immutable tag');
+      }
     }
     this.recordPull(route, name, digest);
     this.logger.info({ upstream: route.upstream.config.name, repository: name, reference, digest: digest.value }, 'cached manifest from upstream');

@@ -25,6 +25,11 @@ const NON_DISTRIBUTABLE = [
   'application/vnd.docker.image.rootfs.foreign.diff.tar',
 ];
 
+/** Docker's foreign layer type (`application/vnd.docker.image.rootfs.foreign.diff.tar.gzip`), as opposed to OCI's. */
+export function isDockerForeign(mediaType: string): boolean {
+  return isNonDistributable(mediaType) && mediaType.startsWith(NON_DISTRIBUTABLE[1]!);
+}
+
 export function isNonDistributable(mediaType: string): boolean {
   return NON_DISTRIBUTABLE.some((t) => mediaType === t || mediaType.startsWith(`${t}+`) || mediaType.startsWith(`${t}.`));
 }
@@ -53,10 +58,17 @@ export interface Descriptor {
 /** What the registry needs to know about a validated manifest. */
 export interface ParsedManifest {
   mediaType: string;
-  /** Blobs that must exist in the repository: config and distributable layers (manifests only). */
+  /**
+   * Blobs that must exist in the repository (image manifests only): the config and every layer, except a
+   * non-distributable (foreign) layer that carries `urls`, which clients fetch from there (registry:2's rule).
+   */
   blobs: Digest[];
-  /** Child manifests that must exist in the repository (indexes only). */
+  /** Every child manifest of an index (indexes only); which must exist is validation's decision (policies/validation.ts). */
   manifests: Digest[];
+  /** The config and layer descriptors (image manifests only), in order: what the URL checks look at. */
+  descriptors: (Descriptor & { parsed: Digest; where: string })[];
+  /** The child descriptors of an index, with their `platform` (indexes only). */
+  children: (Descriptor & { parsed: Digest })[];
   subject?: Descriptor & { parsed: Digest };
   /** The value the referrers API shows for this manifest (artifactType, else the config's media type). */
   artifactType?: string;
@@ -106,6 +118,7 @@ function checkDescriptor(v: unknown, where: string): Descriptor & { parsed: Dige
     artifactType: artifactType as string | undefined,
     annotations: checkAnnotations(v.annotations, where),
     urls: urls as string[] | undefined,
+    ...(v.platform !== undefined ? { platform: v.platform } : {}),
     parsed,
   };
 }
@@ -241,6 +254,8 @@ export function parseManifest(content: Buffer, contentType: string | undefined, 
       mediaType,
       blobs: [],
       manifests: manifests.map((m) => m.parsed),
+      descriptors: [],
+      children: manifests,
       subject,
       artifactType: artifactType as string | undefined,
       annotations,
@@ -254,12 +269,14 @@ export function parseManifest(content: Buffer, contentType: string | undefined, 
   const layers = ((doc.layers as unknown[] | undefined) ?? []).map((l, i) => checkDescriptor(l, `layers[${i}]`));
   const blobs = [config.parsed];
   for (const layer of layers) {
-    if (!isNonDistributable(layer.mediaType)) blobs.push(layer.parsed);
+    if (!(isNonDistributable(layer.mediaType) && (layer.urls?.length ?? 0) > 0)) blobs.push(layer.parsed);
   }
   return {
     mediaType,
     blobs,
     manifests: [],
+    descriptors: [{ ...config, where: 'config' }, ...layers.map((l, i) => ({ ...l, where: `layers[${i}]` }))],
+    children: [],
     subject,
     artifactType: (artifactType as string | undefined) ?? config.mediaType,
     annotations,

@@ -6,7 +6,7 @@
  * A manifest with a `subject` is recorded under `_referrers/<subject>` so the referrers API is a directory listing.
  */
 import { LRUCache } from 'lru-cache';
-import { PathNotFoundError, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
+import { PathNotFoundError, StorageDriverError, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
 import { BlobStore } from './blobs.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
@@ -19,6 +19,8 @@ import {
   type Descriptor,
 } from './manifest-format.js';
 import type { Policies } from '../policies/rules.js';
+import { immutableTagsNaming, manifestDeleteDenied, type ImmutableTag, refuseMoves, setImmutableTag, tagDeleteDenied } from '../policies/immutable.js';
+import { validateManifest } from '../policies/validation.js';
 import type { Quotas } from '../policies/quota.js';
 import { digestOf, isValidTag, parseDigest, tryParseDigest, validateTag, type Digest, type Reference } from './reference.js';
 
@@ -46,7 +48,7 @@ export interface ManifestHooks {
   /** The content policies and manifest validation in force (read at each decision; see server/policies/rules.ts). */
   policies?: Policies;
   /** Quotas (server/policies/quota.ts): a revision link is charged before it is written and released after it goes. */
-  quotas?: Pick<Quotas, 'charge' | 'release'>;
+  quotas?: Pick<Quotas, 'charge' | 'release' | 'recharge'>;
 }
 
 export interface TagPage {
@@ -178,8 +180,9 @@ export class ManifestStore {
 
   /**
    * Store a manifest. `ref` is the tag or digest of the URL; `extraTags` come from `?tag=` (digest pushes only).
-   * Validation: JSON and media type (MANIFEST_INVALID), the URL digest matches the bytes (DIGEST_INVALID), every
-   * referenced blob and child manifest is in this repository (MANIFEST_BLOB_UNKNOWN). The subject need not exist.
+   * Validation: JSON and media type (MANIFEST_INVALID), layer URLs (`validation.manifests.urls`, MANIFEST_INVALID),
+   * the URL digest matches the bytes (DIGEST_INVALID), every referenced blob, and every child manifest
+   * `validation.manifests.indexes` requires, is in this repository (MANIFEST_BLOB_UNKNOWN). The subject need not exist.
    */
   async put(
     name: string,
@@ -189,6 +192,8 @@ export class ManifestStore {
     extraTags: string[] = [],
   ): Promise<PutManifestResult> {
     const parsed = parseManifest(content, contentType);
+    // validation.manifests: layer URLs (MANIFEST_INVALID), and which blobs and index children must exist here.
+    const required = validateManifest(parsed, this.hooks.policies?.rules.manifests);
     const algorithm = ref.kind === 'digest' ? ref.digest.algorithm : 'sha256';
     const digest = parseDigest(digestOf(content, algorithm));
     if (ref.kind === 'digest' && ref.digest.value !== digest.value) {
@@ -197,19 +202,21 @@ export class ManifestStore {
       });
     }
     const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...extraTags.map(validateTag)])];
+    // An immutable tag naming another manifest refuses the push before anything is stored (server/policies/immutable.ts).
+    await refuseMoves(this.driver, this.hooks.policies, name, tags, digest);
 
     // Before the existence checks: the garbage collector re-checks this record before deleting anything, so a blob
     // checked here is either kept or found missing (MANIFEST_BLOB_UNKNOWN), never deleted after the check.
     await this.hooks.onReferenced?.(name, [digest.value, ...parsed.blobs.map((b) => b.value), ...parsed.manifests.map((m) => m.value)]);
     const missing: string[] = [];
     let supplyEmptyConfig: Digest | undefined;
-    for (const blob of parsed.blobs) {
+    for (const blob of required.blobs) {
       if ((await this.blobs.isLinked(name, blob)) && (await this.blobs.statContent(blob))) continue;
       // Artifacts use the empty JSON `{}` as config; we know its bytes, so we can supply it when it was not pushed.
       if (blob.value === EMPTY_JSON_DIGEST && parsed.emptyConfig) supplyEmptyConfig = blob;
       else missing.push(blob.value);
     }
-    for (const child of parsed.manifests) {
+    for (const child of required.manifests) {
       if (!(await this.hasRevision(name, child))) missing.push(child.value);
     }
     if (missing.length > 0) {
@@ -247,8 +254,21 @@ export class ManifestStore {
     return { digest: digest.value, mediaType: parsed.mediaType, subject: parsed.subject?.digest, tags };
   }
 
-  /** Point a tag at a manifest revision. The current link is replaced atomically, so concurrent PUTs leave one. */
+  /**
+   * Point a tag at a manifest revision. The current link is replaced atomically, so concurrent PUTs leave one.
+   * A tag an immutable-tag rule covers is instead created exclusively, or left as it is when it already names the
+   * digest (DENIED when it names another), then the revision is made sure of (a delete by digest may have raced).
+   */
   async tag(name: string, tag: string, digest: Digest): Promise<void> {
+    const rule = this.hooks.policies?.rules.immutableRule(name, tag);
+    if (rule) {
+      await setImmutableTag(this.driver, name, tag, digest, rule);
+      for (const d of [digest.value, ...(await this.childrenOf(digest))]) {
+        const parsed = parseDigest(d);
+        if ((await this.revisionLink(name, parsed)) === undefined) await this.restoreRevision(name, parsed);
+      }
+      return;
+    }
     await this.driver.putContent(layout.tagIndexLinkPath(name, tag, digest), digest.value);
     await this.driver.putContent(layout.tagCurrentLinkPath(name, tag), digest.value);
   }
@@ -259,15 +279,23 @@ export class ManifestStore {
    */
   async delete(name: string, ref: Reference): Promise<void> {
     if (ref.kind === 'tag') {
-      if (!(await this.resolveTag(name, ref.tag))) throw manifestUnknown(name, ref.tag);
+      const current = await this.resolveTag(name, ref.tag);
+      if (!current) throw manifestUnknown(name, ref.tag);
+      const rule = this.hooks.policies?.rules.immutableRule(name, ref.tag);
+      if (rule) throw tagDeleteDenied(rule, ref.tag, current.value);
       await ifExists(this.driver.delete(layout.tagPath(name, ref.tag)));
       return;
     }
     const digest = ref.digest;
     this.revisions.delete(name, digest.value);
     if (!(await this.hasRevision(name, digest))) throw manifestUnknown(name, digest.value);
+    // Immutable tags naming the manifest refuse the delete before anything is removed; they are never removed below.
+    const policies = this.hooks.policies;
+    const locked = await this.immutableTagsNaming(name, digest);
+    if (locked.length > 0) throw manifestDeleteDenied(digest.value, locked);
     const content = await this.content(digest);
     for (const tag of await this.allTags(name)) {
+      if (policies?.rules.immutableRule(name, tag)) continue;
       const current = await this.resolveTag(name, tag);
       if (current?.value === digest.value) await ifExists(this.driver.delete(layout.tagPath(name, tag)));
     }
@@ -279,8 +307,68 @@ export class ManifestStore {
         // Bytes that no longer parse have no referrers entry we could have written.
       }
     }
-    await ifExists(this.driver.delete(layout.revisionDir(name, digest)));
+    await this.removeRevisionDir(name, digest);
+    // A push may have set an immutable tag to the manifest since the first look: then the delete did not happen.
+    const raced = await this.immutableTagsNaming(name, digest);
+    if (raced.length > 0) {
+      await this.restoreRevision(name, digest, content);
+      throw manifestDeleteDenied(digest.value, raced);
+    }
     await this.hooks.quotas?.release(name, 'manifest', digest.value);
+  }
+
+  /**
+   * The immutable tags that keep the manifest from being deleted: those naming it, and those naming an index that
+   * lists it (server/policies/immutable.ts).
+   */
+  async immutableTagsNaming(name: string, digest: Digest): Promise<ImmutableTag[]> {
+    return immutableTagsNaming(this.driver, this.hooks.policies, name, digest, (d) => this.childrenOf(d));
+  }
+
+  /** The manifests an index lists ([] for any other manifest, or bytes that are missing or do not parse). */
+  private async childrenOf(digest: Digest): Promise<string[]> {
+    const content = await this.content(digest);
+    if (!content) return [];
+    try {
+      return parseManifest(content, undefined).manifests.map((m) => m.value);
+    } catch {
+      return [];
+    }
+  }
+
+  /**
+   * Remove a revision's folder. A push of the same manifest writing its link meanwhile can make a recursive removal
+   * on the filesystem fail (ENOTEMPTY); the removal is tried again, as the delete was asked first.
+   */
+  private async removeRevisionDir(name: string, digest: Digest): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await ifExists(this.driver.delete(layout.revisionDir(name, digest)));
+        return;
+      } catch (err) {
+        if (!(err instanceof StorageDriverError) || attempt >= 3) throw err;
+      }
+    }
+  }
+
+  /**
+   * Write back the revision link (and referrers entry) of a manifest an immutable tag names, removed by a delete
+   * by digest that raced the push setting the tag (server/policies/immutable.ts). Recorded for the garbage
+   * collector first, as a push records what it makes live.
+   */
+  private async restoreRevision(name: string, digest: Digest, known?: Buffer): Promise<void> {
+    await this.hooks.onReferenced?.(name, [digest.value]);
+    const content = known ?? (await this.content(digest));
+    // Counted again (never refused: the manifest was accepted, only a racing delete released it).
+    await this.hooks.quotas?.recharge(name, 'manifest', digest.value, content?.length ?? 0);
+    await this.driver.putContent(layout.revisionLinkPath(name, digest), digest.value);
+    if (!content) return;
+    try {
+      const subject = parseManifest(content, undefined).subject;
+      if (subject) await this.driver.putContent(layout.referrerLinkPath(name, subject.parsed, digest), digest.value);
+    } catch {
+      // Bytes that no longer parse had no referrers entry.
+    }
   }
 
   /** True when anything was ever stored for the repository. */

@@ -19,6 +19,7 @@ import type { UiAuth } from '../http/auth-setup.js';
 import type { HttpOptions } from '../http/context.js';
 import { THROTTLED_MESSAGE } from '../http/auth.js';
 import type { Notifier } from '../notifications.js';
+import { immutableTagsByDigest, manifestDeleteRefusal } from '../policies/immutable.js';
 import { RegistryError } from '../registry/errors.js';
 import * as layout from '../registry/layout.js';
 import { isIndexType, parseManifestJson } from '../registry/manifest-format.js';
@@ -240,6 +241,17 @@ export class UiApi {
     return this.allowed(ctx, [{ type: 'repository', name, actions: ['delete'] }]);
   }
 
+  /** `canDelete` of a manifest, and `immutableTags`/`deleteRefusal`: the immutable tags naming it refuse its delete. */
+  private async manifestDeletable(ctx: Context, name: string, digest: Digest) {
+    const { local } = this.deps;
+    const naming = await local.manifests.immutableTagsNaming(name, digest);
+    return {
+      canDelete: naming.length === 0 && (await this.canDelete(ctx, name)),
+      immutableTags: naming.map((n) => ({ tag: n.tag, rule: n.rule.name })),
+      deleteRefusal: manifestDeleteRefusal(naming),
+    };
+  }
+
   /** A filter of repository names the caller may pull (undefined: every name). */
   private async pullFilter(ctx: Context): Promise<((name: string) => boolean) | undefined> {
     const { authorizer } = this.deps.auth();
@@ -406,9 +418,14 @@ export class UiApi {
     }
 
     const limiter = pLimit(CONCURRENCY);
+    // Immutable tags (docs/policies.md): neither such a tag nor the manifest one names can be deleted.
+    const { local } = this.deps;
+    const locked = await immutableTagsByDigest(local.driver, local.policies, name);
     const items = await Promise.all(chosen.map(({ tag, link }) => limiter(async () => {
       const s = await this.summary(name, link.digest);
       return {
+        immutable: local.policies?.rules.immutableRule(name, tag)?.name ?? null,
+        manifestImmutable: manifestDeleteRefusal(locked.get(link.digest.value) ?? []),
         tag,
         digest: link.digest.value,
         mediaType: s?.mediaType ?? null,
@@ -519,12 +536,16 @@ export class UiApi {
     const summary = await this.summary(name, digest);
     const index = isIndexType(m.mediaType);
     const subject = descriptors([doc.subject])[0] ?? null;
-    const children = index
-      ? descriptors(doc.manifests).map((c) => ({
-          digest: c.digest, mediaType: c.mediaType, size: c.size, platform: platformOf(c.platform) ?? null,
-          artifactType: c.artifactType ?? null, annotations: c.annotations ?? {},
-        }))
-      : [];
+    const children = [];
+    for (const c of index ? descriptors(doc.manifests) : []) {
+      // A sparse index (validation.manifests.indexes) may name children the repository does not hold.
+      const d = tryParseDigest(c.digest);
+      const missing = !d || !(await this.deps.local.manifests.hasRevision(name, d));
+      children.push({
+        digest: c.digest, mediaType: c.mediaType, size: c.size, platform: platformOf(c.platform) ?? null,
+        artifactType: c.artifactType ?? null, annotations: c.annotations ?? {}, missing,
+      });
+    }
     let config: Record<string, unknown> | null = null;
     let layers: { digest: string; mediaType: string; size: number; createdBy: string | null }[] = [];
     if (!index) {
@@ -575,7 +596,7 @@ export class UiApi {
       config,
       layers,
       referrers,
-      canDelete: await this.canDelete(ctx, name),
+      ...(await this.manifestDeletable(ctx, name, digest)),
     });
   }
 

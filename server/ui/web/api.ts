@@ -46,6 +46,10 @@ export interface TagItem {
   size: number;
   created: string | null;
   lastPush: string | null;
+  /** The immutable-tag rule covering the tag (it cannot be deleted), or null. */
+  immutable?: string | null;
+  /** Why the tag's manifest cannot be deleted (an immutable tag names it), or null. */
+  manifestImmutable?: string | null;
 }
 
 export interface Descriptor {
@@ -60,6 +64,8 @@ export interface Child {
   mediaType: string;
   size: number;
   platform: Platform | null;
+  /** The repository does not hold this child (a sparse index). */
+  missing?: boolean;
 }
 
 export interface ImageConfig {
@@ -111,6 +117,8 @@ export interface ManifestInfo {
   referrers?: Referrer[] | null;
   /** Whether the user may delete this manifest, when the server says; absent: unknown. */
   canDelete?: boolean;
+  /** Why a delete would be refused although the user may delete (immutable tags name the manifest), or null. */
+  deleteRefusal?: string | null;
 }
 
 export interface GcStatus {

@@ -72,6 +72,7 @@ function Body({ session, name, reference, m, onDelete }: { session: Session; nam
         <RawJson value={m.raw} label="manifest JSON" />
         {m.config && m.config.raw !== null && m.config.raw !== undefined && <RawJson value={m.config.raw} label="config JSON" />}
       </section>
+      {m.deleteRefusal && session.deleteEnabled && <p class="muted">This manifest cannot be deleted: it is {m.deleteRefusal}.</p>}
       {mayOfferDelete(session, m.canDelete) && (
         <section aria-labelledby="delete-title">
           <h2 id="delete-title">Delete</h2>
@@ -93,7 +94,11 @@ function Platforms({ name, m }: { name: string; m: ManifestInfo }) {
           <tbody>
             {children.map((c) => (
               <tr key={c.digest}>
-                <td data-label="Platform"><a href={href.manifest(name, c.digest)} class="platform-link">{platform(c.platform)}</a></td>
+                <td data-label="Platform">
+                  {c.missing
+                    ? <span>{platform(c.platform)} <span class="muted">(not in this repository)</span></span>
+                    : <a href={href.manifest(name, c.digest)} class="platform-link">{platform(c.platform)}</a>}
+                </td>
                 <td data-label="Digest"><span class="digest" title={c.digest}>{shortDigest(c.digest)}</span></td>
                 <td data-label="Size" class="num">{bytes(c.size)}</td>
                 <td data-label="Media type">{c.mediaType}</td>

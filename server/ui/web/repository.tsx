@@ -89,8 +89,12 @@ export function Repository({ session, name, params }: { session: Session; name: 
                   <td data-label="Pull"><CopyCommand command={`docker pull ${session.registryHost}/${name}:${t.tag}`} label={`the pull command for ${t.tag}`} compact /></td>
                   {canDelete && (
                     <td data-label="Delete"><div class="row-actions">
-                      <button type="button" class="danger small" onClick={() => setDeleting({ tag: t, what: 'tag' })} aria-label={`Delete the tag ${t.tag}`}>Delete tag</button>
-                      <button type="button" class="danger small" onClick={() => setDeleting({ tag: t, what: 'manifest' })} aria-label={`Delete the manifest of ${t.tag}`}>Delete manifest</button>
+                      {t.immutable
+                        ? <span class="muted" title={`Immutable under ${t.immutable}`}>Immutable</span>
+                        : <button type="button" class="danger small" onClick={() => setDeleting({ tag: t, what: 'tag' })} aria-label={`Delete the tag ${t.tag}`}>Delete tag</button>}
+                      {!t.manifestImmutable && (
+                        <button type="button" class="danger small" onClick={() => setDeleting({ tag: t, what: 'manifest' })} aria-label={`Delete the manifest of ${t.tag}`}>Delete manifest</button>
+                      )}
                     </div></td>
                   )}
                 </tr>
