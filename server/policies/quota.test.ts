@@ -68,3 +68,14 @@ test('wharf quota: usage errors exit 2; a registry is reported per rule (the sto
   // storage: inmemory is empty in a new process: nothing counted.
   t.deepEqual(JSON.parse(out), { quotas: [{ rule: 'policies.quotas[0] (team/**)', maxsize: 2048, usage: 0, repositories: 0, mode: 'storage', running: 0 }] });
 });
+
+test('a revision written back after a racing delete released it is counted again, never refused', async (t) => {
+  const make = async (d: ReturnType<typeof createDriver>, policies: Policies) => new StorageQuotaLedger(d, () => policies.rules.quotas);
+  const w = await world(make, quotaConfig([{ repositories: ['team/**'], maxsize: 1000 }]));
+  await pushBlob(w.registry, 'team/a', randomBytes(900));
+  const quotas = w.registry.quotas!;
+  await quotas.recharge('team/a', 'manifest', `sha256:${'cd'.repeat(32)}`, 500);
+  const rule = w.policies.rules.quotas[0]!;
+  t.is((w.ledger as StorageQuotaLedger).held(rule), 1400);
+  t.deepEqual(w.refusals, []);
+});
