@@ -29,6 +29,7 @@ export const UNIT_TESTS = [
   'server/policies/retention.test.ts',
   'server/policies/validation.test.ts',
   'server/proxy/mirror.test.ts',
+  'server/policies/quota.test.ts',
   'server/registry/purge.test.ts',
   'server/registry/reference.test.ts',
   'server/registry/scan.test.ts',

@@ -8,6 +8,7 @@
  *   wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <d>] [--upload-age <d>] [--quiet]
  *                                      [--every <d>] [--metrics-file <path>]   remove unreferenced content (server/gc)
  *   wharf retention <config.yml> [--dry-run] [--quiet]   apply policies.retention only (server/policies/retention-run.ts)
+ *   wharf quota <config.yml> [--json]  each quota rule's running count next to a recount (server/policies/quota-report.ts)
  *
  * Exit codes: 0 success, 1 runtime failure, 2 invalid usage or configuration.
  *
@@ -28,6 +29,7 @@ const USAGE = `usage:
   wharf garbage-collect <config.yml> [--dry-run] [--delete-untagged] [--grace <duration>] [--upload-age <duration>]
                         [--quiet] [--every <duration>] [--metrics-file <path>]
   wharf retention <config.yml> [--dry-run] [--quiet]
+  wharf quota <config.yml> [--json]
 `;
 
 async function load(path: string | undefined): Promise<{ config: WharfConfig; warnings: string[] }> {
@@ -208,6 +210,11 @@ async function main(argv: string[]): Promise<void> {
       return garbageCollect(rest);
     case 'retention':
       return retention(rest);
+    case 'quota': {
+      const { quotaCommand } = await import('./policies/quota-report.js');
+      process.exitCode = await quotaCommand(rest, load);
+      return;
+    }
     case '--help':
     case '-h':
     case 'help':

@@ -31,6 +31,7 @@ import { purgeUploads } from './registry/purge.js';
 import { LocalRegistry } from './registry/registry.js';
 import { PullRecorder, pullsFlushMsFromEnv } from './policies/pulls.js';
 import { Policies } from './policies/rules.js';
+import { createQuotas } from './policies/quota-setup.js';
 import { driverFor, driverOptionsFor } from './storage.js';
 
 export interface RunningServer {
@@ -101,9 +102,15 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     ? undefined
     : new PullRecorder(driver, { flushMs: pullsFlushMsFromEnv(), onError: (err) => logger.warn({ err }, 'pulls: writing last-pull records failed') });
   pulls?.start();
+  const quotas = await createQuotas(config, driver, policies, {
+    logger,
+    ...(metrics ? { onRefused: (rule) => metrics.quotaRefusals.inc({ rule: rule.name }) } : {}),
+  });
+  if (metrics) metrics.quotaMetrics(() => quotas.figures());
   const registry = new LocalRegistry(driver, {
     policies,
     ...(pulls ? { pulls } : {}),
+    quotas: quotas.quotas,
     // With access checks, a mount without `from` could reveal blobs of repositories the caller cannot read.
     mayMountWithoutFrom: auth.checksRequests ? () => false : undefined,
     // storage.cache.blobdescriptor (inmemory or redis); a Redis that is down only means no cache until it is back.
@@ -236,6 +243,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
         void registry.descriptorCache?.close().catch(() => {});
         void sharedFlights?.close();
         void gcState.close();
+        void quotas.close();
         // The last batch of pull records, then done.
         void (pulls?.close() ?? Promise.resolve()).finally(resolve);
       });

@@ -14,6 +14,8 @@
  *   wharf_blob_descriptor_cache_requests_total{backend,kind,result}  cache hits and misses
  *   wharf_auth_failures_total{code}                           requests refused by authentication or access rules
  *   wharf_gc_*                                                the last garbage-collection run (read from storage)
+ *   wharf_quota_usage_bytes{rule}, wharf_quota_limit_bytes{rule}, wharf_quota_refusals_total{rule}
+ *                                                             quotas (rule: the rule's name), see quotaMetrics()
  *   plus Node's default process metrics (wharf_process_*, wharf_nodejs_*)
  */
 import type { Readable } from 'node:stream';
@@ -105,6 +107,47 @@ export class Metrics {
     help: '1 when the last storage health check passed, 0 when it failed.',
     registers: [this.registry],
   });
+
+  readonly quotaRefusals = new Counter({
+    name: 'wharf_quota_refusals_total',
+    help: 'Uploads, mounts and manifest pushes refused by a quota rule (rule: its name, e.g. policies.quotas[0] (team-a/**)).',
+    labelNames: ['rule'] as const,
+    registers: [this.registry],
+  });
+
+  /**
+   * The quota gauges, read at each scrape from `figures` (the running count: Redis, or this process's figure from
+   * storage); a rule without a figure yet is left out.
+   */
+  quotaMetrics(figures: () => Promise<Array<{ rule: string; usage?: number; limit: number }>>): void {
+    const read = async () => {
+      try {
+        return await figures();
+      } catch {
+        return [];
+      }
+    };
+    new Gauge({
+      name: 'wharf_quota_usage_bytes',
+      help: 'Bytes a quota rule counts now (its running count), by rule name.',
+      labelNames: ['rule'] as const,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        for (const f of await read()) if (f.usage !== undefined) this.set({ rule: f.rule }, f.usage);
+      },
+    });
+    new Gauge({
+      name: 'wharf_quota_limit_bytes',
+      help: 'The maxsize of a quota rule, by rule name.',
+      labelNames: ['rule'] as const,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        for (const f of await read()) this.set({ rule: f.rule }, f.limit);
+      },
+    });
+  }
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'wharf_' });

@@ -12,6 +12,9 @@ import type { WharfConfig } from '../config/index.js';
 import type { ProxyConfig } from '../config/index.js';
 import { createDescriptorCache, type DescriptorCache } from '../cache/index.js';
 import { driverFor } from '../storage.js';
+import { mirroredRepositories, Quotas } from '../policies/quota.js';
+import { compareQuotas } from '../policies/quota-report.js';
+import { createQuotaLedger } from '../policies/quota-setup.js';
 import { Policies } from '../policies/rules.js';
 import { metricsText, newStats, retentionLine, startProgress, summaryText } from './report.js';
 import { ProxyExpiry } from './proxy-expiry.js';
@@ -95,7 +98,7 @@ export function sharedStateOptions(gc: WorkerGcState, cache?: DescriptorCache): 
 }
 
 /** One run with output; resolves to the exit code. */
-async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig, policies?: Policies): Promise<number> {
+async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig, policies?: Policies, quotas?: GcOptions['quotas']): Promise<number> {
   const stats = newStats(o.dryRun);
   const listing = o.dryRun && !o.quiet ? (kind: string, what: string) => void process.stdout.write(`would delete ${kind} ${what}\n`) : undefined;
   const stopProgress = o.quiet ? () => {} : startProgress(stats, process.stderr);
@@ -114,6 +117,7 @@ async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcS
       // policies.retention: its own phase before mark (docs/policies.md#retention).
       retention: policies,
       onWarning: o.quiet ? undefined : (message) => void process.stderr.write(`warning: ${message}\n`),
+      quotas,
     });
     stopProgress();
     process.stdout.write(summaryText(stats));
@@ -152,16 +156,46 @@ export async function garbageCollectCommand(config: WharfConfig, o: GcCommandOpt
     process.stderr.write(`wharf: garbage collection failed: ${(err as Error).message}\n`);
     return 1;
   }
+  // One Policies for retention, mirror expiry and quotas: the rules as the run started.
+  const policies = new Policies(config);
+  let quotas: Awaited<ReturnType<typeof gcQuotas>>;
   try {
-    return await runCommand(driver, o, gc, cache, config.proxy, new Policies(config));
+    quotas = await gcQuotas(config, driver, policies);
+  } catch (err) {
+    await gc.close();
+    await cache?.close();
+    process.stderr.write(`wharf: garbage collection failed: ${(err as Error).message}\n`);
+    return 1;
+  }
+  try {
+    return await runCommand(driver, o, gc, cache, config.proxy, policies, quotas?.hooks);
   } finally {
+    await quotas?.close();
     await gc.close();
     await cache?.close();
   }
 }
 
-async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig, policies?: Policies): Promise<number> {
-  if (o.everyMs === undefined) return runOnce(driver, o, gc, cache, proxy, policies);
+/**
+ * With quota rules configured: the run releases the links it removes (in Redis mode; without Redis every server
+ * recounts from storage) and recounts each rule after the sweep (server/policies/quota-report.ts).
+ */
+async function gcQuotas(config: WharfConfig, driver: StorageDriver, policies: Policies): Promise<{ hooks: GcOptions['quotas']; close(): Promise<void> } | undefined> {
+  if (config.policies.quotas.length === 0) return undefined;
+  const excluded = mirroredRepositories(config);
+  const ledger = await createQuotaLedger(config, driver, policies);
+  const quotas = new Quotas(policies, ledger, { excluded });
+  return {
+    hooks: {
+      release: (repository, kind, digest) => quotas.release(repository, kind, digest),
+      recount: (dryRun) => compareQuotas(driver, policies.rules.quotas, ledger, { excluded, correct: !dryRun }),
+    },
+    close: () => ledger.close(),
+  };
+}
+
+async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcState, cache?: DescriptorCache, proxy?: ProxyConfig, policies?: Policies, quotas?: GcOptions['quotas']): Promise<number> {
+  if (o.everyMs === undefined) return runOnce(driver, o, gc, cache, proxy, policies, quotas);
   let stopping = false;
   let wake: () => void = () => {};
   const stop = () => {
@@ -172,7 +206,7 @@ async function runCommand(driver: StorageDriver, o: GcCommandOptions, gc: Worker
   process.on('SIGINT', stop);
   let last = 0;
   while (!stopping) {
-    last = await runOnce(driver, o, gc, cache, proxy, policies);
+    last = await runOnce(driver, o, gc, cache, proxy, policies, quotas);
     if (stopping) break;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, o.everyMs);
@@ -236,6 +270,15 @@ export async function retentionCommand(config: WharfConfig, o: RetentionCommandO
     process.stderr.write(`wharf: retention failed: ${(err as Error).message}\n`);
     return 1;
   }
+  let quotas: Awaited<ReturnType<typeof gcQuotas>>;
+  try {
+    quotas = await gcQuotas(config, driver, policies);
+  } catch (err) {
+    await gc.close();
+    await cache?.close();
+    process.stderr.write(`wharf: retention failed: ${(err as Error).message}\n`);
+    return 1;
+  }
   const stats = newStats(o.dryRun);
   try {
     await runRetention(driver, {
@@ -243,6 +286,8 @@ export async function retentionCommand(config: WharfConfig, o: RetentionCommandO
       stats,
       ...sharedStateOptions(gc, cache),
       retention: policies,
+      // The revisions it removes are given back to the quota rules counting them (the recount is a collection's).
+      ...(quotas ? { quotas: quotas.hooks } : {}),
       onRetention: o.quiet ? undefined : (item) =>
         void process.stdout.write(`${o.dryRun ? 'would delete' : 'deleted'} ${item.kind} ${item.what} (${item.rule}: ${item.reason})\n`),
       onWarning: o.quiet ? undefined : (message) => void process.stderr.write(`warning: ${message}\n`),
@@ -255,6 +300,7 @@ export async function retentionCommand(config: WharfConfig, o: RetentionCommandO
     else process.stderr.write(`wharf: retention failed: ${(err as Error).stack ?? String(err)}\n`);
     return 1;
   } finally {
+    await quotas?.close();
     await gc.close();
     await cache?.close();
   }

@@ -3,9 +3,10 @@
  * otherwise), one summary at the end, and the Prometheus text of the last run.
  */
 import type { Writable } from 'node:stream';
+import { comparisonText, type QuotaComparison } from '../policies/quota-report.js';
 
 export interface GcStats {
-  phase: 'lock' | 'retention' | 'mark' | 'sweep' | 'uploads' | 'done';
+  phase: 'lock' | 'retention' | 'mark' | 'sweep' | 'uploads' | 'quotas' | 'done';
   dryRun: boolean;
   repositories: number;
   repositoriesTotal?: number;
@@ -36,6 +37,8 @@ export interface GcStats {
   retentionRaced: number;
   startedAt: number;
   durationMs: number;
+  /** Each quota rule recounted after the sweep, next to the running count (server/policies/quota-report.ts). */
+  quotas?: QuotaComparison[];
 }
 
 export function newStats(dryRun: boolean): GcStats {
@@ -103,6 +106,7 @@ export function summaryText(s: GcStats): string {
     ...(s.retentionRepositories ? [retentionLine(s)] : []),
     ...(s.restored ? [`restored ${s.restored} files an interrupted run had set aside`] : []),
     ...(s.missingManifests ? [`warning: ${s.missingManifests} live manifests have no content`] : []),
+    ...(s.quotas?.length ? comparisonText(s.quotas).trimEnd().split('\n').map((l) => `quota ${l}`) : []),
     // Last, one line that says it all (log tails and the benchmark show the last line).
     `garbage collection ${s.dryRun ? 'dry run ' : ''}finished in ${(s.durationMs / 1000).toFixed(1)}s: ` +
       `${s.blobsDeleted} blobs (${formatBytes(s.bytesFreed)}), ${s.manifestsDeleted} manifests, ` +
@@ -140,5 +144,19 @@ export function metricsText(s: GcStats, success: boolean, finishedAt = Date.now(
     g('wharf_gc_proxy_expired_manifests', 'Mirrored manifest revisions past their TTL removed by the last run.', s.expiredManifests),
     g('wharf_gc_retention_tags_deleted', 'Tags deleted by retention rules in the last run.', s.retentionTagsDeleted),
     g('wharf_gc_retention_manifests_deleted', 'Untagged manifests deleted by retention rules in the last run.', s.retentionManifestsDeleted),
+    ...(s.quotas?.length ? [quotaMetrics(s.quotas)] : []),
   ].join('');
+}
+
+/** Each quota rule's recount and its difference from the running count (label: the rule's name). */
+function quotaMetrics(rows: readonly QuotaComparison[]): string {
+  const label = (rule: string) => `{rule="${rule.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"}`;
+  return [
+    '# HELP wharf_gc_quota_usage_bytes Each quota rule\'s usage recounted from storage by the last run.',
+    '# TYPE wharf_gc_quota_usage_bytes gauge',
+    ...rows.map((q) => `wharf_gc_quota_usage_bytes${label(q.rule)} ${q.usage}`),
+    '# HELP wharf_gc_quota_drift_bytes Running count minus the recount, per quota rule, as the last run found them (before any correction).',
+    '# TYPE wharf_gc_quota_drift_bytes gauge',
+    ...rows.map((q) => `wharf_gc_quota_drift_bytes${label(q.rule)} ${(q.running ?? q.usage) - q.usage}`),
+  ].join('\n') + '\n';
 }

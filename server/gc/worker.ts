@@ -44,7 +44,7 @@
  *    shared Redis cache itself (see ./redis-state.ts for the lock and live set in Redis).
  */
 import { ifExists, type StorageDriver } from '../../storage-drivers/driver.js';
-import { GC_LOCK_PATH, GC_METRICS_PATH } from '../registry/layout.js';
+import { GC_LOCK_PATH, GC_METRICS_PATH, layersPath } from '../registry/layout.js';
 import { purgeUploads } from '../registry/purge.js';
 import {
   listBlobs, listRepositories, removeEmptyBlobFolders, removeEmptyRepository, repositoryRelativePath, scanRepository,
@@ -95,6 +95,15 @@ export interface GcOptions {
   onRetention?: (item: RetentionItem) => void;
   /** Retention's warnings (a delete skipped or raced by a push). */
   onWarning?: (message: string) => void;
+  /**
+   * Quotas (server/policies/quota.ts): each removed layer or revision link is released, and after the sweep every
+   * rule is recounted from storage and compared with (in Redis mode: corrected to, when nothing changed it) the
+   * running count.
+   */
+  quotas?: {
+    release(repository: string, kind: 'layer' | 'manifest', digest: string): Promise<void>;
+    recount(dryRun: boolean): Promise<NonNullable<GcStats['quotas']>>;
+  };
 }
 
 export const DEFAULT_GRACE_MS = 60 * 60_000;
@@ -112,6 +121,7 @@ export async function collectGarbage(driver: StorageDriver, options: GcOptions =
     await applyRetention(run);
     const live = await markRepositories(run, cutoff, purged);
     await sweepBlobs(run, cutoff, live);
+    await recountQuotas(run);
     await tidy(run);
     run.stats.phase = 'done';
     success = true;
@@ -231,6 +241,7 @@ async function applyRetention(run: Run): Promise<void> {
       },
       ...(options.onWarning ? { warn: options.onWarning } : {}),
       ...(options.forgetLink ? { forgetLink: options.forgetLink } : {}),
+      ...(options.quotas ? { releaseManifest: (repo: string, digest: string) => options.quotas!.release(repo, 'manifest', digest) } : {}),
     }, name);
   }
 }
@@ -289,6 +300,9 @@ async function sweepLinks(run: Run, cutoff: number, scan: RepositoryScan, marked
     remaining += batch.length - deleted.length;
     for (const { path, digest, kind } of deleted) {
       if (!run.dryRun) await run.options.forgetLink?.(name, digest);
+      if (!run.dryRun && (kind === 'manifest' || path.startsWith(`${layersPath(name)}/`))) {
+        await run.options.quotas?.release(name, kind === 'manifest' ? 'manifest' : 'layer', digest);
+      }
       if (kind === 'manifest') run.stats.manifestsDeleted++;
       else run.stats.linksDeleted++;
       run.note(kind, `${name}@${digest}${kind === 'link' ? ` (${repositoryRelativePath(name, path)})` : ''}`);
@@ -340,6 +354,13 @@ async function sweepBlobs(run: Run, cutoff: number, live: Set<string>): Promise<
     await sweeping.catch(() => {});
   }
   await sweeping;
+}
+
+/** Phase `quotas`: each quota rule recounted from storage after the sweep, next to the running count. */
+async function recountQuotas(run: Run): Promise<void> {
+  if (!run.options.quotas) return;
+  run.stats.phase = 'quotas';
+  run.stats.quotas = await run.options.quotas.recount(run.dryRun);
 }
 
 /** Remove the `blobs/<alg>/<xx>` folders the sweep left empty, and this run's trash. */

@@ -8,6 +8,7 @@ import { addressKey } from '../../auth/index.js';
 import { RegistryError } from '../registry/errors.js';
 import { isDigestAlgorithm, parseDigest, type DigestAlgorithm } from '../registry/reference.js';
 import { isValidUploadId, type ChunkRange, type UploadStatus } from '../registry/uploads.js';
+import type { UploadIntent } from '../registry/registry.js';
 import { uploadRangeHeader } from './errors.js';
 import {
   contentLength,
@@ -93,7 +94,7 @@ export async function startBlobUpload(ctx: RegistryContext): Promise<void> {
   if (digestParam !== undefined) {
     // Single-request monolithic upload (end-4b).
     const digest = parseDigest(digestParam);
-    const session = await startUploadSession(ctx, name, digest.algorithm);
+    const session = await startUploadSession(ctx, name, digest.algorithm, { digest, length: contentLength(ctx) });
     const chunks = body(ctx) ?? noBody();
     let desc;
     try {
@@ -169,9 +170,9 @@ function uploaderOf(ctx: RegistryContext): string {
 }
 
 /** Start an upload session for the request, within the configured limits (none when they are not configured). */
-function startUploadSession(ctx: RegistryContext, name: string, algorithm: DigestAlgorithm): Promise<UploadStatus> {
+function startUploadSession(ctx: RegistryContext, name: string, algorithm: DigestAlgorithm, intent?: UploadIntent): Promise<UploadStatus> {
   const { registry, uploadLimits } = ctx.state.deps;
-  const begin = () => registry.startUpload(name, algorithm);
+  const begin = () => registry.startUpload(name, algorithm, intent);
   return uploadLimits ? uploadLimits.start(name, uploaderOf(ctx), begin) : begin();
 }
 

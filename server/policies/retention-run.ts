@@ -69,6 +69,8 @@ export interface RetentionContext {
   warn?(message: string): void;
   /** Forget a deleted revision link in a shared descriptor cache. */
   forgetLink?(name: string, digest: string): Promise<void> | void;
+  /** Give back a deleted revision's bytes to the quota rules that count them (server/policies/quota.ts). */
+  releaseManifest?(name: string, digest: string): Promise<void>;
   now?: () => number;
 }
 
@@ -190,6 +192,7 @@ export async function retainRepository(ctx: RetentionContext, name: string): Pro
     if (!revisionPaths.has(path)) continue;
     if (!ctx.dryRun) {
       await ctx.forgetLink?.(name, digest);
+      await ctx.releaseManifest?.(name, digest);
       await forgetPull(driver, name, { digest });
     }
     stats.retentionManifestsDeleted++;

@@ -21,6 +21,7 @@ import {
 import type { Policies } from '../policies/rules.js';
 import { immutableTagsNaming, manifestDeleteDenied, type ImmutableTag, refuseMoves, setImmutableTag, tagDeleteDenied } from '../policies/immutable.js';
 import { validateManifest } from '../policies/validation.js';
+import type { Quotas } from '../policies/quota.js';
 import { digestOf, isValidTag, parseDigest, tryParseDigest, validateTag, type Digest, type Reference } from './reference.js';
 
 export interface StoredManifest {
@@ -46,6 +47,8 @@ export interface ManifestHooks {
   onCorrupt?(digest: string): void;
   /** The content policies and manifest validation in force (read at each decision; see server/policies/rules.ts). */
   policies?: Policies;
+  /** Quotas (server/policies/quota.ts): a revision link is charged before it is written and released after it goes. */
+  quotas?: Pick<Quotas, 'charge' | 'release' | 'recharge'>;
 }
 
 export interface TagPage {
@@ -222,12 +225,27 @@ export class ManifestStore {
       });
     }
 
-    if (supplyEmptyConfig) {
-      await this.blobs.putContent(supplyEmptyConfig, EMPTY_JSON);
-      await this.blobs.link(name, supplyEmptyConfig);
+    // Quotas: the empty config and the manifest's own bytes are charged before their links are written.
+    const undoConfig = supplyEmptyConfig && (await this.hooks.quotas?.charge(name, 'layer', supplyEmptyConfig.value, EMPTY_JSON.length));
+    let undoManifest: (() => Promise<void>) | undefined;
+    try {
+      undoManifest = await this.hooks.quotas?.charge(name, 'manifest', digest.value, content.length);
+    } catch (err) {
+      await undoConfig?.().catch(() => {});
+      throw err;
     }
-    await this.blobs.putContent(digest, content);
-    await this.driver.putContent(layout.revisionLinkPath(name, digest), digest.value);
+    try {
+      if (supplyEmptyConfig) {
+        await this.blobs.putContent(supplyEmptyConfig, EMPTY_JSON);
+        await this.blobs.link(name, supplyEmptyConfig);
+      }
+      await this.blobs.putContent(digest, content);
+      await this.driver.putContent(layout.revisionLinkPath(name, digest), digest.value);
+    } catch (err) {
+      await undoManifest?.().catch(() => {});
+      await undoConfig?.().catch(() => {});
+      throw err;
+    }
     if (parsed.subject) {
       await this.driver.putContent(layout.referrerLinkPath(name, parsed.subject.parsed, digest), digest.value);
     }
@@ -296,6 +314,7 @@ export class ManifestStore {
       await this.restoreRevision(name, digest, content);
       throw manifestDeleteDenied(digest.value, raced);
     }
+    await this.hooks.quotas?.release(name, 'manifest', digest.value);
   }
 
   /**
@@ -339,8 +358,10 @@ export class ManifestStore {
    */
   private async restoreRevision(name: string, digest: Digest, known?: Buffer): Promise<void> {
     await this.hooks.onReferenced?.(name, [digest.value]);
-    await this.driver.putContent(layout.revisionLinkPath(name, digest), digest.value);
     const content = known ?? (await this.content(digest));
+    // Counted again (never refused: the manifest was accepted, only a racing delete released it).
+    await this.hooks.quotas?.recharge(name, 'manifest', digest.value, content?.length ?? 0);
+    await this.driver.putContent(layout.revisionLinkPath(name, digest), digest.value);
     if (!content) return;
     try {
       const subject = parseManifest(content, undefined).subject;

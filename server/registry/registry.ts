@@ -16,6 +16,7 @@ import { ManifestStore, type PutManifestResult, type StoredManifest, type TagPag
 import { isValidRepositoryName, type Digest, type DigestAlgorithm, type Reference } from './reference.js';
 import { UploadStore, type AppendOptions, type UploadStatus } from './uploads.js';
 import type { Policies } from '../policies/rules.js';
+import type { Quotas } from '../policies/quota.js';
 
 /** Every operation a handler performs on a registry (see the top of this file). */
 export interface Registry {
@@ -36,12 +37,20 @@ export interface Registry {
   /** Link a blob `from` (or, without it, the content store) serves into `name`; undefined when it cannot be. */
   mount(name: string, digest: Digest, from?: string): Promise<BlobDescriptor | undefined>;
 
-  startUpload(name: string, algorithm: DigestAlgorithm): Promise<UploadStatus>;
+  /** `intent`: what the request already says of the blob (a monolithic POST's digest and length), for quotas. */
+  startUpload(name: string, algorithm: DigestAlgorithm, intent?: UploadIntent): Promise<UploadStatus>;
   appendUpload(name: string, id: string, body: AsyncIterable<Uint8Array>, options?: AppendOptions): Promise<UploadStatus>;
   /** Append the optional last chunk, verify the digest, and make the blob visible in `name`. */
   completeUpload(name: string, id: string, digest: Digest, body?: AsyncIterable<Uint8Array>, options?: AppendOptions): Promise<BlobDescriptor>;
   uploadStatus(name: string, id: string): Promise<UploadStatus>;
   cancelUpload(name: string, id: string): Promise<void>;
+}
+
+/** What an upload's first request says of the blob it will carry, before its body is read. */
+export interface UploadIntent {
+  digest?: Digest;
+  /** The body's `Content-Length`. */
+  length?: number;
 }
 
 /** A manifest as served; `warning` is set when a mirror served its cached copy because the upstream failed. */
@@ -95,6 +104,8 @@ export interface RegistryOptions {
   policies?: Policies;
   /** Told about every manifest served (GET or HEAD), for retention's last-pulled times (server/policies/pulls.ts). */
   pulls?: { record(name: string, ref: Reference, digest: string): void };
+  /** Quota enforcement (server/policies/quota.ts): charged before links are written, released after they go. */
+  quotas?: Quotas;
 }
 
 /**
@@ -110,6 +121,8 @@ export class LocalRegistry implements Registry {
   readonly descriptorCache?: GatedDescriptorCache;
   /** The content policies in force, when configured (server/policies/rules.ts). */
   readonly policies?: Policies;
+  /** Quota enforcement, when quotas are configured. */
+  readonly quotas?: Quotas;
 
   constructor(readonly driver: StorageDriver, private readonly options: RegistryOptions = {}) {
     const inner =
@@ -119,13 +132,18 @@ export class LocalRegistry implements Registry {
     this.descriptorCache = cache;
     this.blobs = new BlobStore(driver, cache);
     const recorder = options.recorder;
-    this.uploads = new UploadStore(driver, this.blobs, recorder ? { beforeBlobLinked: (name, d) => recorder.record(name, [d]) } : {});
+    this.uploads = new UploadStore(driver, this.blobs, {
+      ...(recorder ? { beforeBlobLinked: (name: string, d: string) => recorder.record(name, [d]) } : {}),
+      ...(options.quotas ? { quotas: options.quotas } : {}),
+    });
     this.manifests = new ManifestStore(driver, this.blobs, {
       ...(recorder ? { onReferenced: (name: string, ds: string[]) => recorder.record(name, ds) } : {}),
       ...(options.onCorruptContent ? { onCorrupt: options.onCorruptContent } : {}),
       ...(options.policies ? { policies: options.policies } : {}),
+      ...(options.quotas ? { quotas: options.quotas } : {}),
     });
     this.policies = options.policies;
+    this.quotas = options.quotas;
   }
 
   // The Registry operations, each done by one of the stores.
@@ -141,8 +159,15 @@ export class LocalRegistry implements Registry {
   statBlob: Registry['statBlob'] = async (name, digest) => ({ kind: 'stored', ...(await this.blobs.stat(name, digest)) });
   readBlob: Registry['readBlob'] = (_name, digest, offset, length) => this.blobs.open(digest, offset, length);
   blobURL: Registry['blobURL'] = (_name, digest) => this.blobs.redirectURL(digest);
-  deleteBlob: Registry['deleteBlob'] = (...args) => this.blobs.unlink(...args);
-  startUpload: Registry['startUpload'] = (...args) => this.uploads.start(...args);
+  deleteBlob: Registry['deleteBlob'] = async (name, digest) => {
+    await this.blobs.unlink(name, digest);
+    await this.quotas?.release(name, 'layer', digest.value);
+  };
+  startUpload: Registry['startUpload'] = async (name, algorithm, intent) => {
+    // Refused before a session exists (and before a monolithic body is read) when the blob cannot fit.
+    await this.quotas?.room(name, intent?.length ?? 0, intent?.digest?.value);
+    return this.uploads.start(name, algorithm);
+  };
   appendUpload: Registry['appendUpload'] = (...args) => this.uploads.append(...args);
   completeUpload: Registry['completeUpload'] = (...args) => this.uploads.complete(...args);
   uploadStatus: Registry['uploadStatus'] = (...args) => this.uploads.status(...args);
@@ -170,7 +195,14 @@ export class LocalRegistry implements Registry {
     await this.options.recorder?.record(name, [digest.value]);
     // Checked again after recording: a collection may have removed the bytes since the first look.
     if (this.options.recorder && !(await this.blobs.statContent(digest))) return undefined;
-    await this.blobs.link(name, digest);
+    // A refusal is DENIED, not a fallback upload: the upload would be refused too, after its bytes.
+    const undo = await this.quotas?.charge(name, 'layer', digest.value, desc.size);
+    try {
+      await this.blobs.link(name, digest);
+    } catch (err) {
+      await undo?.().catch(() => {});
+      throw err;
+    }
     return desc;
   }
 

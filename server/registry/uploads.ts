@@ -34,6 +34,7 @@ import { BlobStore, type BlobDescriptor } from './blobs.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import { newHash, type Digest, type DigestAlgorithm } from './reference.js';
+import type { Quotas } from '../policies/quota.js';
 
 const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -80,6 +81,8 @@ interface Claim {
 export interface UploadHooks {
   /** Called after the digest is verified and before the bytes are committed and linked (the GC live set). */
   beforeBlobLinked?(name: string, digest: string): Promise<void> | void;
+  /** Quotas (server/policies/quota.ts): refuses (DENIED) a session growing past them, charges a blob before it is linked. */
+  quotas?: Pick<Quotas, 'room' | 'charge'>;
 }
 
 /**
@@ -288,6 +291,8 @@ export class UploadStore {
   append(name: string, id: string, body: AsyncIterable<Uint8Array>, options: AppendOptions = {}): Promise<UploadStatus> {
     return this.exclusive(name, id, async (offset) => {
       const expected = this.checkRange(id, offset, options);
+      // Before any byte is stored: the session as it would be after this chunk must fit (its digest is not known).
+      await this.hooks.quotas?.room(name, offset + (expected ?? 0));
       const claim = await this.claim(name, id, offset);
       const written = await this.write(name, id, claim, body, expected);
       return { id, offset: offset + written };
@@ -480,6 +485,8 @@ export class UploadStore {
       let unmarked: number | undefined;
       if (body) {
         const expected = this.checkRange(id, offset, options);
+        // The digest is named here: one a rule already counts costs nothing (a wrong one fails verification below).
+        await this.hooks.quotas?.room(name, offset + (expected ?? 0), digest.value);
         const claim = await this.claim(name, id, offset);
         const written = await this.write(name, id, claim, body, expected, false);
         size += written;
@@ -509,11 +516,25 @@ export class UploadStore {
           });
         }
         await this.hooks.beforeBlobLinked?.(name, digest.value);
+        let undoCharge: (() => Promise<void>) | undefined;
+        try {
+          undoCharge = await this.hooks.quotas?.charge(name, 'layer', digest.value, size);
+        } catch (err) {
+          // Refused: nothing is linked, and the session goes (its bytes would only hold the space).
+          discarded = true;
+          await this.discard(name, id);
+          throw err;
+        }
         const before = await this.blobs.statContent(digest);
-        // Always moved, even over an existing file of that digest: its bytes are not known to be these.
-        await this.driver.move(source, layout.blobDataPath(digest));
-        await this.blobs.contentReplaced(digest, before, size);
-        await this.blobs.link(name, digest);
+        try {
+          // Always moved, even over an existing file of that digest: its bytes are not known to be these.
+          await this.driver.move(source, layout.blobDataPath(digest));
+          await this.blobs.contentReplaced(digest, before, size);
+          await this.blobs.link(name, digest);
+        } catch (err) {
+          await undoCharge?.().catch(() => {});
+          throw err;
+        }
         discarded = true;
         await this.discard(name, id);
         return { digest: digest.value, size };
