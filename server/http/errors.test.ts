@@ -38,6 +38,14 @@ test('each reason is answered with its status and headers', (t) => {
   t.deepEqual(body.errors[0], { code: 'BLOB_UPLOAD_INVALID', message: 'x', detail: { uuid: 'u' } });
 });
 
+test('DENIED is an authorization failure for the metrics, except a content policy\'s refusal', (t) => {
+  t.like(errorResponse(new RegistryError('DENIED', 'no')), { status: 403, authFailure: 'DENIED' });
+  for (const policy of ['immutabletags', 'quotas'] as const) {
+    const refusal = errorResponse(new RegistryError('DENIED', 'quota', { reason: { kind: 'policy-refused', policy } }));
+    t.like(refusal, { status: 403, code: 'DENIED', authFailure: undefined });
+  }
+});
+
 test('driver errors and bugs map to their registry errors', (t) => {
   t.like(errorResponse(new InvalidPathError('/a/../b')), { status: 400, code: 'NAME_INVALID' });
   t.like(errorResponse(new StorageError('boom')), { status: 503, code: 'UNKNOWN' });

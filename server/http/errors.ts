@@ -98,6 +98,8 @@ function answerFor(reason: ErrorReason | undefined): { status?: number; headers:
       return { status: 503, headers: {} };
     case 'upstream-failed':
       return { status: 502, headers: {} };
+    case 'policy-refused':
+      return { headers: {} };
   }
 }
 
@@ -169,6 +171,6 @@ export function errorResponse(thrown: unknown): ErrorResponse {
     headers: answer.headers,
     body: err.toJSON(),
     code: err.code,
-    authFailure: AUTH_FAILURES.has(err.code) ? (err.code as ErrorResponse['authFailure']) : undefined,
+    authFailure: AUTH_FAILURES.has(err.code) && err.reason?.kind !== 'policy-refused' ? (err.code as ErrorResponse['authFailure']) : undefined,
   };
 }

@@ -34,12 +34,15 @@ export interface ImmutableTag {
   index?: string;
 }
 
+/** Marks the refusals as a policy's, not an authorization failure (server/http/errors.ts). */
+const REFUSED = { kind: 'policy-refused', policy: 'immutabletags' } as const;
+
 /** The refusal of a push that would move a covered tag. */
 export function moveDenied(rule: ImmutableTagRule, tag: string, current: string, attempted: string): RegistryError {
   return new RegistryError(
     'DENIED',
     `tag ${tag} is immutable under ${rule.name}: it names ${current} and cannot be moved to ${attempted}`,
-    { detail: { rule: rule.name, tag, current, attempted } },
+    { detail: { rule: rule.name, tag, current, attempted }, reason: REFUSED },
   );
 }
 
@@ -47,6 +50,7 @@ export function moveDenied(rule: ImmutableTagRule, tag: string, current: string,
 export function tagDeleteDenied(rule: ImmutableTagRule, tag: string, current: string): RegistryError {
   return new RegistryError('DENIED', `tag ${tag} is immutable under ${rule.name} and cannot be deleted`, {
     detail: { rule: rule.name, tag, current },
+    reason: REFUSED,
   });
 }
 
@@ -58,7 +62,7 @@ export function manifestDeleteDenied(digest: string, naming: readonly ImmutableT
   return new RegistryError(
     'DENIED',
     `manifest ${digest} is ${how}, immutable under ${first.rule.name}${others}, and cannot be deleted`,
-    { detail: { digest, tags: naming.map((n) => ({ tag: n.tag, rule: n.rule.name, ...(n.index ? { index: n.index } : {}) })) } },
+    { detail: { digest, tags: naming.map((n) => ({ tag: n.tag, rule: n.rule.name, ...(n.index ? { index: n.index } : {}) })) }, reason: REFUSED },
   );
 }
 

@@ -60,7 +60,7 @@ export function quotaExceeded(rule: QuotaRule, usage: number, size: number, what
   return new RegistryError(
     'DENIED',
     `quota ${rule.name} exceeded: ${formatBytes(usage)} of ${formatBytes(rule.maxsize)} used, ${what} needs ${formatBytes(size)}`,
-    { detail: { rule: rule.name, maxsize: rule.maxsize, usage, size } },
+    { detail: { rule: rule.name, maxsize: rule.maxsize, usage, size }, reason: { kind: 'policy-refused', policy: 'quotas' } },
   );
 }
 

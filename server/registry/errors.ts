@@ -66,7 +66,12 @@ export type ErrorReason =
   /** The storage backend failed. */
   | { kind: 'storage-failed' }
   /** An upstream registry answered something this mirror cannot use. */
-  | { kind: 'upstream-failed' };
+  | { kind: 'upstream-failed' }
+  /**
+   * A content policy refused the request (DENIED: an immutable tag, a quota): the caller's rights are not in question,
+   * so it is not counted as an authorization failure.
+   */
+  | { kind: 'policy-refused'; policy: 'immutabletags' | 'quotas' };
 
 export interface RegistryErrorOptions {
   /** Arbitrary JSON giving the client what it needs to fix the request. */
