@@ -222,3 +222,23 @@ test('a manifest recorded between the sweeper\'s two looks is put back, and stay
   t.true(await pullsCompletely(f.registry, s.repo, s.untagged.manifest.digest));
   t.is(stats.retentionManifestsDeleted, 2);
 });
+
+test('the revisions retention removes are released from the quota rules, in a collection and in runRetention alone', async (t) => {
+  for (const alone of [false, true]) {
+    const f = await fixture();
+    t.teardown(f.remove);
+    const s = await scene(f);
+    const released: string[] = [];
+    const quotas: GcOptions['quotas'] = {
+      release: async (repository, kind, digest) => void released.push(`${kind} ${repository}@${digest}`),
+      recount: async () => [],
+    };
+    const p = policies(RULE, IMMUTABLE);
+    if (alone) await runRetention(f.driver, { propagationMs: 0, retention: p, stats: newStats(false), quotas });
+    else await collectGarbage(f.driver, { propagationMs: 0, graceMs: HOUR, retention: p, quotas });
+    t.false(await f.registry.manifests.hasRevision(s.repo, parseDigest(s.untagged.manifest.digest)));
+    t.true(released.includes(`manifest ${s.repo}@${s.untagged.manifest.digest}`), `${alone ? 'runRetention' : 'collectGarbage'}: ${released.join(', ')}`);
+    // Nothing kept is released.
+    t.false(released.some((r) => r.endsWith(s.fresh.manifest.digest) || r.endsWith(s.rel.manifest.digest)));
+  }
+});
