@@ -59,6 +59,13 @@ const FEATURES: Record<string, (t: import('ava').ExecutionContext, c: WharfConfi
     t.true(c.storage.delete.enabled);
   },
   'delete-enabled.yml': (t, c) => t.true(c.storage.delete.enabled),
+  'policies.yml': (t, c) => {
+    t.is(c.policies.immutabletags.length, 1);
+    t.is(c.policies.quotas[0]!.maxsize, 10 * 1024 ** 3);
+    t.is(c.policies.retention[0]!.keep.mostrecent, 10);
+    t.is(c.validation.manifests.indexes.platforms, 'list');
+    t.deepEqual(c.validation.manifests.urls.deny, ['^https://internal\\.example\\.com/']);
+  },
   'readonly.yml': (t, c) => t.true(c.storage.maintenance.readonly.enabled),
   'tls.yml': (t, c) => {
     t.truthy(c.http.tls);
