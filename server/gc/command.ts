@@ -139,40 +139,56 @@ async function runOnce(driver: StorageDriver, o: GcCommandOptions, gc: WorkerGcS
   return code;
 }
 
-/** Run once, or every `everyMs` until SIGTERM/SIGINT (a run in progress finishes first). */
-export async function garbageCollectCommand(config: WharfConfig, o: GcCommandOptions): Promise<number> {
-  const driver = driverFor(config);
-  // A shared (Redis) descriptor cache is told about every delete; an in-memory one lives in each server, which
-  // keeps it switched off while the lock is held (./recorder.ts).
+/** What a collection or a retention run works with besides storage; `close` ends every connection it opened. */
+interface RunState {
+  cache?: DescriptorCache;
+  gc: WorkerGcState;
+  quotas?: GcOptions['quotas'];
+  close(): Promise<void>;
+}
+
+/**
+ * Open the run's shared state: a shared (Redis) descriptor cache, told about every delete (an in-memory one lives in
+ * each server, which keeps it switched off while the lock is held: ./recorder.ts); the lock and live set, in Redis
+ * when the `redis` section is configured (./redis-state.ts), else in storage; and the quota count. Undefined, after
+ * saying why on stderr, when one cannot be opened.
+ */
+async function openRunState(config: WharfConfig, driver: StorageDriver, policies: Policies, what: string): Promise<RunState | undefined> {
   const cache = config.storage.cache.blobdescriptor === 'redis' ? await createDescriptorCache(config) : undefined;
-  // The lock and live set: in Redis when the `redis` section is configured (./redis-state.ts), else in storage.
-  let gc: WorkerGcState;
+  let gc: WorkerGcState | undefined;
   try {
     gc = await workerGcState(config, driver, {
       clearSharedCache: cache ? async () => { await cache.clear(); return cache.healthy(); } : undefined,
     });
+    const quotas = await gcQuotas(config, driver, policies);
+    const opened = gc;
+    return {
+      cache, gc, quotas: quotas?.hooks,
+      close: async () => {
+        await quotas?.close();
+        await opened.close();
+        await cache?.close();
+      },
+    };
   } catch (err) {
+    await gc?.close();
     await cache?.close();
-    process.stderr.write(`wharf: garbage collection failed: ${(err as Error).message}\n`);
-    return 1;
+    process.stderr.write(`wharf: ${what} failed: ${(err as Error).message}\n`);
+    return undefined;
   }
+}
+
+/** Run once, or every `everyMs` until SIGTERM/SIGINT (a run in progress finishes first). */
+export async function garbageCollectCommand(config: WharfConfig, o: GcCommandOptions): Promise<number> {
+  const driver = driverFor(config);
   // One Policies for retention, mirror expiry and quotas: the rules as the run started.
   const policies = new Policies(config);
-  let quotas: Awaited<ReturnType<typeof gcQuotas>>;
+  const state = await openRunState(config, driver, policies, 'garbage collection');
+  if (!state) return 1;
   try {
-    quotas = await gcQuotas(config, driver, policies);
-  } catch (err) {
-    await gc.close();
-    await cache?.close();
-    process.stderr.write(`wharf: garbage collection failed: ${(err as Error).message}\n`);
-    return 1;
-  }
-  try {
-    return await runCommand(driver, o, gc, cache, config.proxy, policies, quotas?.hooks);
+    return await runCommand(driver, o, state.gc, state.cache, config.proxy, policies, state.quotas);
   } finally {
-    await quotas?.close();
-    await gc.close();
-    await cache?.close();
+    await state.close();
   }
 }
 
@@ -259,35 +275,17 @@ export async function retentionCommand(config: WharfConfig, o: RetentionCommandO
     return 0;
   }
   const driver = driverFor(config);
-  const cache = config.storage.cache.blobdescriptor === 'redis' ? await createDescriptorCache(config) : undefined;
-  let gc: WorkerGcState;
-  try {
-    gc = await workerGcState(config, driver, {
-      clearSharedCache: cache ? async () => { await cache.clear(); return cache.healthy(); } : undefined,
-    });
-  } catch (err) {
-    await cache?.close();
-    process.stderr.write(`wharf: retention failed: ${(err as Error).message}\n`);
-    return 1;
-  }
-  let quotas: Awaited<ReturnType<typeof gcQuotas>>;
-  try {
-    quotas = await gcQuotas(config, driver, policies);
-  } catch (err) {
-    await gc.close();
-    await cache?.close();
-    process.stderr.write(`wharf: retention failed: ${(err as Error).message}\n`);
-    return 1;
-  }
+  const state = await openRunState(config, driver, policies, 'retention');
+  if (!state) return 1;
   const stats = newStats(o.dryRun);
   try {
     await runRetention(driver, {
       dryRun: o.dryRun,
       stats,
-      ...sharedStateOptions(gc, cache),
+      ...sharedStateOptions(state.gc, state.cache),
       retention: policies,
       // The revisions it removes are given back to the quota rules counting them (the recount is a collection's).
-      ...(quotas ? { quotas: quotas.hooks } : {}),
+      ...(state.quotas ? { quotas: state.quotas } : {}),
       onRetention: o.quiet ? undefined : (item) =>
         void process.stdout.write(`${o.dryRun ? 'would delete' : 'deleted'} ${item.kind} ${item.what} (${item.rule}: ${item.reason})\n`),
       onWarning: o.quiet ? undefined : (message) => void process.stderr.write(`warning: ${message}\n`),
@@ -300,8 +298,6 @@ export async function retentionCommand(config: WharfConfig, o: RetentionCommandO
     else process.stderr.write(`wharf: retention failed: ${(err as Error).stack ?? String(err)}\n`);
     return 1;
   } finally {
-    await quotas?.close();
-    await gc.close();
-    await cache?.close();
+    await state.close();
   }
 }
