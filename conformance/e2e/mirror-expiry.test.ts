@@ -6,13 +6,12 @@
  * recent and local ones stay, and pulling the expired image again fetches it from the upstream.
  */
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { ageAll } from '../../testing/gc-helpers.js';
-import { CLI_PATH, startWharf, type RunningWharf } from '../../testing/harness.js';
+import { ageAll, runWharf, type CliRun } from '../../testing/gc-helpers.js';
+import { startWharf, type RunningWharf } from '../../testing/harness.js';
 import { allBlobs, generateImage, writeOciLayout, type Image } from '../../testing/e2e/image.js';
 import { tempDir } from '../../testing/e2e/target.js';
 import { waitFor } from '../../testing/helpers.js';
@@ -54,16 +53,8 @@ async function pull(ref: string) {
   return skopeo('copy', '--src-tls-verify=false', `docker://${mirror.host}/${ref}`, `oci:${join(work.path, `pulled-${ref.replace(/[/:]/g, '-')}-${Date.now()}`)}:x`);
 }
 
-function garbageCollect(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI_PATH, 'garbage-collect', gcConfig, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
+function garbageCollect(...args: string[]): Promise<CliRun> {
+  return runWharf(['garbage-collect', gcConfig, ...args]);
 }
 
 test('the GC expires what was not pulled within the TTL; recent and local content stays; a re-pull fetches again', async (t) => {

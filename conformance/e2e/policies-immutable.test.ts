@@ -11,13 +11,12 @@
  *    `wharf garbage-collect` with a TTL does not expire it.
  */
 import test, { type ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { ageAll } from '../../testing/gc-helpers.js';
-import { CLI_PATH, startWharf, type RunningWharf } from '../../testing/harness.js';
+import { ageAll, runWharf, type CliRun } from '../../testing/gc-helpers.js';
+import { startWharf, type RunningWharf } from '../../testing/harness.js';
 import { allBlobs, generateImage, writeOciLayout, type Image } from '../../testing/e2e/image.js';
 import { tempDir } from '../../testing/e2e/target.js';
 import { waitFor } from '../../testing/helpers.js';
@@ -186,16 +185,8 @@ test('SIGHUP: a rule added to the configuration file applies to the next push of
   t.true(((await res.json()) as { errors: { message: string }[] }).errors[0]!.message.includes(RULE_NAME));
 });
 
-function garbageCollect(configPath: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI_PATH, 'garbage-collect', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
+function garbageCollect(configPath: string): Promise<CliRun> {
+  return runWharf(['garbage-collect', configPath]);
 }
 
 test('the mirror keeps a cached immutable tag that upstream moved, and the GC does not expire it', async (t) => {
