@@ -100,7 +100,13 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
   // Last-pulled times for retention, written to storage in batches (server/policies/pulls.ts); none in read-only mode.
   const pulls = config.storage.maintenance.readonly.enabled
     ? undefined
-    : new PullRecorder(driver, { flushMs: pullsFlushMsFromEnv(), onError: (err) => logger.warn({ err }, 'pulls: writing last-pull records failed') });
+    : new PullRecorder(driver, {
+        flushMs: pullsFlushMsFromEnv(),
+        onError: (err) => logger.warn({ err }, 'pulls: writing last-pull records failed'),
+        // Only where a retention rule asks for pull times: a registry without one writes nothing when serving pulls.
+        shouldRecord: (name) => policies.rules.retentionFor(name)?.keep?.pulledWithinMs !== undefined,
+        anyRecorded: () => policies.rules.retention.some((r) => r.keep?.pulledWithinMs !== undefined),
+      });
   pulls?.start();
   const quotas = await createQuotas(config, driver, policies, {
     logger,

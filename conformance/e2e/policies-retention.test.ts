@@ -21,7 +21,7 @@ import { createDriver } from '../../storage-drivers/index.js';
 import { S3Driver } from '../../storage-drivers/s3.js';
 import * as layout from '../../server/registry/layout.js';
 import { parseDigest } from '../../server/registry/reference.js';
-import { readPulls } from '../../server/policies/pulls.js';
+import { readPulls, readPullsSince } from '../../server/policies/pulls.js';
 import { ageAll, runWharf } from '../../testing/gc-helpers.js';
 import { CLI_PATH, startWharf, type RunningWharf } from '../../testing/harness.js';
 import { skopeo } from '../../testing/e2e/upstream.js';
@@ -80,7 +80,8 @@ async function s3Storage(): Promise<Storage> {
 }
 
 async function replica(t: { teardown(fn: () => Promise<unknown>): void }, storage: Storage, extra: Record<string, unknown> = {}): Promise<RunningWharf> {
-  const w = await startWharf({ config: { storage: { ...storage.section, delete: { enabled: true } }, ...extra }, env: ENV });
+  // The servers run with the same rules as the commands: they record pulls where a rule has pulledwithin.
+  const w = await startWharf({ config: { storage: { ...storage.section, delete: { enabled: true } }, policies: POLICIES, ...extra }, env: ENV });
   t.teardown(() => w.stop());
   return w;
 }
@@ -95,6 +96,11 @@ const blobStored = async (driver: StorageDriver, digest: string) => (await ifExi
 const status = async (base: string, repo: string, ref: string, method = 'GET') =>
   (await call(base, `/v2/${repo}/manifests/${ref}`, { method, headers: { Accept: `${OCI_MANIFEST}, ${OCI_INDEX}` } })).status;
 const digestsOf = (p: Pushed) => [p.digest, ...Object.keys(p.blobs)];
+
+/** Say pulls have been recorded for 30 days (the servers' recorder marks when it began: `_wharf/pulls/_since`). */
+async function recordedLongAgo(storage: Storage): Promise<void> {
+  await storage.driver.putContent(layout.PULLS_SINCE_PATH, `${new Date(Date.now() - 30 * DAY).toISOString()}\n`);
+}
 
 async function scenario(t: ExecutionContext, storage: Storage): Promise<void> {
   t.teardown(() => storage.remove());
@@ -124,6 +130,10 @@ async function scenario(t: ExecutionContext, storage: Storage): Promise<void> {
     const pulls = await readPulls(storage.driver, repo);
     return pulls.tags.has('pulled-b') && pulls.tags.has('multi') && pulls.digests.has(pulledB.digest) ? true : undefined;
   });
+  // The servers began recording pulls when they started; say it was 30 days ago (longer than pulledwithin), or
+  // retention would keep every tag nobody is known to have pulled.
+  t.not(await readPullsSince(storage.driver), undefined, 'the servers marked when recording began');
+  await recordedLongAgo(storage);
   const config = await configFile(storage);
 
   // S3 cannot be aged: wait (on the dry run's own answer) until the orphan is older than `olderthan`.
@@ -189,6 +199,7 @@ async function race(t: ExecutionContext, extra: Record<string, unknown> = {}): P
   }
   await pushImage(w.url, 'ci/quiet', 'stale', { layers: [200] });
   await storage.age!(10 * DAY);
+  await recordedLongAgo(storage);
   const config = await configFile(storage, extra);
 
   const pushed: { ref: string; image: Pushed }[] = [];

@@ -12,11 +12,15 @@
  * `maxPending` notes wait (more are dropped until the next flush: counted in `dropped`), and the "written recently"
  * memory is an LRU of `maxRemembered` keys (a forgotten key is merely written again).
  *
- * Recorded always, whatever the retention rules: they can change on SIGHUP, and the cost is the above. A write that
- * fails is kept for the next flush (unless newer notes filled the queue). `close()` (graceful shutdown) flushes.
+ * Recorded only for repositories a retention rule with `keep.pulledwithin` covers (`shouldRecord`, read at each
+ * pull, so a SIGHUP that adds such a rule starts the recording): a registry without such rules writes nothing of its
+ * own into storage when serving pulls. The first flush with such a rule in force creates `_wharf/pulls/_since`
+ * (exclusively: the earliest server wins), and retention trusts "not pulled within D" only once that is D old
+ * (./retention.ts). A write that fails is kept for the next flush (unless newer notes filled the queue). `close()`
+ * (graceful shutdown) flushes.
  */
 import { LRUCache } from 'lru-cache';
-import { PathNotFoundError, ifExists, type StorageDriver } from '../../storage-drivers/driver.js';
+import { PathNotFoundError, UnsupportedOperationError, ifExists, type StorageDriver } from '../../storage-drivers/driver.js';
 import * as layout from '../registry/layout.js';
 import { forEachLimited } from '../registry/scan.js';
 import { tryParseDigest, type Reference } from '../registry/reference.js';
@@ -31,6 +35,12 @@ export interface PullRecorderOptions {
   maxRemembered?: number;
   onError?: (err: unknown) => void;
   now?: () => number;
+  /**
+   * Whether pulls of the repository are recorded (a retention rule with `pulledwithin` covers it); `anyRecorded`:
+   * whether any rule has `pulledwithin` (then `_since` is created). Default: every repository.
+   */
+  shouldRecord?: (name: string) => boolean;
+  anyRecorded?: () => boolean;
 }
 
 /** The flush interval from `WHARF_PULLS_FLUSH_MS` (tests lower it), else the default. */
@@ -54,6 +64,8 @@ export class PullRecorder {
   dropped = 0;
   /** Records written. */
   writes = 0;
+  /** Set once `_since` is known to exist. */
+  private sinceWritten = false;
 
   constructor(private readonly driver: StorageDriver, private readonly options: PullRecorderOptions = {}) {
     this.flushMs = options.flushMs ?? DEFAULT_PULLS_FLUSH_MS;
@@ -65,6 +77,7 @@ export class PullRecorder {
 
   /** Note a pull of `name` by `ref` that served `digest`. Synchronous and cheap: nothing is written here. */
   record(name: string, ref: Reference, digest: string): void {
+    if (this.options.shouldRecord && !this.options.shouldRecord(name)) return;
     const d = tryParseDigest(digest);
     if (!d) return;
     const now = this.now();
@@ -90,6 +103,7 @@ export class PullRecorder {
   /** Write what is pending (one flush at a time; a call during one waits for it, then flushes what came meanwhile). */
   async flush(): Promise<void> {
     while (this.flushing) await this.flushing;
+    await this.markSince();
     if (this.pending.size === 0) return;
     const batch = this.pending;
     this.pending = new Map();
@@ -112,6 +126,23 @@ export class PullRecorder {
           throw err;
         }
       });
+    } catch (err) {
+      this.options.onError?.(err);
+    }
+  }
+
+  /** Create `_since` (once; the earliest server's stays) when some rule has pulls recorded. */
+  private async markSince(): Promise<void> {
+    if (this.sinceWritten || !(this.options.anyRecorded?.() ?? true)) return;
+    const stamp = `${new Date(this.now()).toISOString()}\n`;
+    try {
+      try {
+        await this.driver.putContentIfAbsent(layout.PULLS_SINCE_PATH, stamp);
+      } catch (err) {
+        if (!(err instanceof UnsupportedOperationError)) throw err;
+        if (!(await ifExists(this.driver.stat(layout.PULLS_SINCE_PATH)))) await this.driver.putContent(layout.PULLS_SINCE_PATH, stamp);
+      }
+      this.sinceWritten = true;
     } catch (err) {
       this.options.onError?.(err);
     }
@@ -156,6 +187,18 @@ export async function readPulls(driver: StorageDriver, name: string): Promise<Re
     if (!(err instanceof PathNotFoundError)) throw err;
   }
   return result;
+}
+
+/**
+ * Since when pulls are recorded (`_since`: the time it holds, else its modification time); undefined when they are
+ * not (no server has recorded with a `pulledwithin` rule in force).
+ */
+export async function readPullsSince(driver: StorageDriver): Promise<number | undefined> {
+  const raw = await ifExists(driver.getContent(layout.PULLS_SINCE_PATH));
+  if (raw === undefined) return undefined;
+  const at = Date.parse(raw.toString('utf8').trim());
+  if (Number.isFinite(at)) return at;
+  return (await ifExists(driver.stat(layout.PULLS_SINCE_PATH)))?.modTime.getTime();
 }
 
 /** Forget the records of a deleted tag or manifest (retention calls it after deleting them). */

@@ -16,7 +16,7 @@ import { collectGarbage, runRetention, type GcOptions } from '../gc/worker.js';
 import {
   ageAll, fixture, pullsCompletely, pushImage, pushIndex, randomBlob, storedBlobs, type Fixture, type PushedImage,
 } from '../../testing/gc-helpers.js';
-import { PullRecorder, readPulls } from './pulls.js';
+import { PullRecorder, readPulls, readPullsSince } from './pulls.js';
 import { Policies } from './rules.js';
 import type { RetentionItem } from './retention-run.js';
 
@@ -63,7 +63,14 @@ async function scene(f: Fixture) {
   recorder.record(repo, parseReference(pulled.manifest.digest), pulled.manifest.digest);
   await recorder.close();
   await age(f, layout.pullDigestPath(repo, parseDigest(pulled.manifest.digest)), 2 * HOUR);
+  // Pulls have been recorded for 30 days (longer than the rule's pulledwithin), so "never pulled" can be trusted.
+  await recordedSince(f, 30 * DAY);
   return { repo, oldChild, oldIndex, pulled, latest, rel, untagged, other, fresh, signature };
+}
+
+/** Say that pulls have been recorded for `ms` (what the servers' recorder wrote when it began). */
+async function recordedSince(f: Fixture, ms: number): Promise<void> {
+  await f.driver.putContent(layout.PULLS_SINCE_PATH, `${new Date(Date.now() - ms).toISOString()}\n`);
 }
 
 const IMMUTABLE = "  immutabletags:\n    - repositories: ['ci/**']\n      tags: ['rel']";
@@ -241,4 +248,46 @@ test('the revisions retention removes are released from the quota rules, in a co
     // Nothing kept is released.
     t.false(released.some((r) => r.endsWith(s.fresh.manifest.digest) || r.endsWith(s.rel.manifest.digest)));
   }
+});
+
+test('pulledwithin deletes nothing before pulls have been recorded for that long (or at all): a tag may have been pulled before', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  const s = await scene(f);
+  for (const since of [undefined, 2 * HOUR]) {
+    if (since === undefined) await f.driver.delete(layout.PULLS_SINCE_PATH);
+    else await recordedSince(f, since);
+    const items: RetentionItem[] = [];
+    await runRetention(f.driver, { dryRun: true, propagationMs: 0, retention: policies(RULE, IMMUTABLE), stats: newStats(true), onRetention: (i) => items.push(i) });
+    t.false(items.some((i) => i.kind === 'tag'), JSON.stringify(items));
+    t.true(await f.registry.manifests.resolveTag(s.repo, 'old') !== undefined);
+  }
+  // Once the records cover the window, the tag nobody pulled goes.
+  await recordedSince(f, 2 * DAY);
+  const items: RetentionItem[] = [];
+  await runRetention(f.driver, { dryRun: true, propagationMs: 0, retention: policies(RULE, IMMUTABLE), stats: newStats(true), onRetention: (i) => items.push(i) });
+  t.true(items.some((i) => i.kind === 'tag' && i.what === `${s.repo}:old`), JSON.stringify(items));
+});
+
+test('the recorder records only where a rule asks for pull times, and marks since when once', async (t) => {
+  const f = await fixture();
+  t.teardown(f.remove);
+  let rules = false;
+  const recorder = new PullRecorder(f.driver, { shouldRecord: (name) => rules && name.startsWith('ci/'), anyRecorded: () => rules });
+  const d = parseDigest(`sha256:${'a'.repeat(64)}`);
+  recorder.record('ci/app', parseReference('v1'), d.value);
+  await recorder.flush();
+  t.is(recorder.writes, 0);
+  t.is(await readPullsSince(f.driver), undefined, 'no rule: nothing of Wharf\'s own is written');
+  rules = true;
+  recorder.record('ci/app', parseReference('v1'), d.value);
+  recorder.record('other/app', parseReference('v1'), d.value);
+  await recorder.close();
+  t.is(recorder.writes, 2, 'the tag and the digest of ci/app only');
+  const since = await readPullsSince(f.driver);
+  t.true(since !== undefined && Date.now() - since < 60_000);
+  await f.driver.putContent(layout.PULLS_SINCE_PATH, '2020-01-01T00:00:00.000Z\n');
+  const again = new PullRecorder(f.driver, { anyRecorded: () => true });
+  await again.close();
+  t.is(await readPullsSince(f.driver), Date.parse('2020-01-01T00:00:00.000Z'), 'the earliest mark stays');
 });

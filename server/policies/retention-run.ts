@@ -31,7 +31,7 @@ import { parseManifest } from '../registry/manifest-format.js';
 import { ManifestStore } from '../registry/manifests.js';
 import { blobContent, scanRepository, tagLink, type LinkEntry, type RepositoryScan } from '../registry/scan.js';
 import type { Policies, PolicyRules, RetentionRule } from './rules.js';
-import { forgetPull, readPulls } from './pulls.js';
+import { forgetPull, readPulls, readPullsSince } from './pulls.js';
 import { decideRetention, stillUnneeded, type ManifestState, type RetentionPlan, type TagState } from './retention.js';
 
 export interface RetentionStats {
@@ -111,8 +111,11 @@ export async function planRepository(
   const scan = await scanRepository(driver, name);
   const { tags, manifests } = await retentionInput(driver, scan);
   const pulls = await readPulls(driver, name);
+  // No record of when recording began: nothing is known of pulls (now: the records cover no time at all).
+  const pullsSince = rule.keep?.pulledWithinMs !== undefined ? ((await readPullsSince(driver)) ?? now) : undefined;
   const plan = decideRetention({
-    rule, now, tags, manifests, pulls, immutable: (tag) => rules.immutableRule(name, tag)?.name,
+    rule, now, tags, manifests, pulls, ...(pullsSince !== undefined ? { pullsSince } : {}),
+    immutable: (tag) => rules.immutableRule(name, tag)?.name,
   });
   return { rule, scan, plan, manifests, now };
 }

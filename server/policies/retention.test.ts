@@ -191,3 +191,13 @@ test('randomized: every verdict follows the rules, and nothing deleted is reacha
     if (rule.untaggedOlderThanMs !== undefined) for (const m of manifests) if (!seen.has(m.digest)) t.true(gone.has(m.digest), `${ctx}: ${m.digest} should go`);
   }
 });
+
+test('pulledwithin trusts "not pulled" only once the records cover the window', (t) => {
+  const rule = ruleOf('      keep: {pulledwithin: 24h}\n');
+  const base = input(rule, { tags: [tag('old', d(1), 10 * DAY)] });
+  t.false(decideRetention(base).tags[0]!.keep, 'complete records (no pullsSince): never pulled, deleted');
+  const young = decideRetention({ ...base, pullsSince: NOW - 2 * HOUR }).tags[0]!;
+  t.true(young.keep);
+  t.regex(young.reason, /pulls are recorded only for 2 hours?, less than pulledwithin/);
+  t.false(decideRetention({ ...base, pullsSince: NOW - 25 * HOUR }).tags[0]!.keep);
+});

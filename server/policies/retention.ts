@@ -39,6 +39,12 @@ export interface RetentionInput {
   tags: readonly TagState[];
   manifests: readonly ManifestState[];
   pulls: { tags: ReadonlyMap<string, number>; digests: ReadonlyMap<string, number> };
+  /**
+   * Since when the pull records are complete (./pulls.ts `readPullsSince`); absent: complete. A tag no record shows
+   * pulled within `pulledwithin` is kept while the records cover less than that window: it may have been pulled
+   * before they began.
+   */
+  pullsSince?: number;
   /** The name of the immutable-tag rule covering the tag, if any. */
   immutable(tag: string): string | undefined;
 }
@@ -107,6 +113,9 @@ export function decideRetention(input: RetentionInput): RetentionPlan {
     const pulled = lastPull(t);
     if (keep.pulledWithinMs !== undefined && pulled !== undefined && now - pulled <= keep.pulledWithinMs) {
       return { ...t, keep: true, reason: `pulled ${formatAge(now - pulled)} ago` };
+    }
+    if (keep.pulledWithinMs !== undefined && input.pullsSince !== undefined && now - input.pullsSince < keep.pulledWithinMs) {
+      return { ...t, keep: true, reason: `pulls are recorded only for ${formatAge(now - input.pullsSince)}, less than pulledwithin` };
     }
     const why: string[] = [];
     if (keep.mostRecent !== undefined) why.push(`not among the ${keep.mostRecent} most recently pushed`);

@@ -32,6 +32,7 @@
  *     _wharf/pulls/<name>/_tags/<tag>                                  Wharf: <name>:<tag> was pulled (time: the file's
  *     _wharf/pulls/<name>/_digests/<alg>/<hex>                         modification time; ISO 8601 inside; written in
  *                                                                       batches; server/policies/pulls.ts, retention)
+ *     _wharf/pulls/_since                                              Wharf: pulls are recorded since its mtime
  *     _wharf/ui/session-key                                            Wharf: the web UI's cookie signing key (server/ui/session.ts)
  *
  * Every `link` file holds a digest string (`sha256:…`). registry:2 skips directories whose names start with `_` when
@@ -53,6 +54,11 @@ export const GC_TRASH_ROOT = `${GC_ROOT}/trash`;
 export const PROXY_LAST_PULL_ROOT = `${ROOT}/_wharf/proxy/lastpull`;
 /** Wharf-only last-pull records of every repository, read by retention (`keep.pulledwithin`; docs/policies.md). */
 export const PULLS_ROOT = `${ROOT}/_wharf/pulls`;
+/**
+ * Wharf: since when pulls are recorded (its modification time: created once, by the first server that recorded
+ * with a `pulledwithin` rule in force). Retention trusts "not pulled within D" only for a window after it.
+ */
+export const PULLS_SINCE_PATH = `${PULLS_ROOT}/_since`;
 /** Wharf: the web UI's session signing key, shared by every replica through storage. */
 export const UI_SESSION_KEY_PATH = `${ROOT}/_wharf/ui/session-key`;
 
