@@ -446,3 +446,22 @@ test('s3: a missing object is PathNotFoundError and a missing bucket is a Storag
   const err = await t.throwsAsync(d.getContent('/x'), { instanceOf: StorageDriverError });
   t.regex(err!.message, /NoSuchBucket/);
 });
+
+test('s3: a conditional put answered 409 (another conditional write in progress) is asked again, not taken for "exists"', async (t) => {
+  const { root, driver } = await setup(t);
+  const base = await driverOptions();
+  const proxy = await S3FaultProxy.start(base.regionEndpoint!);
+  t.teardown(() => proxy.close());
+  const conflicted = new S3Driver({ ...base, regionEndpoint: proxy.url, rootDirectory: `/${root}/` });
+  t.teardown(() => conflicted.destroy());
+  const d = checkedDriver(conflicted);
+  // The driver's one-time probe of conditional puts goes first, untouched.
+  t.true(await d.putContentIfAbsent('/cond/warm-up', 'x'));
+  proxy.set({ fault: { kind: 'status', status: 409 }, match: (r) => r.method === 'PUT' && r.headers['if-none-match'] === '*', times: 2 });
+  t.true(await d.putContentIfAbsent('/cond/key', 'mine'), 'the put was decided after the conflicts: it created the object');
+  t.is(proxy.faults.length, 2);
+  t.is((await driver.getContent('/cond/key')).toString(), 'mine');
+  // And a real 412 still means the object exists.
+  t.false(await d.putContentIfAbsent('/cond/key', 'other'));
+  t.is((await driver.getContent('/cond/key')).toString(), 'mine');
+});

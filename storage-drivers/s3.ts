@@ -233,6 +233,9 @@ interface Child {
 const EPOCH = new Date(0);
 const COMPONENT = /^[A-Za-z0-9._-]+$/;
 
+/** Conditional puts answered 409 (a concurrent conditional write of the key) are tried this many times in all. */
+const CONDITIONAL_CONFLICT_ATTEMPTS = 8;
+
 /** Content given to putContent or putContentIfAbsent as one Buffer. */
 function bytesOf(content: Uint8Array | string): Buffer {
   return typeof content === 'string' ? Buffer.from(content) : Buffer.from(content);
@@ -822,15 +825,21 @@ export class S3Driver implements StorageDriver {
    * (412), or another conditional write of it is in progress (409).
    */
   async putObject(key: string, body: Buffer, ifAbsent = false): Promise<boolean> {
-    try {
-      await this.client.send(new aws.PutObjectCommand({
-        Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ...(ifAbsent ? { IfNoneMatch: '*' } : {}), ...this.putExtras(),
-      }));
-      return true;
-    } catch (err) {
-      const status = httpStatus(err);
-      if (ifAbsent && (status === 412 || status === 409)) return false;
-      throw err;
+    // A conditional put answered 409 (ConditionalRequestConflict: another conditional write of the key is in
+    // progress) did not happen and did not find the object: it is asked again, as S3 says, until one of the two
+    // writes is decided (then 412: the other one won). Only 412 means the object exists.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.client.send(new aws.PutObjectCommand({
+          Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ...(ifAbsent ? { IfNoneMatch: '*' } : {}), ...this.putExtras(),
+        }));
+        return true;
+      } catch (err) {
+        const status = httpStatus(err);
+        if (ifAbsent && status === 412) return false;
+        if (!ifAbsent || status !== 409 || attempt >= CONDITIONAL_CONFLICT_ATTEMPTS) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 20 * attempt + Math.random() * 50));
+      }
     }
   }
 

@@ -9,7 +9,8 @@
  *   proxy.clear();  proxy.down();  proxy.up();  await proxy.close();
  *
  * Faults, each answering one request:
- *   - `status`: an S3 error answer of its own (500 InternalError, 503 SlowDown), the body read and dropped;
+ *   - `status`: an S3 error answer of its own (409 ConditionalRequestConflict, 500 InternalError, 503 SlowDown), the
+ *     body read and dropped;
  *   - `reset-before-body`: the connection reset (TCP RST) as soon as the request headers arrived, no byte of a body read;
  *   - `reset-in-request-body`: `after` bytes of the request body read, then the connection reset;
  *   - `reset-in-response-body`: forwarded; S3's headers and the first `after` bytes of its body sent, then a reset;
@@ -27,7 +28,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { readdirSync, readlinkSync } from 'node:fs';
 
 export type S3Fault =
-  | { kind: 'status'; status: 500 | 503 }
+  | { kind: 'status'; status: 409 | 500 | 503 }
   | { kind: 'reset-before-body' }
   | { kind: 'reset-in-request-body'; after: number }
   | { kind: 'reset-in-response-body'; after: number }
@@ -72,6 +73,7 @@ export const hasBody = (r: S3Request): boolean => Number(r.headers['content-leng
 export const firstAttempt = (r: S3Request): boolean => r.attempt === 1;
 
 const ERROR_BODIES: Record<number, string> = {
+  409: '<?xml version="1.0" encoding="UTF-8"?><Error><Code>ConditionalRequestConflict</Code><Message>A conflicting conditional operation is currently in progress against this resource.</Message></Error>',
   500: '<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>',
   503: '<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>',
 };
