@@ -78,10 +78,9 @@ const raceToNewTag = test.macro({
     const tag = `v${round}`;
     const [ra, rb] = await Promise.all([put(a.url, 'release/app', tag, one.bytes), put(b.url, 'release/app', tag, two.bytes)]);
     const statuses = [ra.status, rb.status].sort();
-    t.deepEqual(statuses, [201, 403], `round ${round}: one push wins, the other is refused`);
-    const loser = ra.status === 403 ? ra : rb;
-    const body = (await loser.json()) as { errors: { code: string; message: string; detail: Record<string, string> }[] };
-    await (ra.status === 403 ? rb : ra).arrayBuffer();
+    const [ta, tb] = [await ra.text(), await rb.text()];
+    t.deepEqual(statuses, [201, 403], `round ${round}: one push wins, the other is refused (A ${one.digest}: ${ra.status} ${ta}; B ${two.digest}: ${rb.status} ${tb})`);
+    const body = JSON.parse(ra.status === 403 ? ta : tb) as { errors: { code: string; message: string; detail: Record<string, string> }[] };
     t.is(body.errors[0]!.code, 'DENIED');
     t.true(body.errors[0]!.message.includes(RULE_NAME));
     const winner = ra.status === 201 ? one.digest : two.digest;
