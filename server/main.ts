@@ -112,7 +112,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     logger,
     ...(metrics ? { onRefused: (rule) => metrics.quotaRefusals.inc({ rule: rule.name }) } : {}),
   });
-  if (metrics) metrics.quotaMetrics(() => quotas.figures());
+  if (metrics) metrics.quotaMetrics(() => quotas.figures(), () => quotas.limits());
   const registry = new LocalRegistry(driver, {
     policies,
     ...(pulls ? { pulls } : {}),

@@ -116,10 +116,10 @@ export class Metrics {
   });
 
   /**
-   * The quota gauges, read at each scrape from `figures` (the running count: Redis, or this process's figure from
-   * storage); a rule without a figure yet is left out.
+   * The quota gauges, read at each scrape: the usage from `figures` (the running count: Redis, or this process's
+   * figure from storage; a rule without a figure yet is left out), the limits from the rules in force (no I/O).
    */
-  quotaMetrics(figures: () => Promise<Array<{ rule: string; usage?: number; limit: number }>>): void {
+  quotaMetrics(figures: () => Promise<Array<{ rule: string; usage?: number }>>, limits: () => Array<{ rule: string; limit: number }>): void {
     const read = async () => {
       try {
         return await figures();
@@ -142,9 +142,9 @@ export class Metrics {
       help: 'The maxsize of a quota rule, by rule name.',
       labelNames: ['rule'] as const,
       registers: [this.registry],
-      async collect() {
+      collect() {
         this.reset();
-        for (const f of await read()) this.set({ rule: f.rule }, f.limit);
+        for (const l of limits()) this.set({ rule: l.rule }, l.limit);
       },
     });
   }

@@ -230,6 +230,9 @@ async function storageReplicas(t: ExecutionContext, s3server?: S3TestServer): Pr
   await waitFor('b to count a\'s second push', async () => ((await usageMetric(portB)) === 30 * KiB ? true : undefined), 15_000, 250);
   const [q] = await d.quota();
   t.like(q, { usage: 30 * KiB, running: 30 * KiB, repositories: 2 });
+  // The limit gauge shows the rule's maxsize.
+  const text = await (await fetch(`http://127.0.0.1:${portB}/metrics`)).text();
+  t.regex(text, new RegExp(`^wharf_quota_limit_bytes\\{rule="policies\\.quotas\\[0\\] [^"]*"\\} ${32 * KiB}$`, 'm'));
 }
 
 test.serial('two replicas without Redis (filesystem) see each other\'s usage', async (t) => {

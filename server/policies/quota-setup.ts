@@ -20,7 +20,9 @@ export interface QuotaSetup {
   quotas: Quotas;
   ledger: QuotaLedger;
   /** Each rule's running figure (undefined usage: not counted yet), for the metrics. */
-  figures(): Promise<Array<{ rule: string; usage?: number; limit: number }>>;
+  figures(): Promise<Array<{ rule: string; usage?: number }>>;
+  /** Each rule's maxsize, from the rules in force (no I/O). */
+  limits(): Array<{ rule: string; limit: number }>;
   close(): Promise<void>;
 }
 
@@ -69,9 +71,10 @@ export async function createQuotas(
       const held = await ledger.usage(rules);
       return rules.map((r) => {
         const usage = held.get(r.id)?.usage;
-        return { rule: r.name, limit: r.maxsize, ...(usage !== undefined ? { usage } : {}) };
+        return { rule: r.name, ...(usage !== undefined ? { usage } : {}) };
       });
     },
+    limits: () => policies.rules.quotas.map((r) => ({ rule: r.name, limit: r.maxsize })),
     close: () => ledger.close(),
   };
 }
