@@ -168,35 +168,35 @@ async function configCheck(path: string | undefined): Promise<void> {
   process.stderr.write(`configuration OK: ${path}\n`);
 }
 
-async function garbageCollect(args: string[]): Promise<void> {
-  const { GC_USAGE, UsageError, garbageCollectCommand, parseGcArgs } = await import('./gc/command.js');
-  let options: ReturnType<typeof parseGcArgs>;
+type GcModule = typeof import('./gc/command.js');
+
+/**
+ * The collector's commands (garbage-collect, retention): parse the arguments (a mistake: exit 2 with the usage), load
+ * the configuration, run; the exit code is the run's.
+ */
+async function collectorCommand<O extends { configPath: string; quiet: boolean }>(
+  args: string[],
+  pick: (m: GcModule) => { parse(args: string[]): O; usage: string; run(config: WharfConfig, options: O): Promise<number> },
+): Promise<void> {
+  const m = await import('./gc/command.js');
+  const command = pick(m);
+  let options: O;
   try {
-    options = parseGcArgs(args);
+    options = command.parse(args);
   } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    process.stderr.write(`wharf: ${err.message}\n${GC_USAGE}`);
+    if (!(err instanceof m.UsageError)) throw err;
+    process.stderr.write(`wharf: ${err.message}\n${command.usage}`);
     process.exit(2);
   }
   const { config, warnings } = await load(options.configPath);
   if (!options.quiet) for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
-  process.exitCode = await garbageCollectCommand(config, options);
+  process.exitCode = await command.run(config, options);
 }
 
-async function retention(args: string[]): Promise<void> {
-  const { RETENTION_USAGE, UsageError, parseRetentionArgs, retentionCommand } = await import('./gc/command.js');
-  let options: ReturnType<typeof parseRetentionArgs>;
-  try {
-    options = parseRetentionArgs(args);
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    process.stderr.write(`wharf: ${err.message}\n${RETENTION_USAGE}`);
-    process.exit(2);
-  }
-  const { config, warnings } = await load(options.configPath);
-  if (!options.quiet) for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
-  process.exitCode = await retentionCommand(config, options);
-}
+const garbageCollect = (args: string[]) =>
+  collectorCommand(args, (m) => ({ parse: m.parseGcArgs, usage: m.GC_USAGE, run: m.garbageCollectCommand }));
+const retention = (args: string[]) =>
+  collectorCommand(args, (m) => ({ parse: m.parseRetentionArgs, usage: m.RETENTION_USAGE, run: m.retentionCommand }));
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
