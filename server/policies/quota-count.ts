@@ -4,6 +4,7 @@
  * `LinkCount` is that figure in memory (the storage ledger's per-process count, the recount's result); `recount`
  * builds it from storage for a set of rules in one walk of the repositories.
  */
+import { LRUCache } from 'lru-cache';
 import { ifExists, PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
 import * as layout from '../registry/layout.js';
 import { listRepositories } from '../registry/scan.js';
@@ -67,14 +68,16 @@ export class LinkCount {
 
 /**
  * Sizes of blobs by digest. Content is immutable, so a size once read is right for as long as the digest exists;
- * bounded (the oldest entries go first), a forgotten one is read again with one stat.
+ * bounded (the least recently used go first), a forgotten one is read again with one stat.
  */
 export class BlobSizes {
-  private readonly sizes = new Map<string, number>();
-  constructor(private readonly driver: StorageDriver, private readonly max = 200_000) {}
+  private readonly sizes: LRUCache<string, number>;
+  constructor(private readonly driver: StorageDriver, max = 200_000) {
+    // Counted by maxSize rather than max, so that lru-cache does not allocate every slot up front.
+    this.sizes = new LRUCache({ maxSize: max, sizeCalculation: () => 1 });
+  }
 
   remember(digest: string, size: number): void {
-    if (this.sizes.size >= this.max) this.sizes.delete(this.sizes.keys().next().value!);
     this.sizes.set(digest, size);
   }
 
