@@ -23,7 +23,7 @@
 import { type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
 import { RegistryError } from '../registry/errors.js';
 import * as layout from '../registry/layout.js';
-import { tryParseDigest, type Digest } from '../registry/reference.js';
+import { parseDigest, tryParseDigest, type Digest } from '../registry/reference.js';
 import type { ImmutableTagRule, Policies } from './rules.js';
 
 /** A covered tag and the rule covering it. */
@@ -69,11 +69,6 @@ export function manifestDeleteDenied(digest: string, naming: readonly ImmutableT
 async function readLink(driver: StorageDriver, path: string): Promise<Digest | undefined> {
   const raw = await ifExists(driver.getContent(path));
   return raw === undefined ? undefined : tryParseDigest(raw.toString('utf8').trim());
-}
-
-/** The rule covering `tag` of `name` under the rules in force now, if any. */
-export function immutableRuleOf(policies: Policies | undefined, name: string, tag: string): ImmutableTagRule | undefined {
-  return policies?.rules.immutableRule(name, tag);
 }
 
 /**
@@ -130,19 +125,12 @@ export async function immutableTagsNaming(
   digest: Digest,
   childrenOf?: (index: Digest) => Promise<readonly string[]>,
 ): Promise<ImmutableTag[]> {
-  const rules = policies?.rules;
-  if (!rules?.hasImmutableTags(name)) return [];
-  const entries = (await ifExists(driver.list(layout.tagsPath(name)))) ?? [];
   const found: ImmutableTag[] = [];
-  for (const tag of entries.map(layout.baseName).sort()) {
-    const rule = rules.immutableRule(name, tag);
-    if (!rule) continue;
-    const current = await readLink(driver, layout.tagCurrentLinkPath(name, tag));
-    if (!current) continue;
-    if (current.value === digest.value) found.push({ tag, rule });
-    else if (childrenOf && (await childrenOf(current)).includes(digest.value)) found.push({ tag, rule, index: current.value });
+  for (const [named, tags] of await immutableTagsByDigest(driver, policies, name)) {
+    if (named === digest.value) found.push(...tags);
+    else if (childrenOf && (await childrenOf(parseDigest(named))).includes(digest.value)) found.push(...tags.map((t) => ({ ...t, index: named })));
   }
-  return found;
+  return found.sort((a, b) => (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0));
 }
 
 /**
