@@ -11,6 +11,7 @@
  *    `wharf garbage-collect` with a TTL does not expire it.
  */
 import test, { type ExecutionContext } from 'ava';
+import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -43,8 +44,10 @@ test.after.always(async () => {
 
 /** Two replicas over one storage (a filesystem root or the RGW bucket), with the immutable-tag rule. */
 async function replicas(t: ExecutionContext, backend: 'filesystem' | 's3'): Promise<[RunningWharf, RunningWharf]> {
-  const config = { policies: RULES, ...(backend === 's3' ? { storage: { s3: s3.storageConfig({ rootdirectory: `/imm-${Date.now()}` }) } } : {}) };
-  const root = join(work.path, `shared-${Date.now()}`);
+  // A root of its own: the tests of this file run at once, and two starting in the same millisecond shared one.
+  const id = randomUUID();
+  const config = { policies: RULES, ...(backend === 's3' ? { storage: { s3: s3.storageConfig({ rootdirectory: `/imm-${id}` }) } } : {}) };
+  const root = join(work.path, `shared-${id}`);
   const a = await startWharf({ config, ...(backend === 'filesystem' ? { rootDirectory: root } : {}) });
   const b = await startWharf({ config, ...(backend === 'filesystem' ? { rootDirectory: root } : {}) }).catch(async (err) => { await a.stop(); throw err; });
   t.teardown(async () => { await Promise.all([a.stop(), b.stop()]); });
