@@ -50,6 +50,7 @@ import {
   listBlobs, listRepositories, removeEmptyBlobFolders, removeEmptyRepository, repositoryRelativePath, scanRepository,
   type BlobFile, type LinkEntry, type RepositoryScan,
 } from '../registry/scan.js';
+import { readPullsSince } from '../policies/pulls.js';
 import { retainRepository, type RetentionItem } from '../policies/retention-run.js';
 import type { Policies } from '../policies/rules.js';
 import { markRepository, type MarkResult } from './mark.js';
@@ -225,6 +226,9 @@ async function applyRetention(run: Run): Promise<void> {
   if (!policies || policies.rules.retention.length === 0) return;
   run.stats.phase = 'retention';
   const { driver, options } = run;
+  // One read for the run: since when the servers record pulls.
+  const pullsSince = readPullsSince(driver);
+  pullsSince.catch(() => {});
   for await (const name of listRepositories(driver)) {
     await run.verify();
     await retainRepository({
@@ -241,6 +245,7 @@ async function applyRetention(run: Run): Promise<void> {
       },
       ...(options.onWarning ? { warn: options.onWarning } : {}),
       ...(options.forgetLink ? { forgetLink: options.forgetLink } : {}),
+      pullsSince,
       ...(options.quotas ? { releaseManifest: (repo: string, digest: string) => options.quotas!.release(repo, 'manifest', digest) } : {}),
     }, name);
   }

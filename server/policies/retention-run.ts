@@ -69,6 +69,8 @@ export interface RetentionContext {
   warn?(message: string): void;
   /** Forget a deleted revision link in a shared descriptor cache. */
   forgetLink?(name: string, digest: string): Promise<void> | void;
+  /** Since when pulls are recorded (`readPullsSince`), read once per run; read here when absent. */
+  pullsSince?: Promise<number | undefined>;
   /** Give back a deleted revision's bytes to the quota rules that count them (server/policies/quota.ts). */
   releaseManifest?(name: string, digest: string): Promise<void>;
   now?: () => number;
@@ -104,7 +106,7 @@ export async function retentionInput(driver: StorageDriver, scan: RepositoryScan
 
 /** Decide for one repository (no deletes). Undefined when no rule covers it. */
 export async function planRepository(
-  driver: StorageDriver, rules: PolicyRules, name: string, now: number,
+  driver: StorageDriver, rules: PolicyRules, name: string, now: number, since?: Promise<number | undefined>,
 ): Promise<{ rule: RetentionRule; scan: RepositoryScan; plan: RetentionPlan; manifests: ManifestState[]; now: number } | undefined> {
   const rule = rules.retentionFor(name);
   if (!rule) return undefined;
@@ -112,7 +114,7 @@ export async function planRepository(
   const { tags, manifests } = await retentionInput(driver, scan);
   const pulls = await readPulls(driver, name);
   // No record of when recording began: nothing is known of pulls (now: the records cover no time at all).
-  const pullsSince = rule.keep?.pulledWithinMs !== undefined ? ((await readPullsSince(driver)) ?? now) : undefined;
+  const pullsSince = rule.keep?.pulledWithinMs !== undefined ? ((await (since ?? readPullsSince(driver))) ?? now) : undefined;
   const plan = decideRetention({
     rule, now, tags, manifests, pulls, ...(pullsSince !== undefined ? { pullsSince } : {}),
     immutable: (tag) => rules.immutableRule(name, tag)?.name,
@@ -124,7 +126,7 @@ export async function planRepository(
 export async function retainRepository(ctx: RetentionContext, name: string): Promise<void> {
   const { driver, stats } = ctx;
   // The rules in force now (a SIGHUP only concerns servers; the command read its configuration once).
-  const planned = await planRepository(driver, ctx.policies.rules, name, (ctx.now ?? Date.now)());
+  const planned = await planRepository(driver, ctx.policies.rules, name, (ctx.now ?? Date.now)(), ctx.pullsSince);
   if (!planned) return;
   const { rule, scan, plan, manifests, now } = planned;
   stats.retentionRepositories++;
