@@ -1,0 +1,109 @@
+/** Small-file reads that keep settled bytes in memory: they must never answer with bytes the file no longer holds. */
+import test from 'ava';
+import { mkdir, mkdtemp, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { openSync, writeSync, closeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SETTLE_MS, SMALL_FILE_MAX, SmallFileReader, isLocalFilesystem } from './small-files.js';
+import { waitFor } from '../testing/helpers.js';
+
+async function setup(t: import('ava').ExecutionContext) {
+  const dir = await mkdtemp(join(tmpdir(), 'wharf-small-files-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return { dir, reader: new SmallFileReader(dir) };
+}
+
+/** Wait until the file's change time lies far enough in the past for its bytes to be kept. */
+async function settled(file: string): Promise<void> {
+  await waitFor('the file to settle', async () => (Date.now() - (await stat(file)).ctimeMs > SETTLE_MS + 20 ? true : undefined), 5_000, 20);
+}
+
+const A = 'sha256:' + 'a'.repeat(64);
+const B = 'sha256:' + 'b'.repeat(64);
+const C = 'sha256:' + 'c'.repeat(64);
+
+test('a settled small file is read once, then answered from memory while it is unchanged', async (t) => {
+  const { dir, reader } = await setup(t);
+  t.true(await isLocalFilesystem(dir), 'the test needs a local temp dir');
+  const file = join(dir, 'link');
+  await writeFile(file, A);
+  await settled(file);
+  t.is((await reader.read(file)).toString(), A);
+  t.is((await reader.read(file)).toString(), A);
+  t.is((await reader.read(file)).toString(), A);
+  t.is(reader.fileReads, 1);
+});
+
+test('a file replaced by rename is read again at once, even with the same size and within one clock tick', async (t) => {
+  const { dir, reader } = await setup(t);
+  const file = join(dir, 'link');
+  await writeFile(file, A);
+  await settled(file);
+  await reader.read(file);
+  // Replace it twice in a row (as a tag moved twice): each read afterwards sees the bytes now there.
+  await writeFile(join(dir, 'tmp1'), B);
+  await rename(join(dir, 'tmp1'), file);
+  t.is((await reader.read(file)).toString(), B);
+  await writeFile(join(dir, 'tmp2'), C);
+  await rename(join(dir, 'tmp2'), file);
+  t.is((await reader.read(file)).toString(), C);
+  await settled(file);
+  t.is((await reader.read(file)).toString(), C);
+  t.is(reader.fileReads, 4);
+});
+
+test('a file rewritten in place (same inode, same size) is read again', async (t) => {
+  const { dir, reader } = await setup(t);
+  const file = join(dir, 'link');
+  await writeFile(file, A);
+  await settled(file);
+  t.is((await reader.read(file)).toString(), A);
+  const fd = openSync(file, 'r+');
+  writeSync(fd, Buffer.from(B), 0, B.length, 0);
+  closeSync(fd);
+  t.is((await reader.read(file)).toString(), B);
+});
+
+test('bytes of a file changed within the last moments are not kept', async (t) => {
+  const { dir, reader } = await setup(t);
+  const file = join(dir, 'link');
+  await writeFile(file, A);
+  await reader.read(file);
+  await reader.read(file);
+  t.is(reader.fileReads, 2, 'a file written just now is read every time');
+});
+
+test('a removed file is not found, a directory is EISDIR, a large file is read every time', async (t) => {
+  const { dir, reader } = await setup(t);
+  const file = join(dir, 'link');
+  await writeFile(file, A);
+  await settled(file);
+  await reader.read(file);
+  await rm(file);
+  await t.throwsAsync(reader.read(file), { code: 'ENOENT' });
+  await mkdir(join(dir, 'sub'));
+  await t.throwsAsync(reader.read(join(dir, 'sub')), { code: 'EISDIR' });
+  const big = join(dir, 'big');
+  await writeFile(big, Buffer.alloc(SMALL_FILE_MAX + 1, 1));
+  await settled(big);
+  await reader.read(big);
+  const before = reader.fileReads;
+  t.is((await reader.read(big)).length, SMALL_FILE_MAX + 1);
+  t.is(reader.fileReads, before + 1);
+});
+
+test('what a caller does to the bytes it was given does not change what the next caller gets', async (t) => {
+  const { dir, reader } = await setup(t);
+  const file = join(dir, 'link');
+  await writeFile(file, A);
+  await settled(file);
+  (await reader.read(file)).fill(0);
+  (await reader.read(file)).fill(0);
+  t.is((await reader.read(file)).toString(), A);
+});
+
+test('only local filesystems are trusted to tell a change by stat', async (t) => {
+  t.true(await isLocalFilesystem(tmpdir()));
+  t.true(await isLocalFilesystem(join(tmpdir(), 'does-not-exist', 'below')), 'a missing root is judged by its parent');
+  t.false(await isLocalFilesystem('/proc'), 'procfs is not in the list');
+});

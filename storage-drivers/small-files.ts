@@ -1,0 +1,120 @@
+/**
+ * Reads of small files for the filesystem driver, with the bytes of settled ones kept in memory and checked by one
+ * `stat` instead of read again.
+ *
+ * Why: the hot path of the registry (a manifest GET by tag) reads a tiny link file on every request. Node reads a
+ * file with four thread-pool round trips (open, fstat, read, close), and on small VMs each round trip costs tens of
+ * microseconds of CPU, more than everything else a manifest GET does. A `stat` is one round trip.
+ *
+ * When the kept bytes are used: the file's inode number, size, modification and change times are all as they were
+ * when the bytes were read. Writers in this project replace a file by renaming a new one over it (a new inode and a
+ * new change time); writers elsewhere may rewrite it in place (a new change time). The change time cannot be set by
+ * a program (unlike the modification time), but the kernel stamps it from a clock that ticks only every few
+ * milliseconds, so two writes within one tick can carry the same time. Bytes are therefore kept only for a file whose
+ * change time was already SETTLE_MS in the past when it was stat'ed before the read: any later write stamps a later
+ * time, and the stat that was taken before the read can never vouch for bytes older than itself. (Git calls the
+ * opposite case "racily clean".)
+ *
+ * Where not: a network filesystem (NFS, SMB, FUSE, Ceph, ...) may answer `stat` from an attribute cache for seconds,
+ * while opening a file revalidates it; replicas sharing such a mount must see each other's tag moves at once, so
+ * there every read goes to the file. The filesystem type is read once, at the storage root.
+ */
+import { readFile, stat, statfs, type Stats } from 'node:fs';
+import { dirname } from 'node:path';
+import { LRUCache } from 'lru-cache';
+
+/** Files up to this size are kept (links are 71 bytes for sha256, 135 for sha512). */
+export const SMALL_FILE_MAX = 512;
+/** How long before the stat a file's change time must lie for its bytes to be kept. */
+export const SETTLE_MS = 100;
+
+/** Local filesystems, by `statfs` type: their `stat` always tells the file as it is now. */
+const LOCAL_FILESYSTEMS = new Set([
+  0xef53, // ext2/3/4
+  0x58465342, // xfs
+  0x9123683e, // btrfs
+  0x01021994, // tmpfs
+  0x794c7630, // overlayfs
+  0x2fc12fc1, // zfs
+  0xf2f52010, // f2fs
+  0x858458f6, // ramfs
+]);
+
+interface Kept {
+  ino: number;
+  size: number;
+  ctimeMs: number;
+  mtimeMs: number;
+  content: Buffer;
+}
+
+function statFile(file: string): Promise<Stats> {
+  return new Promise((resolve, reject) => stat(file, (err, st) => (err ? reject(err) : resolve(st))));
+}
+
+function readWhole(file: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => readFile(file, (err, data) => (err ? reject(err) : resolve(data))));
+}
+
+function statfsType(path: string): Promise<number> {
+  return new Promise((resolve, reject) => statfs(path, (err, st) => (err ? reject(err) : resolve(st.type))));
+}
+
+/** Whether `dir` (or, while it does not exist yet, its nearest existing parent) is on a local filesystem. */
+export async function isLocalFilesystem(dir: string): Promise<boolean> {
+  for (let path = dir; ; path = dirname(path)) {
+    try {
+      return LOCAL_FILESYSTEMS.has(await statfsType(path));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || dirname(path) === path) return false;
+    }
+  }
+}
+
+function isDirectoryError(file: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`EISDIR: illegal operation on a directory, read '${file}'`), { code: 'EISDIR' });
+}
+
+export class SmallFileReader {
+  private readonly kept: LRUCache<string, Kept>;
+  private local: Promise<boolean> | undefined;
+  /** How many times a file's bytes were read rather than taken from memory (for tests). */
+  fileReads = 0;
+
+  constructor(private readonly root: string, entries = 10_000) {
+    this.kept = new LRUCache({ max: entries });
+  }
+
+  /** The whole file, as `fs.readFile` gives it (errors included: ENOENT, EISDIR, ...). */
+  async read(file: string): Promise<Buffer> {
+    this.local ??= isLocalFilesystem(this.root);
+    if (!(await this.local)) {
+      this.fileReads++;
+      return readWhole(file);
+    }
+    const before = Date.now();
+    let st: Stats;
+    try {
+      st = await statFile(file);
+    } catch (err) {
+      this.kept.delete(file);
+      throw err;
+    }
+    if (st.isDirectory()) {
+      this.kept.delete(file);
+      throw isDirectoryError(file);
+    }
+    const kept = this.kept.get(file);
+    if (kept && kept.ino === st.ino && kept.size === st.size && kept.ctimeMs === st.ctimeMs && kept.mtimeMs === st.mtimeMs) {
+      return Buffer.from(kept.content); // a copy: callers own what they are given
+    }
+    this.fileReads++;
+    const content = await readWhole(file);
+    if (st.size <= SMALL_FILE_MAX && content.length === st.size && st.ctimeMs < before - SETTLE_MS) {
+      this.kept.set(file, { ino: st.ino, size: st.size, ctimeMs: st.ctimeMs, mtimeMs: st.mtimeMs, content: Buffer.from(content) });
+    } else {
+      this.kept.delete(file);
+    }
+    return content;
+  }
+}
