@@ -81,7 +81,7 @@ export class SmallFileReader {
   /** How many times a file's bytes were read rather than taken from memory (for tests). */
   fileReads = 0;
 
-  constructor(private readonly root: string, entries = 10_000) {
+  constructor(private readonly root: string, entries = 4_096) {
     this.kept = new LRUCache({ max: entries });
   }
 

@@ -102,6 +102,8 @@ export async function answerHealth(ctx: Koa.Context, health: Health, kind: 'live
 export const DISCARD_LIMIT = 16 * 1024 * 1024;
 
 function boundDiscardedBody(req: IncomingMessage, res: ServerResponse): void {
+  // Most requests (every GET and HEAD a client sends) have no body: nothing to bound, no listener to pay for.
+  if (req.headers['transfer-encoding'] === undefined && (req.headers['content-length'] ?? '0') === '0') return;
   // Taken now: by the time the response has finished, Node may have detached the request from its socket (null).
   const socket = req.socket;
   res.once('finish', () => {
