@@ -112,15 +112,16 @@ function ratioText(ratio: number | undefined): string {
 function targetText(row: Row): string {
   const parts: string[] = [];
   if (row.target) parts.push('max' in row.target ? `≤ ${row.target.max} ${row.unit}` : `≥ ${row.target.ratio}× registry:2`);
-  if (row.floorRatio !== undefined) parts.push(`≥ ${row.floorRatio}× floor`);
+  if (row.floorRatio !== undefined && Object.keys(row.stats).includes('floor')) parts.push(`≥ ${row.floorRatio}× floor`);
   return parts.join(', ');
 }
 
 function markdown(rows: Row[], variants: Variant[], meta: Record<string, unknown>, notes: string[]): string {
   const wharfs = variants.filter((v) => v.kind === 'wharf');
   const lines = [
-    `Run ${meta.date} on ${meta.cpus} × ${meta.cpu}, Node ${meta.node}; ${meta.reps} repetitions per server ` +
-      `(workload 10: one), medians with the spread (min–max) of the repetitions; storage: ${meta.storage}.`,
+    `Run ${meta.date} on ${meta.cpus} × ${meta.cpu}, Node ${meta.node}; ${meta.reps} repetitions per server` +
+      `${rows.some((r) => r.workload === 10) ? ' (workload 10: one)' : ''}, medians with the spread (min–max) of the ` +
+      `repetitions; storage: ${meta.storage}.`,
     `Speed ratio: Wharf/reference for rates, reference/Wharf for times and sizes (above 1 = Wharf faster or smaller). ` +
       `"floor" is the durable floor server (bench/floor-server.ts: hash, write, background flush, fsync before answering), ` +
       `run in the push workloads only.`,
