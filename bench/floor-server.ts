@@ -1,17 +1,26 @@
 /**
  * A minimal Node HTTP server that receives a pushed body with the least work one of four kinds of push can take,
- * for `bench/floor.ts`: what any Node registry on this machine could reach at best.
+ * for `bench/floor.ts` and `bench/run.ts`: what any Node registry on this machine could reach at best.
  *
  *   node dist/bench/floor-server.js <mode> <port> <dir>
  *
  * Modes: `discard` (read the body, nothing else), `hash` (SHA-256 of it), `write` (hash, and write it to a file
  * in <dir> with up to 1 MiB of writes in flight), `durable` (as `write`, plus an fdatasync every 16 MiB in the
- * background and an fsync before answering, as Wharf does). Answers 201 with the hex digest. Prints `ready` once
- * it listens.
+ * background and an fsync before answering, as Wharf does). Prints `ready` once it listens.
+ *
+ * Two ways in:
+ * - A PUT or POST with a body to any path outside /v2/ (bench:floor's client): answers 201 with the hex digest;
+ *   the file is removed before answering.
+ * - The blob-upload part of the distribution API, as much as the benchmark's push clients use (bench/run.ts's
+ *   push workloads): `GET /v2/` (200), `POST /v2/<name>/blobs/uploads/` (202, Location), `PATCH <location>` with a
+ *   body, chunked or not (the bytes are appended and, when durable, synced before the 202, as Wharf does; Location
+ *   and Range), `PUT <location>?digest=` with the rest of the body or none (201 when the digest matches what was
+ *   received, 400 otherwise). The file stays in <dir> (Wharf keeps its blobs too) until the server's directory is
+ *   removed. No content store, no links, no manifests: only the work every durable push must do.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { open, rm, type FileHandle } from 'node:fs/promises';
-import { createServer, type IncomingMessage } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 
 type Mode = 'discard' | 'hash' | 'write' | 'durable';
@@ -66,26 +75,29 @@ class Sink {
   }
 }
 
-async function receive(req: IncomingMessage, mode: Mode, dir: string, n: number): Promise<string> {
+/** One upload: the running hash and, in the modes that write, the file and its sink. */
+interface Upload {
+  hash?: Hash;
+  file?: FileHandle;
+  sink?: Sink;
+  size: number;
+}
+
+async function openUpload(mode: Mode, path: string): Promise<Upload> {
   const hash = mode === 'discard' ? undefined : createHash('sha256');
-  if (mode === 'discard' || mode === 'hash') {
-    for await (const chunk of req as AsyncIterable<Uint8Array>) hash?.update(chunk);
-    return hash ? hash.digest('hex') : '';
-  }
-  const path = join(dir, `body-${n}`);
+  if (mode !== 'write' && mode !== 'durable') return { hash, size: 0 };
   const file = await open(path, 'w');
-  try {
-    const sink = new Sink(file, mode === 'durable');
-    for await (const chunk of req as AsyncIterable<Uint8Array>) {
-      hash!.update(chunk);
-      await sink.write(chunk);
-    }
-    await sink.finish();
-  } finally {
-    await file.close();
-    await rm(path, { force: true });
+  return { hash, file, sink: new Sink(file, mode === 'durable'), size: 0 };
+}
+
+/** Hash and write the request body into the upload; resolves once it is written (and synced, when durable). */
+async function receiveInto(req: IncomingMessage, upload: Upload): Promise<void> {
+  for await (const chunk of req as AsyncIterable<Uint8Array>) {
+    upload.size += chunk.byteLength;
+    upload.hash?.update(chunk);
+    if (upload.sink) await upload.sink.write(chunk);
   }
-  return hash!.digest('hex');
+  await upload.sink?.finish();
 }
 
 const [mode, port, dir] = process.argv.slice(2) as [Mode, string, string];
@@ -94,9 +106,81 @@ if (!MODES.includes(mode) || !port || !dir) {
   process.exit(2);
 }
 let requests = 0;
+const uploads = new Map<string, Upload>();
+
+/** bench:floor's way in: the whole body in one request, answered with its digest. */
+async function plainPush(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const path = join(dir, `body-${requests++}`);
+  const upload = await openUpload(mode, path);
+  try {
+    await receiveInto(req, upload);
+  } finally {
+    await upload.file?.close();
+    if (upload.file) await rm(path, { force: true });
+  }
+  res.writeHead(201, { 'Content-Type': 'text/plain' }).end(upload.hash ? upload.hash.digest('hex') : '');
+}
+
+const UPLOADS = /^\/v2\/(.+)\/blobs\/uploads\/([0-9a-f-]*)$/;
+
+/** The distribution API's blob upload, as far as the benchmark's clients go. */
+async function registryPush(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  if (req.method === 'GET' && url.pathname === '/v2/') {
+    res.writeHead(200, { 'Content-Type': 'application/json' }).end('{}');
+    return;
+  }
+  const m = UPLOADS.exec(url.pathname);
+  if (!m) {
+    req.resume();
+    res.writeHead(404).end();
+    return;
+  }
+  const [, name, id] = m;
+  if (req.method === 'POST' && !id) {
+    req.resume();
+    const uuid = randomUUID();
+    uploads.set(uuid, await openUpload(mode, join(dir, `upload-${uuid}`)));
+    res.writeHead(202, { Location: `/v2/${name}/blobs/uploads/${uuid}`, Range: '0-0', 'Content-Length': '0' }).end();
+    return;
+  }
+  const upload = id ? uploads.get(id) : undefined;
+  if (!upload) {
+    req.resume();
+    res.writeHead(404).end();
+    return;
+  }
+  if (req.method === 'PATCH') {
+    await receiveInto(req, upload);
+    res.writeHead(202, {
+      Location: `/v2/${name}/blobs/uploads/${id}`, Range: `0-${Math.max(upload.size - 1, 0)}`, 'Content-Length': '0',
+    }).end();
+    return;
+  }
+  if (req.method === 'PUT') {
+    uploads.delete(id!);
+    try {
+      await receiveInto(req, upload);
+    } finally {
+      await upload.file?.close();
+    }
+    const expected = url.searchParams.get('digest');
+    const digest = upload.hash ? `sha256:${upload.hash.digest('hex')}` : expected;
+    if (!expected || digest !== expected) {
+      res.writeHead(400, { 'Content-Type': 'text/plain' }).end(`digest ${digest}, expected ${expected}`);
+      return;
+    }
+    res.writeHead(201, { Location: `/v2/${name}/blobs/${digest}`, 'Docker-Content-Digest': digest, 'Content-Length': '0' }).end();
+    return;
+  }
+  req.resume();
+  res.writeHead(405).end();
+}
+
 createServer((req, res) => {
-  receive(req, mode, dir, requests++).then(
-    (digest) => res.writeHead(201, { 'Content-Type': 'text/plain' }).end(digest),
-    (err: Error) => res.writeHead(500).end(err.message),
-  );
+  const url = new URL(req.url ?? '/', 'http://floor');
+  const handled = url.pathname.startsWith('/v2/') ? registryPush(req, res, url) : plainPush(req, res);
+  handled.catch((err: Error) => {
+    if (!res.headersSent) res.writeHead(500).end(err.message);
+    else res.destroy();
+  });
 }).listen(Number(port), '127.0.0.1', () => process.stdout.write('ready\n'));

@@ -1,17 +1,20 @@
 /**
- * `npm run bench [-- options]`: Wharf and registry:2 side by side (issue 8).
+ * `npm run bench [-- options]`: Wharf beside registry:2 and, for pushes, beside the durable floor server
+ * (issues 8 and 18).
  *
- * For each selected workload both servers are started fresh (loopback, empty storage, equivalent config); the
- * unmeasured setup runs on each, then the repetitions alternate between the servers (W R, R W, W R, ...). Figures
- * are medians over the repetitions; the speed ratio is Wharf/registry:2 for throughput and registry:2/Wharf for
- * times, so above 1 always means Wharf is faster. Peak RSS is the kernel's high-water mark (VmHWM) of each server
- * process over its whole workload, setup included. Server CPU time (user + system, from /proc) is reported too: on a
- * busy machine it is steadier than the rates, so it is the figure to compare two builds by.
+ * For each selected workload every server is started fresh (loopback, empty storage, equivalent config): Wharf (once
+ * per entry of --workers), registry:2, and for the push workloads the durable floor server (bench/floor-server.ts,
+ * Wharf's Node flags). The unmeasured setup runs on each, then the repetitions alternate between the servers (in
+ * order, then in reverse, ...). Figures are medians over the repetitions, with their spread (min-max); the speed
+ * ratio is Wharf/reference for throughput and reference/Wharf for times, so above 1 always means Wharf is faster.
+ * Peak RSS is the kernel's high-water mark (VmHWM) of each server process over its whole workload, setup included,
+ * summed over the workers. Server CPU time (user + system, from /proc) is reported too: on a busy machine it is
+ * steadier than the rates, so it is the figure to compare two builds by.
  * Results go to bench/results/latest.{md,json}.
  *
- * Without registry:2 installed (or with --no-registry2) only Wharf's figures are reported. With --s3 both servers
- * store in one throw-away S3 server (the Ceph RGW of testing/s3-test-server.ts) and only the workloads that
- * go through the registry API run.
+ * Without registry:2 installed (or with --no-registry2) it is left out. With --s3 Wharf and registry:2 store in one
+ * throw-away S3 server (the Ceph RGW of testing/s3-test-server.ts), only the workloads that go through the registry
+ * API run, and the floor server (which writes to local disk) does not.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
@@ -23,66 +26,116 @@ import { WORKLOADS, type Figure, type Shared, type Sizes, type Workload } from '
 import { startS3TestServer } from '../testing/s3-test-server.js';
 
 const HELP = `usage: npm run bench -- [options]
-  --workloads 1,2,4     run only these workloads (default: all, 1-8)
+  --workloads 1,2,4     run only these workloads (default: all, 1-10); 9 is the docker-shaped push, 10 takes one
+                        server process through every filesystem workload for its peak RSS
   --reps N              repetitions per server (default 3; 2 with --quick)
-  --quick               small sizes for a fast check (32 MB blob, 2 MB x 20, 1,000 tags, 3 s load, 10,000 GC blobs)
+  --quick               small sizes for a fast check (32 MB blob, 2 MB x 20, 5 x 8 MB layers, 1,000 tags, 3 s
+                        load, 10,000 GC blobs)
   --blob-mb N           size of the big blob of workloads 1-2 (default 200)
   --small-mb N          size of each of the 20 concurrent blobs of workload 3 (default 10)
   --seconds N           load duration per repetition of workload 4 (default 10)
+  --layer-mb N          size of each of the 5 layers of workload 9 (default 50)
   --gc-blobs N          blobs in the registry for workload 7 (default 100000)
-  --workers N           run Wharf with N worker processes (wharf serve --workers N)
+  --workers N[,M...]    run Wharf with N worker processes (wharf serve --workers N); a list (1,2) measures Wharf
+                        once per entry in every workload, each beside registry:2 and the floor
+  --no-floor            leave the durable floor server out of the push workloads (2, 3, 9)
   --no-access-log       turn the access log off on both servers
   --no-registry2        Wharf only
   --cpu-prof DIR        run Wharf under node --cpu-prof, profiles into DIR (summarise: node dist/bench/profile.js DIR)
-  --s3                  both servers store in S3: a throw-away Ceph RGW (testing/s3-test-server.ts, needs
-                        ceph-mon, ceph-osd, radosgw); runs workloads 1-4 only, redirects off
+  --s3                  Wharf and registry:2 store in S3: a throw-away Ceph RGW (testing/s3-test-server.ts, needs
+                        ceph-mon, ceph-osd, radosgw); runs workloads 1-4 and 9 only, redirects off, no floor
   --tmp DIR             parent of the servers' storage and the input files (default: the OS temp dir;
                         /dev/shm takes the disk out of the figures)
   --out DIR             where to write latest.md and latest.json (default bench/results)
 `;
 
-interface Cell { wharf?: number; registry2?: number; samples: { wharf: number[]; registry2: number[] } }
+/** One of the run's servers: Wharf (once per --workers entry), registry:2 or the durable floor. */
+interface Variant { key: string; label: string; kind: ServerKind; workers?: number }
 
-interface Row extends Figure { workload: number; title: string; cell: Cell; error?: string }
+interface Stat { median: number; min: number; max: number }
 
-function speedRatio(row: Row): number | undefined {
-  const { wharf, registry2 } = row.cell;
-  if (wharf === undefined || registry2 === undefined || wharf === 0 || registry2 === 0) return undefined;
-  return row.better === 'higher' ? wharf / registry2 : registry2 / wharf;
+interface Row extends Figure {
+  workload: number;
+  title: string;
+  /** Samples per server key, one per repetition. */
+  samples: Record<string, number[]>;
+  stats: Record<string, Stat>;
+  error?: string;
 }
 
-function verdict(row: Row): string {
-  if (!row.target || row.cell.wharf === undefined) return '';
-  if ('max' in row.target) return row.cell.wharf <= row.target.max ? 'yes' : 'NO';
-  const ratio = speedRatio(row);
-  return ratio === undefined ? '' : ratio >= row.target.ratio ? 'yes' : 'NO';
+function statOf(values: number[]): Stat | undefined {
+  if (values.length === 0) return undefined;
+  return { median: median(values), min: Math.min(...values), max: Math.max(...values) };
 }
 
-function fmt(value: number | undefined, unit: string): string {
-  if (value === undefined || Number.isNaN(value)) return '–';
-  const digits = value >= 100 ? 0 : value >= 10 ? 1 : 2;
-  return `${value.toLocaleString('en', { maximumFractionDigits: digits, minimumFractionDigits: digits })} ${unit}`;
+/** Speed ratio of `key`'s median to `reference`'s: above 1 means `key` is faster (or smaller). */
+function speedRatio(row: Row, key: string, reference: string): number | undefined {
+  const value = row.stats[key]?.median;
+  const ref = row.stats[reference]?.median;
+  if (value === undefined || ref === undefined || value === 0 || ref === 0) return undefined;
+  return row.better === 'higher' ? value / ref : ref / value;
+}
+
+/** Whether Wharf (`key`) meets every target of the row that this run can check: 'yes', 'NO' or ''. */
+function verdict(row: Row, key: string): string {
+  const value = row.stats[key]?.median;
+  if (value === undefined) return '';
+  const checks: boolean[] = [];
+  if (row.target && 'max' in row.target) checks.push(value <= row.target.max);
+  if (row.target && 'ratio' in row.target) {
+    const ratio = speedRatio(row, key, 'registry2');
+    if (ratio !== undefined) checks.push(ratio >= row.target.ratio);
+  }
+  if (row.floorRatio !== undefined) {
+    const ratio = speedRatio(row, key, 'floor');
+    if (ratio !== undefined) checks.push(ratio >= row.floorRatio);
+  }
+  return checks.length === 0 ? '' : checks.every(Boolean) ? 'yes' : 'NO';
+}
+
+function num(value: number): string {
+  const digits = Math.abs(value) >= 100 ? 0 : Math.abs(value) >= 10 ? 1 : 2;
+  return value.toLocaleString('en', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+
+/** `median unit (min–max)`, the spread left out for a single sample. */
+function fmt(stat: Stat | undefined, unit: string): string {
+  if (!stat || Number.isNaN(stat.median)) return '–';
+  const spread = stat.min === stat.max ? '' : ` (${num(stat.min)}–${num(stat.max)})`;
+  return `${num(stat.median)} ${unit}${spread}`;
+}
+
+function ratioText(ratio: number | undefined): string {
+  return ratio === undefined ? '–' : `${ratio.toFixed(2)}×`;
 }
 
 function targetText(row: Row): string {
-  if (!row.target) return '';
-  return 'max' in row.target ? `≤ ${row.target.max} ${row.unit}` : `≥ ${row.target.ratio}×`;
+  const parts: string[] = [];
+  if (row.target) parts.push('max' in row.target ? `≤ ${row.target.max} ${row.unit}` : `≥ ${row.target.ratio}× registry:2`);
+  if (row.floorRatio !== undefined && Object.keys(row.stats).includes('floor')) parts.push(`≥ ${row.floorRatio}× floor`);
+  return parts.join(', ');
 }
 
-function markdown(rows: Row[], meta: Record<string, unknown>, notes: string[]): string {
+function markdown(rows: Row[], variants: Variant[], meta: Record<string, unknown>, notes: string[]): string {
+  const wharfs = variants.filter((v) => v.kind === 'wharf');
   const lines = [
-    `Run ${meta.date} on ${meta.cpus} × ${meta.cpu}, Node ${meta.node}; ${meta.reps} repetitions per server, medians; ` +
-      `storage: ${meta.storage}.`,
-    `Speed ratio: Wharf/registry:2 for rates, registry:2/Wharf for times (above 1 = Wharf faster).`,
+    `Run ${meta.date} on ${meta.cpus} × ${meta.cpu}, Node ${meta.node}; ${meta.reps} repetitions per server` +
+      `${rows.some((r) => r.workload === 10) ? ' (workload 10: one)' : ''}, medians with the spread (min–max) of the ` +
+      `repetitions; storage: ${meta.storage}.`,
+    `Speed ratio: Wharf/reference for rates, reference/Wharf for times and sizes (above 1 = Wharf faster or smaller). ` +
+      `"floor" is the durable floor server (bench/floor-server.ts: hash, write, background flush, fsync before answering), ` +
+      `run in the push workloads only.`,
     '',
-    '| # | Figure | Wharf | registry:2 | Speed ratio | Target | Met |',
-    '|---|---|---:|---:|---:|---|---|',
+    '| # | Figure | Server | Wharf | registry:2 | floor | vs registry:2 | vs floor | Target | Met |',
+    '|---|---|---|---:|---:|---:|---:|---:|---|---|',
   ];
   for (const row of rows) {
-    const ratio = speedRatio(row);
-    const wharf = row.error ? `error: ${row.error.split('\n')[0]!.slice(0, 80)}` : fmt(row.cell.wharf, row.unit);
-    lines.push(`| ${row.workload} | ${row.label} | ${wharf} | ${fmt(row.cell.registry2, row.unit)} | ` +
-      `${ratio === undefined ? '–' : `${ratio.toFixed(2)}×`} | ${targetText(row)} | ${verdict(row)} |`);
+    for (const wharf of wharfs) {
+      const value = row.error ? `error: ${row.error.split('\n')[0]!.slice(0, 80)}` : fmt(row.stats[wharf.key], row.unit);
+      lines.push(`| ${row.workload} | ${row.label} | ${wharf.label} | ${value} | ${fmt(row.stats.registry2, row.unit)} | ` +
+        `${fmt(row.stats.floor, row.unit)} | ${ratioText(speedRatio(row, wharf.key, 'registry2'))} | ` +
+        `${ratioText(speedRatio(row, wharf.key, 'floor'))} | ${targetText(row)} | ${verdict(row, wharf.key)} |`);
+    }
   }
   if (notes.length > 0) lines.push('', ...notes.map((n) => `- ${n}`));
   return `${lines.join('\n')}\n`;
@@ -102,42 +155,51 @@ function sizesFrom(values: Record<string, string | boolean | undefined>): Sizes 
     repositories: quick ? 100 : 1_000,
     imageLayerBytes: quick ? 4 * MB : 64 * MB,
     gcBlobs: num('gc-blobs', quick ? 10_000 : 100_000),
+    dockerLayers: 5,
+    dockerLayerBytes: num('layer-mb', quick ? 8 : 50) * MB,
+    s3: values.s3 === true,
   };
 }
 
 /**
  * Bytes the S3 server must hold for a run: per server, the big blob (workload 1), two pushes of it per repetition
- * plus the warm-up (workload 2) and the concurrent blobs per repetition (workload 3), with room for upload copies.
+ * plus the warm-up (workload 2), the concurrent blobs per repetition (workload 3) and the layers per repetition
+ * (workload 9), with room for upload copies.
  */
-function s3Capacity(sizes: Sizes, reps: number): number {
-  const perServer = sizes.blobBytes * (1 + 2 * reps) + sizes.smallBlobBytes * sizes.concurrentPushes * reps + 32 * MB;
-  return Math.max(1 << 30, Math.ceil(2 * 2 * perServer));
+function s3Capacity(sizes: Sizes, reps: number, servers: number): number {
+  const perServer = sizes.blobBytes * (1 + 2 * reps) + sizes.smallBlobBytes * sizes.concurrentPushes * reps +
+    sizes.dockerLayerBytes * sizes.dockerLayers * reps + 32 * MB;
+  return Math.max(1 << 30, Math.ceil(2 * servers * perServer));
 }
 
-async function runWorkload(workload: Workload, kinds: ServerKind[], shared: Shared, reps: number, options: {
-  accessLogOff: boolean; workers?: number; cpuProf?: string; tmp: string; s3?: Record<string, unknown>;
-}, rows: Row[]): Promise<void> {
-  const figures = workload.figures(shared.sizes).map((f): Row => ({
-    ...f, workload: workload.id, title: workload.title, cell: { samples: { wharf: [], registry2: [] } },
-  }));
-  const cpu: Row = {
-    id: `cpu-${workload.id}`, label: `server CPU time per repetition of workload ${workload.id}`, unit: 's',
-    better: 'lower', workload: workload.id, title: workload.title, cell: { samples: { wharf: [], registry2: [] } },
-  };
-  const rss: Row = {
-    id: `rss-${workload.id}`, label: `peak RSS during workload ${workload.id}`, unit: 'MB', better: 'lower',
-    target: { max: 150 }, workload: workload.id, title: workload.title, cell: { samples: { wharf: [], registry2: [] } },
-  };
-  rows.push(...figures, cpu, rss);
-  const running = workload.wharfOnly ? kinds.filter((k) => k === 'wharf') : kinds;
+interface RunOptions { accessLogOff: boolean; cpuProf?: string; tmp: string; s3?: Record<string, unknown>; floor: boolean }
+
+async function runWorkload(workload: Workload, variants: Variant[], shared: Shared, defaultReps: number, options: RunOptions,
+  rows: Row[]): Promise<void> {
+  const reps = workload.reps ?? defaultReps;
+  const row = (f: Figure): Row => ({ ...f, workload: workload.id, title: workload.title, samples: {}, stats: {} });
+  const figures = workload.figures(shared.sizes).map(row);
+  const cpu = row({
+    id: `cpu-${workload.id}`, label: `server CPU time per repetition of workload ${workload.id}`, unit: 's', better: 'lower',
+  });
+  const rssTarget = workload.rssTarget?.(shared.sizes);
+  const rss = row({
+    id: `rss-${workload.id}`, label: workload.rssLabel ?? `peak RSS during workload ${workload.id}`,
+    unit: 'MB', better: 'lower', ...(rssTarget !== undefined ? { target: { max: rssTarget } } : {}),
+  });
+  const all = [...figures, cpu, rss];
+  rows.push(...all);
+  const running = variants.filter((v) => (v.kind === 'wharf' || !workload.wharfOnly) && (v.kind !== 'floor' || (workload.floor && options.floor)));
   const servers: BenchServer[] = [];
+  const record = (target: Row, key: string, value: number) => { (target.samples[key] ??= []).push(value); };
   try {
-    for (const kind of running) {
-      servers.push(await startServer(kind, {
+    for (const variant of running) {
+      servers.push(await startServer(variant.kind, {
+        key: variant.key,
         accessLogOff: options.accessLogOff,
         tmp: options.tmp,
-        s3: options.s3,
-        wharfWorkers: options.workers,
+        s3: variant.kind === 'floor' ? undefined : options.s3,
+        wharfWorkers: variant.workers,
         wharfNodeArgs: options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProf}`] : undefined,
       }));
     }
@@ -149,40 +211,48 @@ async function runWorkload(workload: Workload, kinds: ServerKind[], shared: Shar
         const cpuBefore = await cpuSeconds(server.pid);
         const values = await workload.measure(server, shared, rep);
         const cpuUsed = (await cpuSeconds(server.pid)) - cpuBefore;
-        cpu.cell.samples[server.kind].push(cpuUsed);
-        for (const row of figures) {
-          if (values[row.id] !== undefined) row.cell.samples[server.kind].push(values[row.id]!);
+        record(cpu, server.key, cpuUsed);
+        for (const figure of figures) {
+          if (values[figure.id] !== undefined) record(figure, server.key, values[figure.id]!);
         }
-        process.stderr.write(`  ${workload.id} ${server.kind.padEnd(9)} rep ${rep + 1}: ${
+        process.stderr.write(`  ${workload.id} ${server.key.padEnd(9)} rep ${rep + 1}: ${
           Object.entries(values).map(([k, v]) => `${k}=${v.toFixed(2)}`).join(' ')} cpu=${cpuUsed.toFixed(2)}s\n`);
       }
     }
-    for (const server of servers) {
-      const peak = await peakRss(server.pid);
-      rss.cell.samples[server.kind].push(peak.total / MB);
-    }
+    for (const server of servers) record(rss, server.key, (await peakRss(server.pid)).total / MB);
   } catch (err) {
     const message = (err as Error).message;
-    for (const row of [...figures, cpu, rss]) row.error = message;
+    for (const r of all) r.error = message;
     shared.notes.push(`workload ${workload.id} (${workload.title}) failed: ${message.split('\n')[0]}`);
     process.stderr.write(`  workload ${workload.id} failed: ${message}\n`);
   } finally {
     for (const server of servers) await server.stop();
   }
-  for (const row of [...figures, cpu, rss]) {
-    for (const kind of ['wharf', 'registry2'] as const) {
-      if (row.cell.samples[kind].length > 0) row.cell[kind] = median(row.cell.samples[kind]);
+  for (const r of all) {
+    for (const [key, values] of Object.entries(r.samples)) {
+      const stat = statOf(values);
+      if (stat) r.stats[key] = stat;
     }
   }
+}
+
+/** --workers: none (Wharf as `wharf serve` starts it), one count, or a list of counts, one Wharf per entry. */
+function wharfVariants(workers: string | undefined): Variant[] {
+  if (!workers) return [{ key: 'wharf', label: 'Wharf', kind: 'wharf' }];
+  const counts = [...new Set(workers.split(',').map((w) => Number(w.trim())))];
+  if (counts.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`--workers ${workers}: expected counts such as 1 or 1,2`);
+  if (counts.length === 1) return [{ key: 'wharf', label: `Wharf, ${counts[0]} worker${counts[0] === 1 ? '' : 's'}`, kind: 'wharf', workers: counts[0] }];
+  return counts.map((n) => ({ key: `wharf-${n}`, label: `Wharf, ${n} worker${n === 1 ? '' : 's'}`, kind: 'wharf', workers: n }));
 }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       workloads: { type: 'string' }, reps: { type: 'string' }, quick: { type: 'boolean' },
-      'blob-mb': { type: 'string' }, 'small-mb': { type: 'string' }, seconds: { type: 'string' },
+      'blob-mb': { type: 'string' }, 'small-mb': { type: 'string' }, 'layer-mb': { type: 'string' }, seconds: { type: 'string' },
       'gc-blobs': { type: 'string' }, workers: { type: 'string' }, 'no-access-log': { type: 'boolean' },
-      'no-registry2': { type: 'boolean' }, s3: { type: 'boolean' }, 'cpu-prof': { type: 'string' }, tmp: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean' },
+      'no-registry2': { type: 'boolean' }, 'no-floor': { type: 'boolean' }, s3: { type: 'boolean' }, 'cpu-prof': { type: 'string' },
+      tmp: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean' },
     },
   });
   if (values.help) {
@@ -193,12 +263,15 @@ async function main(): Promise<void> {
   const s3 = values.s3 === true;
   const workloads = WORKLOADS.filter((w) => (!selected || selected.has(w.id)) && (!s3 || w.s3));
   const reps = values.reps ? Number(values.reps) : values.quick ? 2 : 3;
-  const kinds: ServerKind[] = ['wharf'];
+  const variants = wharfVariants(values.workers);
   const notes: string[] = [];
   if (!values['no-registry2']) {
-    if (registry2Available()) kinds.push('registry2');
-    else notes.push('registry:2 (docker-registry) is not installed: Wharf figures only.');
+    if (registry2Available()) variants.push({ key: 'registry2', label: 'registry:2', kind: 'registry2' });
+    else notes.push('registry:2 (docker-registry) is not installed: no registry:2 figures.');
   }
+  const floor = !values['no-floor'] && !s3;
+  if (floor) variants.push({ key: 'floor', label: 'durable floor', kind: 'floor' });
+  else if (s3 && !values['no-floor']) notes.push('with --s3 the durable floor server does not run (it writes to local disk).');
   if (s3 && selected) {
     const skipped = [...selected].filter((id) => !WORKLOADS.some((w) => w.id === id && w.s3));
     if (skipped.length > 0) notes.push(`with --s3, workloads ${skipped.join(', ')} do not run (they seed the filesystem tree directly).`);
@@ -207,17 +280,18 @@ async function main(): Promise<void> {
   const work = await mkdtemp(join(parent, 'wharf-bench-work-'));
   const shared: Shared = { work, sizes: sizesFrom(values), files: new Map(), notes };
   const rows: Row[] = [];
-  // One S3 server for the whole run, big enough for every blob both servers push (memstore keeps them in RAM).
-  const s3Server = s3 ? await startS3TestServer({ memoryBytes: s3Capacity(shared.sizes, reps) }) : undefined;
+  // One S3 server for the whole run, big enough for every blob the servers push (memstore keeps them in RAM).
+  const s3Servers = variants.filter((v) => v.kind !== 'floor').length;
+  const s3Server = s3 ? await startS3TestServer({ memoryBytes: s3Capacity(shared.sizes, reps, s3Servers) }) : undefined;
   try {
     for (const workload of workloads) {
       process.stderr.write(`workload ${workload.id}: ${workload.title}\n`);
-      await runWorkload(workload, kinds, shared, reps, {
+      await runWorkload(workload, variants, shared, reps, {
         accessLogOff: values['no-access-log'] === true,
-        workers: values.workers ? Number(values.workers) : undefined,
         cpuProf: values['cpu-prof'] ? resolve(values['cpu-prof']) : undefined,
         tmp: parent,
         s3: s3Server?.storageConfig(),
+        floor,
       }, rows);
     }
   } finally {
@@ -226,15 +300,20 @@ async function main(): Promise<void> {
   }
   const meta = {
     date: new Date().toISOString(), node: process.versions.node, cpus: cpus().length, cpu: cpus()[0]?.model.trim(),
-    reps, sizes: shared.sizes, servers: kinds, accessLog: values['no-access-log'] !== true,
-    workers: values.workers ? Number(values.workers) : 1,
+    reps, sizes: shared.sizes, servers: variants, accessLog: values['no-access-log'] !== true,
     storage: s3 ? 'S3 (throw-away Ceph RGW on loopback, redirects off)' : 'filesystem',
   };
-  const table = markdown(rows, meta, notes);
+  const table = markdown(rows, variants, meta, notes);
   const out = resolve(values.out ?? 'bench/results');
   await mkdir(out, { recursive: true });
   await writeFile(join(out, 'latest.md'), table);
-  await writeFile(join(out, 'latest.json'), `${JSON.stringify({ meta, notes, rows: rows.map((r) => ({ ...r, ratio: speedRatio(r) })) }, null, 2)}\n`);
+  const json = rows.map((r) => ({
+    ...r,
+    ratios: Object.fromEntries(variants.filter((v) => v.kind === 'wharf').map((v) => [v.key, {
+      registry2: speedRatio(r, v.key, 'registry2'), floor: speedRatio(r, v.key, 'floor'), met: verdict(r, v.key) || undefined,
+    }])),
+  }));
+  await writeFile(join(out, 'latest.json'), `${JSON.stringify({ meta, notes, rows: json }, null, 2)}\n`);
   process.stdout.write(`\n${table}\nwritten to ${join(out, 'latest.md')} and latest.json\n`);
 }
 

@@ -1,23 +1,30 @@
 /**
- * Starting the two servers under test with equivalent configuration (loopback, a fresh storage directory, delete
+ * Starting the servers under test with equivalent configuration (loopback, a fresh storage directory, delete
  * enabled, log level info with the access log on, as both ship by default), and reading their peak memory.
+ * The third kind, `floor`, is the durable floor server (bench/floor-server.ts): the least work a durable push can
+ * take in Node, run with Wharf's Node flags; it speaks only the blob-upload part of the API.
  *
  * Output goes to a log file in the server's temporary directory, not through a pipe into this process, so that the
  * benchmark does not pay for collecting millions of access-log lines.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, openSync, closeSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { CLI_PATH, REGISTRY2_BIN, freePort } from '../testing/harness.js';
 import { NODE_FLAGS } from '../server/node-flags.js';
 
-export type ServerKind = 'wharf' | 'registry2';
+export type ServerKind = 'wharf' | 'registry2' | 'floor';
+
+const FLOOR_SERVER = join(dirname(fileURLToPath(import.meta.url)), 'floor-server.js');
 
 export interface BenchServer {
   kind: ServerKind;
+  /** Which of the run's servers this is (`wharf`, `wharf-2` for Wharf with 2 workers, `registry2`, `floor`). */
+  key: string;
   url: string;
   host: string;
   pid: number;
@@ -29,6 +36,8 @@ export interface BenchServer {
 }
 
 export interface ServerOptions {
+  /** The server's key in the run (default: its kind). */
+  key?: string;
   /** Parent directory of the server's temporary directory (default: the OS temp dir). */
   tmp?: string;
   /** Turn the access log off on both servers (log.accesslog.disabled). */
@@ -91,10 +100,13 @@ export async function startServer(kind: ServerKind, options: ServerOptions = {})
   // (it cannot apply a CA bundle to its transport), so neither server is given one.
   const env = { ...process.env };
   if (options.s3) delete env.AWS_CA_BUNDLE;
+  if (kind === 'floor') await mkdir(rootDirectory);
   const child = kind === 'wharf'
     ? spawn(process.execPath, [...NODE_FLAGS, ...(options.wharfNodeArgs ?? []), CLI_PATH, 'serve', configPath,
       ...(options.wharfWorkers ? ['--workers', String(options.wharfWorkers)] : [])], { stdio: ['ignore', log, log], env })
-    : spawn(REGISTRY2_BIN, ['serve', configPath], { stdio: ['ignore', log, log], env });
+    : kind === 'floor'
+      ? spawn(process.execPath, [...NODE_FLAGS, FLOOR_SERVER, 'durable', String(port), rootDirectory], { stdio: ['ignore', log, log], env })
+      : spawn(REGISTRY2_BIN, ['serve', configPath], { stdio: ['ignore', log, log], env });
   closeSync(log);
   const url = `http://127.0.0.1:${port}`;
   const stop = async () => {
@@ -113,7 +125,7 @@ export async function startServer(kind: ServerKind, options: ServerOptions = {})
     await stop();
     throw err;
   }
-  return { kind, url, host: `127.0.0.1:${port}`, pid: child.pid!, rootDirectory, configPath, logPath, stop };
+  return { kind, key: options.key ?? kind, url, host: `127.0.0.1:${port}`, pid: child.pid!, rootDirectory, configPath, logPath, stop };
 }
 
 async function statusField(pid: number, field: 'VmHWM' | 'VmRSS'): Promise<number> {
