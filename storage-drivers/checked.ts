@@ -51,7 +51,31 @@ function checkRange(path: string, value: number | undefined): void {
 class CheckedDriver implements StorageDriver {
   readonly [CHECKED] = true;
 
-  constructor(private readonly inner: StorageDriver) {}
+  /** Present when the inner driver has it (callers fall back to `walk`/`stat` and `delete` otherwise). */
+  readonly listFiles?: (path: string) => AsyncIterable<FileInfo>;
+  readonly deleteFiles?: (paths: string[]) => Promise<void>;
+
+  constructor(private readonly inner: StorageDriver) {
+    if (inner.listFiles) {
+      const listFiles = inner.listFiles.bind(inner);
+      const name = () => this.name;
+      this.listFiles = async function* checkedListFiles(path: string): AsyncIterable<FileInfo> {
+        try {
+          validatePath(path);
+          yield* listFiles(path);
+        } catch (err) {
+          throw normaliseError(name(), err);
+        }
+      };
+    }
+    if (inner.deleteFiles) {
+      const deleteFiles = inner.deleteFiles.bind(inner);
+      this.deleteFiles = (paths) => this.call(() => {
+        for (const path of paths) validatePath(path);
+        return deleteFiles(paths);
+      });
+    }
+  }
 
   get name(): string {
     return this.inner.name;

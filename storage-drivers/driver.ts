@@ -139,6 +139,22 @@ export interface StorageDriver {
   removeEmptyDirectory?(path: string): Promise<boolean>;
 
   /**
+   * Optional. Every file below `path` (directories are not entries), in no particular order, with its size and
+   * modification time; nothing when `path` is absent. For a store that lists a whole prefix at once (S3's
+   * ListObjectsV2 without a delimiter: 1,000 keys a request, sizes and times included), where `walk` lists one
+   * directory at a time and a `stat` is a request per file. Files created or removed meanwhile may or may not be
+   * seen. The garbage collector lists the content store with it when the driver has it.
+   */
+  listFiles?(path: string): AsyncIterable<FileInfo>;
+
+  /**
+   * Optional. Delete each of `paths`, every one a file (never a directory); one already absent is not an error.
+   * For a store with a batch delete (S3's DeleteObjects: 1,000 keys a request), where `delete` is a request or
+   * more per path (it also removes a directory of the same name). Without it, callers `delete` path by path.
+   */
+  deleteFiles?(paths: string[]): Promise<void>;
+
+  /**
    * A URL the client may fetch the bytes from directly (e.g. a presigned S3 URL), or null when the driver
    * serves bytes itself.
    */

@@ -8,7 +8,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { HeadObjectCommand, ListMultipartUploadsCommand, ListPartsCommand } from '@aws-sdk/client-s3';
 import pLimit from 'p-limit';
 import { checkedDriver } from './checked.js';
-import { PathNotFoundError, StorageDriverError, type FileInfo, type StorageDriver } from './driver.js';
+import { InvalidPathError, PathNotFoundError, StorageDriverError, type FileInfo, type StorageDriver } from './driver.js';
 import { S3Driver, S3_LIMITS, copyRanges, maxUploadSize, partSize, type S3DriverOptions } from './s3.js';
 import { startS3TestServer, type S3TestServer } from '../testing/s3-test-server.js';
 import { driverSuite } from '../testing/storage-suite.js';
@@ -295,6 +295,29 @@ test('s3: list, walk and delete page through more than 1000 keys', async (t) => 
   await driver.delete('/repo');
   await t.throwsAsync(driver.list('/repo/tags'), { instanceOf: PathNotFoundError });
   t.deepEqual(await driver.list('/'), []);
+});
+
+test('s3: listFiles lists every file below a prefix, 1000 keys a page, with sizes; deleteFiles deletes by the batch', async (t) => {
+  const { driver } = await setup(t);
+  const paths = Array.from({ length: 1100 }, (_, i) => `/blobs/sha256/${String(i % 7).padStart(2, '0')}/b${String(i).padStart(5, '0')}/data`);
+  const limit = pLimit(32);
+  await Promise.all(paths.map((path, i) => limit(() => driver.putContent(path, 'x'.repeat(i % 5)))));
+  await driver.putContent('/blobs-elsewhere/data', 'not below the prefix');
+  const listed: FileInfo[] = [];
+  for await (const info of driver.listFiles!('/blobs')) listed.push(info);
+  t.deepEqual(listed.map((i) => i.path).sort(), [...paths].sort());
+  t.true(listed.every((i) => !i.isDir && i.size === Number(/b(\d+)/.exec(i.path)![1]) % 5 && i.modTime.getTime() > 0));
+  const none: FileInfo[] = [];
+  for await (const info of driver.listFiles!('/absent')) none.push(info);
+  t.deepEqual(none, []);
+
+  // 1,050 present and one absent (not an error): two DeleteObjects.
+  await driver.deleteFiles!([...paths.slice(0, 1050), '/blobs/sha256/00/never/data']);
+  const left: string[] = [];
+  for await (const info of driver.listFiles!('/blobs')) left.push(info.path);
+  t.deepEqual(left.sort(), paths.slice(1050).sort());
+  t.is((await driver.getContent('/blobs-elsewhere/data')).toString(), 'not below the prefix');
+  await t.throwsAsync(driver.deleteFiles!(['/a/../b']), { instanceOf: InvalidPathError });
 });
 
 test('s3: a ranged read of an empty file is an empty stream', async (t) => {

@@ -689,6 +689,43 @@ export class S3Driver implements StorageDriver {
     }
   }
 
+  /** One ListObjectsV2 without a delimiter per 1,000 keys below `path`; keys that are not driver paths are skipped. */
+  async *listFiles(path: string): AsyncIterable<FileInfo> {
+    const prefix = this.dirPrefix(path);
+    let token: string | undefined;
+    do {
+      let res: AwsS3.ListObjectsV2CommandOutput;
+      try {
+        res = await this.client.send(new aws.ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
+      } catch (err) {
+        this.fail('list', path, err);
+      }
+      for (const o of res.Contents ?? []) {
+        const rel = o.Key!.slice(prefix.length);
+        if (!rel.split('/').every((c) => COMPONENT.test(c))) continue;
+        const file = joinPath(path, rel);
+        if (isValidPath(file)) yield { path: file, size: o.Size ?? 0, modTime: o.LastModified ?? EPOCH, isDir: false };
+      }
+      token = res.IsTruncated ? res.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  /** DeleteObjects, 1,000 keys a request (S3 reports an absent key as deleted). */
+  async deleteFiles(paths: string[]): Promise<void> {
+    for (let i = 0; i < paths.length; i += 1000) {
+      const page = paths.slice(i, i + 1000);
+      try {
+        const out = await this.client.send(new aws.DeleteObjectsCommand({
+          Bucket: this.bucket, Delete: { Objects: page.map((p) => ({ Key: this.key(p) })), Quiet: true },
+        }));
+        const errors = (out.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
+        if (errors.length > 0) throw new StorageDriverError(NAME, `delete ${page[0]}…: ${errors[0]!.Code}: ${errors[0]!.Message} (${errors[0]!.Key})`);
+      } catch (err) {
+        this.fail('delete', page[0]!, err);
+      }
+    }
+  }
+
   /** A directory exists only while keys lie below it, so there is never an empty one to remove. */
   async removeEmptyDirectory(): Promise<boolean> {
     return false;

@@ -9,6 +9,7 @@
  *   for each moved file:
  *     d in live:  move it back, keep           a server recorded d before or while we moved it: it wins
  *     otherwise:  delete it from trash, then remove the folders it leaves empty
+ *                 (a driver with deleteFiles, S3: the live ones go back first, then one batch delete for the rest)
  *
  * A server records d before it checks or writes anything that relies on d, so either the record is complete when
  * the second look begins (and is seen), or the server's check runs after our move and finds nothing (it stores the
@@ -72,14 +73,27 @@ export class Sweeper {
       throw err;
     }
     const deleted: T[] = [];
-    await forEachLimited(moved, this.concurrency, async (item) => {
+    // A driver with a batch delete (S3's DeleteObjects) removes the batch's trash in one request (only this run
+    // writes below its trash, and each of these is a file it moved there), once what is live is back in place.
+    const deleteFiles = this.driver.deleteFiles?.bind(this.driver);
+    if (deleteFiles) {
+      await forEachLimited(moved.filter((item) => second.has(item.digest)), this.concurrency,
+        (item) => this.driver.move(gcTrashPath(this.runId, item.path), item.path));
+      const doomed = moved.filter((item) => !second.has(item.digest));
+      await deleteFiles(doomed.map((item) => gcTrashPath(this.runId, item.path)));
+      deleted.push(...doomed);
+      if (!this.driver.removeEmptyDirectory) return deleted;
+    }
+    await forEachLimited(deleteFiles ? deleted : moved, this.concurrency, async (item) => {
       const trash = gcTrashPath(this.runId, item.path);
-      if (second.has(item.digest)) {
-        await this.driver.move(trash, item.path);
-        return;
+      if (!deleteFiles) {
+        if (second.has(item.digest)) {
+          await this.driver.move(trash, item.path);
+          return;
+        }
+        await ifExists(this.driver.delete(trash));
+        deleted.push(item);
       }
-      await ifExists(this.driver.delete(trash));
-      deleted.push(item);
       // The same folders, in trash and in place: removed here one by one (a recursive delete of the run's
       // trash at the end would read and remove every one of them again, all at once).
       if (item.keep) {

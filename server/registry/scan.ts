@@ -4,7 +4,7 @@
  * and removing the folders a deletion left empty (rmdir-style: a file written meanwhile is never lost).
  */
 import pLimit from 'p-limit';
-import { PathNotFoundError, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
+import { PathNotFoundError, type FileInfo, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
 import * as layout from './layout.js';
 import { tryParseDigest } from './reference.js';
 
@@ -88,47 +88,62 @@ function digestFrom(alg: string | undefined, hex: string | undefined): string | 
   return alg && hex ? tryParseDigest(`${alg}:${hex}`)?.value : undefined;
 }
 
-/** Read one repository's links (not its nested repositories). */
+/**
+ * Read one repository's links (not its nested repositories). A driver with `listFiles` (S3) lists each of
+ * `_layers`, `_manifests` and `_referrers` as one prefix (a request per 1,000 keys) instead of walking folder by
+ * folder (a request per folder: several per link).
+ */
 export async function scanRepository(driver: StorageDriver, name: string): Promise<RepositoryScan> {
   const root = layout.repositoryPath(name);
   // One string per folder, shared by all its links.
   const keep = { layers: layout.layersPath(name), manifests: layout.manifestsPath(name), referrers: layout.referrersRoot(name) };
   const scan: RepositoryScan = { name, tags: new Map(), revisions: new Map(), layers: new Map(), referrers: new Map(), uploads: 0 };
   const currentLinks: [string, string][] = [];
-  try {
-    for await (const info of driver.walk(root, {
-      descend: (dir) => {
-        const first = dir.path.slice(root.length + 1).split('/')[0]!;
-        return first.startsWith('_') && first !== '_uploads';
-      },
-    })) {
-      const parts = info.path.slice(root.length + 1).split('/');
-      if (parts[0] === '_uploads') {
-        if (parts.length === 1) scan.uploads = ((await ifExists(driver.list(info.path))) ?? []).length;
-        continue;
-      }
-      if (info.isDir || parts.at(-1) !== 'link') continue;
-      const mtime = info.modTime.getTime();
-      if (parts[0] === '_layers' && parts.length === 4) {
-        const d = digestFrom(parts[1], parts[2]);
-        if (d) scan.layers.set(d, { path: info.path, mtime, keep: keep.layers });
-      } else if (parts[0] === '_manifests' && parts[1] === 'revisions' && parts.length === 5) {
-        const d = digestFrom(parts[2], parts[3]);
-        if (d) scan.revisions.set(d, { path: info.path, mtime, keep: keep.manifests });
-      } else if (parts[0] === '_manifests' && parts[1] === 'tags' && parts[3] === 'current' && parts.length === 5) {
-        currentLinks.push([parts[2]!, info.path]);
-      } else if (parts[0] === '_referrers' && parts.length === 6) {
-        const subject = digestFrom(parts[1], parts[2]);
-        const referrer = digestFrom(parts[3], parts[4]);
-        if (subject && referrer) {
-          let m = scan.referrers.get(subject);
-          if (!m) scan.referrers.set(subject, (m = new Map()));
-          m.set(referrer, { path: info.path, mtime, keep: keep.referrers });
-        }
+  /** One file of the repository, `parts` its path below the repository's folder. */
+  const take = (info: FileInfo, parts: string[]) => {
+    if (info.isDir || parts.at(-1) !== 'link') return;
+    const mtime = info.modTime.getTime();
+    if (parts[0] === '_layers' && parts.length === 4) {
+      const d = digestFrom(parts[1], parts[2]);
+      if (d) scan.layers.set(d, { path: info.path, mtime, keep: keep.layers });
+    } else if (parts[0] === '_manifests' && parts[1] === 'revisions' && parts.length === 5) {
+      const d = digestFrom(parts[2], parts[3]);
+      if (d) scan.revisions.set(d, { path: info.path, mtime, keep: keep.manifests });
+    } else if (parts[0] === '_manifests' && parts[1] === 'tags' && parts[3] === 'current' && parts.length === 5) {
+      currentLinks.push([parts[2]!, info.path]);
+    } else if (parts[0] === '_referrers' && parts.length === 6) {
+      const subject = digestFrom(parts[1], parts[2]);
+      const referrer = digestFrom(parts[3], parts[4]);
+      if (subject && referrer) {
+        let m = scan.referrers.get(subject);
+        if (!m) scan.referrers.set(subject, (m = new Map()));
+        m.set(referrer, { path: info.path, mtime, keep: keep.referrers });
       }
     }
-  } catch (err) {
-    if (!(err instanceof PathNotFoundError)) throw err;
+  };
+  if (driver.listFiles) {
+    for (const folder of [keep.layers, keep.manifests, keep.referrers]) {
+      for await (const info of driver.listFiles(folder)) take(info, info.path.slice(root.length + 1).split('/'));
+    }
+    scan.uploads = ((await ifExists(driver.list(layout.uploadsPath(name)))) ?? []).length;
+  } else {
+    try {
+      for await (const info of driver.walk(root, {
+        descend: (dir) => {
+          const first = dir.path.slice(root.length + 1).split('/')[0]!;
+          return first.startsWith('_') && first !== '_uploads';
+        },
+      })) {
+        const parts = info.path.slice(root.length + 1).split('/');
+        if (parts[0] === '_uploads') {
+          if (parts.length === 1) scan.uploads = ((await ifExists(driver.list(info.path))) ?? []).length;
+          continue;
+        }
+        take(info, parts);
+      }
+    } catch (err) {
+      if (!(err instanceof PathNotFoundError)) throw err;
+    }
   }
   for (const [tag, path] of currentLinks) {
     const raw = await ifExists(driver.getContent(path));
@@ -190,9 +205,14 @@ export async function blobContent(driver: StorageDriver, digest: string): Promis
  * Every `blobs/<alg>/<xx>/<hex>/data`, a page (at most BLOB_PAGE) at a time: one listing per `<xx>` folder and one
  * stat per blob (`concurrency` at a time), rather than a walk that also stats and lists every `<hex>` folder.
  * Memory: one `<xx>` folder's names. A `<hex>` folder without data (left by a run that died before removing it) is
- * passed to `noData`.
+ * passed to `noData`. A driver with `listFiles` (S3) is asked for each `blobs/<alg>` prefix at once instead: sizes
+ * and times come with the listing (one request per 1,000 blobs instead of one per blob); memory: one page.
  */
 export async function* listBlobs(driver: StorageDriver, concurrency: number, noData?: (folder: string) => Promise<unknown>): AsyncGenerator<BlobFile[]> {
+  if (driver.listFiles) {
+    yield* listBlobsFlat(driver, driver.listFiles.bind(driver));
+    return;
+  }
   for (const alg of (await ifExists(driver.list(layout.BLOBS_ROOT))) ?? []) {
     for (const prefix of (await ifExists(driver.list(alg))) ?? []) {
       const folders = (await ifExists(driver.list(prefix))) ?? [];
@@ -207,6 +227,27 @@ export async function* listBlobs(driver: StorageDriver, concurrency: number, noD
         if (page.length > 0) yield page;
       }
     }
+  }
+}
+
+/** listBlobs over a driver's `listFiles`: the keys `<xx>/<hex>/data` below each `blobs/<alg>`, in pages. */
+async function* listBlobsFlat(driver: StorageDriver, listFiles: (path: string) => AsyncIterable<FileInfo>): AsyncGenerator<BlobFile[]> {
+  for (const alg of (await ifExists(driver.list(layout.BLOBS_ROOT))) ?? []) {
+    const algorithm = layout.baseName(alg);
+    let page: BlobFile[] = [];
+    for await (const info of listFiles(alg)) {
+      // <xx>/<hex>/data, with <xx> the first two characters of <hex>: anything else is not a blob of the layout.
+      const parts = info.path.slice(alg.length + 1).split('/');
+      if (parts.length !== 3 || parts[2] !== 'data' || parts[1]!.slice(0, 2) !== parts[0]) continue;
+      const digest = tryParseDigest(`${algorithm}:${parts[1]}`)?.value;
+      if (!digest) continue;
+      page.push({ path: info.path, digest, size: info.size, modTime: info.modTime, keep: `${alg}/${parts[0]}` });
+      if (page.length >= BLOB_PAGE) {
+        yield page;
+        page = [];
+      }
+    }
+    if (page.length > 0) yield page;
   }
 }
 
