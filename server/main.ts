@@ -191,7 +191,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     : createHttpServer(serverOptions, handler);
   // Header, keep-alive and stall timeouts and connections per address (http.timeouts, http.maxconnectionsperaddress).
   // Large layer uploads can take long: the total time of a request is not limited, only time standing still.
-  const stopGuard = guardConnections(server, limits, new TrustedProxies(config.http.trustedproxies), logger);
+  const guard = guardConnections(server, limits, new TrustedProxies(config.http.trustedproxies), logger);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -245,7 +245,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
       timer.unref();
       server.close(() => {
         clearTimeout(timer);
-        stopGuard();
+        guard.stop();
         void registry.descriptorCache?.close().catch(() => {});
         void sharedFlights?.close();
         void gcState.close();

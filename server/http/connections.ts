@@ -41,11 +41,18 @@ interface Watched {
   since: number;
 }
 
+export interface ConnectionGuard {
+  /** Stop the stall checks. */
+  stop(): void;
+  /** Requests whose transfer is being watched for stalls now. */
+  readonly watching: number;
+}
+
 /**
- * Apply the limits to a listening (or about to listen) server. Returns a function that stops the stall checks.
+ * Apply the limits to a listening (or about to listen) server.
  * The server must have been created with `connectionsCheckingInterval: headerCheckInterval(limits)`.
  */
-export function guardConnections(server: Server, limits: ConnectionLimits, trusted: TrustedProxies, logger: Logger): () => void {
+export function guardConnections(server: Server, limits: ConnectionLimits, trusted: TrustedProxies, logger: Logger): ConnectionGuard {
   // Total request time is not limited: a large layer upload takes as long as it takes, as long as it moves.
   server.requestTimeout = 0;
   server.headersTimeout = limits.readHeaderMs;
@@ -82,7 +89,15 @@ export function guardConnections(server: Server, limits: ConnectionLimits, trust
   const watched = new Set<Watched>();
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket;
-    watched.add({ req, res, socket, read: socket.bytesRead, written: socket.bytesWritten, since: Date.now() });
+    const w: Watched = { req, res, socket, read: socket.bytesRead, written: socket.bytesWritten, since: Date.now() };
+    watched.add(w);
+    // Most requests are done by the time their response finishes: forget them now rather than at the next check.
+    // Held until then, every request's objects outlived several young-generation collections and were moved to the
+    // old one; under a manifest load of thousands of requests a second that grew the heap by 20 MB a second between
+    // full collections (peak RSS 190-220 MB instead of about 100).
+    res.once('finish', () => {
+      if (req.complete && socket.writableLength === 0) watched.delete(w);
+    });
   });
   const check = () => {
     const now = Date.now();
@@ -111,5 +126,10 @@ export function guardConnections(server: Server, limits: ConnectionLimits, trust
   };
   const timer = setInterval(check, Math.max(50, Math.min(1_000, Math.floor(limits.stallMs / 4))));
   timer.unref();
-  return () => clearInterval(timer);
+  return {
+    stop: () => clearInterval(timer),
+    get watching() {
+      return watched.size;
+    },
+  };
 }

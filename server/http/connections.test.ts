@@ -1,0 +1,57 @@
+/** The stall watch keeps only transfers that can still stall: a finished request is forgotten at once. */
+import test from 'ava';
+import { createServer, request, type Server } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
+import pino from 'pino';
+import { guardConnections, headerCheckInterval, type ConnectionLimits } from './connections.js';
+import { TrustedProxies } from './forwarded.js';
+import { waitFor } from '../../testing/helpers.js';
+
+const limits: ConnectionLimits = { readHeaderMs: 10_000, stallMs: 600_000, idleMs: 10_000, maxPerAddress: 0 };
+
+async function serve(t: import('ava').ExecutionContext): Promise<{ server: Server; port: number; guard: ReturnType<typeof guardConnections> }> {
+  const server = createServer({ connectionsCheckingInterval: headerCheckInterval(limits) }, (_req, res) => {
+    res.end('ok');
+  });
+  const guard = guardConnections(server, limits, new TrustedProxies([]), pino({ level: 'silent' }));
+  // The periodic check is stopped: what empties the watch here can only be the request's own end.
+  guard.stop();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => {
+    server.closeAllConnections();
+    server.close(() => resolve());
+  }));
+  return { server, port: (server.address() as AddressInfo).port, guard };
+}
+
+function get(port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test('requests that are done leave the stall watch when their response finishes', async (t) => {
+  const { port, guard } = await serve(t);
+  const statuses = await Promise.all(Array.from({ length: 20 }, () => get(port)));
+  t.deepEqual(new Set(statuses), new Set([200]));
+  await waitFor('the finished requests to be forgotten', async () => (guard.watching === 0 ? true : undefined), 5_000, 10);
+  t.is(guard.watching, 0);
+});
+
+test('a request whose announced body has not all arrived stays watched after its response', async (t) => {
+  const { port, guard } = await serve(t);
+  const socket = connect(port, '127.0.0.1');
+  t.teardown(() => socket.destroy());
+  let answer = '';
+  socket.on('data', (chunk: Buffer) => {
+    answer += chunk.toString();
+  });
+  socket.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789');
+  await waitFor('the response', async () => (answer.includes('ok') ? true : undefined), 5_000, 10);
+  t.is(guard.watching, 1, 'a body still owed can stall, so it is watched');
+});
