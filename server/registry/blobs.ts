@@ -91,6 +91,14 @@ export class BlobStore {
   }
 
   /**
+   * What `contentReplaced` needs to know before the blob's bytes are replaced: `statContent`, or undefined without a
+   * cache (there is nothing to invalidate then, and the stat is saved: one system call per push).
+   */
+  async cachedContent(digest: Digest): Promise<BlobDescriptor | undefined> {
+    return this.cache ? this.statContent(digest) : undefined;
+  }
+
+  /**
    * The blob's bytes were just written, replacing any file there: when `before` (what `statContent` said just
    * before) gave another size, that cached size described the bytes replaced, and is forgotten.
    */

@@ -1,4 +1,7 @@
 import test from 'ava';
+import { mkdtemp, rm, utimes } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createDriver } from '../../storage-drivers/index.js';
 import * as layout from './layout.js';
 import { purgeUploads } from './purge.js';
@@ -32,4 +35,23 @@ test('sessions older than the age are purged, younger ones and finished blobs st
 test('an empty registry has nothing to purge', async (t) => {
   const driver = createDriver({ driver: 'inmemory' });
   t.deepEqual(await purgeUploads(driver, { olderThanMs: 0 }), { purged: [], examined: 0 });
+});
+
+test('a session whose start time a crash lost (startedat absent or empty) is aged by its data', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'wharf-purge-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const driver = createDriver({ driver: 'filesystem', rootDirectory: dir });
+  const registry = new LocalRegistry(driver);
+  const lost = await registry.uploads.start('r');
+  const empty = await registry.uploads.start('r');
+  const fresh = await registry.uploads.start('r');
+  await driver.delete(layout.uploadStartedAtPath('r', lost.id));
+  await driver.putContent(layout.uploadStartedAtPath('r', empty.id), '');
+  await driver.putContent(layout.uploadStartedAtPath('r', fresh.id), '');
+  const twoDaysAgo = new Date(Date.now() - 48 * HOUR);
+  for (const id of [lost.id, empty.id]) await utimes(join(dir, layout.uploadDataPath('r', id)), twoDaysAgo, twoDaysAgo);
+
+  const result = await purgeUploads(driver, { olderThanMs: 24 * HOUR });
+  t.deepEqual(result.purged.sort(), [`r/${lost.id}`, `r/${empty.id}`].sort());
+  t.is((await registry.uploads.status('r', fresh.id)).offset, 0, 'a young session without a start time stays');
 });

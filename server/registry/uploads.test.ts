@@ -463,3 +463,49 @@ test('on storage that cannot create files exclusively, uploads work and every co
   const refused = await t.throwsAsync(registry.uploads.complete('r', wrong.id, digestOf(data)));
   t.true(isCode(refused, 'DIGEST_INVALID'), String(refused));
 });
+
+/** A driver that notes every putContent, putContentIfAbsent and stat path; `exclusive: false` refuses exclusive creates. */
+function recordingCalls(driver: StorageDriver, exclusive = true): StorageDriver & { calls: string[] } {
+  const calls: string[] = [];
+  return Object.assign(Object.create(driver) as StorageDriver, {
+    calls,
+    putContent(path: string, content: Uint8Array | string) {
+      calls.push(`putContent ${path}`);
+      return driver.putContent(path, content);
+    },
+    putContentIfAbsent(path: string, content: Uint8Array | string) {
+      calls.push(`putContentIfAbsent ${path}`);
+      if (!exclusive) return Promise.reject(new UnsupportedOperationError('inmemory', 'putContentIfAbsent', 'test'));
+      return driver.putContentIfAbsent(path, content);
+    },
+    stat(path: string) {
+      calls.push(`stat ${path}`);
+      return driver.stat(path);
+    },
+  });
+}
+
+test('a session records its start time by an exclusive create, not a flushed putContent; a plain write where storage cannot create exclusively', async (t) => {
+  for (const exclusive of [true, false]) {
+    const driver = recordingCalls(createDriver({ driver: 'inmemory' }), exclusive);
+    const registry = new LocalRegistry(driver);
+    const before = Date.now();
+    const { id } = await registry.uploads.start('r');
+    const path = layout.uploadStartedAtPath('r', id);
+    const expected = exclusive ? [`putContentIfAbsent ${path}`] : [`putContentIfAbsent ${path}`, `putContent ${path}`];
+    t.deepEqual(driver.calls.filter((c) => c.endsWith('/startedat')), expected);
+    const started = new Date((await driver.getContent(path)).toString('utf8')).getTime();
+    t.true(started >= before - 1000 && started <= Date.now(), `startedat ${started}`);
+  }
+});
+
+test('completing an upload without a descriptor cache does not stat the blob content it replaces', async (t) => {
+  const driver = recordingCalls(createDriver({ driver: 'inmemory' }));
+  const registry = new LocalRegistry(driver);
+  const data = Buffer.from('a layer');
+  const digest = digestOf(data);
+  const { id } = await registry.uploads.start('r');
+  await registry.uploads.complete('r', id, digest, chunks([data]));
+  t.false(driver.calls.includes(`stat ${layout.blobDataPath(digest)}`), driver.calls.join('\n'));
+  t.true((await registry.blobs.getContent(digest))?.equals(data));
+});

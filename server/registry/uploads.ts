@@ -191,11 +191,28 @@ export class UploadStore {
 
   async start(name: string, algorithm: DigestAlgorithm = 'sha256'): Promise<UploadStatus> {
     const id = randomUUID();
-    await this.driver.putContent(layout.uploadStartedAtPath(name, id), new Date().toISOString());
     // An empty file needs none of putContent's temporary file, fsync and rename: a writer creates it.
     await (await this.driver.writer(layout.uploadDataPath(name, id), false)).close();
+    await this.writeStartedAt(name, id);
     this.remember(this.key(name, id), { algorithm, hash: newHash(algorithm), offset: 0 });
     return { id, offset: 0 };
+  }
+
+  /**
+   * Record when the session started (read by upload purging and the upload limits), created exclusively and not
+   * flushed: no fsync, temporary file or rename. Its loss in a crash is harmless: a session without a readable
+   * `startedat` is aged by the modification time of its data (server/registry/purge.ts), and nothing else reads it.
+   * The id is new, so the file cannot exist; storage that cannot create exclusively gets a plain write.
+   */
+  private async writeStartedAt(name: string, id: string): Promise<void> {
+    const path = layout.uploadStartedAtPath(name, id);
+    const now = new Date().toISOString();
+    try {
+      await this.driver.putContentIfAbsent(path, now);
+    } catch (err) {
+      if (!(err instanceof UnsupportedOperationError)) throw err;
+      await this.driver.putContent(path, now);
+    }
   }
 
   async status(name: string, id: string): Promise<UploadStatus> {
@@ -525,7 +542,7 @@ export class UploadStore {
           await this.discard(name, id);
           throw err;
         }
-        const before = await this.blobs.statContent(digest);
+        const before = await this.blobs.cachedContent(digest);
         try {
           // Always moved, even over an existing file of that digest: its bytes are not known to be these.
           await this.driver.move(source, layout.blobDataPath(digest));
