@@ -49,7 +49,7 @@ test('run as a command, cli.js starts node with NODE_FLAGS, and npm start passes
 
 test('missingNodeFlags: by name, from the command line or NODE_OPTIONS; another value is the operator\'s choice', (t) => {
   t.deepEqual(missingNodeFlags([]), [...NODE_FLAGS]);
-  t.deepEqual(missingNodeFlags(['--max-semi-space-size=2']), []);
+  t.deepEqual(missingNodeFlags(['--max-semi-space-size=4']), []);
   t.deepEqual(missingNodeFlags(['--max_semi_space_size=8']), []);
   t.deepEqual(missingNodeFlags(['--inspect'], '--max-old-space-size=512  --max-semi-space-size=4'), []);
   t.deepEqual(missingNodeFlags(['--max-old-space-size=512'], ''), [...NODE_FLAGS]);

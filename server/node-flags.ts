@@ -4,16 +4,21 @@
  * started by `node dist/server/cli.js` without them runs itself again with them (`relaunchWithFlags`). A test holds
  * the first line and this list together.
  *
- * --max-semi-space-size=2 (MiB): every 64 KiB a pushed blob body arrives in is a fresh buffer outside V8's heap,
- * freed only when the small object that holds it is collected. With young-generation spaces of 16 MiB (the
- * default they grow to) those objects were seldom scavenged, the buffers piled up, and V8 ran a full mark-compact
- * about every 20 MB received to relieve the pressure: a 200 MB push took about 30. With 2 MiB spaces the frequent
- * scavenges free the buffers and no mark-compact runs. On a 2-core VM: 15% less CPU per 200 MB push, 37% less with
- * 20 concurrent pushes, and lower peak memory in every workload; blob and manifest GETs unchanged.
+ * --max-semi-space-size=4 (MiB), the young generation's size. Two things pull it in opposite directions:
+ * - every 64 KiB a pushed blob body arrives in is a fresh buffer outside V8's heap, freed only when the small object
+ *   holding it is collected. With 16 MiB spaces (the default they grow to) those objects were seldom scavenged, the
+ *   buffers piled up and V8 ran a full mark-compact about every 20 MB received;
+ * - with spaces too small, a scavenge runs every few milliseconds and the objects of requests still in flight (50
+ *   keep-alive clients fetching manifests) outlive two of them and are moved to the old generation, which then
+ *   fills with garbage between full collections.
+ * Measured on a 2-core VM (one server, 3 x 200 MB pushes, 2 x 20 concurrent 10 MB pushes, wrk at 50 connections):
+ * 2 MiB: 0.97-1.03 s CPU per 200 MB push, 43-59 mark-compacts, manifest GET 139-156 us CPU, peak RSS 140 MB under
+ * the manifest load; 4 MiB: 0.74-0.77 s, 7-9 mark-compacts, 105-112 us, 85 MB; 16 MiB: 144 MB under the manifest
+ * load, and the push GCs above.
  */
-export const NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
+export const NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
 
-/** The flag's name: `--max-semi-space-size` of `--max-semi-space-size=2` (V8 also accepts `_` for `-`). */
+/** The flag's name: `--max-semi-space-size` of `--max-semi-space-size=4` (V8 also accepts `_` for `-`). */
 function flagName(flag: string): string {
   return flag.split('=')[0]!.replaceAll('_', '-');
 }
