@@ -112,7 +112,7 @@ export const S3_DEFAULTS = {
    */
   serverSideStallTimeoutMs: 5 * 60_000,
   /** The memory all writers of a driver may hold in part buffers at once (see PartBudget). */
-  uploadBufferMemory: 64 * MiB,
+  uploadBufferMemory: 32 * MiB,
 } as const;
 
 export interface S3DriverOptions {
