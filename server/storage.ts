@@ -31,6 +31,7 @@ export function driverOptionsFor(config: WharfConfig): DriverOptions {
       multipartCopyMaxConcurrency: s3.multipartcopymaxconcurrency,
       multipartCopyThresholdSize: s3.multipartcopythresholdsize,
       stallTimeoutMs: s3.stalltimeout,
+      uploadBufferMemory: s3.uploadbuffermemory,
       secure: s3.secure,
       skipVerify: s3.skipverify,
       storageClass: s3.storageclass,

@@ -232,6 +232,9 @@ class CheckedWriter implements FileWriter {
   cancel(): Promise<void> {
     return this.call(() => this.inner.cancel());
   }
+  expect(bytes: number): void {
+    this.inner.expect?.(bytes);
+  }
 }
 
 /**
@@ -254,9 +257,10 @@ function normalisingStream(source: Readable, driverName: string): Readable {
     },
   });
   source.pause();
-  source.on('data', (chunk: Buffer) => {
+  const onData = (chunk: Buffer) => {
     if (!out.push(chunk)) source.pause();
-  });
+  };
+  source.on('data', onData);
   source.once('end', () => out.push(null));
   /** Set once the driver copies its bytes itself (COPY_INTO): the source is then never read, only closed. */
   let delegated = false;
@@ -269,6 +273,8 @@ function normalisingStream(source: Readable, driverName: string): Readable {
   if (copyInto) {
     const forward: CopyInto = (dest, done) => {
       delegated = true;
+      // The driver's copy may read the source itself (S3's does): its bytes must not also come here.
+      source.off('data', onData);
       copyInto(dest, (err) => {
         if (err) {
           const error = normaliseError(driverName, err);

@@ -50,6 +50,11 @@ export interface FileWriter {
   close(): Promise<void>;
   /** Discard the file: everything written, including what was there before an append-mode open. */
   cancel(): Promise<void>;
+  /**
+   * Optional hint, before writing: about `bytes` more are coming (a request's length). A driver that buffers in
+   * memory (S3) reserves no more than that; writing more or fewer is allowed.
+   */
+  expect?(bytes: number): void;
 }
 
 export interface WalkOptions {

@@ -8,7 +8,8 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { HeadObjectCommand, ListMultipartUploadsCommand, ListPartsCommand } from '@aws-sdk/client-s3';
 import pLimit from 'p-limit';
 import { checkedDriver } from './checked.js';
-import { InvalidPathError, PathNotFoundError, StorageDriverError, type FileInfo, type StorageDriver } from './driver.js';
+import { Writable } from 'node:stream';
+import { InvalidPathError, PathNotFoundError, StorageDriverError, copyIntoOf, type FileInfo, type StorageDriver } from './driver.js';
 import { S3Driver, S3_LIMITS, copyRanges, maxUploadSize, partSize, type S3DriverOptions } from './s3.js';
 import { startS3TestServer, type S3TestServer } from '../testing/s3-test-server.js';
 import { driverSuite } from '../testing/storage-suite.js';
@@ -487,4 +488,108 @@ test('s3: a conditional put answered 409 (another conditional write in progress)
   // And a real 412 still means the object exists.
   t.false(await d.putContentIfAbsent('/cond/key', 'other'));
   t.is((await driver.getContent('/cond/key')).toString(), 'mine');
+});
+
+// ---- memory of writers and the blob GET path -------------------------------------------------------------------
+
+test('s3: writers hold at most uploadbuffermemory in part buffers at once; the others wait, and every object is whole', async (t) => {
+  const { raw, driver } = await setup(t, { uploadBufferMemory: 10 * MiB });
+  const budget = raw.partBudget;
+  const blobs = Array.from({ length: 5 }, () => randomBytes(7 * MiB + 4321));
+  // No size hint: each writer reserves a whole part (5 MiB) before it buffers, so at most two fill at once.
+  await Promise.all(blobs.map(async (data, i) => {
+    const w = await driver.writer(`/many/${i}`, false);
+    await writeIn(w, data, 256 * 1024);
+    t.true(budget.held <= budget.limit, `held ${budget.held} within ${budget.limit}`);
+    await w.commit();
+  }));
+  t.true(budget.peak <= 10 * MiB, `peak ${budget.peak} within the budget`);
+  t.true(budget.peak >= 5 * MiB, 'part buffers were reserved');
+  t.true(budget.peakWaiting > 0, 'some writers waited for a buffer');
+  t.is(budget.held, 0, 'every buffer was given back');
+  for (const [i, data] of blobs.entries()) t.is(sha(await driver.getContent(`/many/${i}`)), sha(data));
+});
+
+test('s3: a writer told how many bytes are coming reserves only that; more than told still arrives whole', async (t) => {
+  const { raw, driver } = await setup(t);
+  const budget = raw.partBudget;
+  const small = randomBytes(300_000);
+  const w = await driver.writer('/hinted/small', false);
+  w.expect!(small.length);
+  await w.write(small.subarray(0, 1000));
+  t.is(budget.held, small.length, 'a buffer of the announced size, not of a part (5 MiB)');
+  await writeIn(w, small.subarray(1000), 50_000);
+  await w.commit();
+  t.is(budget.held, 0);
+  t.is(sha(await driver.getContent('/hinted/small')), sha(small));
+
+  // Told too little: the buffer grows (without waiting) up to a part, and parts are still of chunksize.
+  const large = randomBytes(6 * MiB + 77);
+  const u = await driver.writer('/hinted/large', false);
+  u.expect!(1000);
+  await writeIn(u, large, 100_000);
+  await u.commit();
+  t.is(budget.held, 0);
+  t.regex(await etag(raw, '/hinted/large'), /-2"?$/, 'one part of 5 MiB and the rest');
+  t.is(sha(await driver.getContent('/hinted/large')), sha(large));
+
+  // An append reads a small object back into its buffer, sized for the object and what is announced.
+  const more = randomBytes(2000);
+  const a = await driver.writer('/hinted/small', true);
+  a.expect!(more.length);
+  await a.write(more);
+  t.is(budget.held, small.length + more.length);
+  await a.commit();
+  t.is(sha(await driver.getContent('/hinted/small')), sha(Buffer.concat([small, more])));
+  t.is(budget.held, 0);
+});
+
+test('s3: a cancelled or failed writer gives its part buffers back', async (t) => {
+  const { raw, driver } = await setup(t);
+  const w = await driver.writer('/gone', false);
+  await w.write(randomBytes(1000));
+  t.is(raw.partBudget.held, 5 * MiB);
+  await w.cancel();
+  t.is(raw.partBudget.held, 0);
+  const u = await driver.writer('/closed', false);
+  await u.write(randomBytes(1000));
+  await u.close();
+  t.is(raw.partBudget.held, 0);
+  t.is((await driver.stat('/closed')).size, 1000);
+});
+
+/** A Writable that keeps what it is given, taking each chunk after `delayMs` (so the copy must wait for it). */
+function sink(delayMs = 0): Writable & { received(): Buffer } {
+  const chunks: Buffer[] = [];
+  const w = new Writable({
+    highWaterMark: 16 * 1024,
+    write(chunk: Buffer, _enc, cb) {
+      chunks.push(Buffer.from(chunk));
+      if (delayMs > 0) setTimeout(cb, delayMs);
+      else cb();
+    },
+  });
+  return Object.assign(w, { received: () => Buffer.concat(chunks) });
+}
+
+test('s3: a reader copies itself into a Writable (COPY_INTO), whole and ranged, with backpressure', async (t) => {
+  const { driver } = await setup(t);
+  const data = randomBytes(3 * MiB + 999);
+  await driver.putContent('/copied', data);
+  for (const [offset, length] of [[0, undefined], [12345, 2 * MiB], [data.length - 10, 10]] as Array<[number, number | undefined]>) {
+    const stream = await driver.reader('/copied', offset, length);
+    const copyInto = copyIntoOf(stream);
+    t.truthy(copyInto, 'the checked stream forwards the S3 reader\'s COPY_INTO');
+    const dest = sink(offset === 0 ? 1 : 0);
+    const err = await new Promise<unknown>((resolve) => copyInto!(dest, resolve));
+    t.falsy(err);
+    t.is(sha(dest.received()), sha(data.subarray(offset, length === undefined ? undefined : offset + length)));
+  }
+  // A destination that goes away stops the copy without an error, and the body is released.
+  const stream = await driver.reader('/copied');
+  const dest = sink(5);
+  const done = new Promise<unknown>((resolve) => copyIntoOf(stream)!(dest, resolve));
+  setTimeout(() => dest.destroy(), 20);
+  t.falsy(await done);
+  t.true(dest.received().length < data.length);
 });

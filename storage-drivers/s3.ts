@@ -19,9 +19,13 @@
  *   - redirectURL presigns a GetObject (or HeadObject) URL valid for a short time (20 minutes, as registry:2).
  *
  * Writers (the part S3 makes hard)
- *   - Bytes are buffered up to the current part size, then sent as one UploadPart of a multipart upload created on
- *     first need; one part may be in flight while the next fills, so memory per writer is at most two parts.
- *     Every part but the last is therefore at least `chunkSize` (>= 5 MiB, S3's minimum).
+ *   - Bytes are copied once, into a part buffer, up to the current part size, then sent from that buffer as one
+ *     UploadPart of a multipart upload created on first need; one part may be in flight while the next fills, so
+ *     memory per writer is at most two parts. Every part but the last is therefore at least `chunkSize` (>= 5 MiB,
+ *     S3's minimum).
+ *   - Part buffers come out of the driver's budget (`uploadBufferMemory`, see PartBudget): a writer reserves a whole
+ *     buffer before it fills it, a part's worth, or what the caller announced with `expect` (a request's length);
+ *     past the budget, writers wait for buffers to come back, so the memory of all uploads is bounded.
  *   - Part sizes grow with the part number (`partSize`), so S3's 10,000-part limit covers far more than 100 GiB.
  *   - close() and commit() both make the object complete and visible (CompleteMultipartUpload, or one PutObject
  *     when everything fits in the buffer): the registry commits its writer after every PATCH and reads the size and
@@ -39,8 +43,8 @@
  * still (`stallTimeoutMs`), also under a response body being read, which then errors rather than waits.
  *
  * node:http and node:https appear here only for the SDK client's connection agents (keep-alive, socket limit, TLS
- * verification): the driver's own connection to S3. Readers are plain streams (no COPY_INTO): how a response is
- * written is the HTTP layer's business, as for every driver.
+ * verification): the driver's own connection to S3. A reader is the SDK's response body itself, offering COPY_INTO
+ * (see objectBody): the HTTP layer can have it write S3's chunks straight into a response, without stream hops.
  */
 import type * as AwsS3 from '@aws-sdk/client-s3';
 import type { CompletedPart, ServerSideEncryption, StorageClass } from '@aws-sdk/client-s3';
@@ -49,7 +53,7 @@ import { createRequire } from 'node:module';
 import pLimit from 'p-limit';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { Readable } from 'node:stream';
+import { Readable, finished, type Writable } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import {
   InvalidOffsetError,
@@ -60,6 +64,8 @@ import {
   isBelow,
   isValidPath,
   joinPath,
+  COPY_INTO,
+  type CopyInto,
   type FileInfo,
   type FileWriter,
   type RedirectOptions,
@@ -105,6 +111,8 @@ export const S3_DEFAULTS = {
    * copying many large parts at once answers each only when its part is done.
    */
   serverSideStallTimeoutMs: 5 * 60_000,
+  /** The memory all writers of a driver may hold in part buffers at once (see PartBudget). */
+  uploadBufferMemory: 32 * MiB,
 } as const;
 
 export interface S3DriverOptions {
@@ -144,6 +152,11 @@ export interface S3DriverOptions {
   stallTimeoutMs?: number;
   /** Lifetime of presigned redirect URLs when the caller gives none. */
   redirectExpirySeconds?: number;
+  /**
+   * The most bytes the driver's writers hold in part buffers at once; a writer needing a buffer beyond it waits
+   * (its request is not read meanwhile) until another gives one back.
+   */
+  uploadBufferMemory?: number;
 }
 
 /**
@@ -250,6 +263,8 @@ export class S3Driver implements StorageDriver {
   /** Key prefix of the root, '' or ending in '/'. */
   private readonly prefix: string;
   readonly chunkSize: number;
+  /** What the writers hold in part buffers, within `uploadBufferMemory`. */
+  readonly partBudget: PartBudget;
   private readonly copyChunkSize: number;
   private readonly copyConcurrency: number;
   private readonly copyThreshold: number;
@@ -263,6 +278,7 @@ export class S3Driver implements StorageDriver {
     const root = (options.rootDirectory ?? '').replace(/^\/+|\/+$/g, '');
     this.prefix = root === '' ? '' : `${root}/`;
     this.chunkSize = Math.max(options.chunkSize ?? S3_DEFAULTS.chunkSize, S3_LIMITS.minPartSize);
+    this.partBudget = new PartBudget(Math.max(1, options.uploadBufferMemory ?? S3_DEFAULTS.uploadBufferMemory));
     this.copyChunkSize = Math.min(
       Math.max(options.multipartCopyChunkSize ?? S3_DEFAULTS.multipartCopyChunkSize, S3_LIMITS.minPartSize),
       S3_LIMITS.maxCopySize,
@@ -418,7 +434,7 @@ export class S3Driver implements StorageDriver {
     const range = length !== undefined ? `bytes=${offset}-${offset + length - 1}` : offset > 0 ? `bytes=${offset}-` : undefined;
     try {
       const res = await this.client.send(new aws.GetObjectCommand({ Bucket: this.bucket, Key: this.key(path), Range: range }));
-      return res.Body as Readable;
+      return objectBody(res.Body as Readable);
     } catch (err) {
       if (isNoSuchKey(err)) throw new PathNotFoundError(path, NAME);
       if (httpStatus(err) === 416) {
@@ -898,6 +914,64 @@ export class S3Driver implements StorageDriver {
   }
 }
 
+/**
+ * A GetObject body as a reader: the SDK's response stream itself (an IncomingMessage, with the client's stall
+ * timeout still on its socket), offering COPY_INTO so that the HTTP layer can send it without stream hops.
+ *
+ * The copy writes each chunk from S3 straight into `dest` (pausing the body while `dest` asks to wait), and corks
+ * `dest` from the first chunk of a turn of the event loop to the end of it: the chunks one socket read brought in
+ * (libuv reads a socket up to 32 times per turn) leave in one writev instead of one write each. A body that breaks
+ * off (reset, cut short: Node's client errors when fewer bytes than Content-Length arrive, or a stall) fails the
+ * copy; a `dest` that closes (the client went away) stops it without an error. Either way the body is destroyed,
+ * so its socket is not reused with bytes unread.
+ */
+function objectBody(body: Readable): Readable {
+  const copyInto: CopyInto = (dest: Writable, done) => {
+    if (dest.destroyed) {
+      body.destroy();
+      done();
+      return;
+    }
+    let settled = false;
+    let corked = false;
+    const uncork = () => {
+      if (!corked) return;
+      corked = false;
+      dest.uncork();
+    };
+    const onData = (chunk: Buffer) => {
+      if (!corked) {
+        corked = true;
+        dest.cork();
+        setImmediate(uncork);
+      }
+      if (!dest.write(chunk)) {
+        uncork();
+        body.pause();
+      }
+    };
+    const onDrain = () => body.resume();
+    const settle = (err?: unknown) => {
+      if (settled) return;
+      settled = true;
+      body.off('data', onData);
+      dest.off('drain', onDrain);
+      dest.off('close', onClose);
+      stop();
+      uncork();
+      if (!body.readableEnded) body.destroy();
+      done(err);
+    };
+    const onClose = () => settle();
+    const stop = finished(body, { writable: false }, (err) => settle(err ?? undefined));
+    dest.on('drain', onDrain);
+    dest.once('close', onClose);
+    body.on('data', onData);
+    body.resume(); // a wrapper (the checked driver's) may have paused it
+  };
+  return Object.assign(body, { [COPY_INTO]: copyInto });
+}
+
 /** The first component of `path` below directory `dir` (`path` must lie below `dir`). */
 function firstComponent(path: string, dir: string): string {
   const rest = dir === '/' ? path.slice(1) : path.slice(dir.length + 1);
@@ -907,6 +981,121 @@ function firstComponent(path: string, dir: string): string {
 
 type WriterState = 'open' | 'committed' | 'closed' | 'cancelled' | 'failed';
 
+/**
+ * The memory S3 writers of one driver may hold in part buffers at once (`storage.s3.uploadbuffermemory`), and the
+ * writers waiting for some. A writer reserves a whole buffer before it fills it (the next part's size, or less when
+ * it has been told how many bytes are coming: see `expect`), holds it while the part uploads, and gives it back when
+ * S3 has the part (or the writer ends). Reservations are granted first come, first served; one larger than the
+ * whole budget is granted when nothing else is held, so it never waits forever.
+ *
+ * Why this cannot deadlock: only a writer holding no filling buffer waits (a writer whose buffer outgrows what it
+ * was told grows it without waiting), and what the others hold comes back without any reservation: a part in
+ * flight when S3 answers, a filling buffer when its request ends, and a request cannot stand still for longer than
+ * `http.timeouts.stall` (while it waits here its socket is paused, which that timeout does not count).
+ */
+export class PartBudget {
+  private used = 0;
+  /** The most bytes held at once so far. */
+  peak = 0;
+  /** The most reservations waiting at once so far. */
+  peakWaiting = 0;
+  private readonly waiting: Array<{ bytes: number; resolve: () => void }> = [];
+
+  constructor(readonly limit: number) {}
+
+  /** Bytes held now. */
+  get held(): number {
+    return this.used;
+  }
+
+  /** Reserve `bytes`, waiting for them to fit. */
+  reserve(bytes: number): Promise<void> {
+    if (this.waiting.length === 0 && this.fits(bytes)) {
+      this.take(bytes);
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      this.waiting.push({ bytes, resolve });
+      this.peakWaiting = Math.max(this.peakWaiting, this.waiting.length);
+    });
+  }
+
+  /** Add `bytes` to a reservation already held, without waiting (may go over the limit). */
+  grow(bytes: number): void {
+    this.take(bytes);
+  }
+
+  release(bytes: number): void {
+    this.used -= bytes;
+    while (this.waiting.length > 0 && this.fits(this.waiting[0]!.bytes)) {
+      const next = this.waiting.shift()!;
+      this.take(next.bytes);
+      next.resolve();
+    }
+  }
+
+  private fits(bytes: number): boolean {
+    return this.used === 0 || this.used + bytes <= this.limit;
+  }
+
+  private take(bytes: number): void {
+    this.used += bytes;
+    if (this.used > this.peak) this.peak = this.used;
+  }
+}
+
+/** A part buffer and the budget it holds: the bytes of one part, copied in once and sent from where they are. */
+class PartBuffer {
+  readonly bytes: Buffer;
+  filled = 0;
+  private released = false;
+
+  constructor(private readonly budget: PartBudget, size: number) {
+    // Not zeroed: only the `filled` bytes are ever read, and untouched pages of a large buffer cost no memory.
+    this.bytes = Buffer.allocUnsafe(size);
+  }
+
+  static async reserve(budget: PartBudget, size: number): Promise<PartBuffer> {
+    await budget.reserve(size);
+    return new PartBuffer(budget, size);
+  }
+
+  get room(): number {
+    return this.bytes.length - this.filled;
+  }
+
+  /** Copy up to `room` bytes of `chunk` from `at`; returns how many. */
+  fill(chunk: Uint8Array, at: number): number {
+    const n = Math.min(chunk.byteLength - at, this.room);
+    this.bytes.set(at === 0 && n === chunk.byteLength ? chunk : chunk.subarray(at, at + n), this.filled);
+    this.filled += n;
+    return n;
+  }
+
+  /** A buffer of `size` (larger) holding these bytes; this one is released. The growth does not wait. */
+  grown(size: number): PartBuffer {
+    this.budget.grow(size);
+    const next = new PartBuffer(this.budget, size);
+    this.bytes.copy(next.bytes, 0, 0, this.filled);
+    next.filled = this.filled;
+    this.release();
+    return next;
+  }
+
+  get content(): Buffer {
+    return this.bytes.subarray(0, this.filled);
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.budget.release(this.bytes.length);
+  }
+}
+
+/** The smallest part buffer reserved on a size hint. */
+const MIN_HINTED_BUFFER = 64 * 1024;
+
 /** See "Writers" in the module comment. */
 class S3Writer implements FileWriter {
   private state: WriterState = 'open';
@@ -915,8 +1104,10 @@ class S3Writer implements FileWriter {
   private existingSize: number;
   private existingLoaded = false;
   private readonly truncate: boolean;
-  private buffer: Buffer[] = [];
-  private buffered = 0;
+  /** The part being filled (none before the first byte, and after a part is sent until the next byte). */
+  private part: PartBuffer | undefined;
+  /** Bytes the caller said are still to come (`expect`), counted down as they are written. */
+  private expected: number | undefined;
   private uploadId: string | undefined;
   private parts: CompletedPart[] = [];
   /** The part upload in flight (at most one), so the next part can fill meanwhile. */
@@ -940,6 +1131,11 @@ class S3Writer implements FileWriter {
     return this._size;
   }
 
+  /** About `bytes` more are coming (a request's length): part buffers are reserved no larger than they need. */
+  expect(bytes: number): void {
+    if (Number.isSafeInteger(bytes) && bytes >= 0) this.expected = bytes;
+  }
+
   private refuse(what: string): Promise<never> {
     return Promise.reject(new StorageDriverError(NAME, `${what} ${this.path}: the writer is ${this.state}`, this.error));
   }
@@ -947,15 +1143,26 @@ class S3Writer implements FileWriter {
   write(chunk: Uint8Array): Promise<void> {
     if (this.state !== 'open') return this.refuse('write');
     if (chunk.byteLength === 0) return this.queue;
-    const copy = Buffer.from(chunk); // the caller may reuse its buffer once the write resolves
-    this._size += copy.length;
+    this._size += chunk.byteLength;
+    // Copied into the part buffer before the write resolves, after which the caller may reuse its chunk.
     return this.enqueue(async () => {
       await this.prepare();
-      this.buffer.push(copy);
-      this.buffered += copy.length;
-      const target = partSize(this.parts.length + 1, this.driver.chunkSize);
-      if (this.buffered >= target) await this.sendPart(target);
+      for (let at = 0; at < chunk.byteLength; ) {
+        const target = partSize(this.parts.length + 1, this.driver.chunkSize);
+        this.part ??= await this.reservePart(target, chunk.byteLength - at);
+        if (this.part.room === 0) this.part = this.part.grown(Math.min(target, this.part.bytes.length * 2));
+        const n = this.part.fill(chunk, at);
+        at += n;
+        if (this.expected !== undefined) this.expected = Math.max(0, this.expected - n);
+        if (this.part.filled >= target) await this.sendPart();
+      }
     });
+  }
+
+  /** A buffer for the next part: the whole part, or what the caller said is coming (at least `now`). */
+  private reservePart(target: number, now: number, carried = 0): Promise<PartBuffer> {
+    const wanted = this.expected === undefined ? target : Math.max(carried + this.expected, carried + now, MIN_HINTED_BUFFER);
+    return PartBuffer.reserve(this.driver.partBudget, Math.min(target, wanted));
   }
 
   private enqueue(step: () => Promise<void>): Promise<void> {
@@ -976,17 +1183,18 @@ class S3Writer implements FileWriter {
 
   /**
    * Before the first new byte of an append: bring the existing object in. Small objects are read back into the
-   * buffer; objects of 5 MiB or more become the first parts of a multipart upload by server-side copy.
+   * part buffer; objects of 5 MiB or more become the first parts of a multipart upload by server-side copy.
    */
   private async prepare(): Promise<void> {
     if (this.existingLoaded) return;
     this.existingLoaded = true;
     if (this.existingSize === 0) return;
     if (this.existingSize < S3_LIMITS.minPartSize) {
+      const target = partSize(1, this.driver.chunkSize);
+      this.part = await this.reservePart(target, 1, this.existingSize);
       const bytes = await this.driver.getRange(this.key, this.existingSize);
       if (bytes.length !== this.existingSize) throw new StorageDriverError(NAME, `write ${this.path}: the file changed while it was appended to`);
-      this.buffer.push(bytes);
-      this.buffered += bytes.length;
+      this.part.fill(bytes, 0);
       return;
     }
     this.uploadId = await this.driver.createUpload(this.key);
@@ -994,23 +1202,29 @@ class S3Writer implements FileWriter {
     for (const range of ranges) this.parts.push(await this.driver.uploadPartCopy(this.key, this.uploadId, this.parts.length + 1, range));
   }
 
-  /** Send the first `size` buffered bytes as the next part (waiting for the part before it). */
-  private async sendPart(size: number): Promise<void> {
-    const all = Buffer.concat(this.buffer, this.buffered);
-    const body = all.subarray(0, size);
-    const rest = all.subarray(size);
-    this.buffer = rest.length > 0 ? [Buffer.from(rest)] : [];
-    this.buffered = rest.length;
-    if (this.inFlight) await this.inFlight;
-    this.uploadId ??= await this.driver.createUpload(this.key);
+  /** Send the filled part buffer as the next part (after the part before it is done); its memory goes with it. */
+  private async sendPart(): Promise<void> {
+    const part = this.part!;
+    this.part = undefined;
+    try {
+      if (this.inFlight) await this.inFlight;
+      this.uploadId ??= await this.driver.createUpload(this.key);
+    } catch (err) {
+      part.release();
+      throw err;
+    }
     const partNumber = this.parts.length + 1;
-    if (partNumber > S3_LIMITS.maxParts) throw new StorageDriverError(NAME, `write ${this.path}: larger than S3's 10,000 parts allow`);
+    if (partNumber > S3_LIMITS.maxParts) {
+      part.release();
+      throw new StorageDriverError(NAME, `write ${this.path}: larger than S3's 10,000 parts allow`);
+    }
     const slot = this.parts.length;
     this.parts.push({ PartNumber: partNumber }); // reserved; filled when the upload answers
-    const uploadId = this.uploadId;
-    this.inFlight = this.driver.uploadPart(this.key, uploadId, partNumber, body).then((part) => {
-      this.parts[slot] = part;
-    });
+    this.inFlight = this.driver.uploadPart(this.key, this.uploadId, partNumber, part.content).then(
+      (done) => {
+        this.parts[slot] = done;
+      },
+    ).finally(() => part.release());
     // Surface a failure of this part at the latest when the next part or the end waits for it.
     this.inFlight.catch(() => {});
   }
@@ -1022,20 +1236,18 @@ class S3Writer implements FileWriter {
     try {
       if (this.inFlight) await this.inFlight;
       this.inFlight = undefined;
-      if (this.uploadId) {
-        if (this.buffered > 0) {
-          const body = Buffer.concat(this.buffer, this.buffered);
-          this.buffer = [];
-          this.buffered = 0;
-          this.parts.push(await this.driver.uploadPart(this.key, this.uploadId, this.parts.length + 1, body));
+      const part = this.part;
+      this.part = undefined;
+      try {
+        if (this.uploadId) {
+          if (part && part.filled > 0) this.parts.push(await this.driver.uploadPart(this.key, this.uploadId, this.parts.length + 1, part.content));
+          await this.driver.completeUpload(this.key, this.uploadId, this.parts);
+          this.uploadId = undefined;
+        } else if ((part && part.filled > 0) || this.truncate) {
+          await this.driver.putObject(this.key, part?.content ?? Buffer.alloc(0));
         }
-        await this.driver.completeUpload(this.key, this.uploadId, this.parts);
-        this.uploadId = undefined;
-      } else if (this.buffered > 0 || this.truncate) {
-        const body = Buffer.concat(this.buffer, this.buffered);
-        this.buffer = [];
-        this.buffered = 0;
-        await this.driver.putObject(this.key, body);
+      } finally {
+        part?.release();
       }
     } catch (err) {
       this.error = err;
@@ -1045,8 +1257,8 @@ class S3Writer implements FileWriter {
   }
 
   private async abort(): Promise<void> {
-    this.buffer = [];
-    this.buffered = 0;
+    this.part?.release();
+    this.part = undefined;
     const id = this.uploadId;
     this.uploadId = undefined;
     if (this.inFlight) await this.inFlight.catch(() => {});

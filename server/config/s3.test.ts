@@ -25,6 +25,7 @@ test('s3: a minimal section gets registry:2 defaults and no warnings', (t) => {
     multipartcopymaxconcurrency: 100,
     multipartcopythresholdsize: 32 * MiB,
     stalltimeout: 30_000,
+    uploadbuffermemory: 32 * MiB,
     secure: true,
     skipverify: false,
     storageclass: 'STANDARD',
@@ -51,6 +52,7 @@ storage:
     multipartcopymaxconcurrency: 8
     multipartcopythresholdsize: 0
     stalltimeout: 5s
+    uploadbuffermemory: 16777216
     secure: false
     skipverify: true
     storageclass: reduced_redundancy
@@ -73,6 +75,7 @@ storage:
     multipartcopymaxconcurrency: 8,
     multipartcopythresholdsize: 0,
     stalltimeout: 5000,
+    uploadbuffermemory: 16 * MiB,
     secure: false,
     skipverify: true,
     storageclass: 'REDUCED_REDUNDANCY',

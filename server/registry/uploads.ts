@@ -369,6 +369,7 @@ export class UploadStore {
       await this.release(name, id, claim);
       throw await this.busyError(name, id);
     }
+    if (expected !== undefined) writer.expect?.(expected);
     const window = new WriteWindow(writer);
     let written = 0;
     let handed = 0;
@@ -456,6 +457,7 @@ export class UploadStore {
     const path = layout.uploadVerifiedPath(name, id, final.token);
     const hash = newHash(algorithm);
     const writer = await this.driver.writer(path, false);
+    writer.expect?.(size);
     const window = new WriteWindow(writer);
     let read = 0;
     writingRequests++;
