@@ -15,11 +15,14 @@
  * time, and the stat that was taken before the read can never vouch for bytes older than itself. (Git calls the
  * opposite case "racily clean".)
  *
+ * A file not kept is read as `readFile` would (open, fstat, read, close) with the fstat kept alongside the bytes, so a
+ * first read costs nothing extra; only a kept file is checked by `stat`.
+ *
  * Where not: a network filesystem (NFS, SMB, FUSE, Ceph, ...) may answer `stat` from an attribute cache for seconds,
  * while opening a file revalidates it; replicas sharing such a mount must see each other's tag moves at once, so
  * there every read goes to the file. The filesystem type is read once, at the storage root.
  */
-import { readFile, stat, statfs, type Stats } from 'node:fs';
+import { close, fstat, open, read, readFile, stat, statfs, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
 import { LRUCache } from 'lru-cache';
 
@@ -54,6 +57,32 @@ function statFile(file: string): Promise<Stats> {
 
 function readWhole(file: string): Promise<Buffer> {
   return new Promise((resolve, reject) => readFile(file, (err, data) => (err ? reject(err) : resolve(data))));
+}
+
+function call<T>(fn: (done: (err: NodeJS.ErrnoException | null, value: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => fn((err, value) => (err ? reject(err) : resolve(value))));
+}
+
+/**
+ * The whole file and its stat, taken after opening and before reading: the same four round trips as `readFile`
+ * (open, fstat, read, close), so a file read for the first time costs nothing extra for being kept.
+ */
+async function readWithStat(file: string): Promise<{ content: Buffer; st: Stats }> {
+  const fd = await call<number>((done) => open(file, 'r', done));
+  try {
+    const st = await call<Stats>((done) => fstat(fd, done));
+    if (st.isDirectory()) throw isDirectoryError(file);
+    const content = Buffer.allocUnsafe(st.size);
+    let filled = 0;
+    while (filled < content.length) {
+      const n = await call<number>((done) => read(fd, content, filled, content.length - filled, filled, done));
+      if (n === 0) break;
+      filled += n;
+    }
+    return { content: filled === content.length ? content : content.subarray(0, filled), st };
+  } finally {
+    close(fd, () => {});
+  }
 }
 
 function statfsType(path: string): Promise<number> {
@@ -92,28 +121,25 @@ export class SmallFileReader {
       this.fileReads++;
       return readWhole(file);
     }
-    const before = Date.now();
-    let st: Stats;
-    try {
-      st = await statFile(file);
-    } catch (err) {
-      this.kept.delete(file);
-      throw err;
-    }
-    if (st.isDirectory()) {
-      this.kept.delete(file);
-      throw isDirectoryError(file);
-    }
     const kept = this.kept.get(file);
-    if (kept && kept.ino === st.ino && kept.size === st.size && kept.ctimeMs === st.ctimeMs && kept.mtimeMs === st.mtimeMs) {
-      return Buffer.from(kept.content); // a copy: callers own what they are given
+    if (kept) {
+      let st: Stats;
+      try {
+        st = await statFile(file);
+      } catch (err) {
+        this.kept.delete(file);
+        throw err;
+      }
+      if (kept.ino === st.ino && kept.size === st.size && kept.ctimeMs === st.ctimeMs && kept.mtimeMs === st.mtimeMs && !st.isDirectory()) {
+        return Buffer.from(kept.content); // a copy: callers own what they are given
+      }
+      this.kept.delete(file);
     }
     this.fileReads++;
-    const content = await readWhole(file);
+    const before = Date.now();
+    const { content, st } = await readWithStat(file);
     if (st.size <= SMALL_FILE_MAX && content.length === st.size && st.ctimeMs < before - SETTLE_MS) {
       this.kept.set(file, { ino: st.ino, size: st.size, ctimeMs: st.ctimeMs, mtimeMs: st.mtimeMs, content: Buffer.from(content) });
-    } else {
-      this.kept.delete(file);
     }
     return content;
   }
