@@ -410,18 +410,19 @@ test('s3: copies and multipart completions, during which S3 sends nothing, may t
   await driver.putContent('/slow/big', big);
   await driver.putContent('/slow/small', 'small');
   const base = await driverOptions();
-  // Every copy and every completion is answered 2.5 s late: S3 busy copying, as a loaded gateway is.
+  // Every copy and every completion is answered 4 s late: S3 busy copying, as a loaded gateway is. The stall bound
+  // (3 s) leaves room for the other requests of the move (a HEAD, the part uploads) on a loaded CI machine.
   const proxy = await S3FaultProxy.start(base.regionEndpoint!);
   t.teardown(() => proxy.close());
   proxy.set({
-    fault: { kind: 'latency', ms: 2_500 },
+    fault: { kind: 'latency', ms: 4_000 },
     match: (r) => Boolean(r.headers['x-amz-copy-source']) || (r.method === 'POST' && r.query.has('uploadId')),
   });
   const slow = new S3Driver({
     ...base,
     regionEndpoint: proxy.url,
     rootDirectory: `/${root}/`,
-    stallTimeoutMs: 1_000,
+    stallTimeoutMs: 3_000,
     multipartCopyThresholdSize: 5 * MiB,
     multipartCopyChunkSize: 5 * MiB,
   });
@@ -433,7 +434,7 @@ test('s3: copies and multipart completions, during which S3 sends nothing, may t
   t.is((await driver.getContent('/slow/small-moved')).toString(), 'small');
   t.true(proxy.faults.length >= 3, `a part copy, its completion and a copy were slow: ${proxy.faults.join(', ')}`);
   // Anything else still has the short bound: a read answered late fails (after its retries), it does not wait.
-  proxy.set({ fault: { kind: 'latency', ms: 2_500 }, match: (r) => r.method === 'GET' });
+  proxy.set({ fault: { kind: 'latency', ms: 4_000 }, match: (r) => r.method === 'GET' });
   await t.throwsAsync(d.getContent('/slow/small-moved'), { instanceOf: StorageDriverError });
 });
 
