@@ -15,8 +15,9 @@
  * time, and the stat that was taken before the read can never vouch for bytes older than itself. (Git calls the
  * opposite case "racily clean".)
  *
- * A file not kept is read as `readFile` would (open, fstat, read, close) with the fstat kept alongside the bytes, so a
- * first read costs nothing extra; only a kept file is checked by `stat`.
+ * A file is kept from its second read in a while (a tag pulled over and over), not its first: a listing that reads
+ * each of thousands of links once pays only `readFile`. That second read is `readFile`'s four round trips (open,
+ * fstat, read, close) with the fstat kept alongside the bytes; only a kept file is checked by `stat`.
  *
  * Where not: a network filesystem (NFS, SMB, FUSE, Ceph, ...) may answer `stat` from an attribute cache for seconds,
  * while opening a file revalidates it; replicas sharing such a mount must see each other's tag moves at once, so
@@ -106,12 +107,15 @@ function isDirectoryError(file: string): NodeJS.ErrnoException {
 
 export class SmallFileReader {
   private readonly kept: LRUCache<string, Kept>;
+  /** Files read once lately: only a second read keeps the bytes, so a listing that reads each link once pays nothing. */
+  private readonly seen: LRUCache<string, true>;
   private local: Promise<boolean> | undefined;
   /** How many times a file's bytes were read rather than taken from memory (for tests). */
   fileReads = 0;
 
   constructor(private readonly root: string, entries = 4_096) {
     this.kept = new LRUCache({ max: entries });
+    this.seen = new LRUCache({ max: entries });
   }
 
   /** The whole file, as `fs.readFile` gives it (errors included: ENOENT, EISDIR, ...). */
@@ -136,6 +140,10 @@ export class SmallFileReader {
       this.kept.delete(file);
     }
     this.fileReads++;
+    if (!this.seen.has(file)) {
+      this.seen.set(file, true);
+      return readWhole(file);
+    }
     const before = Date.now();
     const { content, st } = await readWithStat(file);
     if (st.size <= SMALL_FILE_MAX && content.length === st.size && st.ctimeMs < before - SETTLE_MS) {
