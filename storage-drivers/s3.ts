@@ -708,22 +708,18 @@ export class S3Driver implements StorageDriver {
   /** One ListObjectsV2 without a delimiter per 1,000 keys below `path`; keys that are not driver paths are skipped. */
   async *listFiles(path: string): AsyncIterable<FileInfo> {
     const prefix = this.dirPrefix(path);
-    let token: string | undefined;
-    do {
-      let res: AwsS3.ListObjectsV2CommandOutput;
-      try {
-        res = await this.client.send(new aws.ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
-      } catch (err) {
-        this.fail('list', path, err);
+    try {
+      for await (const page of this.objectsBelow(prefix)) {
+        for (const o of page) {
+          const rel = o.Key!.slice(prefix.length);
+          if (!rel.split('/').every((c) => COMPONENT.test(c))) continue;
+          const file = joinPath(path, rel);
+          if (isValidPath(file)) yield { path: file, size: o.Size ?? 0, modTime: o.LastModified ?? EPOCH, isDir: false };
+        }
       }
-      for (const o of res.Contents ?? []) {
-        const rel = o.Key!.slice(prefix.length);
-        if (!rel.split('/').every((c) => COMPONENT.test(c))) continue;
-        const file = joinPath(path, rel);
-        if (isValidPath(file)) yield { path: file, size: o.Size ?? 0, modTime: o.LastModified ?? EPOCH, isDir: false };
-      }
-      token = res.IsTruncated ? res.NextContinuationToken : undefined;
-    } while (token);
+    } catch (err) {
+      this.fail('list', path, err);
+    }
   }
 
   /** DeleteObjects, 1,000 keys a request (S3 reports an absent key as deleted). */
@@ -731,15 +727,30 @@ export class S3Driver implements StorageDriver {
     for (let i = 0; i < paths.length; i += 1000) {
       const page = paths.slice(i, i + 1000);
       try {
-        const out = await this.client.send(new aws.DeleteObjectsCommand({
-          Bucket: this.bucket, Delete: { Objects: page.map((p) => ({ Key: this.key(p) })), Quiet: true },
-        }));
-        const errors = (out.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
-        if (errors.length > 0) throw new StorageDriverError(NAME, `delete ${page[0]}…: ${errors[0]!.Code}: ${errors[0]!.Message} (${errors[0]!.Key})`);
+        await this.deleteKeys(page.map((p) => this.key(p)), `${page[0]}…`);
       } catch (err) {
         this.fail('delete', page[0]!, err);
       }
     }
+  }
+
+  /** Every object whose key starts with `prefix`, a ListObjectsV2 page (at most 1,000 keys) at a time. */
+  private async *objectsBelow(prefix: string): AsyncIterable<AwsS3._Object[]> {
+    let token: string | undefined;
+    do {
+      const res = await this.client.send(new aws.ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
+      yield res.Contents ?? [];
+      token = res.IsTruncated ? res.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  /** One DeleteObjects of up to 1,000 keys; an error for any key but an absent one fails it, naming `what`. */
+  private async deleteKeys(keys: string[], what: string): Promise<void> {
+    const out = await this.client.send(new aws.DeleteObjectsCommand({
+      Bucket: this.bucket, Delete: { Objects: keys.map((Key) => ({ Key })), Quiet: true },
+    }));
+    const errors = (out.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
+    if (errors.length > 0) throw new StorageDriverError(NAME, `delete ${what}: ${errors[0]!.Code}: ${errors[0]!.Message} (${errors[0]!.Key})`);
   }
 
   /** A directory exists only while keys lie below it, so there is never an empty one to remove. */
@@ -800,18 +811,11 @@ export class S3Driver implements StorageDriver {
         deleted++;
       }
       // Everything below, a page (at most 1000 keys) at a time.
-      let token: string | undefined;
-      do {
-        const res = await this.client.send(new aws.ListObjectsV2Command({ Bucket: this.bucket, Prefix: below, ContinuationToken: token }));
-        const keys = (res.Contents ?? []).map((o) => ({ Key: o.Key! }));
-        if (keys.length > 0) {
-          const out = await this.client.send(new aws.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys, Quiet: true } }));
-          const errors = (out.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
-          if (errors.length > 0) throw new StorageDriverError(NAME, `delete ${path}: ${errors[0]!.Code}: ${errors[0]!.Message} (${errors[0]!.Key})`);
-          deleted += keys.length;
-        }
-        token = res.IsTruncated ? res.NextContinuationToken : undefined;
-      } while (token);
+      for await (const page of this.objectsBelow(below)) {
+        if (page.length === 0) continue;
+        await this.deleteKeys(page.map((o) => o.Key!), path);
+        deleted += page.length;
+      }
       // Multipart uploads still open under the path (abandoned writers) hold storage until aborted.
       await this.abortUploadsUnder(key, below);
     } catch (err) {
