@@ -20,7 +20,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,6 +31,8 @@ import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { NODE_FLAGS } from '../server/node-flags.js';
 import { CLI_PATH, freePort } from '../testing/harness.js';
 import { startS3TestServer, type S3TestServer } from '../testing/s3-test-server.js';
+import { OCI_MANIFEST } from './client.js';
+import { seedUnreferencedBlobs } from './workloads.js';
 
 const run = promisify(execFile);
 
@@ -119,29 +121,6 @@ async function timedCli(args: string[], env: NodeJS.ProcessEnv = process.env): P
 
 // ---------------------------------------------------------------- filesystem
 
-async function seedFsBlobs(root: string, count: number, concurrency: number): Promise<void> {
-  const blobs = join(root, 'docker', 'registry', 'v2', 'blobs', 'sha256');
-  const old = new Date(Date.now() - 24 * 3600 * 1000);
-  const limit = pLimit(concurrency);
-  const made = new Set<string>();
-  const BATCH = 10_000;
-  for (let i = 0; i < count; i += BATCH) {
-    await Promise.all(Array.from({ length: Math.min(BATCH, count - i) }, (_, j) => limit(async () => {
-      const content = `scale-${i + j}`;
-      const hex = hexOf(content);
-      const xx = join(blobs, hex.slice(0, 2));
-      if (!made.has(xx)) {
-        await mkdir(xx, { recursive: true });
-        made.add(xx);
-      }
-      const dir = join(xx, hex);
-      await mkdir(dir);
-      await writeFile(join(dir, 'data'), content);
-      await utimes(join(dir, 'data'), old, old);
-    })));
-  }
-}
-
 async function gcFilesystem(args: Args): Promise<void> {
   console.log(`\n## GC on the filesystem (${args.tmp})\n`);
   console.log('| blobs | seed s | gc wall s | gc user+sys s | peak RSS MB | us wall/blob | us CPU/blob | deleted |');
@@ -157,7 +136,7 @@ async function gcFilesystem(args: Args): Promise<void> {
         http: { addr: '127.0.0.1:0' },
       }));
       const seedStart = process.hrtime.bigint();
-      await seedFsBlobs(root, n, args.concurrency);
+      await seedUnreferencedBlobs(root, n, 'scale', args.concurrency);
       const seed = Number(process.hrtime.bigint() - seedStart) / 1e9;
       const t = await timedCli(['garbage-collect', configPath]);
       const deleted = /finished in [\d.]+s: (\d+) blobs/.exec(t.stdout + t.stderr);
@@ -219,7 +198,6 @@ async function countingProxy(target: string): Promise<{ url: string; counts: Map
 const countsText = (c: Map<string, number>) => [...c].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v.toLocaleString('en')}`).join(', ');
 const total = (c: Map<string, number>) => [...c.values()].reduce((a, b) => a + b, 0);
 
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
 /** Seed registry:2's layout under `root` with parallel PutObject. Returns the number of objects written. */
 async function seedS3(client: S3Client, bucket: string, root: string, blobs: number, repos: number, concurrency: number): Promise<{ objects: number; manyTags: number }> {

@@ -5,6 +5,7 @@
  */
 import { mkdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import pLimit from 'p-limit';
 import { allBlobs, generateImage, writeOciLayout } from '../testing/e2e/image.js';
 import {
   MB, OCI_MANIFEST, curlGet, latencyMs, makeBlobFile, median, nodeRate, pushConcurrently, pushMonolithic, pushSmallImage,
@@ -93,6 +94,15 @@ async function blobFile(shared: Shared, name: string, size: number, seed: number
 }
 
 /** One unmeasured push, so the first measured repetition does not pay for the server's JIT warm-up. */
+/** `count` input files `<name>-<i>` of `size` bytes, seeds `seed + i`: new content for one repetition's pushes. */
+async function freshFiles(shared: Shared, name: string, count: number, size: number, seed: number) {
+  const files = [];
+  for (let i = 0; i < count; i++) files.push(await blobFile(shared, `${name}-${i}`, size, seed + i));
+  return files;
+}
+
+const totalMB = (files: Array<{ size: number }>) => files.reduce((a, f) => a + f.size, 0) / MB;
+
 async function warmUpPush(server: BenchServer, shared: Shared): Promise<void> {
   const file = await blobFile(shared, 'warm', 8 * MB, 99);
   await pushMonolithic(server.url, 'bench/warm', file.path, file.size, file.digest);
@@ -171,13 +181,10 @@ const concurrentPush: Workload = {
   rssTarget: (s) => (s.s3 ? 120 : undefined),
   setup: warmUpPush,
   async measure(server, shared, rep) {
-    const files = [];
-    for (let i = 0; i < shared.sizes.concurrentPushes; i++) {
-      files.push(await blobFile(shared, `many-${rep}-${i}`, shared.sizes.smallBlobBytes, 10_000 + rep * 100 + i));
-    }
+    const files = await freshFiles(shared, `many-${rep}`, shared.sizes.concurrentPushes, shared.sizes.smallBlobBytes, 10_000 + rep * 100);
     const started = process.hrtime.bigint();
     await pushConcurrently(server.url, `bench/many-${rep}`, files);
-    return { 'push-concurrent': files.reduce((a, f) => a + f.size, 0) / MB / seconds(started) };
+    return { 'push-concurrent': totalMB(files) / seconds(started) };
   },
 };
 
@@ -301,11 +308,18 @@ const skopeoRoundTrip: Workload = {
  * The GC's time includes the fixed wait of its locking protocol (server/gc/worker.ts: P, a few seconds), so the
  * smaller run shows that fixed part and the difference between the two runs the part that grows with the blobs.
  */
-async function seedBlobs(server: BenchServer, count: number, salt: string): Promise<void> {
-  const blobs = join(server.rootDirectory, 'docker', 'registry', 'v2', 'blobs', 'sha256');
+/**
+ * `count` unreferenced blobs (content `<salt>-<i>`) written straight into the storage tree under `root`, data and
+ * folder dated a day back (past the collector's grace period), `concurrency` files at a time.
+ */
+export async function seedUnreferencedBlobs(root: string, count: number, salt: string, concurrency = 256): Promise<void> {
+  const blobs = join(root, 'docker', 'registry', 'v2', 'blobs', 'sha256');
   const old = new Date(Date.now() - 24 * 3600 * 1000);
-  for (let i = 0; i < count; i += 256) {
-    await Promise.all(Array.from({ length: Math.min(256, count - i) }, async (_, j) => {
+  const limit = pLimit(concurrency);
+  // A batch at a time, so that a million blobs are not a million promises at once.
+  const BATCH = 10_000;
+  for (let i = 0; i < count; i += BATCH) {
+    await Promise.all(Array.from({ length: Math.min(BATCH, count - i) }, (_, j) => limit(async () => {
       const content = `${salt}-${i + j}`;
       const hex = sha256(content).slice('sha256:'.length);
       const dir = join(blobs, hex.slice(0, 2), hex);
@@ -313,7 +327,7 @@ async function seedBlobs(server: BenchServer, count: number, salt: string): Prom
       await writeFile(join(dir, 'data'), content);
       await utimes(join(dir, 'data'), old, old);
       await utimes(dir, old, old);
-    }));
+    })));
   }
 }
 
@@ -329,7 +343,7 @@ const garbageCollect: Workload = {
   async measure(server, shared, rep) {
     const out: Record<string, number> = {};
     for (const [id, count] of [['gc-quarter', shared.sizes.gcBlobs / 4], ['gc-full', shared.sizes.gcBlobs]] as const) {
-      await seedBlobs(server, count, `${id}-${rep}`);
+      await seedUnreferencedBlobs(server.rootDirectory, count, `${id}-${rep}`);
       const started = process.hrtime.bigint();
       const r = await runProcess(process.execPath, [...NODE_FLAGS, CLI_PATH, 'garbage-collect', server.configPath], 30 * 60_000);
       const took = seconds(started);
@@ -424,16 +438,13 @@ const dockerPush: Workload = {
   ],
   setup: warmUpPush,
   async measure(server, shared, rep) {
-    const files = [];
-    for (let i = 0; i < shared.sizes.dockerLayers; i++) {
-      files.push(await blobFile(shared, `docker-${rep}-${i}`, shared.sizes.dockerLayerBytes, 30_000 + rep * 100 + i));
-    }
+    const files = await freshFiles(shared, `docker-${rep}`, shared.sizes.dockerLayers, shared.sizes.dockerLayerBytes, 30_000 + rep * 100);
     const started = process.hrtime.bigint();
     await Promise.all(files.map((f, i) => pushStreamed(server.url, `bench/docker-${rep}`, f.path, f.digest).catch((err: Error) => {
       throw new Error(`layer ${i}: ${err.message}`);
     })));
     const took = seconds(started);
-    return { 'push-docker': files.reduce((a, f) => a + f.size, 0) / MB / took, 'push-docker-time': took };
+    return { 'push-docker': totalMB(files) / took, 'push-docker-time': took };
   },
 };
 
