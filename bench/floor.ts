@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { MB, makeBlobFile, median, pushConcurrently, pushMonolithic, runProcess } from './client.js';
 import { cpuSeconds, registry2Available, startServer, type ServerKind } from './servers.js';
 import { freePort } from '../testing/harness.js';
-import { NODE_FLAGS } from '../server/node-flags.js';
+import { NODE_FLAGS, withMallocEnv } from '../server/node-flags.js';
 
 const HELP = `usage: npm run bench:floor -- [options]
   --mb N          size of the single pushed blob in MB (default 200)
@@ -35,7 +35,7 @@ interface Result { server: string; rate: number; cpu: number }
 
 async function startFloorServer(mode: string, dir: string): Promise<{ url: string; child: ChildProcess }> {
   const port = await freePort();
-  const child = spawn(process.execPath, [...NODE_FLAGS, FLOOR_SERVER, mode, String(port), dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...NODE_FLAGS, FLOOR_SERVER, mode, String(port), dir], { stdio: ['ignore', 'pipe', 'inherit'], env: withMallocEnv() });
   await new Promise<void>((ready, fail) => {
     child.stdout!.setEncoding('utf8').on('data', (d: string) => { if (d.includes('ready')) ready(); });
     child.once('exit', (code) => fail(new Error(`floor server ${mode} exited with ${code}`)));

@@ -28,7 +28,7 @@ import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import pLimit from 'p-limit';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { NODE_FLAGS } from '../server/node-flags.js';
+import { NODE_FLAGS, withMallocEnv } from '../server/node-flags.js';
 import { CLI_PATH, freePort } from '../testing/harness.js';
 import { startS3TestServer, type S3TestServer } from '../testing/s3-test-server.js';
 import { OCI_MANIFEST } from './client.js';
@@ -96,7 +96,7 @@ interface Timed {
 }
 
 /** Run the CLI under GNU time: wall, CPU and the collector's own peak RSS (maxrss of the waited child). */
-async function timedCli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Timed> {
+async function timedCli(args: string[], env: NodeJS.ProcessEnv = withMallocEnv()): Promise<Timed> {
   const dir = await mkdtemp(join(tmpdir(), 'wharf-scale-time-'));
   const out = join(dir, 'time');
   try {
@@ -258,7 +258,7 @@ async function seedS3(client: S3Client, bucket: string, root: string, blobs: num
 
 async function startWharf(configPath: string, logPath: string, port: number): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
   const log = openSync(logPath, 'a');
-  const env = { ...process.env };
+  const env = withMallocEnv();
   delete env.AWS_CA_BUNDLE;
   const child = spawn(process.execPath, [...NODE_FLAGS, CLI_PATH, 'serve', configPath], { stdio: ['ignore', log, log], env });
   closeSync(log);
@@ -357,7 +357,7 @@ async function gcS3(args: Args): Promise<void> {
 
         // GC.
         proxy.counts.clear();
-        const env = { ...process.env };
+        const env = withMallocEnv();
         delete env.AWS_CA_BUNDLE;
         const t = await timedCli(['garbage-collect', configPath, '--grace', '0s'], env);
         const gcReqs = new Map(proxy.counts);

@@ -15,7 +15,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { CLI_PATH, REGISTRY2_BIN, freePort } from '../testing/harness.js';
-import { NODE_FLAGS } from '../server/node-flags.js';
+import { NODE_FLAGS, withMallocEnv } from '../server/node-flags.js';
 
 export type ServerKind = 'wharf' | 'registry2' | 'floor';
 
@@ -98,7 +98,8 @@ export async function startServer(kind: ServerKind, options: ServerOptions = {})
   const log = openSync(logPath, 'a');
   // The S3 test server speaks plain HTTP on loopback. registry:2's AWS SDK fails to start when AWS_CA_BUNDLE is set
   // (it cannot apply a CA bundle to its transport), so neither server is given one.
-  const env = { ...process.env };
+  // Wharf and the floor with the allocator settings Wharf runs with (registry:2, a Go program, does not read them).
+  const env = withMallocEnv();
   if (options.s3) delete env.AWS_CA_BUNDLE;
   if (kind === 'floor') await mkdir(rootDirectory);
   const child = kind === 'wharf'

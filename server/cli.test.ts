@@ -1,19 +1,22 @@
-/** The `wharf` command (server/cli.ts) starts Node with Wharf's flags, and `serve` does however it was started. */
+/**
+ * The `wharf` command (server/cli.ts) starts Node with Wharf's flags and allocator settings, and `serve` does however
+ * it was started.
+ */
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NODE_FLAGS, missingNodeFlags } from './node-flags.js';
+import { MALLOC_ENV, NODE_FLAGS, mallocEnvAssignments, missingMallocEnv, missingNodeFlags } from './node-flags.js';
 import { waitFor } from '../testing/helpers.js';
 
 test('run as a command, cli.js starts node with NODE_FLAGS, and npm start passes them too', async (t) => {
   const launcher = join(dirname(fileURLToPath(import.meta.url)), 'cli.js');
   const [firstLine] = (await readFile(launcher, 'utf8')).split('\n');
-  t.is(firstLine, `#!/usr/bin/env -S node ${NODE_FLAGS.join(' ')}`);
+  t.is(firstLine, `#!/usr/bin/env -S ${mallocEnvAssignments()} node ${NODE_FLAGS.join(' ')}`);
   const pkg = JSON.parse(await readFile(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8'));
-  t.true(pkg.scripts.start.includes(`node ${NODE_FLAGS.join(' ')} dist/server/cli.js serve`));
+  t.true(pkg.scripts.start.includes(`${mallocEnvAssignments()} node ${NODE_FLAGS.join(' ')} dist/server/cli.js serve`));
 
   // Executed through its first line, as the `wharf` command (npm's bin link, the container image) runs it: a server
   // that stays up until it is stopped, so its command line can be read whatever the machine's load.
@@ -35,6 +38,8 @@ test('run as a command, cli.js starts node with NODE_FLAGS, and npm start passes
   await listening;
   const cmdline = await readFile(`/proc/${child.pid}/cmdline`, 'utf8');
   for (const flag of NODE_FLAGS) t.true(cmdline.split('\0').includes(flag), cmdline.replaceAll('\0', ' '));
+  const environ = (await readFile(`/proc/${child.pid}/environ`, 'utf8')).split('\0');
+  for (const [name, value] of Object.entries(MALLOC_ENV)) t.true(environ.includes(`${name}=${value}`), name);
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
   child.kill('SIGTERM');
   t.is(await exited, 0, 'it stops cleanly on SIGTERM');
@@ -55,6 +60,12 @@ test('missingNodeFlags: by name, from the command line or NODE_OPTIONS; another 
   t.deepEqual(missingNodeFlags(['--max-old-space-size=512'], ''), [...NODE_FLAGS]);
 });
 
+test('missingMallocEnv: a setting given any value is the operator\'s choice', (t) => {
+  t.deepEqual(missingMallocEnv({}), { ...MALLOC_ENV });
+  t.deepEqual(missingMallocEnv({ MALLOC_TRIM_THRESHOLD_: '0' }), { MALLOC_MMAP_THRESHOLD_: MALLOC_ENV.MALLOC_MMAP_THRESHOLD_ });
+  t.deepEqual(missingMallocEnv({ ...MALLOC_ENV }), {});
+});
+
 test('started as `node cli.js serve` without the flags, serve runs itself again with them and passes signals on', async (t) => {
   const cli = join(dirname(fileURLToPath(import.meta.url)), 'cli.js');
   const dir = await mkdtemp(join(tmpdir(), 'wharf-cli-'));
@@ -64,6 +75,7 @@ test('started as `node cli.js serve` without the flags, serve runs itself again 
   const env: NodeJS.ProcessEnv = { ...process.env, WHARF_ANNOUNCE_LISTEN: '1' };
   delete env.NODE_OPTIONS;
   delete env.WHARF_RELAUNCHED;
+  for (const name of Object.keys(MALLOC_ENV)) delete env[name];
   const parent = spawn(process.execPath, [cli, 'serve', config], { stdio: ['ignore', 'pipe', 'pipe'], env });
   t.teardown(() => { parent.kill('SIGKILL'); });
   let out = '';
@@ -77,6 +89,8 @@ test('started as `node cli.js serve` without the flags, serve runs itself again 
   const childCmdline = (await readFile(`/proc/${children[0]}/cmdline`, 'utf8')).split('\0');
   for (const flag of NODE_FLAGS) t.true(childCmdline.includes(flag), childCmdline.join(' '));
   t.true(childCmdline.includes('serve') && childCmdline.includes(config));
+  const childEnviron = (await readFile(`/proc/${children[0]}/environ`, 'utf8')).split('\0');
+  for (const [name, value] of Object.entries(MALLOC_ENV)) t.true(childEnviron.includes(`${name}=${value}`), name);
   const base = /WHARF_LISTENING (\S+)/.exec(out)![1]!;
   t.is((await fetch(`${base}/v2/`)).status, 200);
 
@@ -97,4 +111,27 @@ test('started as `node cli.js serve` without the flags, serve runs itself again 
   const [server] = (await readFile(`/proc/${second.pid}/task/${second.pid}/children`, 'utf8')).trim().split(/\s+/);
   second.kill('SIGKILL');
   await waitFor('the orphaned server stopped', async () => (await readFile(`/proc/${server}/cmdline`, 'utf8').then(() => false, () => true)) || undefined);
+});
+
+test('started with the flags and the operator\'s own allocator settings, serve runs as it is, keeping them', async (t) => {
+  const cli = join(dirname(fileURLToPath(import.meta.url)), 'cli.js');
+  const dir = await mkdtemp(join(tmpdir(), 'wharf-cli-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const config = join(dir, 'config.yml');
+  await writeFile(config, `version: 0.1\nlog:\n  level: error\nhttp:\n  addr: 127.0.0.1:0\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n`);
+  const env: NodeJS.ProcessEnv = { ...process.env, WHARF_ANNOUNCE_LISTEN: '1', MALLOC_TRIM_THRESHOLD_: '1048576', MALLOC_MMAP_THRESHOLD_: '262144' };
+  delete env.NODE_OPTIONS;
+  delete env.WHARF_RELAUNCHED;
+  const server = spawn(process.execPath, [...NODE_FLAGS, cli, 'serve', config], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  t.teardown(() => { server.kill('SIGKILL'); });
+  let out = '';
+  server.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
+  await waitFor('the server listening', async () => out.includes('WHARF_LISTENING ') || undefined);
+  const children = (await readFile(`/proc/${server.pid}/task/${server.pid}/children`, 'utf8')).trim();
+  t.is(children, '', 'no second process: nothing was missing');
+  const environ = (await readFile(`/proc/${server.pid}/environ`, 'utf8')).split('\0');
+  t.true(environ.includes('MALLOC_TRIM_THRESHOLD_=1048576'));
+  const exited = new Promise<number | null>((resolve) => server.once('exit', resolve));
+  server.kill('SIGTERM');
+  t.is(await exited, 0);
 });

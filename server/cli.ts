@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4 --initial-old-space-size=64
+#!/usr/bin/env -S MALLOC_TRIM_THRESHOLD_=134217728 MALLOC_MMAP_THRESHOLD_=33554432 node --max-semi-space-size=4 --initial-old-space-size=64
 /**
  * The `wharf` command: one binary, subcommands.
  *
@@ -12,8 +12,9 @@
  *
  * Exit codes: 0 success, 1 runtime failure, 2 invalid usage or configuration.
  *
- * The first line starts Node with Wharf's flags (NODE_FLAGS in ./node-flags.ts, which says why) when the file runs
- * as a command; `serve` started by `node cli.js` without them runs itself again with them (relaunchWithFlags).
+ * The first line starts Node with Wharf's flags and allocator settings (NODE_FLAGS and MALLOC_ENV in ./node-flags.ts,
+ * which says why) when the file runs as a command; `serve` started by `node cli.js` without them runs itself again
+ * with them (relaunchWithFlags).
  */
 import { spawn } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
@@ -21,7 +22,7 @@ import { constants as osConstants } from 'node:os';
 // and the process that does so should not have loaded the server. The rest is imported where a command needs it.
 import type { WharfConfig } from './config/index.js';
 import { isWorker, parseWorkers, reportListening, runPrimary } from './cluster.js';
-import { missingNodeFlags } from './node-flags.js';
+import { missingMallocEnv, missingNodeFlags } from './node-flags.js';
 
 const USAGE = `usage:
   wharf serve [config.yml] [--workers N|auto]     (or WHARF_WORKERS; default 1)
@@ -77,16 +78,16 @@ function parseServeArgs(args: string[]): { path?: string; workers: number } {
 }
 
 /**
- * Run this same command again in a Node started with the NODE_FLAGS it lacks, and stand in for it: signals are passed
- * on (SIGHUP reloads, SIGTERM/SIGINT drain), and its exit is this process's exit. So `node dist/server/cli.js serve`
- * serves as tuned however it was started. The first line of this file makes the `wharf` command start with the flags,
- * so it never comes here.
+ * Run this same command again in a Node started with the NODE_FLAGS and MALLOC_ENV settings it lacks, and stand in
+ * for it: signals are passed on (SIGHUP reloads, SIGTERM/SIGINT drain), and its exit is this process's exit. So
+ * `node dist/server/cli.js serve` serves as tuned however it was started. The first line of this file makes the
+ * `wharf` command start with both, so it never comes here.
  */
-function relaunchWithFlags(missing: string[]): void {
+function relaunchWithFlags(missing: string[], mallocEnv: Record<string, string>): void {
   const child = spawn(process.execPath, [...missing, ...process.execArgv, process.argv[1]!, ...process.argv.slice(2)], {
     // The IPC channel is only there to end: the server stops when this process is gone, even when it was SIGKILLed.
     stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
-    env: { ...process.env, WHARF_RELAUNCHED: '1' },
+    env: { ...mallocEnv, ...process.env, WHARF_RELAUNCHED: '1' },
   });
   for (const signal of ['SIGHUP', 'SIGTERM', 'SIGINT'] as const) process.on(signal, () => child.kill(signal));
   child.once('error', (err) => {
@@ -105,7 +106,10 @@ async function serve(args: string[]): Promise<void> {
     process.exit(2);
   }
   const missing = missingNodeFlags(process.execArgv, process.env.NODE_OPTIONS);
-  if (missing.length > 0 && !process.env.WHARF_RELAUNCHED && !isWorker()) return relaunchWithFlags(missing);
+  const mallocEnv = missingMallocEnv(process.env);
+  if ((missing.length > 0 || Object.keys(mallocEnv).length > 0) && !process.env.WHARF_RELAUNCHED && !isWorker()) {
+    return relaunchWithFlags(missing, mallocEnv);
+  }
   const { path, workers } = parsed;
   const { config, warnings } = await load(path);
   const { createLogger } = await import('./logging.js');

@@ -1,8 +1,9 @@
 /**
- * Flags Wharf's processes run Node with. The `wharf` command's first line passes them (server/cli.ts: Node's flags
- * cannot be set from inside a running process), and so do `npm start`, the test harness and the benchmark; `serve`
- * started by `node dist/server/cli.js` without them runs itself again with them (`relaunchWithFlags`). A test holds
- * the first line and this list together.
+ * Flags Wharf's processes run Node with, and the settings of the C library's allocator they run with (MALLOC_ENV,
+ * below). The `wharf` command's first line passes both (server/cli.ts: neither can be set from inside a running
+ * process), and so do `npm start`, the test harness and the benchmark; `serve` started by `node dist/server/cli.js`
+ * without them runs itself again with them (`relaunchWithFlags`). A test holds the first line and these lists
+ * together.
  *
  * --max-semi-space-size=4 (MiB), the young generation's size. Two things pull it in opposite directions:
  * - every 64 KiB a pushed blob body arrives in is a fresh buffer outside V8's heap, freed only when the small object
@@ -41,4 +42,43 @@ function flagName(flag: string): string {
 export function missingNodeFlags(execArgv: readonly string[], nodeOptions = ''): string[] {
   const given = new Set([...execArgv, ...nodeOptions.split(/\s+/)].filter((a) => a.startsWith('--')).map(flagName));
   return NODE_FLAGS.filter((flag) => !given.has(flagName(flag)));
+}
+
+/**
+ * glibc's allocator settings (environment variables read when the process starts). Node allocates each chunk of a
+ * request or response body it receives (64 KiB from a socket read) with malloc, and frees it when the garbage
+ * collector finds it dead, tens of megabytes at a time. By default glibc gives the free memory at the top of its heap
+ * back to the system once more than 128 KiB of it is free there, and moves that threshold as it goes; so depending
+ * on where the last long-lived allocation happened to land, either nothing is given back or everything is, and in
+ * the second case every new chunk lands in pages the kernel must fault in and zero again. A blob GET from S3 showed
+ * both in successive runs of the same build: 35-50 ms of CPU per 32 MB GET with 3-60 minor page faults, or 170-325
+ * ms with 8,000-11,000 (one per 4 KiB of body), at 73-106 instead of 134-207 MB/s.
+ *
+ * MALLOC_TRIM_THRESHOLD_ (128 MiB): free memory at the top of the heap is kept up to this much, so the churn of body
+ * buffers between two collections (30-40 MB) reuses the same pages. MALLOC_MMAP_THRESHOLD_ (32 MiB, the most the
+ * adaptive threshold would reach): setting the first stops the adaptation, and this keeps buffers below 32 MiB
+ * (S3 part buffers, the filesystem's read buffers) on the heap rather than in mappings faulted in afresh each time.
+ * With both, CPU per S3 GET stayed at 37-42 ms in every run, and peak RSS (a high-water mark) did not grow: what is
+ * kept is what the process already had. What it changes is that RSS after a burst stays near that peak instead of
+ * falling back. A value set in the environment is the operator's choice and is kept, except by the `wharf` command,
+ * whose first line sets these.
+ */
+export const MALLOC_ENV: Readonly<Record<string, string>> = {
+  MALLOC_TRIM_THRESHOLD_: String(128 * 1024 * 1024),
+  MALLOC_MMAP_THRESHOLD_: String(32 * 1024 * 1024),
+};
+
+/** The MALLOC_ENV settings `env` lacks (a variable set to any value counts as set). */
+export function missingMallocEnv(env: NodeJS.ProcessEnv): Record<string, string> {
+  return Object.fromEntries(Object.entries(MALLOC_ENV).filter(([name]) => env[name] === undefined));
+}
+
+/** `env` with the MALLOC_ENV settings it lacks: for starting a Wharf (or benchmark) process. */
+export function withMallocEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  return { ...MALLOC_ENV, ...env };
+}
+
+/** `NAME=value` for each MALLOC_ENV setting, as the `wharf` command's first line and `npm start` give them. */
+export function mallocEnvAssignments(): string {
+  return Object.entries(MALLOC_ENV).map(([name, value]) => `${name}=${value}`).join(' ');
 }

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { NODE_FLAGS } from '../server/node-flags.js';
+import { NODE_FLAGS, withMallocEnv } from '../server/node-flags.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** dist/server/cli.js (the `wharf` command), found relative to this compiled file (dist/testing/harness.js). */
@@ -77,7 +77,7 @@ export async function startWharf(options: StartOptions = {}): Promise<RunningWha
   await writeFile(configPath, stringify(config));
 
   const child = spawn(process.execPath, [...NODE_FLAGS, ...(options.nodeArgs ?? []), CLI_PATH, 'serve', configPath], {
-    env: { ...process.env, ...options.env, WHARF_ANNOUNCE_LISTEN: '1' },
+    env: { ...withMallocEnv(), ...options.env, WHARF_ANNOUNCE_LISTEN: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
