@@ -127,6 +127,14 @@ export function createApp(deps: AppDeps): Koa {
   app.proxy = false;
   const { logger, options } = deps;
   const trustedProxies = new TrustedProxies(options.trustedProxies);
+  /** The headers every response carries besides its request id, in the order they are set. */
+  const commonHeaders: Array<[string, string | string[]]> = [
+    ['Docker-Distribution-API-Version', 'registry/2.0'],
+    ...Object.entries(SECURITY_HEADERS),
+    // As Koa's set would: a single-valued header configured as a one-element list goes out as that value.
+    ...Object.entries(options.headers).map(([header, values]): [string, string | string[]] =>
+      Array.isArray(values) && values.length === 1 && /^content-(type|length)$/i.test(header) ? [header, values[0]!] : [header, values]),
+  ];
 
   // 1. Errors: every failure becomes the spec's JSON envelope. Registered first so it sees everything.
   app.use(async (ctx: Koa.Context, next: Next) => {
@@ -144,10 +152,12 @@ export function createApp(deps: AppDeps): Koa {
     const requestId = REQUEST_ID.test(asked) ? asked : randomUUID();
     ctx.state.requestId = requestId;
     const setCommonHeaders = () => {
-      ctx.set('X-Request-Id', requestId);
-      ctx.set('Docker-Distribution-API-Version', 'registry/2.0');
-      for (const [header, value] of Object.entries(SECURITY_HEADERS)) ctx.set(header, value);
-      for (const [header, values] of Object.entries(options.headers)) ctx.set(header, values);
+      // Straight to Node rather than through ctx.set, which builds three arrays and a closure per header: on a
+      // manifest GET these headers were the largest share of the request's allocations (5 of 37 KB).
+      if (ctx.headerSent) return;
+      const res = ctx.res;
+      res.setHeader('X-Request-Id', requestId);
+      for (const [header, value] of commonHeaders) res.setHeader(header, value);
     };
     setCommonHeaders();
     try {
