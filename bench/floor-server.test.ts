@@ -1,6 +1,7 @@
 /**
  * The durable floor server speaks enough of the blob-upload API for the benchmark's push clients (bench/run.ts's
- * workloads 2, 3 and 9), and, like a registry, answers 201 only for the digest of the bytes it received.
+ * workloads 2, 3 and 9), and, like a registry, answers 201 only for the digest of the bytes it received; and serves
+ * back what workload 10 reads of it (blobs by digest, manifests by tag and digest).
  * Starts a process (the floor server): not in the unit set.
  */
 import test from 'ava';
@@ -81,4 +82,33 @@ test('the benchmark clients push through it: monolithic PUT and streamed PATCH w
 
 test('an unknown upload session is 404', async (t) => {
   t.is((await send('PATCH', `${server.url}/v2/floor/c/blobs/uploads/00000000-0000-0000-0000-000000000000`, [Buffer.from('x')])).status, 404);
+});
+
+test('a pushed blob is read back by digest, and a manifest put by tag is read back by tag and by digest', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'floor-read-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const bytes = Buffer.alloc(1_000_000, 9);
+  const path = join(dir, 'blob');
+  await writeFile(path, bytes);
+  const digest = sha256(bytes);
+  t.is((await fetch(`${server.url}/v2/floor/read/blobs/${digest}`)).status, 404, 'nothing before the push');
+  await pushMonolithic(server.url, 'floor/read', path, bytes.length, digest);
+  const got = await fetch(`${server.url}/v2/floor/read/blobs/${digest}`);
+  t.is(got.status, 200);
+  t.true(Buffer.from(await got.arrayBuffer()).equals(bytes));
+  const head = await fetch(`${server.url}/v2/floor/read/blobs/${digest}`, { method: 'HEAD' });
+  t.is(head.headers.get('content-length'), String(bytes.length));
+
+  const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, layers: [{ digest, size: bytes.length }] }));
+  const type = 'application/vnd.oci.image.manifest.v1+json';
+  const put = await fetch(`${server.url}/v2/floor/read/manifests/v1`, { method: 'PUT', headers: { 'Content-Type': type }, body: manifest });
+  t.is(put.status, 201);
+  t.is(put.headers.get('docker-content-digest'), sha256(manifest));
+  for (const reference of ['v1', sha256(manifest)]) {
+    const read = await fetch(`${server.url}/v2/floor/read/manifests/${reference}`);
+    t.is(read.status, 200, reference);
+    t.is(read.headers.get('content-type'), type);
+    t.true(Buffer.from(await read.arrayBuffer()).equals(manifest));
+  }
+  t.is((await fetch(`${server.url}/v2/floor/read/manifests/v2`)).status, 404);
 });

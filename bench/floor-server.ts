@@ -16,10 +16,16 @@
  *   body, chunked or not (the bytes are appended and, when durable, synced before the 202, as Wharf does; Location
  *   and Range), `PUT <location>?digest=` with the rest of the body or none (201 when the digest matches what was
  *   received, 400 otherwise). The file stays in <dir> (Wharf keeps its blobs too) until the server's directory is
- *   removed. No content store, no links, no manifests: only the work every durable push must do.
+ *   removed. No content store and no links: only the work every durable push must do.
+ * - Reads, as much as the benchmark's blob GET and manifest workloads use, so that one floor process can go through
+ *   the same workloads as Wharf (the memory figure of bench/run.ts's workload 10): `GET`/`HEAD /v2/<name>/blobs/<digest>`
+ *   streams the file a completed upload of that digest left (`createReadStream().pipe()`, 404 when none), and
+ *   `PUT /v2/<name>/manifests/<reference>` keeps the manifest in memory under its tag and digest (201), which
+ *   `GET`/`HEAD` of either answers with its media type.
  */
 import { createHash, randomUUID, type Hash } from 'node:crypto';
-import { open, rm, type FileHandle } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 
@@ -122,6 +128,55 @@ async function plainPush(req: IncomingMessage, res: ServerResponse): Promise<voi
 }
 
 const UPLOADS = /^\/v2\/(.+)\/blobs\/uploads\/([0-9a-f-]*)$/;
+const BLOB = /^\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/;
+const MANIFEST = /^\/v2\/(.+)\/manifests\/([^/]+)$/;
+/** Where each completed upload's bytes are, by digest. */
+const blobs = new Map<string, string>();
+/** Manifests by `<name>:<tag>` and `<name>@<digest>`. */
+const manifests = new Map<string, { type: string; body: Buffer }>();
+
+/** The reads and manifest writes the benchmark's blob GET and manifest workloads make; false when `url` is not one. */
+async function registryRead(req: IncomingMessage, res: ServerResponse, url: URL): Promise<boolean> {
+  const blob = BLOB.exec(url.pathname);
+  if (blob && (req.method === 'GET' || req.method === 'HEAD')) {
+    req.resume();
+    const path = blobs.get(blob[2]!);
+    const size = path ? (await stat(path).catch(() => undefined))?.size : undefined;
+    if (!path || size === undefined) {
+      res.writeHead(404).end();
+      return true;
+    }
+    res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': size, 'Docker-Content-Digest': blob[2] });
+    if (req.method === 'HEAD') res.end();
+    else createReadStream(path).pipe(res);
+    return true;
+  }
+  const manifest = MANIFEST.exec(url.pathname);
+  if (!manifest) return false;
+  const [, name, reference] = manifest;
+  const key = reference!.startsWith('sha256:') ? `${name}@${reference}` : `${name}:${reference}`;
+  if (req.method === 'PUT') {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req as AsyncIterable<Buffer>) chunks.push(chunk);
+    const body = Buffer.concat(chunks);
+    const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+    const entry = { type: req.headers['content-type'] ?? 'application/octet-stream', body };
+    manifests.set(key, entry);
+    manifests.set(`${name}@${digest}`, entry);
+    res.writeHead(201, { Location: `/v2/${name}/manifests/${digest}`, 'Docker-Content-Digest': digest, 'Content-Length': '0' }).end();
+    return true;
+  }
+  if (req.method !== 'GET' && req.method !== 'HEAD') return false;
+  req.resume();
+  const entry = manifests.get(key);
+  if (!entry) {
+    res.writeHead(404).end();
+    return true;
+  }
+  res.writeHead(200, { 'Content-Type': entry.type, 'Content-Length': entry.body.length });
+  res.end(req.method === 'HEAD' ? undefined : entry.body);
+  return true;
+}
 
 /** The distribution API's blob upload, as far as the benchmark's clients go. */
 async function registryPush(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
@@ -129,6 +184,7 @@ async function registryPush(req: IncomingMessage, res: ServerResponse, url: URL)
     res.writeHead(200, { 'Content-Type': 'application/json' }).end('{}');
     return;
   }
+  if (await registryRead(req, res, url)) return;
   const m = UPLOADS.exec(url.pathname);
   if (!m) {
     req.resume();
@@ -169,6 +225,7 @@ async function registryPush(req: IncomingMessage, res: ServerResponse, url: URL)
       res.writeHead(400, { 'Content-Type': 'text/plain' }).end(`digest ${digest}, expected ${expected}`);
       return;
     }
+    if (upload.file) blobs.set(digest!, join(dir, `upload-${id}`));
     res.writeHead(201, { Location: `/v2/${name}/blobs/${digest}`, 'Docker-Content-Digest': digest, 'Content-Length': '0' }).end();
     return;
   }

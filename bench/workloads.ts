@@ -66,6 +66,11 @@ export interface Workload {
   s3?: boolean;
   /** A push workload: the durable floor server (bench/floor-server.ts) runs it too, beside Wharf and registry:2. */
   floor?: boolean;
+  /**
+   * The floor server answers this workload's requests too (blob GET, manifest GET), though it is not compared in it:
+   * workload 10 takes the floor through it, so that its peak RSS is measured through the same traffic as Wharf's.
+   */
+  floorAnswers?: boolean;
   /** Repetitions of this workload whatever --reps says. */
   reps?: number;
   /** A bound on Wharf's peak RSS over the workload (MB). */
@@ -113,6 +118,7 @@ const blobGet: Workload = {
   id: 1,
   title: 'Blob GET',
   s3: true,
+  floorAnswers: true,
   figures: (s) => [
     { id: 'get-1', label: `GET ${mb(s.blobBytes)} blob, 1 stream`, unit: 'MB/s', better: 'higher', target: { ratio: s.s3 ? 1.0 : 0.85 } },
     // S3 target: Wharf's CPU at most 1.5 times registry:2's, a speed ratio (registry:2/Wharf) of at least 1/1.5.
@@ -192,6 +198,7 @@ const manifestGet: Workload = {
   id: 4,
   title: 'Manifest GET by tag',
   s3: true,
+  floorAnswers: true,
   figures: (s) => [
     { id: 'manifest-tag', label: `manifest GET by tag, ${s.connections} keep-alive connections`, unit: 'req/s', better: 'higher', target: { ratio: 6.0 } },
     { id: 'manifest-cpu', label: 'server CPU time per manifest GET', unit: 'µs', better: 'lower', target: { max: 120 } },
@@ -459,6 +466,8 @@ function oneProcess(parts: Workload[]): Workload {
     id: 10,
     title: 'One process through every filesystem workload',
     reps: 1,
+    // The durable floor too, through 1, 2, 3, 9 and 4: what a minimal Node server peaks at under the same traffic.
+    floor: true,
     rssTarget: () => 100,
     rssLabel: 'peak RSS of one process through every filesystem workload',
     figures: () => parts.map((w) => ({ id: `hwm-${w.id}`, label: `peak RSS so far, after workload ${w.id} (${w.title})`, unit: 'MB', better: 'lower' as const })),
@@ -469,6 +478,8 @@ function oneProcess(parts: Workload[]): Workload {
       const out: Record<string, number> = {};
       for (const w of parts) {
         if (w.wharfOnly && server.kind !== 'wharf') continue;
+        // The floor goes through the workloads it can answer: the pushes, blob GETs and manifest GETs.
+        if (server.kind === 'floor' && !w.floor && !w.floorAnswers) continue;
         await w.setup?.(server, shared);
         await w.measure(server, shared, rep);
         out[`hwm-${w.id}`] = (await peakRss(server.pid)).total / MB;
