@@ -84,6 +84,8 @@ class Sink {
 /** One upload: the running hash and, in the modes that write, the file and its sink. */
 interface Upload {
   hash?: Hash;
+  /** The file the bytes are written to (in the modes that write). */
+  path?: string;
   file?: FileHandle;
   sink?: Sink;
   size: number;
@@ -93,7 +95,7 @@ async function openUpload(mode: Mode, path: string): Promise<Upload> {
   const hash = mode === 'discard' ? undefined : createHash('sha256');
   if (mode !== 'write' && mode !== 'durable') return { hash, size: 0 };
   const file = await open(path, 'w');
-  return { hash, file, sink: new Sink(file, mode === 'durable'), size: 0 };
+  return { hash, path, file, sink: new Sink(file, mode === 'durable'), size: 0 };
 }
 
 /** Hash and write the request body into the upload; resolves once it is written (and synced, when durable). */
@@ -225,7 +227,7 @@ async function registryPush(req: IncomingMessage, res: ServerResponse, url: URL)
       res.writeHead(400, { 'Content-Type': 'text/plain' }).end(`digest ${digest}, expected ${expected}`);
       return;
     }
-    if (upload.file) blobs.set(digest!, join(dir, `upload-${id}`));
+    if (upload.path) blobs.set(digest!, upload.path);
     res.writeHead(201, { Location: `/v2/${name}/blobs/${digest}`, 'Docker-Content-Digest': digest, 'Content-Length': '0' }).end();
     return;
   }

@@ -98,7 +98,6 @@ async function blobFile(shared: Shared, name: string, size: number, seed: number
   return file;
 }
 
-/** One unmeasured push, so the first measured repetition does not pay for the server's JIT warm-up. */
 /** `count` input files `<name>-<i>` of `size` bytes, seeds `seed + i`: new content for one repetition's pushes. */
 async function freshFiles(shared: Shared, name: string, count: number, size: number, seed: number) {
   const files = [];
@@ -108,6 +107,7 @@ async function freshFiles(shared: Shared, name: string, count: number, size: num
 
 const totalMB = (files: Array<{ size: number }>) => files.reduce((a, f) => a + f.size, 0) / MB;
 
+/** One unmeasured push, so the first measured repetition does not pay for the server's JIT warm-up. */
 async function warmUpPush(server: BenchServer, shared: Shared): Promise<void> {
   const file = await blobFile(shared, 'warm', 8 * MB, 99);
   await pushMonolithic(server.url, 'bench/warm', file.path, file.size, file.digest);
@@ -311,11 +311,6 @@ const skopeoRoundTrip: Workload = {
 };
 
 /**
- * `count` unreferenced blobs written straight into the content store, dated a day back (past any grace period).
- * The GC's time includes the fixed wait of its locking protocol (server/gc/worker.ts: P, a few seconds), so the
- * smaller run shows that fixed part and the difference between the two runs the part that grows with the blobs.
- */
-/**
  * `count` unreferenced blobs (content `<salt>-<i>`) written straight into the storage tree under `root`, data and
  * folder dated a day back (past the collector's grace period), `concurrency` files at a time.
  */
@@ -338,6 +333,11 @@ export async function seedUnreferencedBlobs(root: string, count: number, salt: s
   }
 }
 
+/**
+ * The collector over unreferenced blobs seeded straight into the content store. The GC's time includes the fixed
+ * wait of its locking protocol (server/gc/worker.ts: P, a few seconds), so the smaller run shows that fixed part and
+ * the difference between the two runs the part that grows with the blobs.
+ */
 const garbageCollect: Workload = {
   id: 7,
   title: 'Garbage collection',

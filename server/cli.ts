@@ -22,7 +22,7 @@ import { constants as osConstants } from 'node:os';
 // and the process that does so should not have loaded the server. The rest is imported where a command needs it.
 import type { WharfConfig } from './config/index.js';
 import { isWorker, parseWorkers, reportListening, runPrimary } from './cluster.js';
-import { missingMallocEnv, missingNodeFlags } from './node-flags.js';
+import { missingMallocEnv, missingNodeFlags, withMallocEnv } from './node-flags.js';
 
 const USAGE = `usage:
   wharf serve [config.yml] [--workers N|auto]     (or WHARF_WORKERS; default 1)
@@ -83,11 +83,11 @@ function parseServeArgs(args: string[]): { path?: string; workers: number } {
  * `node dist/server/cli.js serve` serves as tuned however it was started. The first line of this file makes the
  * `wharf` command start with both, so it never comes here.
  */
-function relaunchWithFlags(missing: string[], mallocEnv: Record<string, string>): void {
+function relaunchWithFlags(missing: string[]): void {
   const child = spawn(process.execPath, [...missing, ...process.execArgv, process.argv[1]!, ...process.argv.slice(2)], {
     // The IPC channel is only there to end: the server stops when this process is gone, even when it was SIGKILLed.
     stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
-    env: { ...mallocEnv, ...process.env, WHARF_RELAUNCHED: '1' },
+    env: { ...withMallocEnv(), WHARF_RELAUNCHED: '1' },
   });
   for (const signal of ['SIGHUP', 'SIGTERM', 'SIGINT'] as const) process.on(signal, () => child.kill(signal));
   child.once('error', (err) => {
@@ -106,10 +106,8 @@ async function serve(args: string[]): Promise<void> {
     process.exit(2);
   }
   const missing = missingNodeFlags(process.execArgv, process.env.NODE_OPTIONS);
-  const mallocEnv = missingMallocEnv(process.env);
-  if ((missing.length > 0 || Object.keys(mallocEnv).length > 0) && !process.env.WHARF_RELAUNCHED && !isWorker()) {
-    return relaunchWithFlags(missing, mallocEnv);
-  }
+  const mallocMissing = Object.keys(missingMallocEnv(process.env)).length > 0;
+  if ((missing.length > 0 || mallocMissing) && !process.env.WHARF_RELAUNCHED && !isWorker()) return relaunchWithFlags(missing);
   const { path, workers } = parsed;
   const { config, warnings } = await load(path);
   const { createLogger } = await import('./logging.js');
