@@ -166,6 +166,25 @@ test('filesystem: moveAcrossDevices copies, replaces the destination atomically,
   t.deepEqual(await readdir(a.dir), ['dest']);
 });
 
+test('filesystem: delete of a tree removes links without following them, wide folders, and races with another delete', async (t) => {
+  const { root, driver } = await setup(t);
+  const outside = await mkdtemp(join(tmpdir(), 'wharf-outside-'));
+  t.teardown(() => rm(outside, { recursive: true, force: true }));
+  await writeFile(join(outside, 'kept'), 'not ours');
+  await driver.putContent('/t/a/deep/file', 'x');
+  for (let i = 0; i < 150; i++) await driver.putContent(`/t/wide/f${i}`, String(i));
+  await symlink(outside, join(root, 't', 'a', 'link'));
+  await writeFile(join(root, 't', 'a', '.tmp-left-behind'), 'temp');
+  await driver.putContent('/u/kept', 'sibling');
+  await Promise.all([driver.delete('/t'), driver.delete('/t/wide'), driver.delete('/t/a/deep/file')].map((p) => p.catch((err: unknown) => {
+    // A delete that finds its path already gone says so; nothing else may fail.
+    if (!(err instanceof PathNotFoundError)) throw err;
+  })));
+  await t.throwsAsync(stat(join(root, 't')), { code: 'ENOENT' });
+  t.is(await readFile(join(outside, 'kept'), 'utf8'), 'not ours', 'the link was removed, not followed');
+  t.is((await driver.getContent('/u/kept')).toString(), 'sibling');
+});
+
 test('filesystem: the root exists (empty) before its directory is created by the first write', async (t) => {
   const { root, driver } = await setup(t);
   await t.throwsAsync(stat(root), { code: 'ENOENT' });

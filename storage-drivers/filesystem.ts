@@ -15,8 +15,8 @@
  *   - Creating a parent directory can race with a concurrent delete of that directory; operations that create
  *     parents retry a few times when their directory vanishes under them.
  */
-import { constants, type Stats } from 'node:fs';
-import { copyFile, lstat, mkdir, open, readdir, rename, rm, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { constants, type Dirent, type Stats } from 'node:fs';
+import { copyFile, lstat, mkdir, open, readdir, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { SmallFileReader } from './small-files.js';
@@ -279,7 +279,7 @@ export class FilesystemDriver implements StorageDriver {
     const full = this.fullPath(path);
     if (path === '/') {
       // The root always exists: empty it rather than remove it.
-      for (const name of await this.children('/', true)) await rm(join(full, name), { recursive: true, force: true });
+      for (const name of await this.children('/', true)) await removeTree(join(full, name));
       return;
     }
     // A file (the common case) is one unlink; a directory refuses it (EISDIR on Linux, EPERM elsewhere).
@@ -290,8 +290,8 @@ export class FilesystemDriver implements StorageDriver {
       if (isNotFound(err)) throw new PathNotFoundError(path, NAME);
       if (code(err) !== 'EISDIR' && code(err) !== 'EPERM') throw err;
     }
-    // force: a concurrent delete of the same tree (or part of it) is not an error once we saw it existed.
-    await rm(full, { recursive: true, force: true });
+    // A concurrent delete of the same tree (or part of it) is not an error once we saw it existed.
+    await removeTree(full);
   }
 
   /** rmdir(2): atomic, and fails (false) when the directory holds anything, temporary files included. */
@@ -380,6 +380,57 @@ export class FilesystemDriver implements StorageDriver {
         if (code(err) !== 'ENOENT' || attempt >= PARENT_RETRIES) throw err;
       }
     }
+  }
+}
+
+/** Entries of one directory removed at once by removeTree. */
+const REMOVE_AT_ONCE = 64;
+/** How many times removeTree reads a directory again that something was added to while it emptied it. */
+const REMOVE_RETRIES = 5;
+
+/**
+ * `rm -r` in fewer system calls than Node's: one readdir per directory, which gives the entries' types (no lstat of
+ * each), their unlinks at once, then rmdir. An upload session (its start time, a claims folder with one claim) goes
+ * in 6 calls against Node's 13. What is already gone (a concurrent delete) is skipped; an entry added meanwhile
+ * makes rmdir fail, and the directory is emptied again. A symbolic link is removed, never followed.
+ */
+async function removeTree(dir: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    let entries: Dirent[];
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      if (code(err) === 'ENOENT') return;
+      if (code(err) !== 'ENOTDIR') throw err;
+      // A file now (replaced meanwhile): unlinked, and an error other than its absence is thrown.
+      return unlink(dir).catch((e: unknown) => {
+        if (code(e) !== 'ENOENT') throw e;
+      });
+    }
+    for (let i = 0; i < entries.length; i += REMOVE_AT_ONCE) {
+      await Promise.all(entries.slice(i, i + REMOVE_AT_ONCE).map((entry) => {
+        const path = join(dir, entry.name);
+        return entry.isDirectory() ? removeTree(path) : removeFile(path);
+      }));
+    }
+    try {
+      await rmdir(dir);
+      return;
+    } catch (err) {
+      if (code(err) === 'ENOENT') return;
+      if ((code(err) !== 'ENOTEMPTY' && code(err) !== 'EEXIST') || attempt >= REMOVE_RETRIES) throw err;
+    }
+  }
+}
+
+/** unlink, of a file that may be gone already or have become a directory meanwhile. */
+async function removeFile(path: string): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (err) {
+    if (code(err) === 'ENOENT') return;
+    if (code(err) !== 'EISDIR' && code(err) !== 'EPERM') throw err;
+    await removeTree(path);
   }
 }
 
