@@ -221,7 +221,16 @@ class CheckedWriter implements FileWriter {
   }
 
   write(chunk: Uint8Array): Promise<void> {
-    return this.call(() => this.inner.write(chunk));
+    // Called per chunk: one derived promise rather than call()'s async function and closure.
+    let written: Promise<void>;
+    try {
+      written = this.inner.write(chunk);
+    } catch (err) {
+      return Promise.reject(normaliseError(this.driverName, err));
+    }
+    return written.catch((err: unknown) => {
+      throw normaliseError(this.driverName, err);
+    });
   }
   commit(): Promise<void> {
     return this.call(() => this.inner.commit());

