@@ -6,7 +6,10 @@
  *
  * Modes: `discard` (read the body, nothing else), `hash` (SHA-256 of it), `write` (hash, and write it to a file
  * in <dir> with up to 1 MiB of writes in flight), `durable` (as `write`, plus an fdatasync every 16 MiB in the
- * background and an fsync before answering, as Wharf does). Prints `ready` once it listens.
+ * background and an fsync before answering, as Wharf does), `s3` (hash, and stream the body of a monolithic
+ * `PUT <location>?digest=` into one PutObject: no part buffers, so the least memory a push to S3 can take; the
+ * bucket comes from FLOOR_S3, a JSON `storage.s3` section in registry:2's keys; no PATCH and no blob reads). Prints `ready`
+ * once it listens.
  *
  * Two ways in:
  * - A PUT or POST with a body to any path outside /v2/ (bench:floor's client): answers 201 with the hex digest;
@@ -28,9 +31,10 @@ import { createReadStream } from 'node:fs';
 import { open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
+import { Transform } from 'node:stream';
 
-type Mode = 'discard' | 'hash' | 'write' | 'durable';
-const MODES: Mode[] = ['discard', 'hash', 'write', 'durable'];
+type Mode = 'discard' | 'hash' | 'write' | 'durable' | 's3';
+const MODES: Mode[] = ['discard', 'hash', 'write', 'durable', 's3'];
 
 const WINDOW = 1024 * 1024;
 const FLUSH_EVERY = 16 * 1024 * 1024;
@@ -116,8 +120,50 @@ if (!MODES.includes(mode) || !port || !dir) {
 let requests = 0;
 const uploads = new Map<string, Upload>();
 
+/** In `s3` mode: the bucket's settings (FLOOR_S3) and a client, loaded only then (the SDK weighs on memory). */
+const s3 = mode === 's3' ? await s3Target() : undefined;
+
+async function s3Target() {
+  const settings = JSON.parse(process.env.FLOOR_S3 ?? 'null') as Record<string, string> | null;
+  if (!settings?.bucket) {
+    process.stderr.write('floor-server.js s3: set FLOOR_S3 to a storage.s3 section (bucket, region, regionendpoint, accesskey, secretkey)\n');
+    process.exit(2);
+  }
+  const aws = await import('@aws-sdk/client-s3');
+  const client = new aws.S3Client({
+    region: settings.region ?? 'us-east-1',
+    endpoint: settings.regionendpoint,
+    forcePathStyle: true,
+    credentials: settings.accesskey ? { accessKeyId: settings.accesskey, secretAccessKey: settings.secretkey ?? '' } : undefined,
+    // As Wharf's driver: no streamed checksums, which Ceph RGW refuses (411).
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  const root = (settings.rootdirectory ?? '').replace(/^\/+|\/+$/g, '');
+  /** Stream `req`'s body (of `length` bytes) into one object, hashing it on the way. */
+  const put = async (req: IncomingMessage, upload: Upload, length: number): Promise<void> => {
+    const body = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        upload.hash?.update(chunk);
+        upload.size += chunk.byteLength;
+        done(null, chunk);
+      },
+    });
+    req.pipe(body);
+    await client.send(new aws.PutObjectCommand({
+      Bucket: settings.bucket, Key: `${root ? `${root}/` : ''}floor/${randomUUID()}`, Body: body, ContentLength: length,
+    }));
+  };
+  return { put };
+}
+
 /** bench:floor's way in: the whole body in one request, answered with its digest. */
 async function plainPush(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (s3) {
+    req.resume();
+    res.writeHead(501, { 'Content-Type': 'text/plain' }).end('the s3 floor takes only the blob-upload API');
+    return;
+  }
   const path = join(dir, `body-${requests++}`);
   const upload = await openUpload(mode, path);
   try {
@@ -207,6 +253,11 @@ async function registryPush(req: IncomingMessage, res: ServerResponse, url: URL)
     res.writeHead(404).end();
     return;
   }
+  if (req.method === 'PATCH' && s3) {
+    req.resume();
+    res.writeHead(501, { 'Content-Type': 'text/plain' }).end('the s3 floor takes monolithic PUTs only');
+    return;
+  }
   if (req.method === 'PATCH') {
     await receiveInto(req, upload);
     res.writeHead(202, {
@@ -216,10 +267,20 @@ async function registryPush(req: IncomingMessage, res: ServerResponse, url: URL)
   }
   if (req.method === 'PUT') {
     uploads.delete(id!);
-    try {
-      await receiveInto(req, upload);
-    } finally {
-      await upload.file?.close();
+    if (s3) {
+      const length = Number(req.headers['content-length']);
+      if (!Number.isSafeInteger(length) || length < 0) {
+        req.resume();
+        res.writeHead(411, { 'Content-Type': 'text/plain' }).end('the s3 floor needs Content-Length');
+        return;
+      }
+      await s3.put(req, upload, length);
+    } else {
+      try {
+        await receiveInto(req, upload);
+      } finally {
+        await upload.file?.close();
+      }
     }
     const expected = url.searchParams.get('digest');
     const digest = upload.hash ? `sha256:${upload.hash.digest('hex')}` : expected;

@@ -14,7 +14,8 @@
  *
  * Without registry:2 installed (or with --no-registry2) it is left out. With --s3 Wharf and registry:2 store in one
  * throw-away S3 server (the Ceph RGW of testing/s3-test-server.ts), only the workloads that go through the registry
- * API run, and the floor server (which writes to local disk) does not.
+ * API run, and the floor server runs workload 3 only, in its `s3` mode (each monolithic push streamed into one
+ * PutObject: the least memory a push to S3 can take).
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
@@ -43,7 +44,7 @@ const HELP = `usage: npm run bench -- [options]
   --no-registry2        Wharf only
   --cpu-prof DIR        run Wharf under node --cpu-prof, profiles into DIR (summarise: node dist/bench/profile.js DIR)
   --s3                  Wharf and registry:2 store in S3: a throw-away Ceph RGW (testing/s3-test-server.ts, needs
-                        ceph-mon, ceph-osd, radosgw); runs workloads 1-4 and 9 only, redirects off, no floor
+                        ceph-mon, ceph-osd, radosgw); runs workloads 1-4 and 9 only, redirects off, the floor in 3 only
   --tmp DIR             parent of the servers' storage and the input files (default: the OS temp dir;
                         /dev/shm takes the disk out of the figures)
   --out DIR             where to write latest.md and latest.json (default bench/results)
@@ -189,7 +190,8 @@ async function runWorkload(workload: Workload, variants: Variant[], shared: Shar
   });
   const all = [...figures, cpu, rss];
   rows.push(...all);
-  const running = variants.filter((v) => (v.kind === 'wharf' || !workload.wharfOnly) && (v.kind !== 'floor' || (workload.floor && options.floor)));
+  const floorRuns = options.floor && (options.s3 ? workload.s3Floor === true : workload.floor === true);
+  const running = variants.filter((v) => (v.kind === 'wharf' || !workload.wharfOnly) && (v.kind !== 'floor' || floorRuns));
   const servers: BenchServer[] = [];
   const record = (target: Row, key: string, value: number) => { (target.samples[key] ??= []).push(value); };
   try {
@@ -198,7 +200,7 @@ async function runWorkload(workload: Workload, variants: Variant[], shared: Shar
         key: variant.key,
         accessLogOff: options.accessLogOff,
         tmp: options.tmp,
-        s3: variant.kind === 'floor' ? undefined : options.s3,
+        s3: options.s3,
         wharfWorkers: variant.workers,
         wharfNodeArgs: options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProf}`] : undefined,
       }));
@@ -269,9 +271,11 @@ async function main(): Promise<void> {
     if (registry2Available()) variants.push({ key: 'registry2', label: 'registry:2', kind: 'registry2' });
     else notes.push('registry:2 (docker-registry) is not installed: no registry:2 figures.');
   }
-  const floor = !values['no-floor'] && !s3;
+  const floor = !values['no-floor'];
   if (floor) variants.push({ key: 'floor', label: 'durable floor', kind: 'floor' });
-  else if (s3 && !values['no-floor']) notes.push('with --s3 the durable floor server does not run (it writes to local disk).');
+  if (floor && s3) {
+    notes.push('with --s3 the floor server runs workload 3 only: it streams each monolithic push into one PutObject (no part buffers), the least memory a push to S3 can take.');
+  }
   if (s3 && selected) {
     const skipped = [...selected].filter((id) => !WORKLOADS.some((w) => w.id === id && w.s3));
     if (skipped.length > 0) notes.push(`with --s3, workloads ${skipped.join(', ')} do not run (they seed the filesystem tree directly).`);
@@ -281,7 +285,7 @@ async function main(): Promise<void> {
   const shared: Shared = { work, sizes: sizesFrom(values), files: new Map(), notes };
   const rows: Row[] = [];
   // One S3 server for the whole run, big enough for every blob the servers push (memstore keeps them in RAM).
-  const s3Servers = variants.filter((v) => v.kind !== 'floor').length;
+  const s3Servers = variants.length;
   const s3Server = s3 ? await startS3TestServer({ memoryBytes: s3Capacity(shared.sizes, reps, s3Servers) }) : undefined;
   try {
     for (const workload of workloads) {

@@ -106,7 +106,11 @@ export async function startServer(kind: ServerKind, options: ServerOptions = {})
     ? spawn(process.execPath, [...NODE_FLAGS, ...(options.wharfNodeArgs ?? []), CLI_PATH, 'serve', configPath,
       ...(options.wharfWorkers ? ['--workers', String(options.wharfWorkers)] : [])], { stdio: ['ignore', log, log], env })
     : kind === 'floor'
-      ? spawn(process.execPath, [...NODE_FLAGS, FLOOR_SERVER, 'durable', String(port), rootDirectory], { stdio: ['ignore', log, log], env })
+      // On S3, the floor streams each monolithic push into one PutObject under its own root in the bucket.
+      ? spawn(process.execPath, [...NODE_FLAGS, FLOOR_SERVER, options.s3 ? 's3' : 'durable', String(port), rootDirectory], {
+        stdio: ['ignore', log, log],
+        env: options.s3 ? { ...env, FLOOR_S3: JSON.stringify({ ...options.s3, rootdirectory: `/${basename(tmp)}` }) } : env,
+      })
       : spawn(REGISTRY2_BIN, ['serve', configPath], { stdio: ['ignore', log, log], env });
   closeSync(log);
   const url = `http://127.0.0.1:${port}`;

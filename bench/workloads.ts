@@ -66,6 +66,8 @@ export interface Workload {
   s3?: boolean;
   /** A push workload: the durable floor server (bench/floor-server.ts) runs it too, beside Wharf and registry:2. */
   floor?: boolean;
+  /** With --s3, the floor server runs it too, in its `s3` mode (monolithic pushes only). */
+  s3Floor?: boolean;
   /**
    * The floor server answers this workload's requests too (blob GET, manifest GET), though it is not compared in it:
    * workload 10 takes the floor through it, so that its peak RSS is measured through the same traffic as Wharf's.
@@ -181,11 +183,17 @@ const concurrentPush: Workload = {
   title: 'Concurrent pushes',
   s3: true,
   floor: true,
+  s3Floor: true,
   figures: (s) => [
-    { id: 'push-concurrent', label: `${s.concurrentPushes} concurrent pushes of distinct ${mb(s.smallBlobBytes)} blobs (aggregate)`, unit: 'MB/s', better: 'higher', target: { ratio: 1.3 }, floorRatio: 1.0 },
+    // The S3 floor streams without part buffers (it is there for the memory figure): no rate target against it.
+    { id: 'push-concurrent', label: `${s.concurrentPushes} concurrent pushes of distinct ${mb(s.smallBlobBytes)} blobs (aggregate)`, unit: 'MB/s', better: 'higher', target: { ratio: 1.3 }, floorRatio: s.s3 ? undefined : 1.0 },
   ],
   rssTarget: (s) => (s.s3 ? 120 : undefined),
-  setup: warmUpPush,
+  // Monolithic only, as measured (the S3 floor takes no PATCH).
+  async setup(server, shared) {
+    const file = await blobFile(shared, 'warm', 8 * MB, 99);
+    await pushMonolithic(server.url, 'bench/warm', file.path, file.size, file.digest);
+  },
   async measure(server, shared, rep) {
     const files = await freshFiles(shared, `many-${rep}`, shared.sizes.concurrentPushes, shared.sizes.smallBlobBytes, 10_000 + rep * 100);
     const started = process.hrtime.bigint();
