@@ -8,8 +8,8 @@
  * in <dir> with up to 1 MiB of writes in flight), `durable` (as `write`, plus an fdatasync every 16 MiB in the
  * background and an fsync before answering, as Wharf does), `s3` (hash, and stream the body of a monolithic
  * `PUT <location>?digest=` into one PutObject: no part buffers, so the least memory a push to S3 can take; the
- * bucket comes from FLOOR_S3, a JSON `storage.s3` section in registry:2's keys; no PATCH and no blob reads). Prints `ready`
- * once it listens.
+ * bucket comes from FLOOR_S3, a JSON `storage.s3` section in registry:2's keys; no PATCH and no blob reads).
+ * Prints `ready` once it listens.
  *
  * Two ways in:
  * - A PUT or POST with a body to any path outside /v2/ (bench:floor's client): answers 201 with the hex digest;
