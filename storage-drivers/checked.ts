@@ -212,25 +212,24 @@ class CheckedWriter implements FileWriter {
     return this.inner.size;
   }
 
-  private async call(fn: () => Promise<void>): Promise<void> {
+  /**
+   * Run `fn`, turning whatever it throws or rejects with into a StorageError. One derived promise rather than an
+   * async function's: write() runs it for every chunk of a push.
+   */
+  private call(fn: () => Promise<void>): Promise<void> {
+    let done: Promise<void>;
     try {
-      await fn();
-    } catch (err) {
-      throw normaliseError(this.driverName, err);
-    }
-  }
-
-  write(chunk: Uint8Array): Promise<void> {
-    // Called per chunk: one derived promise rather than call()'s async function and closure.
-    let written: Promise<void>;
-    try {
-      written = this.inner.write(chunk);
+      done = fn();
     } catch (err) {
       return Promise.reject(normaliseError(this.driverName, err));
     }
-    return written.catch((err: unknown) => {
+    return done.catch((err: unknown) => {
       throw normaliseError(this.driverName, err);
     });
+  }
+
+  write(chunk: Uint8Array): Promise<void> {
+    return this.call(() => this.inner.write(chunk));
   }
   commit(): Promise<void> {
     return this.call(() => this.inner.commit());
