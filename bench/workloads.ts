@@ -109,10 +109,16 @@ async function freshFiles(shared: Shared, name: string, count: number, size: num
 
 const totalMB = (files: Array<{ size: number }>) => files.reduce((a, f) => a + f.size, 0) / MB;
 
-/** One unmeasured push, so the first measured repetition does not pay for the server's JIT warm-up. */
-async function warmUpPush(server: BenchServer, shared: Shared): Promise<void> {
+/** One unmeasured monolithic push, so the first measured repetition does not pay for the server's JIT warm-up. */
+async function warmUpMonolithic(server: BenchServer, shared: Shared): Promise<void> {
   const file = await blobFile(shared, 'warm', 8 * MB, 99);
   await pushMonolithic(server.url, 'bench/warm', file.path, file.size, file.digest);
+}
+
+/** The same for workloads that push both ways: a monolithic push, then a streamed one. */
+async function warmUpPush(server: BenchServer, shared: Shared): Promise<void> {
+  await warmUpMonolithic(server, shared);
+  const file = await blobFile(shared, 'warm', 8 * MB, 99);
   await pushStreamed(server.url, 'bench/warm', file.path, file.digest);
 }
 
@@ -190,10 +196,7 @@ const concurrentPush: Workload = {
   ],
   rssTarget: (s) => (s.s3 ? 120 : undefined),
   // Monolithic only, as measured (the S3 floor takes no PATCH).
-  async setup(server, shared) {
-    const file = await blobFile(shared, 'warm', 8 * MB, 99);
-    await pushMonolithic(server.url, 'bench/warm', file.path, file.size, file.digest);
-  },
+  setup: warmUpMonolithic,
   async measure(server, shared, rep) {
     const files = await freshFiles(shared, `many-${rep}`, shared.sizes.concurrentPushes, shared.sizes.smallBlobBytes, 10_000 + rep * 100);
     const started = process.hrtime.bigint();
