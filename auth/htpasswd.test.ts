@@ -107,6 +107,17 @@ test('throttle: at most maxEntries keys are kept, and the least recently failed 
   t.true(th.isLocked('bob', '10.0.0.1'), 'a recent key is kept');
 });
 
+test('throttle: a new throttle takes memory as keys come, not for maxEntries slots up front', (t) => {
+  // Every process makes one; lru-cache with `max` would allocate 100,000 slots per cache at once (2.8 MB each).
+  const before = process.memoryUsage();
+  const made = Array.from({ length: 20 }, () => new Throttle());
+  const after = process.memoryUsage();
+  const grown = after.heapUsed + after.arrayBuffers - (before.heapUsed + before.arrayBuffers);
+  t.true(grown < 8 * 1024 * 1024, `20 throttles took ${(grown / 1048576).toFixed(1)} MB`);
+  made[0]!.failure('alice', '10.0.0.1');
+  t.false(made[0]!.isLocked('alice', '10.0.0.1'));
+});
+
 test('throttle: a known address stays known for knownMs, then the account under attack refuses it too', (t) => {
   let clock = 0;
   const th = new Throttle({ accountFailures: 100, addressFailures: 100, accountTotalFailures: 2, windowMs: 10_000, knownMs: 1000, now: () => clock });

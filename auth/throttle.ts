@@ -75,8 +75,11 @@ export class Throttle {
     this.now = options.now ?? Date.now;
     this.knownMs = options.knownMs ?? 30 * 24 * 3600_000;
     // Times are kept in the values rather than as lru-cache TTLs: the windows are measured from the latest failure.
-    this.entries = new LRUCache({ max: options.maxEntries ?? 100_000 });
-    this.known = new LRUCache({ max: options.maxEntries ?? 100_000 });
+    // Counted by maxSize rather than max: with max, lru-cache allocates every slot up front (5.6 MB for the two
+    // caches, in every process, before the first failed login).
+    const maxEntries = options.maxEntries ?? 100_000;
+    this.entries = new LRUCache({ maxSize: maxEntries, sizeCalculation: () => 1 });
+    this.known = new LRUCache({ maxSize: maxEntries, sizeCalculation: () => 1 });
   }
 
   private static pairKey(account: string, address: string): string {
