@@ -27,10 +27,9 @@ export class InMemoryDescriptorCache implements DescriptorCache {
 
   constructor(options: InMemoryCacheOptions = {}) {
     const maxEntries = options.maxEntries ?? 10_000;
-    // lru-cache wants a bound: "no limit" counts every entry as 1 against a total no process reaches.
-    this.entries = maxEntries > 0
-      ? new LRUCache({ max: maxEntries })
-      : new LRUCache({ maxSize: Number.MAX_SAFE_INTEGER, sizeCalculation: () => 1 });
+    // Every entry counts 1 against maxSize rather than `max`, with which lru-cache would allocate all the slots up
+    // front; "no limit" is a total no process reaches.
+    this.entries = new LRUCache({ maxSize: maxEntries > 0 ? maxEntries : Number.MAX_SAFE_INTEGER, sizeCalculation: () => 1 });
     this.tombstoneMs = options.tombstoneMs ?? DEFAULT_TOMBSTONE_MS;
   }
 

@@ -140,7 +140,8 @@ const isStringCursor = (v: unknown): v is { k: string } => typeof v === 'object'
 // ---- the API ----------------------------------------------------------------------------------------------------
 
 export class UiApi {
-  private readonly summaries = new LRUCache<string, Summary>({ max: SUMMARY_CACHE_ENTRIES });
+  // Counted by maxSize: with `max`, lru-cache would allocate all 20,000 slots when the UI starts.
+  private readonly summaries = new LRUCache<string, Summary>({ maxSize: SUMMARY_CACHE_ENTRIES, sizeCalculation: () => 1 });
 
   constructor(private readonly deps: UiApiDeps) {}
 
