@@ -6,7 +6,8 @@
  *
  * Modes: `discard` (read the body, nothing else), `hash` (SHA-256 of it), `write` (hash, and write it to a file
  * in <dir> with up to 1 MiB of writes in flight), `durable` (as `write`, plus an fdatasync every 16 MiB in the
- * background and an fsync before answering, as Wharf does), `s3` (hash, and stream the body of a monolithic
+ * background and an fsync before answering, as Wharf does), `layout` (as `durable`, plus what a push into registry:2's
+storage layout must do on disk besides its bytes: see LAYOUT below), `s3` (hash, and stream the body of a monolithic
  * `PUT <location>?digest=` into one PutObject: no part buffers, so the least memory a push to S3 can take; the
  * bucket comes from FLOOR_S3, a JSON `storage.s3` section in registry:2's keys; no PATCH and no blob reads).
  * Prints `ready` once it listens.
@@ -28,13 +29,13 @@
  */
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, rm, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 
-type Mode = 'discard' | 'hash' | 'write' | 'durable' | 's3';
-const MODES: Mode[] = ['discard', 'hash', 'write', 'durable', 's3'];
+type Mode = 'discard' | 'hash' | 'write' | 'durable' | 'layout' | 's3';
+const MODES: Mode[] = ['discard', 'hash', 'write', 'durable', 'layout', 's3'];
 
 const WINDOW = 1024 * 1024;
 const FLUSH_EVERY = 16 * 1024 * 1024;
@@ -93,13 +94,56 @@ interface Upload {
   file?: FileHandle;
   sink?: Sink;
   size: number;
+  /** In `layout` mode: the session's folder, `repositories/<name>/_uploads/<id>`. */
+  session?: string;
 }
 
 async function openUpload(mode: Mode, path: string): Promise<Upload> {
   const hash = mode === 'discard' ? undefined : createHash('sha256');
-  if (mode !== 'write' && mode !== 'durable') return { hash, size: 0 };
+  if (mode !== 'write' && mode !== 'durable' && mode !== 'layout') return { hash, size: 0 };
   const file = await open(path, 'w');
-  return { hash, path, file, sink: new Sink(file, mode === 'durable'), size: 0 };
+  return { hash, path, file, sink: new Sink(file, mode !== 'write'), size: 0 };
+}
+
+/**
+ * LAYOUT: the least a durable push into registry:2's storage layout does on disk besides receiving its bytes, which
+ * a drop-in for registry:2 whose sessions any replica can continue cannot skip. The session is a folder in storage,
+ * `repositories/<name>/_uploads/<id>/` with `data` and `startedat` (written, not flushed); once the digest is
+ * verified the data goes to `blobs/sha256/<xx>/<hex>/data` by rename, the repository's link
+ * `repositories/<name>/_layers/sha256/<hex>/link` is written to a temporary file, flushed and renamed into place,
+ * and the session's folder is removed. Nothing else Wharf does (claims, quotas, upload limits, caches) is here.
+ */
+const LAYOUT_ROOT = 'docker/registry/v2';
+/** The distribution spec's repository names: in `layout` mode a name becomes folders, so nothing else is taken. */
+const REPOSITORY_NAME = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
+
+async function startLayoutSession(name: string, id: string): Promise<Upload> {
+  const session = join(dir, LAYOUT_ROOT, 'repositories', name, '_uploads', id);
+  await mkdir(session, { recursive: true });
+  await writeFile(join(session, 'startedat'), new Date().toISOString());
+  return { ...(await openUpload(mode, join(session, 'data'))), session };
+}
+
+/** Move a verified upload into the content store and link it into the repository; returns the blob's path. */
+async function commitToLayout(name: string, digest: string, upload: Upload): Promise<string> {
+  const hex = digest.slice('sha256:'.length);
+  const blobDir = join(dir, LAYOUT_ROOT, 'blobs', 'sha256', hex.slice(0, 2), hex);
+  await mkdir(blobDir, { recursive: true });
+  const blob = join(blobDir, 'data');
+  await rename(upload.path!, blob);
+  const linkDir = join(dir, LAYOUT_ROOT, 'repositories', name, '_layers', 'sha256', hex);
+  await mkdir(linkDir, { recursive: true });
+  const temporary = join(linkDir, `.link-${randomUUID()}`);
+  const link = await open(temporary, 'w');
+  try {
+    await link.writeFile(digest);
+    await link.sync();
+  } finally {
+    await link.close();
+  }
+  await rename(temporary, join(linkDir, 'link'));
+  await rm(upload.session!, { recursive: true, force: true });
+  return blob;
 }
 
 /** Hash and write the request body into the upload; resolves once it is written (and synced, when durable). */
@@ -243,7 +287,11 @@ async function registryPush(req: IncomingMessage, res: ServerResponse, url: URL)
   if (req.method === 'POST' && !id) {
     req.resume();
     const uuid = randomUUID();
-    uploads.set(uuid, await openUpload(mode, join(dir, `upload-${uuid}`)));
+    if (mode === 'layout' && !REPOSITORY_NAME.test(name!)) {
+      res.writeHead(400, { 'Content-Type': 'text/plain' }).end('not a repository name');
+      return;
+    }
+    uploads.set(uuid, mode === 'layout' ? await startLayoutSession(name!, uuid) : await openUpload(mode, join(dir, `upload-${uuid}`)));
     res.writeHead(202, { Location: `/v2/${name}/blobs/uploads/${uuid}`, Range: '0-0', 'Content-Length': '0' }).end();
     return;
   }
@@ -288,7 +336,8 @@ async function registryPush(req: IncomingMessage, res: ServerResponse, url: URL)
       res.writeHead(400, { 'Content-Type': 'text/plain' }).end(`digest ${digest}, expected ${expected}`);
       return;
     }
-    if (upload.path) blobs.set(digest!, upload.path);
+    if (upload.session) blobs.set(digest!, await commitToLayout(name!, digest!, upload));
+    else if (upload.path) blobs.set(digest!, upload.path);
     res.writeHead(201, { Location: `/v2/${name}/blobs/${digest}`, 'Docker-Content-Digest': digest, 'Content-Length': '0' }).end();
     return;
   }

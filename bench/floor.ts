@@ -2,7 +2,9 @@
  * `npm run bench:floor [-- options]`: how fast a push can be on this machine at all, beside Wharf and registry:2.
  *
  * The same curl pushes the same blobs (one large one, then many small ones at once) into minimal Node servers
- * (bench/floor-server.ts) that do less and less of a push's work: durable (hash, write, flush to disk), write
+ * (bench/floor-server.ts) that do less and less of a push's work: layout (durable, plus what a push into registry:2's
+ * storage layout does on disk: the session's folder, the rename into the content store, the repository's link
+ * written and flushed; pushed through the registry API, as Wharf is), durable (hash, write, flush to disk), write
  * (hash and write), hash, discard. What they reach bounds what any registry written for Node can reach here (they
  * run with the same Node flags as Wharf), and shows which step costs what. Wharf and, when installed, registry:2
  * are measured in the same run, with content new to them in every repetition. Medians of the repetitions, and the
@@ -28,7 +30,7 @@ const HELP = `usage: npm run bench:floor -- [options]
 `;
 
 const FLOOR_SERVER = join(dirname(fileURLToPath(import.meta.url)), 'floor-server.js');
-const MODES = ['durable', 'write', 'hash', 'discard'] as const;
+const MODES = ['layout', 'durable', 'write', 'hash', 'discard'] as const;
 
 interface Result { server: string; rate: number; cpu: number }
 
@@ -104,7 +106,15 @@ async function measureCase(pushCase: PushCase, reps: number, work: string): Prom
   for (const mode of MODES) {
     const { url, child } = await startFloorServer(mode, work);
     try {
-      results.push(await measure(`Node floor: ${mode}`, child.pid!, reps, async () => {
+      results.push(await measure(`Node floor: ${mode}`, child.pid!, reps, async (rep) => {
+        if (mode === 'layout') {
+          // Through the registry API into the layout, with fresh blobs each time as the registries get.
+          const base = url.replace(/\/$/, '');
+          const files = pushCase.files[rep + 1]!;
+          if (files.length === 1) await pushMonolithic(base, `floor/push-${rep + 1}`, files[0]!.path, files[0]!.size, files[0]!.digest);
+          else await pushConcurrently(base, `floor/many-${rep + 1}`, files);
+          return bytes;
+        }
         const files = pushCase.files[0]!;
         if (files.length === 1) await floorPush(url, files[0]!, mode !== 'discard');
         else await floorPushAll(url, files);
