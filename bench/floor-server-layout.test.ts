@@ -73,5 +73,7 @@ test('a repository name that is not one is refused before anything is made on di
     const res = await fetch(`${url}/v2/${name}/blobs/uploads/`, { method: 'POST' });
     t.true(res.status === 400 || res.status === 404, `${name}: ${res.status}`);
   }
-  t.false((await readdir(join(root, V2, 'repositories'))).includes('Floor'));
+  // The tests of this file run at once: the folder exists only once some push made it.
+  const repositories = await readdir(join(root, V2, 'repositories')).catch(() => [] as string[]);
+  t.false(repositories.includes('Floor'));
 });
