@@ -2,7 +2,8 @@
  * The blob-descriptor cache of one process (`storage.cache.blobdescriptor: inmemory`): a bounded LRU map by digest.
  * Each entry holds the descriptor (when known) and the repositories known to link the digest.
  */
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
+import { lruOfEntries } from '../lru.js';
 import { DEFAULT_TOMBSTONE_MS, type CacheStatus, type CachedDescriptor, type DescriptorCache } from './cache.js';
 
 interface Entry {
@@ -27,9 +28,8 @@ export class InMemoryDescriptorCache implements DescriptorCache {
 
   constructor(options: InMemoryCacheOptions = {}) {
     const maxEntries = options.maxEntries ?? 10_000;
-    // Every entry counts 1 against maxSize rather than `max`, with which lru-cache would allocate all the slots up
-    // front; "no limit" is a total no process reaches.
-    this.entries = new LRUCache({ maxSize: maxEntries > 0 ? maxEntries : Number.MAX_SAFE_INTEGER, sizeCalculation: () => 1 });
+    // "No limit" is a total no process reaches.
+    this.entries = lruOfEntries(maxEntries > 0 ? maxEntries : Number.MAX_SAFE_INTEGER);
     this.tombstoneMs = options.tombstoneMs ?? DEFAULT_TOMBSTONE_MS;
   }
 

@@ -17,7 +17,8 @@
  * Cost: one directory listing of the repository's `_uploads/` per session start; the start times of sessions are
  * only read when the listing reaches the limit, and remembered.
  */
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
+import { lruOfEntries } from '../lru.js';
 import { PathNotFoundError, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
 import { RegistryError } from '../registry/errors.js';
 import * as layout from '../registry/layout.js';
@@ -52,8 +53,7 @@ export class UploadLimits {
   constructor(private readonly driver: StorageDriver, private readonly options: UploadLimitOptions) {
     this.now = options.now ?? Date.now;
     this.maxTracked = options.maxTracked ?? 100_000;
-    // Counted by maxSize rather than max, so that lru-cache does not allocate every slot up front.
-    this.startTimes = new LRUCache({ maxSize: this.maxTracked, sizeCalculation: () => 1 });
+    this.startTimes = lruOfEntries(this.maxTracked);
   }
 
   /** Start a session for `uploader` in repository `name`, within the limits; 429 TOOMANYREQUESTS beyond them. */

@@ -19,7 +19,8 @@
  * (./retention.ts). A write that fails is kept for the next flush (unless newer notes filled the queue). `close()`
  * (graceful shutdown) flushes.
  */
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
+import { lruOfEntries } from '../lru.js';
 import { PathNotFoundError, UnsupportedOperationError, ifExists, type StorageDriver } from '../../storage-drivers/driver.js';
 import * as layout from '../registry/layout.js';
 import { forEachLimited } from '../registry/scan.js';
@@ -72,7 +73,7 @@ export class PullRecorder {
     this.refreshMs = options.refreshMs ?? DEFAULT_PULLS_REFRESH_MS;
     this.maxPending = options.maxPending ?? 10_000;
     this.now = options.now ?? Date.now;
-    this.written = new LRUCache({ maxSize: options.maxRemembered ?? 100_000, sizeCalculation: () => 1 });
+    this.written = lruOfEntries(options.maxRemembered ?? 100_000);
   }
 
   /** Note a pull of `name` by `ref` that served `digest`. Synchronous and cheap: nothing is written here. */

@@ -4,7 +4,8 @@
  * `LinkCount` is that figure in memory (the storage ledger's per-process count, the recount's result); `recount`
  * builds it from storage for a set of rules in one walk of the repositories.
  */
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
+import { lruOfEntries } from '../lru.js';
 import { ifExists, PathNotFoundError, type StorageDriver } from '../../storage-drivers/driver.js';
 import * as layout from '../registry/layout.js';
 import { listRepositories } from '../registry/scan.js';
@@ -73,8 +74,7 @@ export class LinkCount {
 export class BlobSizes {
   private readonly sizes: LRUCache<string, number>;
   constructor(private readonly driver: StorageDriver, max = 200_000) {
-    // Counted by maxSize rather than max, so that lru-cache does not allocate every slot up front.
-    this.sizes = new LRUCache({ maxSize: max, sizeCalculation: () => 1 });
+    this.sizes = lruOfEntries(max);
   }
 
   remember(digest: string, size: number): void {

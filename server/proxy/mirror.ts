@@ -18,7 +18,7 @@
  *   replicas through Redis when configured, ./shared-flight.ts); a client going away does not stop the fetch.
  * - Last pulls are recorded under `_wharf/proxy/` (see docs/mirror.md) for TTL expiry.
  */
-import { LRUCache } from 'lru-cache';
+import { lruOfEntries } from '../lru.js';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { Counter, type Registry as MetricsRegistry } from 'prom-client';
@@ -98,11 +98,11 @@ export class Mirror implements Registry {
   private readonly flights = new Map<string, Promise<unknown>>();
   private readonly blobFlights = new Map<string, Promise<void>>();
   /** Pulls recorded within the interval, by repository and digest (bounded; counted by maxSize so slots grow as used). */
-  private readonly lastPulls = new LRUCache<string, true>({ maxSize: 100_000, sizeCalculation: () => 1, ttl: LAST_PULL_INTERVAL_MS });
+  private readonly lastPulls = lruOfEntries<string, true>(100_000, { ttl: LAST_PULL_INTERVAL_MS });
   /** Origin records known to be in storage, by repository and tag (OriginRecord; bounded like lastPulls). */
-  private readonly origins = new LRUCache<string, string>({ maxSize: 100_000, sizeCalculation: () => 1 });
+  private readonly origins = lruOfEntries<string, string>(100_000);
   /** Immutable tags this process has warned about (upstream moved them), by repository, tag and upstream digest. */
-  private readonly immutableWarned = new LRUCache<string, true>({ maxSize: 10_000, sizeCalculation: () => 1 });
+  private readonly immutableWarned = lruOfEntries<string, true>(10_000);
   private readonly metrics?: ReturnType<typeof mirrorMetrics>;
   /** When each upstream last answered and last failed, in this process (the web UI's status page). */
   private readonly health = new Map<string, { lastSuccess?: number; lastFailure?: number; lastError?: string }>();

@@ -6,6 +6,7 @@
  * A manifest with a `subject` is recorded under `_referrers/<subject>` so the referrers API is a directory listing.
  */
 import { LRUCache } from 'lru-cache';
+import { lruOfEntries } from '../lru.js';
 import { PathNotFoundError, StorageDriverError, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
 import { BlobStore } from './blobs.js';
 import { RegistryError } from './errors.js';
@@ -77,10 +78,9 @@ function mediaTypeOf(content: Buffer): string | undefined {
 
 /** (repository, digest) pairs whose revision link this process has seen, bounded (least recently added dropped first). */
 class RevisionSet {
-  // Counted by maxSize rather than max, so that lru-cache does not allocate every slot up front.
   private readonly entries: LRUCache<string, true>;
   constructor(maxEntries: number) {
-    this.entries = new LRUCache({ maxSize: maxEntries, sizeCalculation: () => 1 });
+    this.entries = lruOfEntries(maxEntries);
   }
 
   has(name: string, digest: string): boolean {

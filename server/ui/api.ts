@@ -10,7 +10,7 @@
  * a bounded LRU keyed by digest, since manifests never change.
  */
 import type { Context } from 'koa';
-import { LRUCache } from 'lru-cache';
+import { lruOfEntries } from '../lru.js';
 import pLimit from 'p-limit';
 import type { Logger } from 'pino';
 import { type Access, type Identity } from '../../auth/index.js';
@@ -140,8 +140,7 @@ const isStringCursor = (v: unknown): v is { k: string } => typeof v === 'object'
 // ---- the API ----------------------------------------------------------------------------------------------------
 
 export class UiApi {
-  // Counted by maxSize: with `max`, lru-cache would allocate all 20,000 slots when the UI starts.
-  private readonly summaries = new LRUCache<string, Summary>({ maxSize: SUMMARY_CACHE_ENTRIES, sizeCalculation: () => 1 });
+  private readonly summaries = lruOfEntries<string, Summary>(SUMMARY_CACHE_ENTRIES);
 
   constructor(private readonly deps: UiApiDeps) {}
 
