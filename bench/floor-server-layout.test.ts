@@ -5,34 +5,26 @@
  * unit set.
  */
 import test from 'ava';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { pushMonolithic, pushStreamed, sha256 } from './client.js';
-import { freePort } from '../testing/harness.js';
+import { startServer, type BenchServer } from './servers.js';
 
-const FLOOR_SERVER = join(dirname(fileURLToPath(import.meta.url)), 'floor-server.js');
 const V2 = join('docker', 'registry', 'v2');
 
-let child: ChildProcess;
+let server: BenchServer;
 let work: string;
 let root: string;
 let url: string;
 test.before(async () => {
   work = await mkdtemp(join(tmpdir(), 'floor-layout-test-'));
-  root = join(work, 'storage');
-  const port = await freePort();
-  child = spawn(process.execPath, [FLOOR_SERVER, 'layout', String(port), root], { stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise<void>((ready, fail) => {
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => { if (d.includes('ready')) ready(); });
-    child.once('exit', (code) => fail(new Error(`floor server exited with ${code}`)));
-  });
-  url = `http://127.0.0.1:${port}`;
+  server = await startServer('floor', { tmp: work, floorMode: 'layout' });
+  root = server.rootDirectory;
+  url = server.url;
 });
 test.after.always(async () => {
-  child?.kill('SIGTERM');
+  await server?.stop();
   await rm(work, { recursive: true, force: true });
 });
 

@@ -7,7 +7,7 @@
  * Modes: `discard` (read the body, nothing else), `hash` (SHA-256 of it), `write` (hash, and write it to a file
  * in <dir> with up to 1 MiB of writes in flight), `durable` (as `write`, plus an fdatasync every 16 MiB in the
  * background and an fsync before answering, as Wharf does), `layout` (as `durable`, plus what a push into registry:2's
-storage layout must do on disk besides its bytes: see LAYOUT below), `s3` (hash, and stream the body of a monolithic
+ * storage layout must do on disk besides its bytes: see LAYOUT below), `s3` (hash, and stream the body of a monolithic
  * `PUT <location>?digest=` into one PutObject: no part buffers, so the least memory a push to S3 can take; the
  * bucket comes from FLOOR_S3, a JSON `storage.s3` section in registry:2's keys; no PATCH and no blob reads).
  * Prints `ready` once it listens.

@@ -11,16 +11,12 @@
  * turn, the order reversed every other repetition (see measureAlternating). Medians of the repetitions, and the
  * server's CPU time per repetition.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { MB, makeBlobFile, median, pushConcurrently, pushMonolithic, runProcess } from './client.js';
 import { cpuSeconds, registry2Available, startServer, type ServerKind } from './servers.js';
-import { freePort } from '../testing/harness.js';
-import { NODE_FLAGS, withMallocEnv } from '../server/node-flags.js';
 
 const HELP = `usage: npm run bench:floor -- [options]
   --mb N          size of the single pushed blob in MB (default 200)
@@ -30,21 +26,10 @@ const HELP = `usage: npm run bench:floor -- [options]
   --tmp DIR       where the blobs and the servers' storage go (default: the OS temp dir)
 `;
 
-const FLOOR_SERVER = join(dirname(fileURLToPath(import.meta.url)), 'floor-server.js');
 const MODES = ['layout', 'durable', 'write', 'hash', 'discard'] as const;
 
 interface Result { server: string; rate: number; cpu: number }
 
-
-async function startFloorServer(mode: string, dir: string): Promise<{ url: string; child: ChildProcess }> {
-  const port = await freePort();
-  const child = spawn(process.execPath, [...NODE_FLAGS, FLOOR_SERVER, mode, String(port), dir], { stdio: ['ignore', 'pipe', 'inherit'], env: withMallocEnv() });
-  await new Promise<void>((ready, fail) => {
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => { if (d.includes('ready')) ready(); });
-    child.once('exit', (code) => fail(new Error(`floor server ${mode} exited with ${code}`)));
-  });
-  return { url: `http://127.0.0.1:${port}/`, child };
-}
 
 /** PUT `file` to a floor server with curl; checks the digest it answers (modes that hash). */
 async function floorPush(url: string, file: { path: string; digest: string }, hashes: boolean): Promise<void> {
@@ -129,21 +114,21 @@ async function measureCase(pushCase: PushCase, reps: number, work: string): Prom
   try {
     const contenders: Contender[] = [];
     for (const mode of MODES) {
-      // Each its own folder: they run side by side.
-      const { url, child } = await startFloorServer(mode, await mkdtemp(join(work, `floor-${mode}-`)));
-      stops.push(() => { child.kill('SIGTERM'); });
+      const server = await startServer('floor', { tmp: work, floorMode: mode });
+      stops.push(() => server.stop());
       contenders.push({
         server: `Node floor: ${mode}`,
-        pid: child.pid!,
+        pid: server.pid,
         push: async (rep) => {
           if (mode === 'layout') {
             // Through the registry API into the layout, as Wharf is pushed.
-            await registryPush(url.replace(/\/$/, ''), pushCase.files[rep + 1]!, rep);
+            await registryPush(server.url, pushCase.files[rep + 1]!, rep);
             return bytes;
           }
+          // Any path outside /v2/: the plain push, answered with the digest.
           const files = pushCase.files[0]!;
-          if (files.length === 1) await floorPush(url, files[0]!, mode !== 'discard');
-          else await floorPushAll(url, files);
+          if (files.length === 1) await floorPush(`${server.url}/`, files[0]!, mode !== 'discard');
+          else await floorPushAll(`${server.url}/`, files);
           return bytes;
         },
       });

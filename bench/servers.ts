@@ -54,6 +54,8 @@ export interface ServerOptions {
    * through the server under test.
    */
   s3?: Record<string, unknown>;
+  /** The floor only: its mode (bench/floor-server.ts; default `durable`, and `s3` whenever `s3` is given). */
+  floorMode?: 'durable' | 'layout' | 'write' | 'hash' | 'discard';
 }
 
 export function registry2Available(): boolean {
@@ -107,7 +109,7 @@ export async function startServer(kind: ServerKind, options: ServerOptions = {})
       ...(options.wharfWorkers ? ['--workers', String(options.wharfWorkers)] : [])], { stdio: ['ignore', log, log], env })
     : kind === 'floor'
       // On S3, the floor streams each monolithic push into one PutObject under its own root in the bucket.
-      ? spawn(process.execPath, [...NODE_FLAGS, FLOOR_SERVER, options.s3 ? 's3' : 'durable', String(port), rootDirectory], {
+      ? spawn(process.execPath, [...NODE_FLAGS, FLOOR_SERVER, options.s3 ? 's3' : options.floorMode ?? 'durable', String(port), rootDirectory], {
         stdio: ['ignore', log, log],
         env: options.s3 ? { ...env, FLOOR_S3: JSON.stringify({ ...options.s3, rootdirectory: `/${basename(tmp)}` }) } : env,
       })
