@@ -74,6 +74,27 @@ test('two replicas racing for the last bytes never exceed maxsize together', asy
   await b.ledger.close();
 });
 
+test('a build asked for by a replica that saw no count does nothing once another replica built it', async (t) => {
+  // The race behind it: replica B finds the count not built and goes to build it; meanwhile replica A builds it and
+  // charges pushes whose links are not written yet. B's recount from storage would not see those charges.
+  const driver = createDriver({ driver: 'inmemory' });
+  const config = quotaConfig([{ repositories: ['team/**'], maxsize: 20_000 }]);
+  const prefix = `late${n++}:`;
+  const a = await world(maker(prefix), config, undefined, driver);
+  const b = await world(maker(prefix), config, undefined, driver);
+  const rule = a.policies.rules.quotas[0]!;
+  // A builds the count and charges a link that is not in storage yet (a push between its charge and its link).
+  const charged = await a.ledger.charge([rule], { repository: 'team/x', kind: 'layer', digest: `sha256:${'a'.repeat(64)}` }, 7000);
+  t.like(charged, { ok: true });
+  // B goes on with the build it decided on before A's count was there.
+  const late = b.ledger as unknown as { rulesById(rules: unknown[]): unknown; build(id: string): Promise<void> };
+  late.rulesById([rule]);
+  await late.build(rule.id);
+  t.deepEqual((await b.ledger.usage([rule])).get(rule.id), { usage: 7000 }, 'the charge in flight is still counted');
+  await a.ledger.close();
+  await b.ledger.close();
+});
+
 test('Redis not answering: a push under a quota is answered UNAVAILABLE within the timeout, never hangs', async (t) => {
   const driver = createDriver({ driver: 'inmemory' });
   const w = await world(maker(`down${n++}:`, 300), quotaConfig([{ repositories: ['team/**'], maxsize: 10_000 }]), undefined, driver);

@@ -246,6 +246,11 @@ export class RedisQuotaLedger implements QuotaLedger {
       return;
     }
     try {
+      // Another process may have built it between the 'notready' that sent us here and our lock. Building again
+      // would recount storage while charges flow, and a charge whose link is not written yet is missing from
+      // storage: the recount would drop it (and after 5 moved versions be installed anyway), letting replicas
+      // exceed maxsize together.
+      if (Number(await this.command(['EXISTS', `${k}ready`])) === 1) return;
       for (let attempt = 1; ; attempt++) {
         const version = String((await this.command(['GET', `${k}version`])) ?? '0');
         const count = (await recount(this.driver, [rule], this.sizes, this.options.excluded)).get(id)!;
