@@ -40,7 +40,10 @@ export interface FileInfo {
  * `move()` them into place.
  */
 export interface FileWriter {
-  /** Append bytes. Resolves when the driver can accept more (backpressure). */
+  /**
+   * Append bytes. Resolves when the driver can accept more (backpressure). Chunks written in the same turn, without
+   * awaiting in between, may be written together (the filesystem: with one system call).
+   */
   write(chunk: Uint8Array): Promise<void>;
   /** Bytes in the file so far, including those there before an append-mode open. */
   readonly size: number;

@@ -115,6 +115,34 @@ test('filesystem: an open writer resumes across driver instances (another replic
   t.is((await driver.getContent('/uploads/id/data')).toString(), 'part one, part two');
 });
 
+test('filesystem: chunks written in the same turn go out in one system call, later ones in the next', async (t) => {
+  const { driver } = await setup(t);
+  const writer = await driver.writer('/uploads/batch/data', false);
+  // Every FileHandle shares this prototype; only the calls carrying this test's chunks are counted (the file's other
+  // tests run at the same time in this process).
+  const probe = await open(join(tmpdir(), 'wharf-fs-batch-probe'), 'w');
+  const proto = Object.getPrototypeOf(probe) as { writev: FileHandle['writev'] };
+  await probe.close();
+  const original = proto.writev;
+  const calls: number[] = [];
+  const parts = [Buffer.from('one '), Buffer.from('two '), Buffer.from('three ')];
+  const last = Buffer.from('four');
+  const ours = new Set<unknown>([...parts, last]);
+  proto.writev = function (this: FileHandle, buffers: readonly NodeJS.ArrayBufferView[], position?: number) {
+    if (buffers.some((b) => ours.has(b))) calls.push(buffers.length);
+    return original.call(this, buffers, position);
+  } as FileHandle['writev'];
+  try {
+    await Promise.all(parts.map((part) => writer.write(part)));
+    await writer.write(last);
+    await writer.commit();
+  } finally {
+    proto.writev = original;
+  }
+  t.deepEqual(calls, [3, 1]);
+  t.is((await driver.getContent('/uploads/batch/data')).toString(), 'one two three four');
+});
+
 test('filesystem: after a failed write every later write fails at once, none waits for ever, and close ends', async (t) => {
   const { root, driver } = await setup(t);
   await driver.putContent('/full/seed', '');

@@ -602,8 +602,12 @@ class FilesystemWriter implements FileWriter {
     });
   }
 
-  /** Write out the queued chunks, a batch per system call, until none are left. */
+  /**
+   * Write out the queued chunks, a batch per system call, until none are left. It starts after the turn that queued
+   * the first chunk, so that every chunk queued in that turn goes out in the first system call.
+   */
   private async flush(): Promise<void> {
+    await Promise.resolve();
     while (this.pending.length > 0) {
       const batch = this.pending.splice(0, MAX_BATCH);
       try {

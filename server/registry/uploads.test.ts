@@ -11,7 +11,7 @@ import * as layout from './layout.js';
 import { parseDigest } from './reference.js';
 import { LocalRegistry } from './registry.js';
 import { BlobStore } from './blobs.js';
-import { MIN_WRITE_WINDOW, UploadStore, WRITE_BUDGET, WRITE_WINDOW } from './uploads.js';
+import { MIN_WRITE_WINDOW, UploadStore, WRITE_BATCH, WRITE_BUDGET, WRITE_WINDOW } from './uploads.js';
 
 const digestOf = (data: Buffer) => parseDigest(`sha256:${createHash('sha256').update(data).digest('hex')}`);
 
@@ -230,6 +230,50 @@ test('the write window is wide for one upload and shares WRITE_BUDGET between ma
   const window = Math.max(MIN_WRITE_WINDOW, WRITE_BUDGET / count);
   t.is(shared.most.length, count);
   for (const most of shared.most) t.true(most <= window + chunk, `an upload among ${count} kept ${most} bytes in flight`);
+});
+
+/** A driver whose upload writers note the bytes of the chunks written in each turn (a batch the driver may join). */
+function batchRecording(driver: StorageDriver): StorageDriver & { batches: number[][] } {
+  const batches: number[][] = [];
+  return Object.assign(Object.create(driver) as StorageDriver, {
+    batches,
+    async writer(path: string, append: boolean): Promise<FileWriter> {
+      const inner = await driver.writer(path, append);
+      const mine: number[] = [];
+      batches.push(mine);
+      let turn: number[] | undefined;
+      return {
+        write(chunk: Uint8Array) {
+          if (!turn) {
+            turn = [];
+            const closing = turn;
+            queueMicrotask(() => { mine.push(closing.reduce((a, b) => a + b, 0)); turn = undefined; });
+          }
+          turn.push(chunk.byteLength);
+          return inner.write(chunk);
+        },
+        get size() { return inner.size; },
+        commit: () => inner.commit(),
+        close: () => inner.close(),
+        cancel: () => inner.cancel(),
+      };
+    },
+  });
+}
+
+test('an upload hands its chunks to the driver in batches of WRITE_BATCH bytes, and the rest at the end of the body', async (t) => {
+  const chunk = 64 * 1024;
+  const recording = batchRecording(createDriver({ driver: 'inmemory' }));
+  const registry = new LocalRegistry(recording);
+  const parts = Array.from({ length: 21 }, (_, i) => Buffer.alloc(chunk, i));
+  const { id } = await registry.uploads.start('r');
+  await registry.uploads.append('r', id, chunks(parts));
+  const batches = recording.batches.at(-1)!;
+  // One upload alone has the widest window, so the batch is WRITE_BATCH: 4 chunks, 5 times, then the last one.
+  t.deepEqual(batches, [...Array<number>(5).fill(WRITE_BATCH), chunk]);
+  const data = Buffer.concat(parts);
+  t.true((await recording.getContent(layout.uploadDataPath('r', id))).equals(data));
+  t.is((await registry.uploads.complete('r', id, digestOf(data))).size, data.length);
 });
 
 /** A body that yields `first`, then waits until `release()` before yielding `rest` (a slow client). */
