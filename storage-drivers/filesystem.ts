@@ -220,7 +220,7 @@ export class FilesystemDriver implements StorageDriver {
       try {
         handle = await open(target, constants.O_RDWR);
       } catch (err) {
-        if (isNotFound(err)) throw new PathNotFoundError(path, NAME);
+        if (isNotFound(err) || code(err) === 'EISDIR') throw new PathNotFoundError(path, NAME);
         throw err;
       }
       try {

@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createDriver } from '../../storage-drivers/index.js';
-import { UnsupportedOperationError, type FileWriter, type StorageDriver } from '../../storage-drivers/driver.js';
+import { PathNotFoundError, UnsupportedOperationError, type FileWriter, type StorageDriver } from '../../storage-drivers/driver.js';
 import { errorResponse } from '../http/errors.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
@@ -274,6 +274,53 @@ test('an upload hands its chunks to the driver in batches of WRITE_BATCH bytes, 
   const data = Buffer.concat(parts);
   t.true((await recording.getContent(layout.uploadDataPath('r', id))).equals(data));
   t.is((await registry.uploads.complete('r', id, digestOf(data))).size, data.length);
+});
+
+/** A filesystem driver in a temporary directory, removed after the test. */
+async function filesystemDriver(t: import('ava').ExecutionContext): Promise<StorageDriver> {
+  const dir = await mkdtemp(join(tmpdir(), 'wharf-uploads-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return createDriver({ driver: 'filesystem', rootDirectory: dir });
+}
+
+test('a request writing to a session reads the stored size once: the writer it opens after claiming checks it', async (t) => {
+  const fs = await filesystemDriver(t);
+  const stats: string[] = [];
+  const driver = Object.assign(Object.create(fs) as StorageDriver, {
+    stat(path: string) {
+      stats.push(path);
+      return fs.stat(path);
+    },
+  });
+  const registry = new LocalRegistry(driver);
+  const { id } = await registry.uploads.start('r');
+  const data = layout.uploadDataPath('r', id);
+  stats.length = 0;
+  await registry.uploads.append('r', id, chunks([Buffer.from('first ')]));
+  t.deepEqual(stats.filter((p) => p === data), [data], 'PATCH');
+  stats.length = 0;
+  const whole = Buffer.from('first last');
+  await registry.uploads.complete('r', id, digestOf(whole), chunks([Buffer.from('last')]));
+  t.deepEqual(stats.filter((p) => p === data), [data], 'PUT with the last chunk');
+  t.deepEqual(await registry.blobs.getContent(digestOf(whole)), whole);
+});
+
+test('a session removed between reading its offset and writing is unknown, and the write leaves nothing of it behind', async (t) => {
+  const fs = await filesystemDriver(t);
+  let cancelNow: string | undefined;
+  const driver = Object.assign(Object.create(fs) as StorageDriver, {
+    async putContentIfAbsent(path: string, content: Uint8Array | string) {
+      // Another request cancels the session just before this one's claim is created (which makes its folder again).
+      if (cancelNow && path.startsWith(`${cancelNow}/claims/`)) await fs.delete(cancelNow);
+      return fs.putContentIfAbsent(path, content);
+    },
+  });
+  const registry = new LocalRegistry(driver);
+  const { id } = await registry.uploads.start('r');
+  cancelNow = layout.uploadDir('r', id);
+  const err = await t.throwsAsync(registry.uploads.append('r', id, chunks([Buffer.from('late bytes')])), { instanceOf: RegistryError });
+  t.is(err?.code, 'BLOB_UPLOAD_UNKNOWN');
+  await t.throwsAsync(fs.stat(layout.uploadDir('r', id)), { instanceOf: PathNotFoundError });
 });
 
 /** A body that yields `first`, then waits until `release()` before yielding `rest` (a slow client). */

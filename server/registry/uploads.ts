@@ -279,9 +279,10 @@ export class UploadStore {
    * Claim the session at `offset` for this request, across every process sharing the storage (see the module
    * comment): 416 when another request holds that offset, when no write ended there, or when the stored size is no
    * longer `offset` once the claim is made (the claim is then given back). Returns the claim, to be kept once bytes
-   * are written under it, else released.
+   * are written under it, else released. With `sized` false the caller reads the stored size itself, after the
+   * claim and before writing, from the writer it opens (see write()): a second read of it here would only cost.
    */
-  private async claim(name: string, id: string, offset: number): Promise<Claim> {
+  private async claim(name: string, id: string, offset: number, sized = true): Promise<Claim> {
     const token = randomUUID();
     const path = layout.uploadClaimPath(name, id, offset);
     let exclusive = !this.claimsUnsupported;
@@ -298,19 +299,19 @@ export class UploadStore {
       exclusive = false;
     }
     const claim = { offset, token, path, exclusive };
+    const dataPath = layout.uploadDataPath(name, id);
     const [boundary, info] = await Promise.all([
       offset === 0 || !exclusive ? true : ifExists(this.driver.stat(layout.uploadEndPath(name, id, offset))).then(Boolean),
-      ifExists(this.driver.stat(layout.uploadDataPath(name, id))),
+      sized ? ifExists(this.driver.stat(dataPath)) : undefined,
     ]);
-    if (!info || info.isDir || info.size !== offset || !boundary) {
-      await this.release(name, id, claim, !info || info.isDir);
-      if (!info || info.isDir) throw this.unknown(id);
-      // No write ended where storage ends: one is in progress, or its writer died (a killed replica) and the
-      // session can never continue; nobody here can tell which, so the client is told both ways out.
-      if (info.size === offset && !boundary) throw await this.busyError(name, id, UNFINISHED_WRITE);
-      throw await this.busyError(name, id);
-    }
-    return claim;
+    if (boundary && (!sized || (info && !info.isDir && info.size === offset))) return claim;
+    const stored = sized ? info : await ifExists(this.driver.stat(dataPath));
+    await this.release(name, id, claim, !stored || stored.isDir);
+    if (!stored || stored.isDir) throw this.unknown(id);
+    // No write ended where storage ends: one is in progress, or its writer died (a killed replica) and the
+    // session can never continue; nobody here can tell which, so the client is told both ways out.
+    if (stored.size === offset && !boundary) throw await this.busyError(name, id, UNFINISHED_WRITE);
+    throw await this.busyError(name, id);
   }
 
   /** Mark `offset` as where a write ended, so that the next write may start there. */
@@ -355,7 +356,7 @@ export class UploadStore {
       const expected = this.checkRange(id, offset, options);
       // Before any byte is stored: the session as it would be after this chunk must fit (its digest is not known).
       await this.hooks.quotas?.room(name, offset + (expected ?? 0));
-      const claim = await this.claim(name, id, offset);
+      const claim = await this.claim(name, id, offset, false);
       const written = await this.write(name, id, claim, body, expected);
       return { id, offset: offset + written };
     });
@@ -406,9 +407,20 @@ export class UploadStore {
       state = { algorithm: 'sha256', hash: newHash('sha256'), offset: 0 };
     }
     if (state) this.remember(key, state);
-    const writer = await this.driver.writer(layout.uploadDataPath(name, id), true);
+    // Opened after the claim was made, so the size it reads is the claim's check of the stored size (see claim()).
+    let writer: FileWriter;
+    try {
+      writer = await this.driver.writer(layout.uploadDataPath(name, id), true);
+    } catch (err) {
+      this.states.delete(key);
+      // Gone: completed or cancelled by another request since this one read the offset.
+      const gone = err instanceof PathNotFoundError;
+      await this.release(name, id, claim, gone).catch(() => {});
+      throw gone ? this.unknown(id) : err;
+    }
     if (writer.size !== offset) {
-      // Only a writer that never claimed (or a stale one from before) can have moved the end since the claim.
+      // Another request wrote since this one read the offset, or a writer that never claimed (or a stale one from
+      // before) moved the end.
       this.states.delete(key);
       await writer.close().catch(() => {});
       await this.release(name, id, claim);
@@ -553,7 +565,7 @@ export class UploadStore {
         const expected = this.checkRange(id, offset, options);
         // The digest is named here: one a rule already counts costs nothing (a wrong one fails verification below).
         await this.hooks.quotas?.room(name, offset + (expected ?? 0), digest.value);
-        const claim = await this.claim(name, id, offset);
+        const claim = await this.claim(name, id, offset, false);
         const written = await this.write(name, id, claim, body, expected, false);
         size += written;
         if (written > 0) {
