@@ -115,6 +115,24 @@ test('filesystem: an open writer resumes across driver instances (another replic
   t.is((await driver.getContent('/uploads/id/data')).toString(), 'part one, part two');
 });
 
+test('filesystem: a write whose folder is a file in the way fails and changes nothing; folders are made as needed', async (t) => {
+  const { root, driver } = await setup(t);
+  await driver.putContent('/a/file', 'kept');
+  await t.throwsAsync(driver.putContent('/a/file/child', 'x'));
+  await t.throwsAsync(driver.putContentIfAbsent('/a/file/deeper/child', 'x'));
+  await t.throwsAsync(driver.writer('/a/file/data', false));
+  t.is((await driver.getContent('/a/file')).toString(), 'kept');
+  // An existing folder, a missing one, and several missing levels.
+  await driver.putContent('/a/second', 'two');
+  t.true(await driver.putContentIfAbsent('/a/b/c/d/claim', 'token'));
+  const w = await driver.writer('/x/y/z/data', false);
+  await w.write(Buffer.from('bytes'));
+  await w.commit();
+  t.deepEqual((await readdir(join(root, 'a'))).sort(), ['b', 'file', 'second']);
+  t.is((await driver.getContent('/a/b/c/d/claim')).toString(), 'token');
+  t.is((await driver.getContent('/x/y/z/data')).toString(), 'bytes');
+});
+
 test('filesystem: chunks written in the same turn go out in one system call, later ones in the next', async (t) => {
   const { driver } = await setup(t);
   const writer = await driver.writer('/uploads/batch/data', false);

@@ -60,26 +60,19 @@ function code(err: unknown): string | undefined {
 }
 
 /**
- * `mkdir -p`. Node's recursive mkdir reports ENOENT for every failure on the way down (a read-only filesystem,
- * a denied permission), which would hide why a write failed; on ENOENT the levels are created one at a time, so the
- * real error is what is thrown.
+ * `mkdir -p`, from the deepest level up: one mkdir(2) when the folder exists (Node's recursive mkdir follows the
+ * EEXIST with a stat, a second call on the thread pool for every write into an existing folder), and each missing
+ * level once, as Node's does. Errors are the real ones: Node's recursive mkdir reports ENOENT for every failure on
+ * the way down (a read-only filesystem, a denied permission). Something other than a folder in the way is not
+ * reported here: what is then created inside it fails with ENOTDIR.
  */
 async function makeDirectory(dir: string): Promise<void> {
-  try {
-    await mkdir(dir, { recursive: true });
-  } catch (err) {
-    if (code(err) !== 'ENOENT') throw err;
-    await makeLevels(dir);
-  }
-}
-
-async function makeLevels(dir: string): Promise<void> {
   try {
     await mkdir(dir);
   } catch (err) {
     if (code(err) === 'EEXIST') return;
     if (code(err) !== 'ENOENT' || dirname(dir) === dir) throw err;
-    await makeLevels(dirname(dir));
+    await makeDirectory(dirname(dir));
     await mkdir(dir).catch((again: unknown) => {
       if (code(again) !== 'EEXIST') throw again;
     });
