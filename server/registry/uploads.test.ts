@@ -265,11 +265,12 @@ test('an upload hands its chunks to the driver in batches of WRITE_BATCH bytes, 
   const chunk = 64 * 1024;
   const recording = batchRecording(createDriver({ driver: 'inmemory' }));
   const registry = new LocalRegistry(recording);
-  const parts = Array.from({ length: 21 }, (_, i) => Buffer.alloc(chunk, i));
+  const perBatch = WRITE_BATCH / chunk;
+  const parts = Array.from({ length: 5 * perBatch + 1 }, (_, i) => Buffer.alloc(chunk, i));
   const { id } = await registry.uploads.start('r');
   await registry.uploads.append('r', id, chunks(parts));
   const batches = recording.batches.at(-1)!;
-  // One upload alone has the widest window, so the batch is WRITE_BATCH: 4 chunks, 5 times, then the last one.
+  // One upload alone has the widest window, so the batch is WRITE_BATCH, 5 times, then the last chunk.
   t.deepEqual(batches, [...Array<number>(5).fill(WRITE_BATCH), chunk]);
   const data = Buffer.concat(parts);
   t.true((await recording.getContent(layout.uploadDataPath('r', id))).equals(data));

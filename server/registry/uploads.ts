@@ -97,7 +97,7 @@ export interface UploadHooks {
  */
 export const WRITE_WINDOW = 1024 * 1024;
 export const MIN_WRITE_WINDOW = 128 * 1024;
-export const WRITE_BUDGET = 8 * 1024 * 1024;
+export const WRITE_BUDGET = 16 * 1024 * 1024;
 
 /**
  * Bytes a request collects before handing them to the driver together, which the filesystem writes with one system
@@ -107,7 +107,7 @@ export const WRITE_BUDGET = 8 * 1024 * 1024;
  * concurrent 10 MB pushes made about 100 writes each, and handing them to the thread pool was a sixth of the main
  * thread's time.
  */
-export const WRITE_BATCH = 256 * 1024;
+export const WRITE_BATCH = 512 * 1024;
 
 /** Requests writing upload bytes in this process right now. */
 let writingRequests = 0;
