@@ -212,6 +212,10 @@ class CheckedWriter implements FileWriter {
     return this.inner.size;
   }
 
+  get joinsWrites(): boolean | undefined {
+    return this.inner.joinsWrites;
+  }
+
   /**
    * Run `fn`, turning whatever it throws or rejects with into a StorageError. One derived promise rather than an
    * async function's: write() runs it for every chunk of a push.

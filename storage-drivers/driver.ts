@@ -40,11 +40,13 @@ export interface FileInfo {
  * `move()` them into place.
  */
 export interface FileWriter {
-  /**
-   * Append bytes. Resolves when the driver can accept more (backpressure). Chunks written in the same turn, without
-   * awaiting in between, may be written together (the filesystem: with one system call).
-   */
+  /** Append bytes. Resolves when the driver can accept more (backpressure). */
   write(chunk: Uint8Array): Promise<void>;
+  /**
+   * True when chunks written in the same turn, without awaiting in between, are written together (the filesystem:
+   * with one system call), so that a caller gains by handing its chunks over in batches.
+   */
+  readonly joinsWrites?: boolean;
   /** Bytes in the file so far, including those there before an append-mode open. */
   readonly size: number;
   /** Make all written bytes durable and visible; the writer is closed afterwards. */

@@ -550,6 +550,8 @@ let backgroundFlushes = 0;
  * write-back error to one flush only.
  */
 class FilesystemWriter implements FileWriter {
+  /** Chunks queued in one turn go out in one writev (see flush). */
+  readonly joinsWrites = true;
   private state: WriterState = 'open';
   private failure: { error: unknown } | undefined;
   private pending: PendingWrite[] = [];

@@ -11,7 +11,7 @@ import * as layout from './layout.js';
 import { parseDigest } from './reference.js';
 import { LocalRegistry } from './registry.js';
 import { BlobStore } from './blobs.js';
-import { MIN_WRITE_WINDOW, UploadStore, WRITE_BATCH, WRITE_BUDGET, WRITE_WINDOW } from './uploads.js';
+import { MIN_WRITE_WINDOW, UNJOINED_WRITE_BUDGET, UploadStore, WRITE_BATCH, WRITE_BUDGET, WRITE_WINDOW } from './uploads.js';
 
 const digestOf = (data: Buffer) => parseDigest(`sha256:${createHash('sha256').update(data).digest('hex')}`);
 
@@ -208,7 +208,7 @@ function slowWrites(driver: StorageDriver): StorageDriver & { most: number[]; to
   return slow;
 }
 
-test('the write window is wide for one upload and shares WRITE_BUDGET between many', async (t) => {
+test('the write window is wide for one upload and shares the budget between many (a writer that does not join writes)', async (t) => {
   const chunk = 64 * 1024;
   const parts = (n: number) => Array.from({ length: n }, (_, i) => Buffer.alloc(chunk, i));
 
@@ -227,13 +227,16 @@ test('the write window is wide for one upload and shares WRITE_BUDGET between ma
   shared.most.length = 0; // only the appends' writers
   shared.together = count;
   await Promise.all(ids.map((i) => many.uploads.append('r', i, chunks(parts(16)))));
-  const window = Math.max(MIN_WRITE_WINDOW, WRITE_BUDGET / count);
+  const window = Math.max(MIN_WRITE_WINDOW, UNJOINED_WRITE_BUDGET / count);
   t.is(shared.most.length, count);
   for (const most of shared.most) t.true(most <= window + chunk, `an upload among ${count} kept ${most} bytes in flight`);
 });
 
-/** A driver whose upload writers note the bytes of the chunks written in each turn (a batch the driver may join). */
-function batchRecording(driver: StorageDriver): StorageDriver & { batches: number[][] } {
+/**
+ * A driver whose upload writers note the bytes of the chunks written in each turn (a batch a writer that joins writes
+ * would write with one call), and say they join writes when `joins` is set.
+ */
+function batchRecording(driver: StorageDriver, joins: boolean): StorageDriver & { batches: number[][] } {
   const batches: number[][] = [];
   return Object.assign(Object.create(driver) as StorageDriver, {
     batches,
@@ -253,6 +256,7 @@ function batchRecording(driver: StorageDriver): StorageDriver & { batches: numbe
           return inner.write(chunk);
         },
         get size() { return inner.size; },
+        joinsWrites: joins,
         commit: () => inner.commit(),
         close: () => inner.close(),
         cancel: () => inner.cancel(),
@@ -261,9 +265,9 @@ function batchRecording(driver: StorageDriver): StorageDriver & { batches: numbe
   });
 }
 
-test('an upload hands its chunks to the driver in batches of WRITE_BATCH bytes, and the rest at the end of the body', async (t) => {
+test('an upload hands its chunks to a writer that joins writes in batches of WRITE_BATCH bytes, and the rest at the end', async (t) => {
   const chunk = 64 * 1024;
-  const recording = batchRecording(createDriver({ driver: 'inmemory' }));
+  const recording = batchRecording(createDriver({ driver: 'inmemory' }), true);
   const registry = new LocalRegistry(recording);
   const perBatch = WRITE_BATCH / chunk;
   const parts = Array.from({ length: 5 * perBatch + 1 }, (_, i) => Buffer.alloc(chunk, i));
@@ -283,6 +287,27 @@ async function filesystemDriver(t: import('ava').ExecutionContext): Promise<Stor
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   return createDriver({ driver: 'filesystem', rootDirectory: dir });
 }
+
+test('a writer that does not join writes (S3 copies each chunk into a part buffer) gets each chunk as it comes', async (t) => {
+  const chunk = 64 * 1024;
+  const recording = batchRecording(createDriver({ driver: 'inmemory' }), false);
+  const registry = new LocalRegistry(recording);
+  const parts = Array.from({ length: 12 }, (_, i) => Buffer.alloc(chunk, i));
+  const { id } = await registry.uploads.start('r');
+  await registry.uploads.append('r', id, chunks(parts));
+  t.deepEqual(recording.batches.at(-1), Array<number>(12).fill(chunk));
+  t.true(UNJOINED_WRITE_BUDGET < WRITE_BUDGET);
+});
+
+test('the filesystem writer joins writes, also behind the checked wrapper every driver is used through', async (t) => {
+  const driver = await filesystemDriver(t);
+  const writer = await driver.writer('/w/data', false);
+  t.true(writer.joinsWrites);
+  await writer.close();
+  const s3like = await createDriver({ driver: 'inmemory' }).writer('/w/data', false);
+  t.falsy(s3like.joinsWrites);
+});
+
 
 test('a request writing to a session reads the stored size once: the writer it opens after claiming checks it', async (t) => {
   const fs = await filesystemDriver(t);

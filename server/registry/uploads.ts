@@ -90,20 +90,23 @@ export interface UploadHooks {
  * while earlier ones are written, so receiving, hashing and writing overlap; the bound keeps a request's memory
  * small however large the blob.
  *
- * The window is shared: WRITE_BUDGET bytes split between the requests writing at the time, at most WRITE_WINDOW
- * and at least MIN_WRITE_WINDOW each. One large push gets a wide window, which means fewer and larger writes and
- * fewer thread-pool round trips (one 200 MB push on a 2-core VM: about 20% less CPU at 1 MiB than at 128 KiB).
- * Many pushes at once get narrower windows, so memory stays within the budget.
+ * The window is shared: a budget split between the requests writing at the time, at most WRITE_WINDOW and at least
+ * MIN_WRITE_WINDOW each. One large push gets a wide window, which means fewer and larger writes and fewer
+ * thread-pool round trips (one 200 MB push on a 2-core VM: about 20% less CPU at 1 MiB than at 128 KiB). Many pushes
+ * at once get narrower windows, so memory stays within the budget: WRITE_BUDGET for writers that join the chunks
+ * handed over together (the filesystem), which get batches (below); UNJOINED_WRITE_BUDGET for the others (S3, whose
+ * writer copies each chunk into a part buffer with a budget of its own).
  */
 export const WRITE_WINDOW = 1024 * 1024;
 export const MIN_WRITE_WINDOW = 128 * 1024;
 export const WRITE_BUDGET = 16 * 1024 * 1024;
+export const UNJOINED_WRITE_BUDGET = 2 * 1024 * 1024;
 
 /**
- * Bytes a request collects before handing them to the driver together, which the filesystem writes with one system
- * call: at most half the request's window (so that the next batch fills while one is written), and whatever is
- * left at the end of the body. Handed over as they came (64 KiB from the socket), the chunks of many concurrent
- * pushes reached the disk about one per write, since little arrives for each push while its last write is out: 20
+ * Bytes a request collects before handing them to a writer that joins writes, which the filesystem writes with one
+ * system call: at most half the request's window (so that the next batch fills while one is written), and whatever
+ * is left at the end of the body. Handed over as they came (64 KiB from the socket), the chunks of many concurrent
+ * pushes reached the disk one or two per write, since little arrives for each push while its last write is out: 20
  * concurrent 10 MB pushes made about 100 writes each, and handing them to the thread pool was a sixth of the main
  * thread's time.
  */
@@ -112,8 +115,8 @@ export const WRITE_BATCH = 512 * 1024;
 /** Requests writing upload bytes in this process right now. */
 let writingRequests = 0;
 
-function currentWindow(): number {
-  return Math.min(WRITE_WINDOW, Math.max(MIN_WRITE_WINDOW, Math.floor(WRITE_BUDGET / Math.max(writingRequests, 1))));
+function currentWindow(budget: number): number {
+  return Math.min(WRITE_WINDOW, Math.max(MIN_WRITE_WINDOW, Math.floor(budget / Math.max(writingRequests, 1))));
 }
 
 /** Writes to a driver writer in batches, without waiting for each one, with at most the current window outstanding. */
@@ -125,7 +128,15 @@ class WriteWindow {
   /** Bytes collected or being written. */
   private bytes = 0;
 
-  constructor(private readonly writer: FileWriter) {}
+  /** The budget this writer's window is a share of, and the most bytes it collects before handing them over. */
+  private readonly budget: number;
+  private readonly batchLimit: number;
+
+  constructor(private readonly writer: FileWriter) {
+    const joins = writer.joinsWrites === true;
+    this.budget = joins ? WRITE_BUDGET : UNJOINED_WRITE_BUDGET;
+    this.batchLimit = joins ? WRITE_BATCH : 0;
+  }
 
   /**
    * Take `chunk` for writing. Returns undefined while the outstanding bytes are within the window, else a promise that
@@ -136,12 +147,12 @@ class WriteWindow {
     this.batch.push(chunk);
     this.batchBytes += chunk.byteLength;
     this.bytes += chunk.byteLength;
-    const window = currentWindow();
-    if (this.batchBytes >= Math.min(WRITE_BATCH, window / 2)) this.handOver();
+    const window = currentWindow(this.budget);
+    if (this.batchBytes >= Math.min(this.batchLimit, window / 2)) this.handOver();
     return this.bytes > window ? this.shrink() : undefined;
   }
 
-  /** Start writing the collected chunks, all in the same turn (see FileWriter.write). */
+  /** Start writing the collected chunks, all in the same turn (see FileWriter.joinsWrites). */
   private handOver(): void {
     for (const chunk of this.batch) {
       const done = this.writer.write(chunk);
@@ -155,7 +166,7 @@ class WriteWindow {
 
   /** Wait for the oldest writes until the bytes are back within the window; what is collected keeps collecting. */
   private async shrink(): Promise<void> {
-    while (this.bytes > currentWindow()) {
+    while (this.bytes > currentWindow(this.budget)) {
       // Only when the window narrowed below what is collected (more requests began writing) is there none out.
       if (this.outstanding.length === 0) this.handOver();
       await this.oldest();
