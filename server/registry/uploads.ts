@@ -430,8 +430,8 @@ export class UploadStore {
       throw gone ? this.unknown(id) : err;
     }
     if (writer.size !== offset) {
-      // Another request wrote since this one read the offset, or a writer that never claimed (or a stale one from
-      // before) moved the end.
+      // Only a writer that never claimed (or a stale one from before) can have moved the end since the offset was
+      // read: a request that claimed it holds the claim this one would have had to make.
       this.states.delete(key);
       await writer.close().catch(() => {});
       await this.release(name, id, claim);
