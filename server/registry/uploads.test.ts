@@ -11,6 +11,7 @@ import * as layout from './layout.js';
 import { parseDigest } from './reference.js';
 import { LocalRegistry } from './registry.js';
 import { BlobStore } from './blobs.js';
+import { waitFor } from '../../testing/helpers.js';
 import { MIN_WRITE_WINDOW, UNJOINED_WRITE_BUDGET, UploadStore, WRITE_BATCH, WRITE_BUDGET, WRITE_WINDOW } from './uploads.js';
 
 const digestOf = (data: Buffer) => parseDigest(`sha256:${createHash('sha256').update(data).digest('hex')}`);
@@ -287,6 +288,32 @@ async function filesystemDriver(t: import('ava').ExecutionContext): Promise<Stor
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   return createDriver({ driver: 'filesystem', rootDirectory: dir });
 }
+
+test('the bytes of a body that pauses reach a writer that joins writes without a full batch; a body cut short keeps them', async (t) => {
+  const chunk = 64 * 1024;
+  const recording = batchRecording(createDriver({ driver: 'inmemory' }), true);
+  const registry = new LocalRegistry(recording);
+  const { id } = await registry.uploads.start('r');
+  const paused = pausedBody(Buffer.alloc(chunk, 1), [Buffer.alloc(chunk, 2)]);
+  const appending = registry.uploads.append('r', id, paused.body);
+  try {
+    await paused.sent;
+    // Well under WRITE_BATCH, and nothing more comes until the bytes are with the writer.
+    await waitFor('the paused bytes to reach the writer', async () => (recording.batches.at(-1)?.[0] === chunk ? true : undefined), 5_000, 5);
+  } finally {
+    paused.release();
+  }
+  t.is((await appending).offset, 2 * chunk);
+
+  // A client that goes away after sending some bytes: what it sent is stored, and the session resumes from there.
+  const other = await registry.uploads.start('r');
+  async function* cut(): AsyncIterable<Uint8Array> {
+    yield Buffer.alloc(chunk, 3);
+    throw new Error('client went away');
+  }
+  await t.throwsAsync(registry.uploads.append('r', other.id, cut()), { message: 'client went away' });
+  t.is((await registry.uploads.status('r', other.id)).offset, chunk);
+});
 
 test('a writer that does not join writes (S3 copies each chunk into a part buffer) gets each chunk as it comes', async (t) => {
   const chunk = 64 * 1024;

@@ -112,6 +112,13 @@ export const UNJOINED_WRITE_BUDGET = 2 * 1024 * 1024;
  */
 export const WRITE_BATCH = 512 * 1024;
 
+/**
+ * How long collected chunks wait for the next one before they are handed over anyway: the bytes of a client that
+ * pauses (or of a replica killed in the middle of a request) reach storage this soon after they arrived, as they
+ * did when every chunk was handed over at once.
+ */
+export const BATCH_IDLE_MS = 20;
+
 /** Requests writing upload bytes in this process right now. */
 let writingRequests = 0;
 
@@ -127,6 +134,8 @@ class WriteWindow {
   private batchBytes = 0;
   /** Bytes collected or being written. */
   private bytes = 0;
+  /** Hands the collection over once no chunk came for BATCH_IDLE_MS. */
+  private idle: NodeJS.Timeout | undefined;
 
   /** The budget this writer's window is a share of, and the most bytes it collects before handing them over. */
   private readonly budget: number;
@@ -149,11 +158,17 @@ class WriteWindow {
     this.bytes += chunk.byteLength;
     const window = currentWindow(this.budget);
     if (this.batchBytes >= Math.min(this.batchLimit, window / 2)) this.handOver();
+    else if (this.idle) this.idle.refresh();
+    else this.idle = setTimeout(() => this.handOver(), BATCH_IDLE_MS);
     return this.bytes > window ? this.shrink() : undefined;
   }
 
   /** Start writing the collected chunks, all in the same turn (see FileWriter.joinsWrites). */
   private handOver(): void {
+    if (this.idle) {
+      clearTimeout(this.idle);
+      this.idle = undefined;
+    }
     for (const chunk of this.batch) {
       const done = this.writer.write(chunk);
       // Observed at once so that a failure is never an unhandled rejection; it is thrown where it is awaited.
@@ -180,12 +195,11 @@ class WriteWindow {
   }
 
   /**
-   * Wait for every outstanding write, ignoring failures (the caller is already failing). Chunks collected but not
-   * handed over are dropped: the session resumes from what storage holds.
+   * Write what is collected and wait for every outstanding write, ignoring failures (the caller is already failing:
+   * a client that went away keeps what it sent, and after a failed write the writer refuses the rest at once).
    */
   async settle(): Promise<void> {
-    this.batch = [];
-    this.batchBytes = 0;
+    this.handOver();
     await Promise.allSettled(this.outstanding.map((w) => w.done));
     this.outstanding.length = 0;
     this.bytes = 0;
