@@ -134,11 +134,11 @@ test('filesystem: a write whose folder is a file in the way fails and changes no
 });
 
 test('filesystem: chunks written in the same turn go out in one system call, later ones in the next', async (t) => {
-  const { driver } = await setup(t);
+  const { dir, driver } = await setup(t);
   const writer = await driver.writer('/uploads/batch/data', false);
   // Every FileHandle shares this prototype; only the calls carrying this test's chunks are counted (the file's other
   // tests run at the same time in this process).
-  const probe = await open(join(tmpdir(), 'wharf-fs-batch-probe'), 'w');
+  const probe = await open(join(dir, 'probe'), 'w');
   const proto = Object.getPrototypeOf(probe) as { writev: FileHandle['writev'] };
   await probe.close();
   const original = proto.writev;

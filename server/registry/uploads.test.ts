@@ -425,9 +425,7 @@ async function sizeReaches(driver: StorageDriver, path: string, size: number): P
 }
 
 test('bytes another process wrote inside the range a running hash covers never become the blob under that digest', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'wharf-uploads-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const driver = createDriver({ driver: 'filesystem', rootDirectory: dir });
+  const driver = await filesystemDriver(t);
   const { a, b } = twoProcesses(driver);
   const { id } = await a.start('r');
   const data = layout.uploadDataPath('r', id);
