@@ -62,20 +62,38 @@ function code(err: unknown): string | undefined {
 /**
  * `mkdir -p`, from the deepest level up: one mkdir(2) when the folder exists (Node's recursive mkdir follows the
  * EEXIST with a stat, a second call on the thread pool for every write into an existing folder), and each missing
- * level once, as Node's does. Errors are the real ones: Node's recursive mkdir reports ENOENT for every failure on
- * the way down (a read-only filesystem, a denied permission). Something other than a folder in the way is not
- * reported here: what is then created inside it fails with ENOTDIR.
+ * level once, as Node's does. Resolves with the first (highest) folder it made, or undefined when the folder was
+ * there. Errors are the real ones: Node's recursive mkdir reports ENOENT for every failure on the way down (a
+ * read-only filesystem, a denied permission). Something other than a folder in the way is not reported here: what is
+ * then created inside it fails with ENOTDIR.
  */
-async function makeDirectory(dir: string): Promise<void> {
+async function makeDirectory(dir: string): Promise<string | undefined> {
   try {
     await mkdir(dir);
+    return dir;
   } catch (err) {
-    if (code(err) === 'EEXIST') return;
+    if (code(err) === 'EEXIST') return undefined;
     if (code(err) !== 'ENOENT' || dirname(dir) === dir) throw err;
-    await makeDirectory(dirname(dir));
-    await mkdir(dir).catch((again: unknown) => {
-      if (code(again) !== 'EEXIST') throw again;
-    });
+  }
+  const made = await makeDirectory(dirname(dir));
+  try {
+    await mkdir(dir);
+    return made ?? dir;
+  } catch (err) {
+    if (code(err) !== 'EEXIST') throw err;
+    return made;
+  }
+}
+
+/** Remove the folders from `dir` up to `made` (one of its ancestors, or itself) while they are empty. */
+async function removeLevels(dir: string, made: string): Promise<void> {
+  for (let level = dir; ; level = dirname(level)) {
+    try {
+      await rmdir(level);
+    } catch {
+      return; // Not empty (another writer uses it) or gone: either way it is not ours to remove.
+    }
+    if (level === made || dirname(level) === level) return;
   }
 }
 
@@ -256,15 +274,27 @@ export class FilesystemDriver implements StorageDriver {
         throw err;
       }
     }
-    // Checked before creating the destination's folders, so that a missing source leaves none behind.
-    if (!(await exists(source))) throw new PathNotFoundError(sourcePath, NAME);
-    try {
-      await this.withParent(dest, () => rename(source, dest));
-    } catch (err) {
-      if (code(err) === 'EXDEV') return moveAcrossDevices(source, dest, this.fsync);
-      // ENOENT from rename may be about either side; withParent already retried for the destination's parent.
-      if (isNotFound(err) && !(await exists(source))) throw new PathNotFoundError(sourcePath, NAME);
-      throw err;
+    // The destination's folder is missing, or the source is. The folder is made first and the source checked only
+    // if the move fails again, so that a new blob's move costs no extra call; what was made for a missing source is
+    // removed, so that it leaves no empty folders behind.
+    const parent = dirname(dest);
+    for (let attempt = 1; ; attempt++) {
+      let made: string | undefined;
+      try {
+        made = await makeDirectory(parent);
+        await rename(source, dest);
+        return;
+      } catch (err) {
+        if (code(err) === 'EXDEV') return moveAcrossDevices(source, dest, this.fsync);
+        if (!isNotFound(err)) throw err;
+        // ENOENT from rename may be about either side.
+        if (!(await exists(source))) {
+          if (made !== undefined) await removeLevels(parent, made);
+          throw new PathNotFoundError(sourcePath, NAME);
+        }
+        // A folder on the way vanished (a concurrent delete of the tree, or removeEmptyDirectory): make it again.
+        if (code(err) !== 'ENOENT' || attempt >= PARENT_RETRIES) throw err;
+      }
     }
   }
 

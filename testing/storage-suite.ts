@@ -498,6 +498,9 @@ export function driverSuite(name: string, factory: DriverFactory): void {
     t.is((await d.getContent('/m/dest')).toString(), 'kept');
     await notFound(t, d.move('/m/missing', '/n/dest'), '/m/missing');
     await notFound(t, d.stat('/n/dest'), '/n/dest');
+    // Nor does it leave the folders of a missing destination behind, however deep.
+    await notFound(t, d.move('/m/missing', '/n/o/p/dest'), '/m/missing');
+    t.deepEqual(await d.list('/'), ['/m']);
   });
 
   test(title('concurrent writers moving to the same destination leave one intact file'), async (t) => {
