@@ -35,6 +35,28 @@ test('a settled small file read again is kept, then answered from memory while i
   t.is(reader.fileReads, 2, 'the first read is plain, the second keeps the bytes, the rest come from memory');
 });
 
+test('a kept file is checked on the event loop; after a slow check, through the thread pool, and changes are seen either way', async (t) => {
+  const { dir, reader } = await setup(t);
+  const file = join(dir, 'link');
+  await writeFile(file, A);
+  await settled(file);
+  for (let i = 0; i < 4; i++) t.is((await reader.read(file)).toString(), A);
+  t.is(reader.poolStats, 0, 'no check of the kept file went through the thread pool');
+
+  // A threshold below zero makes every synchronous stat a slow one.
+  const slow = new SmallFileReader(dir, 4_096, -1);
+  for (let i = 0; i < 5; i++) t.is((await slow.read(file)).toString(), A);
+  t.is(slow.fileReads, 2);
+  // The third read checked synchronously and found it slow; the fourth and fifth went through the pool.
+  t.is(slow.poolStats, 2);
+  const next = join(dir, 'next');
+  await writeFile(next, B);
+  await rename(next, file);
+  t.is((await slow.read(file)).toString(), B, 'a replaced file is read again after a check through the pool');
+  await rm(file);
+  await t.throwsAsync(slow.read(file), { code: 'ENOENT' });
+});
+
 test('a file replaced by rename is read again at once, even with the same size and within one clock tick', async (t) => {
   const { dir, reader } = await setup(t);
   const file = join(dir, 'link');
