@@ -215,6 +215,24 @@ export async function ifExists<T>(p: Promise<T>): Promise<T | undefined> {
   }
 }
 
+/** How long the loser of an exclusive create waits for the winner's content (see `readAfterLostCreate`). */
+export const LOST_CREATE_WAIT_MS = 2_000;
+
+/**
+ * The content of a file that another writer has just created with `putContentIfAbsent` (this caller's exclusive create
+ * lost), or undefined when it is gone. The filesystem creates the file empty and writes the content after it, so an
+ * empty file is read again, with a growing pause, until it has content or `waitMs` have passed (then it is returned
+ * empty: the caller must not take it for the content).
+ */
+export async function readAfterLostCreate(driver: StorageDriver, path: string, waitMs = LOST_CREATE_WAIT_MS): Promise<Buffer | undefined> {
+  const deadline = Date.now() + waitMs;
+  for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+    const content = await ifExists(driver.getContent(path));
+    if (content === undefined || content.byteLength > 0 || Date.now() >= deadline) return content;
+    await new Promise((resolve) => setTimeout(resolve, pause));
+  }
+}
+
 export class InvalidPathError extends StorageError {
   constructor(readonly path: string) {
     super(`invalid path: ${JSON.stringify(path)}`);

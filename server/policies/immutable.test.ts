@@ -6,6 +6,8 @@
  */
 import test from 'ava';
 import pino from 'pino';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { parseConfig } from '../config/load.js';
@@ -119,6 +121,23 @@ test('two replicas racing to set a new immutable tag to different manifests: exa
     const loser = parseDigest(winner === one.digest ? two.digest : one.digest);
     t.is(await f.driver.stat(layout.tagIndexLinkPath('release/app', tagName, loser)).catch(() => undefined), undefined);
   }
+});
+
+test('the loser of the exclusive create waits for the winner\'s link to be written: DENIED, not an error', async (t) => {
+  const f = await setup(t);
+  const first = await untagged(f, 'release/app');
+  const other = await untagged(f, 'release/app');
+  // The winner between its create and its write: the filesystem creates the link empty and writes it just after.
+  const link = join(f.root, layout.tagCurrentLinkPath('release/app', 'v9'));
+  await mkdir(dirname(link), { recursive: true });
+  await writeFile(link, '');
+  const writes = (async () => {
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    await writeFile(link, first.digest);
+  })();
+  await denied(t, f.registry.manifests.put('release/app', parseReference('v9'), other.bytes, OCI_MANIFEST));
+  await writes;
+  t.is((await f.registry.manifests.resolveTag('release/app', 'v9'))?.value, first.digest);
 });
 
 /** A driver that runs `hook` once, just before the first call of `method` on a path for which `when` holds. */

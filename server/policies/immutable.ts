@@ -20,7 +20,7 @@
  *    the delete's removal and restores it. Either way no covered tag is left naming a missing manifest, and no
  *    covered tag is ever removed (the delete skips covered tags).
  */
-import { type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
+import { type StorageDriver, ifExists, readAfterLostCreate } from '../../storage-drivers/driver.js';
 import { RegistryError } from '../registry/errors.js';
 import * as layout from '../registry/layout.js';
 import { parseDigest, tryParseDigest, type Digest } from '../registry/reference.js';
@@ -96,7 +96,9 @@ export async function setImmutableTag(driver: StorageDriver, name: string, tag: 
   // Two rounds at most: a tag found absent by the exclusive create's loser could only have been removed in between
   // by a replica whose rules do not cover it (a reload not yet applied there).
   for (let attempt = 0; ; attempt++) {
-    const current = await readLink(driver, path);
+    // After a lost create, the winner's link may still be empty for a moment.
+    const raw = attempt > 0 ? await readAfterLostCreate(driver, path) : await ifExists(driver.getContent(path));
+    const current = raw === undefined ? undefined : tryParseDigest(raw.toString('utf8').trim());
     if (current) {
       if (current.value !== digest.value) throw moveDenied(rule, tag, current.value, digest.value);
       break;
