@@ -7,6 +7,11 @@ import { SignJWT } from 'jose';
 import pino from 'pino';
 import { UnsupportedOperationError } from '../../storage-drivers/driver.js';
 import { InMemoryDriver } from '../../storage-drivers/inmemory.js';
+import { createDriver } from '../../storage-drivers/index.js';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { UI_SESSION_KEY_PATH } from '../registry/layout.js';
 import { parseGcMetrics } from './index.js';
 import { COOKIE_NAME, loadSessionKey, readSessionCookie, SessionKeys, sessionCookie, SharedSessionKey } from './session.js';
@@ -106,4 +111,33 @@ test('without exclusive create, the key is written plainly and read back', async
   const first = await loadSessionKey(driver, logger);
   t.is(first.byteLength, 32);
   t.deepEqual(await loadSessionKey(driver, logger), first);
+});
+
+test('a process whose create of the key lost uses the winner\'s key once written, never the empty file', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'wharf-session-key-'));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  const driver = createDriver({ driver: 'filesystem', rootDirectory: root });
+  const file = join(root, UI_SESSION_KEY_PATH);
+  const winner = randomBytes(32);
+  let written: Promise<void> | undefined;
+  // The other process creates the file (empty, as the filesystem's exclusive create does) just before this one tries,
+  // and writes its key a moment later.
+  const racing = new Proxy(driver, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver);
+      if (prop !== 'putContentIfAbsent') return typeof value === 'function' ? value.bind(target) : value;
+      return async (path: string, content: Uint8Array | string) => {
+        await mkdir(dirname(file), { recursive: true });
+        await writeFile(file, '');
+        written = (async () => {
+          await new Promise((resolve) => setTimeout(resolve, 150));
+          await writeFile(file, winner);
+        })();
+        return target.putContentIfAbsent(path, content);
+      };
+    },
+  });
+  const key = await loadSessionKey(racing, logger);
+  await written;
+  t.deepEqual(key, new Uint8Array(winner));
 });

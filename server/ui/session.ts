@@ -15,7 +15,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { jwtVerify, SignJWT } from 'jose';
 import type { Logger } from 'pino';
-import { ifExists, UnsupportedOperationError, type StorageDriver } from '../../storage-drivers/driver.js';
+import { ifExists, readAfterLostCreate, UnsupportedOperationError, type StorageDriver } from '../../storage-drivers/driver.js';
 import { UI_SESSION_KEY_PATH } from '../registry/layout.js';
 
 export const COOKIE_NAME = 'wharf_session';
@@ -43,13 +43,15 @@ export async function loadSessionKey(driver: StorageDriver, logger: Logger): Pro
         created = true;
       }
       if (!created) {
-        // Another process created it first: use theirs.
-        const theirs = await driver.getContent(UI_SESSION_KEY_PATH);
-        if (theirs.byteLength === KEY_BYTES) return new Uint8Array(theirs);
+        // Another process created it first: use theirs, once it has written it (the file is created empty).
+        const theirs = await readAfterLostCreate(driver, UI_SESSION_KEY_PATH);
+        if (theirs?.byteLength === KEY_BYTES) return new Uint8Array(theirs);
       }
     }
-    // Read back: what is stored is what every other process uses.
+    // Read back: what is stored is what every other process uses. Never a key of another length: an empty one would
+    // let anybody sign a session.
     const stored = await driver.getContent(UI_SESSION_KEY_PATH);
+    if (stored.byteLength !== KEY_BYTES) throw new Error(`the stored key has ${stored.byteLength} bytes, not ${KEY_BYTES}`);
     return new Uint8Array(stored);
   } catch (err) {
     logger.warn({ err: (err as Error).message }, 'web UI: could not keep the session key in storage; logins are valid in this process only');
