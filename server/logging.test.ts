@@ -52,3 +52,16 @@ test('without log.formatter, a terminal gets text lines and anything else JSON',
     else t.is(JSON.parse(line).msg, 'hello');
   }
 });
+
+test('lines logged in one turn leave in one write, after it', async (t) => {
+  const { config } = parseConfig('version: 0.1\nlog: {formatter: json}\nstorage: {inmemory: {}}\n', {}, 'test');
+  const writes: string[] = [];
+  const out = new PassThrough();
+  out.on('data', (d: Buffer) => writes.push(d.toString('utf8')));
+  const logger = createLogger(config, out);
+  for (const msg of ['one', 'two', 'three']) logger.info(msg);
+  await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setImmediate(r));
+  t.is(writes.length, 1);
+  t.deepEqual(writes[0]!.trim().split('\n').map((l) => JSON.parse(l).msg), ['one', 'two', 'three']);
+});

