@@ -29,6 +29,18 @@ export async function pushBlob(base: string, repo: string, data: Uint8Array, hea
   return sha256(data);
 }
 
+/**
+ * Wait until a server's output holds `count` matches of `pattern` (at least): a server writes the log lines of a turn
+ * at its end (server/logging.ts), so a line may reach the output just after the answer it describes.
+ */
+export async function waitForOutput(server: { output(): string }, pattern: RegExp | string, count = 1): Promise<number> {
+  const matches = () => {
+    const text = server.output();
+    return typeof pattern === 'string' ? text.split(pattern).length - 1 : (text.match(new RegExp(pattern.source, pattern.flags.includes('g') ? pattern.flags : `${pattern.flags}g`)) ?? []).length;
+  };
+  return waitFor(`${count} × ${String(pattern)} in the output`, async () => (matches() >= count ? matches() : undefined), 10_000, 20);
+}
+
 /** Polls `condition` every `intervalMs` until it returns a value other than undefined, or throws after `timeoutMs`. */
 export async function waitFor<T>(what: string, condition: () => Promise<T | undefined>, timeoutMs = 30_000, intervalMs = 100): Promise<T> {
   const deadline = Date.now() + timeoutMs;

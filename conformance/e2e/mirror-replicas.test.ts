@@ -13,7 +13,7 @@ import { startRedis, type RunningRedis } from '../../testing/redis-test-server.j
 import { startWharf, type RunningWharf } from '../../testing/harness.js';
 import { allBlobs, generateImage, writeOciLayout, type Image } from '../../testing/e2e/image.js';
 import { tempDir } from '../../testing/e2e/target.js';
-import { waitFor } from '../../testing/helpers.js';
+import { waitFor, waitForOutput } from '../../testing/helpers.js';
 import { UPSTREAM_USERS, pushUpstream, startTokenUpstream } from '../../testing/e2e/upstream.js';
 
 let work: { path: string; remove: () => Promise<void> };
@@ -153,7 +153,7 @@ test.serial('when the replica holding the fetch is killed, the other takes over 
   release();
   t.deepEqual(await pull, { status: 200, digest });
   t.is(blobGets, before + 2, 'the upstream was asked once more, by the replica that took over');
-  t.regex(waiter.output(), /proxy fetch taken over from another replica/);
+  await waitForOutput(waiter, /proxy fetch taken over from another replica/);
   await doomed;
   // Served from the shared storage from now on.
   t.deepEqual(await pullBlob(waiter, 'team/takeover', digest), { status: 200, digest });

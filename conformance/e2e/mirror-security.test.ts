@@ -20,7 +20,7 @@ import { NODE_FLAGS } from '../../server/node-flags.js';
 import { findExecutable } from '../../testing/e2e/dockerd.js';
 import { allBlobs, generateImage, writeOciLayout, type Image } from '../../testing/e2e/image.js';
 import { run, tempDir } from '../../testing/e2e/target.js';
-import { waitFor } from '../../testing/helpers.js';
+import { waitFor, waitForOutput } from '../../testing/helpers.js';
 import { UPSTREAM_USERS as USERS, pushUpstream, skopeo, startTokenUpstream } from '../../testing/e2e/upstream.js';
 
 /** The ctr test needs root and containerd's binaries (Debian package containerd). */
@@ -321,7 +321,8 @@ async function startContainerd(): Promise<{ address: string; dir: string; stop: 
     // Wharf first: containerd shares content between its namespaces, so the second pull only resolves the tag.
     const wharf = await pullThrough(viaWharf.host, 1);
     t.is(wharf.code, 0, `wharf: ${wharf.stdout}${wharf.stderr}`);
-    t.regex(viaWharf.output(), /"method":"GET","path":"\/v2\/library\/ctrtool\/blobs\/[^"]+"[^\n]*"status":200/, 'the blobs came through Wharf');
+    // The blobs came through Wharf.
+    await waitForOutput(viaWharf, /"method":"GET","path":"\/v2\/library\/ctrtool\/blobs\/[^"]+"[^\n]*"status":200/);
     const r2 = await pullThrough(viaRegistry2.host, 2);
     t.is(r2.code, 0, `registry:2: ${r2.stdout}${r2.stderr}`);
     t.is((await manifest(viaWharf.url, 'library/ctrtool/manifests/1', image)).digest, image.manifest.digest);
@@ -393,7 +394,7 @@ test.serial("an upstream failure's answer names only what was asked: no upstream
     t.is(refused.status, 503, refused.body);
     t.deepEqual(errorOf(refused).detail, { name: 'team/x', reference: '1' });
     t.false(refused.body.includes(new URL(deadUrl).host));
-    t.regex(dead.output(), /upstream request failed/, 'the reason is logged');
+    await waitForOutput(dead, /upstream request failed/);
     t.false(dead.output().includes(USERS.puller));
   } finally {
     await dead.stop();
@@ -441,7 +442,7 @@ test.serial("a token realm on another host than the upstream's never receives th
     t.is(r.status, 404, r.body);
     t.true(scene.seen.length > 0, 'the realm was asked for a token');
     t.deepEqual(scene.seen, scene.seen.map(() => undefined), 'anonymously');
-    t.regex(victim.output(), /token realm is on another host/);
+    await waitForOutput(victim, /token realm is on another host/);
     t.false(victim.output().includes(USERS.puller));
 
     scene.seen.length = 0;

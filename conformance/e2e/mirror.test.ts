@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { freePort, startRegistry2, startWharf, type RunningWharf } from '../../testing/harness.js';
 import { allBlobs, generateImage, generateMultiArch, writeOciLayout, type Image } from '../../testing/e2e/image.js';
 import { tempDir } from '../../testing/e2e/target.js';
-import { waitFor } from '../../testing/helpers.js';
+import { waitFor, waitForOutput } from '../../testing/helpers.js';
 import { UPSTREAM_USERS as USERS, pushUpstream as pushTo, skopeo, startTokenUpstream, upstreamBlobGets as blobGetsOf } from '../../testing/e2e/upstream.js';
 
 let work: { path: string; remove: () => Promise<void> };
@@ -281,7 +281,7 @@ test.serial('an upstream answering 429 still serves cached tags and digests, wit
     const res = await fetch(`${limitedMirror.url}/v2/team/limited/manifests/1`, { headers: { Accept: image.manifest.mediaType } });
     t.is(res.status, 200);
     t.regex(res.headers.get('warning') ?? '', /served from cache/);
-    t.regex(limitedMirror.output(), /serving cached manifest/);
+    await waitForOutput(limitedMirror, /serving cached manifest/);
     // Not cached and rate limited: 429 with the OCI envelope.
     const missing = await fetch(`${limitedMirror.url}/v2/team/never/manifests/1`);
     t.is(missing.status, 429);
@@ -309,7 +309,7 @@ test.serial('with the upstream stopped, cached tags and digests still pull', asy
   const unknown = await fetch(`${mirror.url}/v2/team/unknown/manifests/1`);
   t.is(unknown.status, 503);
   // Logged at debug level throughout, and still no credential or token in the mirror's output.
-  t.regex(mirror.output(), /cached blob from upstream/);
+  await waitForOutput(mirror, /cached blob from upstream/);
   t.false(mirror.output().includes(USERS.puller));
   t.notRegex(mirror.output(), /Bearer [A-Za-z0-9_-]{10,}/);
 });

@@ -15,7 +15,7 @@ import { SignJWT } from 'jose';
 import { stringify } from 'yaml';
 import { freePort, startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
 import { libtrustKeyId } from '../../auth/keys.js';
-import { sha256 } from '../../testing/helpers.js';
+import { sha256, waitForOutput } from '../../testing/helpers.js';
 
 const PASSWORDS = { alice: 'alice-pw-Q1', bob: 'bob-pw-Z9', carol: 'carol-pw-K3', victim: 'victim-pw-X7', hupper: 'hupper-pw-R2' };
 let dir: string;
@@ -461,7 +461,7 @@ test('SIGHUP reloads the rules without dropping an open connection', async (t) =
     t.is(await get('/v2/mine/app/tags/list'), 403, 'the old rule is gone');
     t.is(ports.size, 1, 'every request went over the same connection');
     t.is(wharf.process.exitCode, null, 'the server is still running');
-    t.regex(wharf.output(), /auth: configuration reloaded/);
+    await waitForOutput(wharf, /auth: configuration reloaded/);
   } finally {
     agent.destroy();
     await wharf.stop();
