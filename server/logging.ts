@@ -42,9 +42,8 @@ function textDestination(out: NodeJS.WritableStream): Writable {
 
 /** Lines waiting past this many characters are written at once, without waiting for the end of the turn. */
 const BATCH_CHARS = 64 * 1024;
-/** The batches of every logger of the process, written out when it exits. */
+/** The batches of every logger of the process, written out when it exits (one listener, added with the first). */
 const batches = new Set<() => void>();
-let flushOnExit = false;
 
 /**
  * A destination that writes the lines logged in one turn of the event loop with one write, at the end of the turn:
@@ -64,13 +63,12 @@ function batchedDestination(out: NodeJS.WritableStream): { write(line: string): 
     chars = 0;
     out.write(text);
   };
-  batches.add(flush);
-  if (!flushOnExit) {
-    flushOnExit = true;
+  if (batches.size === 0) {
     process.on('exit', () => {
       for (const batch of batches) batch();
     });
   }
+  batches.add(flush);
   return {
     write(line: string): boolean {
       pending.push(line);

@@ -66,8 +66,9 @@ export function manifestDeleteDenied(digest: string, naming: readonly ImmutableT
   );
 }
 
-async function readLink(driver: StorageDriver, path: string): Promise<Digest | undefined> {
-  const raw = await ifExists(driver.getContent(path));
+async function readLink(driver: StorageDriver, path: string, afterLostCreate = false): Promise<Digest | undefined> {
+  // After a lost exclusive create, the winner's link may still be empty for a moment.
+  const raw = afterLostCreate ? await readAfterLostCreate(driver, path) : await ifExists(driver.getContent(path));
   return raw === undefined ? undefined : tryParseDigest(raw.toString('utf8').trim());
 }
 
@@ -96,9 +97,7 @@ export async function setImmutableTag(driver: StorageDriver, name: string, tag: 
   // Two rounds at most: a tag found absent by the exclusive create's loser could only have been removed in between
   // by a replica whose rules do not cover it (a reload not yet applied there).
   for (let attempt = 0; ; attempt++) {
-    // After a lost create, the winner's link may still be empty for a moment.
-    const raw = attempt > 0 ? await readAfterLostCreate(driver, path) : await ifExists(driver.getContent(path));
-    const current = raw === undefined ? undefined : tryParseDigest(raw.toString('utf8').trim());
+    const current = await readLink(driver, path, attempt > 0);
     if (current) {
       if (current.value !== digest.value) throw moveDenied(rule, tag, current.value, digest.value);
       break;
