@@ -16,9 +16,10 @@
  *     parents retry a few times when their directory vanishes under them.
  */
 import { constants, type Dirent, type Stats } from 'node:fs';
-import { copyFile, lstat, mkdir, open, readdir, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { copyFile, lstat, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
+import { QuickCalls } from './quick-calls.js';
 import { SmallFileReader } from './small-files.js';
 import { Readable, type Writable } from 'node:stream';
 import {
@@ -44,6 +45,8 @@ export interface FilesystemDriverOptions {
    * (default true). Turning it off trades crash durability for speed (tests, caches).
    */
   fsync?: boolean;
+  /** For tests: the threshold of a slow synchronous metadata call (see ./quick-calls.ts). */
+  slowCallMs?: number;
 }
 
 /** Prefix of the temporary files this driver creates; list and walk never show such names. */
@@ -67,17 +70,17 @@ function code(err: unknown): string | undefined {
  * read-only filesystem, a denied permission). Something other than a folder in the way is not reported here: what is
  * then created inside it fails with ENOTDIR.
  */
-async function makeDirectory(dir: string): Promise<string | undefined> {
+async function makeDirectory(calls: QuickCalls, dir: string): Promise<string | undefined> {
   try {
-    await mkdir(dir);
+    await calls.mkdir(dir);
     return dir;
   } catch (err) {
     if (code(err) === 'EEXIST') return undefined;
     if (code(err) !== 'ENOENT' || dirname(dir) === dir) throw err;
   }
-  const made = await makeDirectory(dirname(dir));
+  const made = await makeDirectory(calls, dirname(dir));
   try {
-    await mkdir(dir);
+    await calls.mkdir(dir);
     return made ?? dir;
   } catch (err) {
     if (code(err) !== 'EEXIST') throw err;
@@ -86,10 +89,10 @@ async function makeDirectory(dir: string): Promise<string | undefined> {
 }
 
 /** Remove the folders from `dir` up to `made` (one of its ancestors, or itself) while they are empty. */
-async function removeLevels(dir: string, made: string): Promise<void> {
+async function removeLevels(calls: QuickCalls, dir: string, made: string): Promise<void> {
   for (let level = dir; ; level = dirname(level)) {
     try {
-      await rmdir(level);
+      await calls.rmdir(level);
     } catch {
       return; // Not empty (another writer uses it) or gone: either way it is not ours to remove.
     }
@@ -116,12 +119,15 @@ export class FilesystemDriver implements StorageDriver {
   readonly rootDirectory: string;
   private readonly fsync: boolean;
   private readonly smallFiles: SmallFileReader;
+  /** Metadata calls, made on the event loop's thread while they are quick (./quick-calls.ts). */
+  readonly calls: QuickCalls;
 
   constructor(options: FilesystemDriverOptions) {
     if (!options.rootDirectory) throw new StorageDriverError(NAME, 'rootDirectory is required');
     this.rootDirectory = resolve(options.rootDirectory);
     this.fsync = options.fsync ?? true;
-    this.smallFiles = new SmallFileReader(this.rootDirectory);
+    this.calls = new QuickCalls(this.rootDirectory, options.slowCallMs);
+    this.smallFiles = new SmallFileReader(this.calls);
   }
 
   /** The OS path of a (validated) driver path. */
@@ -141,46 +147,29 @@ export class FilesystemDriver implements StorageDriver {
   async putContent(path: string, content: Uint8Array | string): Promise<void> {
     const target = this.fullPath(path);
     await this.withParent(target, async () => {
+      // Created exclusively: never reuse an existing file, even in the astronomically unlikely case of a name collision.
       const temp = join(dirname(target), tempName());
-      // 'wx': never reuse an existing file, even in the astronomically unlikely case of a name collision.
-      const handle = await open(temp, 'wx');
+      await this.calls.writeFile(temp, content, this.fsync);
       try {
-        try {
-          await handle.writeFile(content);
-          if (this.fsync) await handle.sync();
-        } finally {
-          await handle.close();
-        }
-        await rename(temp, target);
+        await this.calls.rename(temp, target);
       } catch (err) {
-        await unlink(temp).catch(() => {});
+        await this.calls.unlink(temp).catch(() => {});
         throw err;
       }
     });
   }
 
   /**
-   * open(2) with O_CREAT|O_EXCL ('wx'): the kernel (or the NFS server, v3 and later) decides which creator wins.
-   * The content is written after the create, so a reader may briefly see the file empty. Not flushed to disk (see
-   * the contract): a crash of the machine ends every process on this filesystem that could rely on it.
+   * open(2) with O_CREAT|O_EXCL: the kernel (or the NFS server, v3 and later) decides which creator wins. The content
+   * is written after the create, so a reader may briefly see the file empty. Not flushed to disk (see the contract):
+   * a crash of the machine ends every process on this filesystem that could rely on it.
    */
   async putContentIfAbsent(path: string, content: Uint8Array | string): Promise<boolean> {
     const target = this.fullPath(path);
-    let handle: FileHandle;
     try {
-      handle = await this.withParent(target, () => open(target, 'wx'));
+      await this.withParent(target, () => this.calls.writeFile(target, content, false));
     } catch (err) {
       if (code(err) === 'EEXIST' || code(err) === 'EISDIR') return false;
-      throw err;
-    }
-    try {
-      try {
-        await handle.writeFile(content);
-      } finally {
-        await handle.close();
-      }
-    } catch (err) {
-      await unlink(target).catch(() => {});
       throw err;
     }
     return true;
@@ -248,7 +237,7 @@ export class FilesystemDriver implements StorageDriver {
 
   async stat(path: string): Promise<FileInfo> {
     try {
-      return toInfo(path, await stat(this.fullPath(path)));
+      return toInfo(path, await this.calls.stat(this.fullPath(path)));
     } catch (err) {
       // The root always exists, even before the first write creates its directory.
       if (path === '/' && code(err) === 'ENOENT') return { path, size: 0, modTime: new Date(0), isDir: true };
@@ -266,7 +255,7 @@ export class FilesystemDriver implements StorageDriver {
     const dest = this.fullPath(destPath);
     try {
       // One rename when the destination's folder exists (the garbage collector moves many files into one folder).
-      await rename(source, dest);
+      await this.calls.rename(source, dest);
       return;
     } catch (err) {
       if (!isNotFound(err)) {
@@ -281,15 +270,15 @@ export class FilesystemDriver implements StorageDriver {
     for (let attempt = 1; ; attempt++) {
       let made: string | undefined;
       try {
-        made = await makeDirectory(parent);
-        await rename(source, dest);
+        made = await makeDirectory(this.calls, parent);
+        await this.calls.rename(source, dest);
         return;
       } catch (err) {
         if (code(err) === 'EXDEV') return moveAcrossDevices(source, dest, this.fsync);
         if (!isNotFound(err)) throw err;
         // ENOENT from rename may be about either side.
         if (!(await exists(source))) {
-          if (made !== undefined) await removeLevels(parent, made);
+          if (made !== undefined) await removeLevels(this.calls, parent, made);
           throw new PathNotFoundError(sourcePath, NAME);
         }
         // A folder on the way vanished (a concurrent delete of the tree, or removeEmptyDirectory): make it again.
@@ -302,26 +291,26 @@ export class FilesystemDriver implements StorageDriver {
     const full = this.fullPath(path);
     if (path === '/') {
       // The root always exists: empty it rather than remove it.
-      for (const name of await this.children('/', true)) await removeTree(join(full, name));
+      for (const name of await this.children('/', true)) await removeTree(this.calls, join(full, name));
       return;
     }
     // A file (the common case) is one unlink; a directory refuses it (EISDIR on Linux, EPERM elsewhere).
     try {
-      await unlink(full);
+      await this.calls.unlink(full);
       return;
     } catch (err) {
       if (isNotFound(err)) throw new PathNotFoundError(path, NAME);
       if (code(err) !== 'EISDIR' && code(err) !== 'EPERM') throw err;
     }
     // A concurrent delete of the same tree (or part of it) is not an error once we saw it existed.
-    await removeTree(full);
+    await removeTree(this.calls, full);
   }
 
   /** rmdir(2): atomic, and fails (false) when the directory holds anything, temporary files included. */
   async removeEmptyDirectory(path: string): Promise<boolean> {
     if (path === '/') return false;
     try {
-      await rmdir(this.fullPath(path));
+      await this.calls.rmdir(this.fullPath(path));
       return true;
     } catch (err) {
       const c = code(err);
@@ -351,7 +340,7 @@ export class FilesystemDriver implements StorageDriver {
       if (startAfter !== undefined && comparePaths(path, startAfter) < 0 && !isBelow(startAfter, path)) continue;
       let st: Stats;
       try {
-        st = await stat(this.fullPath(path));
+        st = await this.calls.stat(this.fullPath(path));
       } catch (err) {
         if (isNotFound(err)) continue; // deleted while we walk
         throw err;
@@ -396,7 +385,7 @@ export class FilesystemDriver implements StorageDriver {
     const parent = dirname(target);
     for (let attempt = 1; ; attempt++) {
       try {
-        await makeDirectory(parent);
+        await makeDirectory(this.calls, parent);
         return await fn();
       } catch (err) {
         // Not "does the parent exist now": another writer may have created it again meanwhile.
@@ -417,7 +406,7 @@ const REMOVE_RETRIES = 5;
  * in 6 calls against Node's 13. What is already gone (a concurrent delete) is skipped; an entry added meanwhile
  * makes rmdir fail, and the directory is emptied again. A symbolic link is removed, never followed.
  */
-async function removeTree(dir: string): Promise<void> {
+async function removeTree(calls: QuickCalls, dir: string): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     let entries: Dirent[];
     try {
@@ -426,18 +415,18 @@ async function removeTree(dir: string): Promise<void> {
       if (code(err) === 'ENOENT') return;
       if (code(err) !== 'ENOTDIR') throw err;
       // A file now (replaced meanwhile): unlinked, and an error other than its absence is thrown.
-      return unlink(dir).catch((e: unknown) => {
+      return calls.unlink(dir).catch((e: unknown) => {
         if (code(e) !== 'ENOENT') throw e;
       });
     }
     for (let i = 0; i < entries.length; i += REMOVE_AT_ONCE) {
       await Promise.all(entries.slice(i, i + REMOVE_AT_ONCE).map((entry) => {
         const path = join(dir, entry.name);
-        return entry.isDirectory() ? removeTree(path) : removeFile(path);
+        return entry.isDirectory() ? removeTree(calls, path) : removeFile(calls, path);
       }));
     }
     try {
-      await rmdir(dir);
+      await calls.rmdir(dir);
       return;
     } catch (err) {
       if (code(err) === 'ENOENT') return;
@@ -447,13 +436,13 @@ async function removeTree(dir: string): Promise<void> {
 }
 
 /** unlink, of a file that may be gone already or have become a directory meanwhile. */
-async function removeFile(path: string): Promise<void> {
+async function removeFile(calls: QuickCalls, path: string): Promise<void> {
   try {
-    await unlink(path);
+    await calls.unlink(path);
   } catch (err) {
     if (code(err) === 'ENOENT') return;
     if (code(err) !== 'EISDIR' && code(err) !== 'EPERM') throw err;
-    await removeTree(path);
+    await removeTree(calls, path);
   }
 }
 

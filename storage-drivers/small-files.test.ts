@@ -4,13 +4,15 @@ import { mkdir, mkdtemp, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SETTLE_MS, SMALL_FILE_MAX, SmallFileReader, isLocalFilesystem } from './small-files.js';
+import { SETTLE_MS, SMALL_FILE_MAX, SmallFileReader } from './small-files.js';
+import { QuickCalls, isLocalFilesystem } from './quick-calls.js';
 import { waitFor } from '../testing/helpers.js';
 
 async function setup(t: import('ava').ExecutionContext) {
   const dir = await mkdtemp(join(tmpdir(), 'wharf-small-files-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return { dir, reader: new SmallFileReader(dir) };
+  const calls = new QuickCalls(dir);
+  return { dir, calls, reader: new SmallFileReader(calls) };
 }
 
 /** Wait until the file's change time lies far enough in the past for its bytes to be kept. */
@@ -36,19 +38,20 @@ test('a settled small file read again is kept, then answered from memory while i
 });
 
 test('a kept file is checked on the event loop; after a slow check, through the thread pool, and changes are seen either way', async (t) => {
-  const { dir, reader } = await setup(t);
+  const { dir, calls, reader } = await setup(t);
   const file = join(dir, 'link');
   await writeFile(file, A);
   await settled(file);
   for (let i = 0; i < 4; i++) t.is((await reader.read(file)).toString(), A);
-  t.is(reader.poolStats, 0, 'no check of the kept file went through the thread pool');
+  t.is(calls.poolCalls, 0, 'no check of the kept file went through the thread pool');
 
-  // A threshold below zero makes every synchronous stat a slow one.
-  const slow = new SmallFileReader(dir, 4_096, -1);
+  // A threshold below zero makes every synchronous call a slow one.
+  const slowCalls = new QuickCalls(dir, -1);
+  const slow = new SmallFileReader(slowCalls);
   for (let i = 0; i < 5; i++) t.is((await slow.read(file)).toString(), A);
   t.is(slow.fileReads, 2);
   // The third read checked synchronously and found it slow; the fourth and fifth went through the pool.
-  t.is(slow.poolStats, 2);
+  t.is(slowCalls.poolCalls, 2);
   const next = join(dir, 'next');
   await writeFile(next, B);
   await rename(next, file);
@@ -126,10 +129,4 @@ test('what a caller does to the bytes it was given does not change what the next
   (await reader.read(file)).fill(0);
   (await reader.read(file)).fill(0);
   t.is((await reader.read(file)).toString(), A);
-});
-
-test('only local filesystems are trusted to tell a change by stat', async (t) => {
-  t.true(await isLocalFilesystem(tmpdir()));
-  t.true(await isLocalFilesystem(join(tmpdir(), 'does-not-exist', 'below')), 'a missing root is judged by its parent');
-  t.false(await isLocalFilesystem('/proc'), 'procfs is not in the list');
 });
