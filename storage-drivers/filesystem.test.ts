@@ -4,13 +4,13 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Writable, type Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, symlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { checkedDriver } from './checked.js';
 import { PathNotFoundError, StorageDriverError, copyIntoOf, type FileInfo } from './driver.js';
-import { FilesystemDriver, READ_CHUNK, TEMP_PREFIX, WRITEBACK_EVERY, moveAcrossDevices } from './filesystem.js';
+import { FilesystemDriver, READ_CHUNK, TEMP_PREFIX, WRITEBACK_EVERY, WritableFile, moveAcrossDevices } from './filesystem.js';
 import { driverSuite } from '../testing/storage-suite.js';
 
 async function tempRoot(): Promise<{ dir: string; cleanup(): Promise<void> }> {
@@ -134,22 +134,20 @@ test('filesystem: a write whose folder is a file in the way fails and changes no
 });
 
 test('filesystem: chunks written in the same turn go out in one system call, later ones in the next', async (t) => {
-  const { dir, driver } = await setup(t);
+  const { driver } = await setup(t);
   const writer = await driver.writer('/uploads/batch/data', false);
-  // Every FileHandle shares this prototype; only the calls carrying this test's chunks are counted (the file's other
+  // Every writer's file shares this prototype; only the calls carrying this test's chunks are counted (the file's other
   // tests run at the same time in this process).
-  const probe = await open(join(dir, 'probe'), 'w');
-  const proto = Object.getPrototypeOf(probe) as { writev: FileHandle['writev'] };
-  await probe.close();
+  const proto = WritableFile.prototype;
   const original = proto.writev;
   const calls: number[] = [];
   const parts = [Buffer.from('one '), Buffer.from('two '), Buffer.from('three ')];
   const last = Buffer.from('four');
   const ours = new Set<unknown>([...parts, last]);
-  proto.writev = function (this: FileHandle, buffers: readonly NodeJS.ArrayBufferView[], position?: number) {
+  proto.writev = function (this: WritableFile, buffers: Uint8Array[], position: number) {
     if (buffers.some((b) => ours.has(b))) calls.push(buffers.length);
     return original.call(this, buffers, position);
-  } as FileHandle['writev'];
+  };
   try {
     await Promise.all(parts.map((part) => writer.write(part)));
     await writer.write(last);
@@ -297,13 +295,11 @@ async function waitForCondition(check: () => Promise<boolean>, timeoutMs = 10_00
 }
 
 test.serial('filesystem: a long write is flushed to disk in the background, one flush at a time, and a failed flush fails the commit', async (t) => {
-  const { dir, root } = await setup(t);
+  const { root } = await setup(t);
   const driver = new FilesystemDriver({ rootDirectory: root });
-  // Serial: every FileHandle's datasync goes through this wrapper for the length of the test; it counts the flushes,
+  // Serial: every writer's datasync goes through this wrapper for the length of the test; it counts the flushes,
   // holds them until `release`, and fails them once `fail` is set.
-  const probe = await open(join(dir, 'probe'), 'w');
-  const proto = Object.getPrototypeOf(probe) as FileHandle;
-  await probe.close();
+  const proto = WritableFile.prototype;
   const original = proto.datasync;
   let calls = 0;
   let running = 0;
@@ -311,7 +307,7 @@ test.serial('filesystem: a long write is flushed to disk in the background, one 
   let fail = false;
   let release!: () => void;
   const held = new Promise<void>((resolve) => { release = resolve; });
-  proto.datasync = async function datasync(this: FileHandle) {
+  proto.datasync = async function datasync(this: WritableFile) {
     calls++;
     most = Math.max(most, ++running);
     try {

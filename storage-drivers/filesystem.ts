@@ -15,11 +15,11 @@
  *   - Creating a parent directory can race with a concurrent delete of that directory; operations that create
  *     parents retry a few times when their directory vanishes under them.
  */
-import { constants, type Dirent, type Stats } from 'node:fs';
+import { close, constants, fdatasync, fstat, fsync, open as openFd, writev, type Dirent, type Stats } from 'node:fs';
 import { copyFile, lstat, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
-import { QuickCalls } from './quick-calls.js';
+import { QuickCalls, call } from './quick-calls.js';
 import { SmallFileReader } from './small-files.js';
 import { Readable, type Writable } from 'node:stream';
 import {
@@ -216,23 +216,23 @@ export class FilesystemDriver implements StorageDriver {
   async writer(path: string, append: boolean): Promise<FileWriter> {
     const target = this.fullPath(path);
     if (append) {
-      let handle: FileHandle;
+      let file: WritableFile;
       try {
-        handle = await open(target, constants.O_RDWR);
+        file = await WritableFile.open(target, constants.O_RDWR);
       } catch (err) {
         if (isNotFound(err) || code(err) === 'EISDIR') throw new PathNotFoundError(path, NAME);
         throw err;
       }
       try {
-        const st = await handle.stat();
-        return new FilesystemWriter(target, handle, st.size, this.fsync);
+        const st = await file.stat();
+        return new FilesystemWriter(target, file, st.size, this.fsync);
       } catch (err) {
-        await handle.close().catch(() => {});
+        await file.close().catch(() => {});
         throw err;
       }
     }
-    const handle = await this.withParent(target, () => open(target, 'w'));
-    return new FilesystemWriter(target, handle, 0, this.fsync);
+    const file = await this.withParent(target, () => WritableFile.open(target, 'w'));
+    return new FilesystemWriter(target, file, 0, this.fsync);
   }
 
   async stat(path: string): Promise<FileInfo> {
@@ -532,6 +532,41 @@ export async function moveAcrossDevices(source: string, dest: string, fsync = tr
   });
 }
 
+/**
+ * A file open for writing, by its descriptor, through the callback API of `fs`. A writer makes a call per batch of
+ * chunks, and FileHandle's promise methods cost more per call: about 8% of the server's CPU over 20 concurrent 10 MB
+ * pushes. Unlike a FileHandle, a descriptor is not closed by the garbage collector: every writer ends in commit, close
+ * or cancel, which close it. Exported for tests.
+ */
+export class WritableFile {
+  private constructor(private readonly fd: number) {}
+
+  static async open(path: string, flags: string | number): Promise<WritableFile> {
+    return new WritableFile(await call<number>((done) => openFd(path, flags, done)));
+  }
+
+  /** Write `chunks` at `position`; resolves with how many bytes the kernel took (a short write is possible). */
+  writev(chunks: Uint8Array[], position: number): Promise<number> {
+    return call<number>((done) => writev(this.fd, chunks, position, done));
+  }
+
+  stat(): Promise<Stats> {
+    return call<Stats>((done) => fstat(this.fd, done));
+  }
+
+  datasync(): Promise<void> {
+    return call<void>((done) => fdatasync(this.fd, (err) => done(err, undefined)));
+  }
+
+  sync(): Promise<void> {
+    return call<void>((done) => fsync(this.fd, (err) => done(err, undefined)));
+  }
+
+  close(): Promise<void> {
+    return call<void>((done) => close(this.fd, (err) => done(err, undefined)));
+  }
+}
+
 type WriterState = 'open' | 'committed' | 'closed' | 'cancelled';
 
 /** Most chunks written by one system call (writev), well under every platform's IOV_MAX. */
@@ -584,7 +619,7 @@ class FilesystemWriter implements FileWriter {
 
   constructor(
     private readonly file: string,
-    private readonly handle: FileHandle,
+    private readonly handle: WritableFile,
     initialSize: number,
     private readonly fsync: boolean,
   ) {
@@ -663,7 +698,7 @@ class FilesystemWriter implements FileWriter {
   private async writeAll(chunks: Uint8Array[]): Promise<void> {
     let rest = chunks.filter((c) => c.byteLength > 0);
     while (rest.length > 0) {
-      let { bytesWritten } = await this.handle.writev(rest, this.written);
+      let bytesWritten = await this.handle.writev(rest, this.written);
       this.written += bytesWritten;
       // A short write: drop what went out and retry with the remainder.
       while (rest.length > 0 && bytesWritten >= rest[0]!.byteLength) bytesWritten -= rest.shift()!.byteLength;
