@@ -33,6 +33,7 @@ import { mkdir, open, rename, rm, stat, writeFile, type FileHandle } from 'node:
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
+import { SOCKET_HIGH_WATER_MARK } from '../server/node-flags.js';
 
 type Mode = 'discard' | 'hash' | 'write' | 'durable' | 'layout' | 's3';
 const MODES: Mode[] = ['discard', 'hash', 'write', 'durable', 'layout', 's3'];
@@ -345,7 +346,8 @@ async function registryPush(req: IncomingMessage, res: ServerResponse, url: URL)
   res.writeHead(405).end();
 }
 
-createServer((req, res) => {
+// Wharf's socket buffer size: a setting of Node's, not work the floor could skip (see SOCKET_HIGH_WATER_MARK).
+createServer({ highWaterMark: SOCKET_HIGH_WATER_MARK }, (req, res) => {
   const url = new URL(req.url ?? '/', 'http://floor');
   const handled = url.pathname.startsWith('/v2/') ? registryPush(req, res, url) : plainPush(req, res);
   handled.catch((err: Error) => {

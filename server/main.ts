@@ -16,7 +16,7 @@ import { GcRecorder } from './gc/recorder.js';
 import { serverGcState } from './gc/redis-state.js';
 import { createApp } from './http/app.js';
 import { UploadLimits } from './http/upload-limits.js';
-import { guardConnections, headerCheckInterval, type ConnectionLimits } from './http/connections.js';
+import { guardConnections, httpServerOptions, type ConnectionLimits } from './http/connections.js';
 import { TrustedProxies } from './http/forwarded.js';
 import { Mirror } from './proxy/mirror.js';
 import { SharedFlights } from './proxy/shared-flight.js';
@@ -182,7 +182,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     idleMs: config.http.timeouts.idle,
     maxPerAddress: config.http.maxconnectionsperaddress,
   };
-  const serverOptions = { connectionsCheckingInterval: headerCheckInterval(limits) };
+  const serverOptions = httpServerOptions(limits);
   const server = config.http.tls
     ? createHttpsServer(
         { ...serverOptions, cert: await readFile(config.http.tls.certificate), key: await readFile(config.http.tls.key) },

@@ -17,6 +17,7 @@ import type { Logger } from 'pino';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { normalizeAddress } from '../../auth/index.js';
 import type { TrustedProxies } from './forwarded.js';
+import { SOCKET_HIGH_WATER_MARK } from '../node-flags.js';
 
 export interface ConnectionLimits {
   readHeaderMs: number;
@@ -29,6 +30,11 @@ export interface ConnectionLimits {
 /** How often open connections are checked against `readheader` (Node checks on an interval of its own). */
 export function headerCheckInterval(limits: ConnectionLimits): number {
   return Math.max(100, Math.min(5_000, Math.floor(limits.readHeaderMs / 4)));
+}
+
+/** Options of the registry's HTTP(S) server: the header-timeout check's interval, and the sockets' buffer size. */
+export function httpServerOptions(limits: ConnectionLimits): { connectionsCheckingInterval: number; highWaterMark: number } {
+  return { connectionsCheckingInterval: headerCheckInterval(limits), highWaterMark: SOCKET_HIGH_WATER_MARK };
 }
 
 interface Watched {
