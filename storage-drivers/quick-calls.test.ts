@@ -7,7 +7,7 @@ import { pbkdf2 } from 'node:crypto';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FIRST_PAUSE_MS, MAX_PAUSE_MS, QuickCalls, SMALL_WRITE_MAX, isLocalFilesystem } from './quick-calls.js';
+import { BUSY_MS_PER_SECOND, FIRST_PAUSE_MS, MAX_PAUSE_MS, QuickCalls, SMALL_WRITE_MAX, isLocalFilesystem } from './quick-calls.js';
 import { FilesystemDriver } from './filesystem.js';
 
 async function tempDir(t: import('ava').ExecutionContext): Promise<string> {
@@ -133,10 +133,35 @@ test('the pause after a slow call doubles while the calls stay slow, up to a min
   }
   t.deepEqual(pauses, [2_000, 4_000, 8_000, 16_000, 32_000, MAX_PAUSE_MS, MAX_PAUSE_MS, MAX_PAUSE_MS]);
 
-  // Quick for a good while after the last pause (several of its length): the next slow call pauses the least again.
-  clock += calls.pausedFor + 5 * MAX_PAUSE_MS;
+  // Quick for a while after the last pause: the next slow call pauses the least again.
+  clock += calls.pausedFor + 2 * FIRST_PAUSE_MS;
   await calls.stat(dir);
   t.is(calls.pausedFor, FIRST_PAUSE_MS);
+  // Slow once more, but not right after that pause (a preempted thread, a collection): the least again.
+  clock += calls.pausedFor + FIRST_PAUSE_MS + 1;
+  await calls.stat(dir);
+  t.is(calls.pausedFor, FIRST_PAUSE_MS);
+});
+
+test('quick calls that add up to too much of a second pause them too', async (t) => {
+  const dir = await tempDir(t);
+  let clock = 1_000_000;
+  let elapsed = 0;
+  // Each call takes half a millisecond by this stopwatch: under the slow mark, but they add up.
+  const calls = new QuickCalls(dir, 2, () => clock, () => (elapsed += 0.5));
+  const within = BUSY_MS_PER_SECOND / 0.5;
+  for (let i = 0; i < within; i++) await calls.stat(dir);
+  t.is(calls.pausedFor, 0, `${within} calls of half a millisecond are within the budget of a second`);
+  await calls.stat(dir);
+  t.is(calls.pausedFor, FIRST_PAUSE_MS, 'one more is not');
+  t.is(calls.poolCalls, 0);
+
+  // A second later (after the pause) the count starts again: as many calls spread over two seconds pause nothing.
+  clock += FIRST_PAUSE_MS + 2_000;
+  for (let i = 0; i < within - 1; i++) await calls.stat(dir);
+  clock += 1_000;
+  for (let i = 0; i < within - 1; i++) await calls.stat(dir);
+  t.is(calls.pausedFor, 0);
 });
 
 test('a large file is written whole through the pool, and exclusively', async (t) => {
