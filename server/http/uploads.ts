@@ -10,6 +10,7 @@ import { isDigestAlgorithm, parseDigest, type DigestAlgorithm } from '../registr
 import { isValidUploadId, type ChunkRange, type UploadStatus } from '../registry/uploads.js';
 import type { UploadIntent } from '../registry/registry.js';
 import { uploadRangeHeader } from './errors.js';
+import { chunksOf } from './chunks.js';
 import {
   contentLength,
   hasBody,
@@ -70,9 +71,9 @@ function uploadId(ctx: RegistryContext): string {
   return id;
 }
 
-/** The request body as a stream of chunks, or undefined when the request carries none. */
+/** The request body as its chunks (each as it came, see ./chunks.ts), or undefined when the request carries none. */
 function body(ctx: RegistryContext): AsyncIterable<Uint8Array> | undefined {
-  return hasBody(ctx) ? (ctx.req as AsyncIterable<Uint8Array>) : undefined;
+  return hasBody(ctx) ? chunksOf(ctx.req) : undefined;
 }
 
 /** An empty body, for requests that carry none. */
