@@ -182,7 +182,7 @@ export async function startServer(config: WharfConfig, logger = createLogger(con
     idleMs: config.http.timeouts.idle,
     maxPerAddress: config.http.maxconnectionsperaddress,
   };
-  const serverOptions = httpServerOptions(limits);
+  const serverOptions = httpServerOptions(limits, config.storage.driver);
   const server = config.http.tls
     ? createHttpsServer(
         { ...serverOptions, cert: await readFile(config.http.tls.certificate), key: await readFile(config.http.tls.key) },

@@ -38,7 +38,8 @@ export const NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--init
  * of the stream machinery each: 11,700 `epoll_ctl` calls in three rounds of 20 concurrent 10 MB pushes, 192 with
  * 256 KiB). 20 concurrent 10 MB pushes ran 6.7-8.4% faster (per-round median of 15 alternating rounds; 2.9% with 64
  * KiB, the same with 1 MiB as with 256 KiB). The cost is bounded per connection: 256 KiB of a body read ahead, or of
- * a response to a slow reader (a blob GET from the filesystem already keeps two 1 MiB buffers in flight).
+ * a response to a slow reader (a blob GET from the filesystem already keeps two 1 MiB buffers in flight). Used with
+ * filesystem storage only (httpServerOptions in ./http/connections.ts): pushes to S3 are bound by the service.
  */
 export const SOCKET_HIGH_WATER_MARK = 256 * 1024;
 

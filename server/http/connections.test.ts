@@ -17,7 +17,7 @@ async function serve(
   t: import('ava').ExecutionContext,
   handler: Handler = (_req, res) => res.end('ok'),
 ): Promise<{ server: Server; port: number; guard: ReturnType<typeof guardConnections> }> {
-  const server = createServer(httpServerOptions(limits), handler);
+  const server = createServer(httpServerOptions(limits, 'filesystem'), handler);
   const guard = guardConnections(server, limits, new TrustedProxies([]), pino({ level: 'silent' }));
   // The periodic check is stopped: what empties the watch here can only be the request's own end.
   guard.stop();
@@ -78,4 +78,9 @@ test('a request body is read ahead up to the socket buffer before the socket sto
   await waitFor('the body to be buffered', async () => (received?.readableLength === body ? true : undefined), 5_000, 10);
   t.is(received!.readableHighWaterMark, SOCKET_HIGH_WATER_MARK);
   t.false(received!.socket.isPaused(), 'the socket still reads');
+});
+
+test("with S3 storage the sockets keep Node's buffer size", (t) => {
+  t.is(httpServerOptions(limits, 's3').highWaterMark, undefined);
+  t.is(httpServerOptions(limits, 'filesystem').highWaterMark, SOCKET_HIGH_WATER_MARK);
 });
