@@ -34,6 +34,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { SOCKET_HIGH_WATER_MARK } from '../server/node-flags.js';
+import { chunksOf } from '../server/http/chunks.js';
 
 type Mode = 'discard' | 'hash' | 'write' | 'durable' | 'layout' | 's3';
 const MODES: Mode[] = ['discard', 'hash', 'write', 'durable', 'layout', 's3'];
@@ -149,7 +150,8 @@ async function commitToLayout(name: string, digest: string, upload: Upload): Pro
 
 /** Hash and write the request body into the upload; resolves once it is written (and synced, when durable). */
 async function receiveInto(req: IncomingMessage, upload: Upload): Promise<void> {
-  for await (const chunk of req as AsyncIterable<Uint8Array>) {
+  // Chunks as they came, as Wharf reads a pushed body (server/http/chunks.ts): Node's iterator would join them.
+  for await (const chunk of chunksOf(req)) {
     upload.size += chunk.byteLength;
     upload.hash?.update(chunk);
     if (upload.sink) await upload.sink.write(chunk);
