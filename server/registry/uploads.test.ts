@@ -606,7 +606,10 @@ test('on storage that cannot create files exclusively, uploads work and every co
   t.true(isCode(refused, 'DIGEST_INVALID'), String(refused));
 });
 
-/** A driver that notes every putContent, putContentIfAbsent and stat path; `exclusive: false` refuses exclusive creates. */
+/**
+ * A driver that notes every putContent, putContentIfAbsent, stat and writer path; `exclusive: false` refuses exclusive
+ * creates.
+ */
 function recordingCalls(driver: StorageDriver, exclusive = true): StorageDriver & { calls: string[] } {
   const calls: string[] = [];
   return Object.assign(Object.create(driver) as StorageDriver, {
@@ -624,6 +627,10 @@ function recordingCalls(driver: StorageDriver, exclusive = true): StorageDriver 
       calls.push(`stat ${path}`);
       return driver.stat(path);
     },
+    writer(path: string, append: boolean) {
+      calls.push(`writer ${path}`);
+      return driver.writer(path, append);
+    },
   });
 }
 
@@ -638,6 +645,22 @@ test('a session records its start time by an exclusive create, not a flushed put
     t.deepEqual(driver.calls.filter((c) => c.endsWith('/startedat')), expected);
     const started = new Date((await driver.getContent(path)).toString('utf8')).getTime();
     t.true(started >= before - 1000 && started <= Date.now(), `startedat ${started}`);
+  }
+});
+
+test("a session's empty data is created without opening a writer (on S3 a writer lists the key's multipart uploads)", async (t) => {
+  for (const exclusive of [true, false]) {
+    const driver = recordingCalls(createDriver({ driver: 'inmemory' }), exclusive);
+    const registry = new LocalRegistry(driver);
+    const { id } = await registry.uploads.start('r');
+    const data = layout.uploadDataPath('r', id);
+    const expected = exclusive ? [`putContentIfAbsent ${data}`] : [`putContentIfAbsent ${data}`, `putContent ${data}`];
+    t.deepEqual(driver.calls.filter((c) => c.endsWith(`${id}/data`)), expected);
+    t.is((await driver.stat(data)).size, 0);
+    t.deepEqual(await registry.uploads.status('r', id), { id, offset: 0 });
+    // The session goes on as before: the bytes are appended to that file by a writer.
+    await registry.uploads.append('r', id, chunks([Buffer.from('bytes')]));
+    t.deepEqual(await registry.uploads.status('r', id), { id, offset: 5 });
   }
 });
 

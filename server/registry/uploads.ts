@@ -261,28 +261,34 @@ export class UploadStore {
 
   async start(name: string, algorithm: DigestAlgorithm = 'sha256'): Promise<UploadStatus> {
     const id = randomUUID();
-    // An empty file needs none of putContent's temporary file, fsync and rename: a writer creates it.
-    await (await this.driver.writer(layout.uploadDataPath(name, id), false)).close();
+    await this.createSessionFile(layout.uploadDataPath(name, id), '');
     await this.writeStartedAt(name, id);
     this.remember(this.key(name, id), { algorithm, hash: newHash(algorithm), offset: 0 });
     return { id, offset: 0 };
   }
 
   /**
-   * Record when the session started (read by upload purging and the upload limits), created exclusively and not
-   * flushed: no fsync, temporary file or rename. Its loss in a crash is harmless: a session without a readable
-   * `startedat` is aged by the modification time of its data (server/registry/purge.ts), and nothing else reads it.
-   * The id is new, so the file cannot exist; storage that cannot create exclusively gets a plain write.
+   * Record when the session started (read by upload purging and the upload limits). Its loss in a crash is harmless:
+   * a session without a readable `startedat` is aged by the modification time of its data (server/registry/purge.ts),
+   * and nothing else reads it.
    */
   private async writeStartedAt(name: string, id: string): Promise<void> {
-    const path = layout.uploadStartedAtPath(name, id);
-    const now = new Date().toISOString();
+    await this.createSessionFile(layout.uploadStartedAtPath(name, id), new Date().toISOString());
+  }
+
+  /**
+   * Create a file of a new session: created exclusively and not flushed (no fsync, temporary file or rename), or, on
+   * storage that cannot create exclusively, a plain write. The id is new, so the file cannot exist; should it anyway,
+   * it is replaced, as a writer opened to truncate it would have. Not a writer: on S3 opening one lists the key's open
+   * multipart uploads, a request that can find nothing for a new key.
+   */
+  private async createSessionFile(path: string, content: string): Promise<void> {
     try {
-      await this.driver.putContentIfAbsent(path, now);
+      if (await this.driver.putContentIfAbsent(path, content)) return;
     } catch (err) {
       if (!(err instanceof UnsupportedOperationError)) throw err;
-      await this.driver.putContent(path, now);
     }
+    await this.driver.putContent(path, content);
   }
 
   async status(name: string, id: string): Promise<UploadStatus> {
