@@ -63,6 +63,15 @@ test("the stream's error ends the chunks with that error; a close before the end
   }, { code: 'ERR_STREAM_PREMATURE_CLOSE' });
 });
 
+test('a stream paused before it is read still gives its chunks', async (t) => {
+  const stream = new PassThrough();
+  stream.pause();
+  stream.end(chunk(9));
+  const got: Buffer[] = [];
+  for await (const c of chunksOf(stream)) got.push(c);
+  t.deepEqual(got.map((c) => c[0]), [9]);
+});
+
 test('every byte comes, in order, and an empty body gives no chunk', async (t) => {
   const stream = new PassThrough();
   const written = Array.from({ length: 40 }, (_, i) => chunk(i));

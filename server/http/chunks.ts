@@ -41,6 +41,8 @@ export async function* chunksOf(stream: Readable): AsyncGenerator<Buffer, void, 
     wake?.();
   };
   stream.on('data', onData);
+  // A listener starts the flow unless the stream was paused before; read it anyway, as Node's iterator would.
+  if (stream.isPaused()) stream.resume();
   const stopWatching = finished(stream, { writable: false }, (err) => {
     if (err) failure ??= { error: err };
     else ended = true;
