@@ -555,15 +555,15 @@ export class WritableFile {
   }
 
   datasync(): Promise<void> {
-    return call<void>((done) => fdatasync(this.fd, (err) => done(err, undefined)));
+    return call((done) => fdatasync(this.fd, done));
   }
 
   sync(): Promise<void> {
-    return call<void>((done) => fsync(this.fd, (err) => done(err, undefined)));
+    return call((done) => fsync(this.fd, done));
   }
 
   close(): Promise<void> {
-    return call<void>((done) => close(this.fd, (err) => done(err, undefined)));
+    return call((done) => close(this.fd, done));
   }
 }
 

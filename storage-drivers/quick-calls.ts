@@ -70,9 +70,12 @@ const LOCAL_FILESYSTEMS = new Set([
   0x858458f6, // ramfs
 ]);
 
-/** A callback `fs` call as a promise: the callback API costs less than `fs/promises` on these hot paths. */
-export function call<T>(fn: (done: (err: NodeJS.ErrnoException | null, value: T) => void) => void): Promise<T> {
-  return new Promise((resolve, reject) => fn((err, value) => (err ? reject(err) : resolve(value))));
+/**
+ * A callback `fs` call as a promise: the callback API costs less than `fs/promises` on these hot paths. A call whose
+ * callback takes no value (mkdir, fsync, ...) is `call((done) => mkdir(path, done))`, a promise of nothing.
+ */
+export function call<T = void>(fn: (done: (err: NodeJS.ErrnoException | null, value?: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => fn((err, value) => (err ? reject(err) : resolve(value as T))));
 }
 
 /** Whether `dir` (or, while it does not exist yet, its nearest existing parent) is on a local filesystem. */
@@ -181,22 +184,22 @@ export class QuickCalls {
   /** mkdir(2) of one level (never recursive: see makeDirectory in filesystem.ts). */
   async mkdir(path: string): Promise<void> {
     if (await this.quick()) return void this.timed(() => mkdirSync(path));
-    await call<void>((done) => mkdir(path, (err) => done(err, undefined)));
+    await call((done) => mkdir(path, done));
   }
 
   async rename(from: string, to: string): Promise<void> {
     if (await this.quick()) return this.timed(() => renameSync(from, to));
-    await call<void>((done) => rename(from, to, (err) => done(err, undefined)));
+    await call((done) => rename(from, to, done));
   }
 
   async unlink(path: string): Promise<void> {
     if (await this.quick()) return this.timed(() => unlinkSync(path));
-    await call<void>((done) => unlink(path, (err) => done(err, undefined)));
+    await call((done) => unlink(path, done));
   }
 
   async rmdir(path: string): Promise<void> {
     if (await this.quick()) return this.timed(() => rmdirSync(path));
-    await call<void>((done) => rmdir(path, (err) => done(err, undefined)));
+    await call((done) => rmdir(path, done));
   }
 
   /**
@@ -228,7 +231,7 @@ export class QuickCalls {
         this.timed(() => {
           for (let done = 0; done < bytes.byteLength; ) done += writeSync(fd, bytes, done, bytes.byteLength - done);
         });
-        if (flush) await call<void>((done) => fsync(fd, (err) => done(err, undefined)));
+        if (flush) await call((done) => fsync(fd, done));
       } finally {
         this.timed(() => closeSync(fd));
       }
