@@ -10,6 +10,7 @@ import { Agent, request } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { PseudoRandomStream, simpleRequest } from '../testing/e2e/transfer.js';
 import { sha256 } from '../testing/helpers.js';
+import { median } from './ratios.js';
 
 export const MB = 1_000_000;
 
@@ -205,11 +206,5 @@ export async function latencyMs(url: string, count: number): Promise<number> {
   return median(times);
 }
 
-export function median(values: number[]): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
 
-export { sha256 };
+export { median, sha256 };

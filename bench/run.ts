@@ -7,6 +7,9 @@
  * Wharf's Node flags). The unmeasured setup runs on each, then the repetitions alternate between the servers (in
  * order, then in reverse, ...). Figures are medians over the repetitions, with their spread (min-max); the speed
  * ratio is Wharf/reference for throughput and reference/Wharf for times, so above 1 always means Wharf is faster.
+ * Beside the ratio of the medians, each ratio cell gives the paired ratio: the median of the ratios within each
+ * repetition, which a change of the machine's speed from one repetition to the next leaves out (bench/ratios.ts).
+ * The verdicts judge the ratio of the medians.
  * Peak RSS is the kernel's high-water mark (VmHWM) of each server process over its whole workload, setup included,
  * summed over the workers. Server CPU time (user + system, from /proc) is reported too: on a busy machine it is
  * steadier than the rates, so it is the figure to compare two builds by.
@@ -22,6 +25,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { median, MB } from './client.js';
+import { orientedRatio, pairedRatio, type Spread } from './ratios.js';
 import { cpuSeconds, peakRss, registry2Available, startServer, type BenchServer, type ServerKind } from './servers.js';
 import { WORKLOADS, type Figure, type Shared, type Sizes, type Workload } from './workloads.js';
 import { startS3TestServer } from '../testing/s3-test-server.js';
@@ -60,6 +64,8 @@ interface Row extends Figure {
   title: string;
   /** Samples per server key, one per repetition. */
   samples: Record<string, number[]>;
+  /** The repetition each sample of `samples` was taken in (the same index). */
+  rounds: Record<string, number[]>;
   stats: Record<string, Stat>;
   error?: string;
 }
@@ -73,8 +79,14 @@ function statOf(values: number[]): Stat | undefined {
 function speedRatio(row: Row, key: string, reference: string): number | undefined {
   const value = row.stats[key]?.median;
   const ref = row.stats[reference]?.median;
-  if (value === undefined || ref === undefined || value === 0 || ref === 0) return undefined;
-  return row.better === 'higher' ? value / ref : ref / value;
+  if (value === undefined || ref === undefined) return undefined;
+  return orientedRatio(value, ref, row.better);
+}
+
+/** The median (and spread) of the per-repetition ratios of `key` to `reference` (see bench/ratios.ts). */
+function pairedSpeedRatio(row: Row, key: string, reference: string): Spread | undefined {
+  const withRounds = (k: string) => (row.samples[k] ?? []).map((value, i) => ({ round: row.rounds[k]![i]!, value }));
+  return pairedRatio(withRounds(key), withRounds(reference), row.better);
 }
 
 /** Whether Wharf (`key`) meets every target of the row that this run can check: 'yes', 'NO' or ''. */
@@ -110,6 +122,14 @@ function ratioText(ratio: number | undefined): string {
   return ratio === undefined ? '–' : `${ratio.toFixed(2)}×`;
 }
 
+/** The ratio of the medians, then, when there are several pairs, the paired ratio's median and spread. */
+function ratioCell(row: Row, key: string, reference: string): string {
+  const ratio = ratioText(speedRatio(row, key, reference));
+  const paired = pairedSpeedRatio(row, key, reference);
+  if (!paired || paired.count < 2) return ratio;
+  return `${ratio} (paired ${paired.median.toFixed(2)}×, ${paired.min.toFixed(2)}–${paired.max.toFixed(2)})`;
+}
+
 function targetText(row: Row): string {
   const parts: string[] = [];
   if (row.target) parts.push('max' in row.target ? `≤ ${row.target.max} ${row.unit}` : `≥ ${row.target.ratio}× registry:2`);
@@ -125,7 +145,10 @@ function markdown(rows: Row[], variants: Variant[], meta: Record<string, unknown
       `repetitions; storage: ${meta.storage}.`,
     `Speed ratio: Wharf/reference for rates, reference/Wharf for times and sizes (above 1 = Wharf faster or smaller). ` +
       `"floor" is the durable floor server (bench/floor-server.ts: hash, write, background flush, fsync before answering), ` +
-      `run in the push workloads and, for its peak RSS, in workload 10.`,
+      `run in the push workloads and, for its peak RSS, in workload 10. ` +
+      `Each ratio is that of the medians; "paired" is the median (and spread) of the ratios within each repetition, ` +
+      `where the servers run one after the other, which a change of the machine's speed between repetitions moves ` +
+      `far less (bench/ratios.ts). "Met" judges the ratio of the medians.`,
     '',
     '| # | Figure | Server | Wharf | registry:2 | floor | vs registry:2 | vs floor | Target | Met |',
     '|---|---|---|---:|---:|---:|---:|---:|---|---|',
@@ -134,8 +157,8 @@ function markdown(rows: Row[], variants: Variant[], meta: Record<string, unknown
     for (const wharf of wharfs) {
       const value = row.error ? `error: ${row.error.split('\n')[0]!.slice(0, 80)}` : fmt(row.stats[wharf.key], row.unit);
       lines.push(`| ${row.workload} | ${row.label} | ${wharf.label} | ${value} | ${fmt(row.stats.registry2, row.unit)} | ` +
-        `${fmt(row.stats.floor, row.unit)} | ${ratioText(speedRatio(row, wharf.key, 'registry2'))} | ` +
-        `${ratioText(speedRatio(row, wharf.key, 'floor'))} | ${targetText(row)} | ${verdict(row, wharf.key)} |`);
+        `${fmt(row.stats.floor, row.unit)} | ${ratioCell(row, wharf.key, 'registry2')} | ` +
+        `${ratioCell(row, wharf.key, 'floor')} | ${targetText(row)} | ${verdict(row, wharf.key)} |`);
     }
   }
   if (notes.length > 0) lines.push('', ...notes.map((n) => `- ${n}`));
@@ -178,7 +201,7 @@ interface RunOptions { accessLogOff: boolean; cpuProf?: string; tmp: string; s3?
 async function runWorkload(workload: Workload, variants: Variant[], shared: Shared, defaultReps: number, options: RunOptions,
   rows: Row[]): Promise<void> {
   const reps = workload.reps ?? defaultReps;
-  const row = (f: Figure): Row => ({ ...f, workload: workload.id, title: workload.title, samples: {}, stats: {} });
+  const row = (f: Figure): Row => ({ ...f, workload: workload.id, title: workload.title, samples: {}, rounds: {}, stats: {} });
   const figures = workload.figures(shared.sizes).map(row);
   const cpu = row({
     id: `cpu-${workload.id}`, label: `server CPU time per repetition of workload ${workload.id}`, unit: 's', better: 'lower',
@@ -193,7 +216,10 @@ async function runWorkload(workload: Workload, variants: Variant[], shared: Shar
   const floorRuns = options.floor && (options.s3 ? workload.s3Floor === true : workload.floor === true);
   const running = variants.filter((v) => (v.kind === 'wharf' || !workload.wharfOnly) && (v.kind !== 'floor' || floorRuns));
   const servers: BenchServer[] = [];
-  const record = (target: Row, key: string, value: number) => { (target.samples[key] ??= []).push(value); };
+  const record = (target: Row, key: string, value: number, round: number) => {
+    (target.samples[key] ??= []).push(value);
+    (target.rounds[key] ??= []).push(round);
+  };
   try {
     for (const variant of running) {
       servers.push(await startServer(variant.kind, {
@@ -213,15 +239,15 @@ async function runWorkload(workload: Workload, variants: Variant[], shared: Shar
         const cpuBefore = await cpuSeconds(server.pid);
         const values = await workload.measure(server, shared, rep);
         const cpuUsed = (await cpuSeconds(server.pid)) - cpuBefore;
-        record(cpu, server.key, cpuUsed);
+        record(cpu, server.key, cpuUsed, rep);
         for (const figure of figures) {
-          if (values[figure.id] !== undefined) record(figure, server.key, values[figure.id]!);
+          if (values[figure.id] !== undefined) record(figure, server.key, values[figure.id]!, rep);
         }
         process.stderr.write(`  ${workload.id} ${server.key.padEnd(9)} rep ${rep + 1}: ${
           Object.entries(values).map(([k, v]) => `${k}=${v.toFixed(2)}`).join(' ')} cpu=${cpuUsed.toFixed(2)}s\n`);
       }
     }
-    for (const server of servers) record(rss, server.key, (await peakRss(server.pid)).total / MB);
+    for (const server of servers) record(rss, server.key, (await peakRss(server.pid)).total / MB, 0);
   } catch (err) {
     const message = (err as Error).message;
     for (const r of all) r.error = message;
@@ -315,6 +341,7 @@ async function main(): Promise<void> {
     ...r,
     ratios: Object.fromEntries(variants.filter((v) => v.kind === 'wharf').map((v) => [v.key, {
       registry2: speedRatio(r, v.key, 'registry2'), floor: speedRatio(r, v.key, 'floor'), met: verdict(r, v.key) || undefined,
+      pairedRegistry2: pairedSpeedRatio(r, v.key, 'registry2'), pairedFloor: pairedSpeedRatio(r, v.key, 'floor'),
     }])),
   }));
   await writeFile(join(out, 'latest.json'), `${JSON.stringify({ meta, notes, rows: json }, null, 2)}\n`);

@@ -12,6 +12,7 @@ export const UNIT_TESTS = [
   'auth/policy.test.ts',
   'auth/scope.test.ts',
   'auth/token.test.ts',
+  'bench/ratios.test.ts',
   'server/cache/memory.test.ts',
   'server/config/auth.test.ts',
   'server/config/docs.test.ts',
