@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { MB, makeBlobFile, median, pushConcurrently, pushMonolithic, runProcess } from './client.js';
+import { pairedRatio } from './ratios.js';
 import { cpuSeconds, registry2Available, startServer, type ServerKind } from './servers.js';
 
 const HELP = `usage: npm run bench:floor -- [options]
@@ -28,7 +29,8 @@ const HELP = `usage: npm run bench:floor -- [options]
 
 const MODES = ['layout', 'durable', 'write', 'hash', 'discard'] as const;
 
-interface Result { server: string; rate: number; cpu: number }
+/** A server's medians, and its rate in each repetition (in order) for the paired ratios. */
+interface Result { server: string; rate: number; cpu: number; rates: number[] }
 
 
 /** PUT `file` to a floor server with curl; checks the digest it answers (modes that hash). */
@@ -68,7 +70,7 @@ async function measureAlternating(contenders: Contender[], reps: number): Promis
     }
   }
   return contenders.map((c, i) => {
-    const result = { server: c.server, rate: median(rates[i]!), cpu: median(cpus[i]!) };
+    const result = { server: c.server, rate: median(rates[i]!), cpu: median(cpus[i]!), rates: rates[i]! };
     process.stdout.write(`  ${c.server}: ${result.rate.toFixed(0)} MB/s, ${result.cpu.toFixed(2)} s CPU per repetition\n`);
     return result;
   });
@@ -152,15 +154,24 @@ async function measureCase(pushCase: PushCase, reps: number, work: string): Prom
   }
 }
 
+/** Wharf's rate against `other`'s, repetition by repetition (bench/ratios.ts): `median× (min–max)`. */
+function pairedAgainst(wharf: Result | undefined, other: Result): string {
+  if (!wharf || wharf === other) return '–';
+  const rounds = (r: Result) => r.rates.map((value, round) => ({ round, value }));
+  const paired = pairedRatio(rounds(wharf), rounds(other), 'higher');
+  return paired ? `${paired.median.toFixed(2)}× (${paired.min.toFixed(2)}–${paired.max.toFixed(2)})` : '–';
+}
+
 function table(pushCase: PushCase, results: Result[]): string[] {
   const reference = results.find((r) => r.server === 'registry:2');
+  const wharf = results.find((r) => r.server === 'Wharf');
   return [
-    `${pushCase.title}, medians:`,
+    `${pushCase.title}, medians; the last column is Wharf's rate over this server's within each repetition:`,
     '',
-    '| Server | Rate | Server CPU per repetition | Rate / registry:2 |',
-    '|---|---:|---:|---:|',
+    '| Server | Rate | Server CPU per repetition | Rate / registry:2 | Wharf / this server, paired |',
+    '|---|---:|---:|---:|---:|',
     ...results.map((r) => `| ${r.server} | ${r.rate.toFixed(0)} MB/s | ${r.cpu.toFixed(2)} s | ${
-      reference ? `${(r.rate / reference.rate).toFixed(2)}×` : '–'} |`),
+      reference ? `${(r.rate / reference.rate).toFixed(2)}×` : '–'} | ${pairedAgainst(wharf, r)} |`),
     '',
   ];
 }
