@@ -182,9 +182,10 @@ async function s3Target() {
     endpoint: settings.regionendpoint,
     forcePathStyle: true,
     credentials: settings.accesskey ? { accessKeyId: settings.accesskey, secretAccessKey: settings.secretkey ?? '' } : undefined,
-    // As Wharf's driver: no streamed checksums, which Ceph RGW refuses (411).
+    // As Wharf's driver: no streamed checksums, which Ceph RGW refuses (411), and the middleware kept per command.
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
+    cacheMiddleware: true,
   });
   const root = (settings.rootdirectory ?? '').replace(/^\/+|\/+$/g, '');
   /** Stream `req`'s body (of `length` bytes) into one object, hashing it on the way. */

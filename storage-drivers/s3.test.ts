@@ -231,6 +231,24 @@ test('s3: cancel aborts the multipart upload; delete aborts abandoned ones; a tr
   await again.close();
 });
 
+test('s3: the SDK builds a command\'s middleware once per client, not for every request', async (t) => {
+  const { raw } = await setup(t);
+  await raw.putContent('/cached/a', 'abc');
+  // Only this driver's requests count: other tests run at the same time with clients of their own.
+  const config = (raw as unknown as { client: { config: unknown } }).client.config;
+  const original = HeadObjectCommand.prototype.resolveMiddleware;
+  let built = 0;
+  HeadObjectCommand.prototype.resolveMiddleware = function (this: HeadObjectCommand, ...args: Parameters<typeof original>) {
+    if (args[1] === config) built++;
+    return original.apply(this, args);
+  };
+  t.teardown(() => {
+    HeadObjectCommand.prototype.resolveMiddleware = original;
+  });
+  for (let i = 0; i < 4; i++) t.is((await raw.stat('/cached/a')).size, 3);
+  t.true(built <= 1, `the middleware of HeadObject was built ${built} times for 4 requests`);
+});
+
 test('s3: a failed part upload fails the writer and leaves no multipart upload behind', async (t) => {
   const { raw, driver } = await setup(t);
   const w = await driver.writer('/up/data', false);

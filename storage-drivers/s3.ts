@@ -317,6 +317,10 @@ export class S3Driver implements StorageDriver {
       // S3-compatible service (Ceph RGW answers 411), and AWS accepts this setting.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
+      // The SDK builds a command's chain of middleware anew for every request unless told to keep it per command
+      // class: a tenth of the memory a push to S3 allocated (16 requests a push), and 7% of the server's CPU over
+      // 20 concurrent pushes. Nothing here adds middleware to a client or command after its first request.
+      cacheMiddleware: true,
       // The SDK's standard retry mode: `maxAttempts` attempts, backoff with full jitter (a random wait up to
       // 100 ms × 2^retry, 500 ms × 2^retry for throttling such as SlowDown), and a per-client retry budget (500
       // tokens, 5 a retry, 10 after a timeout, given back on success) so a long outage stops retrying rather than
