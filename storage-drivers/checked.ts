@@ -54,6 +54,7 @@ class CheckedDriver implements StorageDriver {
   /** Present when the inner driver has it (callers fall back to `walk`/`stat` and `delete` otherwise). */
   readonly listFiles?: (path: string) => AsyncIterable<FileInfo>;
   readonly deleteFiles?: (paths: string[]) => Promise<void>;
+  readonly countDirectories?: (path: string) => Promise<number | undefined>;
 
   constructor(private readonly inner: StorageDriver) {
     if (inner.listFiles) {
@@ -67,6 +68,13 @@ class CheckedDriver implements StorageDriver {
           throw normaliseError(name(), err);
         }
       };
+    }
+    if (inner.countDirectories) {
+      const countDirectories = inner.countDirectories.bind(inner);
+      this.countDirectories = (path) => this.call(() => {
+        validatePath(path);
+        return countDirectories(path);
+      });
     }
     if (inner.deleteFiles) {
       const deleteFiles = inner.deleteFiles.bind(inner);

@@ -149,6 +149,13 @@ export interface StorageDriver {
   removeEmptyDirectory?(path: string): Promise<boolean>;
 
   /**
+   * Optional. How many directories the directory at `path` holds, when the driver can tell without listing it;
+   * undefined when it cannot (then list), 0 when nothing is at `path`. A filesystem whose link count of a directory
+   * is 2 plus its subdirectories answers with one `stat`; it may be a moment behind other processes, like a listing.
+   */
+  countDirectories?(path: string): Promise<number | undefined>;
+
+  /**
    * Optional. Every file below `path` (directories are not entries), in no particular order, with its size and
    * modification time; nothing when `path` is absent. For a store that lists a whole prefix at once (S3's
    * ListObjectsV2 without a delimiter: 1,000 keys a request, sizes and times included), where `walk` lists one

@@ -229,6 +229,31 @@ test('filesystem: delete of a tree removes links without following them, wide fo
   t.is((await driver.getContent('/u/kept')).toString(), 'sibling');
 });
 
+test('filesystem: countDirectories reads the subdirectories from the link count, and leaves the rest to a listing', async (t) => {
+  // /dev/shm is tmpfs, whose link counts of directories are exact (so are ext4's and XFS's).
+  const dir = await mkdtemp('/dev/shm/wharf-count-');
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const driver = checkedDriver(new FilesystemDriver({ rootDirectory: join(dir, 'root') }));
+  const count = (path: string) => driver.countDirectories!(path);
+  t.is(await count('/a'), undefined, 'before the root exists, the filesystem is not known yet');
+  await driver.putContent('/a/x/data', '1');
+  await driver.putContent('/a/y/data', '2');
+  await driver.putContent('/a/file', '3');
+  t.is(await count('/a'), 2, 'directories count, files do not');
+  t.is(await count('/missing'), 0);
+  t.is(await count('/a/file'), undefined, 'a file has no count');
+  t.is(await count('/a/file/below'), undefined, 'a path through a file is left to the listing');
+  await driver.delete('/a/x');
+  t.is(await count('/a'), 1);
+  // A directory of another filesystem below the root (here through a link to the OS temp directory) is not trusted.
+  const elsewhere = await mkdtemp(join(tmpdir(), 'wharf-count-other-'));
+  t.teardown(() => rm(elsewhere, { recursive: true, force: true }));
+  await mkdir(join(elsewhere, 'sub'));
+  await symlink(elsewhere, join(dir, 'root', 'other'));
+  if ((await stat(elsewhere)).dev !== (await stat(dir)).dev) t.is(await count('/other'), undefined);
+  t.deepEqual(await driver.list('/a'), ['/a/file', '/a/y']);
+});
+
 test('filesystem: the root exists (empty) before its directory is created by the first write', async (t) => {
   const { root, driver } = await setup(t);
   await t.throwsAsync(stat(root), { code: 'ENOENT' });

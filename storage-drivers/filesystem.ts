@@ -15,7 +15,7 @@
  *   - Creating a parent directory can race with a concurrent delete of that directory; operations that create
  *     parents retry a few times when their directory vanishes under them.
  */
-import { close, constants, fdatasync, fstat, fsync, open as openFd, writev, type Dirent, type Stats } from 'node:fs';
+import { close, constants, fdatasync, fstat, fsync, open as openFd, statfs, writev, type Dirent, type Stats, type StatsFs } from 'node:fs';
 import { copyFile, lstat, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
@@ -121,6 +121,11 @@ export class FilesystemDriver implements StorageDriver {
   private readonly smallFiles: SmallFileReader;
   /** Metadata calls, made on the event loop's thread while they are quick (./quick-calls.ts). */
   readonly calls: QuickCalls;
+  /**
+   * Whether countDirectories may read link counts: the device of the storage root when its filesystem counts
+   * subdirectories in them, null when it does not, undefined until known (the root may not exist yet).
+   */
+  private countingDevice: number | null | undefined;
 
   constructor(options: FilesystemDriverOptions) {
     if (!options.rootDirectory) throw new StorageDriverError(NAME, 'rootDirectory is required');
@@ -307,6 +312,26 @@ export class FilesystemDriver implements StorageDriver {
   }
 
   /** rmdir(2): atomic, and fails (false) when the directory holds anything, temporary files included. */
+  /**
+   * A directory's subdirectories from its link count (2 plus their number), where the filesystem keeps it so (see
+   * SUBDIRECTORY_COUNTING): one `stat` instead of a listing. Undefined, so that the caller lists, on any other
+   * filesystem, on a directory of another device below the root, and where the count was given up (ext4 past 65,000
+   * subdirectories reports 1).
+   */
+  async countDirectories(path: string): Promise<number | undefined> {
+    this.countingDevice ??= await subdirectoryCountingDevice(this.rootDirectory);
+    if (this.countingDevice == null) return undefined;
+    let info: Stats | undefined;
+    try {
+      info = await this.calls.statIfExists(this.fullPath(path));
+    } catch {
+      return undefined; // not a directory on the way, say: the listing reports it as it should
+    }
+    if (!info) return 0;
+    if (!info.isDirectory() || info.dev !== this.countingDevice || info.nlink < 2) return undefined;
+    return info.nlink - 2;
+  }
+
   async removeEmptyDirectory(path: string): Promise<boolean> {
     if (path === '/') return false;
     try {
@@ -530,6 +555,26 @@ export async function moveAcrossDevices(source: string, dest: string, fsync = tr
     // A concurrent move of the same source finished first: the bytes are in place either way.
     if (code(err) !== 'ENOENT') throw err;
   });
+}
+
+/**
+ * Filesystems (`statfs` types) whose link count of a directory is 2 plus its subdirectories, exactly and at once:
+ * ext2/3/4 (up to 65,000 of them, 1 beyond), XFS and tmpfs. Others differ: btrfs and merged overlayfs directories
+ * report 1, ZFS counts files too, and network or FUSE filesystems report what their server or daemon chooses.
+ */
+const SUBDIRECTORY_COUNTING = new Set([0xef53, 0x58465342, 0x01021994]);
+
+/**
+ * The device of `root` when its filesystem counts subdirectories (SUBDIRECTORY_COUNTING), null when it does not,
+ * undefined while `root` does not exist.
+ */
+async function subdirectoryCountingDevice(root: string): Promise<number | null | undefined> {
+  try {
+    const [fs, info] = await Promise.all([call<StatsFs>((done) => statfs(root, done)), stat(root)]);
+    return SUBDIRECTORY_COUNTING.has(fs.type) ? info.dev : null;
+  } catch (err) {
+    return code(err) === 'ENOENT' ? undefined : null;
+  }
 }
 
 /**
