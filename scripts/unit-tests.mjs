@@ -24,6 +24,7 @@ export const UNIT_TESTS = [
   'server/gc/cli.test.ts',
   'server/gc/proxy-expiry.test.ts',
   'server/http/blobs.test.ts',
+  'server/http/upload-limits.test.ts',
   'server/logging.test.ts',
   'server/policies/immutable.test.ts',
   'server/policies/retention-run.test.ts',

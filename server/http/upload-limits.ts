@@ -14,8 +14,10 @@
  * purging has removed it yet. Starting a session beyond either limit is refused with 429 TOOMANYREQUESTS. Starts
  * racing each other may overshoot a limit by the number running at the same moment in other processes.
  *
- * Cost: one directory listing of the repository's `_uploads/` per session start; the start times of sessions are
- * only read when the listing reaches the limit, and remembered.
+ * Cost, per session start: one `stat` of the repository's `_uploads/` where the driver counts its directories that
+ * way (a local ext4, XFS or tmpfs: FilesystemDriver.countDirectories), else one listing of it. A start that count
+ * puts at the limit lists it too; the start times of sessions are only read when the listing reaches the limit,
+ * and remembered.
  */
 import type { LRUCache } from 'lru-cache';
 import { lruOfEntries } from '../lru.js';
@@ -45,6 +47,8 @@ export class UploadLimits {
   /** Starts admitted and still running in this process, per uploader and per repository. */
   private readonly pendingByUploader = new Map<string, number>();
   private readonly pendingByRepository = new Map<string, number>();
+  /** Per repository, the end of the last start's turn (see inTurn); gone once no start is waiting. */
+  private readonly turns = new Map<string, Promise<void>>();
   /** Start times read from storage, by session directory (they never change); at most `maxTracked`. */
   private readonly startTimes: LRUCache<string, number>;
   private readonly now: () => number;
@@ -62,17 +66,36 @@ export class UploadLimits {
     // cannot both take the last one.
     await this.admitUploader(uploader);
     try {
-      await this.admitRepository(name);
-      try {
-        const session = await begin();
-        this.track(uploader, `${name}/${session.id}`);
-        return session;
-      } finally {
-        bump(this.pendingByRepository, name, -1);
-      }
+      return await this.inTurn(name, async () => {
+        await this.admitRepository(name);
+        try {
+          const session = await begin();
+          this.track(uploader, `${name}/${session.id}`);
+          return session;
+        } finally {
+          bump(this.pendingByRepository, name, -1);
+        }
+      });
     } finally {
       bump(this.pendingByUploader, uploader, -1);
     }
+  }
+
+  /**
+   * Where sessions are counted from a directory's link count (countDirectories), the starts in one repository take
+   * turns in this process: the count is read when a start resumes, and a session another start made in between (its
+   * reservation already given back) would be in neither. Each turn is a `stat` and the session's creation, about a
+   * millisecond on a local disk. Other drivers list, as before, without turns.
+   */
+  private inTurn<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    if (!this.driver.countDirectories || this.options.perRepository <= 0) return fn();
+    const run = (this.turns.get(name) ?? Promise.resolve()).then(fn);
+    const done = run.then(() => {}, () => {});
+    this.turns.set(name, done);
+    void done.then(() => {
+      if (this.turns.get(name) === done) this.turns.delete(name);
+    });
+    return run;
   }
 
   /** A session was completed or cancelled: it no longer counts. */
@@ -130,6 +153,10 @@ export class UploadLimits {
     const limit = this.options.perRepository;
     const reserve = () => bump(this.pendingByRepository, name, 1);
     if (limit <= 0) return reserve();
+    // Sessions are directories: a driver that can count them without listing (a local filesystem, by the link
+    // count) admits a start below the limit on that count. At the limit, the listing below decides, with ages.
+    const counted = await this.driver.countDirectories?.(layout.uploadsPath(name));
+    if (counted !== undefined && counted + (this.pendingByRepository.get(name) ?? 0) < limit) return reserve();
     const dirs = (await ifExists(this.driver.list(layout.uploadsPath(name)))) ?? [];
     if (dirs.length + (this.pendingByRepository.get(name) ?? 0) < limit) return reserve();
     // At the limit by the listing: count only the sessions younger than the purge age.
