@@ -206,5 +206,4 @@ export async function latencyMs(url: string, count: number): Promise<number> {
   return median(times);
 }
 
-
 export { median, sha256 };

@@ -311,7 +311,6 @@ export class FilesystemDriver implements StorageDriver {
     await removeTree(this.calls, full);
   }
 
-  /** rmdir(2): atomic, and fails (false) when the directory holds anything, temporary files included. */
   /**
    * A directory's subdirectories from its link count (2 plus their number), where the filesystem keeps it so (see
    * SUBDIRECTORY_COUNTING): one `stat` instead of a listing. Undefined, so that the caller lists, on any other
@@ -332,6 +331,7 @@ export class FilesystemDriver implements StorageDriver {
     return info.nlink - 2;
   }
 
+  /** rmdir(2): atomic, and fails (false) when the directory holds anything, temporary files included. */
   async removeEmptyDirectory(path: string): Promise<boolean> {
     if (path === '/') return false;
     try {

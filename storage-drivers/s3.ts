@@ -318,8 +318,8 @@ export class S3Driver implements StorageDriver {
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
       // The SDK builds a command's chain of middleware anew for every request unless told to keep it per command
-      // class: a tenth of the memory a push to S3 allocated (16 requests a push), and 7% of the server's CPU over
-      // 20 concurrent pushes. Nothing here adds middleware to a client or command after its first request.
+      // class: a seventh of the memory a push to S3 allocated (16 requests a push), and 2.5-7% of the server's CPU
+      // over 20 concurrent pushes. Nothing here adds middleware to a client or command after its first request.
       cacheMiddleware: true,
       // The SDK's standard retry mode: `maxAttempts` attempts, backoff with full jitter (a random wait up to
       // 100 ms × 2^retry, 500 ms × 2^retry for throttling such as SlowDown), and a per-client retry budget (500
