@@ -82,10 +82,11 @@ export class UploadLimits {
   }
 
   /**
-   * Where sessions are counted from a directory's link count (countDirectories), the starts in one repository take
-   * turns in this process: the count is read when a start resumes, and a session another start made in between (its
-   * reservation already given back) would be in neither. Each turn is a `stat` and the session's creation, about a
-   * millisecond on a local disk. Other drivers list, as before, without turns.
+   * With a driver that may count sessions from a directory's link count (countDirectories: the filesystem driver, on
+   * whatever filesystem), the starts in one repository take turns in this process: the count is read when a start
+   * resumes, and a session another start made in between (its reservation already given back) would be in neither.
+   * Each turn is a count (a `stat`, or a listing where the filesystem does not count) and the session's creation.
+   * Drivers without it (S3) list, as before, without turns.
    */
   private inTurn<T>(name: string, fn: () => Promise<T>): Promise<T> {
     if (!this.driver.countDirectories || this.options.perRepository <= 0) return fn();
