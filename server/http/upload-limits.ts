@@ -85,7 +85,8 @@ export class UploadLimits {
    * With a driver that may count sessions from a directory's link count (countDirectories: the filesystem driver, on
    * whatever filesystem), the starts in one repository take turns in this process: the count is read when a start
    * resumes, and a session another start made in between (its reservation already given back) would be in neither.
-   * Each turn is a count (a `stat`, or a listing where the filesystem does not count) and the session's creation.
+   * Each turn is a count (a `stat`, or a listing where the filesystem does not count) and `begin`, which includes the
+   * quota check: with quotas in an unreachable Redis, starts in one repository wait out its timeout one after another.
    * Drivers without it (S3) list, as before, without turns.
    */
   private inTurn<T>(name: string, fn: () => Promise<T>): Promise<T> {
