@@ -36,6 +36,7 @@ export const UNIT_TESTS = [
   'server/registry/reference.test.ts',
   'server/registry/scan.test.ts',
   'server/registry/registry.test.ts',
+  'server/registry/slab-pool.test.ts',
   'server/registry/uploads.test.ts',
   'server/ui/session.test.ts',
   'server/ui/static.test.ts',

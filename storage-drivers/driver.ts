@@ -44,7 +44,9 @@ export interface FileWriter {
   write(chunk: Uint8Array): Promise<void>;
   /**
    * True when chunks written in the same turn, without awaiting in between, are written together (the filesystem:
-   * with one system call), so that a caller gains by handing its chunks over in batches.
+   * with one system call), so that a caller gains by handing its chunks over in batches. Such a writer is done with a
+   * chunk's memory once its write settled: the caller may then reuse it (uploads copy request bodies into pooled
+   * buffers).
    */
   readonly joinsWrites?: boolean;
   /** Bytes in the file so far, including those there before an append-mode open. */

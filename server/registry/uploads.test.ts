@@ -12,7 +12,7 @@ import { parseDigest } from './reference.js';
 import { LocalRegistry } from './registry.js';
 import { BlobStore } from './blobs.js';
 import { waitFor } from '../../testing/helpers.js';
-import { MIN_WRITE_WINDOW, UNJOINED_WRITE_BUDGET, UploadStore, WRITE_BATCH, WRITE_BUDGET, WRITE_WINDOW } from './uploads.js';
+import { MIN_WRITE_WINDOW, SLAB_BYTES, UNJOINED_WRITE_BUDGET, UploadStore, WRITE_BATCH, WRITE_BUDGET, WRITE_WINDOW, slabs } from './uploads.js';
 
 const digestOf = (data: Buffer) => parseDigest(`sha256:${createHash('sha256').update(data).digest('hex')}`);
 
@@ -335,6 +335,70 @@ test('the filesystem writer joins writes, also behind the checked wrapper every 
   t.falsy(s3like.joinsWrites);
 });
 
+
+/**
+ * A body whose source reuses one buffer: each chunk is yielded, then overwritten as soon as the upload asks for the
+ * next one (as a socket's reader may). Returns the body and what each chunk held when it was yielded.
+ */
+function reusedBuffer(sizes: number[]): { body: AsyncIterable<Uint8Array>; sent: Buffer[] } {
+  const sent: Buffer[] = [];
+  const buffer = Buffer.alloc(Math.max(...sizes));
+  async function* body(): AsyncIterable<Uint8Array> {
+    for (const [i, size] of sizes.entries()) {
+      for (let j = 0; j < size; j++) buffer[j] = (i * 31 + j * 7) & 0xff;
+      sent.push(Buffer.from(buffer.subarray(0, size)));
+      yield buffer.subarray(0, size);
+      buffer.fill(0xee); // the source moves on: whatever still points at these bytes now reads garbage
+    }
+  }
+  return { body: body(), sent };
+}
+
+// Serial: the pool is the process's, and the counts below must not see other tests' uploads.
+test.serial('an upload to a writer that joins writes copies the body into pooled buffers: a chunk its source reuses is stored as it came', async (t) => {
+  const driver = await filesystemDriver(t);
+  const registry = new LocalRegistry(driver);
+  // Sizes that cross the pooled buffers' edges in every way: smaller, larger, exactly one, one byte.
+  const sizes = [50_000, 70_000, SLAB_BYTES, 1, SLAB_BYTES - 1, 3 * SLAB_BYTES + 5, 12_345, ...Array<number>(20).fill(65_255)];
+  const { body, sent } = reusedBuffer(sizes);
+  const { id } = await registry.uploads.start('r');
+  const status = await registry.uploads.append('r', id, body);
+  const data = Buffer.concat(sent);
+  t.is(status.offset, data.length);
+  t.true((await driver.getContent(layout.uploadDataPath('r', id))).equals(data));
+  t.is((await registry.uploads.complete('r', id, digestOf(data))).size, data.length);
+  t.is(slabs.held, 0, 'every pooled buffer is given back once written');
+
+  // The next upload fills the buffers the first one gave back.
+  const allocated = slabs.allocated;
+  t.true(slabs.pooled > 0);
+  const again = reusedBuffer(sizes);
+  const second = await registry.uploads.start('r');
+  await registry.uploads.append('r', second.id, again.body);
+  t.true((await driver.getContent(layout.uploadDataPath('r', second.id))).equals(Buffer.concat(again.sent)));
+  t.is(slabs.allocated, allocated);
+  t.is(slabs.held, 0);
+});
+
+test.serial('pooled buffers come back when the writes fail, and the session resumes from what storage holds', async (t) => {
+  const inner = await filesystemDriver(t);
+  // Fails from the 5th write on; says it joins writes, so that the body is copied into pooled buffers.
+  const failing = failingWrites(inner, 5);
+  const joining = Object.assign(Object.create(failing) as StorageDriver, {
+    async writer(path: string, append: boolean): Promise<FileWriter> {
+      const writer = await failing.writer(path, append);
+      return Object.assign(writer, { joinsWrites: true });
+    },
+  });
+  const registry = new LocalRegistry(joining);
+  const { id } = await registry.uploads.start('r');
+  const { body } = reusedBuffer(Array<number>(40).fill(40_000));
+  await t.throwsAsync(registry.uploads.append('r', id, body));
+  t.is(failing.outstanding(), 0);
+  t.is(slabs.held, 0);
+  const stored = (await inner.stat(layout.uploadDataPath('r', id))).size;
+  t.is((await registry.uploads.status('r', id)).offset, stored);
+});
 
 test('a request writing to a session reads the stored size once: the writer it opens after claiming checks it', async (t) => {
   const fs = await filesystemDriver(t);

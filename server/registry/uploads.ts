@@ -35,6 +35,7 @@ import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import { newHash, type Digest, type DigestAlgorithm } from './reference.js';
 import type { Quotas } from '../policies/quota.js';
+import { SlabPool } from './slab-pool.js';
 
 const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -126,12 +127,30 @@ function currentWindow(budget: number): number {
   return Math.min(WRITE_WINDOW, Math.max(MIN_WRITE_WINDOW, Math.floor(budget / Math.max(writingRequests, 1))));
 }
 
+/**
+ * The size of the buffers a request body is copied into on its way to a writer that joins writes: a chunk as the
+ * socket reads it. A request filling one holds at most one partly filled at a time.
+ */
+export const SLAB_BYTES = 64 * 1024;
+
+/**
+ * The buffers the bodies of all uploads of this process are copied into (see slab-pool.ts for why), and as many as
+ * the write budget is kept for reuse.
+ */
+export const slabs = new SlabPool(SLAB_BYTES, WRITE_BUDGET / SLAB_BYTES);
+
 /** Writes to a driver writer in batches, without waiting for each one, with at most the current window outstanding. */
 class WriteWindow {
   private readonly outstanding: Array<{ done: Promise<void>; bytes: number }> = [];
-  /** Chunks collected for the next batch, not handed to the writer yet. */
+  /**
+   * What is collected for the next batch, not handed to the writer yet: the chunks as they came, or, for a writer
+   * that joins writes, the full pooled buffers they were copied into.
+   */
   private batch: Uint8Array[] = [];
   private batchBytes = 0;
+  /** The pooled buffer being filled (a writer that joins writes), and how much of it is. */
+  private slab: Buffer | undefined;
+  private slabUsed = 0;
   /** Bytes collected or being written. */
   private bytes = 0;
   /** Hands the collection over once no chunk came for BATCH_IDLE_MS. */
@@ -140,20 +159,26 @@ class WriteWindow {
   /** The budget this writer's window is a share of, and the most bytes it collects before handing them over. */
   private readonly budget: number;
   private readonly batchLimit: number;
+  /** Whether chunks are copied into pooled buffers: for a writer that joins writes, which is done with a chunk once
+   * its write settled (see FileWriter.joinsWrites). The others keep them longer (S3 copies them itself). */
+  private readonly copies: boolean;
 
   constructor(private readonly writer: FileWriter) {
     const joins = writer.joinsWrites === true;
     this.budget = joins ? WRITE_BUDGET : UNJOINED_WRITE_BUDGET;
     this.batchLimit = joins ? WRITE_BATCH : 0;
+    this.copies = joins;
   }
 
   /**
    * Take `chunk` for writing. Returns undefined while the outstanding bytes are within the window, else a promise that
    * resolves once they are back within it: a push hands over thousands of chunks, and an async call per chunk was a
-   * promise and a turn of the microtask queue each (7% of the main thread's time in 20 concurrent pushes).
+   * promise and a turn of the microtask queue each (7% of the main thread's time in 20 concurrent pushes). The
+   * caller may reuse `chunk` once this returns when the writer joins writes (its bytes are copied).
    */
   write(chunk: Uint8Array): Promise<void> | undefined {
-    this.batch.push(chunk);
+    if (this.copies) this.copy(chunk);
+    else this.batch.push(chunk);
     this.batchBytes += chunk.byteLength;
     this.bytes += chunk.byteLength;
     const window = currentWindow(this.budget);
@@ -163,20 +188,51 @@ class WriteWindow {
     return this.bytes > window ? this.shrink() : undefined;
   }
 
-  /** Start writing the collected chunks, all in the same turn (see FileWriter.joinsWrites). */
+  /** Copy `chunk` into pooled buffers, each one collected once full. */
+  private copy(chunk: Uint8Array): void {
+    for (let from = 0; from < chunk.byteLength; ) {
+      this.slab ??= slabs.take();
+      const n = Math.min(chunk.byteLength - from, SLAB_BYTES - this.slabUsed);
+      this.slab.set(n === chunk.byteLength ? chunk : chunk.subarray(from, from + n), this.slabUsed);
+      this.slabUsed += n;
+      from += n;
+      if (this.slabUsed === SLAB_BYTES) {
+        this.batch.push(this.slab);
+        this.slab = undefined;
+        this.slabUsed = 0;
+      }
+    }
+  }
+
+  /** Start writing what is collected, all in the same turn (see FileWriter.joinsWrites). */
   private handOver(): void {
     if (this.idle) {
       clearTimeout(this.idle);
       this.idle = undefined;
     }
-    for (const chunk of this.batch) {
-      const done = this.writer.write(chunk);
-      // Observed at once so that a failure is never an unhandled rejection; it is thrown where it is awaited.
-      done.catch(() => {});
-      this.outstanding.push({ done, bytes: chunk.byteLength });
+    for (const chunk of this.batch) this.hand(chunk, chunk as Buffer);
+    if (this.slab) {
+      // Partly filled: written as far as it is, and given back whole once written.
+      this.hand(this.slab.subarray(0, this.slabUsed), this.slab);
+      this.slab = undefined;
+      this.slabUsed = 0;
     }
     this.batch = [];
     this.batchBytes = 0;
+  }
+
+  /** Hand `chunk` (of the pooled buffer `slab` when this window copies) to the writer. */
+  private hand(chunk: Uint8Array, slab: Buffer): void {
+    const done = this.writer.write(chunk);
+    // Observed at once so that a failure is never an unhandled rejection; it is thrown where it is awaited. A pooled
+    // buffer goes back once the writer is done with it, whether the write succeeded or not.
+    if (this.copies) {
+      const giveBack = () => slabs.give(slab);
+      done.then(giveBack, giveBack);
+    } else {
+      done.catch(() => {});
+    }
+    this.outstanding.push({ done, bytes: chunk.byteLength });
   }
 
   /** Wait for the oldest writes until the bytes are back within the window; what is collected keeps collecting. */
