@@ -214,7 +214,7 @@ export function instrumentedDriver(driver: StorageDriver, metrics: Metrics): Sto
     writer: (path, append): Promise<FileWriter> => timed('writer', () => driver.writer(path, append)),
     stat: (path): Promise<FileInfo> => timed('stat', () => driver.stat(path)),
     list: (path) => timed('list', () => driver.list(path)),
-    move: (from, to) => timed('move', () => driver.move(from, to)),
+    move: (from, to, options) => timed('move', () => driver.move(from, to, options)),
     delete: (path) => timed('delete', () => driver.delete(path)),
     redirectURL: (path, options) => timed('redirectURL', () => driver.redirectURL(path, options)),
     walk: (path: string, options?: WalkOptions) =>

@@ -20,6 +20,7 @@ import {
   validatePath,
   type FileInfo,
   type FileWriter,
+  type MoveOptions,
   type RedirectOptions,
   type StorageDriver,
   type WalkOptions,
@@ -149,11 +150,11 @@ class CheckedDriver implements StorageDriver {
     });
   }
 
-  move(sourcePath: string, destPath: string): Promise<void> {
+  move(sourcePath: string, destPath: string, options?: MoveOptions): Promise<void> {
     return this.call(() => {
       validatePath(sourcePath);
       validatePath(destPath);
-      return this.inner.move(sourcePath, destPath);
+      return this.inner.move(sourcePath, destPath, options);
     });
   }
 

@@ -64,6 +64,15 @@ export interface FileWriter {
   expect?(bytes: number): void;
 }
 
+export interface MoveOptions {
+  /**
+   * A file, possibly a large one, may be at the destination already. Replacing it frees its data, which takes the
+   * kernel time in proportion to its size however fast the disk is: a driver that makes quick calls on the event
+   * loop's thread (the filesystem's) makes this one on its thread pool.
+   */
+  mayReplace?: boolean;
+}
+
 export interface WalkOptions {
   /**
    * Return false to not descend into a directory (it is still yielded if it comes after `startAfter`).
@@ -134,7 +143,7 @@ export interface StorageDriver {
    * Move a file to a new path, replacing any file there. Atomic where the backend allows it (the filesystem
    * renames). PathNotFoundError when the source is absent.
    */
-  move(sourcePath: string, destPath: string): Promise<void>;
+  move(sourcePath: string, destPath: string, options?: MoveOptions): Promise<void>;
 
   /** Delete a file or a whole directory tree. PathNotFoundError when absent. */
   delete(path: string): Promise<void>;

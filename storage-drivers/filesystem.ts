@@ -31,6 +31,7 @@ import {
   joinPath,
   type FileInfo,
   type FileWriter,
+  type MoveOptions,
   type StorageDriver,
   type WalkOptions,
   COPY_INTO,
@@ -255,12 +256,16 @@ export class FilesystemDriver implements StorageDriver {
     return (await this.children(path)).map((name) => joinPath(path, name));
   }
 
-  async move(sourcePath: string, destPath: string): Promise<void> {
+  async move(sourcePath: string, destPath: string, options?: MoveOptions): Promise<void> {
     const source = this.fullPath(sourcePath);
     const dest = this.fullPath(destPath);
+    // Replacing a large file frees its data, which can take the kernel tens of milliseconds: not on the event loop.
+    const rename = options?.mayReplace
+      ? (from: string, to: string) => this.calls.renameOnPool(from, to)
+      : (from: string, to: string) => this.calls.rename(from, to);
     try {
       // One rename when the destination's folder exists (the garbage collector moves many files into one folder).
-      await this.calls.rename(source, dest);
+      await rename(source, dest);
       return;
     } catch (err) {
       if (!isNotFound(err)) {
@@ -276,7 +281,7 @@ export class FilesystemDriver implements StorageDriver {
       let made: string | undefined;
       try {
         made = await makeDirectory(this.calls, parent);
-        await this.calls.rename(source, dest);
+        await rename(source, dest);
         return;
       } catch (err) {
         if (code(err) === 'EXDEV') return moveAcrossDevices(source, dest, this.fsync);

@@ -73,6 +73,26 @@ test("the filesystem driver's writes, moves and deletes of small files never wai
   t.is(await readFile(join(dir, '_uploads/u1/claims/one'), 'utf8'), 'me', 'the losing create left the file as it was');
 });
 
+test('a move that may replace a file goes through the thread pool, and replaces it', async (t) => {
+  const dir = await tempDir(t);
+  const driver = new FilesystemDriver({ rootDirectory: dir, fsync: false, slowCallMs: NEVER_SLOW });
+  await driver.putContent('/blobs/sha256/ab/abcd/data', 'old bytes');
+  await driver.putContent('/_uploads/u1/data', 'new bytes');
+  await driver.putContent('/_uploads/u2/data', 'a new blob');
+  const before = driver.calls.poolCalls;
+  // Freeing the replaced file's data can take the kernel long: the call waits for a pool thread rather than hold the
+  // event loop's, and so finishes only once one is free.
+  const quick = await whileThePoolIsBusy(() => driver.move('/_uploads/u1/data', '/blobs/sha256/ab/abcd/data', { mayReplace: true }));
+  t.false(quick, 'the move waited for the thread pool');
+  t.is(driver.calls.poolCalls, before + 1);
+  t.is((await driver.getContent('/blobs/sha256/ab/abcd/data')).toString(), 'new bytes');
+  await t.throwsAsync(driver.stat('/_uploads/u1/data'), { name: 'PathNotFoundError' });
+  // Where the destination's folder is missing it is made, as for every move.
+  await driver.move('/_uploads/u2/data', '/blobs/sha256/cd/cdef/data', { mayReplace: true });
+  t.is((await driver.getContent('/blobs/sha256/cd/cdef/data')).toString(), 'a new blob');
+  t.is(driver.calls.poolCalls, before + 3, 'the first rename found no folder, the second moved the file');
+});
+
 /** The answers and errors of every call, whichever way it is made: those of Node's own calls. */
 async function answersAndErrors(t: import('ava').ExecutionContext, calls: QuickCalls, dir: string): Promise<void> {
   const file = join(dir, 'sub', 'f');

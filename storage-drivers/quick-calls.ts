@@ -18,8 +18,9 @@
  * MAX_PAUSE_MS. A disk under pressure costs one slow call a minute, not one per request; a call that was slow only
  * because the thread was preempted or a garbage collection ran within it costs a second of calls through the pool.
  * What can take long however fast the disk is stays on the pool whatever happens: listings (a folder may hold
- * thousands of entries), data written by writers, reads of blobs, and flushes (fsync), which wait for the disk by
- * design.
+ * thousands of entries), data written by writers, reads of blobs, flushes (fsync), which wait for the disk by
+ * design, and a rename that may replace a large file (a blob pushed again), whose data the kernel frees before the
+ * call returns (see renameOnPool).
  *
  * Where not: on a network filesystem (NFS, SMB, FUSE, Ceph, ...) every call is a round trip to a server, so there
  * every call goes through the pool. The filesystem type is read once, at the storage root.
@@ -189,6 +190,15 @@ export class QuickCalls {
 
   async rename(from: string, to: string): Promise<void> {
     if (await this.quick()) return this.timed(() => renameSync(from, to));
+    await call((done) => rename(from, to, done));
+  }
+
+  /**
+   * rename(2) on the thread pool whatever the filesystem: for a rename that may replace a large file, whose data the
+   * kernel frees before the call returns (about 24 ms for 200 MB here, 70 ms under strace).
+   */
+  async renameOnPool(from: string, to: string): Promise<void> {
+    if (this.local ?? (await this.isLocal())) this.poolCalls++;
     await call((done) => rename(from, to, done));
   }
 

@@ -728,6 +728,25 @@ test("a session's empty data is created without opening a writer (on S3 a writer
   }
 });
 
+test('completing an upload moves its bytes into the content store saying a file may be there to replace', async (t) => {
+  const inner = createDriver({ driver: 'inmemory' });
+  const moves: Array<{ to: string; mayReplace: boolean | undefined }> = [];
+  const driver = Object.assign(Object.create(inner) as StorageDriver, {
+    move(from: string, to: string, options?: { mayReplace?: boolean }) {
+      moves.push({ to, mayReplace: options?.mayReplace });
+      return inner.move(from, to, options);
+    },
+  });
+  const registry = new LocalRegistry(driver);
+  const data = Buffer.from('a blob pushed again');
+  for (let i = 0; i < 2; i++) {
+    const { id } = await registry.uploads.start('r');
+    await registry.uploads.complete('r', id, digestOf(data), chunks([data]));
+  }
+  const blob = layout.blobDataPath(digestOf(data));
+  t.deepEqual(moves.filter((m) => m.to === blob), [{ to: blob, mayReplace: true }, { to: blob, mayReplace: true }]);
+});
+
 test('completing an upload without a descriptor cache does not stat the blob content it replaces', async (t) => {
   const driver = recordingCalls(createDriver({ driver: 'inmemory' }));
   const registry = new LocalRegistry(driver);

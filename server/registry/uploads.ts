@@ -693,7 +693,7 @@ export class UploadStore {
         const before = await this.blobs.cachedContent(digest);
         try {
           // Always moved, even over an existing file of that digest: its bytes are not known to be these.
-          await this.driver.move(source, layout.blobDataPath(digest));
+          await this.driver.move(source, layout.blobDataPath(digest), { mayReplace: true });
           await this.blobs.contentReplaced(digest, before, size);
           await this.blobs.link(name, digest);
         } catch (err) {
