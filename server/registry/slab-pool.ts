@@ -6,7 +6,7 @@
  * A chunk still waiting for its write when the young generation is collected (a few times a second while pushes
  * run) is moved into the old generation, and its memory then stays allocated until a full collection, which V8
  * starts only after tens of megabytes more have piled up that way. With 20 concurrent 10 MB pushes that was about
- * one full collection per 200 MB pushed (10 in 10 rounds; 1 with the copies), V8's helper threads marking for 2-3
+ * one full collection per 200 MB pushed (10-11 in 10 rounds; 1 with the copies), V8's helper threads marking for 2-3
  * ms of CPU per push, and 20-30 MB more at the peak. A chunk copied into a pooled buffer as it arrives is dead at
  * once, and the pooled buffers are used again and again instead of being collected.
  */
