@@ -215,7 +215,7 @@ export function instrumentedDriver(driver: StorageDriver, metrics: Metrics): Sto
     stat: (path): Promise<FileInfo> => timed('stat', () => driver.stat(path)),
     list: (path) => timed('list', () => driver.list(path)),
     move: (from, to, options) => timed('move', () => driver.move(from, to, options)),
-    delete: (path) => timed('delete', () => driver.delete(path)),
+    delete: (path, options) => timed('delete', () => driver.delete(path, options)),
     redirectURL: (path, options) => timed('redirectURL', () => driver.redirectURL(path, options)),
     walk: (path: string, options?: WalkOptions) =>
       (async function* walk(): AsyncGenerator<FileInfo> {

@@ -19,6 +19,7 @@ import {
   StorageError,
   validatePath,
   type FileInfo,
+  type DeleteOptions,
   type FileWriter,
   type MoveOptions,
   type RedirectOptions,
@@ -158,10 +159,10 @@ class CheckedDriver implements StorageDriver {
     });
   }
 
-  delete(path: string): Promise<void> {
+  delete(path: string, options?: DeleteOptions): Promise<void> {
     return this.call(() => {
       validatePath(path);
-      return this.inner.delete(path);
+      return this.inner.delete(path, options);
     });
   }
 

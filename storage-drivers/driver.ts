@@ -73,6 +73,15 @@ export interface MoveOptions {
   mayReplace?: boolean;
 }
 
+export interface DeleteOptions {
+  /**
+   * What is deleted may be, or hold, a large file (an upload's data). Freeing its data takes the kernel time in
+   * proportion to its size however fast the disk is: a driver that makes quick calls on the event loop's thread (the
+   * filesystem's) makes its unlinks on its thread pool.
+   */
+  mayBeLarge?: boolean;
+}
+
 export interface WalkOptions {
   /**
    * Return false to not descend into a directory (it is still yielded if it comes after `startAfter`).
@@ -146,7 +155,7 @@ export interface StorageDriver {
   move(sourcePath: string, destPath: string, options?: MoveOptions): Promise<void>;
 
   /** Delete a file or a whole directory tree. PathNotFoundError when absent. */
-  delete(path: string): Promise<void>;
+  delete(path: string, options?: DeleteOptions): Promise<void>;
 
   /**
    * Optional. Remove the directory at `path` only if it is empty, as one atomic step (rmdir): resolves true when

@@ -30,6 +30,7 @@ import {
   isBelow,
   joinPath,
   type FileInfo,
+  type DeleteOptions,
   type FileWriter,
   type MoveOptions,
   type StorageDriver,
@@ -297,23 +298,25 @@ export class FilesystemDriver implements StorageDriver {
     }
   }
 
-  async delete(path: string): Promise<void> {
+  async delete(path: string, options?: DeleteOptions): Promise<void> {
     const full = this.fullPath(path);
+    // Unlinking a large file frees its data, which can take the kernel tens of milliseconds: not on the event loop.
+    const onPool = options?.mayBeLarge === true;
     if (path === '/') {
       // The root always exists: empty it rather than remove it.
-      for (const name of await this.children('/', true)) await removeTree(this.calls, join(full, name));
+      for (const name of await this.children('/', true)) await removeTree(this.calls, join(full, name), onPool);
       return;
     }
     // A file (the common case) is one unlink; a directory refuses it (EISDIR on Linux, EPERM elsewhere).
     try {
-      await this.calls.unlink(full);
+      await (onPool ? this.calls.unlinkOnPool(full) : this.calls.unlink(full));
       return;
     } catch (err) {
       if (isNotFound(err)) throw new PathNotFoundError(path, NAME);
       if (code(err) !== 'EISDIR' && code(err) !== 'EPERM') throw err;
     }
     // A concurrent delete of the same tree (or part of it) is not an error once we saw it existed.
-    await removeTree(this.calls, full);
+    await removeTree(this.calls, full, onPool);
   }
 
   /**
@@ -436,7 +439,7 @@ const REMOVE_RETRIES = 5;
  * in 6 calls against Node's 13. What is already gone (a concurrent delete) is skipped; an entry added meanwhile
  * makes rmdir fail, and the directory is emptied again. A symbolic link is removed, never followed.
  */
-async function removeTree(calls: QuickCalls, dir: string): Promise<void> {
+async function removeTree(calls: QuickCalls, dir: string, onPool = false): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     let entries: Dirent[];
     try {
@@ -445,14 +448,14 @@ async function removeTree(calls: QuickCalls, dir: string): Promise<void> {
       if (code(err) === 'ENOENT') return;
       if (code(err) !== 'ENOTDIR') throw err;
       // A file now (replaced meanwhile): unlinked, and an error other than its absence is thrown.
-      return calls.unlink(dir).catch((e: unknown) => {
+      return (onPool ? calls.unlinkOnPool(dir) : calls.unlink(dir)).catch((e: unknown) => {
         if (code(e) !== 'ENOENT') throw e;
       });
     }
     for (let i = 0; i < entries.length; i += REMOVE_AT_ONCE) {
       await Promise.all(entries.slice(i, i + REMOVE_AT_ONCE).map((entry) => {
         const path = join(dir, entry.name);
-        return entry.isDirectory() ? removeTree(calls, path) : removeFile(calls, path);
+        return entry.isDirectory() ? removeTree(calls, path, onPool) : removeFile(calls, path, onPool);
       }));
     }
     try {
@@ -465,14 +468,14 @@ async function removeTree(calls: QuickCalls, dir: string): Promise<void> {
   }
 }
 
-/** unlink, of a file that may be gone already or have become a directory meanwhile. */
-async function removeFile(calls: QuickCalls, path: string): Promise<void> {
+/** unlink, of a file that may be gone already or have become a directory meanwhile; on the pool with `onPool`. */
+async function removeFile(calls: QuickCalls, path: string, onPool: boolean): Promise<void> {
   try {
-    await calls.unlink(path);
+    await (onPool ? calls.unlinkOnPool(path) : calls.unlink(path));
   } catch (err) {
     if (code(err) === 'ENOENT') return;
     if (code(err) !== 'EISDIR' && code(err) !== 'EPERM') throw err;
-    await removeTree(calls, path);
+    await removeTree(calls, path, onPool);
   }
 }
 

@@ -93,6 +93,28 @@ test('a move that may replace a file goes through the thread pool, and replaces 
   t.is(driver.calls.poolCalls, before + 3, 'the first rename found no folder, the second moved the file');
 });
 
+test('a delete of what may be large unlinks through the thread pool, a file or every file of a tree', async (t) => {
+  const dir = await tempDir(t);
+  const driver = new FilesystemDriver({ rootDirectory: dir, fsync: false, slowCallMs: NEVER_SLOW });
+  await driver.putContent('/_uploads/u1/data', 'many bytes');
+  await driver.putContent('/_uploads/u1/startedat', '2026-12-07T00:00:00Z');
+  await driver.putContent('/_uploads/u1/claims/0', 'me');
+  await driver.putContent('/_uploads/u2/data', 'more bytes');
+  const before = driver.calls.poolCalls;
+  const quick = await whileThePoolIsBusy(() => driver.delete('/_uploads/u1', { mayBeLarge: true }));
+  t.false(quick, 'the unlinks waited for the thread pool');
+  // The first unlink, of the folder itself, found a directory; then its three files.
+  t.is(driver.calls.poolCalls, before + 4);
+  await t.throwsAsync(driver.stat('/_uploads/u1'), { name: 'PathNotFoundError' });
+  await driver.delete('/_uploads/u2/data', { mayBeLarge: true });
+  t.is(driver.calls.poolCalls, before + 5);
+  await t.throwsAsync(driver.stat('/_uploads/u2/data'), { name: 'PathNotFoundError' });
+  // Without the hint a delete stays on the event loop's thread.
+  await driver.putContent('/small', 'x');
+  await driver.delete('/small');
+  t.is(driver.calls.poolCalls, before + 5);
+});
+
 /** The answers and errors of every call, whichever way it is made: those of Node's own calls. */
 async function answersAndErrors(t: import('ava').ExecutionContext, calls: QuickCalls, dir: string): Promise<void> {
   const file = join(dir, 'sub', 'f');

@@ -202,6 +202,12 @@ export class QuickCalls {
     await call((done) => rename(from, to, done));
   }
 
+  /** unlink(2) on the thread pool whatever the filesystem: for a file that may be large (see renameOnPool). */
+  async unlinkOnPool(path: string): Promise<void> {
+    if (this.local ?? (await this.isLocal())) this.poolCalls++;
+    await call((done) => unlink(path, done));
+  }
+
   async unlink(path: string): Promise<void> {
     if (await this.quick()) return this.timed(() => unlinkSync(path));
     await call((done) => unlink(path, done));

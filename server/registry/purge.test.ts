@@ -32,6 +32,22 @@ test('sessions older than the age are purged, younger ones and finished blobs st
   t.is((await registry.uploads.status('team/app', fresh.id)).offset, 0);
 });
 
+test('a purged session is deleted saying it may be large (its data is still there)', async (t) => {
+  const inner = createDriver({ driver: 'inmemory' });
+  const deletes: Array<{ path: string; mayBeLarge: boolean | undefined }> = [];
+  const driver = Object.assign(Object.create(inner) as typeof inner, {
+    delete(path: string, options?: { mayBeLarge?: boolean }) {
+      deletes.push({ path, mayBeLarge: options?.mayBeLarge });
+      return inner.delete(path, options);
+    },
+  });
+  const registry = new LocalRegistry(driver);
+  const old = await registry.uploads.start('r');
+  await driver.putContent(layout.uploadStartedAtPath('r', old.id), new Date(Date.now() - 48 * HOUR).toISOString());
+  t.is((await purgeUploads(driver, { olderThanMs: 24 * HOUR })).purged.length, 1);
+  t.deepEqual(deletes, [{ path: layout.uploadDir('r', old.id), mayBeLarge: true }]);
+});
+
 test('an empty registry has nothing to purge', async (t) => {
   const driver = createDriver({ driver: 'inmemory' });
   t.deepEqual(await purgeUploads(driver, { olderThanMs: 0 }), { purged: [], examined: 0 });

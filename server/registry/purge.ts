@@ -50,7 +50,8 @@ export async function purgeUploads(driver: StorageDriver, options: PurgeOptions)
       const started = await startedAt(driver, dir);
       if (!started || started.getTime() >= cutoff) continue;
       result.purged.push(`${repository}/${layout.baseName(dir)}`);
-      if (!options.dryRun) await ifExists(driver.delete(dir));
+      // Its data may be large (see DeleteOptions).
+      if (!options.dryRun) await ifExists(driver.delete(dir, { mayBeLarge: true }));
     }
   }
   return result;

@@ -747,6 +747,33 @@ test('completing an upload moves its bytes into the content store saying a file 
   t.deepEqual(moves.filter((m) => m.to === blob), [{ to: blob, mayReplace: true }, { to: blob, mayReplace: true }]);
 });
 
+test('a session whose data may still be there is deleted saying it may be large; one whose data was committed, not', async (t) => {
+  const inner = createDriver({ driver: 'inmemory' });
+  const deletes: Array<{ path: string; mayBeLarge: boolean | undefined }> = [];
+  const driver = Object.assign(Object.create(inner) as StorageDriver, {
+    delete(path: string, options?: { mayBeLarge?: boolean }) {
+      deletes.push({ path, mayBeLarge: options?.mayBeLarge });
+      return inner.delete(path, options);
+    },
+  });
+  const registry = new LocalRegistry(driver);
+  const data = Buffer.from('some bytes');
+  const sessionDeletes = (id: string) => deletes.filter((d) => d.path === layout.uploadDir('r', id));
+
+  const cancelled = await registry.uploads.start('r');
+  await registry.uploads.append('r', cancelled.id, chunks([data]));
+  await registry.uploads.cancel('r', cancelled.id);
+  t.deepEqual(sessionDeletes(cancelled.id), [{ path: layout.uploadDir('r', cancelled.id), mayBeLarge: true }]);
+
+  const wrong = await registry.uploads.start('r');
+  await t.throwsAsync(registry.uploads.complete('r', wrong.id, digestOf(Buffer.from('other')), chunks([data])), { instanceOf: RegistryError });
+  t.deepEqual(sessionDeletes(wrong.id), [{ path: layout.uploadDir('r', wrong.id), mayBeLarge: true }]);
+
+  const completed = await registry.uploads.start('r');
+  await registry.uploads.complete('r', completed.id, digestOf(data), chunks([data]));
+  t.deepEqual(sessionDeletes(completed.id), [{ path: layout.uploadDir('r', completed.id), mayBeLarge: false }]);
+});
+
 test('completing an upload without a descriptor cache does not stat the blob content it replaces', async (t) => {
   const driver = recordingCalls(createDriver({ driver: 'inmemory' }));
   const registry = new LocalRegistry(driver);

@@ -701,11 +701,12 @@ export class UploadStore {
           throw err;
         }
         discarded = true;
-        await this.discard(name, id);
+        // Its data is in the content store now: what is left are small files.
+        await this.discard(name, id, false);
         return { digest: digest.value, size };
       } catch (err) {
         if (!discarded) {
-          await ifExists(this.driver.delete(layout.uploadVerifiedPath(name, id, final.token))).catch(() => {});
+          await ifExists(this.driver.delete(layout.uploadVerifiedPath(name, id, final.token), { mayBeLarge: true })).catch(() => {});
           // The session may be retried: from the end of the final chunk, which is marked now, or by giving back
           // the claim of the end, under which nothing was written.
           if (unmarked !== undefined) await this.markEnd(name, id, unmarked, final).catch(() => {});
@@ -722,10 +723,11 @@ export class UploadStore {
     await this.discard(name, id);
   }
 
-  private async discard(name: string, id: string): Promise<void> {
+  /** Remove the session; `holdsData` when its data may still be there (it may be large). */
+  private async discard(name: string, id: string, holdsData = true): Promise<void> {
     this.states.delete(this.key(name, id));
     try {
-      await this.driver.delete(layout.uploadDir(name, id));
+      await this.driver.delete(layout.uploadDir(name, id), { mayBeLarge: holdsData });
     } catch (err) {
       if (!(err instanceof PathNotFoundError)) throw err;
     }
