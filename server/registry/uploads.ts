@@ -159,8 +159,10 @@ class WriteWindow {
   /** The budget this writer's window is a share of, and the most bytes it collects before handing them over. */
   private readonly budget: number;
   private readonly batchLimit: number;
-  /** Whether chunks are copied into pooled buffers: for a writer that joins writes, which is done with a chunk once
-   * its write settled (see FileWriter.joinsWrites). The others keep them longer (S3 copies them itself). */
+  /**
+   * Whether chunks are copied into pooled buffers: for a writer that joins writes, which is done with a chunk once its
+   * write settled (see FileWriter.joinsWrites). The others may keep a chunk longer (S3 copies them itself).
+   */
   private readonly copies: boolean;
 
   constructor(private readonly writer: FileWriter) {
@@ -210,7 +212,8 @@ class WriteWindow {
       clearTimeout(this.idle);
       this.idle = undefined;
     }
-    for (const chunk of this.batch) this.hand(chunk, chunk as Buffer);
+    // When this window copies, what is collected are pooled buffers, filled.
+    for (const chunk of this.batch) this.hand(chunk, this.copies ? (chunk as Buffer) : undefined);
     if (this.slab) {
       // Partly filled: written as far as it is, and given back whole once written.
       this.hand(this.slab.subarray(0, this.slabUsed), this.slab);
@@ -221,12 +224,12 @@ class WriteWindow {
     this.batchBytes = 0;
   }
 
-  /** Hand `chunk` (of the pooled buffer `slab` when this window copies) to the writer. */
-  private hand(chunk: Uint8Array, slab: Buffer): void {
+  /** Hand `chunk`, in the pooled buffer `slab` when this window copies, to the writer. */
+  private hand(chunk: Uint8Array, slab: Buffer | undefined): void {
     const done = this.writer.write(chunk);
     // Observed at once so that a failure is never an unhandled rejection; it is thrown where it is awaited. A pooled
     // buffer goes back once the writer is done with it, whether the write succeeded or not.
-    if (this.copies) {
+    if (slab) {
       const giveBack = () => slabs.give(slab);
       done.then(giveBack, giveBack);
     } else {
