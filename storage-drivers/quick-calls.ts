@@ -19,8 +19,8 @@
  * because the thread was preempted or a garbage collection ran within it costs a second of calls through the pool.
  * What can take long however fast the disk is stays on the pool whatever happens: listings (a folder may hold
  * thousands of entries), data written by writers, reads of blobs, flushes (fsync), which wait for the disk by
- * design, and a rename that may replace a large file (a blob pushed again), whose data the kernel frees before the
- * call returns (see renameOnPool).
+ * design, and a rename that may replace a large file (a blob pushed again) or an unlink of one (an upload's data),
+ * whose data the kernel frees before the call returns (see renameOnPool, unlinkOnPool).
  *
  * Where not: on a network filesystem (NFS, SMB, FUSE, Ceph, ...) every call is a round trip to a server, so there
  * every call goes through the pool. The filesystem type is read once, at the storage root.
