@@ -261,12 +261,10 @@ export class FilesystemDriver implements StorageDriver {
     const source = this.fullPath(sourcePath);
     const dest = this.fullPath(destPath);
     // Replacing a large file frees its data, which can take the kernel tens of milliseconds: not on the event loop.
-    const rename = options?.mayReplace
-      ? (from: string, to: string) => this.calls.renameOnPool(from, to)
-      : (from: string, to: string) => this.calls.rename(from, to);
+    const large = options?.mayReplace === true;
     try {
       // One rename when the destination's folder exists (the garbage collector moves many files into one folder).
-      await rename(source, dest);
+      await this.calls.rename(source, dest, large);
       return;
     } catch (err) {
       if (!isNotFound(err)) {
@@ -282,7 +280,7 @@ export class FilesystemDriver implements StorageDriver {
       let made: string | undefined;
       try {
         made = await makeDirectory(this.calls, parent);
-        await rename(source, dest);
+        await this.calls.rename(source, dest, large);
         return;
       } catch (err) {
         if (code(err) === 'EXDEV') return moveAcrossDevices(source, dest, this.fsync);
@@ -301,22 +299,22 @@ export class FilesystemDriver implements StorageDriver {
   async delete(path: string, options?: DeleteOptions): Promise<void> {
     const full = this.fullPath(path);
     // Unlinking a large file frees its data, which can take the kernel tens of milliseconds: not on the event loop.
-    const onPool = options?.mayBeLarge === true;
+    const large = options?.mayBeLarge === true;
     if (path === '/') {
       // The root always exists: empty it rather than remove it.
-      for (const name of await this.children('/', true)) await removeTree(this.calls, join(full, name), onPool);
+      for (const name of await this.children('/', true)) await removeTree(this.calls, join(full, name), large);
       return;
     }
     // A file (the common case) is one unlink; a directory refuses it (EISDIR on Linux, EPERM elsewhere).
     try {
-      await (onPool ? this.calls.unlinkOnPool(full) : this.calls.unlink(full));
+      await this.calls.unlink(full, large);
       return;
     } catch (err) {
       if (isNotFound(err)) throw new PathNotFoundError(path, NAME);
       if (code(err) !== 'EISDIR' && code(err) !== 'EPERM') throw err;
     }
     // A concurrent delete of the same tree (or part of it) is not an error once we saw it existed.
-    await removeTree(this.calls, full, onPool);
+    await removeTree(this.calls, full, large);
   }
 
   /**
@@ -439,7 +437,7 @@ const REMOVE_RETRIES = 5;
  * in 6 calls against Node's 13. What is already gone (a concurrent delete) is skipped; an entry added meanwhile
  * makes rmdir fail, and the directory is emptied again. A symbolic link is removed, never followed.
  */
-async function removeTree(calls: QuickCalls, dir: string, onPool = false): Promise<void> {
+async function removeTree(calls: QuickCalls, dir: string, large = false): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     let entries: Dirent[];
     try {
@@ -448,14 +446,14 @@ async function removeTree(calls: QuickCalls, dir: string, onPool = false): Promi
       if (code(err) === 'ENOENT') return;
       if (code(err) !== 'ENOTDIR') throw err;
       // A file now (replaced meanwhile): unlinked, and an error other than its absence is thrown.
-      return (onPool ? calls.unlinkOnPool(dir) : calls.unlink(dir)).catch((e: unknown) => {
+      return calls.unlink(dir, large).catch((e: unknown) => {
         if (code(e) !== 'ENOENT') throw e;
       });
     }
     for (let i = 0; i < entries.length; i += REMOVE_AT_ONCE) {
       await Promise.all(entries.slice(i, i + REMOVE_AT_ONCE).map((entry) => {
         const path = join(dir, entry.name);
-        return entry.isDirectory() ? removeTree(calls, path, onPool) : removeFile(calls, path, onPool);
+        return entry.isDirectory() ? removeTree(calls, path, large) : removeFile(calls, path, large);
       }));
     }
     try {
@@ -468,14 +466,14 @@ async function removeTree(calls: QuickCalls, dir: string, onPool = false): Promi
   }
 }
 
-/** unlink, of a file that may be gone already or have become a directory meanwhile; on the pool with `onPool`. */
-async function removeFile(calls: QuickCalls, path: string, onPool: boolean): Promise<void> {
+/** unlink, of a file that may be gone already or have become a directory meanwhile; `large` as for QuickCalls.unlink. */
+async function removeFile(calls: QuickCalls, path: string, large: boolean): Promise<void> {
   try {
-    await (onPool ? calls.unlinkOnPool(path) : calls.unlink(path));
+    await calls.unlink(path, large);
   } catch (err) {
     if (code(err) === 'ENOENT') return;
     if (code(err) !== 'EISDIR' && code(err) !== 'EPERM') throw err;
-    await removeTree(calls, path, onPool);
+    await removeTree(calls, path, large);
   }
 }
 

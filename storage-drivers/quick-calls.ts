@@ -20,7 +20,7 @@
  * What can take long however fast the disk is stays on the pool whatever happens: listings (a folder may hold
  * thousands of entries), data written by writers, reads of blobs, flushes (fsync), which wait for the disk by
  * design, and a rename that may replace a large file (a blob pushed again) or an unlink of one (an upload's data),
- * whose data the kernel frees before the call returns (see renameOnPool, unlinkOnPool).
+ * whose data the kernel frees before the call returns (`large` on rename and unlink).
  *
  * Where not: on a network filesystem (NFS, SMB, FUSE, Ceph, ...) every call is a round trip to a server, so there
  * every call goes through the pool. The filesystem type is read once, at the storage root.
@@ -124,10 +124,13 @@ export class QuickCalls {
     return this.local;
   }
 
-  /** Whether the next call may be synchronous: on a local filesystem, and no slow call lately. */
-  private async quick(): Promise<boolean> {
+  /**
+   * Whether the next call may be synchronous: on a local filesystem, no slow call lately, and not `large` (a call that
+   * frees a large file's data, which takes the kernel time in proportion to its size: see the module comment).
+   */
+  private async quick(large = false): Promise<boolean> {
     if (!(this.local ?? (await this.isLocal()))) return false;
-    if (this.now() < this.pausedUntil) {
+    if (large || this.now() < this.pausedUntil) {
       this.poolCalls++;
       return false;
     }
@@ -188,31 +191,21 @@ export class QuickCalls {
     await call((done) => mkdir(path, done));
   }
 
-  async rename(from: string, to: string): Promise<void> {
-    if (await this.quick()) return this.timed(() => renameSync(from, to));
+  /**
+   * With `large`, through the pool whatever happens: a rename that may replace a large file, whose data the kernel
+   * frees before the call returns (about 24 ms for 200 MB here, 70 ms under strace).
+   */
+  async rename(from: string, to: string, large = false): Promise<void> {
+    if (await this.quick(large)) return this.timed(() => renameSync(from, to));
     await call((done) => rename(from, to, done));
   }
 
   /**
-   * rename(2) on the thread pool whatever the filesystem: for a rename that may replace a large file, whose data the
-   * kernel frees before the call returns (about 24 ms for 200 MB here, 70 ms under strace).
+   * With `large`, through the pool whatever happens: a file that may be large, whose data the kernel frees before the
+   * call returns (about 70 ms for 200 MB just written, here).
    */
-  async renameOnPool(from: string, to: string): Promise<void> {
-    if (this.local ?? (await this.isLocal())) this.poolCalls++;
-    await call((done) => rename(from, to, done));
-  }
-
-  /**
-   * unlink(2) on the thread pool whatever the filesystem: for a file that may be large, whose data the kernel frees
-   * before the call returns (about 70 ms for 200 MB just written, here).
-   */
-  async unlinkOnPool(path: string): Promise<void> {
-    if (this.local ?? (await this.isLocal())) this.poolCalls++;
-    await call((done) => unlink(path, done));
-  }
-
-  async unlink(path: string): Promise<void> {
-    if (await this.quick()) return this.timed(() => unlinkSync(path));
+  async unlink(path: string, large = false): Promise<void> {
+    if (await this.quick(large)) return this.timed(() => unlinkSync(path));
     await call((done) => unlink(path, done));
   }
 
