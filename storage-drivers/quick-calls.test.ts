@@ -36,6 +36,12 @@ async function whileThePoolIsBusy(work: () => Promise<unknown>): Promise<boolean
 /** Far above any call's time: the tests of the synchronous path must not be paused by a preempted thread. */
 const NEVER_SLOW = 60_000;
 
+/** A filesystem driver in a temporary directory whose synchronous calls are never judged slow. */
+async function quickDriver(t: import('ava').ExecutionContext): Promise<{ dir: string; driver: FilesystemDriver }> {
+  const dir = await tempDir(t);
+  return { dir, driver: new FilesystemDriver({ rootDirectory: dir, fsync: false, slowCallMs: NEVER_SLOW }) };
+}
+
 test('on a local filesystem the calls never wait for the thread pool', async (t) => {
   const dir = await tempDir(t);
   const calls = new QuickCalls(dir, NEVER_SLOW);
@@ -56,8 +62,7 @@ test('on a local filesystem the calls never wait for the thread pool', async (t)
 });
 
 test("the filesystem driver's writes, moves and deletes of small files never wait for the thread pool", async (t) => {
-  const dir = await tempDir(t);
-  const driver = new FilesystemDriver({ rootDirectory: dir, fsync: false, slowCallMs: NEVER_SLOW });
+  const { dir, driver } = await quickDriver(t);
   await driver.putContent('/warm', 'x'); // the root's filesystem type is read once, through the pool
   const quick = await whileThePoolIsBusy(async () => {
     await driver.putContent('/_uploads/u1/startedat', '2026-12-07T00:00:00Z');
@@ -74,8 +79,7 @@ test("the filesystem driver's writes, moves and deletes of small files never wai
 });
 
 test('a move that may replace a file goes through the thread pool, and replaces it', async (t) => {
-  const dir = await tempDir(t);
-  const driver = new FilesystemDriver({ rootDirectory: dir, fsync: false, slowCallMs: NEVER_SLOW });
+  const { driver } = await quickDriver(t);
   await driver.putContent('/blobs/sha256/ab/abcd/data', 'old bytes');
   await driver.putContent('/_uploads/u1/data', 'new bytes');
   await driver.putContent('/_uploads/u2/data', 'a new blob');
@@ -94,8 +98,7 @@ test('a move that may replace a file goes through the thread pool, and replaces 
 });
 
 test('a delete of what may be large unlinks through the thread pool, a file or every file of a tree', async (t) => {
-  const dir = await tempDir(t);
-  const driver = new FilesystemDriver({ rootDirectory: dir, fsync: false, slowCallMs: NEVER_SLOW });
+  const { driver } = await quickDriver(t);
   await driver.putContent('/_uploads/u1/data', 'many bytes');
   await driver.putContent('/_uploads/u1/startedat', '2026-12-07T00:00:00Z');
   await driver.putContent('/_uploads/u1/claims/0', 'me');
