@@ -10,8 +10,7 @@ import pLimit from 'p-limit';
 import { checkedDriver } from './checked.js';
 import { Writable } from 'node:stream';
 import { InvalidPathError, PathNotFoundError, StorageDriverError, copyIntoOf, type FileInfo, type StorageDriver } from './driver.js';
-import { S3Driver, S3_LIMITS, copyRanges, maxUploadSize, partSize, type S3DriverOptions } from './s3.js';
-import { partBufferSize } from './part-budget.js';
+import { PartBudget, S3Driver, S3_LIMITS, copyRanges, maxUploadSize, partBufferSize, partSize, type S3DriverOptions } from './s3.js';
 import { startS3TestServer, type S3TestServer } from '../testing/s3-test-server.js';
 import { driverSuite } from '../testing/storage-suite.js';
 import { S3FaultProxy, faultyProxy } from '../testing/faults-s3.js';
@@ -588,6 +587,43 @@ test('s3: part buffers given back are reused by the next writers, and together w
   // Reused memory never leaks one object's bytes into another.
   for (const [i, data] of blobs.entries()) t.is(sha(await driver.getContent(`/pool/${i}`)), sha(data));
   t.is(sha(await driver.getContent('/pool/first')), sha(first));
+});
+
+test('part budget: a reservation takes a kept buffer of its size, makes room by dropping kept ones, and kept ones go when idle', async (t) => {
+  const budget = new PartBudget(4 * MiB, 50);
+  const a = await budget.reserve(MiB);
+  const b = await budget.reserve(MiB + 1);
+  t.is(a.length, MiB);
+  t.is(b.length, 2 * MiB, 'sizes are rounded up to whole MiB');
+  budget.release(a);
+  budget.release(b);
+  t.is(budget.pooled, 3 * MiB);
+  const c = await budget.reserve(MiB - 1000);
+  t.is(c, a, 'the kept buffer of that size is reused');
+  t.is(budget.pooled, 2 * MiB);
+  // 1 MiB held + 2 MiB kept: a new 3 MiB buffer drops the kept 2 MiB one to stay within 4 MiB.
+  const d = await budget.reserve(3 * MiB);
+  t.not(d, b);
+  t.is(budget.held, 4 * MiB);
+  t.is(budget.pooled, 0);
+  // A reservation that does not fit waits for a buffer to come back.
+  let waited: Buffer | undefined;
+  const e = budget.reserve(MiB).then((buffer) => { waited = buffer; });
+  await new Promise((resolve) => setImmediate(resolve));
+  t.is(waited, undefined);
+  budget.release(c);
+  await e;
+  t.is(waited, c);
+  budget.release(waited!);
+  budget.release(d);
+  t.is(budget.held, 0);
+  t.true(budget.pooled > 0);
+  const deadline = Date.now() + 5000;
+  while (budget.pooled > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+  t.is(budget.pooled, 0, 'kept buffers were dropped once idle');
+  t.is(partBufferSize(1), 64 * 1024);
+  t.is(partBufferSize(300_000), 5 * 64 * 1024);
+  t.is(partBufferSize(5 * MiB), 5 * MiB);
 });
 
 test('s3: a cancelled or failed writer gives its part buffers back', async (t) => {

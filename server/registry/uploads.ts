@@ -30,12 +30,12 @@
  */
 import { randomUUID, type Hash } from 'node:crypto';
 import { PathNotFoundError, UnsupportedOperationError, type FileWriter, type StorageDriver, ifExists } from '../../storage-drivers/driver.js';
-import { PartBudget } from '../../storage-drivers/part-budget.js';
 import { BlobStore, type BlobDescriptor } from './blobs.js';
 import { RegistryError } from './errors.js';
 import * as layout from './layout.js';
 import { newHash, type Digest, type DigestAlgorithm } from './reference.js';
 import type { Quotas } from '../policies/quota.js';
+import { SlabPool } from './slab-pool.js';
 
 const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -134,18 +134,10 @@ function currentWindow(budget: number): number {
 export const SLAB_BYTES = 64 * 1024;
 
 /**
- * The buffers the bodies of all uploads of this process are copied into, of which as many as fit in the write budget
- * are kept for reuse.
- *
- * Why copy at all: Node hands each chunk of a request body over in a buffer of its own, allocated outside V8's heap.
- * A chunk still waiting for its write when the young generation is collected (a few times a second while pushes
- * run) is moved into the old generation, and its memory then stays allocated until a full collection, which V8
- * starts only after tens of megabytes more have piled up that way. With 20 concurrent 10 MB pushes that was about
- * one full collection per 200 MB pushed (10-11 in 10 rounds; 1 with the copies), V8's helper threads marking for 2-3
- * ms of CPU per push, and 20-30 MB more at the peak. A chunk copied into a pooled buffer as it arrives is dead at
- * once, and the pooled buffers are used again and again instead of being collected.
+ * The buffers the bodies of all uploads of this process are copied into (see slab-pool.ts for why), and as many as
+ * the write budget is kept for reuse.
  */
-export const slabs = new PartBudget(WRITE_BUDGET);
+export const slabs = new SlabPool(SLAB_BYTES, WRITE_BUDGET / SLAB_BYTES);
 
 /** Writes to a driver writer in batches, without waiting for each one, with at most the current window outstanding. */
 class WriteWindow {
@@ -201,7 +193,7 @@ class WriteWindow {
   /** Copy `chunk` into pooled buffers, each one collected once full. */
   private copy(chunk: Uint8Array): void {
     for (let from = 0; from < chunk.byteLength; ) {
-      this.slab ??= slabs.grow(SLAB_BYTES);
+      this.slab ??= slabs.take();
       const n = Math.min(chunk.byteLength - from, SLAB_BYTES - this.slabUsed);
       this.slab.set(n === chunk.byteLength ? chunk : chunk.subarray(from, from + n), this.slabUsed);
       this.slabUsed += n;
@@ -238,7 +230,7 @@ class WriteWindow {
     // Observed at once so that a failure is never an unhandled rejection; it is thrown where it is awaited. A pooled
     // buffer goes back once the writer is done with it, whether the write succeeded or not.
     if (slab) {
-      const giveBack = () => slabs.release(slab);
+      const giveBack = () => slabs.give(slab);
       done.then(giveBack, giveBack);
     } else {
       done.catch(() => {});
