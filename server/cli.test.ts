@@ -54,9 +54,9 @@ test('run as a command, cli.js starts node with NODE_FLAGS, and npm start passes
 
 test('missingNodeFlags: by name, from the command line or NODE_OPTIONS; another value is the operator\'s choice', (t) => {
   t.deepEqual(missingNodeFlags([]), [...NODE_FLAGS]);
-  t.deepEqual(missingNodeFlags(['--max-semi-space-size=4', '--initial-old-space-size=64']), []);
-  t.deepEqual(missingNodeFlags(['--max_semi_space_size=8']), ['--initial-old-space-size=64']);
-  t.deepEqual(missingNodeFlags(['--inspect', '--initial_old_space_size=32'], '--max-old-space-size=512  --max-semi-space-size=4'), []);
+  t.deepEqual(missingNodeFlags(['--max-semi-space-size=4', '--initial-old-space-size=64', '--no-allocation-site-pretenuring']), []);
+  t.deepEqual(missingNodeFlags(['--max_semi_space_size=8']), ['--initial-old-space-size=64', '--no-allocation-site-pretenuring']);
+  t.deepEqual(missingNodeFlags(['--inspect', '--initial_old_space_size=32', '--allocation-site-pretenuring'], '--max-old-space-size=512  --max-semi-space-size=4'), []);
   t.deepEqual(missingNodeFlags(['--max-old-space-size=512'], ''), [...NODE_FLAGS]);
 });
 

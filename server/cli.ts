@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_TRIM_THRESHOLD_=134217728 MALLOC_MMAP_THRESHOLD_=33554432 node --max-semi-space-size=4 --initial-old-space-size=64
+#!/usr/bin/env -S MALLOC_TRIM_THRESHOLD_=134217728 MALLOC_MMAP_THRESHOLD_=33554432 node --max-semi-space-size=4 --initial-old-space-size=64 --no-allocation-site-pretenuring
 /**
  * The `wharf` command: one binary, subcommands.
  *
