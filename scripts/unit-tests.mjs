@@ -33,6 +33,7 @@ export const UNIT_TESTS = [
   'server/proxy/mirror.test.ts',
   'server/policies/quota.test.ts',
   'server/registry/purge.test.ts',
+  'server/registry/layout.test.ts',
   'server/registry/reference.test.ts',
   'server/registry/scan.test.ts',
   'server/registry/registry.test.ts',

@@ -223,6 +223,16 @@ export function baseName(path: string): string {
   return path.slice(path.lastIndexOf('/') + 1);
 }
 
+/** Whether the path's last component is `name`, without making a string of it (for listings of thousands). */
+export function isNamed(path: string, name: string): boolean {
+  return path.endsWith(name) && (path.length === name.length || path.charCodeAt(path.length - name.length - 1) === 0x2f);
+}
+
+/** Whether the path's last component starts with `_` (`_layers`, `_manifests`, `_uploads`), without making a string of it. */
+export function isUnderscored(path: string): boolean {
+  return path.charCodeAt(path.lastIndexOf('/') + 1) === 0x5f;
+}
+
 /** The path without its last component ('/' for a top-level one). */
 export function parentOf(path: string): string {
   return path.slice(0, path.lastIndexOf('/')) || '/';

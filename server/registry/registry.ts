@@ -243,7 +243,7 @@ export class LocalRegistry implements Registry {
    */
   private async *repositoryDirs(entries: string[], startAfter: string | undefined): AsyncGenerator<string> {
     for (const path of entries) {
-      if (layout.baseName(path).startsWith('_')) continue;
+      if (layout.isUnderscored(path)) continue;
       const after = startAfter === undefined || comparePaths(path, startAfter) > 0;
       // Before startAfter and not holding it: the whole subtree comes before it.
       if (!after && !isBelow(startAfter!, path) && path !== startAfter) continue;
@@ -254,8 +254,8 @@ export class LocalRegistry implements Registry {
         if (err instanceof PathNotFoundError) continue; // a file, or deleted meanwhile
         throw err;
       }
-      const names = new Set(children.map((c) => layout.baseName(c)));
-      if (after && (names.has('_layers') || names.has('_manifests'))) yield path;
+      // A folder of 10,000 repositories is listed by every catalog page: no string or Set per entry to find these.
+      if (after && children.some((c) => layout.isNamed(c, '_layers') || layout.isNamed(c, '_manifests'))) yield path;
       yield* this.repositoryDirs(children, after ? undefined : startAfter);
     }
   }
