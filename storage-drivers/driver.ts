@@ -285,7 +285,10 @@ export class StorageDriverError extends StorageError {
   }
 }
 
-const COMPONENT = /^[A-Za-z0-9._-]+$/;
+/** A character a path component may hold: A-Z, a-z, 0-9, '.', '_' and '-'. */
+function isComponentChar(c: number): boolean {
+  return (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) || c === 0x2e || c === 0x5f || c === 0x2d;
+}
 
 /**
  * Optional on a reader's stream that has not been read: `stream[COPY_INTO](dest, done)` copies the stream's bytes
@@ -312,10 +315,20 @@ export const MAX_PATH_LENGTH = 1024;
 /** True when `path` is an acceptable driver path (see the module comment). */
 export function isValidPath(path: string): boolean {
   if (path === '/') return true;
-  if (typeof path !== 'string' || path.length > MAX_PATH_LENGTH) return false;
-  if (!path.startsWith('/') || path.endsWith('/')) return false;
-  for (const part of path.slice(1).split('/')) {
-    if (part.length > MAX_COMPONENT_LENGTH || !COMPONENT.test(part) || part === '.' || part === '..') return false;
+  if (typeof path !== 'string' || path.length > MAX_PATH_LENGTH || path.charCodeAt(0) !== 0x2f) return false;
+  // One pass over the characters, without a string per component: every storage call of every request comes here.
+  let start = 1;
+  for (let i = 1; i <= path.length; i++) {
+    const c = i < path.length ? path.charCodeAt(i) : 0x2f;
+    if (c !== 0x2f) {
+      if (!isComponentChar(c)) return false;
+      continue;
+    }
+    // A component ends: not empty (no '//' and no trailing '/'), not too long, not '.' or '..'.
+    const length = i - start;
+    if (length === 0 || length > MAX_COMPONENT_LENGTH) return false;
+    if (path.charCodeAt(start) === 0x2e && (length === 1 || (length === 2 && path.charCodeAt(start + 1) === 0x2e))) return false;
+    start = i + 1;
   }
   return true;
 }

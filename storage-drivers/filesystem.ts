@@ -137,9 +137,13 @@ export class FilesystemDriver implements StorageDriver {
     this.smallFiles = new SmallFileReader(this.calls);
   }
 
-  /** The OS path of a (validated) driver path. */
+  /**
+   * The OS path of a (validated) driver path. A valid path is already normal (no '.', '..' or empty components), so
+   * it is appended as it is: `path.join` normalised it again, character by character, on every storage call.
+   */
   fullPath(path: string): string {
-    return path === '/' ? this.rootDirectory : join(this.rootDirectory, path);
+    if (path === '/') return this.rootDirectory;
+    return this.rootDirectory === '/' ? path : this.rootDirectory + path;
   }
 
   async getContent(path: string): Promise<Buffer> {
