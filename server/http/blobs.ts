@@ -3,7 +3,7 @@
  */
 import { RegistryError } from '../registry/errors.js';
 import { parseDigest } from '../registry/reference.js';
-import { notify, respondEmpty, urlFor, type RegistryContext } from './context.js';
+import { notify, notifying, respondEmpty, setHeader, urlFor, type RegistryContext } from './context.js';
 import { blobBody } from './send-blob.js';
 
 export type ByteRange = { start: number; end: number } | 'unsatisfiable' | undefined;
@@ -44,10 +44,10 @@ export async function getBlob(ctx: RegistryContext): Promise<void> {
     return;
   }
 
-  ctx.set('Docker-Content-Digest', desc.digest);
-  ctx.set('Accept-Ranges', 'bytes');
-  ctx.set('ETag', `"${desc.digest}"`);
-  ctx.set('Cache-Control', 'max-age=31536000');
+  setHeader(ctx, 'Docker-Content-Digest', desc.digest);
+  setHeader(ctx, 'Accept-Ranges', 'bytes');
+  setHeader(ctx, 'ETag', `"${desc.digest}"`);
+  setHeader(ctx, 'Cache-Control', 'max-age=31536000');
 
   if (ctx.method === 'GET' && options.redirectEnabled) {
     const url = await registry.blobURL(name, digest);
@@ -90,6 +90,7 @@ export async function getBlob(ctx: RegistryContext): Promise<void> {
   ctx.body = blobBody(stream, ctx.res);
   ctx.type = 'application/octet-stream';
   ctx.length = length;
+  if (!notifying(ctx)) return;
   notify(ctx, 'pull', {
     mediaType: 'application/octet-stream',
     size: desc.size,

@@ -192,6 +192,19 @@ export function nextLink(path: string, n: number, last: string): string {
 }
 
 /** Queue a notification event about this request (no-op without endpoints). Never blocks or throws. */
+/** Whether events go out at all (`notifications`): a hot path builds an event's target only then. */
+export function notifying(ctx: RegistryContext): boolean {
+  return ctx.state.deps.notifier?.enabled === true;
+}
+
+/**
+ * Set a response header straight on Node's response, for the hot paths (manifest and blob GETs): Koa's `ctx.set`
+ * builds two arrays and a closure per call.
+ */
+export function setHeader(ctx: RegistryContext, name: string, value: string): void {
+  if (!ctx.headerSent) ctx.res.setHeader(name, value);
+}
+
 export function notify(ctx: RegistryContext, action: EventAction, target: Omit<EventTarget, 'repository'>): void {
   const notifier = ctx.state.deps.notifier;
   if (!notifier?.enabled) return;

@@ -5,7 +5,7 @@
 import { RegistryError } from '../registry/errors.js';
 import { JsonDepthGauge, tooDeep } from '../registry/manifest-format.js';
 import { parseReference } from '../registry/reference.js';
-import { contentLength, notify, queryParams, respondEmpty, urlFor, type RegistryContext } from './context.js';
+import { contentLength, notify, notifying, queryParams, respondEmpty, setHeader, urlFor, type RegistryContext } from './context.js';
 
 /** The most `?tag=` parameters one PUT may carry (the spec asks for at least 10). */
 export const MAX_TAGS_PER_PUT = 100;
@@ -15,10 +15,10 @@ export async function getManifest(ctx: RegistryContext): Promise<void> {
   const manifest = await registry.getManifest(ctx.state.match.name!, parseReference(ctx.state.match.param!));
   // A mirror serving its cached copy because the upstream failed says so.
   if (manifest.warning) ctx.set('Warning', manifest.warning);
-  ctx.set('Docker-Content-Digest', manifest.digest);
-  ctx.set('ETag', `"${manifest.digest}"`);
+  setHeader(ctx, 'Docker-Content-Digest', manifest.digest);
+  setHeader(ctx, 'ETag', `"${manifest.digest}"`);
   // Set verbatim: the spec asks for no parameters (such as a charset) on a manifest's Content-Type.
-  ctx.set('Content-Type', manifest.mediaType);
+  setHeader(ctx, 'Content-Type', manifest.mediaType);
   const etag = ctx.get('If-None-Match');
   if (etag && etag.split(',').some((t) => t.trim() === `"${manifest.digest}"`)) {
     ctx.status = 304;
@@ -30,6 +30,7 @@ export async function getManifest(ctx: RegistryContext): Promise<void> {
     return;
   }
   ctx.body = manifest.content;
+  if (!notifying(ctx)) return;
   const ref = ctx.state.match.param!;
   notify(ctx, 'pull', {
     mediaType: manifest.mediaType,
