@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SETTLE_MS, SMALL_FILE_MAX, SmallFileReader } from './small-files.js';
+import { KEPT_FILES, SETTLE_MS, SMALL_FILE_MAX, SmallFileReader } from './small-files.js';
 import { QuickCalls, isLocalFilesystem } from './quick-calls.js';
 import { waitFor } from '../testing/helpers.js';
 
@@ -35,6 +35,21 @@ test('a settled small file read again is kept, then answered from memory while i
   t.is((await reader.read(file)).toString(), A);
   t.is((await reader.read(file)).toString(), A);
   t.is(reader.fileReads, 2, 'the first read is plain, the second keeps the bytes, the rest come from memory');
+});
+
+test('the links of a repository of thousands of tags (more than 4,096), read over and over, are all kept', async (t) => {
+  const { dir, reader } = await setup(t);
+  const files = Array.from({ length: 6_000 }, (_, i) => join(dir, `link-${i}`));
+  t.true(files.length <= KEPT_FILES);
+  for (const file of files) await writeFile(file, A);
+  await settled(files.at(-1)!);
+  // A page view reads them in order, again and again: the first two views read every file, the next none.
+  let wrong = 0;
+  for (let view = 0; view < 3; view++) {
+    for (const file of files) if ((await reader.read(file)).toString() !== A) wrong++;
+  }
+  t.is(wrong, 0);
+  t.is(reader.fileReads, 2 * files.length, 'the third view came from memory');
 });
 
 test('a kept file is checked on the event loop; after a slow check, through the thread pool, and changes are seen either way', async (t) => {
