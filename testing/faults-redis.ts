@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { freePort } from './harness.js';
 import { sha256 } from './helpers.js';
@@ -41,6 +42,22 @@ export async function flappingRedis(options: { down?: boolean } = {}): Promise<F
   const port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), 'wharf-faults-redis-'));
   let running: RunningRedis | undefined;
+  // While down from the start, the port is held by a listener that drops every connection: test files run two at a
+  // time, and another one's Redis could otherwise be started on this free port, which Wharf would then find up.
+  let placeholder: Server | undefined;
+  const release = () => new Promise<void>((resolve) => {
+    const held = placeholder;
+    placeholder = undefined;
+    if (!held) return resolve();
+    held.close(() => resolve());
+  });
+  if (options.down) {
+    placeholder = await new Promise<Server>((resolve, reject) => {
+      const server = createServer((socket) => socket.destroy());
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => resolve(server));
+    });
+  }
   const self: FlappingRedis = {
     host: `127.0.0.1:${port}`,
     port,
@@ -56,6 +73,7 @@ export async function flappingRedis(options: { down?: boolean } = {}): Promise<F
     },
     async start() {
       if (running) throw new Error('redis is already running');
+      await release();
       running = await startRedis({ port, dir });
     },
     pause() {
@@ -72,6 +90,7 @@ export async function flappingRedis(options: { down?: boolean } = {}): Promise<F
       });
     }),
     async cleanup() {
+      await release();
       const r = running;
       running = undefined;
       await r?.stop();
