@@ -121,23 +121,26 @@ export function guardConnections(server: Server, limits: ConnectionLimits, trust
     w.req = undefined;
     w.res = undefined;
   };
+  /** The socket's watch, made and listed at its first request; it leaves the list when the socket closes. */
+  const watchOf = (socket: WatchedSocket): Watched => {
+    const existing = socket[WATCH];
+    if (existing) return existing;
+    const watch: Watched = { socket, req: undefined, res: undefined, read: 0, written: 0, since: 0, index: watches.length };
+    socket[WATCH] = watch;
+    watches.push(watch);
+    socket.once('close', () => {
+      const last = watches.pop()!;
+      if (last !== watch) {
+        watches[watch.index] = last;
+        last.index = watch.index;
+      }
+      forget(watch);
+    });
+    return watch;
+  };
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket as WatchedSocket;
-    let w = socket[WATCH];
-    if (!w) {
-      const watch: Watched = { socket, req, res, read: 0, written: 0, since: 0, index: watches.length };
-      w = socket[WATCH] = watch;
-      watches.push(watch);
-      socket.once('close', () => {
-        const last = watches.pop()!;
-        if (last !== watch) {
-          watches[watch.index] = last;
-          last.index = watch.index;
-        }
-        forget(watch);
-      });
-    }
-    const watch = w;
+    const watch = watchOf(socket);
     watch.req = req;
     watch.res = res;
     watch.read = socket.bytesRead;
