@@ -34,7 +34,7 @@ export async function purgeUploads(driver: StorageDriver, options: PurgeOptions)
   const uploadDirs: string[] = [];
   try {
     for await (const info of driver.walk(layout.REPOSITORIES_ROOT, {
-      descend: (dir) => !layout.baseName(dir.path).startsWith('_'),
+      descend: (dir) => !layout.isUnderscored(dir.path),
     })) {
       if (info.isDir && layout.baseName(info.path) === '_uploads') uploadDirs.push(info.path);
     }

@@ -70,7 +70,7 @@ export async function* listRepositories(driver: StorageDriver): AsyncGenerator<s
   let last: string | undefined;
   try {
     for await (const info of driver.walk(layout.REPOSITORIES_ROOT, {
-      descend: (dir) => !layout.baseName(dir.path).startsWith('_'),
+      descend: (dir) => !layout.isUnderscored(dir.path),
     })) {
       const base = layout.baseName(info.path);
       if (info.isDir && (base === '_manifests' || base === '_layers')) {
