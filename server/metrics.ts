@@ -23,6 +23,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { DescriptorCache } from './cache/index.js';
 import {
   PathNotFoundError,
+  contentWithInfo,
   type FileInfo,
   type FileWriter,
   type StorageDriver,
@@ -208,6 +209,7 @@ export function instrumentedDriver(driver: StorageDriver, metrics: Metrics): Sto
   return {
     name: driver.name,
     getContent: (path) => timed('getContent', () => driver.getContent(path)),
+    getContentWithInfo: (path) => timed('getContent', () => contentWithInfo(driver, path)),
     putContent: (path, content) => timed('putContent', () => driver.putContent(path, content)),
     putContentIfAbsent: (path, content) => timed('putContentIfAbsent', () => driver.putContentIfAbsent(path, content)),
     reader: (path, offset, length): Promise<Readable> => timed('reader', () => driver.reader(path, offset, length)),

@@ -17,7 +17,9 @@ import {
   InvalidOffsetError,
   StorageDriverError,
   StorageError,
+  contentWithInfo,
   validatePath,
+  type ContentWithInfo,
   type FileInfo,
   type DeleteOptions,
   type FileWriter,
@@ -104,6 +106,13 @@ class CheckedDriver implements StorageDriver {
     return this.call(() => {
       validatePath(path);
       return this.inner.getContent(path);
+    });
+  }
+
+  getContentWithInfo(path: string): Promise<ContentWithInfo> {
+    return this.call(() => {
+      validatePath(path);
+      return contentWithInfo(this.inner, path);
     });
   }
 

@@ -34,6 +34,12 @@ export interface FileInfo {
   isDir: boolean;
 }
 
+/** A file's bytes and the info of that version of it (`StorageDriver.getContentWithInfo`). */
+export interface ContentWithInfo {
+  content: Buffer;
+  info: FileInfo;
+}
+
 /**
  * An open, resumable writer. Bytes written become readable at `path` no later than `commit()`;
  * drivers may make them visible earlier (the filesystem does), so callers write uploads to private paths and
@@ -108,6 +114,13 @@ export interface StorageDriver {
 
   /** Whole content of a (small) file. PathNotFoundError when absent or a directory. */
   getContent(path: string): Promise<Buffer>;
+
+  /**
+   * Whole content of a (small) file and its info, read together: `getContent` and `stat` in one call, where the
+   * backend can answer both at once (one GetObject on S3; on the filesystem a kept small file's one `stat`). The
+   * info is that of the bytes returned. Drivers without it are asked both ways (`contentWithInfo`).
+   */
+  getContentWithInfo?(path: string): Promise<ContentWithInfo>;
 
   /**
    * Replace the content of a file atomically: a concurrent reader sees either the old or the new bytes, never
@@ -240,6 +253,16 @@ export async function ifExists<T>(p: Promise<T>): Promise<T | undefined> {
     if (err instanceof PathNotFoundError) return undefined;
     throw err;
   }
+}
+
+/**
+ * A file's content and info: in one call where the driver offers it, else by `getContent` and `stat` side by side
+ * (which may then describe two versions of a file replaced meanwhile).
+ */
+export async function contentWithInfo(driver: StorageDriver, path: string): Promise<ContentWithInfo> {
+  if (driver.getContentWithInfo) return driver.getContentWithInfo(path);
+  const [content, info] = await Promise.all([driver.getContent(path), driver.stat(path)]);
+  return { content, info };
 }
 
 /** How long the loser of an exclusive create waits for the winner's content (see `readAfterLostCreate`). */

@@ -29,6 +29,7 @@ import {
   comparePaths,
   isBelow,
   joinPath,
+  type ContentWithInfo,
   type DeleteOptions,
   type FileInfo,
   type FileWriter,
@@ -149,6 +150,17 @@ export class FilesystemDriver implements StorageDriver {
   async getContent(path: string): Promise<Buffer> {
     try {
       return await this.smallFiles.read(this.fullPath(path));
+    } catch (err) {
+      if (isNotFound(err) || code(err) === 'EISDIR') throw new PathNotFoundError(path, NAME);
+      throw err;
+    }
+  }
+
+  async getContentWithInfo(path: string): Promise<ContentWithInfo> {
+    try {
+      const { content, mtimeMs } = await this.smallFiles.readWithModTime(this.fullPath(path));
+      // Rounded as Node's `Stats.mtime` is, so that the time is the one `stat` gives.
+      return { content, info: { path, size: content.length, modTime: new Date(Math.round(mtimeMs)), isDir: false } };
     } catch (err) {
       if (isNotFound(err) || code(err) === 'EISDIR') throw new PathNotFoundError(path, NAME);
       throw err;

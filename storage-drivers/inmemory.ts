@@ -21,6 +21,7 @@ import {
   comparePaths,
   isBelow,
   joinPath,
+  type ContentWithInfo,
   type FileInfo,
   type FileWriter,
   type StorageDriver,
@@ -126,6 +127,11 @@ export class InMemoryDriver implements StorageDriver {
   async getContent(path: string): Promise<Buffer> {
     // A copy: callers may modify what they get without changing the stored file.
     return Buffer.from(contentOf(this.findFile(path)));
+  }
+
+  async getContentWithInfo(path: string): Promise<ContentWithInfo> {
+    const file = this.findFile(path);
+    return { content: Buffer.from(contentOf(file)), info: info(path, file) };
   }
 
   async putContent(path: string, content: Uint8Array | string): Promise<void> {

@@ -65,6 +65,7 @@ import {
   isValidPath,
   joinPath,
   COPY_INTO,
+  type ContentWithInfo,
   type CopyInto,
   type FileInfo,
   type FileWriter,
@@ -383,9 +384,15 @@ export class S3Driver implements StorageDriver {
   // ---- reading -------------------------------------------------------------------------------------------------
 
   async getContent(path: string): Promise<Buffer> {
+    return (await this.getContentWithInfo(path)).content;
+  }
+
+  /** One GetObject: its answer's Last-Modified is the info's modification time. */
+  async getContentWithInfo(path: string): Promise<ContentWithInfo> {
     if (path === '/') throw new PathNotFoundError(path, NAME);
     try {
-      return await this.getWhole({ Bucket: this.bucket, Key: this.key(path) });
+      const { body, modTime } = await this.getWhole({ Bucket: this.bucket, Key: this.key(path) });
+      return { content: body, info: { path, size: body.length, modTime, isDir: false } };
     } catch (err) {
       if (isNoSuchKey(err)) throw new PathNotFoundError(path, NAME);
       this.fail('getContent', path, err);
@@ -397,7 +404,7 @@ export class S3Driver implements StorageDriver {
    * off after them (a reset, a cut-short answer, a stall) is the caller's to retry, and for a read this small it is
    * done here the same way: `maxAttempts` in all, with backoff and jitter between them.
    */
-  private async getWhole(input: { Bucket: string; Key: string; Range?: string }): Promise<Buffer> {
+  private async getWhole(input: { Bucket: string; Key: string; Range?: string }): Promise<{ body: Buffer; modTime: Date }> {
     for (let attempt = 1; ; attempt++) {
       const res = await this.client.send(new aws.GetObjectCommand(input));
       try {
@@ -407,7 +414,7 @@ export class S3Driver implements StorageDriver {
         if (res.ContentLength !== undefined && body.length !== res.ContentLength) {
           throw new StorageDriverError(NAME, `read ${input.Key}: ${body.length} of ${res.ContentLength} bytes arrived`);
         }
-        return body;
+        return { body, modTime: res.LastModified ?? EPOCH };
       } catch (err) {
         if (attempt >= this.maxAttempts) throw err;
         await new Promise((r) => setTimeout(r, Math.random() * 100 * 2 ** attempt));
@@ -907,7 +914,7 @@ export class S3Driver implements StorageDriver {
   /** @internal */
   async getRange(key: string, size: number): Promise<Buffer> {
     if (size === 0) return Buffer.alloc(0);
-    return this.getWhole({ Bucket: this.bucket, Key: key, Range: `bytes=0-${size - 1}` });
+    return (await this.getWhole({ Bucket: this.bucket, Key: key, Range: `bytes=0-${size - 1}` })).body;
   }
 
   /** @internal */

@@ -1,6 +1,6 @@
 /** Small-file reads that keep settled bytes in memory: they must never answer with bytes the file no longer holds. */
 import test from 'ava';
-import { mkdir, mkdtemp, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -144,4 +144,30 @@ test('what a caller does to the bytes it was given does not change what the next
   (await reader.read(file)).fill(0);
   (await reader.read(file)).fill(0);
   t.is((await reader.read(file)).toString(), A);
+});
+
+test('readWithModTime gives the modification time of the version whose bytes it returns, read or kept', async (t) => {
+  const { dir, reader } = await setup(t);
+  const file = join(dir, 'link');
+  const first = new Date('2026-01-02T03:04:05.678Z');
+  await writeFile(file, A);
+  await utimes(file, first, first);
+  await settled(file);
+  // Read plain, read and kept, answered from memory: the same bytes and time each way.
+  const firstMs = (await stat(file)).mtimeMs;
+  t.is(Math.round(firstMs), first.getTime());
+  for (let i = 0; i < 3; i++) t.deepEqual(await reader.readWithModTime(file), { content: Buffer.from(A), mtimeMs: firstMs }, `read ${i + 1}`);
+  t.is(reader.fileReads, 2, 'the third came from memory');
+  // Replaced the way tags are moved (a new file renamed over it): the new bytes with the new file's time.
+  const second = new Date('2026-02-03T04:05:06.789Z');
+  const temp = join(dir, 'link.tmp');
+  await writeFile(temp, B);
+  await utimes(temp, second, second);
+  await rename(temp, file);
+  const got = await reader.readWithModTime(file);
+  t.is(got.content.toString(), B);
+  t.is(Math.round(got.mtimeMs), second.getTime());
+  // And what `read` gives is the same file's bytes.
+  t.is((await reader.read(file)).toString(), B);
+  await t.throwsAsync(reader.readWithModTime(join(dir, 'missing')), { code: 'ENOENT' });
 });

@@ -95,9 +95,24 @@ export class SmallFileReader {
 
   /** The whole file, as `fs.readFile` gives it (errors included: ENOENT, EISDIR, ...). */
   async read(file: string): Promise<Buffer> {
+    return (await this.readFile(file, false)).content;
+  }
+
+  /**
+   * The whole file, as `read` gives it, and the modification time of the version read: from the `stat` that vouched
+   * for kept bytes, or from the `fstat` of the descriptor they were read from.
+   */
+  async readWithModTime(file: string): Promise<{ content: Buffer; mtimeMs: number }> {
+    const { content, st } = await this.readFile(file, true);
+    return { content, mtimeMs: st!.mtimeMs };
+  }
+
+  /** The file's bytes, and with `wantStat` the stat (or kept stat) that describes them. */
+  private async readFile(file: string, wantStat: boolean): Promise<{ content: Buffer; st?: Stats | Kept }> {
     if (!(await this.calls.isLocal())) {
       this.fileReads++;
-      return call<Buffer>((done) => readFile(file, done));
+      if (wantStat) return readWithStat(file);
+      return { content: await call<Buffer>((done) => readFile(file, done)) };
     }
     const kept = this.kept.get(file);
     if (kept) {
@@ -109,7 +124,7 @@ export class SmallFileReader {
         throw err;
       }
       if (st && kept.ino === st.ino && kept.size === st.size && kept.ctimeMs === st.ctimeMs && kept.mtimeMs === st.mtimeMs && !st.isDirectory()) {
-        return Buffer.from(kept.content); // a copy: callers own what they are given
+        return { content: Buffer.from(kept.content), st: kept }; // a copy: callers own what they are given
       }
       // Changed, or gone (undefined): the read below answers, with the file's bytes or its error.
       this.kept.delete(file);
@@ -117,13 +132,15 @@ export class SmallFileReader {
     this.fileReads++;
     if (!this.seen.has(file)) {
       this.seen.set(file, true);
-      return call<Buffer>((done) => readFile(file, done));
+      // The same four round trips as readFile: reading the stat along costs nothing more.
+      if (wantStat) return readWithStat(file);
+      return { content: await call<Buffer>((done) => readFile(file, done)) };
     }
     const before = Date.now();
     const { content, st } = await readWithStat(file);
     if (st.size <= SMALL_FILE_MAX && content.length === st.size && st.ctimeMs < before - SETTLE_MS) {
       this.kept.set(file, { ino: st.ino, size: st.size, ctimeMs: st.ctimeMs, mtimeMs: st.mtimeMs, content: Buffer.from(content) });
     }
-    return content;
+    return { content, st };
   }
 }

@@ -94,6 +94,7 @@ export function driverSuite(name: string, factory: DriverFactory): void {
       const label = JSON.stringify(bad);
       const calls: Array<[string, () => Promise<unknown>]> = [
         ['getContent', () => d.getContent(bad)],
+        ['getContentWithInfo', () => d.getContentWithInfo!(bad)],
         ['putContent', () => d.putContent(bad, 'x')],
         ['reader', () => d.reader(bad)],
         ['writer', () => d.writer(bad, false)],
@@ -179,6 +180,31 @@ export function driverSuite(name: string, factory: DriverFactory): void {
     await notFound(t, d.getContent('/dir'), '/dir');
     await notFound(t, d.getContent('/dir/file/below'), '/dir/file/below');
     await notFound(t, d.getContent('/'), '/');
+  });
+
+  test(title('getContentWithInfo gives the bytes of a file with the info stat gives of them, in one call'), async (t) => {
+    const { driver, cleanup } = await factory();
+    t.teardown(cleanup);
+    t.is(typeof driver.getContentWithInfo, 'function', 'the driver answers it itself, not by getContent and stat');
+    const d = checkedDriver(driver);
+    await d.putContent('/c/link', 'sha256:one');
+    // Three reads: the filesystem reads a file plainly, then keeps it, then may answer from what it kept.
+    for (let i = 0; i < 3; i++) {
+      const { content, info } = await d.getContentWithInfo!('/c/link');
+      t.is(content.toString(), 'sha256:one');
+      t.deepEqual(info, { ...(await d.stat('/c/link')), path: '/c/link' }, `read ${i + 1}`);
+      t.is(info.size, content.length);
+      content.fill(0); // callers own what they are given
+    }
+    await d.putContent('/c/link', 'sha256:a longer second value');
+    const { content, info } = await d.getContentWithInfo!('/c/link');
+    t.is(content.toString(), 'sha256:a longer second value');
+    t.deepEqual(info, await d.stat('/c/link'));
+    t.false(info.isDir);
+    await notFound(t, d.getContentWithInfo!('/missing'), '/missing');
+    await notFound(t, d.getContentWithInfo!('/c'), '/c');
+    await notFound(t, d.getContentWithInfo!('/c/link/below'), '/c/link/below');
+    await notFound(t, d.getContentWithInfo!('/'), '/');
   });
 
   test(title('concurrent putContent to one path leaves one value intact; readers never see a mix'), async (t) => {
