@@ -7,26 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rename, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startWharf, type RunningWharf } from '../testing/harness.js';
+import { startWharf } from '../testing/harness.js';
 import { sha256 } from '../testing/helpers.js';
-
-function debugUrl(w: RunningWharf): string {
-  const m = /^WHARF_DEBUG_LISTENING (\S+)$/m.exec(w.output());
-  if (!m) throw new Error(`no debug listener announced:\n${w.output()}`);
-  return m[1]!;
-}
-
-/** The value of one sample line of a Prometheus exposition, or undefined. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
-  }
-  return undefined;
-}
+import { debugUrl, sample } from '../testing/metrics.js';
 
 async function waitFor(what: string, condition: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

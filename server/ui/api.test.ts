@@ -4,11 +4,12 @@
  * the status endpoint, and the UI switched off.
  */
 import test from 'ava';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
 import { pushBlob } from '../../testing/helpers.js';
+import { sample, scrape } from '../../testing/metrics.js';
 import { call, OCI_CONFIG, OCI_MANIFEST, pushArtifact, pushImage, pushIndex, putManifest, uiLogin, type Answer, type Pushed } from '../../testing/ui-fixtures.js';
 
 const PASSWORDS = { alice: 'alice-pw-1', bob: 'bob-pw-2', carol: 'carol-pw-3' };
@@ -50,7 +51,13 @@ test.before(async (t) => {
         },
       },
     }),
-    startWharf({ config: { storage: { delete: { enabled: false } }, ui: { title: 'Test <b>Reg</b>' }, http: { headers: { 'X-Team': ['ui'] } } } }),
+    startWharf({
+      config: {
+        storage: { delete: { enabled: false } },
+        ui: { title: 'Test <b>Reg</b>' },
+        http: { headers: { 'X-Team': ['ui'] }, debug: { addr: '127.0.0.1:0', prometheus: { enabled: true } } },
+      },
+    }),
     startWharf({ config: { ui: { enabled: false } } }),
   ]);
   const a = basic('alice');
@@ -267,6 +274,34 @@ test('repositories: tag count, last push and unique size', async (t) => {
   const unique = { ...app.blobs, ...labelled.blobs };
   t.is(item.size, Object.values(unique).reduce((a, b) => a + b, 0));
   t.true(typeof item.lastPush === 'string' && Date.parse(item.lastPush) > 0);
+});
+
+// Serial: the storage calls it counts are those of its own page views.
+test.serial('repositories: a view reads each tag link once, its time with its digest, and stats no tag', async (t) => {
+  const tags = ['a', 'b', 'c', 'd', 'e'];
+  for (const tag of tags) await pushImage(open.url, 'reads/five', tag);
+  const reads = async () => {
+    const text = await scrape(open);
+    const count = (operation: string) => sample(text, 'wharf_storage_operation_duration_seconds_count', { driver: 'filesystem', operation }) ?? 0;
+    return { getContent: count('getContent'), stat: count('stat') };
+  };
+  const view = () => get(open, '/repositories?q=reads/five');
+  const first = await view(); // reads the manifests, whose summaries are kept
+  // A scrape reads storage too (the collector's figures): what one costs is taken off.
+  const idle = await reads();
+  const before = await reads();
+  const r = await view();
+  const after = await reads();
+  const scrapeCost = { getContent: before.getContent - idle.getContent, stat: before.stat - idle.stat };
+  t.deepEqual(r.json.items, first.json.items);
+  const item = (r.json.items as any[])[0];
+  t.is(item.name, 'reads/five');
+  t.is(item.tags, tags.length);
+  // The newest link's time: the last tag pushed, to the millisecond.
+  const newest = await stat(join(open.rootDirectory, 'docker/registry/v2/repositories/reads/five/_manifests/tags/e/current/link'));
+  t.is(item.lastPush, newest.mtime.toISOString());
+  const viewCost = { getContent: after.getContent - before.getContent - scrapeCost.getContent, stat: after.stat - before.stat - scrapeCost.stat };
+  t.deepEqual(viewCost, { getContent: tags.length, stat: 0 });
 });
 
 // ---- manifests ----------------------------------------------------------------------------------------------------

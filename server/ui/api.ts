@@ -14,7 +14,7 @@ import { lruOfEntries } from '../lru.js';
 import pLimit from 'p-limit';
 import type { Logger } from 'pino';
 import { type Access, type Identity } from '../../auth/index.js';
-import { ifExists } from '../../storage-drivers/driver.js';
+import { contentWithInfo, ifExists } from '../../storage-drivers/driver.js';
 import type { UiAuth } from '../http/auth-setup.js';
 import type { HttpOptions } from '../http/context.js';
 import { THROTTLED_MESSAGE } from '../http/auth.js';
@@ -350,13 +350,15 @@ export class UiApi {
     return links.filter((l): l is { tag: string; link: { digest: Digest; modified: number } } => l.link !== undefined);
   }
 
-  /** The digest a tag points to and when it was last pushed (its link's modification time). */
+  /**
+   * The digest a tag points to and when it was last pushed (its link's modification time), read together: pages
+   * that show many tags read one link per tag (one GetObject on S3, not a GetObject and a HEAD).
+   */
   private async tagLink(name: string, tag: string): Promise<{ digest: Digest; modified: number } | undefined> {
-    const path = layout.tagCurrentLinkPath(name, tag);
-    const [content, info] = await Promise.all([ifExists(this.deps.local.driver.getContent(path)), ifExists(this.deps.local.driver.stat(path))]);
-    const digest = content && tryParseDigest(content.toString('utf8').trim());
-    if (!digest || !info) return undefined;
-    return { digest, modified: info.modTime.getTime() };
+    const link = await ifExists(contentWithInfo(this.deps.local.driver, layout.tagCurrentLinkPath(name, tag)));
+    const digest = link && tryParseDigest(link.content.toString('utf8').trim());
+    if (!digest) return undefined;
+    return { digest, modified: link.info.modTime.getTime() };
   }
 
   // ---- tags ----
