@@ -26,6 +26,7 @@ export const UNIT_TESTS = [
   'server/http/blobs.test.ts',
   'server/http/upload-limits.test.ts',
   'server/logging.test.ts',
+  'server/metrics.test.ts',
   'server/policies/immutable.test.ts',
   'server/policies/retention-run.test.ts',
   'server/policies/retention.test.ts',

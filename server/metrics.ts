@@ -192,7 +192,9 @@ export function countingCache(cache: DescriptorCache, metrics: Metrics): Descrip
 
 /**
  * Wrap a storage driver so every operation is timed and its failures counted. Behaviour is unchanged: results and
- * errors pass through as they are.
+ * errors pass through as they are, and the driver's optional capabilities stay (callers test for them and fall back
+ * without: a listing where a link count would do, claim folders left behind), so turning metrics on changes nothing
+ * the registry does.
  */
 export function instrumentedDriver(driver: StorageDriver, metrics: Metrics): StorageDriver {
   const timed = async <T>(operation: string, fn: () => Promise<T>): Promise<T> => {
@@ -206,7 +208,20 @@ export function instrumentedDriver(driver: StorageDriver, metrics: Metrics): Sto
       end();
     }
   };
-  return {
+  /** An iteration timed from its first step to its end. */
+  const timedIterable = (operation: string, iterate: () => AsyncIterable<FileInfo>): AsyncIterable<FileInfo> =>
+    (async function* timedIteration(): AsyncGenerator<FileInfo> {
+      const end = metrics.storageDuration.startTimer({ driver: driver.name, operation });
+      try {
+        yield* iterate();
+      } catch (err) {
+        if (!(err instanceof PathNotFoundError)) metrics.storageErrors.inc({ driver: driver.name, operation });
+        throw err;
+      } finally {
+        end();
+      }
+    })();
+  const wrapped: StorageDriver = {
     name: driver.name,
     getContent: (path) => timed('getContent', () => driver.getContent(path)),
     getContentWithInfo: (path) => timed('getContent', () => contentWithInfo(driver, path)),
@@ -219,17 +234,12 @@ export function instrumentedDriver(driver: StorageDriver, metrics: Metrics): Sto
     move: (from, to, options) => timed('move', () => driver.move(from, to, options)),
     delete: (path, options) => timed('delete', () => driver.delete(path, options)),
     redirectURL: (path, options) => timed('redirectURL', () => driver.redirectURL(path, options)),
-    walk: (path: string, options?: WalkOptions) =>
-      (async function* walk(): AsyncGenerator<FileInfo> {
-        const end = metrics.storageDuration.startTimer({ driver: driver.name, operation: 'walk' });
-        try {
-          yield* driver.walk(path, options);
-        } catch (err) {
-          if (!(err instanceof PathNotFoundError)) metrics.storageErrors.inc({ driver: driver.name, operation: 'walk' });
-          throw err;
-        } finally {
-          end();
-        }
-      })(),
+    walk: (path: string, options?: WalkOptions) => timedIterable('walk', () => driver.walk(path, options)),
   };
+  const { removeEmptyDirectory, countDirectories, listFiles, deleteFiles } = driver;
+  if (removeEmptyDirectory) wrapped.removeEmptyDirectory = (path) => timed('removeEmptyDirectory', () => removeEmptyDirectory.call(driver, path));
+  if (countDirectories) wrapped.countDirectories = (path) => timed('countDirectories', () => countDirectories.call(driver, path));
+  if (listFiles) wrapped.listFiles = (path) => timedIterable('listFiles', () => listFiles.call(driver, path));
+  if (deleteFiles) wrapped.deleteFiles = (paths) => timed('deleteFiles', () => deleteFiles.call(driver, paths));
+  return wrapped;
 }
