@@ -32,6 +32,11 @@ export interface FileInfo {
   /** Last modification time (for directories, the driver's best estimate; may be the epoch). */
   modTime: Date;
   isDir: boolean;
+  /**
+   * Where the backend names each version of a file's content (S3's ETag), that name: a file written again with
+   * other bytes gets another. Given by `stat`, `getContentWithInfo` and `listFiles` of drivers that have it.
+   */
+  etag?: string;
 }
 
 /** A file's bytes and the info of that version of it (`StorageDriver.getContentWithInfo`). */

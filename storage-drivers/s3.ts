@@ -391,8 +391,8 @@ export class S3Driver implements StorageDriver {
   async getContentWithInfo(path: string): Promise<ContentWithInfo> {
     if (path === '/') throw new PathNotFoundError(path, NAME);
     try {
-      const { body, modTime } = await this.getWhole({ Bucket: this.bucket, Key: this.key(path) });
-      return { content: body, info: { path, size: body.length, modTime, isDir: false } };
+      const { body, modTime, etag } = await this.getWhole({ Bucket: this.bucket, Key: this.key(path) });
+      return { content: body, info: { path, size: body.length, modTime, isDir: false, etag } };
     } catch (err) {
       if (isNoSuchKey(err)) throw new PathNotFoundError(path, NAME);
       this.fail('getContent', path, err);
@@ -404,7 +404,7 @@ export class S3Driver implements StorageDriver {
    * off after them (a reset, a cut-short answer, a stall) is the caller's to retry, and for a read this small it is
    * done here the same way: `maxAttempts` in all, with backoff and jitter between them.
    */
-  private async getWhole(input: { Bucket: string; Key: string; Range?: string }): Promise<{ body: Buffer; modTime: Date }> {
+  private async getWhole(input: { Bucket: string; Key: string; Range?: string }): Promise<{ body: Buffer; modTime: Date; etag: string | undefined }> {
     for (let attempt = 1; ; attempt++) {
       const res = await this.client.send(new aws.GetObjectCommand(input));
       try {
@@ -414,7 +414,7 @@ export class S3Driver implements StorageDriver {
         if (res.ContentLength !== undefined && body.length !== res.ContentLength) {
           throw new StorageDriverError(NAME, `read ${input.Key}: ${body.length} of ${res.ContentLength} bytes arrived`);
         }
-        return { body, modTime: res.LastModified ?? EPOCH };
+        return { body, modTime: res.LastModified ?? EPOCH, etag: res.ETag };
       } catch (err) {
         if (attempt >= this.maxAttempts) throw err;
         await new Promise((r) => setTimeout(r, Math.random() * 100 * 2 ** attempt));
@@ -471,7 +471,7 @@ export class S3Driver implements StorageDriver {
       return { path, size: 0, modTime: EPOCH, isDir: true };
     }
     const info = await this.head(path);
-    if (info) return { path, size: info.size, modTime: info.modTime, isDir: false };
+    if (info) return { path, size: info.size, modTime: info.modTime, isDir: false, etag: info.etag || undefined };
     try {
       const res = await this.client.send(
         new aws.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.dirPrefix(path), MaxKeys: 1 }),
@@ -725,7 +725,7 @@ export class S3Driver implements StorageDriver {
           const rel = o.Key!.slice(prefix.length);
           if (!rel.split('/').every((c) => COMPONENT.test(c))) continue;
           const file = joinPath(path, rel);
-          if (isValidPath(file)) yield { path: file, size: o.Size ?? 0, modTime: o.LastModified ?? EPOCH, isDir: false };
+          if (isValidPath(file)) yield { path: file, size: o.Size ?? 0, modTime: o.LastModified ?? EPOCH, isDir: false, etag: o.ETag };
         }
       }
     } catch (err) {

@@ -196,11 +196,22 @@ export function driverSuite(name: string, factory: DriverFactory): void {
       t.is(info.size, content.length);
       content.fill(0); // callers own what they are given
     }
+    const firstEtag = (await d.getContentWithInfo!('/c/link')).info.etag;
     await d.putContent('/c/link', 'sha256:a longer second value');
     const { content, info } = await d.getContentWithInfo!('/c/link');
     t.is(content.toString(), 'sha256:a longer second value');
     t.deepEqual(info, await d.stat('/c/link'));
     t.false(info.isDir);
+    // A driver that names versions names this one anew, and its listing says the same.
+    t.is(info.etag === undefined, firstEtag === undefined);
+    if (firstEtag !== undefined) t.not(info.etag, firstEtag);
+    if (d.listFiles) {
+      const listed: FileInfo[] = [];
+      for await (const f of d.listFiles('/c')) listed.push(f);
+      // A listing may keep finer times than a read's Last-Modified header (RGW's are to the millisecond).
+      const second = (f: FileInfo) => ({ ...f, modTime: Math.floor(f.modTime.getTime() / 1000) });
+      t.deepEqual(listed.map(second), [second(info)]);
+    }
     await notFound(t, d.getContentWithInfo!('/missing'), '/missing');
     await notFound(t, d.getContentWithInfo!('/c'), '/c');
     await notFound(t, d.getContentWithInfo!('/c/link/below'), '/c/link/below');
