@@ -224,7 +224,7 @@ export function instrumentedDriver(driver: StorageDriver, metrics: Metrics): Sto
   const wrapped: StorageDriver = {
     name: driver.name,
     getContent: (path) => timed('getContent', () => driver.getContent(path)),
-    getContentWithInfo: (path) => timed('getContent', () => contentWithInfo(driver, path)),
+    getContentWithInfo: (path) => timed('getContentWithInfo', () => contentWithInfo(driver, path)),
     putContent: (path, content) => timed('putContent', () => driver.putContent(path, content)),
     putContentIfAbsent: (path, content) => timed('putContentIfAbsent', () => driver.putContentIfAbsent(path, content)),
     reader: (path, offset, length): Promise<Readable> => timed('reader', () => driver.reader(path, offset, length)),

@@ -14,7 +14,7 @@ import { lruOfEntries } from '../lru.js';
 import pLimit from 'p-limit';
 import type { Logger } from 'pino';
 import { type Access, type Identity } from '../../auth/index.js';
-import { contentWithInfo, ifExists } from '../../storage-drivers/driver.js';
+import { contentWithInfo, ifExists, type FileInfo } from '../../storage-drivers/driver.js';
 import type { UiAuth } from '../http/auth-setup.js';
 import type { HttpOptions } from '../http/context.js';
 import { THROTTLED_MESSAGE } from '../http/auth.js';
@@ -37,6 +37,8 @@ const MAX_LIMIT = 100;
 const SUMMARY_CACHE_ENTRIES = 20_000;
 /** Storage reads in flight for one request. */
 const CONCURRENCY = 8;
+/** The most tag links whose digests are kept against a listing's version names (see `linkOf`): 10,000 tags fit. */
+const LISTED_LINK_ENTRIES = 16_384;
 
 const IMAGE_CONFIG_TYPES = new Set(['application/vnd.oci.image.config.v1+json', 'application/vnd.docker.container.image.v1+json']);
 
@@ -141,6 +143,8 @@ const isStringCursor = (v: unknown): v is { k: string } => typeof v === 'object'
 
 export class UiApi {
   private readonly summaries = lruOfEntries<string, Summary>(SUMMARY_CACHE_ENTRIES);
+  /** Tag links read after a listing named them, by path: the digest, and the listing's ETag and time of that version. */
+  private readonly listedLinks = lruOfEntries<string, { etag: string; modified: number; digest: Digest }>(LISTED_LINK_ENTRIES);
 
   constructor(private readonly deps: UiApiDeps) {}
 
@@ -324,14 +328,15 @@ export class UiApi {
 
   /** A repository's tag count, last push and the unique bytes its tagged manifests reference. */
   private async repositorySummary(name: string): Promise<{ name: string; tags: number; lastPush: string | null; size: number }> {
-    const { driver } = this.deps.local;
-    const entries = (await ifExists(driver.list(layout.tagsPath(name)))) ?? [];
-    const tags = entries.map(layout.baseName).filter(isValidTag);
+    // Where the driver lists files with their times and versions (S3), one listing of the tags folder names every
+    // tag and its link's time, and a link listed as read before is not read again.
+    const listed = await this.listedTags(name);
+    const tags = listed ? [...listed.keys()] : await this.tagNames(name);
     let lastPush = 0;
     const blobs = new Map<string, number>();
     let count = 0;
     await inBatches(tags, CONCURRENCY, async (tag) => {
-      const info = await this.tagLink(name, tag);
+      const info = await this.linkOf(name, tag, listed?.get(tag));
       if (!info) return;
       count++;
       if (info.modified > lastPush) lastPush = info.modified;
@@ -343,21 +348,64 @@ export class UiApi {
     return { name, tags: count, lastPush: lastPush > 0 ? new Date(lastPush).toISOString() : null, size };
   }
 
-  /** The links of `tags`, in their order, read CONCURRENCY at a time; a tag removed meanwhile is left out. */
-  private async linksOf(name: string, tags: readonly string[]): Promise<{ tag: string; link: { digest: Digest; modified: number } }[]> {
+  /** The names in the repository's tags folder that are tag names. */
+  private async tagNames(name: string): Promise<string[]> {
+    const entries = (await ifExists(this.deps.local.driver.list(layout.tagsPath(name)))) ?? [];
+    return entries.map(layout.baseName).filter(isValidTag);
+  }
+
+  /**
+   * Every tag of the repository with its current link's info (time, version name), from one listing of the tags
+   * folder (S3: a ListObjectsV2 per 1,000 keys, instead of a request per tag); undefined when the driver cannot list
+   * files so (the filesystem, where a tag's link costs one `stat` once read: small-files.ts).
+   */
+  private async listedTags(name: string): Promise<Map<string, FileInfo> | undefined> {
+    const { driver } = this.deps.local;
+    if (!driver.listFiles) return undefined;
+    const root = `${layout.tagsPath(name)}/`;
+    const found = new Map<string, FileInfo>();
+    for await (const file of driver.listFiles(layout.tagsPath(name))) {
+      // <tags>/<tag>/current/link; the index of every digest a tag held lies beside it and is passed over.
+      const slash = file.path.indexOf('/', root.length);
+      if (slash < 0 || file.path.slice(slash) !== '/current/link') continue;
+      const tag = file.path.slice(root.length, slash);
+      if (isValidTag(tag)) found.set(tag, file);
+    }
+    return found;
+  }
+
+  /**
+   * The links of `tags`, in their order, read CONCURRENCY at a time (`listed`: their infos from `listedTags`); a tag
+   * removed meanwhile is left out.
+   */
+  private async linksOf(name: string, tags: readonly string[], listed?: Map<string, FileInfo>): Promise<{ tag: string; link: { digest: Digest; modified: number } }[]> {
     const limiter = pLimit(CONCURRENCY);
-    const links = await Promise.all(tags.map((tag) => limiter(async () => ({ tag, link: await this.tagLink(name, tag) }))));
+    const links = await Promise.all(tags.map((tag) => limiter(async () => ({ tag, link: await this.linkOf(name, tag, listed?.get(tag)) }))));
     return links.filter((l): l is { tag: string; link: { digest: Digest; modified: number } } => l.link !== undefined);
   }
 
   /**
    * The digest a tag points to and when it was last pushed (its link's modification time), read together: pages
-   * that show many tags read one link per tag (one GetObject on S3, not a GetObject and a HEAD).
+   * that show many tags read one link per tag (one GetObject on S3, not a GetObject and a HEAD). Given the link's
+   * info from a listing (`listedTags`), a link read before is not read again while the listing names the same
+   * version of it (its ETag, and its time): a tag moved since, here or on another replica, is read anew.
    */
-  private async tagLink(name: string, tag: string): Promise<{ digest: Digest; modified: number } | undefined> {
-    const link = await ifExists(contentWithInfo(this.deps.local.driver, layout.tagCurrentLinkPath(name, tag)));
+  private async linkOf(name: string, tag: string, listed?: FileInfo): Promise<{ digest: Digest; modified: number } | undefined> {
+    const path = layout.tagCurrentLinkPath(name, tag);
+    if (listed?.etag !== undefined) {
+      const known = this.listedLinks.get(path);
+      if (known && known.etag === listed.etag && known.modified === listed.modTime.getTime()) return { digest: known.digest, modified: known.modified };
+    }
+    const link = await ifExists(contentWithInfo(this.deps.local.driver, path));
     const digest = link && tryParseDigest(link.content.toString('utf8').trim());
     if (!digest) return undefined;
+    // Kept only when the read is the version listed: the listing's time is then the one to compare with the next
+    // listing's (a read's Last-Modified may be coarser than a listing's).
+    if (listed?.etag !== undefined && link.info.etag === listed.etag) {
+      const modified = listed.modTime.getTime();
+      this.listedLinks.set(path, { etag: listed.etag, modified, digest });
+      return { digest, modified };
+    }
     return { digest, modified: link.info.modTime.getTime() };
   }
 
@@ -391,9 +439,10 @@ export class UiApi {
       if (found.length > limit) next = encodeCursor({ k: found[limit - 1] });
       chosen = await this.linksOf(name, found.slice(0, limit));
     } else {
-      // Every tag's name (and for `pushed`, its link time) is read to sort; only the page's manifests are.
-      const entries = (await ifExists(this.deps.local.driver.list(layout.tagsPath(name)))) ?? [];
-      let tags = entries.map(layout.baseName).filter((t) => isValidTag(t) && (q === undefined || t.includes(q)));
+      // Every tag's name (and for `pushed`, its link time) is read to sort; only the page's manifests are. Where the
+      // driver lists files with their times, one listing gives both.
+      const listed = sort === '-name' ? undefined : await this.listedTags(name);
+      let tags = (listed ? [...listed.keys()] : await this.tagNames(name)).filter((t) => q === undefined || t.includes(q));
       total = tags.length;
       if (sort === '-name') {
         tags.sort((a, b) => (a < b ? 1 : a > b ? -1 : 0));
@@ -404,10 +453,14 @@ export class UiApi {
         chosen = await this.linksOf(name, page);
       } else {
         const stamped: { tag: string; t: number }[] = [];
-        await inBatches(tags, CONCURRENCY * 2, async (tag) => {
-          const info = await ifExists(this.deps.local.driver.stat(layout.tagCurrentLinkPath(name, tag)));
-          if (info) stamped.push({ tag, t: info.modTime.getTime() });
-        });
+        if (listed) {
+          for (const tag of tags) stamped.push({ tag, t: listed.get(tag)!.modTime.getTime() });
+        } else {
+          await inBatches(tags, CONCURRENCY * 2, async (tag) => {
+            const info = await ifExists(this.deps.local.driver.stat(layout.tagCurrentLinkPath(name, tag)));
+            if (info) stamped.push({ tag, t: info.modTime.getTime() });
+          });
+        }
         const dir = sort === 'pushed' ? 1 : -1;
         const cmp = (a: { tag: string; t: number }, b: { tag: string; t: number }) => (a.t - b.t) * dir || (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0);
         stamped.sort(cmp);
@@ -415,7 +468,7 @@ export class UiApi {
         const after = cursor ? stamped.filter((s) => cmp(s, { tag: cursor.k, t: cursor.t }) > 0) : stamped;
         const page = after.slice(0, limit);
         if (after.length > limit) next = encodeCursor({ k: page.at(-1)!.tag, t: page.at(-1)!.t });
-        chosen = await this.linksOf(name, page.map((p) => p.tag));
+        chosen = await this.linksOf(name, page.map((p) => p.tag), listed);
       }
     }
 
@@ -647,7 +700,6 @@ export class UiApi {
 
 // ---- helpers ----------------------------------------------------------------------------------------------------
 
-/** Run `fn` on every item, `width` at a time, without queueing a promise per item up front (10,000 tags). */
 /**
  * Run `fn` over `items`, `width` at a time, by `width` workers taking the next item in turn. Not scan.ts's
  * forEachLimited: that queues one closure per item in p-limit, which for the 10,000 tags of one repository cost

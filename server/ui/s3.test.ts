@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { startWharf, writeHtpasswd, type RunningWharf } from '../../testing/harness.js';
 import { chromium } from 'playwright-core';
 import { startS3TestServer, type S3TestServer } from '../../testing/s3-test-server.js';
-import { call, pushArtifact, pushImage, pushIndex, uiLogin } from '../../testing/ui-fixtures.js';
+import { call, pushArtifact, pushImage, pushIndex, putManifest, uiLogin, type Pushed } from '../../testing/ui-fixtures.js';
+import { sample, scrape } from '../../testing/metrics.js';
 
 let s3: S3TestServer;
 let dir: string;
@@ -26,6 +27,8 @@ test.before(async (t) => {
   const config = {
     storage: { s3: s3.storageConfig({ rootdirectory: '/ui' }), redirect: { disable: true } },
     auth: { htpasswd: { realm: 'r', path: join(dir, 'htpasswd') }, access: { anonymous: ['pub/**'], rules: [{ users: ['alice'], repositories: ['**'], actions: ['*'] }] } },
+    // Metrics: the last test counts the storage requests of a page view.
+    http: { debug: { addr: '127.0.0.1:0', prometheus: { enabled: true } } },
   };
   // One after the other: the first creates the session key, the second reads it.
   one = await startWharf({ config, startTimeoutMs: 120_000 });
@@ -105,4 +108,57 @@ test.serial('s3, in Chromium: the list, a repository and an image with its refer
   t.true(cookies.some((c) => c.name === 'wharf_session' && c.httpOnly));
   const origins = new Set(requests.map((u) => new URL(u).origin));
   t.deepEqual([...origins].sort(), [new URL(one.url).origin, new URL(two.url).origin].sort(), 'no other origin');
+});
+
+/**
+ * Storage requests of `w` so far that the UI's pages make per tag: link reads (`getContentWithInfo`, which nothing
+ * in the background makes), stats and listings.
+ */
+async function requests(w: RunningWharf): Promise<Record<string, number>> {
+  const text = await scrape(w);
+  const count = (operation: string) => sample(text, 'wharf_storage_operation_duration_seconds_count', { driver: 's3', operation }) ?? 0;
+  return { links: count('getContentWithInfo'), stat: count('stat'), listFiles: count('listFiles') };
+}
+
+/** What `view` costs `w` in those requests. */
+async function cost(w: RunningWharf, view: () => Promise<unknown>): Promise<Record<string, number>> {
+  const before = await requests(w);
+  await view();
+  const after = await requests(w);
+  return Object.fromEntries(Object.keys(after).map((k) => [k, after[k]! - before[k]!]));
+}
+
+const uniqueSize = (images: Pushed[]) => Object.values(Object.assign({}, ...images.map((i) => i.blobs)) as Record<string, number>).reduce((a, b) => a + b, 0);
+
+test.serial('s3: a page lists each repository\'s tags in one listing and reads only the links that changed, on any replica', async (t) => {
+  const images: Record<string, Pushed> = {};
+  for (const tag of ['a', 'b', 'c', 'd']) images[tag] = await pushImage(one.url, 'pub/many', tag, { layers: [300 + tag.charCodeAt(0)] }, alice);
+  const view = () => call(two.url, '/ui/api/repositories?q=pub/many');
+  const item = async () => (await view()).json.items[0];
+
+  // The first view on this replica reads each link once; the next ones none: the listing names the same versions.
+  t.is((await item()).size, uniqueSize(Object.values(images)));
+  t.deepEqual(await cost(two, view), { links: 0, stat: 0, listFiles: 1 });
+
+  // A tag moved on the other replica (to a manifest this one has summarised): seen at the next view, by reading that
+  // link alone.
+  const manifest = await fetch(`${one.url}/v2/pub/many/manifests/a`, { headers: { ...alice, Accept: images.a!.mediaType } });
+  await putManifest(one.url, 'pub/many', 'b', Buffer.from(await manifest.arrayBuffer()), images.a!.mediaType, alice);
+  images.b = images.a!;
+  let seen: any;
+  t.deepEqual(await cost(two, async () => (seen = await item())), { links: 1, stat: 0, listFiles: 1 });
+  t.is(seen.tags, 4);
+  t.is(seen.size, uniqueSize(Object.values(images)));
+
+  // Newest first: the times come from the same listing, no request per tag (the one stat asks whether the
+  // repository exists).
+  let tags: any;
+  t.deepEqual(await cost(two, async () => (tags = await call(two.url, '/ui/api/repositories/pub/many/tags?sort=-pushed'))), { links: 0, stat: 1, listFiles: 1 });
+  t.is(tags.status, 200, tags.text);
+  const items = tags.json.items as { tag: string; digest: string; lastPush: string }[];
+  t.deepEqual(items.map((i) => i.tag).sort(), ['a', 'b', 'c', 'd']);
+  const times = items.map((i) => Date.parse(i.lastPush));
+  t.deepEqual(times, [...times].sort((x, y) => y - x), 'newest first (S3 keeps times to the second)');
+  t.is(Date.parse(items.find((i) => i.tag === 'b')!.lastPush), times[0], 'the tag moved last is among the newest');
+  t.is(items.find((i) => i.tag === 'b')!.digest, images.b!.digest);
 });
