@@ -39,6 +39,12 @@ const SUMMARY_CACHE_ENTRIES = 20_000;
 const CONCURRENCY = 8;
 /** The most tag links whose digests are kept against a listing's version names (see `linkOf`): 10,000 tags fit. */
 const LISTED_LINK_ENTRIES = 16_384;
+/**
+ * Keys listed per tag past which a listing of a tags folder is given up for a read of each tag's link. The listing
+ * also goes through the index of every digest each tag ever held (a `latest` moved by every build holds thousands):
+ * a request per 1,000 keys, against a request per tag when each link is read.
+ */
+export const LISTED_KEYS_PER_TAG = 1_000;
 
 const IMAGE_CONFIG_TYPES = new Set(['application/vnd.oci.image.config.v1+json', 'application/vnd.docker.container.image.v1+json']);
 
@@ -357,14 +363,17 @@ export class UiApi {
   /**
    * Every tag of the repository with its current link's info (time, version name), from one listing of the tags
    * folder (S3: a ListObjectsV2 per 1,000 keys, instead of a request per tag); undefined when the driver cannot list
-   * files so (the filesystem, where a tag's link costs one `stat` once read: small-files.ts).
+   * files so (the filesystem, where a tag's link costs one `stat` once read: small-files.ts), and when the tags'
+   * indexes make the listing longer than reading each link (LISTED_KEYS_PER_TAG).
    */
   private async listedTags(name: string): Promise<Map<string, FileInfo> | undefined> {
     const { driver } = this.deps.local;
     if (!driver.listFiles) return undefined;
     const root = `${layout.tagsPath(name)}/`;
     const found = new Map<string, FileInfo>();
+    let keys = 0;
     for await (const file of driver.listFiles(layout.tagsPath(name))) {
+      if (++keys > LISTED_KEYS_PER_TAG * Math.max(found.size, 1)) return undefined;
       // <tags>/<tag>/current/link; the index of every digest a tag held lies beside it and is passed over.
       const slash = file.path.indexOf('/', root.length);
       if (slash < 0 || file.path.slice(slash) !== '/current/link') continue;

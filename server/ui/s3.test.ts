@@ -4,6 +4,9 @@
  * replica is accepted by the other (the session key is kept in storage). The same, seen in headless Chromium.
  */
 import test from 'ava';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { createHash } from 'node:crypto';
+import pLimit from 'p-limit';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +15,7 @@ import { chromium } from 'playwright-core';
 import { startS3TestServer, type S3TestServer } from '../../testing/s3-test-server.js';
 import { call, pushArtifact, pushImage, pushIndex, putManifest, uiLogin, type Pushed } from '../../testing/ui-fixtures.js';
 import { sample, scrape } from '../../testing/metrics.js';
+import { LISTED_KEYS_PER_TAG } from './api.js';
 
 let s3: S3TestServer;
 let dir: string;
@@ -161,4 +165,28 @@ test.serial('s3: a page lists each repository\'s tags in one listing and reads o
   t.deepEqual(times, [...times].sort((x, y) => y - x), 'newest first (S3 keeps times to the second)');
   t.is(Date.parse(items.find((i) => i.tag === 'b')!.lastPush), times[0], 'the tag moved last is among the newest');
   t.is(items.find((i) => i.tag === 'b')!.digest, images.b!.digest);
+});
+
+test.serial('s3: a repository whose tags hold long histories is read link by link, not listed past 1,000 keys a tag', async (t) => {
+  const image = await pushImage(one.url, 'pub/history', 'latest', {}, alice);
+  // The index of the digests `latest` held before: what a tag moved by every build of a CI gathers.
+  const client = s3.client();
+  const index = 'ui/docker/registry/v2/repositories/pub/history/_manifests/tags/latest/index/sha256/';
+  const limit = pLimit(32);
+  await Promise.all(Array.from({ length: LISTED_KEYS_PER_TAG }, (_, i) => limit(async () => {
+    const hex = createHash('sha256').update(`build ${i}`).digest('hex');
+    await client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: `${index}${hex}/link`, Body: `sha256:${hex}` }));
+  })));
+  const view = () => call(two.url, '/ui/api/repositories?q=pub/history');
+  const first = (await view()).json.items[0];
+  t.is(first.tags, 1);
+  t.is(first.size, uniqueSize([image]));
+  // Every view gives the listing up after its first page and reads the one link instead.
+  let again: any;
+  t.deepEqual(await cost(two, async () => (again = (await view()).json.items[0])), { links: 1, stat: 0, listFiles: 1 });
+  t.deepEqual(again, first);
+  // Sorting by push time falls back to a stat of the link.
+  let tags: any;
+  t.deepEqual(await cost(two, async () => (tags = await call(two.url, '/ui/api/repositories/pub/history/tags?sort=-pushed'))), { links: 1, stat: 2, listFiles: 1 });
+  t.deepEqual(tags.json.items.map((i: any) => [i.tag, i.digest]), [['latest', image.digest]]);
 });
