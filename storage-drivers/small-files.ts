@@ -95,7 +95,7 @@ export class SmallFileReader {
 
   /** The whole file, as `fs.readFile` gives it (errors included: ENOENT, EISDIR, ...). */
   async read(file: string): Promise<Buffer> {
-    return (await this.readFile(file, false)).content;
+    return (await this.load(file, false)).content;
   }
 
   /**
@@ -103,12 +103,12 @@ export class SmallFileReader {
    * for kept bytes, or from the `fstat` of the descriptor they were read from.
    */
   async readWithModTime(file: string): Promise<{ content: Buffer; mtimeMs: number }> {
-    const { content, st } = await this.readFile(file, true);
+    const { content, st } = await this.load(file, true);
     return { content, mtimeMs: st!.mtimeMs };
   }
 
   /** The file's bytes, and with `wantStat` the stat (or kept stat) that describes them. */
-  private async readFile(file: string, wantStat: boolean): Promise<{ content: Buffer; st?: Stats | Kept }> {
+  private async load(file: string, wantStat: boolean): Promise<{ content: Buffer; st?: Stats | Kept }> {
     if (!(await this.calls.isLocal())) {
       this.fileReads++;
       if (wantStat) return readWithStat(file);
