@@ -385,6 +385,13 @@ export function isBelow(path: string, dir: string): boolean {
 }
 
 /** The driver path of `name` inside directory `dir`. */
+/** The first component of `path` below directory `dir` (`path` must lie below `dir`). */
+export function firstComponent(path: string, dir: string): string {
+  const rest = dir === '/' ? path.slice(1) : path.slice(dir.length + 1);
+  const slash = rest.indexOf('/');
+  return slash < 0 ? rest : rest.slice(0, slash);
+}
+
 export function joinPath(dir: string, name: string): string {
   return dir === '/' ? `/${name}` : `${dir}/${name}`;
 }

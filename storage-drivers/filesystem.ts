@@ -27,6 +27,7 @@ import {
   PathNotFoundError,
   StorageDriverError,
   comparePaths,
+  firstComponent,
   isBelow,
   joinPath,
   type ContentWithInfo,
@@ -381,7 +382,20 @@ export class FilesystemDriver implements StorageDriver {
    */
   private async *walkDir(dir: string, names: string[], options: WalkOptions): AsyncGenerator<FileInfo> {
     const { startAfter, descend } = options;
-    for (const name of names) {
+    // The entries named before the one that is or holds startAfter lie before it with all below them: found by a
+    // binary search, not by a path made and compared for each (a middle page of 10,000 tags).
+    let from = 0;
+    if (startAfter !== undefined && isBelow(startAfter, dir)) {
+      const held = firstComponent(startAfter, dir);
+      let end = names.length;
+      while (from < end) {
+        const mid = (from + end) >>> 1;
+        if (names[mid]! < held) from = mid + 1;
+        else end = mid;
+      }
+    }
+    for (let i = from; i < names.length; i++) {
+      const name = names[i]!;
       const path = joinPath(dir, name);
       // With startAfter beyond this entry and not inside it, the entry and its whole subtree are skipped.
       if (startAfter !== undefined && comparePaths(path, startAfter) < 0 && !isBelow(startAfter, path)) continue;

@@ -65,6 +65,7 @@ import {
   isValidPath,
   joinPath,
   COPY_INTO,
+  firstComponent,
   type ContentWithInfo,
   type CopyInto,
   type FileInfo,
@@ -985,13 +986,6 @@ function objectBody(body: Readable): Readable {
     body.resume(); // a wrapper (the checked driver's) may have paused it
   };
   return Object.assign(body, { [COPY_INTO]: copyInto });
-}
-
-/** The first component of `path` below directory `dir` (`path` must lie below `dir`). */
-function firstComponent(path: string, dir: string): string {
-  const rest = dir === '/' ? path.slice(1) : path.slice(dir.length + 1);
-  const slash = rest.indexOf('/');
-  return slash < 0 ? rest : rest.slice(0, slash);
 }
 
 type WriterState = 'open' | 'committed' | 'closed' | 'cancelled' | 'failed';
