@@ -44,6 +44,7 @@ export const UNIT_TESTS = [
   'server/ui/static.test.ts',
   'storage-drivers/checked.test.ts',
   'storage-drivers/driver.test.ts',
+  'storage-drivers/kept-listings.test.ts',
   'storage-drivers/quick-calls.test.ts',
   'storage-drivers/small-files.test.ts',
   'storage-drivers/index.test.ts',

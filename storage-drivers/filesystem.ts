@@ -21,6 +21,7 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { QuickCalls, call } from './quick-calls.js';
 import { SmallFileReader } from './small-files.js';
+import { ListingReader } from './kept-listings.js';
 import { Readable, type Writable } from 'node:stream';
 import {
   InvalidOffsetError,
@@ -123,6 +124,7 @@ export class FilesystemDriver implements StorageDriver {
   readonly rootDirectory: string;
   private readonly fsync: boolean;
   private readonly smallFiles: SmallFileReader;
+  private readonly listings: ListingReader;
   /** Metadata calls, made on the event loop's thread while they are quick (./quick-calls.ts). */
   readonly calls: QuickCalls;
   /**
@@ -137,6 +139,7 @@ export class FilesystemDriver implements StorageDriver {
     this.fsync = options.fsync ?? true;
     this.calls = new QuickCalls(this.rootDirectory, options.slowCallMs);
     this.smallFiles = new SmallFileReader(this.calls);
+    this.listings = new ListingReader(this.calls);
   }
 
   /**
@@ -425,15 +428,16 @@ export class FilesystemDriver implements StorageDriver {
    * not created yet is empty (the root always exists).
    */
   private async children(path: string, withTemp = false): Promise<string[]> {
-    let names: string[];
+    let names: readonly string[];
     try {
-      names = await readdir(this.fullPath(path));
+      // Kept and checked by one stat when read again lately (kept-listings.ts).
+      names = await this.listings.names(this.fullPath(path));
     } catch (err) {
       if (path === '/' && code(err) === 'ENOENT') return [];
       if (isNotFound(err)) throw new PathNotFoundError(path, NAME);
       throw err;
     }
-    return (withTemp ? names : names.filter((n) => !n.startsWith(TEMP_PREFIX))).sort();
+    return withTemp ? [...names] : names.filter((n) => !n.startsWith(TEMP_PREFIX));
   }
 
   /**
