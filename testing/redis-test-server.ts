@@ -58,7 +58,18 @@ function ping(port: number): Promise<boolean> {
 }
 
 export async function startRedis(options: StartRedisOptions = {}): Promise<RunningRedis> {
-  const port = options.port ?? (await freePort());
+  // A free port picked here can be taken by another test file's process before redis-server binds it (files run two
+  // at a time): then another port is picked. A port the caller chose is its to keep.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startRedisOn(options.port ?? (await freePort()), options);
+    } catch (err) {
+      if (options.port !== undefined || attempt >= 5 || !/Address already in use/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function startRedisOn(port: number, options: StartRedisOptions): Promise<RunningRedis> {
   const ownDir = options.dir === undefined;
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'wharf-redis-')));
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--daemonize', 'no',
