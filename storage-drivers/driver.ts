@@ -384,7 +384,6 @@ export function isBelow(path: string, dir: string): boolean {
   return path.length > dir.length + 1 && path.startsWith(dir) && path.charCodeAt(dir.length) === 0x2f;
 }
 
-/** The driver path of `name` inside directory `dir`. */
 /** The first component of `path` below directory `dir` (`path` must lie below `dir`). */
 export function firstComponent(path: string, dir: string): string {
   const rest = dir === '/' ? path.slice(1) : path.slice(dir.length + 1);
@@ -392,6 +391,7 @@ export function firstComponent(path: string, dir: string): string {
   return slash < 0 ? rest : rest.slice(0, slash);
 }
 
+/** The driver path of `name` inside directory `dir`. */
 export function joinPath(dir: string, name: string): string {
   return dir === '/' ? `/${name}` : `${dir}/${name}`;
 }
